@@ -1,0 +1,532 @@
+//! The incremental book of one position: its live trades in lot order, cut
+//! into chunks of at most [`CHUNK_MAX_TRADES`] trades, each chunk holding the
+//! open lots its own trades contribute.
+//!
+//! Why this is flat in K for FIFO and LIFO: under both methods the open part
+//! of a chunk is a pure function of the chunk's trades and a small *context*
+//! derived from sums over the other chunks (FIFO: where the open window of
+//! units starts inside this chunk; LIFO: the running position at the chunk's
+//! start and the lowest running position after it, clamped to the range the
+//! chunk can see). A change rewrites the chunk it lands in and every chunk
+//! whose context moved, which is only the chunks at the boundary of the open
+//! window; the other chunks' contexts are computed (a few integer additions
+//! each) and found unchanged. Cost per change: O(K / CHUNK + CHUNK + lots that
+//! really change). Small positions are one chunk and pay nothing more than a
+//! plain replay of that chunk.
+//!
+//! Facts used (both are checked against [`super::reference`] by tests):
+//! - FIFO: the k-th unit bought is matched with the k-th unit sold, across
+//!   zero crossings too; so with B units bought and S sold, the open lots are
+//!   the last B-S bought units (long) or the last S-B sold units (short).
+//! - LIFO: with running position X, a long unit at level v in (0, X_end] is
+//!   held by the last trade that raised X through v; so a BUY t keeps
+//!   max(0, min_{s>=t} X_after(s) - max(X_before(t), 0)) units open (short
+//!   positions mirror this).
+//! - Every method: realized P&L = sell proceeds - buy cost + value of open
+//!   long lots - value of open short lots.
+//!
+//! HIFO's relief order depends on the prices of all lots open at each sell,
+//! so a backdated change can cascade through every later relief; HIFO
+//! positions are re-booked whole ([`super::reference::book`]) on each change:
+//! O(K log K).
+
+use super::{notional, reference, Checked, Overflow};
+use crate::decimal::{Amount, Dec8};
+use crate::position::{Lot, LotSide, PositionSummary};
+use crate::trade::{BookedTrade, LotKey, LotMethod, Side};
+
+/// A chunk is split in two when it grows past this many trades.
+pub const CHUNK_MAX_TRADES: usize = 512;
+/// A chunk this small is merged into its successor when they fit together.
+pub const CHUNK_MERGE_BELOW_TRADES: usize = 64;
+
+/// Sums over a chunk's trades, kept up to date on every insert and removal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ChunkSums {
+    buy_quantity: Dec8,
+    sell_quantity: Dec8,
+    buy_notional: Amount,
+    sell_notional: Amount,
+}
+
+impl ChunkSums {
+    fn apply(&mut self, trade: &BookedTrade, insert: bool) -> Result<(), Overflow> {
+        let value = notional(trade.quantity, trade.price)?;
+        let (quantity, total) = match trade.side {
+            Side::Buy => (&mut self.buy_quantity, &mut self.buy_notional),
+            Side::Sell => (&mut self.sell_quantity, &mut self.sell_notional),
+        };
+        if insert {
+            *quantity = quantity.add(trade.quantity)?;
+            *total = total.add(value)?;
+        } else {
+            *quantity = quantity.sub(trade.quantity)?;
+            *total = total.sub(value)?;
+        }
+        Ok(())
+    }
+    fn add(&mut self, other: &ChunkSums) -> Result<(), Overflow> {
+        self.buy_quantity = self.buy_quantity.add(other.buy_quantity)?;
+        self.sell_quantity = self.sell_quantity.add(other.sell_quantity)?;
+        self.buy_notional = self.buy_notional.add(other.buy_notional)?;
+        self.sell_notional = self.sell_notional.add(other.sell_notional)?;
+        Ok(())
+    }
+    /// Net quantity bought (buys - sells).
+    fn net(&self) -> Result<Dec8, Overflow> {
+        self.buy_quantity.sub(self.sell_quantity)
+    }
+}
+
+/// Everything outside a chunk that its open lots depend on, normalised so
+/// that equal contexts mean equal lots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ChunkContext {
+    /// No trade of this chunk holds an open unit.
+    Closed,
+    /// FIFO: the chunk's units of `side`, numbered 0.. in lot order, are open from `open_from` on.
+    Fifo { side: LotSide, open_from: Dec8 },
+    /// LIFO, in coordinates where the open side is positive (Y = X long, -X short):
+    /// `bound` is the lowest Y after the chunk relative to its start, clamped to
+    /// the chunk's own range; `start` is Y at the chunk's start when the zero
+    /// floor can bind inside the chunk.
+    Lifo { side: LotSide, bound: Dec8, start: Option<Dec8> },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Chunk {
+    /// Live trades in lot order.
+    trades: Vec<BookedTrade>,
+    sums: ChunkSums,
+    /// The context `lots` was computed for; `None` when `lots` is stale.
+    context: Option<ChunkContext>,
+    /// Open lots held by this chunk's trades (empty under HIFO).
+    lots: Vec<Lot>,
+}
+
+impl Chunk {
+    fn first_key(&self) -> Option<&LotKey> {
+        self.trades.first().map(|t| &t.key)
+    }
+}
+
+/// Lots a change retracted and asserted, as in a correction event. Each list
+/// is sorted by `lot_id`; a lot whose quantity changed is in both.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LotChanges {
+    /// Rows retracted.
+    pub closed: Vec<Lot>,
+    /// Rows asserted.
+    pub opened: Vec<Lot>,
+}
+
+impl LotChanges {
+    /// True when no lot changed.
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.opened.is_empty()
+    }
+}
+
+/// The incremental book of one position (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct PositionBook {
+    method: LotMethod,
+    chunks: Vec<Chunk>,
+    /// Open lots of a HIFO position (chunks hold none then).
+    hifo_lots: Vec<Lot>,
+    /// Sums over all chunks.
+    totals: ChunkSums,
+    summary: PositionSummary,
+    /// Lots retracted during the current `apply`.
+    retired: Vec<Lot>,
+    /// Lots asserted during the current `apply`.
+    asserted: Vec<Lot>,
+    /// A trade entered or left during the current `apply`.
+    touched: bool,
+}
+
+impl PositionBook {
+    /// An empty, flat book under `method`.
+    pub fn new(method: LotMethod) -> PositionBook {
+        PositionBook { method, ..PositionBook::default() }
+    }
+
+    /// The lot method the book is under.
+    pub fn method(&self) -> LotMethod {
+        self.method
+    }
+
+    /// Current summary (all zero when flat).
+    pub fn summary(&self) -> &PositionSummary {
+        &self.summary
+    }
+
+    /// Number of live trades.
+    pub fn trade_count(&self) -> usize {
+        self.chunks.iter().map(|c| c.trades.len()).sum()
+    }
+
+    /// True when the book holds no trade.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// The latest trade in lot order, if any.
+    pub fn last_key(&self) -> Option<&LotKey> {
+        self.chunks.last().and_then(|c| c.trades.last()).map(|t| &t.key)
+    }
+
+    /// Every open lot, sorted by `lot_id`.
+    pub fn lots(&self) -> Vec<Lot> {
+        let mut lots: Vec<Lot> = if self.method == LotMethod::Hifo {
+            self.hifo_lots.clone()
+        } else {
+            self.chunks.iter().flat_map(|c| c.lots.iter().cloned()).collect()
+        };
+        lots.sort_by(|a, b| a.lot_id.cmp(&b.lot_id));
+        lots
+    }
+
+    /// Applies one engine timestamp's changes: `removed` trades leave the
+    /// book, `inserted` ones enter it (a trade in both is replaced), and the
+    /// method becomes `method` (re-booking everything if it changed).
+    /// Returns the lots retracted and asserted. On overflow the book must be
+    /// discarded by the caller (it names the position).
+    pub fn apply(
+        &mut self,
+        method: LotMethod,
+        removed: &[BookedTrade],
+        inserted: &[BookedTrade],
+    ) -> Result<LotChanges, Overflow> {
+        if method != self.method {
+            self.method = method;
+            for i in 0..self.chunks.len() {
+                self.invalidate(i);
+            }
+            self.retired.append(&mut self.hifo_lots);
+        }
+        for trade in removed {
+            self.remove(trade)?;
+        }
+        for trade in inserted {
+            self.insert(trade)?;
+        }
+        if self.method == LotMethod::Hifo {
+            self.rebook_whole()?;
+        } else {
+            self.touched = false;
+            self.refresh_chunks()?;
+        }
+        self.finish()
+    }
+
+    /// Marks chunk `i`'s lots stale, retiring them.
+    fn invalidate(&mut self, i: usize) {
+        let chunk = &mut self.chunks[i];
+        chunk.context = None;
+        self.retired.append(&mut chunk.lots);
+    }
+
+    /// Index of the chunk that holds (or would hold) `key`.
+    fn chunk_for(&self, key: &LotKey) -> usize {
+        let after = self.chunks.partition_point(|c| c.first_key().is_some_and(|k| k <= key));
+        after.saturating_sub(1)
+    }
+
+    fn insert(&mut self, trade: &BookedTrade) -> Result<(), Overflow> {
+        if self.chunks.is_empty() {
+            self.chunks.push(Chunk::default());
+        }
+        let i = self.chunk_for(&trade.key);
+        self.invalidate(i);
+        self.touched = true;
+        let chunk = &mut self.chunks[i];
+        let at = chunk.trades.partition_point(|t| t.key < trade.key);
+        chunk.trades.insert(at, trade.clone());
+        chunk.sums.apply(trade, true)?;
+        self.totals.apply(trade, true)?;
+        if chunk.trades.len() > CHUNK_MAX_TRADES {
+            let tail = chunk.trades.split_off(chunk.trades.len() / 2);
+            let mut right = Chunk { trades: tail, ..Chunk::default() };
+            for t in &right.trades {
+                right.sums.apply(t, true)?;
+            }
+            for t in &right.trades {
+                chunk.sums.apply(t, false)?;
+            }
+            self.chunks.insert(i + 1, right);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, trade: &BookedTrade) -> Result<(), Overflow> {
+        if self.chunks.is_empty() {
+            debug_assert!(false, "removing {:?} from an empty book", trade.key);
+            return Ok(());
+        }
+        let i = self.chunk_for(&trade.key);
+        let Ok(at) = self.chunks[i].trades.binary_search_by(|t| t.key.cmp(&trade.key)) else {
+            debug_assert!(false, "removing {:?} that is not booked", trade.key);
+            return Ok(());
+        };
+        self.invalidate(i);
+        self.touched = true;
+        let chunk = &mut self.chunks[i];
+        let gone = chunk.trades.remove(at);
+        debug_assert_eq!(&gone, trade);
+        chunk.sums.apply(&gone, false)?;
+        self.totals.apply(&gone, false)?;
+        let len = chunk.trades.len();
+        if len == 0 {
+            self.chunks.remove(i);
+        } else if len < CHUNK_MERGE_BELOW_TRADES
+            && i + 1 < self.chunks.len()
+            && len + self.chunks[i + 1].trades.len() <= CHUNK_MAX_TRADES
+        {
+            self.invalidate(i + 1);
+            let next = self.chunks.remove(i + 1);
+            let chunk = &mut self.chunks[i];
+            chunk.sums.add(&next.sums)?;
+            chunk.trades.extend(next.trades);
+        }
+        Ok(())
+    }
+
+    /// HIFO: re-book the whole position when anything changed.
+    fn rebook_whole(&mut self) -> Result<(), Overflow> {
+        let method_changed = !self.retired.is_empty();
+        if !std::mem::take(&mut self.touched) && !method_changed {
+            return Ok(());
+        }
+        let trades: Vec<BookedTrade> = self.chunks.iter().flat_map(|c| c.trades.iter().cloned()).collect();
+        let booking = reference::book(LotMethod::Hifo, &trades)?;
+        self.retired.append(&mut self.hifo_lots);
+        self.hifo_lots = booking.lots.clone();
+        self.asserted.extend(booking.lots);
+        for chunk in &mut self.chunks {
+            chunk.context = Some(ChunkContext::Closed);
+        }
+        Ok(())
+    }
+
+    /// FIFO / LIFO: compute every chunk's context; rebuild the lots of the
+    /// chunks that changed or whose context moved.
+    fn refresh_chunks(&mut self) -> Result<(), Overflow> {
+        let contexts = match self.method {
+            LotMethod::Fifo => self.fifo_contexts()?,
+            _ => self.lifo_contexts()?,
+        };
+        for (i, context) in contexts.into_iter().enumerate() {
+            if self.chunks[i].context.as_ref() == Some(&context) {
+                continue;
+            }
+            self.invalidate(i);
+            let chunk = &mut self.chunks[i];
+            chunk.lots = open_lots(&chunk.trades, &context)?;
+            self.asserted.extend(chunk.lots.iter().cloned());
+            chunk.context = Some(context);
+        }
+        Ok(())
+    }
+
+    fn fifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
+        let net = self.totals.net()?;
+        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
+        // Open units of `side` are those numbered >= closed_units (numbering all of that side's units in lot order).
+        let closed_units = match side {
+            LotSide::Long => self.totals.sell_quantity,
+            LotSide::Short => self.totals.buy_quantity,
+        };
+        let mut before = Dec8::ZERO;
+        let mut contexts = Vec::with_capacity(self.chunks.len());
+        for chunk in &self.chunks {
+            let len = match side {
+                LotSide::Long => chunk.sums.buy_quantity,
+                LotSide::Short => chunk.sums.sell_quantity,
+            };
+            let open_from = clamp(closed_units.sub(before)?, Dec8::ZERO, len);
+            contexts.push(if net.is_zero() || open_from == len {
+                ChunkContext::Closed
+            } else {
+                ChunkContext::Fifo { side, open_from }
+            });
+            before = before.add(len)?;
+        }
+        Ok(contexts)
+    }
+
+    fn lifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
+        let net = self.totals.net()?;
+        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
+        let n = self.chunks.len();
+        // Y = X for a long position, -X for a short one; the open side is positive.
+        let mut ranges = Vec::with_capacity(n);
+        for chunk in &self.chunks {
+            ranges.push(relative_range(&chunk.trades, side)?);
+        }
+        // start[i]: Y at chunk i's start.
+        let mut start = Vec::with_capacity(n);
+        let mut y = Dec8::ZERO;
+        for chunk in &self.chunks {
+            start.push(y);
+            let delta = chunk.sums.net()?;
+            y = match side {
+                LotSide::Long => y.add(delta)?,
+                LotSide::Short => y.sub(delta)?,
+            };
+        }
+        // after_min[i]: the lowest Y at any point after chunk i (None for the last chunk).
+        let mut after_min: Vec<Option<Dec8>> = vec![None; n];
+        let mut running: Option<Dec8> = None;
+        for i in (0..n).rev() {
+            after_min[i] = running;
+            let low = start[i].add(ranges[i].0)?;
+            running = Some(running.map_or(low, |r| r.min(low)));
+        }
+        let mut contexts = Vec::with_capacity(n);
+        for i in 0..n {
+            let (low, high) = ranges[i];
+            let bound = match after_min[i] {
+                Some(m) => clamp(m.sub(start[i])?, low, high),
+                None => high,
+            };
+            let floor_binds = start[i].add(low)? < Dec8::ZERO;
+            contexts.push(if net.is_zero() || bound == low {
+                ChunkContext::Closed
+            } else {
+                ChunkContext::Lifo { side, bound, start: floor_binds.then_some(start[i]) }
+            });
+        }
+        Ok(contexts)
+    }
+
+    /// Diffs retired against asserted lots and refreshes the summary.
+    fn finish(&mut self) -> Result<LotChanges, Overflow> {
+        let mut closed = std::mem::take(&mut self.retired);
+        let mut opened = std::mem::take(&mut self.asserted);
+        closed.sort_unstable();
+        opened.sort_unstable();
+        let mut changes = LotChanges::default();
+        let (mut a, mut b) = (closed.into_iter().peekable(), opened.into_iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x == y => {
+                    a.next();
+                    b.next();
+                }
+                (Some(x), Some(y)) if x < y => changes.closed.extend(a.next()),
+                (Some(_), Some(_)) => changes.opened.extend(b.next()),
+                (Some(_), None) => changes.closed.extend(a.next()),
+                (None, Some(_)) => changes.opened.extend(b.next()),
+                (None, None) => break,
+            }
+        }
+        let mut summary = self.summary.clone();
+        for lot in &changes.closed {
+            summary.quantity = summary.quantity.sub(lot.signed_quantity())?;
+            summary.cost_basis = summary.cost_basis.sub(lot.signed_value().ok_or(Overflow)?)?;
+            summary.lot_count -= 1;
+        }
+        for lot in &changes.opened {
+            summary.quantity = summary.quantity.add(lot.signed_quantity())?;
+            summary.cost_basis = summary.cost_basis.add(lot.signed_value().ok_or(Overflow)?)?;
+            summary.lot_count += 1;
+        }
+        summary.realized_pnl = self
+            .totals
+            .sell_notional
+            .sub(self.totals.buy_notional)?
+            .add(summary.cost_basis)?;
+        debug_assert_eq!(summary.quantity, self.totals.net()?, "open lots must hold the net quantity");
+        self.summary = summary;
+        Ok(changes)
+    }
+}
+
+fn clamp(value: Dec8, low: Dec8, high: Dec8) -> Dec8 {
+    if value < low {
+        low
+    } else if value > high {
+        high
+    } else {
+        value
+    }
+}
+
+/// Signed move of `trade` in Y coordinates (positive opens on `side`).
+fn y_delta(trade: &BookedTrade, side: LotSide) -> Dec8 {
+    match (trade.side, side) {
+        (Side::Buy, LotSide::Long) | (Side::Sell, LotSide::Short) => trade.quantity,
+        _ => trade.quantity.neg(),
+    }
+}
+
+/// Lowest and highest Y reached inside a chunk, relative to its start (both include 0).
+fn relative_range(trades: &[BookedTrade], side: LotSide) -> Result<(Dec8, Dec8), Overflow> {
+    let (mut y, mut low, mut high) = (Dec8::ZERO, Dec8::ZERO, Dec8::ZERO);
+    for trade in trades {
+        y = y.add(y_delta(trade, side))?;
+        low = low.min(y);
+        high = high.max(y);
+    }
+    Ok((low, high))
+}
+
+fn lot_of(trade: &BookedTrade, side: LotSide, quantity: Dec8) -> Lot {
+    Lot {
+        lot_id: trade.key.trade_id.clone(),
+        side,
+        open_date: trade.key.trade_date,
+        quantity,
+        price: trade.price,
+    }
+}
+
+fn opens(trade: &BookedTrade, side: LotSide) -> bool {
+    matches!((trade.side, side), (Side::Buy, LotSide::Long) | (Side::Sell, LotSide::Short))
+}
+
+/// The open lots of one chunk's trades under `context`.
+fn open_lots(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec<Lot>, Overflow> {
+    let mut lots = Vec::new();
+    match *context {
+        ChunkContext::Closed => {}
+        ChunkContext::Fifo { side, open_from } => {
+            let mut unit = Dec8::ZERO;
+            for trade in trades.iter().filter(|t| opens(t, side)) {
+                let end = unit.add(trade.quantity)?;
+                if end > open_from {
+                    lots.push(lot_of(trade, side, end.sub(unit.max(open_from))?));
+                }
+                unit = end;
+            }
+        }
+        ChunkContext::Lifo { side, bound, start } => {
+            // Work relative to the chunk start; with `start` known, apply the zero floor.
+            let origin = start.unwrap_or(Dec8::ZERO);
+            let mut after = Vec::with_capacity(trades.len());
+            let mut y = origin;
+            for trade in trades {
+                y = y.add(y_delta(trade, side))?;
+                after.push(y);
+            }
+            let mut suffix_min = origin.add(bound)?;
+            let mut kept: Vec<Lot> = Vec::new();
+            for (i, trade) in trades.iter().enumerate().rev() {
+                suffix_min = suffix_min.min(after[i]);
+                if !opens(trade, side) {
+                    continue;
+                }
+                let before = after[i].sub(trade.quantity)?;
+                let floor = if start.is_some() { before.max(Dec8::ZERO) } else { before };
+                let open = suffix_min.sub(floor)?;
+                if open > Dec8::ZERO {
+                    kept.push(lot_of(trade, side, open));
+                }
+            }
+            kept.reverse();
+            lots = kept;
+        }
+    }
+    Ok(lots)
+}

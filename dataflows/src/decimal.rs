@@ -1,0 +1,274 @@
+//! Exact decimal numbers: [`Dec8`] for quantities and prices as they arrive
+//! (8 fractional digits, 128 bits) and [`Amount`] for everything derived from
+//! them (16 fractional digits, 256 bits, about 60 integer digits).
+//!
+//! Nothing here ever rounds: a product of two `Dec8` is exact in `Amount`, and
+//! every operation that could overflow is checked and returns `None`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ethnum::I256;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Number of fractional digits of a [`Dec8`].
+pub const DEC8_SCALE_DIGITS: u32 = 8;
+/// Number of fractional digits of an [`Amount`].
+pub const AMOUNT_SCALE_DIGITS: u32 = 16;
+const DEC8_ONE: i128 = 100_000_000;
+
+/// An exact decimal with exactly 8 fractional digits, stored as an integer
+/// count of 10^-8 units. Holds every quantity and price the gate accepts
+/// (< 10^15 with at most 8 places) and sums of up to ~10^15 of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dec8(pub i128);
+
+/// Why a decimal string could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalParseError {
+    /// Not of the form `digits[.digits]`.
+    #[error("not a decimal of the form digits[.digits]")]
+    Malformed,
+    /// More fractional digits than the type holds; carries the count written.
+    #[error("{0} decimal places")]
+    TooManyDecimals(usize),
+    /// The integer part does not fit.
+    #[error("value too large")]
+    TooLarge,
+}
+
+impl Dec8 {
+    /// Zero.
+    pub const ZERO: Dec8 = Dec8(0);
+
+    /// Parses `digits[.digits]` (no sign, no exponent, at most 8 places,
+    /// leading zeros allowed). Decimal places are counted as written, so
+    /// `"1.000000000"` is `TooManyDecimals(9)`.
+    pub fn parse(text: &str) -> Result<Dec8, DecimalParseError> {
+        let (int_part, frac_part) = match text.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (text, None),
+        };
+        let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits_only(int_part) || !frac_part.map_or(true, digits_only) {
+            return Err(DecimalParseError::Malformed);
+        }
+        let frac = frac_part.unwrap_or("");
+        if frac.len() > DEC8_SCALE_DIGITS as usize {
+            return Err(DecimalParseError::TooManyDecimals(frac.len()));
+        }
+        let int_trimmed = int_part.trim_start_matches('0');
+        // 10^29 units of 10^-8 still fit an i128 comfortably; anything longer is too large.
+        if int_trimmed.len() > 29 {
+            return Err(DecimalParseError::TooLarge);
+        }
+        let mut units: i128 = 0;
+        for b in int_trimmed.bytes() {
+            units = units * 10 + i128::from(b - b'0');
+        }
+        units *= DEC8_ONE;
+        let mut frac_units: i128 = 0;
+        for (i, b) in frac.bytes().enumerate() {
+            frac_units += i128::from(b - b'0') * 10i128.pow(DEC8_SCALE_DIGITS - 1 - i as u32);
+        }
+        Ok(Dec8(units + frac_units))
+    }
+
+    /// The value 10^exp (exp <= 29).
+    pub fn pow10(exp: u32) -> Dec8 {
+        Dec8(10i128.pow(exp) * DEC8_ONE)
+    }
+
+    /// True when the value is zero.
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Checked sum.
+    pub fn checked_add(self, other: Dec8) -> Option<Dec8> {
+        self.0.checked_add(other.0).map(Dec8)
+    }
+
+    /// Checked difference.
+    pub fn checked_sub(self, other: Dec8) -> Option<Dec8> {
+        self.0.checked_sub(other.0).map(Dec8)
+    }
+
+    /// Negation (cannot overflow for values the gate admits).
+    pub fn neg(self) -> Dec8 {
+        Dec8(-self.0)
+    }
+
+    /// The smaller of two values.
+    pub fn min(self, other: Dec8) -> Dec8 {
+        if self <= other { self } else { other }
+    }
+
+    /// This value as an [`Amount`] (exact).
+    pub fn to_amount(self) -> Amount {
+        Amount(I256::from(self.0) * I256::from(DEC8_ONE))
+    }
+
+    /// The exact product `self * other` as an [`Amount`]; `None` on overflow
+    /// (impossible for two values below 10^29).
+    pub fn checked_mul(self, other: Dec8) -> Option<Amount> {
+        I256::from(self.0).checked_mul(I256::from(other.0)).map(Amount)
+    }
+}
+
+/// An exact decimal with 16 fractional digits in 256 bits: notional, cost
+/// basis, realized P&L. Every operation is checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(pub I256);
+
+impl Amount {
+    /// Zero.
+    pub const ZERO: Amount = Amount(I256::ZERO);
+
+    /// Checked sum.
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+
+    /// Checked difference.
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
+
+    /// Checked negation.
+    pub fn checked_neg(self) -> Option<Amount> {
+        self.0.checked_neg().map(Amount)
+    }
+
+    /// True when the value is zero.
+    pub fn is_zero(self) -> bool {
+        self.0 == I256::ZERO
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.into_words().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (hi, lo) = <(i128, i128)>::deserialize(deserializer)?;
+        Ok(Amount(I256::from_words(hi, lo)))
+    }
+}
+
+/// Writes `digits` (an unsigned integer in decimal) scaled by 10^-scale,
+/// normalised: no trailing zeros, no exponent, no `-0`.
+fn write_scaled(f: &mut fmt::Formatter<'_>, negative: bool, digits: String, scale: usize) -> fmt::Result {
+    let digits = if digits.len() <= scale {
+        format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+    } else {
+        digits
+    };
+    let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+    let frac_part = frac_part.trim_end_matches('0');
+    let is_zero = int_part.bytes().all(|b| b == b'0') && frac_part.is_empty();
+    if negative && !is_zero {
+        f.write_str("-")?;
+    }
+    f.write_str(int_part)?;
+    if !frac_part.is_empty() {
+        f.write_str(".")?;
+        f.write_str(frac_part)?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Dec8 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_scaled(f, self.0 < 0, self.0.unsigned_abs().to_string(), DEC8_SCALE_DIGITS as usize)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_scaled(f, self.0.is_negative(), self.0.unsigned_abs().to_string(), AMOUNT_SCALE_DIGITS as usize)
+    }
+}
+
+/// Why a normalised decimal string could not be read back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a normalised decimal: {0}")]
+pub struct AmountParseError(pub String);
+
+impl FromStr for Amount {
+    type Err = AmountParseError;
+    /// Reads `[-]digits[.digits]` with at most 16 places (the inverse of `Display`).
+    fn from_str(text: &str) -> Result<Amount, AmountParseError> {
+        let err = || AmountParseError(text.to_string());
+        let (negative, body) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (int_part, frac) = body.split_once('.').unwrap_or((body, ""));
+        if int_part.is_empty() || frac.len() > AMOUNT_SCALE_DIGITS as usize {
+            return Err(err());
+        }
+        let all = format!("{}{}{}", int_part, frac, "0".repeat(AMOUNT_SCALE_DIGITS as usize - frac.len()));
+        if !all.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        let magnitude = I256::from_str_radix(&all, 10).map_err(|_| err())?;
+        Ok(Amount(if negative { -magnitude } else { magnitude }))
+    }
+}
+
+impl FromStr for Dec8 {
+    type Err = AmountParseError;
+    /// Reads `[-]digits[.digits]` with at most 8 places (the inverse of `Display`).
+    fn from_str(text: &str) -> Result<Dec8, AmountParseError> {
+        let err = || AmountParseError(text.to_string());
+        let (negative, body) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let value = Dec8::parse(body).map_err(|_| err())?;
+        Ok(if negative { value.neg() } else { value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        assert_eq!(Dec8::parse("10").unwrap(), Dec8::parse("10.0").unwrap());
+        assert_eq!(Dec8::parse("007.5").unwrap().to_string(), "7.5");
+        assert_eq!(Dec8::parse("0.00000001").unwrap().0, 1);
+        assert_eq!(Dec8::parse("100.50000000").unwrap().to_string(), "100.5");
+        assert_eq!(Dec8::parse("0").unwrap().to_string(), "0");
+        assert_eq!(Dec8(-5).to_string(), "-0.00000005");
+        assert_eq!(Dec8(0).neg().to_string(), "0");
+    }
+
+    #[test]
+    fn rejects_malformed_and_counts_places_as_written() {
+        for bad in ["", ".5", "5.", "-1", "+1", "1e5", "1.2.3", " 1", "1,0"] {
+            assert_eq!(Dec8::parse(bad), Err(DecimalParseError::Malformed), "{bad:?}");
+        }
+        assert_eq!(Dec8::parse("1.000000000"), Err(DecimalParseError::TooManyDecimals(9)));
+        assert_eq!(Dec8::parse(&"9".repeat(40)), Err(DecimalParseError::TooLarge));
+    }
+
+    #[test]
+    fn products_are_exact_at_the_limits() {
+        let q = Dec8::parse("999999999999999.99999999").unwrap();
+        let p = Dec8::parse("999999999999999.99999999").unwrap();
+        let n = q.checked_mul(p).unwrap();
+        assert_eq!(n.to_string(), "999999999999999999999999999999.9800000000000001");
+        let twice = n.checked_add(n).unwrap();
+        assert_eq!(twice.to_string(), "1999999999999999999999999999999.9600000000000002");
+        assert_eq!("-12.5".parse::<Amount>().unwrap().to_string(), "-12.5");
+        assert_eq!("-0".parse::<Amount>().unwrap().to_string(), "0");
+        let max = Amount(I256::MAX);
+        assert!(max.checked_add(n).is_none());
+    }
+}

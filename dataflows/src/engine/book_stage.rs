@@ -1,0 +1,297 @@
+//! The booking stage: one [`PositionBook`] per position, owned by the worker
+//! that owns the position key. At each completed timestamp it applies that
+//! timestamp's trade changes and method changes, and emits exactly the lot
+//! and summary rows that changed plus one correction per changed position.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use super::versions::CauseEntry;
+use super::{Diff, Time};
+use crate::booking::chunked::PositionBook;
+use crate::correction::{Cause, Correction};
+use crate::position::{Lot, PositionSummary};
+use crate::trade::{BookedTrade, LotMethod};
+
+/// A position whose arithmetic overflowed at `time`. Its last good state
+/// stays published; later changes to it are reported here instead.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fault {
+    /// The position.
+    pub position_key: String,
+    /// Engine time of the change that could not be booked.
+    pub time: Time,
+    /// What went wrong.
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum BookInput {
+    Trade(BookedTrade),
+    Cause(CauseEntry),
+}
+
+#[derive(Clone, Debug)]
+enum BookOutput {
+    Lot(String, Lot),
+    Position(String, PositionSummary),
+    Correction(Correction),
+    Fault(Fault),
+}
+
+/// Outputs of the booking stage.
+pub(super) struct BookStreams<'scope> {
+    pub lots: VecCollection<'scope, Time, (String, Lot), Diff>,
+    pub positions: VecCollection<'scope, Time, (String, PositionSummary), Diff>,
+    pub corrections: VecCollection<'scope, Time, Correction, Diff>,
+    pub faults: StreamVec<'scope, Time, Fault>,
+}
+
+type InputUpdate = ((String, BookInput), Time, Diff);
+type MethodUpdate = ((String, LotMethod), Time, Diff);
+
+pub(super) fn book<'scope>(
+    booked: VecCollection<'scope, Time, (String, BookedTrade), Diff>,
+    causes: VecCollection<'scope, Time, (String, CauseEntry), Diff>,
+    methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
+) -> BookStreams<'scope> {
+    let input = booked
+        .map(|(p, t)| (p, BookInput::Trade(t)))
+        .concat(causes.map(|(p, c)| (p, BookInput::Cause(c))));
+    let route = Exchange::new(|u: &InputUpdate| u.0 .0.hashed());
+    let outputs = input.inner.binary_frontier(
+        methods.inner.broadcast(),
+        route,
+        Pipeline,
+        "Book",
+        |_capability, _info| {
+            let mut state = BookState::default();
+            let mut pending: BTreeMap<Time, (Option<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>)> =
+                BTreeMap::new();
+            move |(input1, frontier1), (input2, frontier2), output| {
+                input1.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry = pending.entry(*cap.time()).or_default();
+                        entry.0.get_or_insert(cap);
+                        for batch in data {
+                            entry.1.append(batch);
+                        }
+                    }
+                });
+                input2.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry = pending.entry(*cap.time()).or_default();
+                        entry.0.get_or_insert(cap);
+                        for batch in data {
+                            entry.2.append(batch);
+                        }
+                    }
+                });
+                while let Some(time) = pending.keys().next().copied() {
+                    if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
+                        break;
+                    }
+                    let Some((Some(cap), trades, method_changes)) = pending.remove(&time) else { continue };
+                    let mut session = output.session(&cap);
+                    state.step(time, trades, method_changes, &mut |out, diff| session.give((out, time, diff)));
+                }
+            }
+        },
+    );
+    BookStreams {
+        lots: outputs
+            .clone()
+            .flat_map(|(o, t, d)| match o {
+                BookOutput::Lot(p, l) => Some(((p, l), t, d)),
+                _ => None,
+            })
+            .as_collection(),
+        positions: outputs
+            .clone()
+            .flat_map(|(o, t, d)| match o {
+                BookOutput::Position(p, s) => Some(((p, s), t, d)),
+                _ => None,
+            })
+            .as_collection(),
+        corrections: outputs
+            .clone()
+            .flat_map(|(o, t, d)| match o {
+                BookOutput::Correction(c) => Some((c, t, d)),
+                _ => None,
+            })
+            .as_collection(),
+        faults: outputs.flat_map(|(o, _, _)| match o {
+            BookOutput::Fault(f) => Some(f),
+            _ => None,
+        }),
+    }
+}
+
+/// Work for one position at one timestamp.
+#[derive(Default)]
+struct PositionWork {
+    removed: Vec<BookedTrade>,
+    inserted: Vec<BookedTrade>,
+    causes: Vec<CauseEntry>,
+    method_change: Option<LotMethod>,
+}
+
+#[derive(Default)]
+struct BookState {
+    books: HashMap<String, PositionBook>,
+    faulted: HashSet<String>,
+    /// The lot-method map as a multiset of `(scope, method)`.
+    methods: BTreeMap<(String, LotMethod), Diff>,
+}
+
+impl BookState {
+    /// The method configured for `scope` exactly, if any (the greatest one
+    /// if the map momentarily holds several).
+    fn method_of_scope(&self, scope: &str) -> Option<LotMethod> {
+        self.methods
+            .range((scope.to_string(), LotMethod::Fifo)..=(scope.to_string(), LotMethod::Hifo))
+            .filter(|(_, count)| **count > 0)
+            .map(|((_, m), _)| *m)
+            .next_back()
+    }
+
+    /// The most specific configured method for a position, FIFO by default.
+    fn resolve(&self, position_key: &str) -> LotMethod {
+        let mut parts = position_key.splitn(3, '_');
+        let account = parts.next().unwrap_or_default();
+        let book = parts.next().unwrap_or_default();
+        let account_book = format!("{account}_{book}");
+        let found = [position_key, account_book.as_str(), account]
+            .into_iter()
+            .find_map(|scope| self.method_of_scope(scope));
+        found.unwrap_or_default()
+    }
+
+    fn step(
+        &mut self,
+        time: Time,
+        updates: Vec<InputUpdate>,
+        method_changes: Vec<MethodUpdate>,
+        emit: &mut impl FnMut(BookOutput, Diff),
+    ) {
+        let mut work: BTreeMap<String, PositionWork> = BTreeMap::new();
+        for ((position, input), _, diff) in updates {
+            let w = work.entry(position).or_default();
+            match input {
+                BookInput::Trade(t) if diff < 0 => w.removed.extend(std::iter::repeat_n(t, diff.unsigned_abs())),
+                BookInput::Trade(t) => w.inserted.extend(std::iter::repeat_n(t, diff.unsigned_abs())),
+                BookInput::Cause(c) => w.causes.push(c),
+            }
+        }
+        if !method_changes.is_empty() {
+            for ((scope, method), _, diff) in method_changes {
+                let count = self.methods.entry((scope, method)).or_insert(0);
+                *count += diff;
+            }
+            self.methods.retain(|_, count| *count != 0);
+            for (position, book) in &self.books {
+                let method = self.resolve(position);
+                if method != book.method() {
+                    work.entry(position.clone()).or_default().method_change = Some(method);
+                }
+            }
+        }
+        for (position, mut w) in work {
+            cancel_common(&mut w.removed, &mut w.inserted);
+            if self.faulted.contains(&position) {
+                let detail = "position is quarantined after an arithmetic overflow".to_string();
+                emit(BookOutput::Fault(Fault { position_key: position, time, detail }), 1);
+                continue;
+            }
+            let method = self.resolve(&position);
+            let book = self.books.entry(position.clone()).or_insert_with(|| PositionBook::new(method));
+            let before = book.summary().clone();
+            let last_key = book.last_key().cloned();
+            let changes = match book.apply(method, &w.removed, &w.inserted) {
+                Ok(changes) => changes,
+                Err(_) => {
+                    self.books.remove(&position);
+                    self.faulted.insert(position.clone());
+                    let detail = "arithmetic overflow: sums exceed 256-bit fixed point".to_string();
+                    emit(BookOutput::Fault(Fault { position_key: position, time, detail }), 1);
+                    continue;
+                }
+            };
+            let after = book.summary().clone();
+            let now_empty = book.is_empty();
+            if now_empty {
+                self.books.remove(&position);
+            }
+            if changes.is_empty() && before == after {
+                continue;
+            }
+            for lot in &changes.closed {
+                emit(BookOutput::Lot(position.clone(), lot.clone()), -1);
+            }
+            for lot in &changes.opened {
+                emit(BookOutput::Lot(position.clone(), lot.clone()), 1);
+            }
+            if before != after {
+                if !before.is_omitted() {
+                    emit(BookOutput::Position(position.clone(), before.clone()), -1);
+                }
+                if !after.is_omitted() {
+                    emit(BookOutput::Position(position.clone(), after.clone()), 1);
+                }
+            }
+            let mut cause: Vec<Cause> = w.method_change.map(Cause::MethodChange).into_iter().collect();
+            w.causes.sort();
+            w.causes.dedup();
+            cause.extend(w.causes.into_iter().map(|c| Cause::Trade {
+                backdated: matches!((&c.key, &last_key), (Some(k), Some(last)) if k < last),
+                trade_id: c.trade_id,
+                version: c.version,
+                action: c.action,
+                correlation_id: c.correlation_id,
+            }));
+            let correction = Correction {
+                position_key: position,
+                as_of: time,
+                cause,
+                before,
+                after,
+                lots_closed: changes.closed,
+                lots_opened: changes.opened,
+            };
+            emit(BookOutput::Correction(correction), 1);
+        }
+    }
+}
+
+/// Removes trades that are both removed and inserted (no net change).
+fn cancel_common(removed: &mut Vec<BookedTrade>, inserted: &mut Vec<BookedTrade>) {
+    if removed.is_empty() || inserted.is_empty() {
+        return;
+    }
+    removed.sort();
+    inserted.sort();
+    let (mut kept_removed, mut kept_inserted) = (Vec::new(), Vec::new());
+    let (mut r, mut i) = (std::mem::take(removed).into_iter().peekable(), std::mem::take(inserted).into_iter().peekable());
+    loop {
+        match (r.peek(), i.peek()) {
+            (Some(a), Some(b)) if a == b => {
+                r.next();
+                i.next();
+            }
+            (Some(a), Some(b)) if a < b => kept_removed.extend(r.next()),
+            (Some(_), Some(_)) => kept_inserted.extend(i.next()),
+            (Some(_), None) => kept_removed.extend(r.next()),
+            (None, Some(_)) => kept_inserted.extend(i.next()),
+            (None, None) => break,
+        }
+    }
+    *removed = kept_removed;
+    *inserted = kept_inserted;
+}

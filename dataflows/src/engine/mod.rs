@@ -1,0 +1,118 @@
+//! The deltabook dataflow: raw events in; dead letters, live trade versions,
+//! open lots, position summaries and correction events out.
+//!
+//! ```text
+//! raw (source, bytes) ──parse──► candidates ──exchange(trade_id)──► dedup ──► accepted
+//!        └── rejects ─────────────────────────────────────────────────┴────► dead_letters
+//! accepted ──reduce(trade_id): highest version──► live            [arranged by trade_id]
+//! live ──flat_map──► booked (position_key, trade)                   [arranged by position]
+//! live ──pair old/new per trade──► causes (position_key, cause)
+//! booked + causes ──exchange(position_key)──┐
+//! methods ──broadcast───────────────────────┴► book ──► lots        [arranged by position]
+//!                                                  ├──► positions   [arranged by position]
+//!                                                  ├──► corrections
+//!                                                  └──► faults
+//! ```
+//!
+//! Every stage is keyed so that a multi-worker run computes the same result:
+//! the gate's arrival-order rule runs where the trade id is owned, booking
+//! where the position key is owned.
+
+mod book_stage;
+mod gate_stage;
+mod versions;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::correction::Correction;
+use crate::gate::Rejection;
+use crate::position::{Lot, PositionSummary};
+use crate::trade::{BookedTrade, LotMethod, TradeVersion};
+
+pub use book_stage::Fault;
+
+/// Engine logical time: one tick per ingested batch.
+pub type Time = u64;
+/// Multiplicity of a collection update.
+pub type Diff = isize;
+
+/// Where an event came from: a file line (`partition` 0, `offset` = line
+/// number from 1) or a Kafka partition and offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// Kafka partition, or 0 for a file.
+    pub partition: u32,
+    /// Kafka offset, or the 1-based line number of a file.
+    pub offset: u64,
+}
+
+/// One raw event as read from a source.
+pub type RawEvent = (SourceRef, Vec<u8>);
+
+/// A rejected event: original bytes, reason and source position.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Where it came from.
+    pub source: SourceRef,
+    /// Why it was rejected.
+    pub reason: Rejection,
+    /// The original bytes.
+    pub payload: Vec<u8>,
+}
+
+/// An arrangement of `(key, value)` pairs at engine time.
+pub type Arrangement<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, Time, Diff>>>;
+
+/// The engine's outputs inside one dataflow.
+pub struct Engine<'scope> {
+    /// Live version of every trade (CANCEL included), by trade id.
+    pub live: Arrangement<'scope, String, TradeVersion>,
+    /// Booked (live, not cancelled) trades by position key.
+    pub booked: Arrangement<'scope, String, BookedTrade>,
+    /// Open lots by position key.
+    pub lots: Arrangement<'scope, String, Lot>,
+    /// Position summaries by position key (rows of `positions.csv`).
+    pub positions: Arrangement<'scope, String, PositionSummary>,
+    /// Correction events, each asserted once at its `as_of`.
+    pub corrections: VecCollection<'scope, Time, Correction, Diff>,
+    /// Rejected events, at the time their batch was ingested.
+    pub dead_letters: StreamVec<'scope, Time, DeadLetter>,
+    /// Accepted events that were exact duplicates (acknowledged, ignored).
+    pub duplicates: StreamVec<'scope, Time, SourceRef>,
+    /// Positions whose arithmetic overflowed (their state stops changing).
+    pub faults: StreamVec<'scope, Time, Fault>,
+}
+
+/// Builds the engine over a stream of raw events and the lot-method map
+/// (`(scope, method)`: an account, account_book or position key).
+pub fn build<'scope>(
+    raw: StreamVec<'scope, Time, RawEvent>,
+    methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
+) -> Engine<'scope> {
+    let gate = gate_stage::gate(raw);
+    let live = versions::live_versions(gate.accepted);
+    let live_changes = live.clone().as_collection(|k: &String, v: &TradeVersion| (k.clone(), v.clone()));
+    let booked_changes = live_changes
+        .clone()
+        .flat_map(|(_, version): (String, TradeVersion)| version.booked().map(|t| (version.position_key(), t)));
+    let causes = versions::causes(live_changes);
+    let book = book_stage::book(booked_changes.clone(), causes, methods);
+    Engine {
+        live,
+        booked: booked_changes.arrange_by_key_named("Arrange: booked by position"),
+        lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
+        positions: book.positions.arrange_by_key_named("Arrange: positions by position"),
+        corrections: book.corrections,
+        dead_letters: gate.dead_letters,
+        duplicates: gate.duplicates.map(|s| s),
+        faults: book.faults,
+    }
+}
+
+/// Scope type of an engine dataflow.
+pub type EngineScope<'scope> = Scope<'scope, Time>;

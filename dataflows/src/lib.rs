@@ -1,0 +1,12 @@
+//! Pure dataflow logic of deltabook: the validation gate, live trade
+//! versions, lot booking, position summaries and correction events.
+//! Nothing in this crate performs I/O, so all of it is testable in memory.
+
+pub mod booking;
+pub mod correction;
+pub mod decimal;
+pub mod engine;
+pub mod gate;
+pub mod position;
+pub mod runner;
+pub mod trade;

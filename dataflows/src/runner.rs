@@ -1,0 +1,270 @@
+//! Runs the engine over a finite, ordered sequence of events in N worker
+//! threads and returns the final state and event log, merged over workers.
+//! The caller supplies the events (a file reader, a vector in a test), so
+//! this module performs no I/O itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::Input;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::dataflow::InputHandleVec;
+
+use crate::correction::Correction;
+use crate::engine::{self, DeadLetter, Fault, SourceRef, Time};
+use crate::position::{Lot, PositionSummary};
+use crate::trade::LotMethod;
+
+/// Timestamps a worker may run ahead of its slowest output before it waits.
+const MAX_BATCHES_IN_FLIGHT: u64 = 4;
+
+/// How to run the engine over a sequence of events.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Lot-method map, applied before the first event.
+    pub methods: Vec<(String, LotMethod)>,
+    /// Lines per engine timestamp (>= 1).
+    pub batch_size: usize,
+    /// Timely worker threads (>= 1).
+    pub workers: usize,
+}
+
+/// Errors of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad options.
+    #[error("invalid run options: {0}")]
+    Options(&'static str),
+    /// A worker failed (its message).
+    #[error("worker failed: {0}")]
+    Worker(String),
+    /// An output row ended with a multiplicity other than 0 or 1 (an engine bug).
+    #[error("output row {0} has multiplicity {1}")]
+    Multiplicity(String, isize),
+}
+
+/// The events of a run: `events()` yields every event in arrival order, and
+/// is called once per worker (each keeps the events it is assigned).
+pub trait EventSource: Send + Sync + 'static {
+    /// A fresh pass over all events.
+    fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_>;
+}
+
+impl EventSource for Vec<Vec<u8>> {
+    fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_> {
+        Box::new(self.iter().map(|e| Ok(e.clone())))
+    }
+}
+
+/// Called by worker 0 after each batch with the number of events read so far.
+pub type ProgressFn = Box<dyn FnMut(u64) + Send>;
+
+/// The final state and event log of a run, merged over workers.
+#[derive(Debug, Default)]
+pub struct BookOutcome {
+    /// Open lots.
+    pub lots: Vec<(String, Lot)>,
+    /// Position summaries (omitted positions included).
+    pub positions: Vec<(String, PositionSummary)>,
+    /// Every correction event.
+    pub corrections: Vec<Correction>,
+    /// Every rejected line.
+    pub rejected: Vec<DeadLetter>,
+    /// Positions that overflowed.
+    pub faults: Vec<Fault>,
+    /// Lines read.
+    pub lines: u64,
+    /// Exact duplicates acknowledged.
+    pub duplicates: u64,
+    /// Wall time of the dataflow run.
+    pub elapsed: Duration,
+}
+
+/// One worker's captured outputs.
+#[derive(Default)]
+struct Captured {
+    lots: HashMap<(String, Lot), isize>,
+    positions: HashMap<(String, PositionSummary), isize>,
+    corrections: Vec<Correction>,
+    rejected: Vec<DeadLetter>,
+    faults: Vec<Fault>,
+    duplicates: u64,
+}
+
+/// Runs the engine over `source`, `batch_size` events per engine timestamp
+/// (event i, counted from 1, at time 1 + (i-1)/batch_size), and returns the
+/// merged outcome. The result does not depend on `workers`.
+pub fn run<S: EventSource>(
+    source: Arc<S>,
+    options: &RunOptions,
+    progress: Option<ProgressFn>,
+) -> Result<BookOutcome, RunError> {
+    if options.batch_size == 0 {
+        return Err(RunError::Options("batch_size must be at least 1"));
+    }
+    if options.workers == 0 {
+        return Err(RunError::Options("workers must be at least 1"));
+    }
+    let started = Instant::now();
+    let options = options.clone();
+    let progress = Arc::new(Mutex::new(progress));
+    let config = timely::Config::process(options.workers);
+    let guards = timely::execute(config, move |worker| -> Result<(Captured, u64), String> {
+        let index = worker.index();
+        let peers = worker.peers();
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let mut raw_input = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
+        let probe = ProbeHandle::new();
+        let mut methods_input = worker.dataflow::<Time, _, _>(|scope| {
+            let (methods_input, methods) = scope.new_collection::<(String, LotMethod), isize>();
+            let engine = engine::build(raw_input.to_stream(scope), methods);
+            let sink = captured.clone();
+            engine
+                .lots
+                .as_collection(|k, v| (k.clone(), v.clone()))
+                .inner
+                .inspect(move |(row, _, diff)| {
+                    if let Ok(mut c) = sink.lock() {
+                        *c.lots.entry(row.clone()).or_insert(0) += diff;
+                    }
+                })
+                .probe_with(&probe);
+            let sink = captured.clone();
+            engine
+                .positions
+                .as_collection(|k, v| (k.clone(), v.clone()))
+                .inner
+                .inspect(move |(row, _, diff)| {
+                    if let Ok(mut c) = sink.lock() {
+                        *c.positions.entry(row.clone()).or_insert(0) += diff;
+                    }
+                })
+                .probe_with(&probe);
+            let sink = captured.clone();
+            engine
+                .corrections
+                .inner
+                .inspect(move |(row, _, _)| {
+                    if let Ok(mut c) = sink.lock() {
+                        c.corrections.push(row.clone());
+                    }
+                })
+                .probe_with(&probe);
+            let sink = captured.clone();
+            engine
+                .dead_letters
+                .inspect(move |row| {
+                    if let Ok(mut c) = sink.lock() {
+                        c.rejected.push(row.clone());
+                    }
+                })
+                .probe_with(&probe);
+            let sink = captured.clone();
+            engine
+                .duplicates
+                .inspect(move |_| {
+                    if let Ok(mut c) = sink.lock() {
+                        c.duplicates += 1;
+                    }
+                })
+                .probe_with(&probe);
+            let sink = captured.clone();
+            engine
+                .faults
+                .inspect(move |row| {
+                    if let Ok(mut c) = sink.lock() {
+                        c.faults.push(row.clone());
+                    }
+                })
+                .probe_with(&probe);
+            engine.live.stream.probe_with(&probe);
+            engine.booked.stream.probe_with(&probe);
+            methods_input
+        });
+
+        if index == 0 {
+            for (scope, method) in &options.methods {
+                methods_input.insert((scope.clone(), *method));
+            }
+        }
+        let mut time: Time = 1;
+        raw_input.advance_to(time);
+        methods_input.advance_to(time);
+        methods_input.flush();
+
+        let mut line_no: u64 = 0;
+        for event in source.events() {
+            let event = event?;
+            line_no += 1;
+            if (line_no - 1) % peers as u64 == index as u64 {
+                raw_input.send((SourceRef { partition: 0, offset: line_no }, event));
+            }
+            if line_no % options.batch_size as u64 == 0 {
+                time += 1;
+                raw_input.advance_to(time);
+                methods_input.advance_to(time);
+                methods_input.flush();
+                worker.step();
+                while probe.less_than(&time.saturating_sub(MAX_BATCHES_IN_FLIGHT)) {
+                    worker.step();
+                }
+                if index == 0 {
+                    if let Ok(mut p) = progress.lock() {
+                        if let Some(report) = p.as_mut() {
+                            report(line_no);
+                        }
+                    }
+                }
+            }
+        }
+        drop(raw_input);
+        drop(methods_input);
+        while !probe.done() {
+            worker.step();
+        }
+        let captured = Arc::try_unwrap(captured)
+            .map_err(|_| "captured outputs still shared".to_string())?
+            .into_inner()
+            .map_err(|e| e.to_string())?;
+        Ok((captured, line_no))
+    })
+    .map_err(RunError::Worker)?;
+
+    let mut outcome = BookOutcome::default();
+    let mut lots: HashMap<(String, Lot), isize> = HashMap::new();
+    let mut positions: HashMap<(String, PositionSummary), isize> = HashMap::new();
+    for result in guards.join() {
+        let (captured, lines) = result.map_err(RunError::Worker)?.map_err(RunError::Worker)?;
+        outcome.lines = lines;
+        for (row, diff) in captured.lots {
+            *lots.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in captured.positions {
+            *positions.entry(row).or_insert(0) += diff;
+        }
+        outcome.corrections.extend(captured.corrections);
+        outcome.rejected.extend(captured.rejected);
+        outcome.faults.extend(captured.faults);
+        outcome.duplicates += captured.duplicates;
+    }
+    outcome.lots = consolidate(lots)?;
+    outcome.positions = consolidate(positions)?;
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+/// Keeps rows whose multiplicity is one; any other non-zero count is a bug.
+fn consolidate<K: std::fmt::Debug>(rows: HashMap<K, isize>) -> Result<Vec<K>, RunError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, count) in rows {
+        match count {
+            0 => {}
+            1 => out.push(row),
+            other => return Err(RunError::Multiplicity(format!("{row:?}"), other)),
+        }
+    }
+    Ok(out)
+}
+

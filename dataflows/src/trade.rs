@@ -1,0 +1,187 @@
+//! The validated form of a trade event (`trades.md`), and the keys derived
+//! from it: position key and lot order.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decimal::Dec8;
+
+/// BUY or SELL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Side {
+    /// Increases the position.
+    Buy,
+    /// Decreases the position.
+    Sell,
+}
+
+/// NEW, AMEND or CANCEL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// First version of a trade.
+    New,
+    /// Full restatement of a trade.
+    Amend,
+    /// Removes the trade.
+    Cancel,
+}
+
+impl Action {
+    /// The spelling used in events (`NEW`, `AMEND`, `CANCEL`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::New => "NEW",
+            Action::Amend => "AMEND",
+            Action::Cancel => "CANCEL",
+        }
+    }
+}
+
+/// A calendar date packed as `yyyymmdd`, so that integer order is date order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Date(pub u32);
+
+impl Date {
+    /// Builds a date from parts; the caller has checked that it exists.
+    pub fn from_ymd(year: u32, month: u32, day: u32) -> Date {
+        Date(year * 10_000 + month * 100 + day)
+    }
+    /// Year, month, day.
+    pub fn ymd(self) -> (u32, u32, u32) {
+        (self.0 / 10_000, self.0 / 100 % 100, self.0 % 100)
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = self.ymd();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// An instant: UTC seconds since the Unix epoch and nanoseconds. A leap second
+/// (`:60`) is kept as the preceding second with `nanos >= 10^9`, so it sorts
+/// after `:59` and before the next minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Instant {
+    /// UTC seconds since 1970-01-01T00:00:00Z (offset applied).
+    pub secs: i64,
+    /// Nanoseconds within the second; 10^9 or more only in a leap second.
+    pub nanos: u32,
+}
+
+/// One accepted trade event version, every field parsed and defaults filled
+/// in. Two versions are duplicates exactly when they are equal.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TradeVersion {
+    /// Unique id of the trade.
+    pub trade_id: String,
+    /// Version number, >= 1.
+    pub version: u64,
+    /// NEW, AMEND or CANCEL.
+    pub action: Action,
+    /// Account.
+    pub account_id: String,
+    /// Book.
+    pub book_id: String,
+    /// Security.
+    pub security_id: String,
+    /// Present on every NEW and AMEND.
+    pub side: Option<Side>,
+    /// Present on every NEW and AMEND; > 0.
+    pub quantity: Option<Dec8>,
+    /// Present on every NEW and AMEND; > 0.
+    pub price: Option<Dec8>,
+    /// Three upper-case letters, carried through.
+    pub currency: Option<String>,
+    /// Present on every NEW and AMEND.
+    pub trade_date: Option<Date>,
+    /// Orders trades within a date.
+    pub trade_time: Option<Instant>,
+    /// Upstream sequence number.
+    pub sequence: Option<u64>,
+    /// Carried into every event the trade causes.
+    pub correlation_id: Option<String>,
+}
+
+impl TradeVersion {
+    /// `{account_id}_{book_id}_{security_id}`.
+    pub fn position_key(&self) -> String {
+        format!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
+    }
+
+    /// The bookable form of this version: `None` for a CANCEL.
+    pub fn booked(&self) -> Option<BookedTrade> {
+        if self.action == Action::Cancel {
+            return None;
+        }
+        Some(BookedTrade {
+            key: LotKey {
+                trade_date: self.trade_date?,
+                trade_time: self.trade_time,
+                trade_id: self.trade_id.clone(),
+            },
+            side: self.side?,
+            quantity: self.quantity?,
+            price: self.price?,
+        })
+    }
+}
+
+/// Lot order: `(trade_date, trade_time, trade_id)`, a missing time first,
+/// times as instants, ids byte-wise. Derived `Ord` is exactly that order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LotKey {
+    /// Effective date.
+    pub trade_date: Date,
+    /// Optional execution instant.
+    pub trade_time: Option<Instant>,
+    /// Tie breaker, unique within a position.
+    pub trade_id: String,
+}
+
+/// The part of a live trade that booking reads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BookedTrade {
+    /// Where the trade sorts in its position.
+    pub key: LotKey,
+    /// BUY or SELL.
+    pub side: Side,
+    /// > 0.
+    pub quantity: Dec8,
+    /// > 0.
+    pub price: Dec8,
+}
+
+/// Lot relief method of a position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LotMethod {
+    /// Earliest lot in lot order first (the default).
+    #[default]
+    Fifo,
+    /// Latest lot in lot order first.
+    Lifo,
+    /// Highest price first (lowest for a short position), ties earliest.
+    Hifo,
+}
+
+impl LotMethod {
+    /// Parses `FIFO`, `LIFO` or `HIFO`.
+    pub fn parse(text: &str) -> Option<LotMethod> {
+        match text {
+            "FIFO" => Some(LotMethod::Fifo),
+            "LIFO" => Some(LotMethod::Lifo),
+            "HIFO" => Some(LotMethod::Hifo),
+            _ => None,
+        }
+    }
+    /// The spelling used in files and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotMethod::Fifo => "FIFO",
+            LotMethod::Lifo => "LIFO",
+            LotMethod::Hifo => "HIFO",
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Writers for the reference output files. Each writer sorts its rows as the
+//! spec requires, so the bytes depend only on the set of rows.
+
+use std::io::{self, Write};
+
+use deltabook_dataflows::correction::Correction;
+use deltabook_dataflows::engine::DeadLetter;
+use deltabook_dataflows::position::{Lot, PositionSummary};
+
+/// Errors of the file sinks.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSinkError {
+    /// Writing failed.
+    #[error("writing output: {0}")]
+    Io(#[from] io::Error),
+    /// A correction's delta did not fit the number types.
+    #[error(transparent)]
+    Delta(#[from] deltabook_dataflows::correction::DeltaOverflow),
+}
+
+/// Writes `lots.csv`: header, then rows sorted by `(position_key, lot_id)`.
+pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(String, Lot)]) -> Result<(), FileSinkError> {
+    lots.sort_by(|a, b| (&a.0, &a.1.lot_id).cmp(&(&b.0, &b.1.lot_id)));
+    writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
+    for (key, lot) in lots.iter() {
+        writeln!(out, "{},{},{},{},{},{}", key, lot.lot_id, lot.side.as_str(), lot.open_date, lot.quantity, lot.price)?;
+    }
+    Ok(())
+}
+
+/// Writes `positions.csv`: header, then rows sorted by `position_key`,
+/// omitting positions with no open lot and zero realized P&L.
+pub fn write_positions_csv(
+    out: &mut impl Write,
+    positions: &mut [(String, PositionSummary)],
+) -> Result<(), FileSinkError> {
+    positions.sort_by(|a, b| a.0.cmp(&b.0));
+    writeln!(out, "position_key,quantity,lot_count,cost_basis,realized_pnl")?;
+    for (key, s) in positions.iter().filter(|(_, s)| !s.is_omitted()) {
+        writeln!(out, "{},{},{},{},{}", key, s.quantity, s.lot_count, s.cost_basis, s.realized_pnl)?;
+    }
+    Ok(())
+}
+
+/// Writes `rejected.jsonl`: `{"line": N, "reason": "KIND: detail"}` sorted by line.
+pub fn write_rejected_jsonl(out: &mut impl Write, rejected: &mut [DeadLetter]) -> Result<(), FileSinkError> {
+    rejected.sort_by_key(|d| d.source);
+    for d in rejected.iter() {
+        let row = serde_json::json!({ "line": d.source.offset, "reason": d.reason.to_string() });
+        writeln!(out, "{row}")?;
+    }
+    Ok(())
+}
+
+/// Writes `corrections.jsonl`, one event per line, sorted by `(as_of, position_key)`.
+pub fn write_corrections_jsonl(out: &mut impl Write, corrections: &mut [Correction]) -> Result<(), FileSinkError> {
+    corrections.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
+    for c in corrections.iter() {
+        writeln!(out, "{}", c.to_json()?)?;
+    }
+    Ok(())
+}
