@@ -76,21 +76,22 @@ pub(super) fn book<'scope>(
             let mut pending: BTreeMap<Time, (Option<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>)> =
                 BTreeMap::new();
             move |(input1, frontier1), (input2, frontier2), output| {
+                // A collection's container may hold updates at any time at or after its stamp.
                 input1.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry = pending.entry(*cap.time()).or_default();
-                        entry.0.get_or_insert(cap);
-                        for batch in data {
-                            entry.1.append(batch);
+                    if let Some(least) = cap.retain_least(output.output_index()) {
+                        for update in data.flat_map(|batch| batch.drain(..)) {
+                            let entry = pending.entry(update.1).or_default();
+                            entry.0.get_or_insert_with(|| least.delayed(&update.1));
+                            entry.1.push(update);
                         }
                     }
                 });
                 input2.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry = pending.entry(*cap.time()).or_default();
-                        entry.0.get_or_insert(cap);
-                        for batch in data {
-                            entry.2.append(batch);
+                    if let Some(least) = cap.retain_least(output.output_index()) {
+                        for update in data.flat_map(|batch| batch.drain(..)) {
+                            let entry = pending.entry(update.1).or_default();
+                            entry.0.get_or_insert_with(|| least.delayed(&update.1));
+                            entry.2.push(update);
                         }
                     }
                 });

@@ -51,10 +51,11 @@ pub(super) fn causes<'scope>(
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Change>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry = pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
-                        for batch in data {
-                            entry.1.append(batch);
+                    // A collection's container may hold updates at any time at or after its stamp.
+                    if let Some(least) = cap.retain_least(output.output_index()) {
+                        for update in data.flat_map(|batch| batch.drain(..)) {
+                            let time = update.1;
+                            pending.entry(time).or_insert_with(|| (least.delayed(&time), Vec::new())).1.push(update);
                         }
                     }
                 });
