@@ -263,9 +263,9 @@ mod tests {
         let q = Dec8::parse("999999999999999.99999999").unwrap();
         let p = Dec8::parse("999999999999999.99999999").unwrap();
         let n = q.checked_mul(p).unwrap();
-        assert_eq!(n.to_string(), "999999999999999999999999999999.9800000000000001");
+        assert_eq!(n.to_string(), "999999999999999999999980000000.0000000000000001");
         let twice = n.checked_add(n).unwrap();
-        assert_eq!(twice.to_string(), "1999999999999999999999999999999.9600000000000002");
+        assert_eq!(twice.to_string(), "1999999999999999999999960000000.0000000000000002");
         assert_eq!("-12.5".parse::<Amount>().unwrap().to_string(), "-12.5");
         assert_eq!("-0".parse::<Amount>().unwrap().to_string(), "0");
         let max = Amount(I256::MAX);

@@ -9,7 +9,7 @@ use deltabook_dataflows::trade::{BookedTrade, Date, LotKey, LotMethod, Side};
 use proptest::prelude::*;
 
 fn d(text: &str) -> Dec8 {
-    Dec8::parse(text).expect("test decimal")
+    text.parse().expect("test decimal")
 }
 
 fn a(text: &str) -> Amount {
