@@ -23,7 +23,9 @@ impl JsonlFile {
     /// Checks that the file can be opened.
     pub fn open(path: &Path) -> Result<JsonlFile> {
         File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(JsonlFile { path: path.to_path_buf() })
+        Ok(JsonlFile {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -31,7 +33,12 @@ impl EventSource for JsonlFile {
     fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_> {
         let file = match File::open(&self.path) {
             Ok(file) => file,
-            Err(e) => return Box::new(std::iter::once(Err(format!("opening {}: {e}", self.path.display())))),
+            Err(e) => {
+                return Box::new(std::iter::once(Err(format!(
+                    "opening {}: {e}",
+                    self.path.display()
+                ))))
+            }
         };
         let mut reader = BufReader::with_capacity(1 << 20, file);
         Box::new(std::iter::from_fn(move || {
@@ -53,7 +60,9 @@ impl EventSource for JsonlFile {
 /// Books `trades` with `options`, drawing progress on stderr when it is a terminal.
 pub fn run_book(trades: &Path, options: &RunOptions) -> Result<BookOutcome> {
     let source = Arc::new(JsonlFile::open(trades)?);
-    let total_lines_hint = std::fs::metadata(trades).map(|m| m.len() / 150).unwrap_or(0);
+    let total_lines_hint = std::fs::metadata(trades)
+        .map(|m| m.len() / 150)
+        .unwrap_or(0);
     let mut bar = Progress::new(total_lines_hint);
     let progress: runner::ProgressFn = Box::new(move |lines| bar.update(lines));
     let outcome = runner::run(source, options, Some(progress))?;
@@ -68,7 +77,9 @@ pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let open = |name: &str| -> Result<BufWriter<File>> {
         let path = dir.join(name);
-        Ok(BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?))
+        Ok(BufWriter::new(
+            File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        ))
     };
     let mut out = open("lots.csv")?;
     files::write_lots_csv(&mut out, &mut outcome.lots)?;
@@ -92,7 +103,11 @@ pub fn summary(outcome: &BookOutcome) -> String {
         *by_kind.entry(d.reason.kind.as_str()).or_insert(0) += 1;
     }
     let secs = outcome.elapsed.as_secs_f64().max(1e-9);
-    let shown = outcome.positions.iter().filter(|(_, s)| !s.is_omitted()).count();
+    let shown = outcome
+        .positions
+        .iter()
+        .filter(|(_, s)| !s.is_omitted())
+        .count();
     let mut text = String::new();
     text.push_str(&format!("lines          {}\n", outcome.lines));
     text.push_str(&format!("positions      {shown}\n"));
@@ -104,7 +119,10 @@ pub fn summary(outcome: &BookOutcome) -> String {
         text.push_str(&format!("  {kind:<22} {count}\n"));
     }
     if !outcome.faults.is_empty() {
-        text.push_str(&format!("faulted        {} (arithmetic overflow)\n", outcome.faults.len()));
+        text.push_str(&format!(
+            "faulted        {} (arithmetic overflow)\n",
+            outcome.faults.len()
+        ));
     }
     text.push_str(&format!(
         "elapsed        {:.3} s ({:.0} lines/s)\n",
@@ -125,16 +143,28 @@ struct Progress {
 impl Progress {
     fn new(expected_lines: u64) -> Progress {
         let now = Instant::now();
-        Progress { enabled: std::io::stderr().is_terminal(), expected_lines, started: now, last_draw: now }
+        Progress {
+            enabled: std::io::stderr().is_terminal(),
+            expected_lines,
+            started: now,
+            last_draw: now,
+        }
     }
     fn update(&mut self, lines: u64) {
         if !self.enabled || self.last_draw.elapsed() < Duration::from_millis(200) {
             return;
         }
         self.last_draw = Instant::now();
-        let pct = if self.expected_lines == 0 { 0.0 } else { (100.0 * lines as f64 / self.expected_lines as f64).min(99.9) };
+        let pct = if self.expected_lines == 0 {
+            0.0
+        } else {
+            (100.0 * lines as f64 / self.expected_lines as f64).min(99.9)
+        };
         let rate = lines as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         let filled = ((pct / 5.0) as usize).min(20);
-        eprint!("\r[{:<20}] ~{pct:4.1}%  {lines} lines  {rate:.0} lines/s ", "#".repeat(filled));
+        eprint!(
+            "\r[{:<20}] ~{pct:4.1}%  {lines} lines  {rate:.0} lines/s ",
+            "#".repeat(filled)
+        );
     }
 }

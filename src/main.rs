@@ -7,12 +7,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use deltabook::book_file;
-use deltabook_dataflows::runner::RunOptions;
 use deltabook::generate::{self, GenerateConfig};
 use deltabook::methods_file::parse_methods;
+use deltabook_dataflows::runner::RunOptions;
 
 #[derive(Parser)]
-#[command(name = "deltabook", version, about = "Incremental position keeping on differential dataflow")]
+#[command(
+    name = "deltabook",
+    version,
+    about = "Incremental position keeping on differential dataflow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,25 +66,48 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Book { trades, methods, out, batch_size, workers } => {
+        Command::Book {
+            trades,
+            methods,
+            out,
+            batch_size,
+            workers,
+        } => {
             let methods = match methods {
                 Some(path) => parse_methods(
-                    &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                    &std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
                 )?,
                 None => Vec::new(),
             };
-            let options = RunOptions { methods, batch_size, workers };
+            let options = RunOptions {
+                methods,
+                method_changes: Vec::new(),
+                batch_size,
+                workers,
+            };
             let mut outcome = book_file::run_book(&trades, &options)?;
             book_file::write_outputs(&mut outcome, &out)?;
             eprint!("{}", book_file::summary(&outcome));
             eprintln!("outputs        {}", out.display());
         }
-        Command::Generate { seed, positions, trades, out } => {
+        Command::Generate {
+            seed,
+            positions,
+            trades,
+            out,
+        } => {
             let config = GenerateConfig::new(seed, positions, trades);
-            let mut file = BufWriter::new(File::create(&out).with_context(|| format!("creating {}", out.display()))?);
+            let mut file = BufWriter::new(
+                File::create(&out).with_context(|| format!("creating {}", out.display()))?,
+            );
             let stats = generate::generate(&config, &mut file)?;
             std::io::Write::flush(&mut file)?;
-            eprintln!("wrote {} lines to {}: {stats:?}", stats.lines, out.display());
+            eprintln!(
+                "wrote {} lines to {}: {stats:?}",
+                stats.lines,
+                out.display()
+            );
         }
     }
     Ok(())

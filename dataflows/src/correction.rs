@@ -86,7 +86,13 @@ impl Correction {
             .iter()
             .map(|c| match c {
                 Cause::MethodChange(m) => json!({ "method_change": m.as_str() }),
-                Cause::Trade { trade_id, version, action, backdated, correlation_id } => {
+                Cause::Trade {
+                    trade_id,
+                    version,
+                    action,
+                    backdated,
+                    correlation_id,
+                } => {
                     let mut o = Map::new();
                     o.insert("trade_id".into(), json!(trade_id));
                     o.insert("version".into(), json!(version));
@@ -99,9 +105,21 @@ impl Correction {
                 }
             })
             .collect();
-        let quantity = self.after.quantity.checked_sub(self.before.quantity).ok_or_else(overflow)?;
-        let cost: Amount = self.after.cost_basis.checked_sub(self.before.cost_basis).ok_or_else(overflow)?;
-        let pnl: Amount = self.after.realized_pnl.checked_sub(self.before.realized_pnl).ok_or_else(overflow)?;
+        let quantity = self
+            .after
+            .quantity
+            .checked_sub(self.before.quantity)
+            .ok_or_else(overflow)?;
+        let cost: Amount = self
+            .after
+            .cost_basis
+            .checked_sub(self.before.cost_basis)
+            .ok_or_else(overflow)?;
+        let pnl: Amount = self
+            .after
+            .realized_pnl
+            .checked_sub(self.before.realized_pnl)
+            .ok_or_else(overflow)?;
         let lots = self.after.lot_count as i128 - self.before.lot_count as i128;
         let mut o = Map::new();
         o.insert("position_key".into(), json!(self.position_key));
@@ -121,8 +139,14 @@ impl Correction {
                 "lot_count": lots as i64,
             }),
         );
-        o.insert("lots_closed".into(), Value::Array(self.lots_closed.iter().map(lot_json).collect()));
-        o.insert("lots_opened".into(), Value::Array(self.lots_opened.iter().map(lot_json).collect()));
+        o.insert(
+            "lots_closed".into(),
+            Value::Array(self.lots_closed.iter().map(lot_json).collect()),
+        );
+        o.insert(
+            "lots_opened".into(),
+            Value::Array(self.lots_opened.iter().map(lot_json).collect()),
+        );
         Ok(Value::Object(o))
     }
 }

@@ -20,7 +20,9 @@ const DEC8_ONE: i128 = 100_000_000;
 /// An exact decimal with exactly 8 fractional digits, stored as an integer
 /// count of 10^-8 units. Holds every quantity and price the gate accepts
 /// (< 10^15 with at most 8 places) and sums of up to ~10^15 of them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Dec8(pub i128);
 
 /// Why a decimal string could not be read.
@@ -101,7 +103,11 @@ impl Dec8 {
 
     /// The smaller of two values.
     pub fn min(self, other: Dec8) -> Dec8 {
-        if self <= other { self } else { other }
+        if self <= other {
+            self
+        } else {
+            other
+        }
     }
 
     /// This value as an [`Amount`] (exact).
@@ -112,7 +118,9 @@ impl Dec8 {
     /// The exact product `self * other` as an [`Amount`]; `None` on overflow
     /// (impossible for two values below 10^29).
     pub fn checked_mul(self, other: Dec8) -> Option<Amount> {
-        I256::from(self.0).checked_mul(I256::from(other.0)).map(Amount)
+        I256::from(self.0)
+            .checked_mul(I256::from(other.0))
+            .map(Amount)
     }
 }
 
@@ -161,7 +169,12 @@ impl<'de> Deserialize<'de> for Amount {
 
 /// Writes `digits` (an unsigned integer in decimal) scaled by 10^-scale,
 /// normalised: no trailing zeros, no exponent, no `-0`.
-fn write_scaled(f: &mut fmt::Formatter<'_>, negative: bool, digits: String, scale: usize) -> fmt::Result {
+fn write_scaled(
+    f: &mut fmt::Formatter<'_>,
+    negative: bool,
+    digits: String,
+    scale: usize,
+) -> fmt::Result {
     let digits = if digits.len() <= scale {
         format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
     } else {
@@ -183,13 +196,23 @@ fn write_scaled(f: &mut fmt::Formatter<'_>, negative: bool, digits: String, scal
 
 impl fmt::Display for Dec8 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_scaled(f, self.0 < 0, self.0.unsigned_abs().to_string(), DEC8_SCALE_DIGITS as usize)
+        write_scaled(
+            f,
+            self.0 < 0,
+            self.0.unsigned_abs().to_string(),
+            DEC8_SCALE_DIGITS as usize,
+        )
     }
 }
 
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_scaled(f, self.0.is_negative(), self.0.unsigned_abs().to_string(), AMOUNT_SCALE_DIGITS as usize)
+        write_scaled(
+            f,
+            self.0.is_negative(),
+            self.0.unsigned_abs().to_string(),
+            AMOUNT_SCALE_DIGITS as usize,
+        )
     }
 }
 
@@ -211,7 +234,12 @@ impl FromStr for Amount {
         if int_part.is_empty() || frac.len() > AMOUNT_SCALE_DIGITS as usize {
             return Err(err());
         }
-        let all = format!("{}{}{}", int_part, frac, "0".repeat(AMOUNT_SCALE_DIGITS as usize - frac.len()));
+        let all = format!(
+            "{}{}{}",
+            int_part,
+            frac,
+            "0".repeat(AMOUNT_SCALE_DIGITS as usize - frac.len())
+        );
         if !all.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
@@ -252,10 +280,20 @@ mod tests {
     #[test]
     fn rejects_malformed_and_counts_places_as_written() {
         for bad in ["", ".5", "5.", "-1", "+1", "1e5", "1.2.3", " 1", "1,0"] {
-            assert_eq!(Dec8::parse(bad), Err(DecimalParseError::Malformed), "{bad:?}");
+            assert_eq!(
+                Dec8::parse(bad),
+                Err(DecimalParseError::Malformed),
+                "{bad:?}"
+            );
         }
-        assert_eq!(Dec8::parse("1.000000000"), Err(DecimalParseError::TooManyDecimals(9)));
-        assert_eq!(Dec8::parse(&"9".repeat(40)), Err(DecimalParseError::TooLarge));
+        assert_eq!(
+            Dec8::parse("1.000000000"),
+            Err(DecimalParseError::TooManyDecimals(9))
+        );
+        assert_eq!(
+            Dec8::parse(&"9".repeat(40)),
+            Err(DecimalParseError::TooLarge)
+        );
     }
 
     #[test]
@@ -263,9 +301,15 @@ mod tests {
         let q = Dec8::parse("999999999999999.99999999").unwrap();
         let p = Dec8::parse("999999999999999.99999999").unwrap();
         let n = q.checked_mul(p).unwrap();
-        assert_eq!(n.to_string(), "999999999999999999999980000000.0000000000000001");
+        assert_eq!(
+            n.to_string(),
+            "999999999999999999999980000000.0000000000000001"
+        );
         let twice = n.checked_add(n).unwrap();
-        assert_eq!(twice.to_string(), "1999999999999999999999960000000.0000000000000002");
+        assert_eq!(
+            twice.to_string(),
+            "1999999999999999999999960000000.0000000000000002"
+        );
         assert_eq!("-12.5".parse::<Amount>().unwrap().to_string(), "-12.5");
         assert_eq!("-0".parse::<Amount>().unwrap().to_string(), "0");
         let max = Amount(I256::MAX);

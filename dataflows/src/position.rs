@@ -80,7 +80,9 @@ impl PositionSummary {
 }
 
 /// A booking computation that does not fit the number types; names the position.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error,
+)]
 #[error("arithmetic overflow while booking position {position_key}")]
 pub struct OverflowError {
     /// The position whose sums overflowed.

@@ -25,10 +25,24 @@ const MAX_BATCHES_IN_FLIGHT: u64 = 4;
 pub struct RunOptions {
     /// Lot-method map, applied before the first event.
     pub methods: Vec<(String, LotMethod)>,
+    /// Later changes of the lot-method map, each applied at the timestamp of
+    /// the batch that holds event number `at_event` (counted from 1), before it.
+    pub method_changes: Vec<MethodChange>,
     /// Lines per engine timestamp (>= 1).
     pub batch_size: usize,
     /// Timely worker threads (>= 1).
     pub workers: usize,
+}
+
+/// A change of one scope of the lot-method map during a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodChange {
+    /// Applied just before this event (1-based).
+    pub at_event: u64,
+    /// Account, `account_book` or position key.
+    pub scope: String,
+    /// The new method, or `None` to remove the override.
+    pub method: Option<LotMethod>,
 }
 
 /// Errors of a run.
@@ -184,11 +198,30 @@ pub fn run<S: EventSource>(
             methods_input
         });
 
-        if index == 0 {
-            for (scope, method) in &options.methods {
-                methods_input.insert((scope.clone(), *method));
+        let mut current_methods: HashMap<String, LotMethod> = HashMap::new();
+        let mut change_method = |input: &mut differential_dataflow::input::InputSession<
+            Time,
+            (String, LotMethod),
+            isize,
+        >,
+                                 scope: &str,
+                                 method: Option<LotMethod>| {
+            if index != 0 {
+                return;
             }
+            if let Some(old) = current_methods.remove(scope) {
+                input.remove((scope.to_string(), old));
+            }
+            if let Some(new) = method {
+                current_methods.insert(scope.to_string(), new);
+                input.insert((scope.to_string(), new));
+            }
+        };
+        for (scope, method) in &options.methods {
+            change_method(&mut methods_input, scope, Some(*method));
         }
+        let mut pending_changes: Vec<&MethodChange> = options.method_changes.iter().collect();
+        pending_changes.sort_by_key(|c| std::cmp::Reverse(c.at_event));
         let mut time: Time = 1;
         raw_input.advance_to(time);
         methods_input.advance_to(time);
@@ -198,8 +231,22 @@ pub fn run<S: EventSource>(
         for event in source.events() {
             let event = event?;
             line_no += 1;
+            while pending_changes
+                .last()
+                .is_some_and(|c| c.at_event <= line_no)
+            {
+                if let Some(change) = pending_changes.pop() {
+                    change_method(&mut methods_input, &change.scope, change.method);
+                }
+            }
             if (line_no - 1) % peers as u64 == index as u64 {
-                raw_input.send((SourceRef { partition: 0, offset: line_no }, event));
+                raw_input.send((
+                    SourceRef {
+                        partition: 0,
+                        offset: line_no,
+                    },
+                    event,
+                ));
             }
             if line_no % options.batch_size as u64 == 0 {
                 time += 1;
@@ -236,7 +283,9 @@ pub fn run<S: EventSource>(
     let mut lots: HashMap<(String, Lot), isize> = HashMap::new();
     let mut positions: HashMap<(String, PositionSummary), isize> = HashMap::new();
     for result in guards.join() {
-        let (captured, lines) = result.map_err(RunError::Worker)?.map_err(RunError::Worker)?;
+        let (captured, lines) = result
+            .map_err(RunError::Worker)?
+            .map_err(RunError::Worker)?;
         outcome.lines = lines;
         for (row, diff) in captured.lots {
             *lots.entry(row).or_insert(0) += diff;
@@ -267,4 +316,3 @@ fn consolidate<K: std::fmt::Debug>(rows: HashMap<K, isize>) -> Result<Vec<K>, Ru
     }
     Ok(out)
 }
-

@@ -155,7 +155,9 @@ pub struct BookedTrade {
 }
 
 /// Lot relief method of a position.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum LotMethod {
     /// Earliest lot in lot order first (the default).
     #[default]

@@ -18,7 +18,11 @@ fn a(text: &str) -> Amount {
 
 fn trade(id: &str, day: u32, side: Side, quantity: &str, price: &str) -> BookedTrade {
     BookedTrade {
-        key: LotKey { trade_date: Date::from_ymd(2026, 1, day), trade_time: None, trade_id: id.to_string() },
+        key: LotKey {
+            trade_date: Date::from_ymd(2026, 1, day),
+            trade_time: None,
+            trade_id: id.to_string(),
+        },
         side,
         quantity: d(quantity),
         price: d(price),
@@ -26,7 +30,13 @@ fn trade(id: &str, day: u32, side: Side, quantity: &str, price: &str) -> BookedT
 }
 
 fn lot(id: &str, side: LotSide, day: u32, quantity: &str, price: &str) -> Lot {
-    Lot { lot_id: id.to_string(), side, open_date: Date::from_ymd(2026, 1, day), quantity: d(quantity), price: d(price) }
+    Lot {
+        lot_id: id.to_string(),
+        side,
+        open_date: Date::from_ymd(2026, 1, day),
+        quantity: d(quantity),
+        price: d(price),
+    }
 }
 
 use LotSide::{Long, Short};
@@ -38,7 +48,11 @@ fn book_both(method: LotMethod, trades: &[BookedTrade]) -> reference::Booking {
     let mut incremental = PositionBook::new(method);
     incremental.apply(method, &[], trades).expect("no overflow");
     assert_eq!(incremental.lots(), expected.lots, "{method:?} lots");
-    assert_eq!(incremental.summary(), &expected.summary, "{method:?} summary");
+    assert_eq!(
+        incremental.summary(),
+        &expected.summary,
+        "{method:?} summary"
+    );
     expected
 }
 
@@ -81,7 +95,13 @@ fn hifo_relieves_highest_price_first_and_lowest_for_shorts() {
     ];
     let b = book_both(LotMethod::Hifo, &longs);
     // T2 (13, earlier of the tie) fully, then 5 of T3.
-    assert_eq!(b.lots, vec![lot("T1", Long, 2, "10", "11"), lot("T3", Long, 4, "5", "13")]);
+    assert_eq!(
+        b.lots,
+        vec![
+            lot("T1", Long, 2, "10", "11"),
+            lot("T3", Long, 4, "5", "13")
+        ]
+    );
     assert_eq!(b.summary.realized_pnl, a("105"));
     let shorts = [
         trade("S1", 2, Sell, "10", "9"),
@@ -118,7 +138,10 @@ fn lot_order_uses_date_then_time_then_id() {
     let mut early = trade("B", 2, Buy, "1", "10");
     early.key.trade_time = None;
     let mut late = trade("A", 2, Buy, "1", "20");
-    late.key.trade_time = Some(Instant { secs: 100, nanos: 0 });
+    late.key.trade_time = Some(Instant {
+        secs: 100,
+        nanos: 0,
+    });
     let sell = trade("Z", 3, Sell, "1", "30");
     let b = book_both(LotMethod::Fifo, &[late.clone(), early.clone(), sell]);
     // The trade without a time sorts first, so FIFO relieves "B".
@@ -127,7 +150,10 @@ fn lot_order_uses_date_then_time_then_id() {
 
 #[test]
 fn flat_position_has_only_realized_pnl() {
-    let trades = [trade("T1", 2, Buy, "1.5", "10.25"), trade("T2", 3, Sell, "1.5", "10.75")];
+    let trades = [
+        trade("T1", 2, Buy, "1.5", "10.25"),
+        trade("T2", 3, Sell, "1.5", "10.75"),
+    ];
     let b = book_both(LotMethod::Fifo, &trades);
     assert!(b.lots.is_empty());
     assert_eq!(b.summary.realized_pnl, a("0.75"));
@@ -145,7 +171,13 @@ fn pool_trades(raw: &[(u32, bool, u32, u32)]) -> Vec<BookedTrade> {
         .enumerate()
         .map(|(i, (day, buy, q, p))| {
             let side = if *buy { Buy } else { Sell };
-            let mut t = trade(&format!("T{i:03}"), 1 + day % 28, side, &q.to_string(), &format!("{p}.5"));
+            let mut t = trade(
+                &format!("T{i:03}"),
+                1 + day % 28,
+                side,
+                &q.to_string(),
+                &format!("{p}.5"),
+            );
             t.key.trade_date = Date::from_ymd(2026, 1 + day / 28, 1 + day % 28);
             t
         })
@@ -206,7 +238,11 @@ fn many_chunks_single_changes_match_reference() {
                 let q = 1 + (r >> 8) % 40;
                 let p = 50 + (r >> 20) % 100;
                 let mut t = trade(&format!("T{i:06}"), 1, side, &q.to_string(), &p.to_string());
-                t.key.trade_date = Date::from_ymd(2026, 1 + (i as u32 / 28 / 40) % 12, 1 + (i as u32 / 40) % 28);
+                t.key.trade_date = Date::from_ymd(
+                    2026,
+                    1 + (i as u32 / 28 / 40) % 12,
+                    1 + (i as u32 / 40) % 28,
+                );
                 t
             })
             .collect();

@@ -19,11 +19,23 @@ pub enum FileSinkError {
 }
 
 /// Writes `lots.csv`: header, then rows sorted by `(position_key, lot_id)`.
-pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(String, Lot)]) -> Result<(), FileSinkError> {
+pub fn write_lots_csv(
+    out: &mut impl Write,
+    lots: &mut [(String, Lot)],
+) -> Result<(), FileSinkError> {
     lots.sort_by(|a, b| (&a.0, &a.1.lot_id).cmp(&(&b.0, &b.1.lot_id)));
     writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
     for (key, lot) in lots.iter() {
-        writeln!(out, "{},{},{},{},{},{}", key, lot.lot_id, lot.side.as_str(), lot.open_date, lot.quantity, lot.price)?;
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            key,
+            lot.lot_id,
+            lot.side.as_str(),
+            lot.open_date,
+            lot.quantity,
+            lot.price
+        )?;
     }
     Ok(())
 }
@@ -35,15 +47,25 @@ pub fn write_positions_csv(
     positions: &mut [(String, PositionSummary)],
 ) -> Result<(), FileSinkError> {
     positions.sort_by(|a, b| a.0.cmp(&b.0));
-    writeln!(out, "position_key,quantity,lot_count,cost_basis,realized_pnl")?;
+    writeln!(
+        out,
+        "position_key,quantity,lot_count,cost_basis,realized_pnl"
+    )?;
     for (key, s) in positions.iter().filter(|(_, s)| !s.is_omitted()) {
-        writeln!(out, "{},{},{},{},{}", key, s.quantity, s.lot_count, s.cost_basis, s.realized_pnl)?;
+        writeln!(
+            out,
+            "{},{},{},{},{}",
+            key, s.quantity, s.lot_count, s.cost_basis, s.realized_pnl
+        )?;
     }
     Ok(())
 }
 
 /// Writes `rejected.jsonl`: `{"line": N, "reason": "KIND: detail"}` sorted by line.
-pub fn write_rejected_jsonl(out: &mut impl Write, rejected: &mut [DeadLetter]) -> Result<(), FileSinkError> {
+pub fn write_rejected_jsonl(
+    out: &mut impl Write,
+    rejected: &mut [DeadLetter],
+) -> Result<(), FileSinkError> {
     rejected.sort_by_key(|d| d.source);
     for d in rejected.iter() {
         let row = serde_json::json!({ "line": d.source.offset, "reason": d.reason.to_string() });
@@ -53,7 +75,10 @@ pub fn write_rejected_jsonl(out: &mut impl Write, rejected: &mut [DeadLetter]) -
 }
 
 /// Writes `corrections.jsonl`, one event per line, sorted by `(as_of, position_key)`.
-pub fn write_corrections_jsonl(out: &mut impl Write, corrections: &mut [Correction]) -> Result<(), FileSinkError> {
+pub fn write_corrections_jsonl(
+    out: &mut impl Write,
+    corrections: &mut [Correction],
+) -> Result<(), FileSinkError> {
     corrections.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
     for c in corrections.iter() {
         writeln!(out, "{}", c.to_json()?)?;

@@ -90,7 +90,11 @@ enum ChunkContext {
     /// `bound` is the lowest Y after the chunk relative to its start, clamped to
     /// the chunk's own range; `start` is Y at the chunk's start when the zero
     /// floor can bind inside the chunk.
-    Lifo { side: LotSide, bound: Dec8, start: Option<Dec8> },
+    Lifo {
+        side: LotSide,
+        bound: Dec8,
+        start: Option<Dec8>,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -148,7 +152,10 @@ pub struct PositionBook {
 impl PositionBook {
     /// An empty, flat book under `method`.
     pub fn new(method: LotMethod) -> PositionBook {
-        PositionBook { method, ..PositionBook::default() }
+        PositionBook {
+            method,
+            ..PositionBook::default()
+        }
     }
 
     /// The lot method the book is under.
@@ -173,7 +180,10 @@ impl PositionBook {
 
     /// The latest trade in lot order, if any.
     pub fn last_key(&self) -> Option<&LotKey> {
-        self.chunks.last().and_then(|c| c.trades.last()).map(|t| &t.key)
+        self.chunks
+            .last()
+            .and_then(|c| c.trades.last())
+            .map(|t| &t.key)
     }
 
     /// Every open lot, sorted by `lot_id`.
@@ -181,7 +191,10 @@ impl PositionBook {
         let mut lots: Vec<Lot> = if self.method == LotMethod::Hifo {
             self.hifo_lots.clone()
         } else {
-            self.chunks.iter().flat_map(|c| c.lots.iter().cloned()).collect()
+            self.chunks
+                .iter()
+                .flat_map(|c| c.lots.iter().cloned())
+                .collect()
         };
         lots.sort_by(|a, b| a.lot_id.cmp(&b.lot_id));
         lots
@@ -229,7 +242,9 @@ impl PositionBook {
 
     /// Index of the chunk that holds (or would hold) `key`.
     fn chunk_for(&self, key: &LotKey) -> usize {
-        let after = self.chunks.partition_point(|c| c.first_key().is_some_and(|k| k <= key));
+        let after = self
+            .chunks
+            .partition_point(|c| c.first_key().is_some_and(|k| k <= key));
         after.saturating_sub(1)
     }
 
@@ -247,7 +262,10 @@ impl PositionBook {
         self.totals.apply(trade, true)?;
         if chunk.trades.len() > CHUNK_MAX_TRADES {
             let tail = chunk.trades.split_off(chunk.trades.len() / 2);
-            let mut right = Chunk { trades: tail, ..Chunk::default() };
+            let mut right = Chunk {
+                trades: tail,
+                ..Chunk::default()
+            };
             for t in &right.trades {
                 right.sums.apply(t, true)?;
             }
@@ -265,7 +283,10 @@ impl PositionBook {
             return Ok(());
         }
         let i = self.chunk_for(&trade.key);
-        let Ok(at) = self.chunks[i].trades.binary_search_by(|t| t.key.cmp(&trade.key)) else {
+        let Ok(at) = self.chunks[i]
+            .trades
+            .binary_search_by(|t| t.key.cmp(&trade.key))
+        else {
             debug_assert!(false, "removing {:?} that is not booked", trade.key);
             return Ok(());
         };
@@ -298,7 +319,11 @@ impl PositionBook {
         if !std::mem::take(&mut self.touched) && !method_changed {
             return Ok(());
         }
-        let trades: Vec<BookedTrade> = self.chunks.iter().flat_map(|c| c.trades.iter().cloned()).collect();
+        let trades: Vec<BookedTrade> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.trades.iter().cloned())
+            .collect();
         let booking = reference::book(LotMethod::Hifo, &trades)?;
         self.retired.append(&mut self.hifo_lots);
         self.hifo_lots = booking.lots.clone();
@@ -331,7 +356,11 @@ impl PositionBook {
 
     fn fifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
         let net = self.totals.net()?;
-        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
+        let side = if net > Dec8::ZERO {
+            LotSide::Long
+        } else {
+            LotSide::Short
+        };
         // Open units of `side` are those numbered >= closed_units (numbering all of that side's units in lot order).
         let closed_units = match side {
             LotSide::Long => self.totals.sell_quantity,
@@ -357,7 +386,11 @@ impl PositionBook {
 
     fn lifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
         let net = self.totals.net()?;
-        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
+        let side = if net > Dec8::ZERO {
+            LotSide::Long
+        } else {
+            LotSide::Short
+        };
         let n = self.chunks.len();
         // Y = X for a long position, -X for a short one; the open side is positive.
         let mut ranges = Vec::with_capacity(n);
@@ -394,7 +427,11 @@ impl PositionBook {
             contexts.push(if net.is_zero() || bound == low {
                 ChunkContext::Closed
             } else {
-                ChunkContext::Lifo { side, bound, start: floor_binds.then_some(start[i]) }
+                ChunkContext::Lifo {
+                    side,
+                    bound,
+                    start: floor_binds.then_some(start[i]),
+                }
             });
         }
         Ok(contexts)
@@ -424,12 +461,16 @@ impl PositionBook {
         let mut summary = self.summary.clone();
         for lot in &changes.closed {
             summary.quantity = summary.quantity.sub(lot.signed_quantity())?;
-            summary.cost_basis = summary.cost_basis.sub(lot.signed_value().ok_or(Overflow)?)?;
+            summary.cost_basis = summary
+                .cost_basis
+                .sub(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count -= 1;
         }
         for lot in &changes.opened {
             summary.quantity = summary.quantity.add(lot.signed_quantity())?;
-            summary.cost_basis = summary.cost_basis.add(lot.signed_value().ok_or(Overflow)?)?;
+            summary.cost_basis = summary
+                .cost_basis
+                .add(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count += 1;
         }
         summary.realized_pnl = self
@@ -437,7 +478,11 @@ impl PositionBook {
             .sell_notional
             .sub(self.totals.buy_notional)?
             .add(summary.cost_basis)?;
-        debug_assert_eq!(summary.quantity, self.totals.net()?, "open lots must hold the net quantity");
+        debug_assert_eq!(
+            summary.quantity,
+            self.totals.net()?,
+            "open lots must hold the net quantity"
+        );
         self.summary = summary;
         Ok(changes)
     }
@@ -483,7 +528,10 @@ fn lot_of(trade: &BookedTrade, side: LotSide, quantity: Dec8) -> Lot {
 }
 
 fn opens(trade: &BookedTrade, side: LotSide) -> bool {
-    matches!((trade.side, side), (Side::Buy, LotSide::Long) | (Side::Sell, LotSide::Short))
+    matches!(
+        (trade.side, side),
+        (Side::Buy, LotSide::Long) | (Side::Sell, LotSide::Short)
+    )
 }
 
 /// The open lots of one chunk's trades under `context`.
@@ -518,7 +566,11 @@ fn open_lots(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec<Lot>,
                     continue;
                 }
                 let before = after[i].sub(trade.quantity)?;
-                let floor = if start.is_some() { before.max(Dec8::ZERO) } else { before };
+                let floor = if start.is_some() {
+                    before.max(Dec8::ZERO)
+                } else {
+                    before
+                };
                 let open = suffix_min.sub(floor)?;
                 if open > Dec8::ZERO {
                     kept.push(lot_of(trade, side, open));

@@ -42,10 +42,15 @@ pub(crate) fn notional(quantity: Dec8, price: Dec8) -> Result<Amount, Overflow> 
 
 /// Summary of a set of open lots plus a realized P&L.
 pub fn summarise(lots: &[Lot], realized_pnl: Amount) -> Result<PositionSummary, Overflow> {
-    let mut summary = PositionSummary { realized_pnl, ..PositionSummary::default() };
+    let mut summary = PositionSummary {
+        realized_pnl,
+        ..PositionSummary::default()
+    };
     for lot in lots {
         summary.quantity = summary.quantity.add(lot.signed_quantity())?;
-        summary.cost_basis = summary.cost_basis.add(lot.signed_value().ok_or(Overflow)?)?;
+        summary.cost_basis = summary
+            .cost_basis
+            .add(lot.signed_value().ok_or(Overflow)?)?;
         summary.lot_count += 1;
     }
     Ok(summary)

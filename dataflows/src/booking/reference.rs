@@ -103,13 +103,17 @@ pub fn book(method: LotMethod, trades: &[BookedTrade]) -> Result<Booking, Overfl
         if !open.is_empty() && open_side != trade_side {
             while !remaining.is_zero() {
                 let rank_key = open.next_rank_key();
-                let Some(mut lot) = open.pop_next() else { break };
+                let Some(mut lot) = open.pop_next() else {
+                    break;
+                };
                 let relieved = remaining.min(lot.quantity);
                 let (sell, buy) = match lot.side {
                     LotSide::Long => (trade.price, lot.price),
                     LotSide::Short => (lot.price, trade.price),
                 };
-                realized = realized.add(notional(relieved, sell)?)?.sub(notional(relieved, buy)?)?;
+                realized = realized
+                    .add(notional(relieved, sell)?)?
+                    .sub(notional(relieved, buy)?)?;
                 remaining = remaining.sub(relieved)?;
                 lot.quantity = lot.quantity.sub(relieved)?;
                 if !lot.quantity.is_zero() {

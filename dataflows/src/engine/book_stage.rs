@@ -73,8 +73,14 @@ pub(super) fn book<'scope>(
         "Book",
         |_capability, _info| {
             let mut state = BookState::default();
-            let mut pending: BTreeMap<Time, (Option<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>)> =
-                BTreeMap::new();
+            let mut pending: BTreeMap<
+                Time,
+                (
+                    Option<Capability<Time>>,
+                    Vec<InputUpdate>,
+                    Vec<MethodUpdate>,
+                ),
+            > = BTreeMap::new();
             move |(input1, frontier1), (input2, frontier2), output| {
                 // A collection's container may hold updates at any time at or after its stamp.
                 input1.for_each_stamp(|cap, data| {
@@ -99,9 +105,13 @@ pub(super) fn book<'scope>(
                     if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
                         break;
                     }
-                    let Some((Some(cap), trades, method_changes)) = pending.remove(&time) else { continue };
+                    let Some((Some(cap), trades, method_changes)) = pending.remove(&time) else {
+                        continue;
+                    };
                     let mut session = output.session(&cap);
-                    state.step(time, trades, method_changes, &mut |out, diff| session.give((out, time, diff)));
+                    state.step(time, trades, method_changes, &mut |out, diff| {
+                        session.give((out, time, diff))
+                    });
                 }
             }
         },
@@ -186,8 +196,12 @@ impl BookState {
         for ((position, input), _, diff) in updates {
             let w = work.entry(position).or_default();
             match input {
-                BookInput::Trade(t) if diff < 0 => w.removed.extend(std::iter::repeat_n(t, diff.unsigned_abs())),
-                BookInput::Trade(t) => w.inserted.extend(std::iter::repeat_n(t, diff.unsigned_abs())),
+                BookInput::Trade(t) if diff < 0 => w
+                    .removed
+                    .extend(std::iter::repeat_n(t, diff.unsigned_abs())),
+                BookInput::Trade(t) => w
+                    .inserted
+                    .extend(std::iter::repeat_n(t, diff.unsigned_abs())),
                 BookInput::Cause(c) => w.causes.push(c),
             }
         }
@@ -208,11 +222,21 @@ impl BookState {
             cancel_common(&mut w.removed, &mut w.inserted);
             if self.faulted.contains(&position) {
                 let detail = "position is quarantined after an arithmetic overflow".to_string();
-                emit(BookOutput::Fault(Fault { position_key: position, time, detail }), 1);
+                emit(
+                    BookOutput::Fault(Fault {
+                        position_key: position,
+                        time,
+                        detail,
+                    }),
+                    1,
+                );
                 continue;
             }
             let method = self.resolve(&position);
-            let book = self.books.entry(position.clone()).or_insert_with(|| PositionBook::new(method));
+            let book = self
+                .books
+                .entry(position.clone())
+                .or_insert_with(|| PositionBook::new(method));
             let before = book.summary().clone();
             let last_key = book.last_key().cloned();
             let changes = match book.apply(method, &w.removed, &w.inserted) {
@@ -221,7 +245,14 @@ impl BookState {
                     self.books.remove(&position);
                     self.faulted.insert(position.clone());
                     let detail = "arithmetic overflow: sums exceed 256-bit fixed point".to_string();
-                    emit(BookOutput::Fault(Fault { position_key: position, time, detail }), 1);
+                    emit(
+                        BookOutput::Fault(Fault {
+                            position_key: position,
+                            time,
+                            detail,
+                        }),
+                        1,
+                    );
                     continue;
                 }
             };
@@ -247,7 +278,11 @@ impl BookState {
                     emit(BookOutput::Position(position.clone(), after.clone()), 1);
                 }
             }
-            let mut cause: Vec<Cause> = w.method_change.map(Cause::MethodChange).into_iter().collect();
+            let mut cause: Vec<Cause> = w
+                .method_change
+                .map(Cause::MethodChange)
+                .into_iter()
+                .collect();
             w.causes.sort();
             w.causes.dedup();
             cause.extend(w.causes.into_iter().map(|c| Cause::Trade {
@@ -279,7 +314,10 @@ fn cancel_common(removed: &mut Vec<BookedTrade>, inserted: &mut Vec<BookedTrade>
     removed.sort();
     inserted.sort();
     let (mut kept_removed, mut kept_inserted) = (Vec::new(), Vec::new());
-    let (mut r, mut i) = (std::mem::take(removed).into_iter().peekable(), std::mem::take(inserted).into_iter().peekable());
+    let (mut r, mut i) = (
+        std::mem::take(removed).into_iter().peekable(),
+        std::mem::take(inserted).into_iter().peekable(),
+    );
     loop {
         match (r.peek(), i.peek()) {
             (Some(a), Some(b)) if a == b => {

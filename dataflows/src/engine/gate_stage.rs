@@ -41,7 +41,11 @@ enum Admitted {
 pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
         Ok(version) => Parsed::Ok(source, version, payload),
-        Err(reason) => Parsed::Rejected(DeadLetter { source, reason, payload }),
+        Err(reason) => Parsed::Rejected(DeadLetter {
+            source,
+            reason,
+            payload,
+        }),
     });
     let parse_rejects = parsed.clone().flat_map(|p| match p {
         Parsed::Rejected(d) => Some(d),
@@ -64,14 +68,20 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
         Admitted::Rejected(d) => Some(d),
         _ => None,
     });
-    GateStreams { accepted: accepted.as_collection(), dead_letters: parse_rejects.concat(conflicts), duplicates }
+    GateStreams {
+        accepted: accepted.as_collection(),
+        dead_letters: parse_rejects.concat(conflicts),
+        duplicates,
+    }
 }
 
 type Candidate = (SourceRef, TradeVersion, Vec<u8>);
 
 /// Applies the duplicate rule per trade id, in timestamp order and, within a
 /// timestamp, in source order, so the outcome never depends on worker count.
-fn dedup<'scope>(candidates: StreamVec<'scope, Time, Candidate>) -> StreamVec<'scope, Time, Admitted> {
+fn dedup<'scope>(
+    candidates: StreamVec<'scope, Time, Candidate>,
+) -> StreamVec<'scope, Time, Admitted> {
     let route = Exchange::new(|c: &Candidate| c.1.trade_id.hashed());
     candidates.unary_frontier(route, "GateDedup", |_capability, _info| {
         let mut gate = Gate::new();
@@ -79,7 +89,9 @@ fn dedup<'scope>(candidates: StreamVec<'scope, Time, Candidate>) -> StreamVec<'s
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 if let Some(cap) = cap.retain_least(output.output_index()) {
-                    let entry = pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                    let entry = pending
+                        .entry(*cap.time())
+                        .or_insert_with(|| (cap, Vec::new()));
                     for batch in data {
                         entry.1.append(batch);
                     }
@@ -89,15 +101,23 @@ fn dedup<'scope>(candidates: StreamVec<'scope, Time, Candidate>) -> StreamVec<'s
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let Some((cap, mut batch)) = pending.remove(&time) else { break };
+                let Some((cap, mut batch)) = pending.remove(&time) else {
+                    break;
+                };
                 batch.sort_by_key(|c| c.0);
                 let mut session = output.session(&cap);
                 for (source, version, payload) in batch {
                     match gate.admit_parsed(version) {
-                        Admission::Accepted(v) => session.give(Admitted::Accepted(v.trade_id.clone(), v, time)),
+                        Admission::Accepted(v) => {
+                            session.give(Admitted::Accepted(v.trade_id.clone(), v, time))
+                        }
                         Admission::Duplicate(_) => session.give(Admitted::Duplicate(source)),
                         Admission::Rejected(reason) => {
-                            session.give(Admitted::Rejected(DeadLetter { source, reason, payload }))
+                            session.give(Admitted::Rejected(DeadLetter {
+                                source,
+                                reason,
+                                payload,
+                            }))
                         }
                     }
                 }

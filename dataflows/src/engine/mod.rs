@@ -96,17 +96,23 @@ pub fn build<'scope>(
 ) -> Engine<'scope> {
     let gate = gate_stage::gate(raw);
     let live = versions::live_versions(gate.accepted);
-    let live_changes = live.clone().as_collection(|k: &String, v: &TradeVersion| (k.clone(), v.clone()));
+    let live_changes = live
+        .clone()
+        .as_collection(|k: &String, v: &TradeVersion| (k.clone(), v.clone()));
     let booked_changes = live_changes
         .clone()
-        .flat_map(|(_, version): (String, TradeVersion)| version.booked().map(|t| (version.position_key(), t)));
+        .flat_map(|(_, version): (String, TradeVersion)| {
+            version.booked().map(|t| (version.position_key(), t))
+        });
     let causes = versions::causes(live_changes);
     let book = book_stage::book(booked_changes.clone(), causes, methods);
     Engine {
         live,
         booked: booked_changes.arrange_by_key_named("Arrange: booked by position"),
         lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
-        positions: book.positions.arrange_by_key_named("Arrange: positions by position"),
+        positions: book
+            .positions
+            .arrange_by_key_named("Arrange: positions by position"),
         corrections: book.corrections,
         dead_letters: gate.dead_letters,
         duplicates: gate.duplicates.map(|s| s),

@@ -15,7 +15,9 @@ use crate::trade::{Action, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
 /// stage decides whether it was backdated there.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) struct CauseEntry {
     pub trade_id: String,
     pub version: u64,
@@ -30,12 +32,14 @@ pub(crate) struct CauseEntry {
 pub(super) fn live_versions<'scope>(
     accepted: VecCollection<'scope, Time, (String, TradeVersion), Diff>,
 ) -> Arrangement<'scope, String, TradeVersion> {
-    accepted
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<_, _, _, _>>("LiveVersion", |_id, versions, output| {
+    accepted.reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<_, _, _, _>>(
+        "LiveVersion",
+        |_id, versions, output| {
             if let Some((live, _)) = versions.iter().max_by_key(|(v, _)| v.version) {
                 output.push(((*live).clone(), 1));
             }
-        })
+        },
+    )
 }
 
 /// Pairs the retracted and asserted live version of each trade at each time
@@ -55,7 +59,11 @@ pub(super) fn causes<'scope>(
                     if let Some(least) = cap.retain_least(output.output_index()) {
                         for update in data.flat_map(|batch| batch.drain(..)) {
                             let time = update.1;
-                            pending.entry(time).or_insert_with(|| (least.delayed(&time), Vec::new())).1.push(update);
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (least.delayed(&time), Vec::new()))
+                                .1
+                                .push(update);
                         }
                     }
                 });
@@ -63,12 +71,16 @@ pub(super) fn causes<'scope>(
                     if frontier.less_equal(&time) {
                         break;
                     }
-                    let Some((cap, mut changes)) = pending.remove(&time) else { break };
+                    let Some((cap, mut changes)) = pending.remove(&time) else {
+                        break;
+                    };
                     changes.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
                     let mut session = output.session(&cap);
                     for group in changes.chunk_by(|a, b| a.0 .0 == b.0 .0) {
                         let old = group.iter().find(|c| c.2 < 0).map(|c| &c.0 .1);
-                        let Some(new) = group.iter().find(|c| c.2 > 0).map(|c| &c.0 .1) else { continue };
+                        let Some(new) = group.iter().find(|c| c.2 > 0).map(|c| &c.0 .1) else {
+                            continue;
+                        };
                         for (position, key) in touched(old, new) {
                             let entry = CauseEntry {
                                 trade_id: new.trade_id.clone(),
