@@ -193,7 +193,6 @@ pub fn run<S: EventSource>(
                     }
                 })
                 .probe_with(&probe);
-            engine.live.stream.probe_with(&probe);
             engine.booked.stream.probe_with(&probe);
             methods_input
         });

@@ -101,16 +101,45 @@ enum ChunkContext {
 struct Chunk {
     /// Live trades in lot order.
     trades: Vec<BookedTrade>,
+    /// Open quantity of each trade (parallel to `trades`; its lot's side is
+    /// the trade's side). All zero under HIFO.
+    open: Vec<Dec8>,
     sums: ChunkSums,
-    /// The context `lots` was computed for; `None` when `lots` is stale.
+    /// Lowest and highest running position (X) inside the chunk relative to
+    /// its start, both including 0; `None` when stale.
+    range: Option<(Dec8, Dec8)>,
+    /// The context `open` was computed for; `None` when `open` is stale.
     context: Option<ChunkContext>,
-    /// Open lots held by this chunk's trades (empty under HIFO).
-    lots: Vec<Lot>,
 }
 
 impl Chunk {
     fn first_key(&self) -> Option<&LotKey> {
         self.trades.first().map(|t| &t.key)
+    }
+
+    fn x_range(&mut self) -> Result<(Dec8, Dec8), Overflow> {
+        if let Some(range) = self.range {
+            return Ok(range);
+        }
+        let (mut x, mut low, mut high) = (Dec8::ZERO, Dec8::ZERO, Dec8::ZERO);
+        for trade in &self.trades {
+            x = match trade.side {
+                Side::Buy => x.add(trade.quantity)?,
+                Side::Sell => x.sub(trade.quantity)?,
+            };
+            low = low.min(x);
+            high = high.max(x);
+        }
+        self.range = Some((low, high));
+        Ok((low, high))
+    }
+
+    fn open_lots(&self) -> impl Iterator<Item = Lot> + '_ {
+        self.trades
+            .iter()
+            .zip(&self.open)
+            .filter(|(_, open)| **open > Dec8::ZERO)
+            .map(|(trade, open)| lot_of(trade, lot_side(trade.side), *open))
     }
 }
 
@@ -136,7 +165,7 @@ impl LotChanges {
 pub struct PositionBook {
     method: LotMethod,
     chunks: Vec<Chunk>,
-    /// Open lots of a HIFO position (chunks hold none then).
+    /// Open lots of a HIFO position, sorted by `lot_id` (chunks hold none then).
     hifo_lots: Vec<Lot>,
     /// Sums over all chunks.
     totals: ChunkSums,
@@ -145,17 +174,14 @@ pub struct PositionBook {
     retired: Vec<Lot>,
     /// Lots asserted during the current `apply`.
     asserted: Vec<Lot>,
-    /// A trade entered or left during the current `apply`.
+    /// A trade entered or left, or the method changed, during the current `apply`.
     touched: bool,
 }
 
 impl PositionBook {
     /// An empty, flat book under `method`.
     pub fn new(method: LotMethod) -> PositionBook {
-        PositionBook {
-            method,
-            ..PositionBook::default()
-        }
+        PositionBook { method, ..PositionBook::default() }
     }
 
     /// The lot method the book is under.
@@ -180,22 +206,15 @@ impl PositionBook {
 
     /// The latest trade in lot order, if any.
     pub fn last_key(&self) -> Option<&LotKey> {
-        self.chunks
-            .last()
-            .and_then(|c| c.trades.last())
-            .map(|t| &t.key)
+        self.chunks.last().and_then(|c| c.trades.last()).map(|t| &t.key)
     }
 
     /// Every open lot, sorted by `lot_id`.
     pub fn lots(&self) -> Vec<Lot> {
-        let mut lots: Vec<Lot> = if self.method == LotMethod::Hifo {
-            self.hifo_lots.clone()
-        } else {
-            self.chunks
-                .iter()
-                .flat_map(|c| c.lots.iter().cloned())
-                .collect()
-        };
+        if self.method == LotMethod::Hifo {
+            return self.hifo_lots.clone();
+        }
+        let mut lots: Vec<Lot> = self.chunks.iter().flat_map(Chunk::open_lots).collect();
         lots.sort_by(|a, b| a.lot_id.cmp(&b.lot_id));
         lots
     }
@@ -212,11 +231,7 @@ impl PositionBook {
         inserted: &[BookedTrade],
     ) -> Result<LotChanges, Overflow> {
         if method != self.method {
-            self.method = method;
-            for i in 0..self.chunks.len() {
-                self.invalidate(i);
-            }
-            self.retired.append(&mut self.hifo_lots);
+            self.switch_method(method);
         }
         for trade in removed {
             self.remove(trade)?;
@@ -227,24 +242,39 @@ impl PositionBook {
         if self.method == LotMethod::Hifo {
             self.rebook_whole()?;
         } else {
-            self.touched = false;
             self.refresh_chunks()?;
         }
+        self.touched = false;
         self.finish()
     }
 
-    /// Marks chunk `i`'s lots stale, retiring them.
-    fn invalidate(&mut self, i: usize) {
-        let chunk = &mut self.chunks[i];
-        chunk.context = None;
-        self.retired.append(&mut chunk.lots);
+    /// Moves the book to another method. Chunk lots are kept as the "before"
+    /// state when staying with FIFO/LIFO, so only lots that really differ
+    /// are reported.
+    fn switch_method(&mut self, method: LotMethod) {
+        let leaving_hifo = self.method == LotMethod::Hifo;
+        let entering_hifo = method == LotMethod::Hifo;
+        self.method = method;
+        self.touched = true;
+        if leaving_hifo {
+            self.retired.append(&mut self.hifo_lots);
+        }
+        for chunk in &mut self.chunks {
+            chunk.context = None;
+            if entering_hifo {
+                for (trade, open) in chunk.trades.iter().zip(chunk.open.iter_mut()) {
+                    if *open > Dec8::ZERO {
+                        self.retired.push(lot_of(trade, lot_side(trade.side), *open));
+                        *open = Dec8::ZERO;
+                    }
+                }
+            }
+        }
     }
 
     /// Index of the chunk that holds (or would hold) `key`.
     fn chunk_for(&self, key: &LotKey) -> usize {
-        let after = self
-            .chunks
-            .partition_point(|c| c.first_key().is_some_and(|k| k <= key));
+        let after = self.chunks.partition_point(|c| c.first_key().is_some_and(|k| k <= key));
         after.saturating_sub(1)
     }
 
@@ -252,24 +282,21 @@ impl PositionBook {
         if self.chunks.is_empty() {
             self.chunks.push(Chunk::default());
         }
-        let i = self.chunk_for(&trade.key);
-        self.invalidate(i);
         self.touched = true;
+        let i = self.chunk_for(&trade.key);
         let chunk = &mut self.chunks[i];
         let at = chunk.trades.partition_point(|t| t.key < trade.key);
         chunk.trades.insert(at, trade.clone());
+        chunk.open.insert(at, Dec8::ZERO);
         chunk.sums.apply(trade, true)?;
+        chunk.range = None;
+        chunk.context = None;
         self.totals.apply(trade, true)?;
         if chunk.trades.len() > CHUNK_MAX_TRADES {
-            let tail = chunk.trades.split_off(chunk.trades.len() / 2);
-            let mut right = Chunk {
-                trades: tail,
-                ..Chunk::default()
-            };
+            let half = chunk.trades.len() / 2;
+            let mut right = Chunk { trades: chunk.trades.split_off(half), open: chunk.open.split_off(half), ..Chunk::default() };
             for t in &right.trades {
                 right.sums.apply(t, true)?;
-            }
-            for t in &right.trades {
                 chunk.sums.apply(t, false)?;
             }
             self.chunks.insert(i + 1, right);
@@ -283,19 +310,21 @@ impl PositionBook {
             return Ok(());
         }
         let i = self.chunk_for(&trade.key);
-        let Ok(at) = self.chunks[i]
-            .trades
-            .binary_search_by(|t| t.key.cmp(&trade.key))
-        else {
+        let Ok(at) = self.chunks[i].trades.binary_search_by(|t| t.key.cmp(&trade.key)) else {
             debug_assert!(false, "removing {:?} that is not booked", trade.key);
             return Ok(());
         };
-        self.invalidate(i);
         self.touched = true;
         let chunk = &mut self.chunks[i];
         let gone = chunk.trades.remove(at);
+        let open = chunk.open.remove(at);
         debug_assert_eq!(&gone, trade);
+        if open > Dec8::ZERO {
+            self.retired.push(lot_of(&gone, lot_side(gone.side), open));
+        }
         chunk.sums.apply(&gone, false)?;
+        chunk.range = None;
+        chunk.context = None;
         self.totals.apply(&gone, false)?;
         let len = chunk.trades.len();
         if len == 0 {
@@ -304,51 +333,55 @@ impl PositionBook {
             && i + 1 < self.chunks.len()
             && len + self.chunks[i + 1].trades.len() <= CHUNK_MAX_TRADES
         {
-            self.invalidate(i + 1);
             let next = self.chunks.remove(i + 1);
             let chunk = &mut self.chunks[i];
             chunk.sums.add(&next.sums)?;
             chunk.trades.extend(next.trades);
+            chunk.open.extend(next.open);
+            chunk.range = None;
         }
         Ok(())
     }
 
-    /// HIFO: re-book the whole position when anything changed.
+    /// HIFO: re-book the whole position when anything changed, and report
+    /// the lots that differ from the previous booking.
     fn rebook_whole(&mut self) -> Result<(), Overflow> {
-        let method_changed = !self.retired.is_empty();
-        if !std::mem::take(&mut self.touched) && !method_changed {
+        if !self.touched {
             return Ok(());
         }
-        let trades: Vec<BookedTrade> = self
-            .chunks
-            .iter()
-            .flat_map(|c| c.trades.iter().cloned())
-            .collect();
+        let trades: Vec<BookedTrade> = self.chunks.iter().flat_map(|c| c.trades.iter().cloned()).collect();
         let booking = reference::book(LotMethod::Hifo, &trades)?;
-        self.retired.append(&mut self.hifo_lots);
-        self.hifo_lots = booking.lots.clone();
-        self.asserted.extend(booking.lots);
-        for chunk in &mut self.chunks {
-            chunk.context = Some(ChunkContext::Closed);
-        }
+        let old = std::mem::replace(&mut self.hifo_lots, booking.lots);
+        let (closed, opened) = diff_sorted(old, self.hifo_lots.clone());
+        self.retired.extend(closed);
+        self.asserted.extend(opened);
         Ok(())
     }
 
-    /// FIFO / LIFO: compute every chunk's context; rebuild the lots of the
-    /// chunks that changed or whose context moved.
+    /// FIFO / LIFO: compute every chunk's context; recompute the open
+    /// quantities of the chunks that changed or whose context moved.
     fn refresh_chunks(&mut self) -> Result<(), Overflow> {
         let contexts = match self.method {
             LotMethod::Fifo => self.fifo_contexts()?,
             _ => self.lifo_contexts()?,
         };
-        for (i, context) in contexts.into_iter().enumerate() {
-            if self.chunks[i].context.as_ref() == Some(&context) {
+        for (chunk, context) in self.chunks.iter_mut().zip(contexts) {
+            if chunk.context.as_ref() == Some(&context) {
                 continue;
             }
-            self.invalidate(i);
-            let chunk = &mut self.chunks[i];
-            chunk.lots = open_lots(&chunk.trades, &context)?;
-            self.asserted.extend(chunk.lots.iter().cloned());
+            let fresh = open_quantities(&chunk.trades, &context)?;
+            for ((trade, old), new) in chunk.trades.iter().zip(chunk.open.iter_mut()).zip(fresh) {
+                if *old != new {
+                    let side = lot_side(trade.side);
+                    if *old > Dec8::ZERO {
+                        self.retired.push(lot_of(trade, side, *old));
+                    }
+                    if new > Dec8::ZERO {
+                        self.asserted.push(lot_of(trade, side, new));
+                    }
+                    *old = new;
+                }
+            }
             chunk.context = Some(context);
         }
         Ok(())
@@ -356,11 +389,7 @@ impl PositionBook {
 
     fn fifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
         let net = self.totals.net()?;
-        let side = if net > Dec8::ZERO {
-            LotSide::Long
-        } else {
-            LotSide::Short
-        };
+        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
         // Open units of `side` are those numbered >= closed_units (numbering all of that side's units in lot order).
         let closed_units = match side {
             LotSide::Long => self.totals.sell_quantity,
@@ -384,18 +413,18 @@ impl PositionBook {
         Ok(contexts)
     }
 
-    fn lifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
+    fn lifo_contexts(&mut self) -> Result<Vec<ChunkContext>, Overflow> {
         let net = self.totals.net()?;
-        let side = if net > Dec8::ZERO {
-            LotSide::Long
-        } else {
-            LotSide::Short
-        };
+        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
         let n = self.chunks.len();
         // Y = X for a long position, -X for a short one; the open side is positive.
         let mut ranges = Vec::with_capacity(n);
-        for chunk in &self.chunks {
-            ranges.push(relative_range(&chunk.trades, side)?);
+        for chunk in &mut self.chunks {
+            let (low, high) = chunk.x_range()?;
+            ranges.push(match side {
+                LotSide::Long => (low, high),
+                LotSide::Short => (high.neg(), low.neg()),
+            });
         }
         // start[i]: Y at chunk i's start.
         let mut start = Vec::with_capacity(n);
@@ -427,64 +456,62 @@ impl PositionBook {
             contexts.push(if net.is_zero() || bound == low {
                 ChunkContext::Closed
             } else {
-                ChunkContext::Lifo {
-                    side,
-                    bound,
-                    start: floor_binds.then_some(start[i]),
-                }
+                ChunkContext::Lifo { side, bound, start: floor_binds.then_some(start[i]) }
             });
         }
         Ok(contexts)
     }
 
-    /// Diffs retired against asserted lots and refreshes the summary.
+    /// Cancels lots both retracted and asserted, and refreshes the summary.
     fn finish(&mut self) -> Result<LotChanges, Overflow> {
         let mut closed = std::mem::take(&mut self.retired);
         let mut opened = std::mem::take(&mut self.asserted);
         closed.sort_unstable();
         opened.sort_unstable();
-        let mut changes = LotChanges::default();
-        let (mut a, mut b) = (closed.into_iter().peekable(), opened.into_iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x == y => {
-                    a.next();
-                    b.next();
-                }
-                (Some(x), Some(y)) if x < y => changes.closed.extend(a.next()),
-                (Some(_), Some(_)) => changes.opened.extend(b.next()),
-                (Some(_), None) => changes.closed.extend(a.next()),
-                (None, Some(_)) => changes.opened.extend(b.next()),
-                (None, None) => break,
-            }
-        }
+        let (closed, opened) = diff_sorted(closed, opened);
+        let changes = LotChanges { closed, opened };
         let mut summary = self.summary.clone();
         for lot in &changes.closed {
             summary.quantity = summary.quantity.sub(lot.signed_quantity())?;
-            summary.cost_basis = summary
-                .cost_basis
-                .sub(lot.signed_value().ok_or(Overflow)?)?;
+            summary.cost_basis = summary.cost_basis.sub(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count -= 1;
         }
         for lot in &changes.opened {
             summary.quantity = summary.quantity.add(lot.signed_quantity())?;
-            summary.cost_basis = summary
-                .cost_basis
-                .add(lot.signed_value().ok_or(Overflow)?)?;
+            summary.cost_basis = summary.cost_basis.add(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count += 1;
         }
-        summary.realized_pnl = self
-            .totals
-            .sell_notional
-            .sub(self.totals.buy_notional)?
-            .add(summary.cost_basis)?;
-        debug_assert_eq!(
-            summary.quantity,
-            self.totals.net()?,
-            "open lots must hold the net quantity"
-        );
+        summary.realized_pnl = self.totals.sell_notional.sub(self.totals.buy_notional)?.add(summary.cost_basis)?;
+        debug_assert_eq!(summary.quantity, self.totals.net()?, "open lots must hold the net quantity");
         self.summary = summary;
         Ok(changes)
+    }
+}
+
+/// Splits two sorted lists into (only in `old`, only in `new`).
+fn diff_sorted(old: Vec<Lot>, new: Vec<Lot>) -> (Vec<Lot>, Vec<Lot>) {
+    let (mut closed, mut opened) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x == y => {
+                a.next();
+                b.next();
+            }
+            (Some(x), Some(y)) if x < y => closed.extend(a.next()),
+            (Some(_), Some(_)) => opened.extend(b.next()),
+            (Some(_), None) => closed.extend(a.next()),
+            (None, Some(_)) => opened.extend(b.next()),
+            (None, None) => break,
+        }
+    }
+    (closed, opened)
+}
+
+fn lot_side(side: Side) -> LotSide {
+    match side {
+        Side::Buy => LotSide::Long,
+        Side::Sell => LotSide::Short,
     }
 }
 
@@ -500,51 +527,31 @@ fn clamp(value: Dec8, low: Dec8, high: Dec8) -> Dec8 {
 
 /// Signed move of `trade` in Y coordinates (positive opens on `side`).
 fn y_delta(trade: &BookedTrade, side: LotSide) -> Dec8 {
-    match (trade.side, side) {
-        (Side::Buy, LotSide::Long) | (Side::Sell, LotSide::Short) => trade.quantity,
-        _ => trade.quantity.neg(),
+    if lot_side(trade.side) == side {
+        trade.quantity
+    } else {
+        trade.quantity.neg()
     }
-}
-
-/// Lowest and highest Y reached inside a chunk, relative to its start (both include 0).
-fn relative_range(trades: &[BookedTrade], side: LotSide) -> Result<(Dec8, Dec8), Overflow> {
-    let (mut y, mut low, mut high) = (Dec8::ZERO, Dec8::ZERO, Dec8::ZERO);
-    for trade in trades {
-        y = y.add(y_delta(trade, side))?;
-        low = low.min(y);
-        high = high.max(y);
-    }
-    Ok((low, high))
 }
 
 fn lot_of(trade: &BookedTrade, side: LotSide, quantity: Dec8) -> Lot {
-    Lot {
-        lot_id: trade.key.trade_id.clone(),
-        side,
-        open_date: trade.key.trade_date,
-        quantity,
-        price: trade.price,
-    }
+    Lot { lot_id: trade.key.trade_id.clone(), side, open_date: trade.key.trade_date, quantity, price: trade.price }
 }
 
-fn opens(trade: &BookedTrade, side: LotSide) -> bool {
-    matches!(
-        (trade.side, side),
-        (Side::Buy, LotSide::Long) | (Side::Sell, LotSide::Short)
-    )
-}
-
-/// The open lots of one chunk's trades under `context`.
-fn open_lots(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec<Lot>, Overflow> {
-    let mut lots = Vec::new();
+/// The open quantity of each of one chunk's trades under `context`.
+fn open_quantities(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec<Dec8>, Overflow> {
+    let mut open = vec![Dec8::ZERO; trades.len()];
     match *context {
         ChunkContext::Closed => {}
         ChunkContext::Fifo { side, open_from } => {
             let mut unit = Dec8::ZERO;
-            for trade in trades.iter().filter(|t| opens(t, side)) {
+            for (i, trade) in trades.iter().enumerate() {
+                if lot_side(trade.side) != side {
+                    continue;
+                }
                 let end = unit.add(trade.quantity)?;
                 if end > open_from {
-                    lots.push(lot_of(trade, side, end.sub(unit.max(open_from))?));
+                    open[i] = end.sub(unit.max(open_from))?;
                 }
                 unit = end;
             }
@@ -559,26 +566,19 @@ fn open_lots(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec<Lot>,
                 after.push(y);
             }
             let mut suffix_min = origin.add(bound)?;
-            let mut kept: Vec<Lot> = Vec::new();
             for (i, trade) in trades.iter().enumerate().rev() {
                 suffix_min = suffix_min.min(after[i]);
-                if !opens(trade, side) {
+                if lot_side(trade.side) != side {
                     continue;
                 }
                 let before = after[i].sub(trade.quantity)?;
-                let floor = if start.is_some() {
-                    before.max(Dec8::ZERO)
-                } else {
-                    before
-                };
-                let open = suffix_min.sub(floor)?;
-                if open > Dec8::ZERO {
-                    kept.push(lot_of(trade, side, open));
+                let floor = if start.is_some() { before.max(Dec8::ZERO) } else { before };
+                let quantity = suffix_min.sub(floor)?;
+                if quantity > Dec8::ZERO {
+                    open[i] = quantity;
                 }
             }
-            kept.reverse();
-            lots = kept;
         }
     }
-    Ok(lots)
+    Ok(open)
 }

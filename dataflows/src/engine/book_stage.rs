@@ -9,11 +9,11 @@ use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use super::versions::CauseEntry;
+use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
 use crate::correction::{Cause, Correction};
@@ -30,12 +30,6 @@ pub struct Fault {
     pub time: Time,
     /// What went wrong.
     pub detail: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum BookInput {
-    Trade(BookedTrade),
-    Cause(CauseEntry),
 }
 
 #[derive(Clone, Debug)]
@@ -58,13 +52,9 @@ type InputUpdate = ((String, BookInput), Time, Diff);
 type MethodUpdate = ((String, LotMethod), Time, Diff);
 
 pub(super) fn book<'scope>(
-    booked: VecCollection<'scope, Time, (String, BookedTrade), Diff>,
-    causes: VecCollection<'scope, Time, (String, CauseEntry), Diff>,
+    input: VecCollection<'scope, Time, (String, BookInput), Diff>,
     methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
 ) -> BookStreams<'scope> {
-    let input = booked
-        .map(|(p, t)| (p, BookInput::Trade(t)))
-        .concat(causes.map(|(p, c)| (p, BookInput::Cause(c))));
     let route = Exchange::new(|u: &InputUpdate| u.0 .0.hashed());
     let outputs = input.inner.binary_frontier(
         methods.inner.broadcast(),
@@ -116,29 +106,42 @@ pub(super) fn book<'scope>(
             }
         },
     );
+    let mut parts = outputs
+        .partition(4, |update| {
+            let part = match &update.0 {
+                BookOutput::Lot(..) => 0,
+                BookOutput::Position(..) => 1,
+                BookOutput::Correction(_) => 2,
+                BookOutput::Fault(_) => 3,
+            };
+            (part, update)
+        })
+        .into_iter();
+    let (Some(lots), Some(positions), Some(corrections), Some(faults)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        unreachable!("partition(4) returns four streams")
+    };
     BookStreams {
-        lots: outputs
-            .clone()
+        lots: lots
             .flat_map(|(o, t, d)| match o {
                 BookOutput::Lot(p, l) => Some(((p, l), t, d)),
                 _ => None,
             })
             .as_collection(),
-        positions: outputs
-            .clone()
+        positions: positions
             .flat_map(|(o, t, d)| match o {
                 BookOutput::Position(p, s) => Some(((p, s), t, d)),
                 _ => None,
             })
             .as_collection(),
-        corrections: outputs
-            .clone()
+        corrections: corrections
             .flat_map(|(o, t, d)| match o {
                 BookOutput::Correction(c) => Some((c, t, d)),
                 _ => None,
             })
             .as_collection(),
-        faults: outputs.flat_map(|(o, _, _)| match o {
+        faults: faults.flat_map(|(o, _, _)| match o {
             BookOutput::Fault(f) => Some(f),
             _ => None,
         }),
@@ -286,7 +289,7 @@ impl BookState {
             w.causes.sort();
             w.causes.dedup();
             cause.extend(w.causes.into_iter().map(|c| Cause::Trade {
-                backdated: matches!((&c.key, &last_key), (Some(k), Some(last)) if k < last),
+                backdated: last_key.as_ref().is_some_and(|last| c.key < *last),
                 trade_id: c.trade_id,
                 version: c.version,
                 action: c.action,

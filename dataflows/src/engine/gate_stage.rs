@@ -1,127 +1,74 @@
 //! The validation gate as a dataflow stage: stateless parsing wherever the
-//! event was read, then the duplicate / conflicting-duplicate rule where the
-//! trade id is owned, applied in source order within each timestamp.
-
-use std::collections::BTreeMap;
+//! event was read, then (where the trade id is owned) the duplicate rule and
+//! the live-version rule of [`super::versions`].
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::StreamVec;
 
+use super::versions::{self, BookInput, VersionEvent};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
-use crate::gate::{parse_event, Admission, Gate};
-use crate::trade::TradeVersion;
+use crate::gate::parse_event;
 
-/// Outputs of the gate stage.
+/// Outputs of the gate and versions stage.
 pub(super) struct GateStreams<'scope> {
-    /// Accepted versions `(trade_id, version)`, once each, at their batch's time.
-    pub accepted: VecCollection<'scope, Time, (String, TradeVersion), Diff>,
+    /// Changes of booked trades and the causes they carry, keyed by position.
+    pub book_input: VecCollection<'scope, Time, (String, BookInput), Diff>,
     /// Rejected events.
     pub dead_letters: StreamVec<'scope, Time, DeadLetter>,
     /// Acknowledged duplicates.
     pub duplicates: StreamVec<'scope, Time, SourceRef>,
 }
 
-#[derive(Clone)]
-enum Parsed {
-    Ok(SourceRef, TradeVersion, Vec<u8>),
+/// An event after parsing: a candidate version or an early rejection.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(super) enum Parsed {
+    /// Passed every stateless check.
+    Candidate(SourceRef, crate::trade::TradeVersion, Vec<u8>),
+    /// Failed a stateless check.
     Rejected(DeadLetter),
 }
 
-#[derive(Clone)]
-enum Admitted {
-    Accepted(String, TradeVersion, Time),
-    Duplicate(SourceRef),
-    Rejected(DeadLetter),
+impl Parsed {
+    /// Where the event is routed: its trade id's owner, or (rejections) any worker.
+    pub(super) fn route(&self) -> u64 {
+        match self {
+            Parsed::Candidate(_, version, _) => version.trade_id.hashed(),
+            Parsed::Rejected(d) => d.source.offset,
+        }
+    }
 }
 
 pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
-        Ok(version) => Parsed::Ok(source, version, payload),
-        Err(reason) => Parsed::Rejected(DeadLetter {
-            source,
-            reason,
-            payload,
-        }),
+        Ok(version) => Parsed::Candidate(source, version, payload),
+        Err(reason) => Parsed::Rejected(DeadLetter { source, reason, payload }),
     });
-    let parse_rejects = parsed.clone().flat_map(|p| match p {
-        Parsed::Rejected(d) => Some(d),
-        Parsed::Ok(..) => None,
-    });
-    let candidates = parsed.flat_map(|p| match p {
-        Parsed::Ok(source, version, payload) => Some((source, version, payload)),
-        Parsed::Rejected(_) => None,
-    });
-    let admitted = dedup(candidates);
-    let accepted = admitted.clone().flat_map(|a| match a {
-        Admitted::Accepted(id, v, t) => Some(((id, v), t, 1 as Diff)),
-        _ => None,
-    });
-    let duplicates = admitted.clone().flat_map(|a| match a {
-        Admitted::Duplicate(s) => Some(s),
-        _ => None,
-    });
-    let conflicts = admitted.flat_map(|a| match a {
-        Admitted::Rejected(d) => Some(d),
-        _ => None,
-    });
+    let mut parts = versions::admit(parsed)
+        .partition(3, |event| match event {
+            VersionEvent::Book(..) => (0, event),
+            VersionEvent::Rejected(_) => (1, event),
+            VersionEvent::Duplicate(_) => (2, event),
+        })
+        .into_iter();
+    let (Some(book), Some(rejected), Some(duplicates)) = (parts.next(), parts.next(), parts.next()) else {
+        unreachable!("partition(3) returns three streams")
+    };
     GateStreams {
-        accepted: accepted.as_collection(),
-        dead_letters: parse_rejects.concat(conflicts),
-        duplicates,
+        book_input: book
+            .flat_map(|e| match e {
+                VersionEvent::Book(update) => Some(update),
+                _ => None,
+            })
+            .as_collection(),
+        dead_letters: rejected
+            .flat_map(|e| match e {
+                VersionEvent::Rejected(d) => Some(d),
+                _ => None,
+            }),
+        duplicates: duplicates.flat_map(|e| match e {
+            VersionEvent::Duplicate(s) => Some(s),
+            _ => None,
+        }),
     }
-}
-
-type Candidate = (SourceRef, TradeVersion, Vec<u8>);
-
-/// Applies the duplicate rule per trade id, in timestamp order and, within a
-/// timestamp, in source order, so the outcome never depends on worker count.
-fn dedup<'scope>(
-    candidates: StreamVec<'scope, Time, Candidate>,
-) -> StreamVec<'scope, Time, Admitted> {
-    let route = Exchange::new(|c: &Candidate| c.1.trade_id.hashed());
-    candidates.unary_frontier(route, "GateDedup", |_capability, _info| {
-        let mut gate = Gate::new();
-        let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Candidate>)> = BTreeMap::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, data| {
-                if let Some(cap) = cap.retain_least(output.output_index()) {
-                    let entry = pending
-                        .entry(*cap.time())
-                        .or_insert_with(|| (cap, Vec::new()));
-                    for batch in data {
-                        entry.1.append(batch);
-                    }
-                }
-            });
-            while let Some(time) = pending.keys().next().copied() {
-                if frontier.less_equal(&time) {
-                    break;
-                }
-                let Some((cap, mut batch)) = pending.remove(&time) else {
-                    break;
-                };
-                batch.sort_by_key(|c| c.0);
-                let mut session = output.session(&cap);
-                for (source, version, payload) in batch {
-                    match gate.admit_parsed(version) {
-                        Admission::Accepted(v) => {
-                            session.give(Admitted::Accepted(v.trade_id.clone(), v, time))
-                        }
-                        Admission::Duplicate(_) => session.give(Admitted::Duplicate(source)),
-                        Admission::Rejected(reason) => {
-                            session.give(Admitted::Rejected(DeadLetter {
-                                source,
-                                reason,
-                                payload,
-                            }))
-                        }
-                    }
-                }
-            }
-        }
-    })
 }

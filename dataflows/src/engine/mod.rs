@@ -2,16 +2,16 @@
 //! open lots, position summaries and correction events out.
 //!
 //! ```text
-//! raw (source, bytes) ──parse──► candidates ──exchange(trade_id)──► dedup ──► accepted
-//!        └── rejects ─────────────────────────────────────────────────┴────► dead_letters
-//! accepted ──reduce(trade_id): highest version──► live            [arranged by trade_id]
-//! live ──flat_map──► booked (position_key, trade)                   [arranged by position]
-//! live ──pair old/new per trade──► causes (position_key, cause)
-//! booked + causes ──exchange(position_key)──┐
-//! methods ──broadcast───────────────────────┴► book ──► lots        [arranged by position]
-//!                                                  ├──► positions   [arranged by position]
-//!                                                  ├──► corrections
-//!                                                  └──► faults
+//! raw (source, bytes) ──parse──► parsed ──exchange(trade_id)──► versions ──┬─► dead_letters
+//!                                   (gate: duplicate rule, highest version) ├─► duplicates
+//!                                                                           └─► book_input
+//! book_input = (position_key, ±booked trade | cause)
+//! book_input ──filter trades──► booked                           [arranged by position]
+//! book_input ──exchange(position_key)──┐
+//! methods ──broadcast──────────────────┴► book ──┬─► lots         [arranged by position]
+//!                                                ├─► positions    [arranged by position]
+//!                                                ├─► corrections
+//!                                                └─► faults
 //! ```
 //!
 //! Every stage is keyed so that a multi-worker run computes the same result:
@@ -26,15 +26,15 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::correction::Correction;
 use crate::gate::Rejection;
 use crate::position::{Lot, PositionSummary};
-use crate::trade::{BookedTrade, LotMethod, TradeVersion};
+use crate::trade::{BookedTrade, LotMethod};
 
 pub use book_stage::Fault;
+pub use versions::{BookInput, CauseEntry};
 
 /// Engine logical time: one tick per ingested batch.
 pub type Time = u64;
@@ -70,9 +70,8 @@ pub type Arrangement<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, 
 
 /// The engine's outputs inside one dataflow.
 pub struct Engine<'scope> {
-    /// Live version of every trade (CANCEL included), by trade id.
-    pub live: Arrangement<'scope, String, TradeVersion>,
-    /// Booked (live, not cancelled) trades by position key.
+    /// Live trades: the live version of every trade that is not cancelled,
+    /// in booked form, by position key.
     pub booked: Arrangement<'scope, String, BookedTrade>,
     /// Open lots by position key.
     pub lots: Arrangement<'scope, String, Lot>,
@@ -95,27 +94,20 @@ pub fn build<'scope>(
     methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
 ) -> Engine<'scope> {
     let gate = gate_stage::gate(raw);
-    let live = versions::live_versions(gate.accepted);
-    let live_changes = live
-        .clone()
-        .as_collection(|k: &String, v: &TradeVersion| (k.clone(), v.clone()));
-    let booked_changes = live_changes
-        .clone()
-        .flat_map(|(_, version): (String, TradeVersion)| {
-            version.booked().map(|t| (version.position_key(), t))
-        });
-    let causes = versions::causes(live_changes);
-    let book = book_stage::book(booked_changes.clone(), causes, methods);
+    let booked = gate.book_input.clone().flat_map(|(position, input)| match input {
+        BookInput::Trade(trade) => Some((position, trade)),
+        BookInput::Cause(_) => None,
+    });
+    let book = book_stage::book(gate.book_input, methods);
     Engine {
-        live,
-        booked: booked_changes.arrange_by_key_named("Arrange: booked by position"),
+        booked: booked.arrange_by_key_named("Arrange: booked by position"),
         lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
         positions: book
             .positions
             .arrange_by_key_named("Arrange: positions by position"),
         corrections: book.corrections,
         dead_letters: gate.dead_letters,
-        duplicates: gate.duplicates.map(|s| s),
+        duplicates: gate.duplicates,
         faults: book.faults,
     }
 }

@@ -1,115 +1,160 @@
-//! Live versions: for each trade id the accepted version with the highest
-//! `version` is live, whatever the arrival order; and the causes each change
-//! of a live version attributes to the positions it touches.
+//! Live versions, where the trade id is owned: the duplicate rule (arrival
+//! order within a timestamp is source order), the highest accepted version
+//! per trade id is live, and each timestamp's net change of a trade's live
+//! version leaves as retraction / assertion of its booked form plus the
+//! causes it attributes to the positions it touched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
-use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Pipeline;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
 
-use super::{Arrangement, Diff, Time};
-use crate::trade::{Action, LotKey, TradeVersion};
+use super::gate_stage::Parsed;
+use super::{DeadLetter, Diff, SourceRef, Time};
+use crate::gate::{Admission, Gate};
+use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
 /// stage decides whether it was backdated there.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub(crate) struct CauseEntry {
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CauseEntry {
+    /// Trade id.
     pub trade_id: String,
+    /// The version that became live.
     pub version: u64,
+    /// Its action.
     pub action: Action,
+    /// Carried from the event.
     pub correlation_id: Option<String>,
     /// Where the trade sorts in this position (the removed version's key when it left).
-    pub key: Option<LotKey>,
+    pub key: LotKey,
 }
 
-/// `accepted` holds each accepted `(trade_id, version)` once; the result holds
-/// the highest version per trade id (a live CANCEL included).
-pub(super) fn live_versions<'scope>(
-    accepted: VecCollection<'scope, Time, (String, TradeVersion), Diff>,
-) -> Arrangement<'scope, String, TradeVersion> {
-    accepted.reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<_, _, _, _>>(
-        "LiveVersion",
-        |_id, versions, output| {
-            if let Some((live, _)) = versions.iter().max_by_key(|(v, _)| v.version) {
-                output.push(((*live).clone(), 1));
-            }
-        },
-    )
+/// What the booking stage receives, keyed by position.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum BookInput {
+    /// A booked trade (retracted with -1, asserted with +1).
+    Trade(BookedTrade),
+    /// Why the position changes at this time.
+    Cause(CauseEntry),
 }
 
-/// Pairs the retracted and asserted live version of each trade at each time
-/// and names the positions the change touched, with the new live version as
-/// the cause: the new version's position when it is booked, and the old
-/// version's position when the trade left it.
-pub(super) fn causes<'scope>(
-    live: VecCollection<'scope, Time, (String, TradeVersion), Diff>,
-) -> VecCollection<'scope, Time, (String, CauseEntry), Diff> {
-    type Change = ((String, TradeVersion), Time, Diff);
-    live.inner
-        .unary_frontier(Pipeline, "LiveCauses", |_capability, _info| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Change>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    // A collection's container may hold updates at any time at or after its stamp.
-                    if let Some(least) = cap.retain_least(output.output_index()) {
-                        for update in data.flat_map(|batch| batch.drain(..)) {
-                            let time = update.1;
-                            pending
-                                .entry(time)
-                                .or_insert_with(|| (least.delayed(&time), Vec::new()))
-                                .1
-                                .push(update);
-                        }
+/// Output of [`admit`].
+#[derive(Clone, Debug)]
+pub(super) enum VersionEvent {
+    /// A change for the booking stage.
+    Book(((String, BookInput), Time, Diff)),
+    /// A rejected event.
+    Rejected(DeadLetter),
+    /// An acknowledged duplicate.
+    Duplicate(SourceRef),
+}
+
+/// What is kept of a trade's live version.
+struct Live {
+    version: u64,
+    /// Position key and booked form; `None` for a live CANCEL.
+    booked: Option<(String, BookedTrade)>,
+}
+
+/// Admits parsed events per trade id, in timestamp order and, within a
+/// timestamp, in source order, so the outcome never depends on worker count.
+pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> StreamVec<'scope, Time, VersionEvent> {
+    parsed.unary_frontier(Exchange::new(|p: &Parsed| p.route()), "Versions", |_capability, _info| {
+        let mut gate = Gate::new();
+        let mut live: HashMap<String, Live> = HashMap::new();
+        let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Parsed>)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                if let Some(cap) = cap.retain_least(output.output_index()) {
+                    let entry = pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                    for batch in data {
+                        entry.1.append(batch);
                     }
+                }
+            });
+            while let Some(time) = pending.keys().next().copied() {
+                if frontier.less_equal(&time) {
+                    break;
+                }
+                let Some((cap, mut batch)) = pending.remove(&time) else { break };
+                batch.sort_by_key(|p| match p {
+                    Parsed::Candidate(source, ..) => *source,
+                    Parsed::Rejected(d) => d.source,
                 });
-                while let Some(time) = pending.keys().next().copied() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let Some((cap, mut changes)) = pending.remove(&time) else {
-                        break;
-                    };
-                    changes.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-                    let mut session = output.session(&cap);
-                    for group in changes.chunk_by(|a, b| a.0 .0 == b.0 .0) {
-                        let old = group.iter().find(|c| c.2 < 0).map(|c| &c.0 .1);
-                        let Some(new) = group.iter().find(|c| c.2 > 0).map(|c| &c.0 .1) else {
+                let mut session = output.session(&cap);
+                // Trade id -> its live entry before this timestamp (None: never live).
+                let mut touched: BTreeMap<String, Option<Live>> = BTreeMap::new();
+                let mut newest: HashMap<String, TradeVersion> = HashMap::new();
+                for parsed in batch {
+                    let (source, version, payload) = match parsed {
+                        Parsed::Candidate(source, version, payload) => (source, version, payload),
+                        Parsed::Rejected(dead) => {
+                            session.give(VersionEvent::Rejected(dead));
                             continue;
-                        };
-                        for (position, key) in touched(old, new) {
-                            let entry = CauseEntry {
-                                trade_id: new.trade_id.clone(),
-                                version: new.version,
-                                action: new.action,
-                                correlation_id: new.correlation_id.clone(),
-                                key,
-                            };
-                            session.give(((position, entry), time, 1 as Diff));
+                        }
+                    };
+                    match gate.admit_parsed(version) {
+                        Admission::Accepted(version) => {
+                            let current = newest
+                                .get(&version.trade_id)
+                                .map(|v| v.version)
+                                .or_else(|| live.get(&version.trade_id).map(|l| l.version));
+                            if current.is_none_or(|v| v < version.version) {
+                                if !touched.contains_key(&version.trade_id) {
+                                    touched.insert(version.trade_id.clone(), live.remove(&version.trade_id));
+                                }
+                                newest.insert(version.trade_id.clone(), version);
+                            }
+                        }
+                        Admission::Duplicate(_) => session.give(VersionEvent::Duplicate(source)),
+                        Admission::Rejected(reason) => {
+                            session.give(VersionEvent::Rejected(DeadLetter { source, reason, payload }))
                         }
                     }
                 }
+                for (trade_id, old) in touched {
+                    let Some(new) = newest.remove(&trade_id) else { continue };
+                    let new_booked = new.booked().map(|b| (new.position_key(), b));
+                    emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
+                        session.give(VersionEvent::Book(u))
+                    });
+                    live.insert(trade_id, Live { version: new.version, booked: new_booked });
+                }
             }
-        })
-        .as_collection()
+        }
+    })
 }
 
-/// Positions a live-version change touches, with the trade's key there.
-fn touched(old: Option<&TradeVersion>, new: &TradeVersion) -> Vec<(String, Option<LotKey>)> {
-    let mut out = Vec::with_capacity(2);
-    let new_booked = new.booked();
-    let old_booked = old.and_then(|o| o.booked().map(|b| (o.position_key(), b)));
-    if let Some(b) = &new_booked {
-        out.push((new.position_key(), Some(b.key.clone())));
-    }
-    if let Some((position, b)) = old_booked {
-        if new_booked.is_none() || position != new.position_key() {
-            out.push((position, Some(b.key)));
+/// Retracts the old booked form, asserts the new one, and names the
+/// positions touched with the new version as their cause: the new version's
+/// position when it is booked, and the old position when the trade left it.
+fn emit_changes(
+    old: Option<&Live>,
+    new: &TradeVersion,
+    new_booked: Option<&(String, BookedTrade)>,
+    time: Time,
+    give: &mut impl FnMut(((String, BookInput), Time, Diff)),
+) {
+    let old_booked = old.and_then(|l| l.booked.as_ref());
+    let cause = |key: &LotKey| CauseEntry {
+        trade_id: new.trade_id.clone(),
+        version: new.version,
+        action: new.action,
+        correlation_id: new.correlation_id.clone(),
+        key: key.clone(),
+    };
+    if let Some((position, trade)) = old_booked {
+        give(((position.clone(), BookInput::Trade(trade.clone())), time, -1));
+        if new_booked.is_none_or(|(p, _)| p != position) {
+            give(((position.clone(), BookInput::Cause(cause(&trade.key))), time, 1));
         }
     }
-    out
+    if let Some((position, trade)) = new_booked {
+        give(((position.clone(), BookInput::Trade(trade.clone())), time, 1));
+        give(((position.clone(), BookInput::Cause(cause(&trade.key))), time, 1));
+    }
 }
