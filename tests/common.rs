@@ -82,12 +82,7 @@ pub fn run(
     batch_size: usize,
     workers: usize,
 ) -> BookOutcome {
-    let options = RunOptions {
-        methods: methods.to_vec(),
-        method_changes: Vec::new(),
-        batch_size,
-        workers,
-    };
+    let options = RunOptions::new(methods.to_vec(), batch_size, workers);
     runner::run(Arc::new(lines.to_vec()), &options, None).expect("engine run")
 }
 

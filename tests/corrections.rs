@@ -118,12 +118,7 @@ fn folding_corrections_reproduces_the_final_state() {
         },
     ];
     for (batch_size, workers) in [(250, 1), (1000, 2)] {
-        let options = RunOptions {
-            methods: methods.clone(),
-            method_changes: changes.clone(),
-            batch_size,
-            workers,
-        };
+        let options = RunOptions { method_changes: changes.clone(), ..RunOptions::new(methods.clone(), batch_size, workers) };
         let outcome = run_with(&lines, options);
         let (lots, positions) = fold(&outcome.corrections);
         let state = final_state(&outcome);
@@ -169,12 +164,7 @@ fn backdated_amended_and_cancelled_trades_carry_their_causes() {
         // Cancel T0.
         line("T0", 2, "CANCEL", "BUY", "50", "8", "2026-01-02"),
     ];
-    let options = RunOptions {
-        methods: vec![],
-        method_changes: vec![],
-        batch_size: 1,
-        workers: 1,
-    };
+    let options = RunOptions::new(vec![], 1, 1);
     let outcome = run_with(&lines, options);
     let mut events = outcome.corrections.clone();
     events.sort_by_key(|c| c.as_of);
@@ -252,12 +242,7 @@ fn a_method_change_rebooks_the_position_with_a_method_change_cause() {
         scope: "ACC1_EQ".into(),
         method: Some(LotMethod::Lifo),
     }];
-    let options = RunOptions {
-        methods: vec![],
-        method_changes: changes,
-        batch_size: 1,
-        workers: 2,
-    };
+    let options = RunOptions { method_changes: changes, ..RunOptions::new(vec![], 1, 2) };
     let outcome = run_with(&lines, options);
     let mut events = outcome.corrections.clone();
     events.sort_by_key(|c| c.as_of);

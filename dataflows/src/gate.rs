@@ -11,7 +11,7 @@
 //! no input can make it recurse or panic.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
@@ -522,7 +522,7 @@ struct Fields<'m, 'a> {
 impl<'m, 'a> Fields<'m, 'a> {
     /// Rejects a repeated key (`malformed_field`), the first one repeated.
     fn new(members: &'m [(String, Val<'a>)]) -> Result<Fields<'m, 'a>, Rejection> {
-        let mut all: HashMap<&'m str, &'m Val<'a>> = HashMap::with_capacity(members.len());
+        let mut all: HashMap<&'m str, &'m Val<'a>> = HashMap::with_capacity_and_hasher(members.len(), Default::default());
         for (key, value) in members {
             if all.insert(key.as_str(), value).is_some() {
                 return reject(

@@ -28,6 +28,12 @@ pub struct RunOptions {
     /// Later changes of the lot-method map, each applied at the timestamp of
     /// the batch that holds event number `at_event` (counted from 1), before it.
     pub method_changes: Vec<MethodChange>,
+    /// Keep every correction in the outcome (otherwise only count them).
+    pub keep_corrections: bool,
+    /// Called by worker 0 once every event is processed, before the dataflow
+    /// is torn down; its result lands in [`BookOutcome::probe_at_end`]
+    /// (benchmarks read the allocator's live bytes here).
+    pub probe_at_end: Option<fn() -> u64>,
     /// Lines per engine timestamp (>= 1).
     pub batch_size: usize,
     /// Timely worker threads (>= 1).
@@ -92,8 +98,19 @@ pub struct BookOutcome {
     pub lines: u64,
     /// Exact duplicates acknowledged.
     pub duplicates: u64,
+    /// Correction events emitted (kept or not).
+    pub correction_count: u64,
+    /// What `RunOptions::probe_at_end` returned.
+    pub probe_at_end: Option<u64>,
     /// Wall time of the dataflow run.
     pub elapsed: Duration,
+}
+
+impl RunOptions {
+    /// Initial methods, `batch_size` and `workers`; corrections kept; no method changes.
+    pub fn new(methods: Vec<(String, LotMethod)>, batch_size: usize, workers: usize) -> RunOptions {
+        RunOptions { methods, method_changes: Vec::new(), keep_corrections: true, probe_at_end: None, batch_size, workers }
+    }
 }
 
 /// One worker's captured outputs.
@@ -102,9 +119,11 @@ struct Captured {
     lots: HashMap<(String, Lot), isize>,
     positions: HashMap<(String, PositionSummary), isize>,
     corrections: Vec<Correction>,
+    correction_count: u64,
     rejected: Vec<DeadLetter>,
     faults: Vec<Fault>,
     duplicates: u64,
+    probe_at_end: Option<u64>,
 }
 
 /// Runs the engine over `source`, `batch_size` events per engine timestamp
@@ -124,6 +143,7 @@ pub fn run<S: EventSource>(
     let started = Instant::now();
     let options = options.clone();
     let progress = Arc::new(Mutex::new(progress));
+    let keep_corrections = options.keep_corrections;
     let config = timely::Config::process(options.workers);
     let guards = timely::execute(config, move |worker| -> Result<(Captured, u64), String> {
         let index = worker.index();
@@ -162,7 +182,10 @@ pub fn run<S: EventSource>(
                 .inner
                 .inspect(move |(row, _, _)| {
                     if let Ok(mut c) = sink.lock() {
-                        c.corrections.push(row.clone());
+                        c.correction_count += 1;
+                        if keep_corrections {
+                            c.corrections.push(row.clone());
+                        }
                     }
                 })
                 .probe_with(&probe);
@@ -270,6 +293,11 @@ pub fn run<S: EventSource>(
         while !probe.done() {
             worker.step();
         }
+        if index == 0 {
+            if let (Some(measure), Ok(mut c)) = (options.probe_at_end, captured.lock()) {
+                c.probe_at_end = Some(measure());
+            }
+        }
         let captured = Arc::try_unwrap(captured)
             .map_err(|_| "captured outputs still shared".to_string())?
             .into_inner()
@@ -296,6 +324,8 @@ pub fn run<S: EventSource>(
         outcome.rejected.extend(captured.rejected);
         outcome.faults.extend(captured.faults);
         outcome.duplicates += captured.duplicates;
+        outcome.correction_count += captured.correction_count;
+        outcome.probe_at_end = outcome.probe_at_end.or(captured.probe_at_end);
     }
     outcome.lots = consolidate(lots)?;
     outcome.positions = consolidate(positions)?;

@@ -3,7 +3,9 @@
 //! timestamp's trade changes and method changes, and emits exactly the lot
 //! and summary rows that changed plus one correction per changed position.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};

@@ -20,6 +20,7 @@
 
 mod book_stage;
 mod gate_stage;
+mod reference_stage;
 mod versions;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -34,6 +35,7 @@ use crate::position::{Lot, PositionSummary};
 use crate::trade::{BookedTrade, LotMethod};
 
 pub use book_stage::Fault;
+pub use reference_stage::build_reference_booking;
 pub use versions::{BookInput, CauseEntry};
 
 /// Engine logical time: one tick per ingested batch.

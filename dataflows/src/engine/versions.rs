@@ -4,7 +4,9 @@
 //! version leaves as retraction / assertion of its booked form plus the
 //! causes it attributes to the positions it touched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -65,7 +67,7 @@ struct Live {
 pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> StreamVec<'scope, Time, VersionEvent> {
     parsed.unary_frontier(Exchange::new(|p: &Parsed| p.route()), "Versions", |_capability, _info| {
         let mut gate = Gate::new();
-        let mut live: HashMap<String, Live> = HashMap::new();
+        let mut live: HashMap<String, Live> = HashMap::default();
         let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Parsed>)> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
@@ -80,15 +82,12 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> StreamVe
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let Some((cap, mut batch)) = pending.remove(&time) else { break };
-                batch.sort_by_key(|p| match p {
-                    Parsed::Candidate(source, ..) => *source,
-                    Parsed::Rejected(d) => d.source,
-                });
+                let Some((cap, batch)) = pending.remove(&time) else { break };
+                let batch = in_source_order(batch);
                 let mut session = output.session(&cap);
                 // Trade id -> its live entry before this timestamp (None: never live).
                 let mut touched: BTreeMap<String, Option<Live>> = BTreeMap::new();
-                let mut newest: HashMap<String, TradeVersion> = HashMap::new();
+                let mut newest: HashMap<String, TradeVersion> = HashMap::default();
                 for parsed in batch {
                     let (source, version, payload) = match parsed {
                         Parsed::Candidate(source, version, payload) => (source, version, payload),
@@ -127,6 +126,21 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> StreamVe
             }
         }
     })
+}
+
+/// Sorts events by source position, moving each (large) event once.
+fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
+    let source = |p: &Parsed| match p {
+        Parsed::Candidate(source, ..) => *source,
+        Parsed::Rejected(d) => d.source,
+    };
+    if batch.is_sorted_by_key(source) {
+        return batch;
+    }
+    let mut order: Vec<(SourceRef, usize)> = batch.iter().enumerate().map(|(i, p)| (source(p), i)).collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<Parsed>> = batch.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|(_, i)| slots[i].take()).collect()
 }
 
 /// Retracts the old booked form, asserts the new one, and names the

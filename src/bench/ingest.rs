@@ -1,0 +1,186 @@
+//! Ingest benchmark: a generated file through the whole engine (`book`
+//! without writing outputs), against two baselines run in the same process:
+//! parsing alone, and a single-threaded batch replay (gate, highest version,
+//! sort each position, book it once).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use deltabook_dataflows::booking::reference;
+use deltabook_dataflows::gate::{parse_event, Admission, Gate};
+use deltabook_dataflows::runner::{self, RunOptions};
+use deltabook_dataflows::trade::{BookedTrade, LotMethod};
+
+use super::alloc;
+use crate::book_file::JsonlFile;
+use crate::generate::{generate, GenerateConfig};
+
+/// One ingest measurement.
+#[derive(Clone, Debug)]
+pub struct IngestResult {
+    /// What was run.
+    pub label: String,
+    /// Lines in the input.
+    pub lines: u64,
+    /// Live (booked) trades at the end.
+    pub live_trades: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Peak heap bytes during the run, above what was live before it.
+    pub peak_bytes: u64,
+    /// Heap bytes held at the end of ingest (engine state plus captured final rows).
+    pub end_bytes: u64,
+}
+
+impl IngestResult {
+    /// Lines per second.
+    pub fn lines_per_second(&self) -> f64 {
+        self.lines as f64 / self.seconds
+    }
+}
+
+/// Writes a generated stream to `dir/name` unless it is already there.
+pub fn ensure_input(dir: &Path, seed: u64, positions: usize, trades: usize) -> Result<PathBuf> {
+    let path = dir.join(format!("bench-{seed}-{positions}p-{trades}t.jsonl"));
+    if !path.exists() {
+        let mut config = GenerateConfig::new(seed, positions, trades);
+        // Very large positions are the latency benchmark's job; keep ingest uniform-ish.
+        config.large_positions = config.large_positions.min(3);
+        let mut out = BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+        generate(&config, &mut out)?;
+        out.flush()?;
+    }
+    Ok(path)
+}
+
+/// Runs the engine over `path`.
+pub fn engine_run(path: &Path, batch_size: usize, workers: usize, label: &str) -> Result<IngestResult> {
+    let source = Arc::new(JsonlFile::open(path)?);
+    let before = alloc::live_bytes();
+    alloc::reset_peak();
+    let mut options = RunOptions::new(Vec::new(), batch_size, workers);
+    options.keep_corrections = false;
+    options.probe_at_end = Some(alloc::live_bytes);
+    let started = Instant::now();
+    let outcome = runner::run(source, &options, None)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let peak = alloc::peak_bytes().saturating_sub(before);
+    let end = outcome.probe_at_end.unwrap_or(0).saturating_sub(before);
+    // `live_trades` is filled in by the caller from the replay of the same input.
+    Ok(IngestResult {
+        label: label.to_string(),
+        lines: outcome.lines,
+        live_trades: 0,
+        seconds,
+        peak_bytes: peak,
+        end_bytes: end,
+    })
+}
+
+/// Baseline: parse every line, nothing else.
+pub fn parse_only(path: &Path) -> Result<IngestResult> {
+    let started = Instant::now();
+    let mut lines = 0u64;
+    let mut ok = 0u64;
+    for line in BufReader::with_capacity(1 << 20, std::fs::File::open(path)?).split(b'\n') {
+        lines += 1;
+        if parse_event(&line?).is_ok() {
+            ok += 1;
+        }
+    }
+    std::hint::black_box(ok);
+    Ok(IngestResult {
+        label: "baseline: parse only".into(),
+        lines,
+        live_trades: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_bytes: 0,
+        end_bytes: 0,
+    })
+}
+
+/// Baseline: single-threaded batch replay of the whole file (what a
+/// non-incremental system does once per backdated trade). Also returns the
+/// number of live booked trades.
+pub fn batch_replay(path: &Path) -> Result<IngestResult> {
+    let before = alloc::live_bytes();
+    alloc::reset_peak();
+    let started = Instant::now();
+    let mut gate = Gate::new();
+    let mut live: HashMap<String, (u64, Option<(String, BookedTrade)>)> = HashMap::new();
+    let mut lines = 0u64;
+    for line in BufReader::with_capacity(1 << 20, std::fs::File::open(path)?).split(b'\n') {
+        lines += 1;
+        if let Admission::Accepted(v) = gate.admit(&line?) {
+            if live.get(&v.trade_id).is_none_or(|(version, _)| *version < v.version) {
+                let booked = v.booked().map(|b| (v.position_key(), b));
+                live.insert(v.trade_id.clone(), (v.version, booked));
+            }
+        }
+    }
+    let mut by_position: HashMap<String, Vec<BookedTrade>> = HashMap::new();
+    let mut live_trades = 0u64;
+    for (_, (_, booked)) in live {
+        if let Some((position, trade)) = booked {
+            live_trades += 1;
+            by_position.entry(position).or_default().push(trade);
+        }
+    }
+    let mut lots = 0usize;
+    for trades in by_position.values() {
+        lots += reference::book(LotMethod::Fifo, trades).map(|b| b.lots.len()).unwrap_or(0);
+    }
+    std::hint::black_box(lots);
+    Ok(IngestResult {
+        label: "baseline: single-threaded batch replay".into(),
+        lines,
+        live_trades,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_bytes: alloc::peak_bytes().saturating_sub(before),
+        end_bytes: 0,
+    })
+}
+
+/// Runs the ingest suite and prints a markdown table.
+pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
+    let mut results = Vec::new();
+    for (positions, label) in [(1_000usize, "1k positions"), (trades / 10, "positions x 10 trades")] {
+        let path = ensure_input(dir, 42, positions.max(1), trades)?;
+        eprintln!("ingest: {} ({} lines, {} positions)", path.display(), trades, positions);
+        let replay = batch_replay(&path)?;
+        let live_trades = replay.live_trades;
+        let mut group = vec![parse_only(&path)?, replay];
+        for workers in [1usize, 2] {
+            group.push(engine_run(&path, 10_000, workers, &format!("deltabook, {label}, 10k lines/ts, {workers} worker(s)"))?);
+        }
+        for r in &mut group {
+            r.label = format!("{} ({label})", r.label).replace(&format!(", {label}, "), ", ").replace(&format!(" ({label}) ({label})"), &format!(" ({label})"));
+            r.live_trades = live_trades;
+        }
+        results.extend(group);
+    }
+    print_table(&results);
+    Ok(results)
+}
+
+fn print_table(results: &[IngestResult]) {
+    println!("| run | lines | lines/s | seconds | peak heap MiB | bytes/live trade (peak) | bytes/live trade (end) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let per = |b: u64| if r.live_trades == 0 || b == 0 { "-".to_string() } else { format!("{:.0}", b as f64 / r.live_trades as f64) };
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} |",
+            r.label,
+            r.lines,
+            r.lines_per_second(),
+            r.seconds,
+            r.peak_bytes as f64 / (1 << 20) as f64,
+            per(r.peak_bytes),
+            per(r.end_bytes)
+        );
+    }
+}

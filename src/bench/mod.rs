@@ -1,0 +1,22 @@
+//! `deltabook bench`: ingest throughput and memory, and single-trade
+//! correction latency against a growing position, each against baselines
+//! measured in the same process.
+
+pub mod alloc;
+pub mod ingest;
+pub mod latency;
+
+/// Percentile (0..=100) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[f64], pct: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((pct / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Median of unsorted samples.
+pub fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    percentile(samples, 50.0)
+}
