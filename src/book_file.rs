@@ -75,24 +75,29 @@ pub fn run_book(trades: &Path, options: &RunOptions) -> Result<BookOutcome> {
 /// Writes the four reference files into `dir` (created if missing).
 pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let open = |name: &str| -> Result<BufWriter<File>> {
+    let write = |name: &str,
+                 body: &mut dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError>|
+     -> Result<()> {
         let path = dir.join(name);
-        Ok(BufWriter::new(
+        let mut out = BufWriter::new(
             File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        ))
+        );
+        body(&mut out)?;
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))
     };
-    let mut out = open("lots.csv")?;
-    files::write_lots_csv(&mut out, &mut outcome.lots)?;
-    out.flush()?;
-    let mut out = open("positions.csv")?;
-    files::write_positions_csv(&mut out, &mut outcome.positions)?;
-    out.flush()?;
-    let mut out = open("rejected.jsonl")?;
-    files::write_rejected_jsonl(&mut out, &mut outcome.rejected)?;
-    out.flush()?;
-    let mut out = open("corrections.jsonl")?;
-    files::write_corrections_jsonl(&mut out, &mut outcome.corrections)?;
-    out.flush()?;
+    write("lots.csv", &mut |out| {
+        files::write_lots_csv(out, &mut outcome.lots)
+    })?;
+    write("positions.csv", &mut |out| {
+        files::write_positions_csv(out, &mut outcome.positions)
+    })?;
+    write("rejected.jsonl", &mut |out| {
+        files::write_rejected_jsonl(out, &mut outcome.rejected)
+    })?;
+    write("corrections.jsonl", &mut |out| {
+        files::write_corrections_jsonl(out, &mut outcome.corrections)
+    })?;
     Ok(())
 }
 

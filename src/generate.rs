@@ -1486,7 +1486,7 @@ impl Gen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
+    use deltabook_dataflows::gate::{Admission, Gate};
     use std::collections::HashMap;
 
     fn run(cfg: &GenerateConfig) -> (Vec<u8>, GenerateStats, Vec<(String, LineKind)>) {
@@ -1499,274 +1499,18 @@ mod tests {
 
     // ----- a small, spec-faithful model of the gate ------------------------
 
-    fn id_ok(v: &Value) -> bool {
-        match v.as_str() {
-            Some(s) => {
-                !s.is_empty()
-                    && s.len() <= 64
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
-            }
-            None => false,
-        }
-    }
-
-    fn days_in_month(y: i64, m: u32) -> u32 {
-        match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            _ => {
-                if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                    29
-                } else {
-                    28
-                }
-            }
-        }
-    }
-
-    fn date_ok(s: &str) -> bool {
-        let b = s.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return false;
-        }
-        let num = |r: std::ops::Range<usize>| -> Option<u32> {
-            let t = &s[r];
-            if t.bytes().all(|c| c.is_ascii_digit()) {
-                t.parse().ok()
-            } else {
-                None
-            }
-        };
-        match (num(0..4), num(5..7), num(8..10)) {
-            (Some(y), Some(m), Some(d)) => {
-                y != 0 && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y as i64, m)
-            }
-            _ => false,
-        }
-    }
-
-    fn time_ok(s: &str) -> bool {
-        if s.len() < 20 || !s.is_char_boundary(10) || !date_ok(&s[..10]) {
-            return false;
-        }
-        let b = s.as_bytes();
-        if b[10] != b'T' && b[10] != b't' {
-            return false;
-        }
-        let two = |i: usize| -> Option<u32> {
-            if b.get(i)?.is_ascii_digit() && b.get(i + 1)?.is_ascii_digit() {
-                Some(((b[i] - b'0') * 10 + (b[i + 1] - b'0')) as u32)
-            } else {
-                None
-            }
-        };
-        match (two(11), two(14), two(17)) {
-            (Some(h), Some(m), Some(sec)) if h < 24 && m < 60 && sec <= 60 => {}
-            _ => return false,
-        }
-        if b[13] != b':' || b[16] != b':' {
-            return false;
-        }
-        let mut i = 19;
-        if b.get(i) == Some(&b'.') {
-            let start = i + 1;
-            i = start;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == start || i - start > 9 {
-                return false;
-            }
-        }
-        let rest = &s[i..];
-        if rest == "Z" || rest == "z" {
-            return true;
-        }
-        let r = rest.as_bytes();
-        r.len() == 6
-            && (r[0] == b'+' || r[0] == b'-')
-            && r[3] == b':'
-            && matches!(two(i + 1), Some(h) if h < 24)
-            && matches!(two(i + 4), Some(m) if m < 60)
-    }
-
-    /// Normalised decimal or the rejection kind.
-    fn dec_check(v: &Value) -> Result<String, &'static str> {
-        let s = v.as_str().ok_or("malformed_field")?;
-        let (i, f) = match s.split_once('.') {
-            Some((i, f)) => (i, Some(f)),
-            None => (s, None),
-        };
-        let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
-        if !digits(i) || f.is_some_and(|f| !digits(f)) {
-            return Err("malformed_field");
-        }
-        let f = f.unwrap_or("");
-        let it = i.trim_start_matches('0');
-        let ft = f.trim_end_matches('0');
-        if it.is_empty() && ft.is_empty() {
-            return Err("non_positive");
-        }
-        if f.len() > 8 {
-            return Err("too_many_decimals");
-        }
-        if it.len() >= 16 {
-            return Err("malformed_field");
-        }
-        let it = if it.is_empty() { "0" } else { it };
-        Ok(if ft.is_empty() {
-            it.to_string()
-        } else {
-            format!("{it}.{ft}")
-        })
-    }
-
-    /// Top-level keys of a line already known to be a JSON object.
-    fn top_keys(line: &str) -> Vec<String> {
-        let b = line.as_bytes();
-        let mut keys = Vec::new();
-        let mut depth = 0i32;
-        let mut expect_key = false;
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'"' => {
-                    let start = i;
-                    i += 1;
-                    while b[i] != b'"' {
-                        if b[i] == b'\\' {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    if depth == 1 && expect_key {
-                        keys.push(serde_json::from_str::<String>(&line[start..=i]).unwrap());
-                        expect_key = false;
-                    }
-                }
-                b'{' | b'[' => {
-                    depth += 1;
-                    expect_key = depth == 1;
-                }
-                b'}' | b']' => depth -= 1,
-                b',' if depth == 1 => expect_key = true,
-                _ => {}
-            }
-            i += 1;
-        }
-        keys
-    }
-
     #[derive(Debug, PartialEq)]
     enum Outcome {
         Accepted,
         Duplicate,
     }
 
-    /// Gate model: checks in the spec's order, then the duplicate rules.
-    fn gate(
-        line: &str,
-        accepted: &mut HashMap<(String, u64), String>,
-    ) -> Result<Outcome, &'static str> {
-        let v: Value = serde_json::from_str(line).map_err(|_| "not_json")?;
-        let o: &Map<String, Value> = v.as_object().ok_or("not_object")?;
-        let keys = top_keys(line);
-        let uniq: HashSet<&String> = keys.iter().collect();
-        if uniq.len() != keys.len() {
-            return Err("malformed_field");
-        }
-        let get = |k: &str| o.get(k).filter(|v| !v.is_null());
-        let mut canon = Vec::new();
-
-        let tid = get("trade_id").ok_or("missing_field")?;
-        if !id_ok(tid) {
-            return Err("bad_id");
-        }
-        let version = match get("version") {
-            None => None,
-            Some(v) => match v.as_u64() {
-                Some(n) if n >= 1 && n <= i64::MAX as u64 => Some(n),
-                _ => return Err("malformed_field"),
-            },
-        };
-        let action = match get("action") {
-            None => "NEW",
-            Some(Value::String(s)) if ["NEW", "AMEND", "CANCEL"].contains(&s.as_str()) => {
-                s.as_str()
-            }
-            Some(Value::String(_)) => return Err("unknown_enum"),
-            Some(_) => return Err("malformed_field"),
-        };
-        if action != "NEW" && version.is_none_or(|v| v < 2) {
-            return Err("bad_version");
-        }
-        let version = version.unwrap_or(1);
-        canon.push(format!("action={action}"));
-        for k in ["account_id", "book_id", "security_id"] {
-            let v = get(k).ok_or("missing_field")?;
-            if !id_ok(v) {
-                return Err("bad_id");
-            }
-            canon.push(format!("{k}={v}"));
-        }
-        let cancel = action == "CANCEL";
-        match get("side") {
-            None if cancel => {}
-            None => return Err("missing_field"),
-            Some(Value::String(s)) if s == "BUY" || s == "SELL" => canon.push(format!("side={s}")),
-            Some(Value::String(_)) => return Err("unknown_enum"),
-            Some(_) => return Err("malformed_field"),
-        }
-        for k in ["quantity", "price"] {
-            match get(k) {
-                None if cancel => {}
-                None => return Err("missing_field"),
-                Some(v) => canon.push(format!("{k}={}", dec_check(v)?)),
-            }
-        }
-        if let Some(c) = get("currency") {
-            match c.as_str() {
-                Some(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => {
-                    canon.push(format!("currency={s}"))
-                }
-                _ => return Err("malformed_field"),
-            }
-        }
-        match get("trade_date") {
-            None if cancel => {}
-            None => return Err("missing_field"),
-            Some(Value::String(s)) if date_ok(s) => canon.push(format!("trade_date={s}")),
-            Some(_) => return Err("bad_date"),
-        }
-        if let Some(t) = get("trade_time") {
-            match t.as_str() {
-                // equivalent re-sends never rewrite the time, so the string is canonical here
-                Some(s) if time_ok(s) => canon.push(format!("trade_time={s}")),
-                _ => return Err("malformed_field"),
-            }
-        }
-        if let Some(s) = get("sequence") {
-            match s.as_u64() {
-                Some(n) if n <= i64::MAX as u64 => canon.push(format!("sequence={n}")),
-                _ => return Err("malformed_field"),
-            }
-        }
-        if let Some(c) = get("correlation_id") {
-            match c.as_str() {
-                Some(s) => canon.push(format!("correlation_id={s}")),
-                None => return Err("malformed_field"),
-            }
-        }
-        let canon = canon.join("|");
-        let key = (tid.as_str().unwrap().to_string(), version);
-        match accepted.get(&key) {
-            Some(c) if *c == canon => Ok(Outcome::Duplicate),
-            Some(_) => Err("conflicting_duplicate"),
-            None => {
-                accepted.insert(key, canon);
-                Ok(Outcome::Accepted)
-            }
+    /// The real gate (`deltabook_dataflows::gate`), reduced to what the generator claims.
+    fn gate(line: &str, gate: &mut Gate) -> Result<Outcome, &'static str> {
+        match gate.admit(line.as_bytes()) {
+            Admission::Accepted(_) => Ok(Outcome::Accepted),
+            Admission::Duplicate(_) => Ok(Outcome::Duplicate),
+            Admission::Rejected(rejection) => Err(rejection.kind.as_str()),
         }
     }
 
@@ -1837,7 +1581,7 @@ mod tests {
     fn every_line_is_what_it_claims_and_all_categories_appear() {
         let cfg = GenerateConfig::new(2026, 50, 20_000);
         let (_, stats, lines) = run(&cfg);
-        let mut accepted = HashMap::new();
+        let mut accepted = Gate::new();
         let mut kinds: HashMap<&'static str, usize> = HashMap::new();
         let mut count = GenerateStats::default();
         let mut seen_lines: HashSet<&str> = HashSet::new();

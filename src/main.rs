@@ -57,7 +57,11 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         trades: usize,
         /// Position sizes of the latency benchmark.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000,1000000")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,10000,100000,1000000"
+        )]
         ks: Vec<u64>,
         /// Fewer samples (a smoke run).
         #[arg(long)]
@@ -109,8 +113,15 @@ fn main() -> Result<()> {
             eprint!("{}", book_file::summary(&outcome));
             eprintln!("outputs        {}", out.display());
         }
-        Command::Bench { suite, trades, ks, quick, data_dir } => {
-            std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        Command::Bench {
+            suite,
+            trades,
+            ks,
+            quick,
+            data_dir,
+        } => {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
             if suite == "ingest" || suite == "all" {
                 deltabook::bench::ingest::run_suite(&data_dir, trades)?;
             }

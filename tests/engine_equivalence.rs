@@ -72,7 +72,7 @@ fn outputs_do_not_depend_on_batch_size_or_workers() {
 /// `(trade, version)` so that re-sends are duplicates, never conflicts.
 fn event(trade: u8, version: u8, salt: u64) -> Vec<u8> {
     let h = (u64::from(trade) * 7919 + u64::from(version) * 104_729 + salt) % 1_000_003;
-    let cancel = (h / 11) % 4 == 0;
+    let cancel = (h / 11).is_multiple_of(4);
     let position = ["ACC1_EQ-US_AAPL", "ACC2_EQ-US_MSFT", "ACC3_EQ-EU_SAP"][(h % 3) as usize];
     let mut parts = position.split('_');
     let (account, book, security) = (
@@ -91,7 +91,7 @@ fn event(trade: u8, version: u8, salt: u64) -> Vec<u8> {
     let quantity = 1 + h % 50;
     let price = format!("{}.{}", 90 + h % 20, h % 7);
     let day = 1 + (h / 7) % 20;
-    let time = if h % 4 == 0 {
+    let time = if h.is_multiple_of(4) {
         String::new()
     } else {
         format!(r#","trade_time":"2026-03-{day:02}T1{}:00:00Z""#, h % 10)

@@ -52,7 +52,7 @@ impl Dec8 {
             None => (text, None),
         };
         let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits_only(int_part) || !frac_part.map_or(true, digits_only) {
+        if !digits_only(int_part) || !frac_part.is_none_or(digits_only) {
             return Err(DecimalParseError::Malformed);
         }
         let frac = frac_part.unwrap_or("");
@@ -97,7 +97,7 @@ impl Dec8 {
     }
 
     /// Negation (cannot overflow for values the gate admits).
-    pub fn neg(self) -> Dec8 {
+    pub fn negated(self) -> Dec8 {
         Dec8(-self.0)
     }
 
@@ -258,7 +258,7 @@ impl FromStr for Dec8 {
             None => (false, text),
         };
         let value = Dec8::parse(body).map_err(|_| err())?;
-        Ok(if negative { value.neg() } else { value })
+        Ok(if negative { value.negated() } else { value })
     }
 }
 
@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(Dec8::parse("100.50000000").unwrap().to_string(), "100.5");
         assert_eq!(Dec8::parse("0").unwrap().to_string(), "0");
         assert_eq!(Dec8(-5).to_string(), "-0.00000005");
-        assert_eq!(Dec8(0).neg().to_string(), "0");
+        assert_eq!(Dec8(0).negated().to_string(), "0");
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! range and arbitrarily deep containers in ignored fields are still JSON, and
 //! no input can make it recurse or panic.
 
-use std::collections::hash_map::Entry;
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
@@ -491,7 +491,7 @@ fn short_number(raw: &str) -> String {
 /// A JSON number read as an integer.
 enum Integer {
     /// Has a fraction or an exponent.
-    NotInteger,
+    Fractional,
     /// An integer below 0 or above `u64::MAX`.
     OutOfRange,
     /// A non-negative integer (`-0` is 0).
@@ -500,7 +500,7 @@ enum Integer {
 
 fn integer(raw: &str) -> Integer {
     if raw.contains(['.', 'e', 'E']) {
-        return Integer::NotInteger;
+        return Integer::Fractional;
     }
     let (negative, digits) = match raw.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -522,7 +522,8 @@ struct Fields<'m, 'a> {
 impl<'m, 'a> Fields<'m, 'a> {
     /// Rejects a repeated key (`malformed_field`), the first one repeated.
     fn new(members: &'m [(String, Val<'a>)]) -> Result<Fields<'m, 'a>, Rejection> {
-        let mut all: HashMap<&'m str, &'m Val<'a>> = HashMap::with_capacity_and_hasher(members.len(), Default::default());
+        let mut all: HashMap<&'m str, &'m Val<'a>> =
+            HashMap::with_capacity_and_hasher(members.len(), Default::default());
         for (key, value) in members {
             if all.insert(key.as_str(), value).is_some() {
                 return reject(
@@ -569,7 +570,7 @@ fn integer_field(fields: &Fields<'_, '_>, name: &str, min: u64) -> Result<Option
         None => Ok(None),
         Some(Val::Num(raw)) => match integer(raw) {
             Integer::Value(value) if (min..=MAX_I63).contains(&value) => Ok(Some(value)),
-            Integer::NotInteger => reject(
+            Integer::Fractional => reject(
                 RejectKind::MalformedField,
                 format!("{name} {} is not an integer", short_number(raw)),
             ),
@@ -657,7 +658,7 @@ fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejection> {
 }
 
 fn is_leap(year: u32) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {

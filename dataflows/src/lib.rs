@@ -9,4 +9,5 @@ pub mod engine;
 pub mod gate;
 pub mod position;
 pub mod runner;
+pub mod sorted;
 pub mod trade;

@@ -53,7 +53,7 @@ impl Lot {
     pub fn signed_quantity(&self) -> Dec8 {
         match self.side {
             LotSide::Long => self.quantity,
-            LotSide::Short => self.quantity.neg(),
+            LotSide::Short => self.quantity.negated(),
         }
     }
 }

@@ -3,14 +3,16 @@
 //! The caller supplies the events (a file reader, a vector in a test), so
 //! this module performs no I/O itself.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::InputHandleVec;
+use timely::dataflow::{InputHandleVec, StreamVec};
 
 use crate::correction::Correction;
 use crate::engine::{self, DeadLetter, Fault, SourceRef, Time};
@@ -109,7 +111,14 @@ pub struct BookOutcome {
 impl RunOptions {
     /// Initial methods, `batch_size` and `workers`; corrections kept; no method changes.
     pub fn new(methods: Vec<(String, LotMethod)>, batch_size: usize, workers: usize) -> RunOptions {
-        RunOptions { methods, method_changes: Vec::new(), keep_corrections: true, probe_at_end: None, batch_size, workers }
+        RunOptions {
+            methods,
+            method_changes: Vec::new(),
+            keep_corrections: true,
+            probe_at_end: None,
+            batch_size,
+            workers,
+        }
     }
 }
 
@@ -148,74 +157,46 @@ pub fn run<S: EventSource>(
     let guards = timely::execute(config, move |worker| -> Result<(Captured, u64), String> {
         let index = worker.index();
         let peers = worker.peers();
-        let captured = Arc::new(Mutex::new(Captured::default()));
+        let captured = Rc::new(RefCell::new(Captured::default()));
         let mut raw_input = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
         let probe = ProbeHandle::new();
         let mut methods_input = worker.dataflow::<Time, _, _>(|scope| {
             let (methods_input, methods) = scope.new_collection::<(String, LotMethod), isize>();
             let engine = engine::build(raw_input.to_stream(scope), methods);
-            let sink = captured.clone();
-            engine
+            let lots = engine
                 .lots
                 .as_collection(|k, v| (k.clone(), v.clone()))
-                .inner
-                .inspect(move |(row, _, diff)| {
-                    if let Ok(mut c) = sink.lock() {
-                        *c.lots.entry(row.clone()).or_insert(0) += diff;
-                    }
-                })
-                .probe_with(&probe);
-            let sink = captured.clone();
-            engine
+                .inner;
+            capture(lots, &captured, &probe, |c, (row, _, diff)| {
+                *c.lots.entry(row.clone()).or_insert(0) += diff
+            });
+            let positions = engine
                 .positions
                 .as_collection(|k, v| (k.clone(), v.clone()))
-                .inner
-                .inspect(move |(row, _, diff)| {
-                    if let Ok(mut c) = sink.lock() {
-                        *c.positions.entry(row.clone()).or_insert(0) += diff;
+                .inner;
+            capture(positions, &captured, &probe, |c, (row, _, diff)| {
+                *c.positions.entry(row.clone()).or_insert(0) += diff
+            });
+            capture(
+                engine.corrections.inner,
+                &captured,
+                &probe,
+                move |c, (row, _, _)| {
+                    c.correction_count += 1;
+                    if keep_corrections {
+                        c.corrections.push(row.clone());
                     }
-                })
-                .probe_with(&probe);
-            let sink = captured.clone();
-            engine
-                .corrections
-                .inner
-                .inspect(move |(row, _, _)| {
-                    if let Ok(mut c) = sink.lock() {
-                        c.correction_count += 1;
-                        if keep_corrections {
-                            c.corrections.push(row.clone());
-                        }
-                    }
-                })
-                .probe_with(&probe);
-            let sink = captured.clone();
-            engine
-                .dead_letters
-                .inspect(move |row| {
-                    if let Ok(mut c) = sink.lock() {
-                        c.rejected.push(row.clone());
-                    }
-                })
-                .probe_with(&probe);
-            let sink = captured.clone();
-            engine
-                .duplicates
-                .inspect(move |_| {
-                    if let Ok(mut c) = sink.lock() {
-                        c.duplicates += 1;
-                    }
-                })
-                .probe_with(&probe);
-            let sink = captured.clone();
-            engine
-                .faults
-                .inspect(move |row| {
-                    if let Ok(mut c) = sink.lock() {
-                        c.faults.push(row.clone());
-                    }
-                })
-                .probe_with(&probe);
+                },
+            );
+            capture(engine.dead_letters, &captured, &probe, |c, row| {
+                c.rejected.push(row.clone())
+            });
+            capture(engine.duplicates, &captured, &probe, |c, _| {
+                c.duplicates += 1
+            });
+            capture(engine.faults, &captured, &probe, |c, row| {
+                c.faults.push(row.clone())
+            });
             engine.booked.stream.probe_with(&probe);
             methods_input
         });
@@ -270,7 +251,7 @@ pub fn run<S: EventSource>(
                     event,
                 ));
             }
-            if line_no % options.batch_size as u64 == 0 {
+            if line_no.is_multiple_of(options.batch_size as u64) {
                 time += 1;
                 raw_input.advance_to(time);
                 methods_input.advance_to(time);
@@ -288,20 +269,26 @@ pub fn run<S: EventSource>(
                 }
             }
         }
+        if let Some(measure) = options.probe_at_end {
+            // Let every worker catch up on all events while the dataflow still
+            // holds its state, then measure (worker 0 only).
+            time += 1;
+            raw_input.advance_to(time);
+            methods_input.advance_to(time);
+            methods_input.flush();
+            while probe.less_than(&time) {
+                worker.step();
+            }
+            if index == 0 {
+                captured.borrow_mut().probe_at_end = Some(measure());
+            }
+        }
         drop(raw_input);
         drop(methods_input);
         while !probe.done() {
             worker.step();
         }
-        if index == 0 {
-            if let (Some(measure), Ok(mut c)) = (options.probe_at_end, captured.lock()) {
-                c.probe_at_end = Some(measure());
-            }
-        }
-        let captured = Arc::try_unwrap(captured)
-            .map_err(|_| "captured outputs still shared".to_string())?
-            .into_inner()
-            .map_err(|e| e.to_string())?;
+        let captured = std::mem::take(&mut *captured.borrow_mut());
         Ok((captured, line_no))
     })
     .map_err(RunError::Worker)?;
@@ -331,6 +318,20 @@ pub fn run<S: EventSource>(
     outcome.positions = consolidate(positions)?;
     outcome.elapsed = started.elapsed();
     Ok(outcome)
+}
+
+/// Records every update of `stream` into the worker's captured outputs and
+/// attaches the probe.
+fn capture<'scope, D: Clone + 'static>(
+    stream: StreamVec<'scope, Time, D>,
+    captured: &Rc<RefCell<Captured>>,
+    probe: &ProbeHandle<Time>,
+    mut record: impl FnMut(&mut Captured, &D) + 'static,
+) {
+    let sink = Rc::clone(captured);
+    stream
+        .inspect(move |row| record(&mut sink.borrow_mut(), row))
+        .probe_with(probe);
 }
 
 /// Keeps rows whose multiplicity is one; any other non-zero count is a bug.

@@ -37,7 +37,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
         let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {
-                let live = LIVE_BYTES.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
+                let live = LIVE_BYTES.fetch_add(new_size - layout.size(), Ordering::Relaxed)
+                    + new_size
+                    - layout.size();
                 PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
             } else {
                 LIVE_BYTES.fetch_sub(layout.size() - new_size, Ordering::Relaxed);

@@ -50,7 +50,9 @@ pub fn ensure_input(dir: &Path, seed: u64, positions: usize, trades: usize) -> R
         let mut config = GenerateConfig::new(seed, positions, trades);
         // Very large positions are the latency benchmark's job; keep ingest uniform-ish.
         config.large_positions = config.large_positions.min(3);
-        let mut out = BufWriter::new(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+        let mut out = BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        );
         generate(&config, &mut out)?;
         out.flush()?;
     }
@@ -58,7 +60,12 @@ pub fn ensure_input(dir: &Path, seed: u64, positions: usize, trades: usize) -> R
 }
 
 /// Runs the engine over `path`.
-pub fn engine_run(path: &Path, batch_size: usize, workers: usize, label: &str) -> Result<IngestResult> {
+pub fn engine_run(
+    path: &Path,
+    batch_size: usize,
+    workers: usize,
+    label: &str,
+) -> Result<IngestResult> {
     let source = Arc::new(JsonlFile::open(path)?);
     let before = alloc::live_bytes();
     alloc::reset_peak();
@@ -116,7 +123,10 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     for line in BufReader::with_capacity(1 << 20, std::fs::File::open(path)?).split(b'\n') {
         lines += 1;
         if let Admission::Accepted(v) = gate.admit(&line?) {
-            if live.get(&v.trade_id).is_none_or(|(version, _)| *version < v.version) {
+            if live
+                .get(&v.trade_id)
+                .is_none_or(|(version, _)| *version < v.version)
+            {
                 let booked = v.booked().map(|b| (v.position_key(), b));
                 live.insert(v.trade_id.clone(), (v.version, booked));
             }
@@ -132,7 +142,9 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     }
     let mut lots = 0usize;
     for trades in by_position.values() {
-        lots += reference::book(LotMethod::Fifo, trades).map(|b| b.lots.len()).unwrap_or(0);
+        lots += reference::book(LotMethod::Fifo, trades)
+            .map(|b| b.lots.len())
+            .unwrap_or(0);
     }
     std::hint::black_box(lots);
     Ok(IngestResult {
@@ -148,17 +160,32 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
 /// Runs the ingest suite and prints a markdown table.
 pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
     let mut results = Vec::new();
-    for (positions, label) in [(1_000usize, "1k positions"), (trades / 10, "positions x 10 trades")] {
+    for (positions, label) in [
+        (1_000usize, "1k positions"),
+        (trades / 10, "positions x 10 trades"),
+    ] {
         let path = ensure_input(dir, 42, positions.max(1), trades)?;
-        eprintln!("ingest: {} ({} lines, {} positions)", path.display(), trades, positions);
+        eprintln!(
+            "ingest: {} ({} lines, {} positions)",
+            path.display(),
+            trades,
+            positions
+        );
         let replay = batch_replay(&path)?;
         let live_trades = replay.live_trades;
         let mut group = vec![parse_only(&path)?, replay];
         for workers in [1usize, 2] {
-            group.push(engine_run(&path, 10_000, workers, &format!("deltabook, {label}, 10k lines/ts, {workers} worker(s)"))?);
+            group.push(engine_run(
+                &path,
+                10_000,
+                workers,
+                &format!("deltabook, {label}, 10k lines/ts, {workers} worker(s)"),
+            )?);
         }
         for r in &mut group {
-            r.label = format!("{} ({label})", r.label).replace(&format!(", {label}, "), ", ").replace(&format!(" ({label}) ({label})"), &format!(" ({label})"));
+            r.label = format!("{} ({label})", r.label)
+                .replace(&format!(", {label}, "), ", ")
+                .replace(&format!(" ({label}) ({label})"), &format!(" ({label})"));
             r.live_trades = live_trades;
         }
         results.extend(group);
@@ -171,7 +198,13 @@ fn print_table(results: &[IngestResult]) {
     println!("| run | lines | lines/s | seconds | peak heap MiB | bytes/live trade (peak) | bytes/live trade (end) |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in results {
-        let per = |b: u64| if r.live_trades == 0 || b == 0 { "-".to_string() } else { format!("{:.0}", b as f64 / r.live_trades as f64) };
+        let per = |b: u64| {
+            if r.live_trades == 0 || b == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}", b as f64 / r.live_trades as f64)
+            }
+        };
         println!(
             "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} |",
             r.label,

@@ -72,9 +72,17 @@ fn date(day: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn line(id: &str, day: u64, second: u64, nanos: u64, buy: bool, quantity: u64, price: u64) -> Vec<u8> {
+fn line(
+    id: &str,
+    day: u64,
+    second: u64,
+    nanos: u64,
+    buy: bool,
+    quantity: u64,
+    price: u64,
+) -> Vec<u8> {
     let d = date(day);
-    let (h, m, s) = (9 + second / 3600, (30 + second / 60) % 60 + 0, second % 60);
+    let (h, m, s) = (9 + second / 3600, ((30 + second / 60) % 60), second % 60);
     let side = if buy { "BUY" } else { "SELL" };
     format!(
         r#"{{"trade_id":"{id}","account_id":"ACC1","book_id":"BK","security_id":"SEC","side":"{side}","quantity":"{quantity}","price":"{}.{:02}","trade_date":"{d}","trade_time":"{d}T{h:02}:{m:02}:{s:02}.{nanos:09}Z"}}"#,
@@ -88,14 +96,34 @@ fn line(id: &str, day: u64, second: u64, nanos: u64, buy: bool, quantity: u64, p
 /// FIFO/LIFO relieve against a deep stack of open lots.
 fn history_line(n: u64) -> Vec<u8> {
     let r = mix(n);
-    line(&format!("P{n}"), n / TRADES_PER_DAY, n % TRADES_PER_DAY, 0, r % 10 < 6, 1 + (r >> 8) % 100, 9_000 + (r >> 16) % 2_000)
+    line(
+        &format!("P{n}"),
+        n / TRADES_PER_DAY,
+        n % TRADES_PER_DAY,
+        0,
+        r % 10 < 6,
+        1 + (r >> 8) % 100,
+        9_000 + (r >> 16) % 2_000,
+    )
 }
 
 /// The i-th measured insert: small, alternating sides.
 fn probe_line(i: u64, last_day: u64, backdated: bool) -> Vec<u8> {
     let r = mix(i ^ 0xABCD);
-    let (day, second) = if backdated { (last_day - 1, r % TRADES_PER_DAY) } else { (last_day, TRADES_PER_DAY + i) };
-    line(&format!("Q{i}"), day, second, 1 + i % 999_999_998, i % 2 == 0, 1 + r % 5, 9_500 + (r >> 8) % 1_000)
+    let (day, second) = if backdated {
+        (last_day - 1, r % TRADES_PER_DAY)
+    } else {
+        (last_day, TRADES_PER_DAY + i)
+    };
+    line(
+        &format!("Q{i}"),
+        day,
+        second,
+        1 + i % 999_999_998,
+        i.is_multiple_of(2),
+        1 + r % 5,
+        9_500 + (r >> 8) % 1_000,
+    )
 }
 
 /// Samples per (K, direction) for an engine and method.
@@ -109,7 +137,11 @@ fn samples_for(booking: Booking, method: LotMethod, k: u64, quick: bool) -> usiz
             _ => 3,
         },
     };
-    if quick { n.min(30) } else { n }
+    if quick {
+        n.min(30)
+    } else {
+        n
+    }
 }
 
 /// Grows one position through `ks` and measures inserts at each K.
@@ -131,7 +163,9 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                 }
                 Booking::ReferenceReduce => {
                     drop(methods);
-                    engine::build_reference_booking(raw.to_stream(scope), method).inner.probe_with(&probe);
+                    engine::build_reference_booking(raw.to_stream(scope), method)
+                        .inner
+                        .probe_with(&probe);
                 }
             }
             methods_input
@@ -147,7 +181,13 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
         let mut rows = Vec::new();
         let mut send = |raw: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>, bytes: Vec<u8>| {
             offset += 1;
-            raw.send((SourceRef { partition: 0, offset }, bytes));
+            raw.send((
+                SourceRef {
+                    partition: 0,
+                    offset,
+                },
+                bytes,
+            ));
         };
         for &k in &ks {
             while loaded < k {
@@ -191,7 +231,13 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                     p50_ms: percentile(&millis, 50.0),
                     p99_ms: percentile(&millis, 99.0),
                 });
-                eprintln!("latency: {:?} {:?} K={k} backdated={backdated}: p50 {:.3} ms p99 {:.3} ms", booking, method, rows.last().map_or(0.0, |r: &LatencyRow| r.p50_ms), rows.last().map_or(0.0, |r: &LatencyRow| r.p99_ms));
+                eprintln!(
+                    "latency: {:?} {:?} K={k} backdated={backdated}: p50 {:.3} ms p99 {:.3} ms",
+                    booking,
+                    method,
+                    rows.last().map_or(0.0, |r: &LatencyRow| r.p50_ms),
+                    rows.last().map_or(0.0, |r: &LatencyRow| r.p99_ms)
+                );
             }
         }
         rows
@@ -225,13 +271,26 @@ pub fn run_suite(ks: &[u64], quick: bool) -> Vec<LatencyRow> {
     for method in [LotMethod::Fifo, LotMethod::Lifo, LotMethod::Hifo] {
         rows.extend(measure(Booking::Incremental, method, ks, quick));
     }
-    rows.extend(measure(Booking::ReferenceReduce, LotMethod::Fifo, ks, quick));
-    println!("| engine | method | K | dated | samples | p50 ms | p99 ms | p50 vs K={} |", ks[0]);
+    rows.extend(measure(
+        Booking::ReferenceReduce,
+        LotMethod::Fifo,
+        ks,
+        quick,
+    ));
+    println!(
+        "| engine | method | K | dated | samples | p50 ms | p99 ms | p50 vs K={} |",
+        ks[0]
+    );
     println!("|---|---|---:|---|---:|---:|---:|---:|");
     for r in &rows {
         let base = rows
             .iter()
-            .find(|b| b.booking == r.booking && b.method == r.method && b.backdated == r.backdated && b.k == ks[0])
+            .find(|b| {
+                b.booking == r.booking
+                    && b.method == r.method
+                    && b.backdated == r.backdated
+                    && b.k == ks[0]
+            })
             .map_or(f64::NAN, |b| b.p50_ms);
         println!(
             "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.2}x |",
@@ -241,7 +300,11 @@ pub fn run_suite(ks: &[u64], quick: bool) -> Vec<LatencyRow> {
             },
             r.method.as_str(),
             r.k,
-            if r.backdated { "backdated 1d" } else { "current" },
+            if r.backdated {
+                "backdated 1d"
+            } else {
+                "current"
+            },
             r.samples,
             r.p50_ms,
             r.p99_ms,
@@ -257,9 +320,17 @@ pub fn run_suite(ks: &[u64], quick: bool) -> Vec<LatencyRow> {
         let hifo = replay_ms(LotMethod::Hifo, k, quick);
         let ours = rows
             .iter()
-            .find(|r| r.booking == Booking::Incremental && r.method == LotMethod::Fifo && r.backdated && r.k == k)
+            .find(|r| {
+                r.booking == Booking::Incremental
+                    && r.method == LotMethod::Fifo
+                    && r.backdated
+                    && r.k == k
+            })
             .map_or(f64::NAN, |r| r.p50_ms);
-        println!("| {k} | {fifo:.3} | {lifo:.3} | {hifo:.3} | {ours:.3} | {:.0}x |", fifo / ours);
+        println!(
+            "| {k} | {fifo:.3} | {lifo:.3} | {hifo:.3} | {ours:.3} | {:.0}x |",
+            fifo / ours
+        );
     }
     rows
 }

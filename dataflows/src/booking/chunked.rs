@@ -33,6 +33,7 @@
 use super::{notional, reference, Checked, Overflow};
 use crate::decimal::{Amount, Dec8};
 use crate::position::{Lot, LotSide, PositionSummary};
+use crate::sorted::diff_sorted;
 use crate::trade::{BookedTrade, LotKey, LotMethod, Side};
 
 /// A chunk is split in two when it grows past this many trades.
@@ -181,7 +182,10 @@ pub struct PositionBook {
 impl PositionBook {
     /// An empty, flat book under `method`.
     pub fn new(method: LotMethod) -> PositionBook {
-        PositionBook { method, ..PositionBook::default() }
+        PositionBook {
+            method,
+            ..PositionBook::default()
+        }
     }
 
     /// The lot method the book is under.
@@ -206,7 +210,10 @@ impl PositionBook {
 
     /// The latest trade in lot order, if any.
     pub fn last_key(&self) -> Option<&LotKey> {
-        self.chunks.last().and_then(|c| c.trades.last()).map(|t| &t.key)
+        self.chunks
+            .last()
+            .and_then(|c| c.trades.last())
+            .map(|t| &t.key)
     }
 
     /// Every open lot, sorted by `lot_id`.
@@ -264,7 +271,8 @@ impl PositionBook {
             if entering_hifo {
                 for (trade, open) in chunk.trades.iter().zip(chunk.open.iter_mut()) {
                     if *open > Dec8::ZERO {
-                        self.retired.push(lot_of(trade, lot_side(trade.side), *open));
+                        self.retired
+                            .push(lot_of(trade, lot_side(trade.side), *open));
                         *open = Dec8::ZERO;
                     }
                 }
@@ -274,7 +282,9 @@ impl PositionBook {
 
     /// Index of the chunk that holds (or would hold) `key`.
     fn chunk_for(&self, key: &LotKey) -> usize {
-        let after = self.chunks.partition_point(|c| c.first_key().is_some_and(|k| k <= key));
+        let after = self
+            .chunks
+            .partition_point(|c| c.first_key().is_some_and(|k| k <= key));
         after.saturating_sub(1)
     }
 
@@ -294,7 +304,11 @@ impl PositionBook {
         self.totals.apply(trade, true)?;
         if chunk.trades.len() > CHUNK_MAX_TRADES {
             let half = chunk.trades.len() / 2;
-            let mut right = Chunk { trades: chunk.trades.split_off(half), open: chunk.open.split_off(half), ..Chunk::default() };
+            let mut right = Chunk {
+                trades: chunk.trades.split_off(half),
+                open: chunk.open.split_off(half),
+                ..Chunk::default()
+            };
             for t in &right.trades {
                 right.sums.apply(t, true)?;
                 chunk.sums.apply(t, false)?;
@@ -310,7 +324,10 @@ impl PositionBook {
             return Ok(());
         }
         let i = self.chunk_for(&trade.key);
-        let Ok(at) = self.chunks[i].trades.binary_search_by(|t| t.key.cmp(&trade.key)) else {
+        let Ok(at) = self.chunks[i]
+            .trades
+            .binary_search_by(|t| t.key.cmp(&trade.key))
+        else {
             debug_assert!(false, "removing {:?} that is not booked", trade.key);
             return Ok(());
         };
@@ -349,7 +366,11 @@ impl PositionBook {
         if !self.touched {
             return Ok(());
         }
-        let trades: Vec<BookedTrade> = self.chunks.iter().flat_map(|c| c.trades.iter().cloned()).collect();
+        let trades: Vec<BookedTrade> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.trades.iter().cloned())
+            .collect();
         let booking = reference::book(LotMethod::Hifo, &trades)?;
         let old = std::mem::replace(&mut self.hifo_lots, booking.lots);
         let (closed, opened) = diff_sorted(old, self.hifo_lots.clone());
@@ -389,7 +410,11 @@ impl PositionBook {
 
     fn fifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
         let net = self.totals.net()?;
-        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
+        let side = if net > Dec8::ZERO {
+            LotSide::Long
+        } else {
+            LotSide::Short
+        };
         // Open units of `side` are those numbered >= closed_units (numbering all of that side's units in lot order).
         let closed_units = match side {
             LotSide::Long => self.totals.sell_quantity,
@@ -415,7 +440,11 @@ impl PositionBook {
 
     fn lifo_contexts(&mut self) -> Result<Vec<ChunkContext>, Overflow> {
         let net = self.totals.net()?;
-        let side = if net > Dec8::ZERO { LotSide::Long } else { LotSide::Short };
+        let side = if net > Dec8::ZERO {
+            LotSide::Long
+        } else {
+            LotSide::Short
+        };
         let n = self.chunks.len();
         // Y = X for a long position, -X for a short one; the open side is positive.
         let mut ranges = Vec::with_capacity(n);
@@ -423,7 +452,7 @@ impl PositionBook {
             let (low, high) = chunk.x_range()?;
             ranges.push(match side {
                 LotSide::Long => (low, high),
-                LotSide::Short => (high.neg(), low.neg()),
+                LotSide::Short => (high.negated(), low.negated()),
             });
         }
         // start[i]: Y at chunk i's start.
@@ -456,7 +485,11 @@ impl PositionBook {
             contexts.push(if net.is_zero() || bound == low {
                 ChunkContext::Closed
             } else {
-                ChunkContext::Lifo { side, bound, start: floor_binds.then_some(start[i]) }
+                ChunkContext::Lifo {
+                    side,
+                    bound,
+                    start: floor_binds.then_some(start[i]),
+                }
             });
         }
         Ok(contexts)
@@ -473,39 +506,31 @@ impl PositionBook {
         let mut summary = self.summary.clone();
         for lot in &changes.closed {
             summary.quantity = summary.quantity.sub(lot.signed_quantity())?;
-            summary.cost_basis = summary.cost_basis.sub(lot.signed_value().ok_or(Overflow)?)?;
+            summary.cost_basis = summary
+                .cost_basis
+                .sub(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count -= 1;
         }
         for lot in &changes.opened {
             summary.quantity = summary.quantity.add(lot.signed_quantity())?;
-            summary.cost_basis = summary.cost_basis.add(lot.signed_value().ok_or(Overflow)?)?;
+            summary.cost_basis = summary
+                .cost_basis
+                .add(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count += 1;
         }
-        summary.realized_pnl = self.totals.sell_notional.sub(self.totals.buy_notional)?.add(summary.cost_basis)?;
-        debug_assert_eq!(summary.quantity, self.totals.net()?, "open lots must hold the net quantity");
+        summary.realized_pnl = self
+            .totals
+            .sell_notional
+            .sub(self.totals.buy_notional)?
+            .add(summary.cost_basis)?;
+        debug_assert_eq!(
+            summary.quantity,
+            self.totals.net()?,
+            "open lots must hold the net quantity"
+        );
         self.summary = summary;
         Ok(changes)
     }
-}
-
-/// Splits two sorted lists into (only in `old`, only in `new`).
-fn diff_sorted(old: Vec<Lot>, new: Vec<Lot>) -> (Vec<Lot>, Vec<Lot>) {
-    let (mut closed, mut opened) = (Vec::new(), Vec::new());
-    let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x == y => {
-                a.next();
-                b.next();
-            }
-            (Some(x), Some(y)) if x < y => closed.extend(a.next()),
-            (Some(_), Some(_)) => opened.extend(b.next()),
-            (Some(_), None) => closed.extend(a.next()),
-            (None, Some(_)) => opened.extend(b.next()),
-            (None, None) => break,
-        }
-    }
-    (closed, opened)
 }
 
 fn lot_side(side: Side) -> LotSide {
@@ -530,12 +555,18 @@ fn y_delta(trade: &BookedTrade, side: LotSide) -> Dec8 {
     if lot_side(trade.side) == side {
         trade.quantity
     } else {
-        trade.quantity.neg()
+        trade.quantity.negated()
     }
 }
 
 fn lot_of(trade: &BookedTrade, side: LotSide, quantity: Dec8) -> Lot {
-    Lot { lot_id: trade.key.trade_id.clone(), side, open_date: trade.key.trade_date, quantity, price: trade.price }
+    Lot {
+        lot_id: trade.key.trade_id.clone(),
+        side,
+        open_date: trade.key.trade_date,
+        quantity,
+        price: trade.price,
+    }
 }
 
 /// The open quantity of each of one chunk's trades under `context`.
@@ -572,7 +603,11 @@ fn open_quantities(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec
                     continue;
                 }
                 let before = after[i].sub(trade.quantity)?;
-                let floor = if start.is_some() { before.max(Dec8::ZERO) } else { before };
+                let floor = if start.is_some() {
+                    before.max(Dec8::ZERO)
+                } else {
+                    before
+                };
                 let quantity = suffix_min.sub(floor)?;
                 if quantity > Dec8::ZERO {
                     open[i] = quantity;

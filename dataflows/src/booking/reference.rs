@@ -46,7 +46,7 @@ impl OpenLots {
             OpenLots::ByPrice(lots) => {
                 // Long: highest price first, so rank by negated price; short: lowest first.
                 let rank = match lot.side {
-                    LotSide::Long => lot.price.neg(),
+                    LotSide::Long => lot.price.negated(),
                     LotSide::Short => lot.price,
                 };
                 lots.insert((rank, sequence), lot);

@@ -20,6 +20,7 @@ use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
 use crate::correction::{Cause, Correction};
 use crate::position::{Lot, PositionSummary};
+use crate::sorted::diff_sorted;
 use crate::trade::{BookedTrade, LotMethod};
 
 /// A position whose arithmetic overflowed at `time`. Its last good state
@@ -52,6 +53,13 @@ pub(super) struct BookStreams<'scope> {
 
 type InputUpdate = ((String, BookInput), Time, Diff);
 type MethodUpdate = ((String, LotMethod), Time, Diff);
+/// One timestamp's buffered input: a capability to emit at it, trade/cause
+/// updates and method-map updates.
+type PendingTime = (
+    Option<Capability<Time>>,
+    Vec<InputUpdate>,
+    Vec<MethodUpdate>,
+);
 
 pub(super) fn book<'scope>(
     input: VecCollection<'scope, Time, (String, BookInput), Diff>,
@@ -65,32 +73,21 @@ pub(super) fn book<'scope>(
         "Book",
         |_capability, _info| {
             let mut state = BookState::default();
-            let mut pending: BTreeMap<
-                Time,
-                (
-                    Option<Capability<Time>>,
-                    Vec<InputUpdate>,
-                    Vec<MethodUpdate>,
-                ),
-            > = BTreeMap::new();
+            let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
             move |(input1, frontier1), (input2, frontier2), output| {
                 // A collection's container may hold updates at any time at or after its stamp.
                 input1.for_each_stamp(|cap, data| {
                     if let Some(least) = cap.retain_least(output.output_index()) {
-                        for update in data.flat_map(|batch| batch.drain(..)) {
-                            let entry = pending.entry(update.1).or_default();
-                            entry.0.get_or_insert_with(|| least.delayed(&update.1));
-                            entry.1.push(update);
-                        }
+                        stash(&mut pending, &least, data.flat_map(|b| b.drain(..)), |p| {
+                            &mut p.1
+                        });
                     }
                 });
                 input2.for_each_stamp(|cap, data| {
                     if let Some(least) = cap.retain_least(output.output_index()) {
-                        for update in data.flat_map(|batch| batch.drain(..)) {
-                            let entry = pending.entry(update.1).or_default();
-                            entry.0.get_or_insert_with(|| least.delayed(&update.1));
-                            entry.2.push(update);
-                        }
+                        stash(&mut pending, &least, data.flat_map(|b| b.drain(..)), |p| {
+                            &mut p.2
+                        });
                     }
                 });
                 while let Some(time) = pending.keys().next().copied() {
@@ -226,13 +223,12 @@ impl BookState {
         for (position, mut w) in work {
             cancel_common(&mut w.removed, &mut w.inserted);
             if self.faulted.contains(&position) {
-                let detail = "position is quarantined after an arithmetic overflow".to_string();
                 emit(
-                    BookOutput::Fault(Fault {
-                        position_key: position,
+                    fault(
+                        position,
                         time,
-                        detail,
-                    }),
+                        "position is quarantined after an arithmetic overflow",
+                    ),
                     1,
                 );
                 continue;
@@ -249,13 +245,12 @@ impl BookState {
                 Err(_) => {
                     self.books.remove(&position);
                     self.faulted.insert(position.clone());
-                    let detail = "arithmetic overflow: sums exceed 256-bit fixed point".to_string();
                     emit(
-                        BookOutput::Fault(Fault {
-                            position_key: position,
+                        fault(
+                            position,
                             time,
-                            detail,
-                        }),
+                            "arithmetic overflow: sums exceed 256-bit fixed point",
+                        ),
                         1,
                     );
                     continue;
@@ -311,6 +306,14 @@ impl BookState {
     }
 }
 
+fn fault(position_key: String, time: Time, detail: &str) -> BookOutput {
+    BookOutput::Fault(Fault {
+        position_key,
+        time,
+        detail: detail.to_string(),
+    })
+}
+
 /// Removes trades that are both removed and inserted (no net change).
 fn cancel_common(removed: &mut Vec<BookedTrade>, inserted: &mut Vec<BookedTrade>) {
     if removed.is_empty() || inserted.is_empty() {
@@ -318,24 +321,23 @@ fn cancel_common(removed: &mut Vec<BookedTrade>, inserted: &mut Vec<BookedTrade>
     }
     removed.sort();
     inserted.sort();
-    let (mut kept_removed, mut kept_inserted) = (Vec::new(), Vec::new());
-    let (mut r, mut i) = (
-        std::mem::take(removed).into_iter().peekable(),
-        std::mem::take(inserted).into_iter().peekable(),
-    );
-    loop {
-        match (r.peek(), i.peek()) {
-            (Some(a), Some(b)) if a == b => {
-                r.next();
-                i.next();
-            }
-            (Some(a), Some(b)) if a < b => kept_removed.extend(r.next()),
-            (Some(_), Some(_)) => kept_inserted.extend(i.next()),
-            (Some(_), None) => kept_removed.extend(r.next()),
-            (None, Some(_)) => kept_inserted.extend(i.next()),
-            (None, None) => break,
-        }
-    }
+    let (kept_removed, kept_inserted) =
+        diff_sorted(std::mem::take(removed), std::mem::take(inserted));
     *removed = kept_removed;
     *inserted = kept_inserted;
+}
+
+/// Buffers updates by their own time (a collection's container may hold
+/// updates at any time at or after its stamp), keeping one capability per time.
+fn stash<D>(
+    pending: &mut BTreeMap<Time, PendingTime>,
+    least: &Capability<Time>,
+    updates: impl Iterator<Item = (D, Time, Diff)>,
+    slot: impl Fn(&mut PendingTime) -> &mut Vec<(D, Time, Diff)>,
+) {
+    for update in updates {
+        let entry = pending.entry(update.1).or_default();
+        entry.0.get_or_insert_with(|| least.delayed(&update.1));
+        slot(entry).push(update);
+    }
 }

@@ -24,7 +24,7 @@ pub(super) struct GateStreams<'scope> {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Parsed {
     /// Passed every stateless check.
-    Candidate(SourceRef, crate::trade::TradeVersion, Vec<u8>),
+    Candidate(SourceRef, Box<crate::trade::TradeVersion>, Vec<u8>),
     /// Failed a stateless check.
     Rejected(DeadLetter),
 }
@@ -41,8 +41,12 @@ impl Parsed {
 
 pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
-        Ok(version) => Parsed::Candidate(source, version, payload),
-        Err(reason) => Parsed::Rejected(DeadLetter { source, reason, payload }),
+        Ok(version) => Parsed::Candidate(source, Box::new(version), payload),
+        Err(reason) => Parsed::Rejected(DeadLetter {
+            source,
+            reason,
+            payload,
+        }),
     });
     let mut parts = versions::admit(parsed)
         .partition(3, |event| match event {
@@ -51,7 +55,8 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
             VersionEvent::Duplicate(_) => (2, event),
         })
         .into_iter();
-    let (Some(book), Some(rejected), Some(duplicates)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(book), Some(rejected), Some(duplicates)) = (parts.next(), parts.next(), parts.next())
+    else {
         unreachable!("partition(3) returns three streams")
     };
     GateStreams {
@@ -61,11 +66,10 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
                 _ => None,
             })
             .as_collection(),
-        dead_letters: rejected
-            .flat_map(|e| match e {
-                VersionEvent::Rejected(d) => Some(d),
-                _ => None,
-            }),
+        dead_letters: rejected.flat_map(|e| match e {
+            VersionEvent::Rejected(d) => Some(d),
+            _ => None,
+        }),
         duplicates: duplicates.flat_map(|e| match e {
             VersionEvent::Duplicate(s) => Some(s),
             _ => None,

@@ -96,10 +96,13 @@ pub fn build<'scope>(
     methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
 ) -> Engine<'scope> {
     let gate = gate_stage::gate(raw);
-    let booked = gate.book_input.clone().flat_map(|(position, input)| match input {
-        BookInput::Trade(trade) => Some((position, trade)),
-        BookInput::Cause(_) => None,
-    });
+    let booked = gate
+        .book_input
+        .clone()
+        .flat_map(|(position, input)| match input {
+            BookInput::Trade(trade) => Some((position, trade)),
+            BookInput::Cause(_) => None,
+        });
     let book = book_stage::book(gate.book_input, methods);
     Engine {
         booked: booked.arrange_by_key_named("Arrange: booked by position"),

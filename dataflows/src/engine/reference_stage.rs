@@ -22,10 +22,17 @@ pub fn build_reference_booking<'scope>(
             BookInput::Trade(trade) => Some((position, trade)),
             BookInput::Cause(_) => None,
         })
-        .reduce_named("ReferenceBooking", move |_position, trades: &[(&BookedTrade, Diff)], output: &mut Vec<(Lot, Diff)>| {
-            let live: Vec<BookedTrade> = trades.iter().filter(|(_, d)| *d > 0).map(|(t, _)| (*t).clone()).collect();
-            if let Ok(booking) = reference::book(method, &live) {
-                output.extend(booking.lots.into_iter().map(|lot| (lot, 1)));
-            }
-        })
+        .reduce_named(
+            "ReferenceBooking",
+            move |_position, trades: &[(&BookedTrade, Diff)], output: &mut Vec<(Lot, Diff)>| {
+                let live: Vec<BookedTrade> = trades
+                    .iter()
+                    .filter(|(_, d)| *d > 0)
+                    .map(|(t, _)| (*t).clone())
+                    .collect();
+                if let Ok(booking) = reference::book(method, &live) {
+                    output.extend(booking.lots.into_iter().map(|lot| (lot, 1)));
+                }
+            },
+        )
 }

@@ -64,68 +64,97 @@ struct Live {
 
 /// Admits parsed events per trade id, in timestamp order and, within a
 /// timestamp, in source order, so the outcome never depends on worker count.
-pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> StreamVec<'scope, Time, VersionEvent> {
-    parsed.unary_frontier(Exchange::new(|p: &Parsed| p.route()), "Versions", |_capability, _info| {
-        let mut gate = Gate::new();
-        let mut live: HashMap<String, Live> = HashMap::default();
-        let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Parsed>)> = BTreeMap::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, data| {
-                if let Some(cap) = cap.retain_least(output.output_index()) {
-                    let entry = pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
-                    for batch in data {
-                        entry.1.append(batch);
-                    }
-                }
-            });
-            while let Some(time) = pending.keys().next().copied() {
-                if frontier.less_equal(&time) {
-                    break;
-                }
-                let Some((cap, batch)) = pending.remove(&time) else { break };
-                let batch = in_source_order(batch);
-                let mut session = output.session(&cap);
-                // Trade id -> its live entry before this timestamp (None: never live).
-                let mut touched: BTreeMap<String, Option<Live>> = BTreeMap::new();
-                let mut newest: HashMap<String, TradeVersion> = HashMap::default();
-                for parsed in batch {
-                    let (source, version, payload) = match parsed {
-                        Parsed::Candidate(source, version, payload) => (source, version, payload),
-                        Parsed::Rejected(dead) => {
-                            session.give(VersionEvent::Rejected(dead));
-                            continue;
+pub(super) fn admit<'scope>(
+    parsed: StreamVec<'scope, Time, Parsed>,
+) -> StreamVec<'scope, Time, VersionEvent> {
+    parsed.unary_frontier(
+        Exchange::new(|p: &Parsed| p.route()),
+        "Versions",
+        |_capability, _info| {
+            let mut gate = Gate::new();
+            let mut live: HashMap<String, Live> = HashMap::default();
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Parsed>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry = pending
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, Vec::new()));
+                        for batch in data {
+                            entry.1.append(batch);
                         }
+                    }
+                });
+                while let Some(time) = pending.keys().next().copied() {
+                    if frontier.less_equal(&time) {
+                        break;
+                    }
+                    let Some((cap, batch)) = pending.remove(&time) else {
+                        break;
                     };
-                    match gate.admit_parsed(version) {
-                        Admission::Accepted(version) => {
-                            let current = newest
-                                .get(&version.trade_id)
-                                .map(|v| v.version)
-                                .or_else(|| live.get(&version.trade_id).map(|l| l.version));
-                            if current.is_none_or(|v| v < version.version) {
-                                if !touched.contains_key(&version.trade_id) {
-                                    touched.insert(version.trade_id.clone(), live.remove(&version.trade_id));
+                    let batch = in_source_order(batch);
+                    let mut session = output.session(&cap);
+                    // Trade id -> its live entry before this timestamp (None: never live).
+                    let mut touched: BTreeMap<String, Option<Live>> = BTreeMap::new();
+                    let mut newest: HashMap<String, TradeVersion> = HashMap::default();
+                    for parsed in batch {
+                        let (source, version, payload) = match parsed {
+                            Parsed::Candidate(source, version, payload) => {
+                                (source, version, payload)
+                            }
+                            Parsed::Rejected(dead) => {
+                                session.give(VersionEvent::Rejected(dead));
+                                continue;
+                            }
+                        };
+                        match gate.admit_parsed(*version) {
+                            Admission::Accepted(version) => {
+                                let current = newest
+                                    .get(&version.trade_id)
+                                    .map(|v| v.version)
+                                    .or_else(|| live.get(&version.trade_id).map(|l| l.version));
+                                if current.is_none_or(|v| v < version.version) {
+                                    if !touched.contains_key(&version.trade_id) {
+                                        touched.insert(
+                                            version.trade_id.clone(),
+                                            live.remove(&version.trade_id),
+                                        );
+                                    }
+                                    newest.insert(version.trade_id.clone(), version);
                                 }
-                                newest.insert(version.trade_id.clone(), version);
+                            }
+                            Admission::Duplicate(_) => {
+                                session.give(VersionEvent::Duplicate(source))
+                            }
+                            Admission::Rejected(reason) => {
+                                session.give(VersionEvent::Rejected(DeadLetter {
+                                    source,
+                                    reason,
+                                    payload,
+                                }))
                             }
                         }
-                        Admission::Duplicate(_) => session.give(VersionEvent::Duplicate(source)),
-                        Admission::Rejected(reason) => {
-                            session.give(VersionEvent::Rejected(DeadLetter { source, reason, payload }))
-                        }
+                    }
+                    for (trade_id, old) in touched {
+                        let Some(new) = newest.remove(&trade_id) else {
+                            continue;
+                        };
+                        let new_booked = new.booked().map(|b| (new.position_key(), b));
+                        emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
+                            session.give(VersionEvent::Book(u))
+                        });
+                        live.insert(
+                            trade_id,
+                            Live {
+                                version: new.version,
+                                booked: new_booked,
+                            },
+                        );
                     }
                 }
-                for (trade_id, old) in touched {
-                    let Some(new) = newest.remove(&trade_id) else { continue };
-                    let new_booked = new.booked().map(|b| (new.position_key(), b));
-                    emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
-                        session.give(VersionEvent::Book(u))
-                    });
-                    live.insert(trade_id, Live { version: new.version, booked: new_booked });
-                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Sorts events by source position, moving each (large) event once.
@@ -137,10 +166,17 @@ fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
     if batch.is_sorted_by_key(source) {
         return batch;
     }
-    let mut order: Vec<(SourceRef, usize)> = batch.iter().enumerate().map(|(i, p)| (source(p), i)).collect();
+    let mut order: Vec<(SourceRef, usize)> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (source(p), i))
+        .collect();
     order.sort_unstable();
     let mut slots: Vec<Option<Parsed>> = batch.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|(_, i)| slots[i].take()).collect()
+    order
+        .into_iter()
+        .filter_map(|(_, i)| slots[i].take())
+        .collect()
 }
 
 /// Retracts the old booked form, asserts the new one, and names the
@@ -162,13 +198,25 @@ fn emit_changes(
         key: key.clone(),
     };
     if let Some((position, trade)) = old_booked {
-        give(((position.clone(), BookInput::Trade(trade.clone())), time, -1));
+        give((
+            (position.clone(), BookInput::Trade(trade.clone())),
+            time,
+            -1,
+        ));
         if new_booked.is_none_or(|(p, _)| p != position) {
-            give(((position.clone(), BookInput::Cause(cause(&trade.key))), time, 1));
+            give((
+                (position.clone(), BookInput::Cause(cause(&trade.key))),
+                time,
+                1,
+            ));
         }
     }
     if let Some((position, trade)) = new_booked {
         give(((position.clone(), BookInput::Trade(trade.clone())), time, 1));
-        give(((position.clone(), BookInput::Cause(cause(&trade.key))), time, 1));
+        give((
+            (position.clone(), BookInput::Cause(cause(&trade.key))),
+            time,
+            1,
+        ));
     }
 }
