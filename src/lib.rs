@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod book_file;
+pub mod config;
 pub mod generate;
 pub mod methods_file;

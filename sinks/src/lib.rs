@@ -1,5 +1,6 @@
-//! Output sinks of deltabook. Today: the reference output files of
-//! `trades.md` and `corrections.md` (`lots.csv`, `positions.csv`,
-//! `rejected.jsonl`, `corrections.jsonl`).
+//! Output sinks of deltabook: the reference output files of `trades.md`
+//! and `corrections.md`, and PostgreSQL (event store, current state,
+//! corrections outbox, dead letters, source progress).
 
 pub mod files;
+pub mod postgres;

@@ -6,7 +6,7 @@ use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::StreamVec;
 
-use super::versions::{self, BookInput, VersionEvent};
+use super::versions::{self, AcceptedEvent, BookInput, VersionEvent};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
 
@@ -18,6 +18,8 @@ pub(super) struct GateStreams<'scope> {
     pub dead_letters: StreamVec<'scope, Time, DeadLetter>,
     /// Acknowledged duplicates.
     pub duplicates: StreamVec<'scope, Time, SourceRef>,
+    /// Accepted events, once each.
+    pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
 }
 
 /// An event after parsing: a candidate version or an early rejection.
@@ -49,15 +51,17 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
         }),
     });
     let mut parts = versions::admit(parsed)
-        .partition(3, |event| match event {
+        .partition(4, |event| match event {
             VersionEvent::Book(..) => (0, event),
             VersionEvent::Rejected(_) => (1, event),
             VersionEvent::Duplicate(_) => (2, event),
+            VersionEvent::Accepted(_) => (3, event),
         })
         .into_iter();
-    let (Some(book), Some(rejected), Some(duplicates)) = (parts.next(), parts.next(), parts.next())
+    let (Some(book), Some(rejected), Some(duplicates), Some(accepted)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        unreachable!("partition(3) returns three streams")
+        unreachable!("partition(4) returns four streams")
     };
     GateStreams {
         book_input: book
@@ -72,6 +76,10 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
         }),
         duplicates: duplicates.flat_map(|e| match e {
             VersionEvent::Duplicate(s) => Some(s),
+            _ => None,
+        }),
+        accepted: accepted.flat_map(|e| match e {
+            VersionEvent::Accepted(a) => Some(a),
             _ => None,
         }),
     }

@@ -36,7 +36,7 @@ use crate::trade::{BookedTrade, LotMethod};
 
 pub use book_stage::Fault;
 pub use reference_stage::build_reference_booking;
-pub use versions::{BookInput, CauseEntry};
+pub use versions::{AcceptedEvent, BookInput, CauseEntry};
 
 /// Engine logical time: one tick per ingested batch.
 pub type Time = u64;
@@ -87,6 +87,8 @@ pub struct Engine<'scope> {
     pub duplicates: StreamVec<'scope, Time, SourceRef>,
     /// Positions whose arithmetic overflowed (their state stops changing).
     pub faults: StreamVec<'scope, Time, Fault>,
+    /// Every accepted event once, at its time (what the event store keeps).
+    pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
 }
 
 /// Builds the engine over a stream of raw events and the lot-method map
@@ -114,6 +116,7 @@ pub fn build<'scope>(
         dead_letters: gate.dead_letters,
         duplicates: gate.duplicates,
         faults: book.faults,
+        accepted: gate.accepted,
     }
 }
 

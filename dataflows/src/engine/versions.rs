@@ -44,9 +44,32 @@ pub enum BookInput {
     Cause(CauseEntry),
 }
 
+/// An accepted event, as the event store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AcceptedEvent {
+    /// Engine time it was assigned.
+    pub time: Time,
+    /// Where it came from.
+    pub source: SourceRef,
+    /// Its position key.
+    pub position_key: String,
+    /// Trade id.
+    pub trade_id: String,
+    /// Version.
+    pub version: u64,
+    /// Action.
+    pub action: Action,
+    /// Carried from the event.
+    pub correlation_id: Option<String>,
+    /// The original bytes.
+    pub payload: Vec<u8>,
+}
+
 /// Output of [`admit`].
 #[derive(Clone, Debug)]
 pub(super) enum VersionEvent {
+    /// An accepted version (for the event store).
+    Accepted(AcceptedEvent),
     /// A change for the booking stage.
     Book(((String, BookInput), Time, Diff)),
     /// A rejected event.
@@ -109,6 +132,16 @@ pub(super) fn admit<'scope>(
                         };
                         match gate.admit_parsed(*version) {
                             Admission::Accepted(version) => {
+                                session.give(VersionEvent::Accepted(AcceptedEvent {
+                                    time,
+                                    source,
+                                    position_key: version.position_key(),
+                                    trade_id: version.trade_id.clone(),
+                                    version: version.version,
+                                    action: version.action,
+                                    correlation_id: version.correlation_id.clone(),
+                                    payload,
+                                }));
                                 let current = newest
                                     .get(&version.trade_id)
                                     .map(|v| v.version)

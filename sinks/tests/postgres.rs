@@ -1,0 +1,335 @@
+//! The PostgreSQL sink against the real server on 127.0.0.1:5432 (started by
+//! `scripts/services.sh`). Each test creates its own database and drops it.
+//! A test that cannot reach PostgreSQL fails.
+
+use deltabook_dataflows::correction::{Cause, Correction};
+use deltabook_dataflows::decimal::Dec8;
+use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, SourceRef};
+use deltabook_dataflows::gate::{RejectKind, Rejection};
+use deltabook_dataflows::position::{Lot, LotSide, PositionSummary};
+use deltabook_dataflows::trade::{Action, Date, LotMethod};
+use deltabook_sinks::postgres::{self, MethodEvent, SourceOffset, TimestampCommit};
+
+const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+/// A scratch database, dropped when the test ends (also on failure).
+struct ScratchDb {
+    name: String,
+}
+
+impl ScratchDb {
+    async fn create() -> ScratchDb {
+        let admin = postgres::connect(ADMIN_URL)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (run scripts/services.sh)");
+        let name = format!("deltabook_test_{}_{}", std::process::id(), rand_suffix());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        ScratchDb { name }
+    }
+    fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port=5432 user=postgres dbname={}",
+            self.name
+        )
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(admin) = postgres::connect(ADMIN_URL).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn d(text: &str) -> Dec8 {
+    text.parse().expect("decimal")
+}
+
+fn lot(id: &str, quantity: &str) -> Lot {
+    Lot {
+        lot_id: id.into(),
+        side: LotSide::Long,
+        open_date: Date::from_ymd(2026, 1, 2),
+        quantity: d(quantity),
+        price: d("10.5"),
+    }
+}
+
+fn summary(quantity: &str, lots: u64) -> PositionSummary {
+    PositionSummary {
+        quantity: d(quantity),
+        lot_count: lots,
+        cost_basis: d(quantity).checked_mul(d("10.5")).expect("fits"),
+        ..PositionSummary::default()
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_versioned_and_safe_to_rerun() {
+    let db = ScratchDb::create().await;
+    let mut client = postgres::connect(&db.url()).await.expect("connect");
+    assert_eq!(
+        postgres::migrate(&mut client).await.expect("migrate"),
+        vec![1]
+    );
+    assert_eq!(
+        postgres::migrate(&mut client).await.expect("migrate again"),
+        Vec::<i32>::new()
+    );
+    let partitions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'event_store'::regclass",
+            &[],
+        )
+        .await
+        .expect("count partitions")
+        .get(0);
+    assert_eq!(partitions, 16);
+}
+
+#[tokio::test]
+async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
+    let db = ScratchDb::create().await;
+    let mut client = postgres::connect(&db.url()).await.expect("connect");
+    postgres::migrate(&mut client).await.expect("migrate");
+    let key = "ACC1_EQ_AAPL".to_string();
+    let accepted = AcceptedEvent {
+        time: 1,
+        source: SourceRef {
+            partition: 3,
+            offset: 41,
+        },
+        position_key: key.clone(),
+        trade_id: "T1".into(),
+        version: 1,
+        action: Action::New,
+        correlation_id: Some("c-1".into()),
+        payload: br#"{"trade_id":"T1"}"#.to_vec(),
+    };
+    let correction = Correction {
+        position_key: key.clone(),
+        as_of: 1,
+        cause: vec![Cause::MethodChange(LotMethod::Lifo)],
+        before: PositionSummary::default(),
+        after: summary("100", 1),
+        lots_closed: vec![],
+        lots_opened: vec![lot("T1", "100")],
+    };
+    let dead = DeadLetter {
+        source: SourceRef {
+            partition: 3,
+            offset: 42,
+        },
+        reason: Rejection {
+            kind: RejectKind::NotJson,
+            detail: "empty or blank input".into(),
+        },
+        payload: b"".to_vec(),
+    };
+    let first = TimestampCommit {
+        time: 1,
+        trades_topic: "trade-events".into(),
+        accepted: vec![accepted],
+        methods: vec![MethodEvent {
+            time: 1,
+            scope: "ACC1".into(),
+            method: Some(LotMethod::Lifo),
+            partition: 0,
+            offset: 0,
+            payload: b"LIFO".to_vec(),
+        }],
+        lots: vec![((key.clone(), lot("T1", "100")), 1)],
+        positions: vec![((key.clone(), summary("100", 1)), 1)],
+        corrections: vec![correction],
+        dead_letters: vec![("trade-events".into(), dead)],
+        offsets: vec![SourceOffset {
+            topic: "trade-events".into(),
+            partition: 3,
+            next_offset: 43,
+        }],
+    };
+    postgres::commit_timestamp(&mut client, &first, 2)
+        .await
+        .expect("commit 1");
+    // Time 2: the lot shrinks (retract + assert), the position changes.
+    let second = TimestampCommit {
+        time: 2,
+        trades_topic: "trade-events".into(),
+        lots: vec![
+            ((key.clone(), lot("T1", "100")), -1),
+            ((key.clone(), lot("T1", "60")), 1),
+        ],
+        positions: vec![
+            ((key.clone(), summary("100", 1)), -1),
+            ((key.clone(), summary("60", 1)), 1),
+        ],
+        offsets: vec![SourceOffset {
+            topic: "trade-events".into(),
+            partition: 3,
+            next_offset: 50,
+        }],
+        ..TimestampCommit::default()
+    };
+    postgres::commit_timestamp(&mut client, &second, 2)
+        .await
+        .expect("commit 2");
+
+    let lot_row = client
+        .query_one(
+            "SELECT quantity::text, price::text, open_date::text FROM lots",
+            &[],
+        )
+        .await
+        .expect("lot");
+    assert_eq!(
+        (
+            lot_row.get::<_, String>(0),
+            lot_row.get::<_, String>(1),
+            lot_row.get::<_, String>(2)
+        ),
+        ("60".into(), "10.5".into(), "2026-01-02".into())
+    );
+    let pos = client
+        .query_one(
+            "SELECT quantity::text, cost_basis::text, as_of FROM positions",
+            &[],
+        )
+        .await
+        .expect("position");
+    assert_eq!(
+        (
+            pos.get::<_, String>(0),
+            pos.get::<_, String>(1),
+            pos.get::<_, i64>(2)
+        ),
+        ("60".into(), "630".into(), 2)
+    );
+    let events: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT kind, engine_time, event_ver FROM event_store ORDER BY event_ver",
+            &[],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("trade".into(), 1, 1 << 20),
+            ("method".into(), 1, (1 << 20) | 1)
+        ]
+    );
+    let text: String = client
+        .query_one("SELECT event::text FROM corrections WHERE as_of = 1", &[])
+        .await
+        .expect("correction")
+        .get(0);
+    let correction: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(correction["after"]["cost_basis"], "1050");
+    assert_eq!(correction["cause"][0]["method_change"], "LIFO");
+    let dead: String = client
+        .query_one("SELECT reason FROM dead_letters", &[])
+        .await
+        .expect("dead letter")
+        .get(0);
+    assert_eq!(dead, "not_json: empty or blank input");
+    let (offsets, last_time) = postgres::load_progress(&client).await.expect("progress");
+    assert_eq!(last_time, 2);
+    assert_eq!(
+        offsets,
+        vec![SourceOffset {
+            topic: "trade-events".into(),
+            partition: 3,
+            next_offset: 50
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_commit_leaves_nothing_behind() {
+    let db = ScratchDb::create().await;
+    let mut client = postgres::connect(&db.url()).await.expect("connect");
+    postgres::migrate(&mut client).await.expect("migrate");
+    let key = "ACC1_EQ_AAPL".to_string();
+    let commit = TimestampCommit {
+        time: 1,
+        trades_topic: "trade-events".into(),
+        positions: vec![((key.clone(), summary("1", 1)), 1)],
+        offsets: vec![SourceOffset {
+            topic: "trade-events".into(),
+            partition: 0,
+            next_offset: 10,
+        }],
+        ..TimestampCommit::default()
+    };
+    postgres::commit_timestamp(&mut client, &commit, 100)
+        .await
+        .expect("commit");
+    // Same as_of for the same position twice violates UNIQUE (position_key, as_of): the whole commit must roll back.
+    let bad = Correction {
+        position_key: key.clone(),
+        as_of: 2,
+        cause: vec![],
+        before: PositionSummary::default(),
+        after: summary("1", 1),
+        lots_closed: vec![],
+        lots_opened: vec![],
+    };
+    let failing = TimestampCommit {
+        time: 2,
+        trades_topic: "trade-events".into(),
+        positions: vec![
+            ((key.clone(), summary("1", 1)), -1),
+            ((key.clone(), summary("2", 1)), 1),
+        ],
+        corrections: vec![bad.clone(), bad],
+        offsets: vec![SourceOffset {
+            topic: "trade-events".into(),
+            partition: 0,
+            next_offset: 20,
+        }],
+        ..TimestampCommit::default()
+    };
+    assert!(postgres::commit_timestamp(&mut client, &failing, 100)
+        .await
+        .is_err());
+    let quantity: String = client
+        .query_one("SELECT quantity::text FROM positions", &[])
+        .await
+        .expect("position")
+        .get(0);
+    assert_eq!(quantity, "1");
+    let (offsets, last_time) = postgres::load_progress(&client).await.expect("progress");
+    assert_eq!((offsets[0].next_offset, last_time), (10, 1));
+    let corrections: i64 = client
+        .query_one("SELECT count(*) FROM corrections", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(corrections, 0);
+}

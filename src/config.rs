@@ -1,0 +1,219 @@
+//! Service configuration: TOML under `config/`, each key overridable by an
+//! environment variable `DELTABOOK_<SECTION>_<KEY>` and then by
+//! `--set section.key=value` flags, in that order.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// Kafka topics and batching.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Trade events topic.
+    pub trades_topic: String,
+    /// Its partition count.
+    pub trades_partitions: i32,
+    /// Lot-method map topic (key = scope, value = method, tombstone removes).
+    pub methods_topic: String,
+    /// Its partition count.
+    pub methods_partitions: i32,
+    /// Corrections topic.
+    pub corrections_topic: String,
+    /// Its partition count.
+    pub corrections_partitions: i32,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Its partition count.
+    pub dlq_partitions: i32,
+    /// Longest wait for more messages before an engine timestamp is cut.
+    pub batch_linger_ms: u64,
+    /// Most messages per engine timestamp.
+    pub batch_max_messages: usize,
+    /// Largest message fetched.
+    pub message_max_bytes: usize,
+}
+
+/// PostgreSQL connection and writes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq-style connection string.
+    pub url: String,
+    /// Rows per multi-row statement.
+    pub write_batch_rows: usize,
+    /// Advisory lock key held by the writing engine.
+    pub lock_key: i64,
+}
+
+/// Engine limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Computed but uncommitted timestamps before consumption pauses.
+    pub max_uncommitted_timestamps: usize,
+}
+
+/// Retry policy (exponential backoff with jitter).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First backoff.
+    pub initial_backoff_ms: u64,
+    /// Backoff ceiling.
+    pub max_backoff_ms: u64,
+    /// Attempts before an operation is reported failed.
+    pub max_attempts: u32,
+}
+
+/// HTTP endpoint for `/metrics`, `/health`, `/ready`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+}
+
+/// Outbox publishers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherConfig {
+    /// Rows read per round.
+    pub batch_rows: i64,
+    /// Pause between empty rounds.
+    pub poll_interval_ms: u64,
+}
+
+/// The whole service configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// PostgreSQL.
+    pub postgres: PostgresConfig,
+    /// Engine.
+    pub engine: EngineConfig,
+    /// Retries.
+    pub retry: RetryConfig,
+    /// HTTP.
+    pub http: HttpConfig,
+    /// Publishers.
+    pub publisher: PublisherConfig,
+}
+
+impl Config {
+    /// Reads `path`, applies `DELTABOOK_*` environment overrides, then `sets`
+    /// (`section.key=value`), and checks the result.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut table: toml::Table = text
+            .parse()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let sections: Vec<String> = table.keys().cloned().collect();
+        for section in sections {
+            let Some(toml::Value::Table(keys)) = table.get_mut(&section) else {
+                continue;
+            };
+            for (key, value) in keys.iter_mut() {
+                let var = format!(
+                    "DELTABOOK_{}_{}",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                );
+                if let Ok(text) = std::env::var(&var) {
+                    *value =
+                        typed_like(value, &text).with_context(|| format!("environment {var}"))?;
+                }
+            }
+        }
+        for set in sets {
+            let Some((path, text)) = set.split_once('=') else {
+                bail!("--set {set:?}: expected section.key=value")
+            };
+            let Some((section, key)) = path.split_once('.') else {
+                bail!("--set {set:?}: expected section.key=value")
+            };
+            let Some(value) = table.get_mut(section).and_then(|s| s.get_mut(key)) else {
+                bail!("--set {set:?}: no key {key} in section [{section}]")
+            };
+            *value = typed_like(value, text).with_context(|| format!("--set {set}"))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.kafka.trades_partitions >= 1,
+            "kafka.trades_partitions must be >= 1"
+        );
+        anyhow::ensure!(
+            self.kafka.corrections_partitions >= 1,
+            "kafka.corrections_partitions must be >= 1"
+        );
+        anyhow::ensure!(
+            self.kafka.batch_max_messages >= 1,
+            "kafka.batch_max_messages must be >= 1"
+        );
+        anyhow::ensure!(self.engine.workers >= 1, "engine.workers must be >= 1");
+        anyhow::ensure!(
+            self.engine.max_uncommitted_timestamps >= 1,
+            "engine.max_uncommitted_timestamps must be >= 1"
+        );
+        anyhow::ensure!(
+            self.postgres.write_batch_rows >= 1,
+            "postgres.write_batch_rows must be >= 1"
+        );
+        Ok(())
+    }
+}
+
+/// Parses `text` as the same TOML type as `like`.
+fn typed_like(like: &toml::Value, text: &str) -> Result<toml::Value> {
+    Ok(match like {
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(text.trim().parse().context("expected an integer")?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(text.trim().parse().context("expected true or false")?)
+        }
+        toml::Value::Float(_) => {
+            toml::Value::Float(text.trim().parse().context("expected a number")?)
+        }
+        _ => toml::Value::String(text.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_loads_and_sets_override() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let config = Config::load(
+            &path,
+            &[
+                "kafka.trades_partitions=4".into(),
+                "postgres.url=host=x".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.trades_partitions, 4);
+        assert_eq!(config.postgres.url, "host=x");
+        assert_eq!(config.kafka.trades_topic, "trade-events");
+        assert!(Config::load(&path, &["kafka.nope=1".into()]).is_err());
+        assert!(Config::load(&path, &["kafka.trades_partitions=x".into()]).is_err());
+        assert!(Config::load(&path, &["engine.workers=0".into()]).is_err());
+    }
+}
