@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS corrections (
     id           bigserial   PRIMARY KEY,
     position_key text        NOT NULL,
     as_of        bigint      NOT NULL,
-    event        jsonb       NOT NULL,
+    event        json        NOT NULL, -- the event text exactly as published
     committed_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (position_key, as_of)
 );

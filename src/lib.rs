@@ -4,5 +4,7 @@
 pub mod bench;
 pub mod book_file;
 pub mod config;
+pub mod kafka;
 pub mod generate;
 pub mod methods_file;
+pub mod service;

@@ -70,6 +70,42 @@ enum Command {
         #[arg(long, default_value = "target/bench-data")]
         data_dir: PathBuf,
     },
+    /// Runs the real-time service: Kafka in, PostgreSQL and Kafka out.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = "config/default.toml")]
+        config: PathBuf,
+        /// Overrides, `section.key=value` (after DELTABOOK_* environment variables).
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        /// Log as JSON lines.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Sends a .jsonl file to the trades topic (key = position key).
+    Produce {
+        /// Trade events, one per line.
+        #[arg(long)]
+        trades: PathBuf,
+        /// Configuration file.
+        #[arg(long, default_value = "config/default.toml")]
+        config: PathBuf,
+        /// Overrides, `section.key=value`.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+    },
+    /// Prints the corrections topic from the beginning, one event per line.
+    Tail {
+        /// Configuration file.
+        #[arg(long, default_value = "config/default.toml")]
+        config: PathBuf,
+        /// Overrides, `section.key=value`.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        /// Stop after this many seconds without a new message.
+        #[arg(long, default_value_t = 2)]
+        idle_seconds: u64,
+    },
     /// Writes a synthetic stream of trade events.
     Generate {
         /// Random seed; the same seed gives the same bytes.
@@ -129,6 +165,23 @@ fn main() -> Result<()> {
                 anyhow::ensure!(!ks.is_empty(), "--ks needs at least one size");
                 deltabook::bench::latency::run_suite(&ks, quick);
             }
+        }
+        Command::Run { config, sets, json_logs: _ } => {
+            let config = deltabook::config::Config::load(&config, &sets)?;
+            deltabook::service::run(config)?;
+        }
+        Command::Produce { trades, config, sets } => {
+            let config = deltabook::config::Config::load(&config, &sets)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let sent = runtime.block_on(async {
+                deltabook::kafka::ensure_topics(&config.kafka).await?;
+                deltabook::kafka::produce_file(&config.kafka, &trades).await
+            })?;
+            eprintln!("sent {sent} events to {}", config.kafka.trades_topic);
+        }
+        Command::Tail { config, sets, idle_seconds } => {
+            let config = deltabook::config::Config::load(&config, &sets)?;
+            deltabook::kafka::tail(&config.kafka, std::time::Duration::from_secs(idle_seconds))?;
         }
         Command::Generate {
             seed,

@@ -146,6 +146,13 @@ pub async fn load_progress(client: &Client) -> Result<(Vec<SourceOffset>, u64), 
     Ok((offsets, last_time))
 }
 
+/// The last engine time whose commit is durable (0 when none).
+pub async fn committed_time(client: &Client) -> Result<u64, PgError> {
+    let row = client.query_one("SELECT coalesce(max(engine_time), 0) FROM sink_progress", &[]).await?;
+    let time: i64 = row.get(0);
+    Ok(time.max(0) as u64)
+}
+
 /// Commits one timestamp in one transaction. Either all of it is visible
 /// afterwards (state, corrections, dead letters, offsets) or none of it.
 pub async fn commit_timestamp(
@@ -365,7 +372,7 @@ async fn write_corrections(
         // WITH ORDINALITY keeps the (as_of, position_key) order in the ids.
         tx.execute(
             "INSERT INTO corrections (position_key, as_of, event)
-             SELECT k, a, e::jsonb FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS u(k, a, e, n) ORDER BY n",
+             SELECT k, a, e::json FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY AS u(k, a, e, n) ORDER BY n",
             &[&keys, &as_of, &events],
         )
         .await?;

@@ -1,0 +1,177 @@
+//! The outbox publishers: committed corrections (and dead letters) go from
+//! PostgreSQL to Kafka in commit order, with the idempotent producer and a
+//! partition the engine computes itself. Each message carries its outbox id;
+//! on start the publisher reads the last message of every partition and
+//! resumes strictly after it, so every row reaches the topic exactly once and
+//! in `as_of` order per position, across crashes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::Notify;
+use tokio_postgres::Client;
+
+use super::metrics::Metrics;
+use super::retry::Backoff;
+use crate::config::Config;
+use crate::kafka::{self, OUTBOX_ID_HEADER};
+
+/// Which outbox table feeds which topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outbox {
+    /// `corrections` -> corrections topic, key = position key.
+    Corrections,
+    /// `dead_letters` -> DLQ topic, original bytes, reason and source in headers.
+    DeadLetters,
+}
+
+struct Row {
+    id: i64,
+    key: Option<String>,
+    partition: i32,
+    payload: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+    age_seconds: f64,
+}
+
+impl Outbox {
+    fn topic(self, config: &Config) -> (String, i32) {
+        match self {
+            Outbox::Corrections => (config.kafka.corrections_topic.clone(), config.kafka.corrections_partitions),
+            Outbox::DeadLetters => (config.kafka.dlq_topic.clone(), config.kafka.dlq_partitions),
+        }
+    }
+
+    async fn fetch(self, client: &Client, after: i64, limit: i64, partitions: i32) -> Result<Vec<Row>, tokio_postgres::Error> {
+        Ok(match self {
+            Outbox::Corrections => client
+                .query(
+                    "SELECT id, position_key, event::text, extract(epoch FROM clock_timestamp() - committed_at)::float8
+                     FROM corrections WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let key: String = r.get(1);
+                    let payload: String = r.get(2);
+                    Row {
+                        id: r.get(0),
+                        partition: kafka::partition_for(&key, partitions),
+                        key: Some(key),
+                        payload: payload.into_bytes(),
+                        headers: Vec::new(),
+                        age_seconds: r.get(3),
+                    }
+                })
+                .collect(),
+            Outbox::DeadLetters => client
+                .query(
+                    "SELECT id, source_topic, source_partition, source_offset, reason, payload,
+                            extract(epoch FROM clock_timestamp() - committed_at)::float8
+                     FROM dead_letters WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let topic: String = r.get(1);
+                    let source_partition: i32 = r.get(2);
+                    let offset: i64 = r.get(3);
+                    let origin = format!("{topic}/{source_partition}/{offset}");
+                    Row {
+                        id: r.get(0),
+                        partition: kafka::partition_for(&origin, partitions),
+                        key: None,
+                        payload: r.get(5),
+                        headers: vec![
+                            ("deltabook-reason", r.get::<_, String>(4)),
+                            ("deltabook-source-topic", topic),
+                            ("deltabook-source-partition", source_partition.to_string()),
+                            ("deltabook-source-offset", offset.to_string()),
+                        ],
+                        age_seconds: r.get(6),
+                    }
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Publishes `outbox` until `stop` is set; every failure is retried with backoff.
+pub async fn run(outbox: Outbox, config: Config, metrics: Metrics, committed: Arc<Notify>, stop: Arc<AtomicBool>) -> Result<()> {
+    let (topic, partitions) = outbox.topic(&config);
+    let mut backoff = Backoff::new(&config.retry);
+    while !stop.load(Ordering::Relaxed) {
+        match publish_until_error(outbox, &config, &topic, partitions, &metrics, &committed, &stop).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                metrics.retries.with_label_values(&[&format!("publish_{topic}")]).inc();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %format!("{e:#}"), %topic, ?delay, "publisher restarting");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish_until_error(
+    outbox: Outbox,
+    config: &Config,
+    topic: &str,
+    partitions: i32,
+    metrics: &Metrics,
+    committed: &Notify,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let brokers = config.kafka.brokers.clone();
+    let tail_topic = topic.to_string();
+    // What is already on the topic, per partition.
+    let mut last = tokio::task::spawn_blocking(move || kafka::last_outbox_ids(&brokers, &tail_topic, partitions, Duration::from_secs(10)))
+        .await??;
+    let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
+    let producer: FutureProducer = kafka::idempotent_producer(&config.kafka.brokers)?;
+    let mut cursor = last.iter().copied().min().unwrap_or(-1);
+    tracing::info!(%topic, resume_after = ?last, "publisher started");
+    while !stop.load(Ordering::Relaxed) {
+        let rows = outbox.fetch(&client, cursor, config.publisher.batch_rows, partitions).await?;
+        if rows.is_empty() {
+            let wait = Duration::from_millis(config.publisher.poll_interval_ms);
+            let _ = tokio::time::timeout(wait, committed.notified()).await;
+            continue;
+        }
+        let started = Instant::now();
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let p = row.partition as usize;
+            if p < last.len() && row.id <= last[p] {
+                continue; // Published before a restart.
+            }
+            let id = row.id.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len() + 1).insert(Header { key: OUTBOX_ID_HEADER, value: Some(&id) });
+            for (key, value) in &row.headers {
+                headers = headers.insert(Header { key, value: Some(value) });
+            }
+            let mut record = FutureRecord::<str, [u8]>::to(topic).partition(row.partition).payload(&row.payload).headers(headers);
+            if let Some(key) = &row.key {
+                record = record.key(key.as_str());
+            }
+            deliveries.push((row.partition, row.id, row.age_seconds, producer.send(record, Duration::from_secs(30))));
+        }
+        for (partition, id, age, delivery) in deliveries {
+            delivery.await.map_err(|(e, _)| e).with_context(|| format!("delivering outbox id {id} to {topic}/{partition}"))?;
+            if let Some(slot) = last.get_mut(partition as usize) {
+                *slot = (*slot).max(id);
+            }
+            metrics.published.with_label_values(&[topic]).inc();
+            metrics.publish_latency.observe(age + started.elapsed().as_secs_f64());
+        }
+        cursor = rows.last().map_or(cursor, |r| r.id);
+    }
+    Ok(())
+}
