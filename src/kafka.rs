@@ -35,7 +35,9 @@ pub fn partition_for(key: &str, partitions: i32) -> i32 {
 /// Base client settings.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers).set("socket.timeout.ms", "10000");
+    config
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "10000");
     config
 }
 
@@ -65,15 +67,26 @@ pub fn assigned_consumer(brokers: &str, message_max_bytes: usize) -> Result<Base
 
 /// Creates the service's topics with their partition counts (existing ones are left alone).
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers).create().context("creating Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers)
+        .create()
+        .context("creating Kafka admin client")?;
     let topics = [
         (config.trades_topic.as_str(), config.trades_partitions),
         (config.methods_topic.as_str(), config.methods_partitions),
-        (config.corrections_topic.as_str(), config.corrections_partitions),
+        (
+            config.corrections_topic.as_str(),
+            config.corrections_partitions,
+        ),
         (config.dlq_topic.as_str(), config.dlq_partitions),
     ];
-    let new: Vec<NewTopic> = topics.iter().map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(1))).collect();
-    let results = admin.create_topics(&new, &AdminOptions::new()).await.context("creating topics")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .context("creating topics")?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -85,13 +98,20 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
 
 /// For each partition of `topic`, the outbox id in the header of its last
 /// message (or -1 when the partition is empty).
-pub fn last_outbox_ids(brokers: &str, topic: &str, partitions: i32, timeout: Duration) -> Result<Vec<i64>> {
+pub fn last_outbox_ids(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<Vec<i64>> {
     let consumer = assigned_consumer(brokers, 16 << 20)?;
     let mut last = vec![-1i64; partitions as usize];
     let mut wanted = TopicPartitionList::new();
     let mut waiting = 0usize;
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).with_context(|| format!("watermarks of {topic}/{p}"))?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
         if high > low {
             wanted.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
             waiting += 1;
@@ -100,14 +120,18 @@ pub fn last_outbox_ids(brokers: &str, topic: &str, partitions: i32, timeout: Dur
     if waiting == 0 {
         return Ok(last);
     }
-    consumer.assign(&wanted).context("assigning tail partitions")?;
+    consumer
+        .assign(&wanted)
+        .context("assigning tail partitions")?;
     let deadline = Instant::now() + timeout;
     let mut seen = vec![false; partitions as usize];
     while waiting > 0 {
         if Instant::now() > deadline {
             bail!("timed out reading the last message of {waiting} partition(s) of {topic}");
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let message = message.context("reading a tail message")?;
         let p = message.partition() as usize;
         if p >= seen.len() || seen[p] {
@@ -115,7 +139,9 @@ pub fn last_outbox_ids(brokers: &str, topic: &str, partitions: i32, timeout: Dur
         }
         seen[p] = true;
         waiting -= 1;
-        last[p] = outbox_id(&message).with_context(|| format!("{topic}/{p}: last message has no {OUTBOX_ID_HEADER} header"))?;
+        last[p] = outbox_id(&message).with_context(|| {
+            format!("{topic}/{p}: last message has no {OUTBOX_ID_HEADER} header")
+        })?;
     }
     Ok(last)
 }
@@ -135,7 +161,12 @@ pub fn outbox_id(message: &impl Message) -> Option<i64> {
 pub fn position_key_of(line: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let id = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    Some(format!("{}_{}_{}", id("account_id")?, id("book_id")?, id("security_id")?))
+    Some(format!(
+        "{}_{}_{}",
+        id("account_id")?,
+        id("book_id")?,
+        id("security_id")?
+    ))
 }
 
 /// Sends every line of `path` to the trades topic (key = position key, the
@@ -162,7 +193,9 @@ pub async fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
                 Some(k) => partition_for(k, config.trades_partitions),
                 None => (sent % config.trades_partitions as u64) as i32,
             };
-            let mut record = FutureRecord::<str, [u8]>::to(&config.trades_topic).payload(line.as_slice()).partition(partition);
+            let mut record = FutureRecord::<str, [u8]>::to(&config.trades_topic)
+                .payload(line.as_slice())
+                .partition(partition);
             if let Some(k) = key {
                 record = record.key(k.as_str());
             }
@@ -170,7 +203,9 @@ pub async fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
             sent += 1;
         }
         for delivery in futures_drain(&mut pending).await {
-            delivery.map_err(|(e, _)| e).context("delivering a trade event")?;
+            delivery
+                .map_err(|(e, _)| e)
+                .context("delivering a trade event")?;
         }
     }
 }
@@ -202,11 +237,19 @@ pub fn read_topic(
     let mut count = 0u64;
     let mut last_message = Instant::now();
     while last_message.elapsed() < idle {
-        let Some(message) = consumer.poll(Duration::from_millis(50)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
         let message = message.context("reading")?;
         last_message = Instant::now();
         count += 1;
-        each(message.partition(), message.offset(), message.key(), message.payload().unwrap_or_default(), outbox_id(&message));
+        each(
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.payload().unwrap_or_default(),
+            outbox_id(&message),
+        );
     }
     Ok(count)
 }
@@ -214,11 +257,20 @@ pub fn read_topic(
 /// `deltabook tail`: prints the corrections topic, one JSON event per line.
 pub fn tail(config: &KafkaConfig, idle: Duration) -> Result<()> {
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
-    let count = read_topic(&config.brokers, &config.corrections_topic, config.corrections_partitions, idle, |p, _, _, payload, _| {
-        *per_partition.entry(p).or_insert(0) += 1;
-        println!("{}", String::from_utf8_lossy(payload));
-    })?;
-    eprintln!("{count} corrections from {} partition(s)", per_partition.len());
+    let count = read_topic(
+        &config.brokers,
+        &config.corrections_topic,
+        config.corrections_partitions,
+        idle,
+        |p, _, _, payload, _| {
+            *per_partition.entry(p).or_insert(0) += 1;
+            println!("{}", String::from_utf8_lossy(payload));
+        },
+    )?;
+    eprintln!(
+        "{count} corrections from {} partition(s)",
+        per_partition.len()
+    );
     Ok(())
 }
 
@@ -228,13 +280,22 @@ mod tests {
 
     #[test]
     fn partition_function_is_stable_and_in_range() {
-        assert_eq!(partition_for("ACC1_EQ-US_AAPL", 16), partition_for("ACC1_EQ-US_AAPL", 16));
+        assert_eq!(
+            partition_for("ACC1_EQ-US_AAPL", 16),
+            partition_for("ACC1_EQ-US_AAPL", 16)
+        );
         for key in ["a", "ACC1_EQ_X", "", "ACC99_B_C"] {
             assert!((0..16).contains(&partition_for(key, 16)));
         }
         // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
-        assert_eq!(partition_for("a", 1 << 30) as u64, 0xaf63_dc4c_8601_ec8c % (1 << 30));
-        assert_eq!(position_key_of(br#"{"account_id":"A","book_id":"B","security_id":"C"}"#).as_deref(), Some("A_B_C"));
+        assert_eq!(
+            partition_for("a", 1 << 30) as u64,
+            0xaf63_dc4c_8601_ec8c % (1 << 30)
+        );
+        assert_eq!(
+            position_key_of(br#"{"account_id":"A","book_id":"B","security_id":"C"}"#).as_deref(),
+            Some("A_B_C")
+        );
         assert_eq!(position_key_of(b"nope"), None);
     }
 }

@@ -4,7 +4,7 @@
 pub mod bench;
 pub mod book_file;
 pub mod config;
-pub mod kafka;
 pub mod generate;
+pub mod kafka;
 pub mod methods_file;
 pub mod service;

@@ -124,11 +124,25 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let json_logs = matches!(
+        cli.command,
+        Command::Run {
+            json_logs: true,
+            ..
+        }
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json_logs {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match cli.command {
         Command::Book {
             trades,
             methods,
@@ -166,20 +180,35 @@ fn main() -> Result<()> {
                 deltabook::bench::latency::run_suite(&ks, quick);
             }
         }
-        Command::Run { config, sets, json_logs: _ } => {
+        Command::Run {
+            config,
+            sets,
+            json_logs: _,
+        } => {
             let config = deltabook::config::Config::load(&config, &sets)?;
             deltabook::service::run(config)?;
         }
-        Command::Produce { trades, config, sets } => {
+        Command::Produce {
+            trades,
+            config,
+            sets,
+        } => {
             let config = deltabook::config::Config::load(&config, &sets)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             let sent = runtime.block_on(async {
                 deltabook::kafka::ensure_topics(&config.kafka).await?;
                 deltabook::kafka::produce_file(&config.kafka, &trades).await
             })?;
             eprintln!("sent {sent} events to {}", config.kafka.trades_topic);
         }
-        Command::Tail { config, sets, idle_seconds } => {
+        Command::Tail {
+            config,
+            sets,
+            idle_seconds,
+        } => {
             let config = deltabook::config::Config::load(&config, &sets)?;
             deltabook::kafka::tail(&config.kafka, std::time::Duration::from_secs(idle_seconds))?;
         }

@@ -2,274 +2,14 @@
 //! broker (tansu), both started by `scripts/services.sh`. Each test uses its
 //! own topics and its own database. A test that cannot reach a service fails.
 
-mod common;
+mod service_env;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use deltabook::kafka;
-use deltabook_dataflows::runner::RunOptions;
-
-const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
-const BROKERS: &str = "127.0.0.1:9092";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
-fn reachable(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().expect("addr"), Duration::from_secs(1)).is_ok()
-}
-
-/// Topics, database and settings of one test; the database is dropped at the end.
-struct Env {
-    name: String,
-    db: String,
-    http_port: u16,
-}
-
-impl Env {
-    fn new(tag: &str) -> Env {
-        assert!(reachable(5432), "PostgreSQL is not reachable on 127.0.0.1:5432: run scripts/services.sh");
-        assert!(reachable(9092), "Kafka (tansu) is not reachable on 127.0.0.1:9092: run scripts/services.sh");
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let name = format!("{tag}{}x{}", std::process::id(), nanos % 1_000_000_000);
-        let db = format!("deltabook_svc_{name}");
-        runtime().block_on(async {
-            let admin = deltabook_sinks::postgres::connect(ADMIN_URL).await.expect("connect admin");
-            admin.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("create database");
-        });
-        let http_port = 20_000 + (nanos % 20_000) as u16;
-        Env { name, db, http_port }
-    }
-
-    fn sets(&self) -> Vec<String> {
-        let n = &self.name;
-        vec![
-            format!("kafka.trades_topic=trades-{n}"),
-            format!("kafka.methods_topic=methods-{n}"),
-            format!("kafka.corrections_topic=corrections-{n}"),
-            format!("kafka.dlq_topic=dlq-{n}"),
-            "kafka.trades_partitions=4".into(),
-            "kafka.corrections_partitions=4".into(),
-            "kafka.batch_max_messages=500".into(),
-            format!("postgres.url=host=127.0.0.1 port=5432 user=postgres dbname={}", self.db),
-            format!("http.listen=127.0.0.1:{}", self.http_port),
-            "retry.max_backoff_ms=500".into(),
-        ]
-    }
-
-    fn config(&self) -> deltabook::config::Config {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-        deltabook::config::Config::load(&path, &self.sets()).expect("config")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deltabook"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(args);
-        for set in self.sets() {
-            cmd.arg("--set").arg(set);
-        }
-        cmd
-    }
-
-    fn start_engine(&self) -> Child {
-        self.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start deltabook run")
-    }
-
-    fn produce(&self, file: &Path) {
-        let status = self.command(&["produce", "--trades", file.to_str().expect("path")]).stderr(Stdio::null()).status().expect("produce");
-        assert!(status.success(), "deltabook produce failed");
-    }
-
-    fn query<T>(&self, f: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
-        runtime().block_on(async {
-            let client = deltabook_sinks::postgres::connect(&format!("host=127.0.0.1 port=5432 user=postgres dbname={}", self.db))
-                .await
-                .expect("connect test database");
-            f(&client).await
-        })
-    }
-
-    /// Waits until the committed offsets cover `lines` trade events.
-    fn wait_committed(&self, lines: i64, timeout: Duration) {
-        let started = Instant::now();
-        loop {
-            let done: i64 = self.query(async |c| {
-                let exists: bool = c
-                    .query_one("SELECT to_regclass('sink_progress') IS NOT NULL", &[])
-                    .await
-                    .map(|r| r.get(0))
-                    .unwrap_or(false);
-                if !exists {
-                    return 0;
-                }
-                c.query_one("SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic LIKE 'trades-%'", &[])
-                    .await
-                    .map(|r| r.get(0))
-                    .unwrap_or(0)
-            });
-            if done >= lines {
-                return;
-            }
-            assert!(started.elapsed() < timeout, "only {done} of {lines} events committed after {timeout:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let db = self.db.clone();
-        let _ = std::thread::spawn(move || {
-            runtime().block_on(async {
-                if let Ok(admin) = deltabook_sinks::postgres::connect(ADMIN_URL).await {
-                    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
-fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-trades.jsonl")
-}
-
-fn sample_lines() -> Vec<Vec<u8>> {
-    let bytes = std::fs::read(sample()).expect("sample");
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    body.split(|b| *b == b'\n').map(|l| l.to_vec()).collect()
-}
-
-/// What `deltabook book` makes of the sample, as rows.
-fn expected() -> (BTreeSet<String>, BTreeSet<String>, usize) {
-    let lines = sample_lines();
-    let outcome = deltabook_dataflows::runner::run(std::sync::Arc::new(lines), &RunOptions::new(Vec::new(), 1000, 1), None).expect("book");
-    let state = common::final_state(&outcome);
-    let lots = state
-        .lots
-        .iter()
-        .map(|(k, l)| format!("{k},{},{},{},{},{}", l.lot_id, l.side.as_str(), l.open_date, l.quantity, l.price))
-        .collect();
-    let positions = state
-        .positions
-        .iter()
-        .map(|(k, s)| format!("{k},{},{},{},{}", s.quantity, s.lot_count, s.cost_basis, s.realized_pnl))
-        .collect();
-    (lots, positions, outcome.rejected.len())
-}
-
-fn stored_state(env: &Env) -> (BTreeSet<String>, BTreeSet<String>) {
-    env.query(async |c| {
-        let lots = c
-            .query("SELECT position_key, lot_id, side, open_date::text, quantity::text, price::text FROM lots", &[])
-            .await
-            .expect("lots")
-            .iter()
-            .map(|r| {
-                format!(
-                    "{},{},{},{},{},{}",
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, String>(3),
-                    normalise(&r.get::<_, String>(4)),
-                    normalise(&r.get::<_, String>(5))
-                )
-            })
-            .collect();
-        let positions = c
-            .query("SELECT position_key, quantity::text, lot_count, cost_basis::text, realized_pnl::text FROM positions", &[])
-            .await
-            .expect("positions")
-            .iter()
-            .map(|r| {
-                format!(
-                    "{},{},{},{},{}",
-                    r.get::<_, String>(0),
-                    normalise(&r.get::<_, String>(1)),
-                    r.get::<_, i64>(2),
-                    normalise(&r.get::<_, String>(3)),
-                    normalise(&r.get::<_, String>(4))
-                )
-            })
-            .collect();
-        (lots, positions)
-    })
-}
-
-/// numeric text as the spec writes decimals.
-fn normalise(text: &str) -> String {
-    text.parse::<deltabook_dataflows::decimal::Amount>().map(|a| a.to_string()).unwrap_or_else(|_| text.to_string())
-}
-
-/// Reads the corrections topic: checks exactly-once per (position_key, as_of)
-/// and as_of order per position; returns the folded final positions and the count.
-fn fold_topic(env: &Env) -> (BTreeMap<String, String>, usize) {
-    let config = env.config();
-    let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
-    let mut last_as_of: BTreeMap<String, u64> = BTreeMap::new();
-    let mut after: BTreeMap<String, String> = BTreeMap::new();
-    let count = kafka::read_topic(BROKERS, &config.kafka.corrections_topic, config.kafka.corrections_partitions, Duration::from_secs(3), |_, _, key, payload, id| {
-        assert!(id.is_some(), "every message carries its outbox id");
-        let event: serde_json::Value = serde_json::from_slice(payload).expect("correction json");
-        let position = event["position_key"].as_str().expect("position_key").to_string();
-        assert_eq!(key, Some(position.as_bytes()), "message key is the position key");
-        let as_of = event["as_of"].as_u64().expect("as_of");
-        assert!(seen.insert((position.clone(), as_of)), "({position}, {as_of}) published twice");
-        let previous = last_as_of.insert(position.clone(), as_of).unwrap_or(0);
-        assert!(as_of > previous, "{position}: as_of {as_of} after {previous}");
-        let a = &event["after"];
-        after.insert(
-            position,
-            format!("{},{},{},{}", a["quantity"].as_str().unwrap_or(""), a["lot_count"], a["cost_basis"].as_str().unwrap_or(""), a["realized_pnl"].as_str().unwrap_or("")),
-        );
-    })
-    .expect("read corrections topic");
-    (after, count as usize)
-}
-
-fn check_against_book(env: &Env) {
-    let (lots, positions, rejected) = expected();
-    let (stored_lots, stored_positions) = stored_state(env);
-    assert_eq!(stored_lots, lots, "lots in PostgreSQL equal deltabook book");
-    assert_eq!(stored_positions, positions, "positions in PostgreSQL equal deltabook book");
-    let (stored_corrections, stored_dead): (i64, i64) = env.query(async |c| {
-        let a = c.query_one("SELECT count(*) FROM corrections", &[]).await.expect("count").get(0);
-        let b = c.query_one("SELECT count(*) FROM dead_letters", &[]).await.expect("count").get(0);
-        (a, b)
-    });
-    assert_eq!(stored_dead as usize, rejected, "every rejected line is a dead letter, once");
-    // The topic eventually holds every committed correction exactly once.
-    let started = Instant::now();
-    loop {
-        let (folded, count) = fold_topic(env);
-        if count as i64 == stored_corrections {
-            let from_book: BTreeMap<String, String> = positions
-                .iter()
-                .map(|row| {
-                    let (key, rest) = row.split_once(',').expect("row");
-                    let parts: Vec<&str> = rest.split(',').collect();
-                    (key.to_string(), format!("{},{},{},{}", parts[0], parts[1], parts[2], parts[3]))
-                })
-                .collect();
-            for (key, state) in &from_book {
-                assert_eq!(folded.get(key), Some(state), "folded topic state of {key}");
-            }
-            break;
-        }
-        assert!(count as i64 <= stored_corrections, "more messages ({count}) than committed corrections ({stored_corrections})");
-        assert!(started.elapsed() < Duration::from_secs(60), "only {count} of {stored_corrections} corrections published");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let config = env.config();
-    let dlq = kafka::read_topic(BROKERS, &config.kafka.dlq_topic, config.kafka.dlq_partitions, Duration::from_secs(2), |_, _, _, _, _| {})
-        .expect("read dlq");
-    assert_eq!(dlq as i64, stored_dead, "every dead letter is on the DLQ topic once");
-}
+use service_env::*;
 
 #[test]
 fn kafka_to_postgres_and_corrections_topic_equal_book() {
@@ -288,7 +28,10 @@ fn kafka_to_postgres_and_corrections_topic_equal_book() {
     let _ = engine.kill();
     let _ = engine.wait();
     let body = metrics.expect("metrics endpoint");
-    assert!(body.contains("deltabook_timestamps_committed_total"), "metrics exposed: {body}");
+    assert!(
+        body.contains("deltabook_timestamps_committed_total"),
+        "metrics exposed: {body}"
+    );
 }
 
 #[test]
@@ -328,4 +71,137 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let _ = engine.kill();
     let _ = engine.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn poison_pills_go_to_the_dead_letter_topic_and_table_and_the_engine_keeps_going() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let env = Env::new("pp");
+    let config = env.config();
+    let mut engine = env.start_engine();
+    let good = |id: &str| {
+        format!(r#"{{"trade_id":"{id}","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"10","trade_date":"2026-01-02"}}"#).into_bytes()
+    };
+    let mut huge = b"{\"trade_id\":\"H1\",\"junk\":\"".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 500_000));
+    let poison: Vec<(Vec<u8>, &str)> = vec![
+        (b"".to_vec(), "not_json"),
+        (vec![0xff, 0xfe, 0x00, 0x9c, b'\n', 0x01], "not_json"),
+        (b"[1,2]".to_vec(), "not_object"),
+        (br#"{"trade_id":"P1","trade_id":"P1"}"#.to_vec(), "malformed_field"),
+        (br#"{"trade_id":"P2","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"10"}"#.to_vec(), "missing_field"),
+        (br#"{"trade_id":"P3","account_id":"A","book_id":"B","security_id":"S","side":"BUYY","quantity":"1","price":"10","trade_date":"2026-01-02"}"#.to_vec(), "unknown_enum"),
+        (br#"{"trade_id":"P4","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"0","price":"10","trade_date":"2026-01-02"}"#.to_vec(), "non_positive"),
+        (br#"{"trade_id":"P5","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1.123456789","price":"10","trade_date":"2026-01-02"}"#.to_vec(), "too_many_decimals"),
+        (br#"{"trade_id":"P6","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"10","trade_date":"2026-02-30"}"#.to_vec(), "bad_date"),
+        (br#"{"trade_id":"P 7","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"10","trade_date":"2026-01-02"}"#.to_vec(), "bad_id"),
+        (br#"{"trade_id":"P8","action":"AMEND","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"10","trade_date":"2026-01-02"}"#.to_vec(), "bad_version"),
+        (huge, "not_json"),
+    ];
+    runtime().block_on(async {
+        deltabook::kafka::ensure_topics(&config.kafka)
+            .await
+            .expect("topics");
+        let producer: FutureProducer =
+            deltabook::kafka::idempotent_producer(BROKERS).expect("producer");
+        let send = |payload: Vec<u8>| {
+            let producer = producer.clone();
+            let topic = config.kafka.trades_topic.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::<str, [u8]>::to(&topic)
+                            .partition(0)
+                            .payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("send");
+            }
+        };
+        send(good("G1")).await;
+        for (payload, _) in &poison {
+            send(payload.clone()).await;
+        }
+        send(good("G1")).await; // duplicate: acknowledged, not a dead letter
+        let mut conflict = good("G1");
+        conflict.extend_from_slice(b" ");
+        let conflict = String::from_utf8(conflict)
+            .expect("utf8")
+            .replace("\"10\"", "\"11\"")
+            .into_bytes();
+        send(conflict).await; // conflicting duplicate
+        send(good("G2")).await;
+    });
+    let total = poison.len() as i64 + 4;
+    env.wait_committed(total, Duration::from_secs(60));
+    let reasons: Vec<(String, i64)> = env.query(async |c| {
+        c.query(
+            "SELECT reason, source_offset FROM dead_letters ORDER BY source_offset",
+            &[],
+        )
+        .await
+        .expect("dead letters")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    });
+    let mut expected_kinds: Vec<&str> = poison.iter().map(|(_, k)| *k).collect();
+    expected_kinds.push("conflicting_duplicate");
+    let kinds: Vec<&str> = reasons
+        .iter()
+        .map(|(r, _)| r.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, expected_kinds, "{reasons:?}");
+    // The engine kept going: both good trades are booked.
+    let open: i64 = env.query(async |c| {
+        c.query_one(
+            "SELECT lot_count FROM positions WHERE position_key = 'A_B_S'",
+            &[],
+        )
+        .await
+        .expect("position")
+        .get(0)
+    });
+    assert_eq!(open, 2);
+    // The DLQ topic has each one once, with the original bytes and the reason header.
+    let started = Instant::now();
+    loop {
+        let mut messages: Vec<(Vec<u8>, Option<i64>)> = Vec::new();
+        kafka::read_topic(
+            BROKERS,
+            &config.kafka.dlq_topic,
+            config.kafka.dlq_partitions,
+            Duration::from_secs(2),
+            |_, _, _, payload, id| {
+                messages.push((payload.to_vec(), id));
+            },
+        )
+        .expect("read dlq");
+        if messages.len() == expected_kinds.len() {
+            let payloads: BTreeSet<Vec<u8>> = messages.into_iter().map(|(p, _)| p).collect();
+            for (payload, _) in &poison {
+                assert!(
+                    payloads.contains(payload),
+                    "DLQ holds the original bytes of every poison pill"
+                );
+            }
+            break;
+        }
+        assert!(
+            messages.len() < expected_kinds.len(),
+            "DLQ has {} messages, expected {}",
+            messages.len(),
+            expected_kinds.len()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "DLQ has {} of {} messages",
+            messages.len(),
+            expected_kinds.len()
+        );
+    }
+    let _ = engine.kill();
+    let _ = engine.wait();
 }

@@ -148,7 +148,12 @@ pub async fn load_progress(client: &Client) -> Result<(Vec<SourceOffset>, u64), 
 
 /// The last engine time whose commit is durable (0 when none).
 pub async fn committed_time(client: &Client) -> Result<u64, PgError> {
-    let row = client.query_one("SELECT coalesce(max(engine_time), 0) FROM sink_progress", &[]).await?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(engine_time), 0) FROM sink_progress",
+            &[],
+        )
+        .await?;
     let time: i64 = row.get(0);
     Ok(time.max(0) as u64)
 }

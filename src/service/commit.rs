@@ -15,20 +15,32 @@ use super::retry::Backoff;
 use crate::config::Config;
 
 /// Commits everything `input` yields; returns when it disconnects.
-pub async fn run(config: Config, input: Receiver<Outgoing>, metrics: Metrics, committed: Arc<Notify>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    input: Receiver<Outgoing>,
+    metrics: Metrics,
+    committed: Arc<Notify>,
+) -> anyhow::Result<()> {
     let mut client = None;
     let input = Arc::new(std::sync::Mutex::new(input));
     loop {
         let source = input.clone();
-        let next = tokio::task::spawn_blocking(move || source.lock().ok().and_then(|rx| rx.recv().ok())).await?;
-        let Some((commit, first_read)) = next else { return Ok(()) };
+        let next =
+            tokio::task::spawn_blocking(move || source.lock().ok().and_then(|rx| rx.recv().ok()))
+                .await?;
+        let Some((commit, first_read)) = next else {
+            return Ok(());
+        };
         let mut backoff = Backoff::new(&config.retry);
         loop {
             if client.is_none() {
                 match postgres::connect(&config.postgres.url).await {
                     Ok(c) => client = Some(c),
                     Err(e) => {
-                        metrics.retries.with_label_values(&["postgres_connect"]).inc();
+                        metrics
+                            .retries
+                            .with_label_values(&["postgres_connect"])
+                            .inc();
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %e, attempt = backoff.attempts, ?delay, "postgres unavailable; holding timestamp {} and retrying", commit.time);
                         tokio::time::sleep(delay).await;
@@ -55,18 +67,27 @@ pub async fn run(config: Config, input: Receiver<Outgoing>, metrics: Metrics, co
             let started = Instant::now();
             match postgres::commit_timestamp(c, &commit, config.postgres.write_batch_rows).await {
                 Ok(()) => {
-                    metrics.commit_latency.observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .commit_latency
+                        .observe(started.elapsed().as_secs_f64());
                     if let Some(first) = first_read {
                         metrics.batch_latency.observe(first.elapsed().as_secs_f64());
                     }
                     metrics.timestamps_committed.inc();
-                    metrics.corrections_emitted.inc_by(commit.corrections.len() as u64);
-                    metrics.dead_letters.inc_by(commit.dead_letters.len() as u64);
+                    metrics
+                        .corrections_emitted
+                        .inc_by(commit.corrections.len() as u64);
+                    metrics
+                        .dead_letters
+                        .inc_by(commit.dead_letters.len() as u64);
                     committed.notify_waiters();
                     break;
                 }
                 Err(e) => {
-                    metrics.retries.with_label_values(&["postgres_commit"]).inc();
+                    metrics
+                        .retries
+                        .with_label_values(&["postgres_commit"])
+                        .inc();
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, time = commit.time, attempt = backoff.attempts, ?delay, "commit failed; retrying");
                     if c.is_closed() {

@@ -37,18 +37,28 @@ pub fn run(
         next.insert((o.topic.clone(), o.partition), o.next_offset);
     }
     let mut assignment = TopicPartitionList::new();
-    for (topic, partitions) in [(&config.trades_topic, config.trades_partitions), (&config.methods_topic, config.methods_partitions)] {
+    for (topic, partitions) in [
+        (&config.trades_topic, config.trades_partitions),
+        (&config.methods_topic, config.methods_partitions),
+    ] {
         for p in 0..partitions {
-            let offset = next.get(&(topic.clone(), p)).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            let offset = next
+                .get(&(topic.clone(), p))
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             assignment.add_partition_offset(topic, p, offset)?;
         }
     }
-    consumer.assign(&assignment).context("assigning partitions")?;
+    consumer
+        .assign(&assignment)
+        .context("assigning partitions")?;
     let linger = Duration::from_millis(config.batch_linger_ms);
     let mut time = first_time;
     let mut last_lag_check = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let mut batch = EngineBatch { time, ..EngineBatch::default() };
+        let mut batch = EngineBatch {
+            time,
+            ..EngineBatch::default()
+        };
         let mut changed: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut count = 0usize;
         let mut first: Option<Instant> = None;
@@ -84,17 +94,33 @@ pub fn run(
             let offset = message.offset();
             let payload = message.payload().unwrap_or_default().to_vec();
             changed.insert((topic.clone(), partition), offset + 1);
-            let source = SourceRef { partition: partition as u32, offset: offset as u64 };
+            let source = SourceRef {
+                partition: partition as u32,
+                offset: offset as u64,
+            };
             if topic == config.trades_topic {
                 metrics.trades_consumed.inc();
                 batch.events.push((source, payload));
             } else {
-                let scope = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                let scope = message
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
                 match read_method(&scope, message.payload()) {
-                    Ok(method) => batch.methods.push(MethodEvent { time, scope, method, partition, offset, payload }),
+                    Ok(method) => batch.methods.push(MethodEvent {
+                        time,
+                        scope,
+                        method,
+                        partition,
+                        offset,
+                        payload,
+                    }),
                     Err(detail) => batch.rejected_methods.push(DeadLetter {
                         source,
-                        reason: Rejection { kind: RejectKind::MalformedField, detail },
+                        reason: Rejection {
+                            kind: RejectKind::MalformedField,
+                            detail,
+                        },
                         payload,
                     }),
                 }
@@ -109,7 +135,11 @@ pub fn run(
         }
         for ((topic, partition), offset) in changed {
             next.insert((topic.clone(), partition), offset);
-            batch.offsets.push(SourceOffset { topic, partition, next_offset: offset });
+            batch.offsets.push(SourceOffset {
+                topic,
+                partition,
+                next_offset: offset,
+            });
         }
         batch.first_read = first;
         if output.send(batch).is_err() {
@@ -124,25 +154,47 @@ pub fn run(
 fn read_method(scope: &str, value: Option<&[u8]>) -> Result<Option<LotMethod>, String> {
     let valid_scope = !scope.is_empty()
         && scope.split('_').count() <= 3
-        && scope.split('_').all(|p| !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b)));
+        && scope.split('_').all(|p| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
+        });
     if !valid_scope {
-        return Err(format!("lot-method key {scope:?} is not an account, account_book or position key"));
+        return Err(format!(
+            "lot-method key {scope:?} is not an account, account_book or position key"
+        ));
     }
     match value {
         None => Ok(None),
         Some(bytes) => {
             let text = String::from_utf8_lossy(bytes);
             let text = text.trim().trim_matches('"');
-            LotMethod::parse(text).map(Some).ok_or_else(|| format!("lot-method value {text:?} is not FIFO, LIFO or HIFO"))
+            LotMethod::parse(text)
+                .map(Some)
+                .ok_or_else(|| format!("lot-method value {text:?} is not FIFO, LIFO or HIFO"))
         }
     }
 }
 
-fn report_lag(consumer: &BaseConsumer, config: &KafkaConfig, next: &BTreeMap<(String, i32), i64>, metrics: &Metrics) {
+fn report_lag(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    next: &BTreeMap<(String, i32), i64>,
+    metrics: &Metrics,
+) {
     for p in 0..config.trades_partitions {
-        if let Ok((low, high)) = consumer.fetch_watermarks(&config.trades_topic, p, Duration::from_millis(500)) {
-            let at = next.get(&(config.trades_topic.clone(), p)).copied().unwrap_or(low);
-            metrics.consumer_lag.with_label_values(&[&config.trades_topic, &p.to_string()]).set((high - at).max(0));
+        if let Ok((low, high)) =
+            consumer.fetch_watermarks(&config.trades_topic, p, Duration::from_millis(500))
+        {
+            let at = next
+                .get(&(config.trades_topic.clone(), p))
+                .copied()
+                .unwrap_or(low);
+            metrics
+                .consumer_lag
+                .with_label_values(&[&config.trades_topic, &p.to_string()])
+                .set((high - at).max(0));
         }
     }
 }

@@ -61,9 +61,14 @@ pub fn run(
     let input = std::sync::Mutex::new(input);
     let output = std::sync::Mutex::new(output);
     timely::execute_directly(move |worker| -> Result<()> {
-        let input = input.lock().map_err(|_| anyhow!("engine input lock poisoned"))?;
-        let output = output.lock().map_err(|_| anyhow!("engine output lock poisoned"))?;
-        let captured: Rc<RefCell<BTreeMap<Time, TimestampCommit>>> = Rc::new(RefCell::new(BTreeMap::new()));
+        let input = input
+            .lock()
+            .map_err(|_| anyhow!("engine input lock poisoned"))?;
+        let output = output
+            .lock()
+            .map_err(|_| anyhow!("engine output lock poisoned"))?;
+        let captured: Rc<RefCell<BTreeMap<Time, TimestampCommit>>> =
+            Rc::new(RefCell::new(BTreeMap::new()));
         let mut raw = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
         let probe = ProbeHandle::new();
         let mut methods_input = worker.dataflow::<Time, _, _>(|scope| {
@@ -116,7 +121,11 @@ pub fn run(
         while open || !in_flight.is_empty() {
             // Take new input while there is room; block briefly only when idle.
             while open && in_flight.len() < max_in_flight {
-                let wait = if in_flight.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+                let wait = if in_flight.is_empty() {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::ZERO
+                };
                 let batch = match input.recv_timeout(wait) {
                     Ok(batch) => batch,
                     Err(RecvTimeoutError::Timeout) => break,
@@ -126,7 +135,11 @@ pub fn run(
                     }
                 };
                 if batch.time < *raw.time() {
-                    return Err(anyhow!("engine time went backwards: {} after {}", batch.time, raw.time()));
+                    return Err(anyhow!(
+                        "engine time went backwards: {} after {}",
+                        batch.time,
+                        raw.time()
+                    ));
                 }
                 raw.advance_to(batch.time);
                 methods_input.advance_to(batch.time);
@@ -165,7 +178,9 @@ pub fn run(
                 if probe.less_equal(&front.time) {
                     break;
                 }
-                let Some(done) = in_flight.pop_front() else { break };
+                let Some(done) = in_flight.pop_front() else {
+                    break;
+                };
                 let mut commit = captured.borrow_mut().remove(&done.time).unwrap_or_default();
                 // Anything captured at earlier times (there is none: times are only those of batches).
                 if done.replay {
@@ -175,7 +190,11 @@ pub fn run(
                 commit.trades_topic = trades_topic.clone();
                 commit.methods = done.methods;
                 commit.offsets = done.offsets;
-                commit.dead_letters.extend(done.rejected_methods.into_iter().map(|d| (methods_topic.clone(), d)));
+                commit.dead_letters.extend(
+                    done.rejected_methods
+                        .into_iter()
+                        .map(|d| (methods_topic.clone(), d)),
+                );
                 if output.send((commit, done.first_read)).is_err() {
                     return Err(anyhow!("committer stopped"));
                 }

@@ -12,7 +12,9 @@ use super::metrics::Metrics;
 /// Serves until the process ends. `ready` turns true once state is rebuilt
 /// and consumption has started.
 pub async fn serve(listen: String, metrics: Metrics, ready: Arc<AtomicBool>) -> Result<()> {
-    let listener = TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "http: /metrics /health /ready");
     loop {
         let (mut socket, _) = listener.accept().await?;

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the service.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the service exports on `/metrics`.
 #[derive(Clone)]
@@ -35,30 +37,58 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new_custom(Some("deltabook".into()), None)?;
-        let buckets = vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+        let buckets = vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ];
         let m = Metrics {
             trades_consumed: IntCounter::new("trades_consumed_total", "Trade events consumed")?,
-            timestamps_committed: IntCounter::new("timestamps_committed_total", "Engine timestamps committed")?,
-            corrections_emitted: IntCounter::new("corrections_emitted_total", "Correction events committed")?,
+            timestamps_committed: IntCounter::new(
+                "timestamps_committed_total",
+                "Engine timestamps committed",
+            )?,
+            corrections_emitted: IntCounter::new(
+                "corrections_emitted_total",
+                "Correction events committed",
+            )?,
             dead_letters: IntCounter::new("dead_letters_total", "Rejected events committed")?,
-            published: IntCounterVec::new(Opts::new("published_total", "Messages published by the outbox"), &["topic"])?,
-            retries: IntCounterVec::new(Opts::new("retries_total", "Retries by operation"), &["operation"])?,
-            consumer_lag: IntGaugeVec::new(Opts::new("consumer_lag", "High watermark minus next offset"), &["topic", "partition"])?,
-            frontier_lag: IntGauge::new("frontier_lag_timestamps", "Timestamps consumed but not committed")?,
+            published: IntCounterVec::new(
+                Opts::new("published_total", "Messages published by the outbox"),
+                &["topic"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new("retries_total", "Retries by operation"),
+                &["operation"],
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("consumer_lag", "High watermark minus next offset"),
+                &["topic", "partition"],
+            )?,
+            frontier_lag: IntGauge::new(
+                "frontier_lag_timestamps",
+                "Timestamps consumed but not committed",
+            )?,
             batch_latency: Histogram::with_opts(
-                HistogramOpts::new("batch_latency_seconds", "First message of a batch to its commit").buckets(buckets.clone()),
+                HistogramOpts::new(
+                    "batch_latency_seconds",
+                    "First message of a batch to its commit",
+                )
+                .buckets(buckets.clone()),
             )?,
             commit_latency: Histogram::with_opts(
-                HistogramOpts::new("commit_latency_seconds", "One PostgreSQL commit").buckets(buckets.clone()),
+                HistogramOpts::new("commit_latency_seconds", "One PostgreSQL commit")
+                    .buckets(buckets.clone()),
             )?,
             publish_latency: Histogram::with_opts(
-                HistogramOpts::new("publish_latency_seconds", "Commit to Kafka acknowledgement").buckets(buckets),
+                HistogramOpts::new("publish_latency_seconds", "Commit to Kafka acknowledgement")
+                    .buckets(buckets),
             )?,
             registry,
         };
         m.registry.register(Box::new(m.trades_consumed.clone()))?;
-        m.registry.register(Box::new(m.timestamps_committed.clone()))?;
-        m.registry.register(Box::new(m.corrections_emitted.clone()))?;
+        m.registry
+            .register(Box::new(m.timestamps_committed.clone()))?;
+        m.registry
+            .register(Box::new(m.corrections_emitted.clone()))?;
         m.registry.register(Box::new(m.dead_letters.clone()))?;
         m.registry.register(Box::new(m.published.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
@@ -75,7 +105,10 @@ impl Metrics {
         use prometheus::Encoder;
         let mut buffer = Vec::new();
         let encoder = prometheus::TextEncoder::new();
-        if encoder.encode(&self.registry.gather(), &mut buffer).is_err() {
+        if encoder
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buffer).unwrap_or_default()

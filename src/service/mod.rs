@@ -37,7 +37,10 @@ use crate::config::Config;
 
 /// Runs the service until SIGINT / SIGTERM.
 pub fn run(config: Config) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(serve(config))
 }
 
@@ -47,7 +50,10 @@ async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) -> C
         match postgres::connect(&config.postgres.url).await {
             Ok(client) => return client,
             Err(e) => {
-                metrics.retries.with_label_values(&["postgres_connect"]).inc();
+                metrics
+                    .retries
+                    .with_label_values(&["postgres_connect"])
+                    .inc();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, attempt = backoff.attempts, ?delay, "postgres unavailable ({what})");
                 tokio::time::sleep(delay).await;
@@ -70,22 +76,44 @@ async fn load_replay(client: &Client) -> Result<Vec<EngineBatch>> {
     for row in rows {
         let time = row.get::<_, i64>(0) as u64;
         if batches.last().is_none_or(|b| b.time != time) {
-            batches.push(EngineBatch { time, replay: true, ..EngineBatch::default() });
+            batches.push(EngineBatch {
+                time,
+                replay: true,
+                ..EngineBatch::default()
+            });
         }
-        let Some(batch) = batches.last_mut() else { continue };
+        let Some(batch) = batches.last_mut() else {
+            continue;
+        };
         let kind: String = row.get(1);
         let partition: i32 = row.get(2);
         let offset: i64 = row.get(3);
         let payload: Vec<u8> = row.get(4);
         if kind == "trade" {
-            batch.events.push((SourceRef { partition: partition as u32, offset: offset as u64 }, payload));
+            batch.events.push((
+                SourceRef {
+                    partition: partition as u32,
+                    offset: offset as u64,
+                },
+                payload,
+            ));
         } else {
             let method: Option<String> = row.get(6);
             let method = match method {
-                Some(m) => Some(LotMethod::parse(&m).ok_or_else(|| anyhow!("event store holds an unknown method {m:?}"))?),
+                Some(m) => Some(
+                    LotMethod::parse(&m)
+                        .ok_or_else(|| anyhow!("event store holds an unknown method {m:?}"))?,
+                ),
                 None => None,
             };
-            batch.methods.push(MethodEvent { time, scope: row.get(5), method, partition, offset, payload });
+            batch.methods.push(MethodEvent {
+                time,
+                scope: row.get(5),
+                method,
+                partition,
+                offset,
+                payload,
+            });
         }
     }
     Ok(batches)
@@ -105,8 +133,13 @@ async fn serve(config: Config) -> Result<()> {
 
     // One writer at a time: a second instance waits here.
     let lock = connect_with_retry(&config, &metrics, "writer lock").await;
-    tracing::info!(key = config.postgres.lock_key, "waiting for the writer lock");
-    lock.execute("SELECT pg_advisory_lock($1)", &[&config.postgres.lock_key]).await.context("taking the writer lock")?;
+    tracing::info!(
+        key = config.postgres.lock_key,
+        "waiting for the writer lock"
+    );
+    lock.execute("SELECT pg_advisory_lock($1)", &[&config.postgres.lock_key])
+        .await
+        .context("taking the writer lock")?;
     tracing::info!("writer lock held");
 
     let mut client = connect_with_retry(&config, &metrics, "migrations").await;
@@ -123,15 +156,24 @@ async fn serve(config: Config) -> Result<()> {
 
     let (offsets, last_time) = postgres::load_progress(&client).await?;
     let replay = load_replay(&client).await?;
-    tracing::info!(last_time, timestamps = replay.len(), "rebuilding from the event store");
+    tracing::info!(
+        last_time,
+        timestamps = replay.len(),
+        "rebuilding from the event store"
+    );
 
     let in_flight = config.engine.max_uncommitted_timestamps;
     let (engine_tx, engine_rx) = sync_channel::<EngineBatch>(in_flight);
     let (commit_tx, commit_rx) = sync_channel::<engine_loop::Outgoing>(in_flight);
-    let (trades_topic, methods_topic) = (config.kafka.trades_topic.clone(), config.kafka.methods_topic.clone());
+    let (trades_topic, methods_topic) = (
+        config.kafka.trades_topic.clone(),
+        config.kafka.methods_topic.clone(),
+    );
     let engine = std::thread::Builder::new()
         .name("deltabook-engine".into())
-        .spawn(move || engine_loop::run(engine_rx, commit_tx, trades_topic, methods_topic, in_flight))?;
+        .spawn(move || {
+            engine_loop::run(engine_rx, commit_tx, trades_topic, methods_topic, in_flight)
+        })?;
     let replay_tx = engine_tx.clone();
     tokio::task::spawn_blocking(move || {
         for batch in replay {
@@ -144,10 +186,21 @@ async fn serve(config: Config) -> Result<()> {
 
     let committed = Arc::new(Notify::new());
     let stop = Arc::new(AtomicBool::new(false));
-    let committer = tokio::spawn(commit::run(config.clone(), commit_rx, metrics.clone(), committed.clone()));
+    let committer = tokio::spawn(commit::run(
+        config.clone(),
+        commit_rx,
+        metrics.clone(),
+        committed.clone(),
+    ));
     let mut publishers = Vec::new();
     for outbox in [publish::Outbox::Corrections, publish::Outbox::DeadLetters] {
-        publishers.push(tokio::spawn(publish::run(outbox, config.clone(), metrics.clone(), committed.clone(), stop.clone())));
+        publishers.push(tokio::spawn(publish::run(
+            outbox,
+            config.clone(),
+            metrics.clone(),
+            committed.clone(),
+            stop.clone(),
+        )));
     }
     let consumer = {
         let (kafka, metrics, stop) = (config.kafka.clone(), metrics.clone(), stop.clone());

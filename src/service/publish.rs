@@ -41,12 +41,21 @@ struct Row {
 impl Outbox {
     fn topic(self, config: &Config) -> (String, i32) {
         match self {
-            Outbox::Corrections => (config.kafka.corrections_topic.clone(), config.kafka.corrections_partitions),
+            Outbox::Corrections => (
+                config.kafka.corrections_topic.clone(),
+                config.kafka.corrections_partitions,
+            ),
             Outbox::DeadLetters => (config.kafka.dlq_topic.clone(), config.kafka.dlq_partitions),
         }
     }
 
-    async fn fetch(self, client: &Client, after: i64, limit: i64, partitions: i32) -> Result<Vec<Row>, tokio_postgres::Error> {
+    async fn fetch(
+        self,
+        client: &Client,
+        after: i64,
+        limit: i64,
+        partitions: i32,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         Ok(match self {
             Outbox::Corrections => client
                 .query(
@@ -103,14 +112,27 @@ impl Outbox {
 }
 
 /// Publishes `outbox` until `stop` is set; every failure is retried with backoff.
-pub async fn run(outbox: Outbox, config: Config, metrics: Metrics, committed: Arc<Notify>, stop: Arc<AtomicBool>) -> Result<()> {
+pub async fn run(
+    outbox: Outbox,
+    config: Config,
+    metrics: Metrics,
+    committed: Arc<Notify>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
     let (topic, partitions) = outbox.topic(&config);
     let mut backoff = Backoff::new(&config.retry);
     while !stop.load(Ordering::Relaxed) {
-        match publish_until_error(outbox, &config, &topic, partitions, &metrics, &committed, &stop).await {
+        match publish_until_error(
+            outbox, &config, &topic, partitions, &metrics, &committed, &stop,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) => {
-                metrics.retries.with_label_values(&[&format!("publish_{topic}")]).inc();
+                metrics
+                    .retries
+                    .with_label_values(&[&format!("publish_{topic}")])
+                    .inc();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %format!("{e:#}"), %topic, ?delay, "publisher restarting");
                 tokio::time::sleep(delay).await;
@@ -132,14 +154,18 @@ async fn publish_until_error(
     let brokers = config.kafka.brokers.clone();
     let tail_topic = topic.to_string();
     // What is already on the topic, per partition.
-    let mut last = tokio::task::spawn_blocking(move || kafka::last_outbox_ids(&brokers, &tail_topic, partitions, Duration::from_secs(10)))
-        .await??;
+    let mut last = tokio::task::spawn_blocking(move || {
+        kafka::last_outbox_ids(&brokers, &tail_topic, partitions, Duration::from_secs(10))
+    })
+    .await??;
     let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
     let producer: FutureProducer = kafka::idempotent_producer(&config.kafka.brokers)?;
     let mut cursor = last.iter().copied().min().unwrap_or(-1);
     tracing::info!(%topic, resume_after = ?last, "publisher started");
     while !stop.load(Ordering::Relaxed) {
-        let rows = outbox.fetch(&client, cursor, config.publisher.batch_rows, partitions).await?;
+        let rows = outbox
+            .fetch(&client, cursor, config.publisher.batch_rows, partitions)
+            .await?;
         if rows.is_empty() {
             let wait = Duration::from_millis(config.publisher.poll_interval_ms);
             let _ = tokio::time::timeout(wait, committed.notified()).await;
@@ -153,23 +179,43 @@ async fn publish_until_error(
                 continue; // Published before a restart.
             }
             let id = row.id.to_string();
-            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len() + 1).insert(Header { key: OUTBOX_ID_HEADER, value: Some(&id) });
+            let mut headers =
+                OwnedHeaders::new_with_capacity(row.headers.len() + 1).insert(Header {
+                    key: OUTBOX_ID_HEADER,
+                    value: Some(&id),
+                });
             for (key, value) in &row.headers {
-                headers = headers.insert(Header { key, value: Some(value) });
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
             }
-            let mut record = FutureRecord::<str, [u8]>::to(topic).partition(row.partition).payload(&row.payload).headers(headers);
+            let mut record = FutureRecord::<str, [u8]>::to(topic)
+                .partition(row.partition)
+                .payload(&row.payload)
+                .headers(headers);
             if let Some(key) = &row.key {
                 record = record.key(key.as_str());
             }
-            deliveries.push((row.partition, row.id, row.age_seconds, producer.send(record, Duration::from_secs(30))));
+            deliveries.push((
+                row.partition,
+                row.id,
+                row.age_seconds,
+                producer.send(record, Duration::from_secs(30)),
+            ));
         }
         for (partition, id, age, delivery) in deliveries {
-            delivery.await.map_err(|(e, _)| e).with_context(|| format!("delivering outbox id {id} to {topic}/{partition}"))?;
+            delivery
+                .await
+                .map_err(|(e, _)| e)
+                .with_context(|| format!("delivering outbox id {id} to {topic}/{partition}"))?;
             if let Some(slot) = last.get_mut(partition as usize) {
                 *slot = (*slot).max(id);
             }
             metrics.published.with_label_values(&[topic]).inc();
-            metrics.publish_latency.observe(age + started.elapsed().as_secs_f64());
+            metrics
+                .publish_latency
+                .observe(age + started.elapsed().as_secs_f64());
         }
         cursor = rows.last().map_or(cursor, |r| r.id);
     }

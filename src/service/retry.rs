@@ -16,8 +16,16 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `initial_backoff_ms`.
     pub fn new(config: &RetryConfig) -> Backoff {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(7);
-        Backoff { next_ms: config.initial_backoff_ms.max(1), max_ms: config.max_backoff_ms.max(1), attempts: 0, seed }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(7);
+        Backoff {
+            next_ms: config.initial_backoff_ms.max(1),
+            max_ms: config.max_backoff_ms.max(1),
+            attempts: 0,
+            seed,
+        }
     }
 
     /// The next delay: the current step with +-50% jitter, then the step doubles (capped).
@@ -39,7 +47,11 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_bounded() {
-        let config = RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 1000, max_attempts: 5 };
+        let config = RetryConfig {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            max_attempts: 5,
+        };
         let mut b = Backoff::new(&config);
         let delays: Vec<u64> = (0..10).map(|_| b.next_delay().as_millis() as u64).collect();
         assert!(delays.iter().all(|d| *d <= 1000));

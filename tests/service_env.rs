@@ -1,0 +1,397 @@
+//! Shared by the service tests: per-test topics and database, the engine as
+//! a child process, and the checks against `deltabook book`.
+
+#![allow(dead_code)]
+
+#[path = "common.rs"]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use deltabook::kafka;
+use deltabook_dataflows::runner::RunOptions;
+
+pub const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+pub const BROKERS: &str = "127.0.0.1:9092";
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn reachable(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().expect("addr"),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+/// Topics, database and settings of one test; the database is dropped at the end.
+pub struct Env {
+    pub name: String,
+    pub db: String,
+    pub http_port: u16,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        assert!(
+            reachable(5432),
+            "PostgreSQL is not reachable on 127.0.0.1:5432: run scripts/services.sh"
+        );
+        assert!(
+            reachable(9092),
+            "Kafka (tansu) is not reachable on 127.0.0.1:9092: run scripts/services.sh"
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!("{tag}{}x{}", std::process::id(), nanos % 1_000_000_000);
+        let db = format!("deltabook_svc_{name}");
+        runtime().block_on(async {
+            let admin = deltabook_sinks::postgres::connect(ADMIN_URL)
+                .await
+                .expect("connect admin");
+            admin
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .await
+                .expect("create database");
+        });
+        let http_port = 20_000 + (nanos % 20_000) as u16;
+        Env {
+            name,
+            db,
+            http_port,
+        }
+    }
+
+    pub fn sets(&self) -> Vec<String> {
+        let n = &self.name;
+        vec![
+            format!("kafka.trades_topic=trades-{n}"),
+            format!("kafka.methods_topic=methods-{n}"),
+            format!("kafka.corrections_topic=corrections-{n}"),
+            format!("kafka.dlq_topic=dlq-{n}"),
+            "kafka.trades_partitions=4".into(),
+            "kafka.corrections_partitions=4".into(),
+            "kafka.batch_max_messages=500".into(),
+            format!(
+                "postgres.url=host=127.0.0.1 port=5432 user=postgres dbname={}",
+                self.db
+            ),
+            format!("http.listen=127.0.0.1:{}", self.http_port),
+            "retry.max_backoff_ms=500".into(),
+        ]
+    }
+
+    pub fn config(&self) -> deltabook::config::Config {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        deltabook::config::Config::load(&path, &self.sets()).expect("config")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_deltabook"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(args);
+        for set in self.sets() {
+            cmd.arg("--set").arg(set);
+        }
+        cmd
+    }
+
+    pub fn start_engine(&self) -> Child {
+        self.command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start deltabook run")
+    }
+
+    pub fn produce(&self, file: &Path) {
+        let status = self
+            .command(&["produce", "--trades", file.to_str().expect("path")])
+            .stderr(Stdio::null())
+            .status()
+            .expect("produce");
+        assert!(status.success(), "deltabook produce failed");
+    }
+
+    pub fn query<T>(&self, f: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
+        runtime().block_on(async {
+            let client = deltabook_sinks::postgres::connect(&format!(
+                "host=127.0.0.1 port=5432 user=postgres dbname={}",
+                self.db
+            ))
+            .await
+            .expect("connect test database");
+            f(&client).await
+        })
+    }
+
+    /// Waits until the committed offsets cover `lines` trade events.
+    pub fn wait_committed(&self, lines: i64, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let done: i64 = self.query(async |c| {
+                let exists: bool = c
+                    .query_one("SELECT to_regclass('sink_progress') IS NOT NULL", &[])
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or(false);
+                if !exists {
+                    return 0;
+                }
+                c.query_one("SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic LIKE 'trades-%'", &[])
+                    .await
+                    .map(|r| r.get(0))
+                    .unwrap_or(0)
+            });
+            if done >= lines {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "only {done} of {lines} events committed after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let db = self.db.clone();
+        let _ = std::thread::spawn(move || {
+            runtime().block_on(async {
+                if let Ok(admin) = deltabook_sinks::postgres::connect(ADMIN_URL).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-trades.jsonl")
+}
+
+pub fn sample_lines() -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(sample()).expect("sample");
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    body.split(|b| *b == b'\n').map(|l| l.to_vec()).collect()
+}
+
+/// What `deltabook book` makes of the sample, as rows.
+pub fn expected() -> (BTreeSet<String>, BTreeSet<String>, usize) {
+    let lines = sample_lines();
+    let outcome = deltabook_dataflows::runner::run(
+        std::sync::Arc::new(lines),
+        &RunOptions::new(Vec::new(), 1000, 1),
+        None,
+    )
+    .expect("book");
+    let state = common::final_state(&outcome);
+    let lots = state
+        .lots
+        .iter()
+        .map(|(k, l)| {
+            format!(
+                "{k},{},{},{},{},{}",
+                l.lot_id,
+                l.side.as_str(),
+                l.open_date,
+                l.quantity,
+                l.price
+            )
+        })
+        .collect();
+    let positions = state
+        .positions
+        .iter()
+        .map(|(k, s)| {
+            format!(
+                "{k},{},{},{},{}",
+                s.quantity, s.lot_count, s.cost_basis, s.realized_pnl
+            )
+        })
+        .collect();
+    (lots, positions, outcome.rejected.len())
+}
+
+pub fn stored_state(env: &Env) -> (BTreeSet<String>, BTreeSet<String>) {
+    env.query(async |c| {
+        let lots = c
+            .query("SELECT position_key, lot_id, side, open_date::text, quantity::text, price::text FROM lots", &[])
+            .await
+            .expect("lots")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{},{},{},{},{},{}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    normalise(&r.get::<_, String>(4)),
+                    normalise(&r.get::<_, String>(5))
+                )
+            })
+            .collect();
+        let positions = c
+            .query("SELECT position_key, quantity::text, lot_count, cost_basis::text, realized_pnl::text FROM positions", &[])
+            .await
+            .expect("positions")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{},{},{},{},{}",
+                    r.get::<_, String>(0),
+                    normalise(&r.get::<_, String>(1)),
+                    r.get::<_, i64>(2),
+                    normalise(&r.get::<_, String>(3)),
+                    normalise(&r.get::<_, String>(4))
+                )
+            })
+            .collect();
+        (lots, positions)
+    })
+}
+
+/// numeric text as the spec writes decimals.
+pub fn normalise(text: &str) -> String {
+    text.parse::<deltabook_dataflows::decimal::Amount>()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| text.to_string())
+}
+
+/// Reads the corrections topic: checks exactly-once per (position_key, as_of)
+/// and as_of order per position; returns the folded final positions and the count.
+pub fn fold_topic(env: &Env) -> (BTreeMap<String, String>, usize) {
+    let config = env.config();
+    let mut seen: BTreeSet<(String, u64)> = BTreeSet::new();
+    let mut last_as_of: BTreeMap<String, u64> = BTreeMap::new();
+    let mut after: BTreeMap<String, String> = BTreeMap::new();
+    let count = kafka::read_topic(
+        BROKERS,
+        &config.kafka.corrections_topic,
+        config.kafka.corrections_partitions,
+        Duration::from_secs(3),
+        |_, _, key, payload, id| {
+            assert!(id.is_some(), "every message carries its outbox id");
+            let event: serde_json::Value =
+                serde_json::from_slice(payload).expect("correction json");
+            let position = event["position_key"]
+                .as_str()
+                .expect("position_key")
+                .to_string();
+            assert_eq!(
+                key,
+                Some(position.as_bytes()),
+                "message key is the position key"
+            );
+            let as_of = event["as_of"].as_u64().expect("as_of");
+            assert!(
+                seen.insert((position.clone(), as_of)),
+                "({position}, {as_of}) published twice"
+            );
+            let previous = last_as_of.insert(position.clone(), as_of).unwrap_or(0);
+            assert!(
+                as_of > previous,
+                "{position}: as_of {as_of} after {previous}"
+            );
+            let a = &event["after"];
+            after.insert(
+                position,
+                format!(
+                    "{},{},{},{}",
+                    a["quantity"].as_str().unwrap_or(""),
+                    a["lot_count"],
+                    a["cost_basis"].as_str().unwrap_or(""),
+                    a["realized_pnl"].as_str().unwrap_or("")
+                ),
+            );
+        },
+    )
+    .expect("read corrections topic");
+    (after, count as usize)
+}
+
+pub fn check_against_book(env: &Env) {
+    let (lots, positions, rejected) = expected();
+    let (stored_lots, stored_positions) = stored_state(env);
+    assert_eq!(stored_lots, lots, "lots in PostgreSQL equal deltabook book");
+    assert_eq!(
+        stored_positions, positions,
+        "positions in PostgreSQL equal deltabook book"
+    );
+    let (stored_corrections, stored_dead): (i64, i64) = env.query(async |c| {
+        let a = c
+            .query_one("SELECT count(*) FROM corrections", &[])
+            .await
+            .expect("count")
+            .get(0);
+        let b = c
+            .query_one("SELECT count(*) FROM dead_letters", &[])
+            .await
+            .expect("count")
+            .get(0);
+        (a, b)
+    });
+    assert_eq!(
+        stored_dead as usize, rejected,
+        "every rejected line is a dead letter, once"
+    );
+    // The topic eventually holds every committed correction exactly once.
+    let started = Instant::now();
+    loop {
+        let (folded, count) = fold_topic(env);
+        if count as i64 == stored_corrections {
+            let from_book: BTreeMap<String, String> = positions
+                .iter()
+                .map(|row| {
+                    let (key, rest) = row.split_once(',').expect("row");
+                    let parts: Vec<&str> = rest.split(',').collect();
+                    (
+                        key.to_string(),
+                        format!("{},{},{},{}", parts[0], parts[1], parts[2], parts[3]),
+                    )
+                })
+                .collect();
+            for (key, state) in &from_book {
+                assert_eq!(folded.get(key), Some(state), "folded topic state of {key}");
+            }
+            break;
+        }
+        assert!(
+            count as i64 <= stored_corrections,
+            "more messages ({count}) than committed corrections ({stored_corrections})"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {count} of {stored_corrections} corrections published"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let config = env.config();
+    let dlq = kafka::read_topic(
+        BROKERS,
+        &config.kafka.dlq_topic,
+        config.kafka.dlq_partitions,
+        Duration::from_secs(2),
+        |_, _, _, _, _| {},
+    )
+    .expect("read dlq");
+    assert_eq!(
+        dlq as i64, stored_dead,
+        "every dead letter is on the DLQ topic once"
+    );
+}

@@ -1,0 +1,79 @@
+//! Broker restart and PostgreSQL restart during load: nothing is lost or
+//! duplicated, and the engine recovers by itself. One test in its own binary,
+//! because it restarts the services every other test uses.
+
+mod service_env;
+
+use std::process::Command;
+use std::time::Duration;
+
+use service_env::*;
+
+fn restart_broker() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let pid = std::fs::read_to_string(format!("{root}/.services/tansu.pid"))
+        .expect("tansu pid (scripts/services.sh started it)");
+    let status = Command::new("kill")
+        .arg(pid.trim())
+        .status()
+        .expect("kill tansu");
+    assert!(status.success(), "stopping tansu");
+    for _ in 0..50 {
+        if std::net::TcpStream::connect("127.0.0.1:9092").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let status = Command::new("bash")
+        .arg(format!("{root}/scripts/services.sh"))
+        .status()
+        .expect("services.sh");
+    assert!(status.success(), "restarting tansu");
+}
+
+fn restart_postgres() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .expect("a PostgreSQL cluster");
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success(), "restarting PostgreSQL");
+}
+
+#[test]
+fn broker_and_postgres_restarts_during_load_lose_nothing() {
+    let env = Env::new("fx");
+    let lines = sample_lines();
+    let dir = std::env::temp_dir().join(format!("deltabook-{}", env.name));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let chunk_paths: Vec<_> = lines
+        .chunks(lines.len() / 3 + 1)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.join(format!("chunk{i}.jsonl"));
+            let mut bytes = chunk.join(&b'\n');
+            bytes.push(b'\n');
+            std::fs::write(&path, bytes).expect("write chunk");
+            path
+        })
+        .collect();
+    let mut engine = env.start_engine();
+    env.produce(&chunk_paths[0]);
+    std::thread::sleep(Duration::from_millis(500));
+    restart_broker();
+    env.produce(&chunk_paths[1]);
+    std::thread::sleep(Duration::from_millis(300));
+    restart_postgres();
+    env.produce(&chunk_paths[2]);
+    env.wait_committed(lines.len() as i64, Duration::from_secs(180));
+    check_against_book(&env);
+    let _ = engine.kill();
+    let _ = engine.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
