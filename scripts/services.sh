@@ -31,11 +31,14 @@ if [ -z "$TANSU" ] || ! "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION
 fi
 if ! port_open "$KAFKA_PORT"; then
   echo "services: starting tansu on 127.0.0.1:$KAFKA_PORT"
-  (cd "$STATE_DIR" && nohup "$TANSU" broker \
+  (
+    cd "$STATE_DIR"
+    nohup "$TANSU" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" > tansu.log 2>&1 &
-   echo $! > tansu.pid)
+      --storage-engine "sqlite://tansu.db" >> tansu.log 2>&1 &
+    echo $! > tansu.pid
+  )
 fi
 for _ in $(seq 1 100); do port_open "$KAFKA_PORT" && break; sleep 0.1; done
 port_open "$KAFKA_PORT" || { echo "services: tansu did not start; see $STATE_DIR/tansu.log" >&2; exit 1; }

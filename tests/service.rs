@@ -59,7 +59,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            std::thread::sleep(Duration::from_millis(300 + seed % 1500));
+            std::thread::sleep(Duration::from_millis(20 + seed % 600));
             // kill -9: no chance to flush or commit anything more.
             engine.kill().expect("kill -9");
             let _ = engine.wait();

@@ -9,14 +9,26 @@ use std::time::Duration;
 
 use service_env::*;
 
+/// Stops the running broker (SIGTERM) and starts it again with the same
+/// command line in the same directory, so it reopens the same storage.
 fn restart_broker() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let pid = std::fs::read_to_string(format!("{root}/.services/tansu.pid"))
-        .expect("tansu pid (scripts/services.sh started it)");
-    let status = Command::new("kill")
-        .arg(pid.trim())
-        .status()
-        .expect("kill tansu");
+    let out = Command::new("pgrep")
+        .args(["-f", "tansu broker"])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+        .expect("a running tansu broker (scripts/services.sh)");
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("broker cwd");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("broker cmdline");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let status = Command::new("kill").arg(&pid).status().expect("kill tansu");
     assert!(status.success(), "stopping tansu");
     for _ in 0..50 {
         if std::net::TcpStream::connect("127.0.0.1:9092").is_err() {
@@ -25,11 +37,26 @@ fn restart_broker() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
-    let status = Command::new("bash")
-        .arg(format!("{root}/scripts/services.sh"))
-        .status()
-        .expect("services.sh");
-    assert!(status.success(), "restarting tansu");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cwd.join("tansu.log"))
+        .expect("broker log");
+    let child = Command::new(&args[0])
+        .args(&args[1..])
+        .current_dir(&cwd)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("restart tansu");
+    let _ = std::fs::write(cwd.join("tansu.pid"), child.id().to_string());
+    for _ in 0..100 {
+        if std::net::TcpStream::connect("127.0.0.1:9092").is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("tansu did not come back");
 }
 
 fn restart_postgres() {
