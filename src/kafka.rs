@@ -61,6 +61,7 @@ pub fn assigned_consumer(brokers: &str, message_max_bytes: usize) -> Result<Base
         .set("auto.offset.reset", "earliest")
         .set("fetch.message.max.bytes", message_max_bytes.to_string())
         .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .context("creating Kafka consumer")
 }

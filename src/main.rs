@@ -50,7 +50,7 @@ enum Command {
     },
     /// Benchmarks: ingest throughput and memory, single-trade latency, with baselines.
     Bench {
-        /// `ingest`, `latency` or `all`.
+        /// `ingest`, `latency`, `all` (those two), or `e2e` (needs scripts/services.sh).
         #[arg(default_value = "all")]
         suite: String,
         /// Lines of the ingest benchmark.
@@ -66,6 +66,15 @@ enum Command {
         /// Fewer samples (a smoke run).
         #[arg(long)]
         quick: bool,
+        /// e2e: steady produce rate for the latency phase (trades/s).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// e2e: seconds of the latency phase.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// e2e: service configuration to start from.
+        #[arg(long, default_value = "config/default.toml")]
+        config: PathBuf,
         /// Where generated inputs are kept between runs.
         #[arg(long, default_value = "target/bench-data")]
         data_dir: PathBuf,
@@ -168,12 +177,18 @@ fn main() -> Result<()> {
             trades,
             ks,
             quick,
+            rate,
+            seconds,
+            config,
             data_dir,
         } => {
             std::fs::create_dir_all(&data_dir)
                 .with_context(|| format!("creating {}", data_dir.display()))?;
             if suite == "ingest" || suite == "all" {
                 deltabook::bench::ingest::run_suite(&data_dir, trades)?;
+            }
+            if suite == "e2e" {
+                deltabook::bench::e2e::run_suite(&config, &data_dir, trades, rate, seconds)?;
             }
             if suite == "latency" || suite == "all" {
                 anyhow::ensure!(!ks.is_empty(), "--ks needs at least one size");

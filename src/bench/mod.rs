@@ -3,6 +3,7 @@
 //! measured in the same process.
 
 pub mod alloc;
+pub mod e2e;
 pub mod ingest;
 pub mod latency;
 

@@ -41,7 +41,7 @@ pub fn run(config: Config) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, shutdown_signal()))
 }
 
 async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) -> Client {
@@ -119,7 +119,9 @@ async fn load_replay(client: &Client) -> Result<Vec<EngineBatch>> {
     Ok(batches)
 }
 
-async fn serve(config: Config) -> Result<()> {
+/// Runs the service until `shutdown` completes, then finishes the
+/// timestamps in flight and returns.
+pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
     {
@@ -211,7 +213,7 @@ async fn serve(config: Config) -> Result<()> {
     ready.store(true, Ordering::Relaxed);
     tracing::info!("ready");
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("stopping: finishing the timestamps in flight");
     stop.store(true, Ordering::Relaxed);
     let consumed = tokio::task::spawn_blocking(move || consumer.join()).await?;
