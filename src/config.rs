@@ -67,7 +67,8 @@ pub struct RetryConfig {
     pub initial_backoff_ms: u64,
     /// Backoff ceiling.
     pub max_backoff_ms: u64,
-    /// Attempts before an operation is reported failed.
+    /// Consecutive failed commits after which `/health` reports unhealthy
+    /// (the commit is still retried: nothing is dropped).
     pub max_attempts: u32,
 }
 

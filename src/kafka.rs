@@ -61,7 +61,11 @@ pub fn assigned_consumer(brokers: &str, message_max_bytes: usize) -> Result<Base
         .set("auto.offset.reset", "earliest")
         .set("fetch.message.max.bytes", message_max_bytes.to_string())
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "10")
+        // Bounds what librdkafka prefetches while the engine is not polling.
+        .set(
+            "queued.max.messages.kbytes",
+            (16 * 1024).max(2 * message_max_bytes / 1024).to_string(),
+        )
         .create()
         .context("creating Kafka consumer")
 }
@@ -219,33 +223,55 @@ async fn futures_drain<F: std::future::Future>(pending: &mut Vec<F>) -> Vec<F::O
     out
 }
 
-/// Reads every message of `topic` from the beginning and calls `each` with
-/// (partition, offset, key, payload, outbox id). Stops after `idle` without a
-/// new message.
+/// Reads every message of `topic` from the beginning up to the high
+/// watermarks seen at the start, and calls `each` with (partition, offset,
+/// key, payload, outbox id). Gives up after `timeout` without progress.
 pub fn read_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,
-    idle: Duration,
+    timeout: Duration,
     mut each: impl FnMut(i32, i64, Option<&[u8]>, &[u8], Option<i64>),
 ) -> Result<u64> {
     let consumer = assigned_consumer(brokers, 16 << 20)?;
     let mut list = TopicPartitionList::new();
+    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
     for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        if high > low {
+            list.add_partition_offset(topic, p, Offset::Offset(low))?;
+            remaining.insert(p, high);
+        }
+    }
+    if remaining.is_empty() {
+        return Ok(0);
     }
     consumer.assign(&list)?;
     let mut count = 0u64;
-    let mut last_message = Instant::now();
-    while last_message.elapsed() < idle {
-        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+    let mut last_progress = Instant::now();
+    while !remaining.is_empty() {
+        if last_progress.elapsed() > timeout {
+            bail!(
+                "reading {topic}: no progress for {timeout:?}, {} partition(s) not read to the end",
+                remaining.len()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let message = message.context("reading")?;
-        last_message = Instant::now();
+        last_progress = Instant::now();
+        let p = message.partition();
+        if let Some(high) = remaining.get(&p) {
+            if message.offset() + 1 >= *high {
+                remaining.remove(&p);
+            }
+        }
         count += 1;
         each(
-            message.partition(),
+            p,
             message.offset(),
             message.key(),
             message.payload().unwrap_or_default(),
@@ -256,13 +282,13 @@ pub fn read_topic(
 }
 
 /// `deltabook tail`: prints the corrections topic, one JSON event per line.
-pub fn tail(config: &KafkaConfig, idle: Duration) -> Result<()> {
+pub fn tail(config: &KafkaConfig, timeout: Duration) -> Result<()> {
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
     let count = read_topic(
         &config.brokers,
         &config.corrections_topic,
         config.corrections_partitions,
-        idle,
+        timeout,
         |p, _, _, payload, _| {
             *per_partition.entry(p).or_insert(0) += 1;
             println!("{}", String::from_utf8_lossy(payload));

@@ -111,9 +111,9 @@ enum Command {
         /// Overrides, `section.key=value`.
         #[arg(long = "set")]
         sets: Vec<String>,
-        /// Stop after this many seconds without a new message.
-        #[arg(long, default_value_t = 2)]
-        idle_seconds: u64,
+        /// Give up after this many seconds without progress.
+        #[arg(long, default_value_t = 15)]
+        timeout_seconds: u64,
     },
     /// Writes a synthetic stream of trade events.
     Generate {
@@ -222,10 +222,13 @@ fn main() -> Result<()> {
         Command::Tail {
             config,
             sets,
-            idle_seconds,
+            timeout_seconds,
         } => {
             let config = deltabook::config::Config::load(&config, &sets)?;
-            deltabook::kafka::tail(&config.kafka, std::time::Duration::from_secs(idle_seconds))?;
+            deltabook::kafka::tail(
+                &config.kafka,
+                std::time::Duration::from_secs(timeout_seconds),
+            )?;
         }
         Command::Generate {
             seed,

@@ -26,7 +26,6 @@ fn kafka_to_postgres_and_corrections_topic_equal_book() {
         body
     });
     let _ = engine.kill();
-    let _ = engine.wait();
     let body = metrics.expect("metrics endpoint");
     assert!(
         body.contains("deltabook_timestamps_committed_total"),
@@ -62,14 +61,12 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             std::thread::sleep(Duration::from_millis(20 + seed % 600));
             // kill -9: no chance to flush or commit anything more.
             engine.kill().expect("kill -9");
-            let _ = engine.wait();
             engine = env.start_engine();
         }
     }
     env.wait_committed(lines.len() as i64, Duration::from_secs(180));
     check_against_book(&env);
     let _ = engine.kill();
-    let _ = engine.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -173,7 +170,7 @@ fn poison_pills_go_to_the_dead_letter_topic_and_table_and_the_engine_keeps_going
             BROKERS,
             &config.kafka.dlq_topic,
             config.kafka.dlq_partitions,
-            Duration::from_secs(2),
+            Duration::from_secs(15),
             |_, _, _, payload, id| {
                 messages.push((payload.to_vec(), id));
             },
@@ -203,5 +200,62 @@ fn poison_pills_go_to_the_dead_letter_topic_and_table_and_the_engine_keeps_going
         );
     }
     let _ = engine.kill();
-    let _ = engine.wait();
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn a_second_instance_waits_for_the_writer_lock_and_takes_over_without_double_publishing() {
+    let env = Env::new("li");
+    let lines = sample_lines();
+    let dir = std::env::temp_dir().join(format!("deltabook-{}", env.name));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let half = lines.len() / 2;
+    let parts: Vec<PathBuf> = [&lines[..half], &lines[half..]]
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let path = dir.join(format!("part{i}.jsonl"));
+            let mut bytes = part.join(&b'\n');
+            bytes.push(b'\n');
+            std::fs::write(&path, bytes).expect("write part");
+            path
+        })
+        .collect();
+    let mut first = env.start_engine();
+    std::thread::sleep(Duration::from_secs(2));
+    let second_port = env.http_port + 1;
+    let mut command = env.command(&["run"]);
+    // Added last, so it overrides the test's own http.listen.
+    command
+        .arg("--set")
+        .arg(format!("http.listen=127.0.0.1:{second_port}"));
+    let mut second = EngineProcess::spawn(command);
+    env.produce(&parts[0]);
+    env.wait_committed(half as i64, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting = http_get(second_port, "/ready").expect("second instance answers HTTP");
+    assert!(
+        waiting.starts_with("HTTP/1.1 503"),
+        "the second instance waits for the lock: {waiting}"
+    );
+    first.kill().expect("kill -9 the first instance");
+    env.produce(&parts[1]);
+    env.wait_committed(lines.len() as i64, Duration::from_secs(120));
+    check_against_book(&env);
+    let ready = http_get(second_port, "/ready").expect("second instance answers HTTP");
+    assert!(
+        ready.starts_with("HTTP/1.1 200"),
+        "the second instance took over: {ready}"
+    );
+    let _ = second.kill();
+    let _ = std::fs::remove_dir_all(&dir);
 }

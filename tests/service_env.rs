@@ -105,12 +105,8 @@ impl Env {
         cmd
     }
 
-    pub fn start_engine(&self) -> Child {
-        self.command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start deltabook run")
+    pub fn start_engine(&self) -> EngineProcess {
+        EngineProcess::spawn(self.command(&["run"]))
     }
 
     pub fn produce(&self, file: &Path) {
@@ -177,6 +173,37 @@ impl Drop for Env {
             })
         })
         .join();
+    }
+}
+
+/// A `deltabook run` child process, killed (SIGKILL) when dropped, so a
+/// failing test leaves no engine behind.
+pub struct EngineProcess {
+    child: Child,
+}
+
+impl EngineProcess {
+    /// Starts `command` with its output discarded.
+    pub fn spawn(mut command: Command) -> EngineProcess {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start deltabook run");
+        EngineProcess { child }
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(|_| ())
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -284,7 +311,7 @@ pub fn fold_topic(env: &Env) -> (BTreeMap<String, String>, usize) {
         BROKERS,
         &config.kafka.corrections_topic,
         config.kafka.corrections_partitions,
-        Duration::from_secs(3),
+        Duration::from_secs(15),
         |_, _, key, payload, id| {
             assert!(id.is_some(), "every message carries its outbox id");
             let event: serde_json::Value =
@@ -386,7 +413,7 @@ pub fn check_against_book(env: &Env) {
         BROKERS,
         &config.kafka.dlq_topic,
         config.kafka.dlq_partitions,
-        Duration::from_secs(2),
+        Duration::from_secs(15),
         |_, _, _, _, _| {},
     )
     .expect("read dlq");

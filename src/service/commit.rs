@@ -2,6 +2,7 @@
 //! order, retried (with a fresh connection when needed) until it succeeds,
 //! so nothing computed is ever dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ pub async fn run(
     input: Receiver<Outgoing>,
     metrics: Metrics,
     committed: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut client = None;
     let input = Arc::new(std::sync::Mutex::new(input));
@@ -53,6 +55,8 @@ pub async fn run(
                 // The failed attempt may have committed before the connection broke.
                 match postgres::committed_time(c).await {
                     Ok(done) if done >= commit.time => {
+                        healthy.store(true, Ordering::Relaxed);
+                        metrics.frontier_lag.dec();
                         committed.notify_waiters();
                         break;
                     }
@@ -67,6 +71,21 @@ pub async fn run(
             let started = Instant::now();
             match postgres::commit_timestamp(c, &commit, config.postgres.write_batch_rows).await {
                 Ok(()) => {
+                    healthy.store(true, Ordering::Relaxed);
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let correlation_ids: Vec<&str> = commit
+                            .accepted
+                            .iter()
+                            .filter_map(|a| a.correlation_id.as_deref())
+                            .collect();
+                        tracing::debug!(
+                            time = commit.time,
+                            ?correlation_ids,
+                            corrections = commit.corrections.len(),
+                            "committed"
+                        );
+                    }
+                    metrics.frontier_lag.dec();
                     metrics
                         .commit_latency
                         .observe(started.elapsed().as_secs_f64());
@@ -89,6 +108,11 @@ pub async fn run(
                         .with_label_values(&["postgres_commit"])
                         .inc();
                     let delay = backoff.next_delay();
+                    if backoff.attempts >= config.retry.max_attempts {
+                        // Still retrying (nothing is dropped), but /health says so.
+                        healthy.store(false, Ordering::Relaxed);
+                        tracing::error!(error = %e, time = commit.time, attempts = backoff.attempts, "commit keeps failing");
+                    }
                     tracing::warn!(error = %e, time = commit.time, attempt = backoff.attempts, ?delay, "commit failed; retrying");
                     if c.is_closed() {
                         client = None;

@@ -142,6 +142,7 @@ pub fn run(
             });
         }
         batch.first_read = first;
+        metrics.frontier_lag.inc();
         if output.send(batch).is_err() {
             break;
         }

@@ -11,7 +11,13 @@ use super::metrics::Metrics;
 
 /// Serves until the process ends. `ready` turns true once state is rebuilt
 /// and consumption has started.
-pub async fn serve(listen: String, metrics: Metrics, ready: Arc<AtomicBool>) -> Result<()> {
+/// `/health` fails while commits keep failing (`healthy` false).
+pub async fn serve(
+    listen: String,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    healthy: Arc<AtomicBool>,
+) -> Result<()> {
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -20,6 +26,7 @@ pub async fn serve(listen: String, metrics: Metrics, ready: Arc<AtomicBool>) -> 
         let (mut socket, _) = listener.accept().await?;
         let metrics = metrics.clone();
         let ready = ready.clone();
+        let healthy = healthy.clone();
         tokio::spawn(async move {
             let mut request = [0u8; 1024];
             let n = match socket.read(&mut request).await {
@@ -30,7 +37,11 @@ pub async fn serve(listen: String, metrics: Metrics, ready: Arc<AtomicBool>) -> 
             let path = head.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/metrics" => ("200 OK", metrics.encode()),
-                "/health" => ("200 OK", "ok\n".to_string()),
+                "/health" if healthy.load(Ordering::Relaxed) => ("200 OK", "ok\n".to_string()),
+                "/health" => (
+                    "503 Service Unavailable",
+                    "commits failing; retrying\n".to_string(),
+                ),
                 "/ready" if ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".to_string()),
                 "/ready" => ("503 Service Unavailable", "rebuilding\n".to_string()),
                 _ => ("404 Not Found", "not found\n".to_string()),

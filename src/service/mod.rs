@@ -124,10 +124,16 @@ async fn load_replay(client: &Client) -> Result<Vec<EngineBatch>> {
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
+    let healthy = Arc::new(AtomicBool::new(true));
     {
-        let (listen, metrics, ready) = (config.http.listen.clone(), metrics.clone(), ready.clone());
+        let (listen, metrics, ready, healthy) = (
+            config.http.listen.clone(),
+            metrics.clone(),
+            ready.clone(),
+            healthy.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listen, metrics, ready).await {
+            if let Err(e) = http::serve(listen, metrics, ready, healthy).await {
                 tracing::error!(error = %format!("{e:#}"), "http server stopped");
             }
         });
@@ -193,6 +199,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         commit_rx,
         metrics.clone(),
         committed.clone(),
+        healthy.clone(),
     ));
     let mut publishers = Vec::new();
     for outbox in [publish::Outbox::Corrections, publish::Outbox::DeadLetters] {
