@@ -5,7 +5,6 @@
 mod service_env;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use deltabook::kafka;
@@ -37,19 +36,7 @@ fn kafka_to_postgres_and_corrections_topic_equal_book() {
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let env = Env::new("k9");
     let lines = sample_lines();
-    let dir = std::env::temp_dir().join(format!("deltabook-{}", env.name));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let chunks: Vec<PathBuf> = lines
-        .chunks(lines.len() / 4 + 1)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let path = dir.join(format!("chunk{i}.jsonl"));
-            let mut bytes = chunk.join(&b'\n');
-            bytes.push(b'\n');
-            std::fs::write(&path, bytes).expect("write chunk");
-            path
-        })
-        .collect();
+    let (dir, chunks) = split_into_files(&env.name, &lines, 4);
     let mut seed = env.http_port as u64 | 1;
     let mut engine = env.start_engine();
     for chunk in &chunks {
@@ -216,20 +203,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 fn a_second_instance_waits_for_the_writer_lock_and_takes_over_without_double_publishing() {
     let env = Env::new("li");
     let lines = sample_lines();
-    let dir = std::env::temp_dir().join(format!("deltabook-{}", env.name));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
     let half = lines.len() / 2;
-    let parts: Vec<PathBuf> = [&lines[..half], &lines[half..]]
-        .iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let path = dir.join(format!("part{i}.jsonl"));
-            let mut bytes = part.join(&b'\n');
-            bytes.push(b'\n');
-            std::fs::write(&path, bytes).expect("write part");
-            path
-        })
-        .collect();
+    let (dir, parts) = split_into_files(&env.name, &lines, 2);
+    assert_eq!(parts.len(), 2);
     let mut first = env.start_engine();
     std::thread::sleep(Duration::from_secs(2));
     let second_port = env.http_port + 1;

@@ -207,6 +207,25 @@ impl Drop for EngineProcess {
     }
 }
 
+/// Writes `lines` as `parts` consecutive .jsonl files under a fresh temp
+/// directory; returns (directory, files).
+pub fn split_into_files(name: &str, lines: &[Vec<u8>], parts: usize) -> (PathBuf, Vec<PathBuf>) {
+    let dir = std::env::temp_dir().join(format!("deltabook-{name}"));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let files = lines
+        .chunks(lines.len().div_ceil(parts.max(1)).max(1))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.join(format!("part{i}.jsonl"));
+            let mut bytes = chunk.join(&b'\n');
+            bytes.push(b'\n');
+            std::fs::write(&path, bytes).expect("write part");
+            path
+        })
+        .collect();
+    (dir, files)
+}
+
 pub fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-trades.jsonl")
 }

@@ -79,19 +79,7 @@ fn restart_postgres() {
 fn broker_and_postgres_restarts_during_load_lose_nothing() {
     let env = Env::new("fx");
     let lines = sample_lines();
-    let dir = std::env::temp_dir().join(format!("deltabook-{}", env.name));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let chunk_paths: Vec<_> = lines
-        .chunks(lines.len() / 3 + 1)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let path = dir.join(format!("chunk{i}.jsonl"));
-            let mut bytes = chunk.join(&b'\n');
-            bytes.push(b'\n');
-            std::fs::write(&path, bytes).expect("write chunk");
-            path
-        })
-        .collect();
+    let (dir, chunk_paths) = split_into_files(&env.name, &lines, 3);
     let mut engine = env.start_engine();
     env.produce(&chunk_paths[0]);
     std::thread::sleep(Duration::from_millis(500));

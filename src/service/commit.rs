@@ -36,19 +36,7 @@ pub async fn run(
         let mut backoff = Backoff::new(&config.retry);
         loop {
             if client.is_none() {
-                match postgres::connect(&config.postgres.url).await {
-                    Ok(c) => client = Some(c),
-                    Err(e) => {
-                        metrics
-                            .retries
-                            .with_label_values(&["postgres_connect"])
-                            .inc();
-                        let delay = backoff.next_delay();
-                        tracing::warn!(error = %e, attempt = backoff.attempts, ?delay, "postgres unavailable; holding timestamp {} and retrying", commit.time);
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                }
+                client = Some(super::connect_with_retry(&config, &metrics, "commit").await);
             }
             let Some(c) = client.as_mut() else { continue };
             if backoff.attempts > 0 {
