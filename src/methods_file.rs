@@ -1,7 +1,7 @@
 //! Reads a lot-method map file: a JSON object `{scope: "FIFO"|"LIFO"|"HIFO"}`.
 
 use anyhow::{bail, Context, Result};
-use deltabook_dataflows::trade::LotMethod;
+use deltabook_dataflows::trade::{is_method_scope, LotMethod};
 
 /// Parses a lot-method map; scopes are an account, `account_book` or a
 /// position key. Any other shape is an error naming the offending entry.
@@ -13,16 +13,7 @@ pub fn parse_methods(text: &str) -> Result<Vec<(String, LotMethod)>> {
     };
     let mut methods = Vec::with_capacity(object.len());
     for (scope, method) in object {
-        let valid_scope = !scope.is_empty()
-            && scope.split('_').count() <= 3
-            && scope.split('_').all(|part| {
-                !part.is_empty()
-                    && part.len() <= 64
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
-            });
-        if !valid_scope {
+        if !is_method_scope(scope) {
             bail!("lot-method map: {scope:?} is not an account, account_book or position key");
         }
         let Some(method) = method.as_str().and_then(LotMethod::parse) else {

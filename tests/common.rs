@@ -107,7 +107,6 @@ pub fn generated(seed: u64, positions: usize, trades: usize) -> Vec<Vec<u8>> {
     deltabook::generate::generate(&config, &mut bytes).expect("generate");
     bytes
         .split(|b| *b == b'\n')
-        .filter(|_| true)
         .map(|l| l.to_vec())
         .collect::<Vec<_>>()[..trades]
         .to_vec()

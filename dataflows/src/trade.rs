@@ -168,6 +168,19 @@ pub enum LotMethod {
     Hifo,
 }
 
+/// True when `scope` can key a lot-method map: an account, `account_book`
+/// or a position key, each part 1-64 characters of `A-Za-z0-9.:-`.
+pub fn is_method_scope(scope: &str) -> bool {
+    scope.split('_').count() <= 3
+        && scope.split('_').all(|part| {
+            !part.is_empty()
+                && part.len() <= 64
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
+        })
+}
+
 impl LotMethod {
     /// Parses `FIFO`, `LIFO` or `HIFO`.
     pub fn parse(text: &str) -> Option<LotMethod> {

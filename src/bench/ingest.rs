@@ -47,9 +47,7 @@ impl IngestResult {
 pub fn ensure_input(dir: &Path, seed: u64, positions: usize, trades: usize) -> Result<PathBuf> {
     let path = dir.join(format!("bench-{seed}-{positions}p-{trades}t.jsonl"));
     if !path.exists() {
-        let mut config = GenerateConfig::new(seed, positions, trades);
-        // Very large positions are the latency benchmark's job; keep ingest uniform-ish.
-        config.large_positions = config.large_positions.min(3);
+        let config = GenerateConfig::new(seed, positions, trades);
         let mut out = BufWriter::new(
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
         );

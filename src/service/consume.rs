@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deltabook_dataflows::engine::{DeadLetter, SourceRef, Time};
 use deltabook_dataflows::gate::{RejectKind, Rejection};
-use deltabook_dataflows::trade::LotMethod;
+use deltabook_dataflows::trade::{is_method_scope, LotMethod};
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -153,15 +153,7 @@ pub fn run(
 
 /// A lot-method message: key = scope, value = FIFO|LIFO|HIFO, no value = remove.
 fn read_method(scope: &str, value: Option<&[u8]>) -> Result<Option<LotMethod>, String> {
-    let valid_scope = !scope.is_empty()
-        && scope.split('_').count() <= 3
-        && scope.split('_').all(|p| {
-            !p.is_empty()
-                && p.len() <= 64
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
-        });
-    if !valid_scope {
+    if !is_method_scope(scope) {
         return Err(format!(
             "lot-method key {scope:?} is not an account, account_book or position key"
         ));

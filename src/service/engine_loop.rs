@@ -182,7 +182,6 @@ pub fn run(
                     break;
                 };
                 let mut commit = captured.borrow_mut().remove(&done.time).unwrap_or_default();
-                // Anything captured at earlier times (there is none: times are only those of batches).
                 if done.replay {
                     continue;
                 }

@@ -198,11 +198,6 @@ impl PositionBook {
         &self.summary
     }
 
-    /// Number of live trades.
-    pub fn trade_count(&self) -> usize {
-        self.chunks.iter().map(|c| c.trades.len()).sum()
-    }
-
     /// True when the book holds no trade.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()

@@ -3,6 +3,7 @@
 //! timestamp's trade changes and method changes, and emits exactly the lot
 //! and summary rows that changed plus one correction per changed position.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 
 use rustc_hash::FxHashMap as HashMap;
@@ -160,33 +161,38 @@ struct PositionWork {
 struct BookState {
     books: HashMap<String, PositionBook>,
     faulted: HashSet<String>,
-    /// The lot-method map as a multiset of `(scope, method)`.
-    methods: BTreeMap<(String, LotMethod), Diff>,
+    /// The lot-method map.
+    methods: MethodMap,
+}
+
+/// The lot-method map as a multiset of `(scope, method)`.
+type MethodMap = BTreeMap<(String, LotMethod), Diff>;
+
+/// The method configured for `scope` exactly, if any (the greatest one if the
+/// map momentarily holds several).
+fn method_of_scope(methods: &MethodMap, scope: &str) -> Option<LotMethod> {
+    methods
+        .range((scope.to_string(), LotMethod::Fifo)..=(scope.to_string(), LotMethod::Hifo))
+        .filter(|(_, count)| **count > 0)
+        .map(|((_, m), _)| *m)
+        .next_back()
+}
+
+/// The most specific configured method for a position, FIFO by default.
+fn resolve(methods: &MethodMap, position_key: &str) -> LotMethod {
+    let mut parts = position_key.splitn(3, '_');
+    let account = parts.next().unwrap_or_default();
+    let book = parts.next().unwrap_or_default();
+    let account_book = position_key
+        .get(..account.len() + 1 + book.len())
+        .unwrap_or(account);
+    let found = [position_key, account_book, account]
+        .into_iter()
+        .find_map(|scope| method_of_scope(methods, scope));
+    found.unwrap_or_default()
 }
 
 impl BookState {
-    /// The method configured for `scope` exactly, if any (the greatest one
-    /// if the map momentarily holds several).
-    fn method_of_scope(&self, scope: &str) -> Option<LotMethod> {
-        self.methods
-            .range((scope.to_string(), LotMethod::Fifo)..=(scope.to_string(), LotMethod::Hifo))
-            .filter(|(_, count)| **count > 0)
-            .map(|((_, m), _)| *m)
-            .next_back()
-    }
-
-    /// The most specific configured method for a position, FIFO by default.
-    fn resolve(&self, position_key: &str) -> LotMethod {
-        let mut parts = position_key.splitn(3, '_');
-        let account = parts.next().unwrap_or_default();
-        let book = parts.next().unwrap_or_default();
-        let account_book = format!("{account}_{book}");
-        let found = [position_key, account_book.as_str(), account]
-            .into_iter()
-            .find_map(|scope| self.method_of_scope(scope));
-        found.unwrap_or_default()
-    }
-
     fn step(
         &mut self,
         time: Time,
@@ -214,7 +220,7 @@ impl BookState {
             }
             self.methods.retain(|_, count| *count != 0);
             for (position, book) in &self.books {
-                let method = self.resolve(position);
+                let method = resolve(&self.methods, position);
                 if method != book.method() {
                     work.entry(position.clone()).or_default().method_change = Some(method);
                 }
@@ -233,11 +239,16 @@ impl BookState {
                 );
                 continue;
             }
-            let method = self.resolve(&position);
-            let book = self
-                .books
-                .entry(position.clone())
-                .or_insert_with(|| PositionBook::new(method));
+            // An existing book is under its resolved method unless this timestamp
+            // changed the map (then `method_change` says so); only new books resolve.
+            let book = match self.books.entry(position.clone()) {
+                Entry::Occupied(slot) => slot.into_mut(),
+                Entry::Vacant(slot) => {
+                    let method = resolve(&self.methods, &position);
+                    slot.insert(PositionBook::new(method))
+                }
+            };
+            let method = w.method_change.unwrap_or(book.method());
             let before = book.summary().clone();
             let last_key = book.last_key().cloned();
             let changes = match book.apply(method, &w.removed, &w.inserted) {

@@ -27,7 +27,7 @@ use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::{Scope, StreamVec};
+use timely::dataflow::StreamVec;
 
 use crate::correction::Correction;
 use crate::gate::Rejection;
@@ -119,6 +119,3 @@ pub fn build<'scope>(
         accepted: gate.accepted,
     }
 }
-
-/// Scope type of an engine dataflow.
-pub type EngineScope<'scope> = Scope<'scope, Time>;

@@ -118,8 +118,9 @@ pub(super) fn admit<'scope>(
                     let batch = in_source_order(batch);
                     let mut session = output.session(&cap);
                     // Trade id -> its live entry before this timestamp (None: never live).
-                    let mut touched: BTreeMap<String, Option<Live>> = BTreeMap::new();
-                    let mut newest: HashMap<String, TradeVersion> = HashMap::default();
+                    // Trade id -> (its live entry before this timestamp, the newest version accepted now).
+                    let mut touched: BTreeMap<String, (Option<Live>, TradeVersion)> =
+                        BTreeMap::new();
                     for parsed in batch {
                         let (source, version, payload) = match parsed {
                             Parsed::Candidate(source, version, payload) => {
@@ -142,18 +143,21 @@ pub(super) fn admit<'scope>(
                                     correlation_id: version.correlation_id.clone(),
                                     payload,
                                 }));
-                                let current = newest
-                                    .get(&version.trade_id)
-                                    .map(|v| v.version)
-                                    .or_else(|| live.get(&version.trade_id).map(|l| l.version));
-                                if current.is_none_or(|v| v < version.version) {
-                                    if !touched.contains_key(&version.trade_id) {
-                                        touched.insert(
-                                            version.trade_id.clone(),
-                                            live.remove(&version.trade_id),
-                                        );
+                                match touched.get_mut(&version.trade_id) {
+                                    Some((_, newest)) => {
+                                        if newest.version < version.version {
+                                            *newest = version;
+                                        }
                                     }
-                                    newest.insert(version.trade_id.clone(), version);
+                                    None => {
+                                        let current =
+                                            live.get(&version.trade_id).map(|l| l.version);
+                                        if current.is_none_or(|v| v < version.version) {
+                                            let old = live.remove(&version.trade_id);
+                                            touched
+                                                .insert(version.trade_id.clone(), (old, version));
+                                        }
+                                    }
                                 }
                             }
                             Admission::Duplicate(_) => {
@@ -168,10 +172,7 @@ pub(super) fn admit<'scope>(
                             }
                         }
                     }
-                    for (trade_id, old) in touched {
-                        let Some(new) = newest.remove(&trade_id) else {
-                            continue;
-                        };
+                    for (trade_id, (old, new)) in touched {
                         let new_booked = new.booked().map(|b| (new.position_key(), b));
                         emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
                             session.give(VersionEvent::Book(u))
