@@ -1,45 +1,189 @@
 #!/usr/bin/env bash
-# Starts the services the integration tests need, installing what is missing:
-# - PostgreSQL (the machine's cluster) on 127.0.0.1:5432
-# - tansu 0.6.0 (a Kafka-protocol broker) on 127.0.0.1:9092 with SQLite storage
-#   under .services/ (survives a broker restart).
-# Idempotent: running it again leaves running services alone.
+# Installs what is missing and starts the services the tests and benchmarks
+# need, idempotently (running services are left alone):
+#
+# - PostgreSQL from Debian's packages: the machine's cluster on
+#   127.0.0.1:5432, `trust` authentication for 127.0.0.1 (user postgres).
+# - Apache Kafka 4.1.1, single node, KRaft mode, on 127.0.0.1:9092
+#   (controller 127.0.0.1:9093). Its jars come from Maven Central through
+#   scripts/kafka/pom.xml (`mvn dependency:copy-dependencies`); its data and
+#   log live under .services/kafka/. Ready only when a metadata request
+#   (listing topics) succeeds.
+#
+# Usage: scripts/services.sh            install + start both, wait until ready
+#        scripts/services.sh stop-kafka  stop the broker (SIGTERM, waits)
+#        scripts/services.sh restart-kafka
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 
-TANSU_VERSION=0.6.0
-KAFKA_PORT="${DELTABOOK_KAFKA_PORT:-9092}"
-STATE_DIR=.services
-mkdir -p "$STATE_DIR"
+KAFKA_DIR="$ROOT/.services/kafka"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+KAFKA_HEAP="${DELTABOOK_KAFKA_HEAP:-1g}"
+POM="$ROOT/scripts/kafka/pom.xml"
 
+say() { echo "services: $*"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- PostgreSQL -------------------------------------------------------------
-if ! port_open 5432; then
-  echo "services: starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
-fi
-for _ in $(seq 1 50); do port_open 5432 && break; sleep 0.2; done
-port_open 5432 || { echo "services: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+postgres_up() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    say "installing PostgreSQL from Debian's packages"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+  fi
+  local version
+  version="$(ls /etc/postgresql | sort -V | tail -1)"
+  if [ ! -d "/etc/postgresql/$version/main" ]; then
+    say "creating cluster $version/main"
+    as_root pg_createcluster "$version" main
+  fi
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! grep -q '# deltabook: trust on loopback' "$hba"; then
+    say "configuring $hba: trust for 127.0.0.1 (test machines only)"
+    local tmp
+    tmp="$(mktemp)"
+    {
+      echo '# deltabook: trust on loopback (scripts/services.sh; test machines only)'
+      echo 'host    all             all             127.0.0.1/32            trust'
+      echo 'host    all             all             ::1/128                 trust'
+      cat "$hba"
+    } >"$tmp"
+    as_root cp "$tmp" "$hba"
+    rm -f "$tmp"
+    if port_open 5432; then
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    fi
+  fi
+  if ! port_open 5432; then
+    say "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  fi
+  for _ in $(seq 1 100); do
+    port_open 5432 && break
+    sleep 0.1
+  done
+  port_open 5432 || { echo "services: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+  for _ in $(seq 1 50); do
+    if psql "host=127.0.0.1 port=5432 user=postgres dbname=postgres" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "services: PostgreSQL does not accept user postgres on 127.0.0.1" >&2
+  exit 1
+}
 
-# --- tansu ------------------------------------------------------------------
-TANSU="$(command -v tansu || true)"
-if [ -z "$TANSU" ] || ! "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  echo "services: installing tansu $TANSU_VERSION (about 8 minutes on 2 cores, once per machine)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql
-  TANSU="$HOME/.cargo/bin/tansu"
-fi
-if ! port_open "$KAFKA_PORT"; then
-  echo "services: starting tansu on 127.0.0.1:$KAFKA_PORT"
-  (
-    cd "$STATE_DIR"
-    nohup "$TANSU" broker \
-      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" >> tansu.log 2>&1 &
-    echo $! > tansu.pid
-  )
-fi
-for _ in $(seq 1 100); do port_open "$KAFKA_PORT" && break; sleep 0.1; done
-port_open "$KAFKA_PORT" || { echo "services: tansu did not start; see $STATE_DIR/tansu.log" >&2; exit 1; }
-echo "services: PostgreSQL 127.0.0.1:5432, Kafka (tansu) 127.0.0.1:$KAFKA_PORT"
+# --- Apache Kafka -----------------------------------------------------------
+kafka_jars() {
+  # The pom is the pin: re-copy when it changes.
+  local stamp="$KAFKA_LIBS/.pom.sha256"
+  local want
+  want="$(sha256sum "$POM" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || { echo "services: Maven (mvn) is needed to fetch Kafka's jars" >&2; exit 1; }
+  command -v java >/dev/null 2>&1 || { echo "services: Java 17+ is needed to run Kafka" >&2; exit 1; }
+  say "fetching Apache Kafka's jars from Maven Central ($POM)"
+  rm -rf "$KAFKA_LIBS"
+  mkdir -p "$KAFKA_LIBS"
+  mvn -q -B -f "$POM" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime
+  echo "$want" >"$stamp"
+}
+
+KAFKA_JAVA=(java -Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  -Djava.awt.headless=true "-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.yaml"
+  -cp "$KAFKA_LIBS/*")
+
+kafka_ready() {
+  # A metadata request: list the topics.
+  timeout 20 java -Xmx128m -XX:TieredStopAtLevel=1 \
+    "-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.yaml" -Dlog4j2.level=WARN \
+    -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1
+}
+
+kafka_pid() {
+  local pid
+  pid="$(cat "$KAFKA_DIR/kafka.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    echo "$pid"
+  fi
+}
+
+kafka_stop() {
+  local pid
+  pid="$(kafka_pid)"
+  if [ -z "$pid" ]; then
+    pid="$(pgrep -f 'kafka\.Kafka .*\.services/kafka/server\.properties' | head -1 || true)"
+  fi
+  [ -n "$pid" ] || { say "Kafka is not running"; return 0; }
+  say "stopping Kafka (pid $pid)"
+  kill "$pid"
+  for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "Kafka did not stop in 30 s; killing it"
+    kill -9 "$pid" || true
+  fi
+  rm -f "$KAFKA_DIR/kafka.pid"
+}
+
+kafka_up() {
+  kafka_jars
+  mkdir -p "$KAFKA_DATA"
+  {
+    cat "$ROOT/scripts/kafka/server.properties"
+    echo "log.dirs=$KAFKA_DATA"
+  } >"$KAFKA_DIR/server.properties"
+  if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
+    local cluster
+    cluster="$("${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+    say "formatting Kafka storage (cluster $cluster)"
+    "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$cluster" \
+      -c "$KAFKA_DIR/server.properties" >>"$KAFKA_DIR/kafka.log" 2>&1
+  fi
+  if ! port_open "$KAFKA_PORT"; then
+    say "starting Apache Kafka on 127.0.0.1:$KAFKA_PORT"
+    nohup "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties" \
+      >>"$KAFKA_DIR/kafka.log" 2>&1 </dev/null &
+    echo $! >"$KAFKA_DIR/kafka.pid"
+  fi
+  local started=$SECONDS
+  until kafka_ready; do
+    if [ $((SECONDS - started)) -gt 120 ]; then
+      echo "services: Kafka did not answer a metadata request in 120 s; see $KAFKA_DIR/kafka.log" >&2
+      tail -20 "$KAFKA_DIR/kafka.log" >&2 || true
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
+
+case "${1:-up}" in
+  up)
+    postgres_up
+    kafka_up
+    say "ready: PostgreSQL 127.0.0.1:5432, Apache Kafka 127.0.0.1:$KAFKA_PORT"
+    ;;
+  stop-kafka)
+    kafka_stop
+    ;;
+  restart-kafka)
+    kafka_stop
+    kafka_up
+    say "Kafka restarted"
+    ;;
+  *)
+    echo "usage: $0 [up|stop-kafka|restart-kafka]" >&2
+    exit 2
+    ;;
+esac

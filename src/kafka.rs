@@ -1,18 +1,25 @@
-//! Kafka plumbing (rdkafka): topics, the partition function, producers,
-//! reading the last message of each partition, `produce` and `tail`.
+//! Kafka plumbing (rdkafka): topics, the partition function, producers
+//! (idempotent for `produce`, transactional for the outboxes), reading a
+//! topic to its end and the last outbox id of each partition, `produce` and
+//! `tail`. Consumers read with `isolation.level=read_committed` (librdkafka's
+//! default), so a message of an aborted or still-open outbox transaction is
+//! never seen.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -20,6 +27,10 @@ use crate::config::KafkaConfig;
 
 /// Header carrying the PostgreSQL outbox id of a published row.
 pub const OUTBOX_ID_HEADER: &str = "deltabook-outbox-id";
+
+/// Messages a producer may have enqueued and not yet acknowledged (the
+/// pipelining window); librdkafka keeps per-partition order within it.
+pub const PRODUCE_WINDOW_MESSAGES: usize = 100_000;
 
 /// The partition of `key` among `partitions`: FNV-1a 64 of the key bytes,
 /// stable across processes and versions (the engine computes it itself).
@@ -41,31 +52,100 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// An idempotent producer (ordered per partition, no duplicates on retry).
-pub fn idempotent_producer(brokers: &str) -> Result<FutureProducer> {
-    client_config(brokers)
+/// Settings of an idempotent producer (ordered per partition, no duplicates
+/// on retry) with up to [`PRODUCE_WINDOW_MESSAGES`] messages in flight.
+fn idempotent_config(brokers: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", "30000")
+        .set("batch.num.messages", "10000")
+        .set(
+            "queue.buffering.max.messages",
+            PRODUCE_WINDOW_MESSAGES.to_string(),
+        )
+        .set("message.timeout.ms", "30000");
+    config
+}
+
+/// An idempotent producer.
+pub fn idempotent_producer(brokers: &str) -> Result<FutureProducer> {
+    idempotent_config(brokers)
         .create()
         .context("creating Kafka producer")
 }
 
-/// A consumer without a group: partitions are `assign()`ed at stored offsets.
+/// A transactional producer with `transactional_id`: creating it fences (and
+/// aborts the open transaction of) any older producer with the same id, so
+/// at most one outbox publisher per topic can write at a time.
+pub fn transactional_producer(brokers: &str, transactional_id: &str) -> Result<FutureProducer> {
+    let producer: FutureProducer = idempotent_config(brokers)
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "60000")
+        .create()
+        .context("creating transactional Kafka producer")?;
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .with_context(|| format!("initialising transactions for {transactional_id}"))?;
+    Ok(producer)
+}
+
+/// True when `error` means another producer with our transactional id took
+/// over (or the producer is otherwise unusable for good).
+pub fn is_fenced(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Transaction(e) => {
+            e.is_fatal()
+                || matches!(
+                    e.code(),
+                    RDKafkaErrorCode::Fenced
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                )
+        }
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        ),
+    }
+}
+
+/// A consumer without a group: partitions are `assign()`ed at stored
+/// offsets. Reads committed messages only.
 pub fn assigned_consumer(brokers: &str, message_max_bytes: usize) -> Result<BaseConsumer> {
-    client_config(brokers)
+    consumer_config(brokers, message_max_bytes)
+        .set("enable.partition.eof", "false")
+        .create()
+        .context("creating Kafka consumer")
+}
+
+fn consumer_config(brokers: &str, message_max_bytes: usize) -> ClientConfig {
+    let mut config = client_config(brokers);
+    config
         .set("group.id", "deltabook-engine")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set("fetch.message.max.bytes", message_max_bytes.to_string())
-        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "5")
         // Bounds what librdkafka prefetches while the engine is not polling.
         .set(
             "queued.max.messages.kbytes",
             (16 * 1024).max(2 * message_max_bytes / 1024).to_string(),
-        )
+        );
+    config
+}
+
+/// A consumer that reports the end of each partition (`PartitionEOF`).
+fn eof_consumer(brokers: &str) -> Result<BaseConsumer> {
+    consumer_config(brokers, 16 << 20)
+        .set("enable.partition.eof", "true")
         .create()
         .context("creating Kafka consumer")
 }
@@ -101,52 +181,115 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
     Ok(())
 }
 
+/// Reads `partitions` of `topic` from the given start offsets to their end
+/// (the committed end: aborted and open transactions are skipped), calling
+/// `each` with (partition, offset, key, payload, outbox id). Gives up after
+/// `timeout` without progress.
+fn read_to_end(
+    brokers: &str,
+    topic: &str,
+    starts: &BTreeMap<i32, i64>,
+    timeout: Duration,
+    mut each: impl FnMut(i32, i64, Option<&[u8]>, &[u8], Option<i64>),
+) -> Result<u64> {
+    if starts.is_empty() {
+        return Ok(0);
+    }
+    let consumer = eof_consumer(brokers)?;
+    let mut list = TopicPartitionList::new();
+    for (p, offset) in starts {
+        list.add_partition_offset(topic, *p, Offset::Offset(*offset))?;
+    }
+    consumer.assign(&list)?;
+    let mut remaining: std::collections::BTreeSet<i32> = starts.keys().copied().collect();
+    let mut count = 0u64;
+    let mut last_progress = Instant::now();
+    while !remaining.is_empty() {
+        if last_progress.elapsed() > timeout {
+            bail!(
+                "reading {topic}: no progress for {timeout:?}, {} partition(s) not read to the end",
+                remaining.len()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                remaining.remove(&p);
+                last_progress = Instant::now();
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {topic}")),
+        };
+        last_progress = Instant::now();
+        count += 1;
+        each(
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.payload().unwrap_or_default(),
+            outbox_id(&message),
+        );
+    }
+    Ok(count)
+}
+
+/// The low and high watermark of each partition of `topic`.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<Vec<(i64, i64)>> {
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, timeout)
+                .with_context(|| format!("watermarks of {topic}/{p}"))
+        })
+        .collect()
+}
+
 /// For each partition of `topic`, the outbox id in the header of its last
-/// message (or -1 when the partition is empty).
+/// committed message (or -1 when it has none). Reads backwards in growing
+/// windows from the end, since transaction markers and aborted messages
+/// also take offsets.
 pub fn last_outbox_ids(
     brokers: &str,
     topic: &str,
     partitions: i32,
     timeout: Duration,
 ) -> Result<Vec<i64>> {
-    let consumer = assigned_consumer(brokers, 16 << 20)?;
+    let probe = eof_consumer(brokers)?;
+    let marks = watermarks(&probe, topic, partitions, timeout)?;
+    drop(probe);
     let mut last = vec![-1i64; partitions as usize];
-    let mut wanted = TopicPartitionList::new();
-    let mut waiting = 0usize;
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        if high > low {
-            wanted.add_partition_offset(topic, p, Offset::Offset(high - 1))?;
-            waiting += 1;
-        }
-    }
-    if waiting == 0 {
-        return Ok(last);
-    }
-    consumer
-        .assign(&wanted)
-        .context("assigning tail partitions")?;
-    let deadline = Instant::now() + timeout;
-    let mut seen = vec![false; partitions as usize];
-    while waiting > 0 {
-        if Instant::now() > deadline {
-            bail!("timed out reading the last message of {waiting} partition(s) of {topic}");
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message.context("reading a tail message")?;
-        let p = message.partition() as usize;
-        if p >= seen.len() || seen[p] {
-            continue;
-        }
-        seen[p] = true;
-        waiting -= 1;
-        last[p] = outbox_id(&message).with_context(|| {
-            format!("{topic}/{p}: last message has no {OUTBOX_ID_HEADER} header")
+    let mut window = 64i64;
+    // Partitions still looking: (partition, low, high).
+    let mut open: Vec<(i32, i64, i64)> = marks
+        .iter()
+        .enumerate()
+        .filter(|(_, (low, high))| high > low)
+        .map(|(p, (low, high))| (p as i32, *low, *high))
+        .collect();
+    while !open.is_empty() {
+        let starts: BTreeMap<i32, i64> = open
+            .iter()
+            .map(|(p, low, high)| (*p, (*high - window).max(*low)))
+            .collect();
+        let mut found = vec![false; partitions as usize];
+        read_to_end(brokers, topic, &starts, timeout, |p, _, _, _, id| {
+            let slot = p as usize;
+            if let Some(id) = id {
+                last[slot] = last[slot].max(id);
+                found[slot] = true;
+            }
         })?;
+        // Keep looking further back where the window held no outbox message.
+        open.retain(|(p, low, high)| !found[*p as usize] && *high - window > *low);
+        window = window.saturating_mul(8);
     }
     Ok(last)
 }
@@ -162,123 +305,150 @@ pub fn outbox_id(message: &impl Message) -> Option<i64> {
         .and_then(|s| s.parse().ok())
 }
 
-/// The position key of a trade event line, if it has the three ids.
+/// The three ids of a trade event, borrowed from its line.
+#[derive(serde::Deserialize)]
+struct EventIds<'a> {
+    #[serde(borrow)]
+    account_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    book_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    security_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The position key of a trade event line, if it is a JSON object with the
+/// three ids as strings (other fields are not looked at).
 pub fn position_key_of(line: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let id = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    let ids: EventIds = serde_json::from_slice(line).ok()?;
     Some(format!(
         "{}_{}_{}",
-        id("account_id")?,
-        id("book_id")?,
-        id("security_id")?
+        ids.account_id?, ids.book_id?, ids.security_id?
     ))
+}
+
+/// Counts delivery failures of a [`BaseProducer`] (its delivery callback).
+#[derive(Default)]
+pub struct DeliveryCounter {
+    /// Messages acknowledged by the broker.
+    pub delivered: AtomicU64,
+    /// Messages that failed for good.
+    pub failed: AtomicU64,
+}
+
+/// A producer context that counts deliveries.
+#[derive(Clone, Default)]
+pub struct CountingContext(pub Arc<DeliveryCounter>);
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                tracing::error!(error = %e, "delivery failed");
+                self.0.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// An idempotent [`BaseProducer`] whose delivery reports are counted.
+pub fn counting_producer(brokers: &str) -> Result<BaseProducer<CountingContext>> {
+    idempotent_config(brokers)
+        .create_with_context(CountingContext::default())
+        .context("creating Kafka producer")
+}
+
+/// Enqueues one record, serving delivery reports while the queue is full
+/// (the window is bounded by `queue.buffering.max.messages`).
+pub fn send_pipelined<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut record: BaseRecord<'_, str, [u8], C::DeliveryOpaque>,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e).context("enqueueing a message"),
+        }
+    }
 }
 
 /// Sends every line of `path` to the trades topic (key = position key, the
 /// partition computed with [`partition_for`]; lines without ids go to
-/// partition line % partitions without a key). Returns lines sent.
-pub async fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
-    let producer = idempotent_producer(&config.brokers)?;
+/// partition line % partitions without a key), keeping up to
+/// [`PRODUCE_WINDOW_MESSAGES`] in flight. Returns lines sent; fails if any
+/// message could not be delivered.
+pub fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
+    let producer = counting_producer(&config.brokers)?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut lines = std::io::BufReader::new(file).split(b'\n');
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::with_capacity(512);
     let mut sent = 0u64;
     loop {
-        // Up to 10k lines in flight; the records borrow the chunk.
-        let mut chunk: Vec<(Option<String>, Vec<u8>)> = Vec::with_capacity(10_000);
-        for line in lines.by_ref().take(10_000) {
-            let line = line?;
-            chunk.push((position_key_of(&line), line));
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", path.display()))?
+            == 0
+        {
+            break;
         }
-        if chunk.is_empty() {
-            return Ok(sent);
+        if line.last() == Some(&b'\n') {
+            line.pop();
         }
-        let mut pending = Vec::with_capacity(chunk.len());
-        for (key, line) in &chunk {
-            let partition = match key {
-                Some(k) => partition_for(k, config.trades_partitions),
-                None => (sent % config.trades_partitions as u64) as i32,
-            };
-            let mut record = FutureRecord::<str, [u8]>::to(&config.trades_topic)
-                .payload(line.as_slice())
-                .partition(partition);
-            if let Some(k) = key {
-                record = record.key(k.as_str());
-            }
-            pending.push(producer.send(record, Duration::from_secs(30)));
-            sent += 1;
+        let key = position_key_of(&line);
+        let partition = match &key {
+            Some(k) => partition_for(k, config.trades_partitions),
+            None => (sent % config.trades_partitions as u64) as i32,
+        };
+        let mut record = BaseRecord::<str, [u8]>::to(&config.trades_topic)
+            .payload(line.as_slice())
+            .partition(partition);
+        if let Some(k) = &key {
+            record = record.key(k.as_str());
         }
-        for delivery in futures_drain(&mut pending).await {
-            delivery
-                .map_err(|(e, _)| e)
-                .context("delivering a trade event")?;
-        }
+        send_pipelined(&producer, record)?;
+        sent += 1;
     }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing the producer")?;
+    let failed = producer.context().0.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} of {sent} trade events could not be delivered");
+    }
+    Ok(sent)
 }
 
-async fn futures_drain<F: std::future::Future>(pending: &mut Vec<F>) -> Vec<F::Output> {
-    let mut out = Vec::with_capacity(pending.len());
-    for f in pending.drain(..) {
-        out.push(f.await);
-    }
-    out
-}
-
-/// Reads every message of `topic` from the beginning up to the high
-/// watermarks seen at the start, and calls `each` with (partition, offset,
-/// key, payload, outbox id). Gives up after `timeout` without progress.
+/// Reads every committed message of `topic` from the beginning to its
+/// current end, and calls `each` with (partition, offset, key, payload,
+/// outbox id). Gives up after `timeout` without progress.
 pub fn read_topic(
     brokers: &str,
     topic: &str,
     partitions: i32,
     timeout: Duration,
-    mut each: impl FnMut(i32, i64, Option<&[u8]>, &[u8], Option<i64>),
+    each: impl FnMut(i32, i64, Option<&[u8]>, &[u8], Option<i64>),
 ) -> Result<u64> {
-    let consumer = assigned_consumer(brokers, 16 << 20)?;
-    let mut list = TopicPartitionList::new();
-    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
-    for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
-        if high > low {
-            list.add_partition_offset(topic, p, Offset::Offset(low))?;
-            remaining.insert(p, high);
-        }
-    }
-    if remaining.is_empty() {
-        return Ok(0);
-    }
-    consumer.assign(&list)?;
-    let mut count = 0u64;
-    let mut last_progress = Instant::now();
-    while !remaining.is_empty() {
-        if last_progress.elapsed() > timeout {
-            bail!(
-                "reading {topic}: no progress for {timeout:?}, {} partition(s) not read to the end",
-                remaining.len()
-            );
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message.context("reading")?;
-        last_progress = Instant::now();
-        let p = message.partition();
-        if let Some(high) = remaining.get(&p) {
-            if message.offset() + 1 >= *high {
-                remaining.remove(&p);
-            }
-        }
-        count += 1;
-        each(
-            p,
-            message.offset(),
-            message.key(),
-            message.payload().unwrap_or_default(),
-            outbox_id(&message),
-        );
-    }
-    Ok(count)
+    let probe = eof_consumer(brokers)?;
+    let marks = watermarks(&probe, topic, partitions, timeout)?;
+    drop(probe);
+    let starts: BTreeMap<i32, i64> = marks
+        .iter()
+        .enumerate()
+        .filter(|(_, (low, high))| high > low)
+        .map(|(p, (low, _))| (p as i32, *low))
+        .collect();
+    read_to_end(brokers, topic, &starts, timeout, each)
 }
 
 /// `deltabook tail`: prints the corrections topic, one JSON event per line.
@@ -306,23 +476,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_function_is_stable_and_in_range() {
-        assert_eq!(
-            partition_for("ACC1_EQ-US_AAPL", 16),
-            partition_for("ACC1_EQ-US_AAPL", 16)
-        );
+    fn partition_function_is_fnv1a_and_in_range() {
         for key in ["a", "ACC1_EQ_X", "", "ACC99_B_C"] {
             assert!((0..16).contains(&partition_for(key, 16)));
         }
-        // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c; of "" the offset basis.
         assert_eq!(
             partition_for("a", 1 << 30) as u64,
             0xaf63_dc4c_8601_ec8c % (1 << 30)
         );
         assert_eq!(
+            partition_for("", 1 << 30) as u64,
+            0xcbf2_9ce4_8422_2325 % (1 << 30)
+        );
+    }
+
+    #[test]
+    fn position_key_reads_the_three_ids_only() {
+        assert_eq!(
             position_key_of(br#"{"account_id":"A","book_id":"B","security_id":"C"}"#).as_deref(),
             Some("A_B_C")
         );
+        assert_eq!(
+            position_key_of(br#"{"x":[1,{"y":2}],"account_id":"A\u0031","book_id":"B","security_id":"C","quantity":"1"}"#).as_deref(),
+            Some("A1_B_C")
+        );
         assert_eq!(position_key_of(b"nope"), None);
+        assert_eq!(
+            position_key_of(br#"{"account_id":"A","book_id":"B"}"#),
+            None
+        );
+        assert_eq!(
+            position_key_of(br#"{"account_id":1,"book_id":"B","security_id":"C"}"#),
+            None
+        );
     }
 }

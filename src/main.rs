@@ -209,15 +209,18 @@ fn main() -> Result<()> {
             sets,
         } => {
             let config = deltabook::config::Config::load(&config, &sets)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let sent = runtime.block_on(async {
-                deltabook::kafka::ensure_topics(&config.kafka).await?;
-                deltabook::kafka::produce_file(&config.kafka, &trades).await
-            })?;
-            eprintln!("sent {sent} events to {}", config.kafka.trades_topic);
+            runtime.block_on(deltabook::kafka::ensure_topics(&config.kafka))?;
+            let started = std::time::Instant::now();
+            let sent = deltabook::kafka::produce_file(&config.kafka, &trades)?;
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "sent {sent} events to {} in {seconds:.2} s ({:.0} msgs/s)",
+                config.kafka.trades_topic,
+                sent as f64 / seconds.max(1e-9)
+            );
         }
         Command::Tail {
             config,

@@ -1,5 +1,5 @@
 //! The real-time service against real PostgreSQL and a real Kafka-protocol
-//! broker (tansu), both started by `scripts/services.sh`. Each test uses its
+//! broker (Apache Kafka), both started by `scripts/services.sh`. Each test uses its
 //! own topics and its own database. A test that cannot reach a service fails.
 
 mod service_env;

@@ -47,7 +47,7 @@ impl Env {
         );
         assert!(
             reachable(9092),
-            "Kafka (tansu) is not reachable on 127.0.0.1:9092: run scripts/services.sh"
+            "Apache Kafka is not reachable on 127.0.0.1:9092: run scripts/services.sh"
         );
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

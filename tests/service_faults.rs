@@ -9,56 +9,17 @@ use std::time::Duration;
 
 use service_env::*;
 
-/// Stops the running broker (SIGTERM) and starts it again with the same
-/// command line in the same directory, so it reopens the same storage. The
-/// new broker outlives this test on purpose (other tests and runs use it).
-#[allow(clippy::zombie_processes)]
+/// Restarts the Apache Kafka broker in place (SIGTERM, then the same
+/// command, data and port) with `scripts/services.sh restart-kafka`. The new
+/// broker outlives this test on purpose (other tests and runs use it).
 fn restart_broker() {
-    let out = Command::new("pgrep")
-        .args(["-f", "tansu broker"])
-        .output()
-        .expect("pgrep");
-    let pid = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-        .expect("a running tansu broker (scripts/services.sh)");
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("broker cwd");
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("broker cmdline");
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let status = Command::new("kill").arg(&pid).status().expect("kill tansu");
-    assert!(status.success(), "stopping tansu");
-    for _ in 0..50 {
-        if std::net::TcpStream::connect("127.0.0.1:9092").is_err() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(cwd.join("tansu.log"))
-        .expect("broker log");
-    let child = Command::new(&args[0])
-        .args(&args[1..])
-        .current_dir(&cwd)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("restart tansu");
-    let _ = std::fs::write(cwd.join("tansu.pid"), child.id().to_string());
-    for _ in 0..100 {
-        if std::net::TcpStream::connect("127.0.0.1:9092").is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("tansu did not come back");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("restart-kafka")
+        .status()
+        .expect("scripts/services.sh restart-kafka");
+    assert!(status.success(), "restarting Kafka");
 }
 
 fn restart_postgres() {

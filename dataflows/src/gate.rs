@@ -12,7 +12,6 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -980,14 +979,14 @@ pub struct Gate {
     accepted: HashMap<(String, u64), u128>,
 }
 
-/// Two independent 64-bit hashes of the parsed version (equal versions,
-/// as by the derived `PartialEq`, always hash equal).
-fn fingerprint(version: &TradeVersion) -> u128 {
-    let mut high = DefaultHasher::new();
-    (0u8, version).hash(&mut high);
-    let mut low = DefaultHasher::new();
-    (1u8, version).hash(&mut low);
-    (u128::from(high.finish()) << 64) | u128::from(low.finish())
+/// The version's fingerprint: XXH3-128 of [`TradeVersion::canonical_bytes`].
+/// Equal versions (as by the derived `PartialEq`) always have equal
+/// fingerprints, and the value is stable across processes, toolchains and
+/// releases, so it can be persisted and compared after a restart.
+pub fn fingerprint(version: &TradeVersion) -> u128 {
+    let mut bytes = Vec::with_capacity(160);
+    version.canonical_bytes(&mut bytes);
+    xxhash_rust::xxh3::xxh3_128(&bytes)
 }
 
 impl Gate {
@@ -1012,6 +1011,12 @@ impl Gate {
     /// staying accepted. Only `Accepted` changes the gate's state.
     pub fn admit_parsed(&mut self, version: TradeVersion) -> Admission {
         let print = fingerprint(&version);
+        self.admit_fingerprinted(version, print)
+    }
+
+    /// [`Gate::admit_parsed`] for a version whose [`fingerprint`] the caller
+    /// has computed already (and keeps, e.g. to persist it).
+    pub fn admit_fingerprinted(&mut self, version: TradeVersion, print: u128) -> Admission {
         match self
             .accepted
             .entry((version.trade_id.clone(), version.version))
@@ -1028,6 +1033,19 @@ impl Gate {
                     version.trade_id, version.version
                 ),
             }),
+        }
+    }
+
+    /// Remembers that `(trade_id, version)` was accepted with `fingerprint`
+    /// (a restart restoring the gate's state). Returns false, changing
+    /// nothing, when that pair is already known with another fingerprint.
+    pub fn restore(&mut self, trade_id: &str, version: u64, fingerprint: u128) -> bool {
+        match self.accepted.entry((trade_id.to_string(), version)) {
+            Entry::Vacant(slot) => {
+                slot.insert(fingerprint);
+                true
+            }
+            Entry::Occupied(slot) => *slot.get() == fingerprint,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod booking;
 pub mod correction;
 pub mod decimal;
+pub mod driver;
 pub mod engine;
 pub mod gate;
 pub mod position;

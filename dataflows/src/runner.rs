@@ -1,26 +1,27 @@
 //! Runs the engine over a finite, ordered sequence of events in N worker
 //! threads and returns the final state and event log, merged over workers.
 //! The caller supplies the events (a file reader, a vector in a test), so
-//! this module performs no I/O itself.
+//! this module performs no I/O itself. The events are read ONCE, by one
+//! reader thread, which cuts them into batches (one engine timestamp each)
+//! and hands each worker its share through a bounded channel, so a pipe or
+//! FIFO is never split between workers and the file is scanned once.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use differential_dataflow::input::Input;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::{Inspect, Probe};
-use timely::dataflow::{InputHandleVec, StreamVec};
-
 use crate::correction::Correction;
-use crate::engine::{self, DeadLetter, Fault, SourceRef, Time};
+use crate::driver::{Driver, TimestampOutput};
+use crate::engine::{DeadLetter, Fault, SourceRef, Time};
 use crate::position::{Lot, PositionSummary};
 use crate::trade::LotMethod;
 
 /// Timestamps a worker may run ahead of its slowest output before it waits.
 const MAX_BATCHES_IN_FLIGHT: u64 = 4;
+
+/// Batches queued per worker between the reader and the worker.
+const BATCHES_QUEUED_PER_WORKER: usize = 2;
 
 /// How to run the engine over a sequence of events.
 #[derive(Clone, Debug)]
@@ -67,8 +68,8 @@ pub enum RunError {
     Multiplicity(String, isize),
 }
 
-/// The events of a run: `events()` yields every event in arrival order, and
-/// is called once per worker (each keeps the events it is assigned).
+/// The events of a run: `events()` yields every event in arrival order; it
+/// is called once per run.
 pub trait EventSource: Send + Sync + 'static {
     /// A fresh pass over all events.
     fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_>;
@@ -122,7 +123,7 @@ impl RunOptions {
     }
 }
 
-/// One worker's captured outputs.
+/// One worker's captured outputs, folded as its timestamps complete.
 #[derive(Default)]
 struct Captured {
     lots: HashMap<(String, Lot), isize>,
@@ -135,9 +136,36 @@ struct Captured {
     probe_at_end: Option<u64>,
 }
 
+impl Captured {
+    fn fold(&mut self, output: TimestampOutput, keep_corrections: bool) {
+        for (row, diff) in output.lots {
+            *self.lots.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in output.positions {
+            *self.positions.entry(row).or_insert(0) += diff;
+        }
+        self.correction_count += output.corrections.len() as u64;
+        if keep_corrections {
+            self.corrections.extend(output.corrections);
+        }
+        self.rejected.extend(output.dead_letters);
+        self.faults.extend(output.faults);
+        self.duplicates += output.duplicates.len() as u64;
+    }
+}
+
+/// One engine timestamp's share of the input for one worker.
+struct Batch {
+    time: Time,
+    events: Vec<(SourceRef, Vec<u8>)>,
+    /// Lot-method changes at this time (worker 0 only).
+    methods: Vec<(String, Option<LotMethod>)>,
+}
+
 /// Runs the engine over `source`, `batch_size` events per engine timestamp
 /// (event i, counted from 1, at time 1 + (i-1)/batch_size), and returns the
-/// merged outcome. The result does not depend on `workers`.
+/// merged outcome. The initial lot-method map is at time 0. The result does
+/// not depend on `workers`.
 pub fn run<S: EventSource>(
     source: Arc<S>,
     options: &RunOptions,
@@ -150,157 +178,51 @@ pub fn run<S: EventSource>(
         return Err(RunError::Options("workers must be at least 1"));
     }
     let started = Instant::now();
+    let workers = options.workers;
+    let mut senders = Vec::with_capacity(workers);
+    let mut receivers = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = sync_channel::<Batch>(BATCHES_QUEUED_PER_WORKER);
+        senders.push(tx);
+        receivers.push(Some(rx));
+    }
+    let receivers = Arc::new(Mutex::new(receivers));
+    let reader = {
+        let options = options.clone();
+        std::thread::Builder::new()
+            .name("deltabook-reader".into())
+            .spawn(move || read_batches(source.as_ref(), &options, senders, progress))
+            .map_err(|e| RunError::Worker(format!("starting the reader: {e}")))?
+    };
     let options = options.clone();
-    let progress = Arc::new(Mutex::new(progress));
-    let keep_corrections = options.keep_corrections;
-    let config = timely::Config::process(options.workers);
-    let guards = timely::execute(config, move |worker| -> Result<(Captured, u64), String> {
+    let config = timely::Config::process(workers);
+    let guards = timely::execute(config, move |worker| -> Result<Captured, String> {
         let index = worker.index();
-        let peers = worker.peers();
-        let captured = Rc::new(RefCell::new(Captured::default()));
-        let mut raw_input = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
-        let probe = ProbeHandle::new();
-        let mut methods_input = worker.dataflow::<Time, _, _>(|scope| {
-            let (methods_input, methods) = scope.new_collection::<(String, LotMethod), isize>();
-            let engine = engine::build(raw_input.to_stream(scope), methods);
-            let lots = engine
-                .lots
-                .as_collection(|k, v| (k.clone(), v.clone()))
-                .inner;
-            capture(lots, &captured, &probe, |c, (row, _, diff)| {
-                *c.lots.entry(row.clone()).or_insert(0) += diff
-            });
-            let positions = engine
-                .positions
-                .as_collection(|k, v| (k.clone(), v.clone()))
-                .inner;
-            capture(positions, &captured, &probe, |c, (row, _, diff)| {
-                *c.positions.entry(row.clone()).or_insert(0) += diff
-            });
-            capture(
-                engine.corrections.inner,
-                &captured,
-                &probe,
-                move |c, (row, _, _)| {
-                    c.correction_count += 1;
-                    if keep_corrections {
-                        c.corrections.push(row.clone());
-                    }
-                },
-            );
-            capture(engine.dead_letters, &captured, &probe, |c, row| {
-                c.rejected.push(row.clone())
-            });
-            capture(engine.duplicates, &captured, &probe, |c, _| {
-                c.duplicates += 1
-            });
-            capture(engine.faults, &captured, &probe, |c, row| {
-                c.faults.push(row.clone())
-            });
-            engine.booked.stream.probe_with(&probe);
-            methods_input
-        });
-
-        let mut current_methods: HashMap<String, LotMethod> = HashMap::new();
-        let mut change_method = |input: &mut differential_dataflow::input::InputSession<
-            Time,
-            (String, LotMethod),
-            isize,
-        >,
-                                 scope: &str,
-                                 method: Option<LotMethod>| {
-            if index != 0 {
-                return;
-            }
-            if let Some(old) = current_methods.remove(scope) {
-                input.remove((scope.to_string(), old));
-            }
-            if let Some(new) = method {
-                current_methods.insert(scope.to_string(), new);
-                input.insert((scope.to_string(), new));
-            }
-        };
-        for (scope, method) in &options.methods {
-            change_method(&mut methods_input, scope, Some(*method));
-        }
-        let mut pending_changes: Vec<&MethodChange> = options.method_changes.iter().collect();
-        pending_changes.sort_by_key(|c| std::cmp::Reverse(c.at_event));
-        let mut time: Time = 1;
-        raw_input.advance_to(time);
-        methods_input.advance_to(time);
-        methods_input.flush();
-
-        let mut line_no: u64 = 0;
-        for event in source.events() {
-            let event = event?;
-            line_no += 1;
-            while pending_changes
-                .last()
-                .is_some_and(|c| c.at_event <= line_no)
-            {
-                if let Some(change) = pending_changes.pop() {
-                    change_method(&mut methods_input, &change.scope, change.method);
-                }
-            }
-            if (line_no - 1) % peers as u64 == index as u64 {
-                raw_input.send((
-                    SourceRef {
-                        partition: 0,
-                        offset: line_no,
-                    },
-                    event,
-                ));
-            }
-            if line_no.is_multiple_of(options.batch_size as u64) {
-                time += 1;
-                raw_input.advance_to(time);
-                methods_input.advance_to(time);
-                methods_input.flush();
-                worker.step();
-                while probe.less_than(&time.saturating_sub(MAX_BATCHES_IN_FLIGHT)) {
-                    worker.step();
-                }
-                if index == 0 {
-                    if let Ok(mut p) = progress.lock() {
-                        if let Some(report) = p.as_mut() {
-                            report(line_no);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(measure) = options.probe_at_end {
-            // Let every worker catch up on all events while the dataflow still
-            // holds its state, then measure (worker 0 only).
-            time += 1;
-            raw_input.advance_to(time);
-            methods_input.advance_to(time);
-            methods_input.flush();
-            while probe.less_than(&time) {
-                worker.step();
-            }
-            if index == 0 {
-                captured.borrow_mut().probe_at_end = Some(measure());
-            }
-        }
-        drop(raw_input);
-        drop(methods_input);
-        while !probe.done() {
-            worker.step();
-        }
-        let captured = std::mem::take(&mut *captured.borrow_mut());
-        Ok((captured, line_no))
+        let input = receivers
+            .lock()
+            .map_err(|_| "input lock poisoned".to_string())?
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| format!("no input for worker {index}"))?;
+        run_worker(worker, input, &options)
     })
     .map_err(RunError::Worker)?;
 
     let mut outcome = BookOutcome::default();
     let mut lots: HashMap<(String, Lot), isize> = HashMap::new();
     let mut positions: HashMap<(String, PositionSummary), isize> = HashMap::new();
+    let mut failure = None;
     for result in guards.join() {
-        let (captured, lines) = result
-            .map_err(RunError::Worker)?
-            .map_err(RunError::Worker)?;
-        outcome.lines = lines;
+        let captured = match result
+            .map_err(RunError::Worker)
+            .and_then(|r| r.map_err(RunError::Worker))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
         for (row, diff) in captured.lots {
             *lots.entry(row).or_insert(0) += diff;
         }
@@ -314,24 +236,149 @@ pub fn run<S: EventSource>(
         outcome.correction_count += captured.correction_count;
         outcome.probe_at_end = outcome.probe_at_end.or(captured.probe_at_end);
     }
+    let read = reader
+        .join()
+        .map_err(|_| RunError::Worker("the reader panicked".into()))?;
+    // A read error explains a worker failure (its input ended early), so it comes first.
+    outcome.lines = read.map_err(RunError::Worker)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     outcome.lots = consolidate(lots)?;
     outcome.positions = consolidate(positions)?;
     outcome.elapsed = started.elapsed();
     Ok(outcome)
 }
 
-/// Records every update of `stream` into the worker's captured outputs and
-/// attaches the probe.
-fn capture<'scope, D: Clone + 'static>(
-    stream: StreamVec<'scope, Time, D>,
-    captured: &Rc<RefCell<Captured>>,
-    probe: &ProbeHandle<Time>,
-    mut record: impl FnMut(&mut Captured, &D) + 'static,
-) {
-    let sink = Rc::clone(captured);
-    stream
-        .inspect(move |row| record(&mut sink.borrow_mut(), row))
-        .probe_with(probe);
+/// The reader: every event once, cut into batches; event i goes to worker
+/// (i-1) % workers; method changes go to worker 0. Returns the events read.
+fn read_batches<S: EventSource + ?Sized>(
+    source: &S,
+    options: &RunOptions,
+    senders: Vec<SyncSender<Batch>>,
+    mut progress: Option<ProgressFn>,
+) -> Result<u64, String> {
+    let workers = senders.len();
+    let mut pending_changes: Vec<&MethodChange> = options.method_changes.iter().collect();
+    pending_changes.sort_by_key(|c| std::cmp::Reverse(c.at_event));
+    let mut time: Time = 1;
+    let new_batches = |time: Time| -> Vec<Batch> {
+        (0..workers)
+            .map(|_| Batch {
+                time,
+                events: Vec::new(),
+                methods: Vec::new(),
+            })
+            .collect()
+    };
+    let mut batches = new_batches(time);
+    let send = |batches: Vec<Batch>| -> bool {
+        batches
+            .into_iter()
+            .zip(&senders)
+            .all(|(batch, tx)| tx.send(batch).is_ok())
+    };
+    let mut line_no: u64 = 0;
+    for event in source.events() {
+        let event = event?;
+        line_no += 1;
+        while pending_changes
+            .last()
+            .is_some_and(|c| c.at_event <= line_no)
+        {
+            if let Some(change) = pending_changes.pop() {
+                batches[0]
+                    .methods
+                    .push((change.scope.clone(), change.method));
+            }
+        }
+        let worker = ((line_no - 1) % workers as u64) as usize;
+        batches[worker].events.push((
+            SourceRef {
+                partition: 0,
+                offset: line_no,
+            },
+            event,
+        ));
+        if line_no.is_multiple_of(options.batch_size as u64) {
+            time += 1;
+            if !send(std::mem::replace(&mut batches, new_batches(time))) {
+                return Err("a worker stopped early".into());
+            }
+            if let Some(report) = progress.as_mut() {
+                report(line_no);
+            }
+        }
+    }
+    if batches
+        .iter()
+        .any(|b| !b.events.is_empty() || !b.methods.is_empty())
+        && !send(batches)
+    {
+        return Err("a worker stopped early".into());
+    }
+    Ok(line_no)
+}
+
+/// One worker: feeds its batches to the engine and folds each completed
+/// timestamp's outputs.
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    input: Receiver<Batch>,
+    options: &RunOptions,
+) -> Result<Captured, String> {
+    let mut captured = Captured::default();
+    let keep = options.keep_corrections;
+    let mut driver = Driver::new(worker, 0);
+    if worker.index() == 0 {
+        for (scope, method) in &options.methods {
+            driver.set_method(scope, Some(*method));
+        }
+    }
+    driver.advance_to(1);
+    while let Ok(batch) = input.recv() {
+        if batch.time < driver.time() {
+            return Err(format!("batch time {} after {}", batch.time, driver.time()));
+        }
+        driver.advance_to(batch.time);
+        for (scope, method) in &batch.methods {
+            driver.set_method(scope, *method);
+        }
+        for (source, payload) in batch.events {
+            driver.send(source, payload);
+        }
+        driver.advance_to(batch.time + 1);
+        worker.step();
+        while driver.less_than((batch.time + 1).saturating_sub(MAX_BATCHES_IN_FLIGHT)) {
+            worker.step();
+        }
+        for (_, output) in driver.take_completed() {
+            captured.fold(output, keep);
+        }
+    }
+    if let Some(measure) = options.probe_at_end {
+        // Let every worker catch up on all events while the dataflow still
+        // holds its state, then measure (worker 0 only).
+        let end = driver.time() + 1;
+        driver.advance_to(end);
+        while driver.less_than(end) {
+            worker.step();
+        }
+        for (_, output) in driver.take_completed() {
+            captured.fold(output, keep);
+        }
+        if worker.index() == 0 {
+            captured.probe_at_end = Some(measure());
+        }
+    }
+    let mut closed = driver.close();
+    while !closed.done() {
+        worker.step();
+    }
+    for (_, output) in closed.take_completed() {
+        captured.fold(output, keep);
+    }
+    Ok(captured)
 }
 
 /// Keeps rows whose multiplicity is one; any other non-zero count is a bug.

@@ -111,6 +111,61 @@ impl TradeVersion {
         format!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
     }
 
+    /// A canonical byte encoding of every field (strings length-prefixed,
+    /// numbers little-endian, absent fields a 0 tag), appended to `out`. Two
+    /// versions are equal exactly when their encodings are; the encoding is
+    /// part of the persisted format (fingerprints), so it never changes.
+    pub fn canonical_bytes(&self, out: &mut Vec<u8>) {
+        fn text(out: &mut Vec<u8>, s: &str) {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        fn opt<T>(out: &mut Vec<u8>, value: Option<T>, each: impl FnOnce(&mut Vec<u8>, T)) {
+            match value {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    each(out, v);
+                }
+            }
+        }
+        out.push(1); // encoding version
+        text(out, &self.trade_id);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.push(match self.action {
+            Action::New => 0,
+            Action::Amend => 1,
+            Action::Cancel => 2,
+        });
+        text(out, &self.account_id);
+        text(out, &self.book_id);
+        text(out, &self.security_id);
+        opt(out, self.side, |o, s| {
+            o.push(match s {
+                Side::Buy => 0,
+                Side::Sell => 1,
+            })
+        });
+        opt(out, self.quantity, |o, q| {
+            o.extend_from_slice(&q.0.to_le_bytes())
+        });
+        opt(out, self.price, |o, p| {
+            o.extend_from_slice(&p.0.to_le_bytes())
+        });
+        opt(out, self.currency.as_deref(), text);
+        opt(out, self.trade_date, |o, d| {
+            o.extend_from_slice(&d.0.to_le_bytes())
+        });
+        opt(out, self.trade_time, |o, t| {
+            o.extend_from_slice(&t.secs.to_le_bytes());
+            o.extend_from_slice(&t.nanos.to_le_bytes());
+        });
+        opt(out, self.sequence, |o, s| {
+            o.extend_from_slice(&s.to_le_bytes())
+        });
+        opt(out, self.correlation_id.as_deref(), text);
+    }
+
     /// The bookable form of this version: `None` for a CANCEL.
     pub fn booked(&self) -> Option<BookedTrade> {
         if self.action == Action::Cancel {

@@ -4,11 +4,11 @@
 
 use deltabook_dataflows::correction::{Cause, Correction};
 use deltabook_dataflows::decimal::Dec8;
-use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, SourceRef};
+use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, LiveTrade, RestoredTrade, SourceRef};
 use deltabook_dataflows::gate::{RejectKind, Rejection};
 use deltabook_dataflows::position::{Lot, LotSide, PositionSummary};
-use deltabook_dataflows::trade::{Action, Date, LotMethod};
-use deltabook_sinks::postgres::{self, MethodEvent, SourceOffset, TimestampCommit};
+use deltabook_dataflows::trade::{Action, BookedTrade, Date, Instant, LotKey, LotMethod, Side};
+use deltabook_sinks::postgres::{self, MethodEvent, PgError, SourceOffset, TimestampCommit};
 
 const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
@@ -93,7 +93,7 @@ async fn migrations_are_versioned_and_safe_to_rerun() {
     let mut client = postgres::connect(&db.url()).await.expect("connect");
     assert_eq!(
         postgres::migrate(&mut client).await.expect("migrate"),
-        vec![1]
+        vec![1, 2]
     );
     assert_eq!(
         postgres::migrate(&mut client).await.expect("migrate again"),
@@ -127,6 +127,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
         version: 1,
         action: Action::New,
         correlation_id: Some("c-1".into()),
+        fingerprint: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
         payload: br#"{"trade_id":"T1"}"#.to_vec(),
     };
     let correction = Correction {
@@ -149,10 +150,31 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
         },
         payload: b"".to_vec(),
     };
+    let epoch = postgres::take_over(&client).await.expect("writer epoch");
+    let booked = BookedTrade {
+        key: LotKey {
+            trade_date: Date::from_ymd(2026, 1, 2),
+            trade_time: Some(Instant {
+                secs: 1_767_312_000,
+                nanos: 1_000_000_000,
+            }),
+            trade_id: "T1".into(),
+        },
+        side: Side::Buy,
+        quantity: d("100"),
+        price: d("10.5"),
+    };
     let first = TimestampCommit {
         time: 1,
+        writer_epoch: epoch,
         trades_topic: "trade-events".into(),
+        methods_topic: "my-methods".into(),
         accepted: vec![accepted],
+        live: vec![LiveTrade {
+            trade_id: "T1".into(),
+            version: 1,
+            booked: Some((key.clone(), booked.clone())),
+        }],
         methods: vec![MethodEvent {
             time: 1,
             scope: "ACC1".into(),
@@ -177,6 +199,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
     // Time 2: the lot shrinks (retract + assert), the position changes.
     let second = TimestampCommit {
         time: 2,
+        writer_epoch: epoch,
         trades_topic: "trade-events".into(),
         lots: vec![
             ((key.clone(), lot("T1", "100")), -1),
@@ -268,6 +291,84 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
             next_offset: 50
         }]
     );
+    let method_topic: String = client
+        .query_one(
+            "SELECT source_topic FROM event_store WHERE kind = 'method'",
+            &[],
+        )
+        .await
+        .expect("method event")
+        .get(0);
+    assert_eq!(method_topic, "my-methods", "the configured topic is stored");
+    // What a restart loads: the live trade (with its leap-second time), its
+    // fingerprint and the lot-method map, as committed.
+    let snapshot = postgres::load_snapshot(&mut client)
+        .await
+        .expect("snapshot");
+    assert_eq!(snapshot.last_time, 2);
+    assert_eq!(
+        snapshot.trades,
+        vec![RestoredTrade {
+            live: LiveTrade {
+                trade_id: "T1".into(),
+                version: 1,
+                booked: Some((key.clone(), booked)),
+            },
+            fingerprints: vec![(1, 0x0123_4567_89ab_cdef_0011_2233_4455_6677)],
+        }]
+    );
+    assert_eq!(
+        snapshot.methods,
+        vec![("ACC1".to_string(), LotMethod::Lifo)]
+    );
+    let epochs: Vec<(i64, i64)> = client
+        .query(
+            "SELECT engine_time, writer_epoch FROM committed_timestamps ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("commit log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(epochs, vec![(1, epoch), (2, epoch)]);
+}
+
+#[tokio::test]
+async fn a_writer_whose_epoch_was_taken_over_cannot_commit() {
+    let db = ScratchDb::create().await;
+    let mut client = postgres::connect(&db.url()).await.expect("connect");
+    postgres::migrate(&mut client).await.expect("migrate");
+    let old = postgres::take_over(&client).await.expect("epoch");
+    let commit = |time: u64, epoch: i64| TimestampCommit {
+        time,
+        writer_epoch: epoch,
+        trades_topic: "trade-events".into(),
+        offsets: vec![SourceOffset {
+            topic: "trade-events".into(),
+            partition: 0,
+            next_offset: time as i64 * 10,
+        }],
+        ..TimestampCommit::default()
+    };
+    postgres::commit_timestamp(&mut client, &commit(1, old), 100)
+        .await
+        .expect("the current writer commits");
+    let new = postgres::take_over(&client).await.expect("takeover");
+    assert_eq!(new, old + 1);
+    match postgres::commit_timestamp(&mut client, &commit(2, old), 100).await {
+        Err(PgError::Fenced { mine, current }) => assert_eq!((mine, current), (old, new)),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    let (offsets, last_time) = postgres::load_progress(&client).await.expect("progress");
+    assert_eq!(
+        (offsets[0].next_offset, last_time),
+        (10, 1),
+        "nothing of the fenced commit"
+    );
+    postgres::commit_timestamp(&mut client, &commit(2, new), 100)
+        .await
+        .expect("the new writer commits");
 }
 
 #[tokio::test]
@@ -276,8 +377,10 @@ async fn a_failing_commit_leaves_nothing_behind() {
     let mut client = postgres::connect(&db.url()).await.expect("connect");
     postgres::migrate(&mut client).await.expect("migrate");
     let key = "ACC1_EQ_AAPL".to_string();
+    let epoch = postgres::take_over(&client).await.expect("epoch");
     let commit = TimestampCommit {
         time: 1,
+        writer_epoch: epoch,
         trades_topic: "trade-events".into(),
         positions: vec![((key.clone(), summary("1", 1)), 1)],
         offsets: vec![SourceOffset {
@@ -302,6 +405,7 @@ async fn a_failing_commit_leaves_nothing_behind() {
     };
     let failing = TimestampCommit {
         time: 2,
+        writer_epoch: epoch,
         trades_topic: "trade-events".into(),
         positions: vec![
             ((key.clone(), summary("1", 1)), -1),

@@ -1,112 +1,183 @@
-//! The committer: one PostgreSQL transaction per engine timestamp, in time
-//! order, retried (with a fresh connection when needed) until it succeeds,
-//! so nothing computed is ever dropped.
+//! The committer: assembles the workers' reports into whole timestamps and
+//! commits each in ONE PostgreSQL transaction, in time order, fenced by this
+//! instance's writer epoch. A failed commit is retried (with a fresh
+//! connection when needed) until it succeeds, so nothing computed is ever
+//! dropped; a fenced commit ends the service.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltabook_sinks::postgres;
+use anyhow::{Context, Result};
+use deltabook_dataflows::engine::Time;
+use deltabook_sinks::postgres::{self, TimestampCommit};
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::Notify;
 
-use super::engine_loop::Outgoing;
+use super::assemble::{AssembledTimestamp, Assembler};
+use super::engine::EngineMessage;
 use super::metrics::Metrics;
 use super::retry::Backoff;
 use crate::config::Config;
 
-/// Commits everything `input` yields; returns when it disconnects.
+/// Commits every timestamp the workers complete; returns when `input`
+/// closes (after committing everything complete), or with an error when
+/// this instance is fenced.
 pub async fn run(
     config: Config,
-    input: Receiver<Outgoing>,
+    writer_epoch: i64,
+    first_time: Time,
+    mut input: Receiver<EngineMessage>,
     metrics: Metrics,
     committed: Arc<Notify>,
     healthy: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
+    let mut assembler = Assembler::new(config.engine.workers, first_time);
     let mut client = None;
-    let input = Arc::new(std::sync::Mutex::new(input));
-    loop {
-        let source = input.clone();
-        let next =
-            tokio::task::spawn_blocking(move || source.lock().ok().and_then(|rx| rx.recv().ok()))
-                .await?;
-        let Some((commit, first_read)) = next else {
-            return Ok(());
+    while let Some(message) = input.recv().await {
+        for timestamp in assembler.push(message) {
+            let (commit, first_read) = to_commit(timestamp, &config, writer_epoch);
+            commit_with_retry(&config, &mut client, &commit, &metrics, &healthy).await?;
+            metrics.frontier_lag.set(0);
+            metrics.timestamps_committed.inc();
+            metrics
+                .corrections_emitted
+                .inc_by(commit.corrections.len() as u64);
+            metrics
+                .dead_letters
+                .inc_by(commit.dead_letters.len() as u64);
+            if let Some(first) = first_read {
+                metrics.batch_latency.observe(first.elapsed().as_secs_f64());
+            }
+            committed.notify_waiters();
+        }
+    }
+    Ok(())
+}
+
+/// The commit of one assembled timestamp, and when its first message was read.
+fn to_commit(
+    timestamp: AssembledTimestamp,
+    config: &Config,
+    writer_epoch: i64,
+) -> (TimestampCommit, Option<Instant>) {
+    let AssembledTimestamp {
+        time,
+        output,
+        inputs,
+    } = timestamp;
+    for fault in &output.faults {
+        tracing::error!(position = %fault.position_key, time = fault.time, detail = %fault.detail, "position fault");
+    }
+    let trades_topic = &config.kafka.trades_topic;
+    let methods_topic = &config.kafka.methods_topic;
+    let mut commit = TimestampCommit {
+        time,
+        writer_epoch,
+        trades_topic: trades_topic.clone(),
+        methods_topic: methods_topic.clone(),
+        accepted: output.accepted,
+        live: output.live,
+        lots: output.lots,
+        positions: output.positions,
+        corrections: output.corrections,
+        dead_letters: output
+            .dead_letters
+            .into_iter()
+            .map(|d| (trades_topic.clone(), d))
+            .collect(),
+        ..TimestampCommit::default()
+    };
+    let mut first_read: Option<Instant> = None;
+    for input in inputs {
+        commit.methods.extend(input.methods);
+        commit.dead_letters.extend(
+            input
+                .rejected_methods
+                .into_iter()
+                .map(|d| (methods_topic.clone(), d)),
+        );
+        commit.offsets.extend(input.offsets);
+        first_read = match (first_read, input.first_read) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        let mut backoff = Backoff::new(&config.retry);
-        loop {
-            if client.is_none() {
-                client = Some(super::connect_with_retry(&config, &metrics, "commit").await);
-            }
-            let Some(c) = client.as_mut() else { continue };
-            if backoff.attempts > 0 {
-                // The failed attempt may have committed before the connection broke.
-                match postgres::committed_time(c).await {
-                    Ok(done) if done >= commit.time => {
-                        healthy.store(true, Ordering::Relaxed);
-                        metrics.frontier_lag.dec();
-                        committed.notify_waiters();
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        client = None;
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
-                    }
-                }
-            }
-            let started = Instant::now();
-            match postgres::commit_timestamp(c, &commit, config.postgres.write_batch_rows).await {
-                Ok(()) => {
+    }
+    commit.offsets.sort();
+    (commit, first_read)
+}
+
+/// Commits `commit`, retrying every failure but a permanent one (fenced).
+async fn commit_with_retry(
+    config: &Config,
+    client: &mut Option<tokio_postgres::Client>,
+    commit: &TimestampCommit,
+    metrics: &Metrics,
+    healthy: &AtomicBool,
+) -> Result<()> {
+    let mut backoff = Backoff::new(&config.retry);
+    loop {
+        if client.is_none() {
+            *client = Some(super::connect_with_retry(config, metrics, "commit").await);
+        }
+        let Some(c) = client.as_mut() else { continue };
+        if backoff.attempts > 0 {
+            // The failed attempt may have committed before the connection broke.
+            match postgres::committed_time(c).await {
+                Ok(done) if done >= commit.time => {
                     healthy.store(true, Ordering::Relaxed);
-                    if tracing::enabled!(tracing::Level::DEBUG) {
-                        let correlation_ids: Vec<&str> = commit
-                            .accepted
-                            .iter()
-                            .filter_map(|a| a.correlation_id.as_deref())
-                            .collect();
-                        tracing::debug!(
-                            time = commit.time,
-                            ?correlation_ids,
-                            corrections = commit.corrections.len(),
-                            "committed"
-                        );
-                    }
-                    metrics.frontier_lag.dec();
-                    metrics
-                        .commit_latency
-                        .observe(started.elapsed().as_secs_f64());
-                    if let Some(first) = first_read {
-                        metrics.batch_latency.observe(first.elapsed().as_secs_f64());
-                    }
-                    metrics.timestamps_committed.inc();
-                    metrics
-                        .corrections_emitted
-                        .inc_by(commit.corrections.len() as u64);
-                    metrics
-                        .dead_letters
-                        .inc_by(commit.dead_letters.len() as u64);
-                    committed.notify_waiters();
-                    break;
+                    return Ok(());
                 }
-                Err(e) => {
-                    metrics
-                        .retries
-                        .with_label_values(&["postgres_commit"])
-                        .inc();
-                    let delay = backoff.next_delay();
-                    if backoff.attempts >= config.retry.max_attempts {
-                        // Still retrying (nothing is dropped), but /health says so.
-                        healthy.store(false, Ordering::Relaxed);
-                        tracing::error!(error = %e, time = commit.time, attempts = backoff.attempts, "commit keeps failing");
-                    }
-                    tracing::warn!(error = %e, time = commit.time, attempt = backoff.attempts, ?delay, "commit failed; retrying");
-                    if c.is_closed() {
-                        client = None;
-                    }
-                    tokio::time::sleep(delay).await;
+                Ok(_) => {}
+                Err(_) => {
+                    *client = None;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
                 }
+            }
+        }
+        let started = Instant::now();
+        match postgres::commit_timestamp(c, commit, config.postgres.write_batch_rows).await {
+            Ok(()) => {
+                healthy.store(true, Ordering::Relaxed);
+                metrics
+                    .commit_latency
+                    .observe(started.elapsed().as_secs_f64());
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let correlation_ids: Vec<&str> = commit
+                        .accepted
+                        .iter()
+                        .filter_map(|a| a.correlation_id.as_deref())
+                        .collect();
+                    tracing::debug!(
+                        time = commit.time,
+                        ?correlation_ids,
+                        corrections = commit.corrections.len(),
+                        "committed"
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_permanent() => {
+                healthy.store(false, Ordering::Relaxed);
+                return Err(e).with_context(|| format!("committing engine time {}", commit.time));
+            }
+            Err(e) => {
+                metrics
+                    .retries
+                    .with_label_values(&["postgres_commit"])
+                    .inc();
+                let delay = backoff.next_delay();
+                if backoff.attempts >= config.retry.max_attempts {
+                    // Still retrying (nothing is dropped), but /health says so.
+                    healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(error = %e, time = commit.time, attempts = backoff.attempts, "commit keeps failing");
+                }
+                tracing::warn!(error = %e, time = commit.time, attempt = backoff.attempts, ?delay, "commit failed; retrying");
+                if c.is_closed() {
+                    *client = None;
+                }
+                tokio::time::sleep(delay).await;
             }
         }
     }

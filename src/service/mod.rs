@@ -1,41 +1,42 @@
 //! `deltabook run`: the real-time service. Kafka in; each engine timestamp's
-//! state changes, corrections, dead letters and source offsets committed to
-//! PostgreSQL in one transaction; corrections and dead letters published to
-//! Kafka from the committed tables (a transactional outbox). On start the
-//! engine rebuilds its state from the event store at the original engine
-//! times and resumes consumption at the stored offsets.
+//! state changes, restart snapshot, corrections, dead letters and source
+//! offsets committed to PostgreSQL in one fenced transaction; corrections
+//! and dead letters published to Kafka from the committed tables (a
+//! transactional outbox). On start the engine loads the snapshot committed
+//! with the last timestamp (not the event store) and resumes consumption at
+//! the stored offsets.
 //!
-//! Threads: the consumer (rdkafka, blocking), the engine (one timely worker),
-//! and a tokio runtime for the committer, the publishers and HTTP. Channels
-//! between them are bounded, so when PostgreSQL falls behind the engine
-//! stops taking batches and the consumer stops polling.
+//! Threads: `engine.workers` timely workers, each reading its own Kafka
+//! partitions; a tokio runtime for the committer, the publishers, the writer
+//! lock and HTTP. The channel from the workers to the committer is bounded,
+//! and workers stop reading while `engine.max_uncommitted_timestamps` are
+//! uncommitted, so when PostgreSQL falls behind, consumption pauses.
 
+pub mod assemble;
 pub mod commit;
-pub mod consume;
-pub mod engine_loop;
+pub mod engine;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod publish;
 pub mod retry;
+pub mod source;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use deltabook_dataflows::engine::SourceRef;
-use deltabook_dataflows::trade::LotMethod;
-use deltabook_sinks::postgres::{self, MethodEvent};
+use deltabook_sinks::postgres;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 
-use self::engine_loop::EngineBatch;
+use self::engine::EngineStart;
 use self::metrics::Metrics;
 use self::retry::Backoff;
 use crate::config::Config;
 
-/// Runs the service until SIGINT / SIGTERM.
+/// Runs the service until SIGINT / SIGTERM (or until it is fenced).
 pub fn run(config: Config) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,7 +45,8 @@ pub fn run(config: Config) -> Result<()> {
     runtime.block_on(serve(config, shutdown_signal()))
 }
 
-async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) -> Client {
+/// Connects to PostgreSQL, retrying with backoff until it answers.
+pub async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) -> Client {
     let mut backoff = Backoff::new(&config.retry);
     loop {
         match postgres::connect(&config.postgres.url).await {
@@ -62,65 +64,9 @@ async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) -> C
     }
 }
 
-/// The event store as engine batches, at the times originally assigned.
-async fn load_replay(client: &Client) -> Result<Vec<EngineBatch>> {
-    let rows = client
-        .query(
-            "SELECT engine_time, kind, source_partition, source_offset, payload, position_key, method
-             FROM event_store ORDER BY engine_time, event_ver",
-            &[],
-        )
-        .await
-        .context("reading the event store")?;
-    let mut batches: Vec<EngineBatch> = Vec::new();
-    for row in rows {
-        let time = row.get::<_, i64>(0) as u64;
-        if batches.last().is_none_or(|b| b.time != time) {
-            batches.push(EngineBatch {
-                time,
-                replay: true,
-                ..EngineBatch::default()
-            });
-        }
-        let Some(batch) = batches.last_mut() else {
-            continue;
-        };
-        let kind: String = row.get(1);
-        let partition: i32 = row.get(2);
-        let offset: i64 = row.get(3);
-        let payload: Vec<u8> = row.get(4);
-        if kind == "trade" {
-            batch.events.push((
-                SourceRef {
-                    partition: partition as u32,
-                    offset: offset as u64,
-                },
-                payload,
-            ));
-        } else {
-            let method: Option<String> = row.get(6);
-            let method = match method {
-                Some(m) => Some(
-                    LotMethod::parse(&m)
-                        .ok_or_else(|| anyhow!("event store holds an unknown method {m:?}"))?,
-                ),
-                None => None,
-            };
-            batch.methods.push(MethodEvent {
-                time,
-                scope: row.get(5),
-                method,
-                partition,
-                offset,
-                payload,
-            });
-        }
-    }
-    Ok(batches)
-}
-
 /// Runs the service until `shutdown` completes, then finishes the
-/// timestamps in flight and returns.
+/// timestamps in flight and returns. Returns an error when this instance is
+/// fenced by another (it then stops at once, committing nothing more).
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -140,19 +86,15 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     }
 
     // One writer at a time: a second instance waits here.
-    let lock = connect_with_retry(&config, &metrics, "writer lock").await;
-    tracing::info!(
-        key = config.postgres.lock_key,
-        "waiting for the writer lock"
-    );
-    lock.execute("SELECT pg_advisory_lock($1)", &[&config.postgres.lock_key])
-        .await
-        .context("taking the writer lock")?;
-    tracing::info!("writer lock held");
+    let mut writer_lock = lock::WriterLock::acquire(&config, &metrics).await?;
 
     let mut client = connect_with_retry(&config, &metrics, "migrations").await;
     let applied = postgres::migrate(&mut client).await.context("migrations")?;
     tracing::info!(?applied, "migrations");
+    let writer_epoch = postgres::take_over(&client)
+        .await
+        .context("taking over as the writer")?;
+    tracing::info!(writer_epoch, "writer epoch");
 
     let mut backoff = Backoff::new(&config.retry);
     while let Err(e) = crate::kafka::ensure_topics(&config.kafka).await {
@@ -162,79 +104,99 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         tokio::time::sleep(delay).await;
     }
 
-    let (offsets, last_time) = postgres::load_progress(&client).await?;
-    let replay = load_replay(&client).await?;
+    let loading = Instant::now();
+    let snapshot = postgres::load_snapshot(&mut client)
+        .await
+        .context("loading the restart snapshot")?;
     tracing::info!(
-        last_time,
-        timestamps = replay.len(),
-        "rebuilding from the event store"
+        last_time = snapshot.last_time,
+        trades = snapshot.trades.len(),
+        methods = snapshot.methods.len(),
+        seconds = loading.elapsed().as_secs_f64(),
+        "snapshot loaded"
     );
+    let start_time = snapshot.last_time;
+    let start = EngineStart {
+        start_time,
+        trades: snapshot.trades,
+        methods: snapshot.methods,
+        offsets: snapshot.offsets,
+    };
 
-    let in_flight = config.engine.max_uncommitted_timestamps;
-    let (engine_tx, engine_rx) = sync_channel::<EngineBatch>(in_flight);
-    let (commit_tx, commit_rx) = sync_channel::<engine_loop::Outgoing>(in_flight);
-    let (trades_topic, methods_topic) = (
-        config.kafka.trades_topic.clone(),
-        config.kafka.methods_topic.clone(),
-    );
-    let engine = std::thread::Builder::new()
-        .name("deltabook-engine".into())
-        .spawn(move || {
-            engine_loop::run(engine_rx, commit_tx, trades_topic, methods_topic, in_flight)
-        })?;
-    let replay_tx = engine_tx.clone();
-    tokio::task::spawn_blocking(move || {
-        for batch in replay {
-            if replay_tx.send(batch).is_err() {
-                break;
-            }
-        }
-    })
-    .await?;
-
-    let committed = Arc::new(Notify::new());
+    let capacity = config.engine.max_uncommitted_timestamps * config.engine.workers * 4;
+    let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(capacity.max(16));
     let stop = Arc::new(AtomicBool::new(false));
-    let committer = tokio::spawn(commit::run(
+    let committed = Arc::new(Notify::new());
+    let mut committer = tokio::spawn(commit::run(
         config.clone(),
-        commit_rx,
+        writer_epoch,
+        start_time + 1,
+        engine_rx,
         metrics.clone(),
         committed.clone(),
         healthy.clone(),
     ));
-    let mut publishers = Vec::new();
+    let engine = engine::spawn(
+        config.clone(),
+        start,
+        engine_tx,
+        metrics.clone(),
+        stop.clone(),
+    )?;
+    let mut publishers = tokio::task::JoinSet::new();
     for outbox in [publish::Outbox::Corrections, publish::Outbox::DeadLetters] {
-        publishers.push(tokio::spawn(publish::run(
+        publishers.spawn(publish::run(
             outbox,
             config.clone(),
             metrics.clone(),
             committed.clone(),
             stop.clone(),
-        )));
+        ));
     }
-    let consumer = {
-        let (kafka, metrics, stop) = (config.kafka.clone(), metrics.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("deltabook-consumer".into())
-            .spawn(move || consume::run(kafka, offsets, last_time + 1, engine_tx, metrics, stop))?
-    };
     ready.store(true, Ordering::Relaxed);
-    tracing::info!("ready");
+    tracing::info!(workers = config.engine.workers, "ready");
 
-    shutdown.await;
-    tracing::info!("stopping: finishing the timestamps in flight");
+    let outcome: Result<()> = tokio::select! {
+        _ = shutdown => Ok(()),
+        done = &mut committer => Err(match done {
+            Ok(Ok(())) => anyhow!("the engine stopped"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow!("the committer panicked: {e}"),
+        }),
+        Some(done) = publishers.join_next() => Err(match done {
+            Ok(Ok(())) => anyhow!("a publisher stopped"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow!("a publisher panicked: {e}"),
+        }),
+        lost = writer_lock.lost() => Err(lost),
+    };
     stop.store(true, Ordering::Relaxed);
-    let consumed = tokio::task::spawn_blocking(move || consumer.join()).await?;
-    consumed.map_err(|_| anyhow!("consumer panicked"))??;
-    let computed = tokio::task::spawn_blocking(move || engine.join()).await?;
-    computed.map_err(|_| anyhow!("engine panicked"))??;
-    committer.await??;
-    // Give the publishers a moment to drain what was just committed.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for p in publishers {
-        p.abort();
+    ready.store(false, Ordering::Relaxed);
+    match outcome {
+        Ok(()) => {
+            tracing::info!("stopping: finishing the timestamps in flight");
+            let computed = tokio::task::spawn_blocking(move || engine.join()).await?;
+            computed.map_err(|_| anyhow!("engine panicked"))??;
+            committer.await??;
+            // Give the publishers a moment to drain what was just committed.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            publishers.abort_all();
+            drop(writer_lock);
+            Ok(())
+        }
+        Err(e) => {
+            // Fenced or failed: commit and publish nothing more.
+            tracing::error!(error = %format!("{e:#}"), "stopping");
+            committer.abort();
+            publishers.abort_all();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || engine.join()),
+            )
+            .await;
+            Err(e)
+        }
     }
-    drop(lock);
-    Ok(())
 }
 
 async fn shutdown_signal() {

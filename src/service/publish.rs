@@ -1,17 +1,29 @@
 //! The outbox publishers: committed corrections (and dead letters) go from
-//! PostgreSQL to Kafka in commit order, with the idempotent producer and a
-//! partition the engine computes itself. Each message carries its outbox id;
-//! on start the publisher reads the last message of every partition and
-//! resumes strictly after it, so every row reaches the topic exactly once and
-//! in `as_of` order per position, across crashes.
+//! PostgreSQL to Kafka in commit order, to a partition the engine computes
+//! itself, each message carrying its outbox id.
+//!
+//! Exactly once, across crashes and takeovers:
+//! - each publisher is a transactional producer with a fixed
+//!   `transactional.id` per topic; starting one fences every older one with
+//!   that id (a zombie instance's sends and commits fail from then on) and
+//!   aborts its open transaction;
+//! - every round (up to `publisher.batch_rows` rows, all enqueued at once:
+//!   many messages in flight) is one Kafka transaction;
+//! - on start the publisher reads the last committed message of every
+//!   partition and resumes strictly after its outbox id.
+//!
+//! Consumers must read with `isolation.level=read_committed` (librdkafka's
+//! default) so they never see an aborted round.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 
@@ -27,6 +39,16 @@ pub enum Outbox {
     Corrections,
     /// `dead_letters` -> DLQ topic, original bytes, reason and source in headers.
     DeadLetters,
+}
+
+/// A publisher that must stop: another instance's publisher fenced it.
+#[derive(Debug, thiserror::Error)]
+#[error("fenced: another publisher took over {topic} ({detail})")]
+pub struct Fenced {
+    /// The topic.
+    pub topic: String,
+    /// What Kafka said.
+    pub detail: String,
 }
 
 struct Row {
@@ -111,7 +133,8 @@ impl Outbox {
     }
 }
 
-/// Publishes `outbox` until `stop` is set; every failure is retried with backoff.
+/// Publishes `outbox` until `stop` is set. Every failure is retried with
+/// backoff, except being fenced, which returns [`Fenced`].
 pub async fn run(
     outbox: Outbox,
     config: Config,
@@ -128,6 +151,7 @@ pub async fn run(
         .await
         {
             Ok(()) => return Ok(()),
+            Err(e) if e.downcast_ref::<Fenced>().is_some() => return Err(e),
             Err(e) => {
                 metrics
                     .retries
@@ -142,6 +166,29 @@ pub async fn run(
     Ok(())
 }
 
+/// The transactional id of the publisher of `topic`.
+pub fn transactional_id(topic: &str) -> String {
+    format!("deltabook-outbox-{topic}")
+}
+
+/// Runs a blocking producer call off the async runtime; a fencing error
+/// becomes [`Fenced`].
+async fn blocking<T: Send + 'static>(
+    topic: &str,
+    what: &'static str,
+    call: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(call).await? {
+        Ok(value) => Ok(value),
+        Err(e) if kafka::is_fenced(&e) => Err(Fenced {
+            topic: topic.to_string(),
+            detail: e.to_string(),
+        }
+        .into()),
+        Err(e) => Err(e).with_context(|| format!("{what} ({topic})")),
+    }
+}
+
 async fn publish_until_error(
     outbox: Outbox,
     config: &Config,
@@ -151,62 +198,72 @@ async fn publish_until_error(
     committed: &Notify,
     stop: &AtomicBool,
 ) -> Result<()> {
+    // Fence older publishers first: after this, what is committed on the
+    // topic can only grow through this producer.
     let brokers = config.kafka.brokers.clone();
+    let id = transactional_id(topic);
+    let producer: FutureProducer = {
+        let (brokers, id) = (brokers.clone(), id.clone());
+        tokio::task::spawn_blocking(move || kafka::transactional_producer(&brokers, &id)).await??
+    };
     let tail_topic = topic.to_string();
-    // What is already on the topic, per partition.
     let mut last = tokio::task::spawn_blocking(move || {
         kafka::last_outbox_ids(&brokers, &tail_topic, partitions, Duration::from_secs(10))
     })
     .await??;
     let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
-    let producer: FutureProducer = kafka::idempotent_producer(&config.kafka.brokers)?;
     let mut cursor = last.iter().copied().min().unwrap_or(-1);
     tracing::info!(%topic, resume_after = ?last, "publisher started");
     while !stop.load(Ordering::Relaxed) {
         let rows = outbox
             .fetch(&client, cursor, config.publisher.batch_rows, partitions)
             .await?;
-        if rows.is_empty() {
-            let wait = Duration::from_millis(config.publisher.poll_interval_ms);
-            let _ = tokio::time::timeout(wait, committed.notified()).await;
+        let fresh: Vec<&Row> = rows
+            .iter()
+            .filter(|row| {
+                let p = row.partition as usize;
+                // Published before a restart?
+                !(p < last.len() && row.id <= last[p])
+            })
+            .collect();
+        if fresh.is_empty() {
+            cursor = rows.last().map_or(cursor, |r| r.id);
+            if rows.is_empty() {
+                let wait = Duration::from_millis(config.publisher.poll_interval_ms);
+                let _ = tokio::time::timeout(wait, committed.notified()).await;
+            }
             continue;
         }
         let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let p = row.partition as usize;
-            if p < last.len() && row.id <= last[p] {
-                continue; // Published before a restart.
-            }
-            let id = row.id.to_string();
-            let mut headers =
-                OwnedHeaders::new_with_capacity(row.headers.len() + 1).insert(Header {
-                    key: OUTBOX_ID_HEADER,
-                    value: Some(&id),
-                });
-            for (key, value) in &row.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut record = FutureRecord::<str, [u8]>::to(topic)
-                .partition(row.partition)
-                .payload(&row.payload)
-                .headers(headers);
-            if let Some(key) = &row.key {
-                record = record.key(key.as_str());
-            }
+        {
+            let p = producer.clone();
+            blocking(topic, "beginning a transaction", move || {
+                p.begin_transaction()
+            })
+            .await?;
+        }
+        let mut deliveries = Vec::with_capacity(fresh.len());
+        for row in &fresh {
             deliveries.push((
                 row.partition,
                 row.id,
                 row.age_seconds,
-                producer.send(record, Duration::from_secs(30)),
+                enqueue(&producer, topic, row).await?,
             ));
+        }
+        {
+            let p = producer.clone();
+            blocking(topic, "committing a transaction", move || {
+                p.commit_transaction(Duration::from_secs(30))
+            })
+            .await?;
         }
         for (partition, id, age, delivery) in deliveries {
             delivery
                 .await
+                .map_err(|_| {
+                    anyhow!("delivery of outbox id {id} to {topic}/{partition} was cancelled")
+                })?
                 .map_err(|(e, _)| e)
                 .with_context(|| format!("delivering outbox id {id} to {topic}/{partition}"))?;
             if let Some(slot) = last.get_mut(partition as usize) {
@@ -220,4 +277,51 @@ async fn publish_until_error(
         cursor = rows.last().map_or(cursor, |r| r.id);
     }
     Ok(())
+}
+
+/// Enqueues one row (waiting while the producer's queue is full) and
+/// returns its delivery future.
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    row: &Row,
+) -> Result<rdkafka::producer::DeliveryFuture> {
+    let id = row.id.to_string();
+    let mut headers = OwnedHeaders::new_with_capacity(row.headers.len() + 1).insert(Header {
+        key: OUTBOX_ID_HEADER,
+        value: Some(&id),
+    });
+    for (key, value) in &row.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let mut record = FutureRecord::<str, [u8]>::to(topic)
+        .partition(row.partition)
+        .payload(&row.payload)
+        .headers(headers);
+    if let Some(key) = &row.key {
+        record = record.key(key.as_str());
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((e, _)) if kafka::is_fenced(&e) => {
+                return Err(Fenced {
+                    topic: topic.to_string(),
+                    detail: e.to_string(),
+                }
+                .into())
+            }
+            Err((e, _)) => {
+                return Err(e)
+                    .with_context(|| format!("enqueueing outbox id {} to {topic}", row.id))
+            }
+        }
+    }
 }

@@ -4,9 +4,10 @@
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
-use super::versions::{self, AcceptedEvent, BookInput, VersionEvent};
+use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, VersionEvent};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
 
@@ -20,6 +21,8 @@ pub(super) struct GateStreams<'scope> {
     pub duplicates: StreamVec<'scope, Time, SourceRef>,
     /// Accepted events, once each.
     pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
+    /// Trades whose live version changed.
+    pub live: StreamVec<'scope, Time, LiveTrade>,
 }
 
 /// An event after parsing: a candidate version or an early rejection.
@@ -29,6 +32,8 @@ pub(super) enum Parsed {
     Candidate(SourceRef, Box<crate::trade::TradeVersion>, Vec<u8>),
     /// Failed a stateless check.
     Rejected(DeadLetter),
+    /// A trade's state loaded by a restart.
+    Restore(Box<RestoredTrade>),
 }
 
 impl Parsed {
@@ -37,11 +42,15 @@ impl Parsed {
         match self {
             Parsed::Candidate(_, version, _) => version.trade_id.hashed(),
             Parsed::Rejected(d) => d.source.offset,
+            Parsed::Restore(r) => r.live.trade_id.hashed(),
         }
     }
 }
 
-pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStreams<'scope> {
+pub(super) fn gate<'scope>(
+    raw: StreamVec<'scope, Time, RawEvent>,
+    restore: Option<StreamVec<'scope, Time, RestoredTrade>>,
+) -> GateStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
         Ok(version) => Parsed::Candidate(source, Box::new(version), payload),
         Err(reason) => Parsed::Rejected(DeadLetter {
@@ -50,18 +59,27 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
             payload,
         }),
     });
+    let parsed = match restore {
+        Some(restore) => parsed.concat(restore.map(|r| Parsed::Restore(Box::new(r)))),
+        None => parsed,
+    };
     let mut parts = versions::admit(parsed)
-        .partition(4, |event| match event {
+        .partition(5, |event| match event {
             VersionEvent::Book(..) => (0, event),
             VersionEvent::Rejected(_) => (1, event),
             VersionEvent::Duplicate(_) => (2, event),
             VersionEvent::Accepted(_) => (3, event),
+            VersionEvent::Live(_) => (4, event),
         })
         .into_iter();
-    let (Some(book), Some(rejected), Some(duplicates), Some(accepted)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        unreachable!("partition(4) returns four streams")
+    let (Some(book), Some(rejected), Some(duplicates), Some(accepted), Some(live)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        unreachable!("partition(5) returns five streams")
     };
     GateStreams {
         book_input: book
@@ -80,6 +98,10 @@ pub(super) fn gate<'scope>(raw: StreamVec<'scope, Time, RawEvent>) -> GateStream
         }),
         accepted: accepted.flat_map(|e| match e {
             VersionEvent::Accepted(a) => Some(a),
+            _ => None,
+        }),
+        live: live.flat_map(|e| match e {
+            VersionEvent::Live(l) => Some(l),
             _ => None,
         }),
     }

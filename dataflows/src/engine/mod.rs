@@ -36,7 +36,7 @@ use crate::trade::{BookedTrade, LotMethod};
 
 pub use book_stage::Fault;
 pub use reference_stage::build_reference_booking;
-pub use versions::{AcceptedEvent, BookInput, CauseEntry};
+pub use versions::{AcceptedEvent, BookInput, CauseEntry, LiveTrade, RestoredTrade};
 
 /// Engine logical time: one tick per ingested batch.
 pub type Time = u64;
@@ -89,15 +89,20 @@ pub struct Engine<'scope> {
     pub faults: StreamVec<'scope, Time, Fault>,
     /// Every accepted event once, at its time (what the event store keeps).
     pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
+    /// Each trade whose live version changed, at that time (what a restart
+    /// reloads instead of replaying the event store).
+    pub live: StreamVec<'scope, Time, LiveTrade>,
 }
 
-/// Builds the engine over a stream of raw events and the lot-method map
-/// (`(scope, method)`: an account, account_book or position key).
+/// Builds the engine over a stream of raw events, the trades a restart
+/// restores (each installed as live, with no cause, at its time), and the
+/// lot-method map (`(scope, method)`: an account, account_book or position key).
 pub fn build<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
+    restore: StreamVec<'scope, Time, RestoredTrade>,
     methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
 ) -> Engine<'scope> {
-    let gate = gate_stage::gate(raw);
+    let gate = gate_stage::gate(raw, Some(restore));
     let booked = gate
         .book_input
         .clone()
@@ -117,5 +122,6 @@ pub fn build<'scope>(
         duplicates: gate.duplicates,
         faults: book.faults,
         accepted: gate.accepted,
+        live: gate.live,
     }
 }

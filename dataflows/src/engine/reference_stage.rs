@@ -16,7 +16,7 @@ pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
 ) -> VecCollection<'scope, Time, (String, Lot), Diff> {
-    gate_stage::gate(raw)
+    gate_stage::gate(raw, None)
         .book_input
         .flat_map(|(position, input)| match input {
             BookInput::Trade(trade) => Some((position, trade)),

@@ -16,7 +16,7 @@ use timely::dataflow::StreamVec;
 
 use super::gate_stage::Parsed;
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::gate::{Admission, Gate};
+use crate::gate::{fingerprint, Admission, Gate};
 use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
@@ -61,8 +61,33 @@ pub struct AcceptedEvent {
     pub action: Action,
     /// Carried from the event.
     pub correlation_id: Option<String>,
+    /// [`crate::gate::fingerprint`] of the parsed version (what the duplicate
+    /// rule compares; persisted so that a restart keeps the rule exact).
+    pub fingerprint: u128,
     /// The original bytes.
     pub payload: Vec<u8>,
+}
+
+/// A trade's live version after a timestamp: what a restart needs to book
+/// the trade again. Emitted once per trade whose live version changed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LiveTrade {
+    /// Trade id.
+    pub trade_id: String,
+    /// The live (highest accepted) version.
+    pub version: u64,
+    /// Its position key and booked form; `None` when the live version is a CANCEL.
+    pub booked: Option<(String, BookedTrade)>,
+}
+
+/// A trade's state as a restart loads it: its live version and the
+/// fingerprint of every accepted version (the duplicate rule's memory).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RestoredTrade {
+    /// The live version.
+    pub live: LiveTrade,
+    /// `(version, fingerprint)` of every accepted version, the live one included.
+    pub fingerprints: Vec<(u64, u128)>,
 }
 
 /// Output of [`admit`].
@@ -76,6 +101,8 @@ pub(super) enum VersionEvent {
     Rejected(DeadLetter),
     /// An acknowledged duplicate.
     Duplicate(SourceRef),
+    /// A trade whose live version changed (for the restart snapshot).
+    Live(LiveTrade),
 }
 
 /// What is kept of a trade's live version.
@@ -130,8 +157,15 @@ pub(super) fn admit<'scope>(
                                 session.give(VersionEvent::Rejected(dead));
                                 continue;
                             }
+                            Parsed::Restore(restored) => {
+                                restore(*restored, &mut gate, &mut live, time, &mut |e| {
+                                    session.give(e)
+                                });
+                                continue;
+                            }
                         };
-                        match gate.admit_parsed(*version) {
+                        let print = fingerprint(&version);
+                        match gate.admit_fingerprinted(*version, print) {
                             Admission::Accepted(version) => {
                                 session.give(VersionEvent::Accepted(AcceptedEvent {
                                     time,
@@ -141,6 +175,7 @@ pub(super) fn admit<'scope>(
                                     version: version.version,
                                     action: version.action,
                                     correlation_id: version.correlation_id.clone(),
+                                    fingerprint: print,
                                     payload,
                                 }));
                                 match touched.get_mut(&version.trade_id) {
@@ -177,6 +212,11 @@ pub(super) fn admit<'scope>(
                         emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
                             session.give(VersionEvent::Book(u))
                         });
+                        session.give(VersionEvent::Live(LiveTrade {
+                            trade_id: trade_id.clone(),
+                            version: new.version,
+                            booked: new_booked.clone(),
+                        }));
                         live.insert(
                             trade_id,
                             Live {
@@ -191,16 +231,53 @@ pub(super) fn admit<'scope>(
     )
 }
 
+/// Installs a restored trade: the gate remembers its fingerprints, its live
+/// version becomes live again and (when booked) is asserted to the booking
+/// stage at `time`, with no cause: a restore changes nothing, it rebuilds.
+fn restore(
+    restored: RestoredTrade,
+    gate: &mut Gate,
+    live: &mut HashMap<String, Live>,
+    time: Time,
+    give: &mut impl FnMut(VersionEvent),
+) {
+    let RestoredTrade {
+        live: trade,
+        fingerprints,
+    } = restored;
+    for (version, print) in fingerprints {
+        // A restore runs on an empty gate, once per trade, and `(trade_id,
+        // version)` is the snapshot's primary key: every pair is new here.
+        gate.restore(&trade.trade_id, version, print);
+    }
+    if let Some((position, booked)) = &trade.booked {
+        give(VersionEvent::Book((
+            (position.clone(), BookInput::Trade(booked.clone())),
+            time,
+            1,
+        )));
+    }
+    live.insert(
+        trade.trade_id,
+        Live {
+            version: trade.version,
+            booked: trade.booked,
+        },
+    );
+}
+
 /// Sorts events by source position, moving each (large) event once.
+/// Restored trades (which have no source) come first.
 fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
     let source = |p: &Parsed| match p {
-        Parsed::Candidate(source, ..) => *source,
-        Parsed::Rejected(d) => d.source,
+        Parsed::Candidate(source, ..) => Some(*source),
+        Parsed::Rejected(d) => Some(d.source),
+        Parsed::Restore(_) => None,
     };
     if batch.is_sorted_by_key(source) {
         return batch;
     }
-    let mut order: Vec<(SourceRef, usize)> = batch
+    let mut order: Vec<(Option<SourceRef>, usize)> = batch
         .iter()
         .enumerate()
         .map(|(i, p)| (source(p), i))

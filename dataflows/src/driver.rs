@@ -1,0 +1,326 @@
+//! The one driver of the engine dataflow, shared by file mode (`book`,
+//! [`crate::runner`]) and the service (`run`): one [`Driver`] per timely
+//! worker builds the dataflow, owns its inputs (raw events, restored trades,
+//! the lot-method map) and collects, per engine timestamp, everything the
+//! engine produced on this worker. A timestamp's [`TimestampOutput`] is
+//! handed out once the probe says the whole dataflow (every worker) is past
+//! it, so it is complete for this worker.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use differential_dataflow::input::{Input, InputSession};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandleVec, StreamVec};
+use timely::worker::Worker;
+
+use crate::correction::Correction;
+use crate::engine::{
+    self, AcceptedEvent, DeadLetter, Diff, Fault, LiveTrade, RawEvent, RestoredTrade, SourceRef,
+    Time,
+};
+use crate::position::{Lot, PositionSummary};
+use crate::trade::LotMethod;
+
+/// Everything the engine produced at one timestamp on one worker. Lots and
+/// positions are differential updates (`-1` retracts, `+1` asserts).
+#[derive(Clone, Debug, Default)]
+pub struct TimestampOutput {
+    /// Lot rows retracted and asserted.
+    pub lots: Vec<((String, Lot), Diff)>,
+    /// Position rows retracted and asserted.
+    pub positions: Vec<((String, PositionSummary), Diff)>,
+    /// Correction events.
+    pub corrections: Vec<Correction>,
+    /// Accepted events (what the event store keeps).
+    pub accepted: Vec<AcceptedEvent>,
+    /// Trades whose live version changed (what a restart reloads).
+    pub live: Vec<LiveTrade>,
+    /// Rejected events.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Acknowledged exact duplicates.
+    pub duplicates: Vec<SourceRef>,
+    /// Positions whose arithmetic overflowed.
+    pub faults: Vec<Fault>,
+}
+
+impl TimestampOutput {
+    /// Appends `other` (another worker's part of the same timestamp).
+    pub fn merge(&mut self, mut other: TimestampOutput) {
+        self.lots.append(&mut other.lots);
+        self.positions.append(&mut other.positions);
+        self.corrections.append(&mut other.corrections);
+        self.accepted.append(&mut other.accepted);
+        self.live.append(&mut other.live);
+        self.dead_letters.append(&mut other.dead_letters);
+        self.duplicates.append(&mut other.duplicates);
+        self.faults.append(&mut other.faults);
+    }
+
+    /// True when nothing was produced.
+    pub fn is_empty(&self) -> bool {
+        self.lots.is_empty()
+            && self.positions.is_empty()
+            && self.corrections.is_empty()
+            && self.accepted.is_empty()
+            && self.live.is_empty()
+            && self.dead_letters.is_empty()
+            && self.duplicates.is_empty()
+            && self.faults.is_empty()
+    }
+}
+
+type Outputs = Rc<RefCell<BTreeMap<Time, TimestampOutput>>>;
+
+/// One worker's handle on the engine: inputs in, completed timestamps out.
+///
+/// Guarantees: every input is at the driver's current time; a timestamp is
+/// returned by [`Driver::take_completed`] exactly once, after every worker's
+/// part of the dataflow has passed it, in increasing time order.
+pub struct Driver {
+    raw: InputHandleVec<Time, RawEvent>,
+    restore: InputHandleVec<Time, RestoredTrade>,
+    methods: InputSession<Time, (String, LotMethod), Diff>,
+    /// The lot-method map as this worker has fed it (only the worker that
+    /// owns the lot-method source feeds it).
+    method_map: HashMap<String, LotMethod>,
+    probe: ProbeHandle<Time>,
+    outputs: Outputs,
+    time: Time,
+}
+
+impl Driver {
+    /// Builds the engine dataflow on `worker`, with every input at `start`.
+    pub fn new(worker: &mut Worker, start: Time) -> Driver {
+        let mut raw = InputHandleVec::<Time, RawEvent>::new();
+        let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
+        let probe = ProbeHandle::new();
+        let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
+        let mut methods = worker.dataflow::<Time, _, _>(|scope| {
+            let (methods_input, methods) = scope.new_collection::<(String, LotMethod), Diff>();
+            let e = engine::build(raw.to_stream(scope), restore.to_stream(scope), methods);
+            let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
+            capture(lots, &outputs, &probe, |o, (row, t, d)| {
+                o.at(t).lots.push((row, d))
+            });
+            let positions = e
+                .positions
+                .as_collection(|k, v| (k.clone(), v.clone()))
+                .inner;
+            capture(positions, &outputs, &probe, |o, (row, t, d)| {
+                o.at(t).positions.push((row, d))
+            });
+            capture(e.corrections.inner, &outputs, &probe, |o, (c, t, _)| {
+                o.at(t).corrections.push(c)
+            });
+            capture_stamped(e.accepted, &outputs, &probe, |out, a| out.accepted.push(a));
+            capture_stamped(e.live, &outputs, &probe, |out, l| out.live.push(l));
+            capture_stamped(e.dead_letters, &outputs, &probe, |out, d| {
+                out.dead_letters.push(d)
+            });
+            capture_stamped(e.duplicates, &outputs, &probe, |out, s| {
+                out.duplicates.push(s)
+            });
+            capture_stamped(e.faults, &outputs, &probe, |out, f| out.faults.push(f));
+            e.booked.stream.probe_with(&probe);
+            methods_input
+        });
+        raw.advance_to(start);
+        restore.advance_to(start);
+        methods.advance_to(start);
+        methods.flush();
+        Driver {
+            raw,
+            restore,
+            methods,
+            method_map: HashMap::new(),
+            probe,
+            outputs,
+            time: start,
+        }
+    }
+
+    /// The time new input is stamped with.
+    pub fn time(&self) -> Time {
+        self.time
+    }
+
+    /// Sends one raw event at the current time.
+    pub fn send(&mut self, source: SourceRef, payload: Vec<u8>) {
+        self.raw.send((source, payload));
+    }
+
+    /// Sends a restored trade at the current time (a restart's snapshot).
+    pub fn restore(&mut self, trade: RestoredTrade) {
+        self.restore.send(trade);
+    }
+
+    /// Sets (`Some`) or removes (`None`) the lot method of `scope` at the
+    /// current time. Only one worker may feed the lot-method map.
+    pub fn set_method(&mut self, scope: &str, method: Option<LotMethod>) {
+        if let Some(old) = self.method_map.remove(scope) {
+            self.methods.remove((scope.to_string(), old));
+        }
+        if let Some(new) = method {
+            self.method_map.insert(scope.to_string(), new);
+            self.methods.insert((scope.to_string(), new));
+        }
+    }
+
+    /// Moves every input to `time` (no-op if it is not later): the times
+    /// before it are closed on this worker.
+    pub fn advance_to(&mut self, time: Time) {
+        if time <= self.time {
+            return;
+        }
+        self.time = time;
+        self.raw.advance_to(time);
+        self.restore.advance_to(time);
+        self.methods.advance_to(time);
+        self.methods.flush();
+    }
+
+    /// True while some time before `time` is still being computed somewhere.
+    pub fn less_than(&self, time: Time) -> bool {
+        self.probe.less_than(&time)
+    }
+
+    /// The earliest time not yet complete everywhere (`None` once the
+    /// dataflow is finished).
+    pub fn frontier(&self) -> Option<Time> {
+        self.probe.with_frontier(|f| f.first().copied())
+    }
+
+    /// True once every input is closed and everything is computed.
+    pub fn done(&self) -> bool {
+        self.probe.done()
+    }
+
+    /// The outputs of every completed time not taken yet, in time order.
+    /// A completed time with no output on this worker is not listed.
+    pub fn take_completed(&mut self) -> Vec<(Time, TimestampOutput)> {
+        take_before(&self.outputs, self.frontier())
+    }
+
+    /// Closes every input: the dataflow finishes once it has computed
+    /// everything sent.
+    pub fn close(self) -> ClosedDriver {
+        let Driver {
+            raw,
+            restore,
+            methods,
+            probe,
+            outputs,
+            ..
+        } = self;
+        drop(raw);
+        drop(restore);
+        drop(methods);
+        ClosedDriver { probe, outputs }
+    }
+}
+
+/// A driver whose inputs are closed: step the worker until [`ClosedDriver::done`].
+pub struct ClosedDriver {
+    probe: ProbeHandle<Time>,
+    outputs: Outputs,
+}
+
+impl ClosedDriver {
+    /// The earliest time not yet complete everywhere (`None` once finished).
+    pub fn frontier(&self) -> Option<Time> {
+        self.probe.with_frontier(|f| f.first().copied())
+    }
+
+    /// True once everything sent is computed.
+    pub fn done(&self) -> bool {
+        self.probe.done()
+    }
+
+    /// The outputs of every completed time not taken yet, in time order.
+    pub fn take_completed(&mut self) -> Vec<(Time, TimestampOutput)> {
+        take_before(&self.outputs, self.frontier())
+    }
+}
+
+/// Removes and returns the outputs of the times before `frontier` (all of
+/// them when the frontier is empty), in time order.
+fn take_before(outputs: &Outputs, frontier: Option<Time>) -> Vec<(Time, TimestampOutput)> {
+    let mut outputs = outputs.borrow_mut();
+    let done = match frontier {
+        Some(f) => {
+            let later = outputs.split_off(&f);
+            std::mem::replace(&mut *outputs, later)
+        }
+        None => std::mem::take(&mut *outputs),
+    };
+    done.into_iter().collect()
+}
+
+/// The per-time output map, with a shorthand for "the entry of time t".
+trait AtTime {
+    fn at(&mut self, time: Time) -> &mut TimestampOutput;
+}
+
+impl AtTime for BTreeMap<Time, TimestampOutput> {
+    fn at(&mut self, time: Time) -> &mut TimestampOutput {
+        self.entry(time).or_default()
+    }
+}
+
+/// Consumes every update of a collection's stream (moving, not cloning,
+/// its records) into the per-time outputs, and attaches the probe after it,
+/// so the probe passes a time only once its updates are recorded.
+fn capture<'scope, D: Clone + 'static>(
+    stream: StreamVec<'scope, Time, (D, Time, Diff)>,
+    outputs: &Outputs,
+    probe: &ProbeHandle<Time>,
+    mut record: impl FnMut(&mut BTreeMap<Time, TimestampOutput>, (D, Time, Diff)) + 'static,
+) {
+    let sink = Rc::clone(outputs);
+    stream
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Capture", move |_, _| {
+            move |input, _output| {
+                input.for_each(|_time, data| {
+                    let mut outputs = sink.borrow_mut();
+                    for update in data.drain(..) {
+                        record(&mut outputs, update);
+                    }
+                });
+            }
+        })
+        .probe_with(probe);
+}
+
+/// Like [`capture`], for a plain stream whose records belong to the time
+/// they are stamped with.
+fn capture_stamped<'scope, D: Clone + 'static>(
+    stream: StreamVec<'scope, Time, D>,
+    outputs: &Outputs,
+    probe: &ProbeHandle<Time>,
+    mut record: impl FnMut(&mut TimestampOutput, D) + 'static,
+) {
+    let sink = Rc::clone(outputs);
+    stream
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Capture", move |_, _| {
+            move |input, _output| {
+                input.for_each(|cap, data| {
+                    // These streams are produced one time per message.
+                    let Some(time) = cap.least().copied() else {
+                        return;
+                    };
+                    let mut outputs = sink.borrow_mut();
+                    let entry = outputs.at(time);
+                    for item in data.drain(..) {
+                        record(entry, item);
+                    }
+                });
+            }
+        })
+        .probe_with(probe);
+}

@@ -1,0 +1,230 @@
+//! What a restart reads: the source offsets and last committed time, and
+//! the engine's state as of that time (the live version of every trade, the
+//! fingerprint of every accepted version, the lot-method map). Loading it
+//! costs O(trades), not O(events): the event store is not read.
+
+use std::collections::HashMap;
+use std::pin::pin;
+
+use deltabook_dataflows::decimal::Dec8;
+use deltabook_dataflows::engine::{LiveTrade, RestoredTrade};
+use deltabook_dataflows::trade::{BookedTrade, Date, Instant, LotKey, LotMethod, Side};
+use futures_util::TryStreamExt;
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, GenericClient};
+
+use super::{PgError, SourceOffset};
+
+/// The engine state committed up to `last_time`.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Last committed engine time (0 when nothing was committed).
+    pub last_time: u64,
+    /// Next offset per source partition.
+    pub offsets: Vec<SourceOffset>,
+    /// Every trade ever accepted: live version and fingerprints.
+    pub trades: Vec<RestoredTrade>,
+    /// The lot-method map.
+    pub methods: Vec<(String, LotMethod)>,
+}
+
+/// Next offsets per (topic, partition) and the last engine time committed.
+pub async fn load_progress(
+    client: &impl GenericClient,
+) -> Result<(Vec<SourceOffset>, u64), PgError> {
+    let rows = client
+        .query("SELECT source_topic, source_partition, next_offset, engine_time FROM sink_progress ORDER BY 1, 2", &[])
+        .await?;
+    let mut last_time = committed_time(client).await?;
+    let mut offsets = Vec::with_capacity(rows.len());
+    for row in rows {
+        let time: i64 = row.get(3);
+        last_time = last_time.max(time.max(0) as u64);
+        offsets.push(SourceOffset {
+            topic: row.get(0),
+            partition: row.get(1),
+            next_offset: row.get(2),
+        });
+    }
+    Ok((offsets, last_time))
+}
+
+/// The last engine time whose commit is durable (0 when none).
+pub async fn committed_time(client: &impl GenericClient) -> Result<u64, PgError> {
+    let row = client
+        .query_one(
+            "SELECT greatest(
+                 (SELECT coalesce(max(engine_time), 0) FROM sink_progress),
+                 (SELECT coalesce(max(engine_time), 0) FROM committed_timestamps))",
+            &[],
+        )
+        .await?;
+    let time: i64 = row.get(0);
+    Ok(time.max(0) as u64)
+}
+
+/// Loads everything a restart needs. Read it in one repeatable-read
+/// transaction, so the parts agree with each other.
+pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let (offsets, last_time) = load_progress(&tx).await?;
+    let mut fingerprints: HashMap<String, Vec<(u64, u128)>> = HashMap::new();
+    {
+        let stream = tx
+            .copy_out("COPY (SELECT trade_id, version, fingerprint FROM trade_fingerprints) TO STDOUT (FORMAT binary)")
+            .await?;
+        let mut rows = pin!(BinaryCopyOutStream::new(
+            stream,
+            &[Type::TEXT, Type::INT8, Type::BYTEA]
+        ));
+        while let Some(row) = rows.try_next().await? {
+            let trade_id: &str = row.try_get(0)?;
+            let version: i64 = row.try_get(1)?;
+            let bytes: &[u8] = row.try_get(2)?;
+            let print: [u8; 16] = bytes.try_into().map_err(|_| PgError::Corrupt {
+                what: "trade_fingerprints.fingerprint",
+                detail: format!("{trade_id} v{version}: {} bytes", bytes.len()),
+            })?;
+            fingerprints
+                .entry(trade_id.to_string())
+                .or_default()
+                .push((version as u64, u128::from_be_bytes(print)));
+        }
+    }
+    let mut trades = Vec::with_capacity(fingerprints.len());
+    {
+        let stream = tx
+            .copy_out(
+                "COPY (SELECT trade_id, version, position_key, side, quantity::text, price::text,
+                              to_char(trade_date, 'YYYYMMDD')::int4, trade_time_s, trade_time_ns
+                       FROM live_trades) TO STDOUT (FORMAT binary)",
+            )
+            .await?;
+        let mut rows = pin!(BinaryCopyOutStream::new(
+            stream,
+            &[
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT4,
+                Type::INT8,
+                Type::INT4,
+            ]
+        ));
+        while let Some(row) = rows.try_next().await? {
+            let live = live_trade(&row)?;
+            let prints = fingerprints.remove(&live.trade_id).unwrap_or_default();
+            if !prints.iter().any(|(v, _)| *v == live.version) {
+                return Err(PgError::Corrupt {
+                    what: "trade_fingerprints",
+                    detail: format!(
+                        "no fingerprint for the live version {} of {}",
+                        live.version, live.trade_id
+                    ),
+                });
+            }
+            trades.push(RestoredTrade {
+                live,
+                fingerprints: prints,
+            });
+        }
+    }
+    if let Some(trade_id) = fingerprints.keys().next() {
+        return Err(PgError::Corrupt {
+            what: "live_trades",
+            detail: format!("{trade_id} has accepted versions but no live version"),
+        });
+    }
+    let mut methods = Vec::new();
+    for row in tx
+        .query("SELECT scope, method FROM lot_methods ORDER BY scope", &[])
+        .await?
+    {
+        let scope: String = row.get(0);
+        let text: String = row.get(1);
+        let method = LotMethod::parse(&text).ok_or_else(|| PgError::Corrupt {
+            what: "lot_methods.method",
+            detail: format!("{scope}: {text:?}"),
+        })?;
+        methods.push((scope, method));
+    }
+    tx.commit().await?;
+    Ok(Snapshot {
+        last_time,
+        offsets,
+        trades,
+        methods,
+    })
+}
+
+/// One `live_trades` row.
+fn live_trade(row: &BinaryCopyOutRow) -> Result<LiveTrade, PgError> {
+    let trade_id: String = row.try_get(0)?;
+    let version: i64 = row.try_get(1)?;
+    let position: Option<String> = row.try_get(2)?;
+    let corrupt = |what: &'static str, detail: String| PgError::Corrupt { what, detail };
+    let booked = match position {
+        None => None,
+        Some(position) => {
+            let side = match row.try_get::<Option<&str>>(3)? {
+                Some("BUY") => Side::Buy,
+                Some("SELL") => Side::Sell,
+                other => {
+                    return Err(corrupt(
+                        "live_trades.side",
+                        format!("{trade_id}: {other:?}"),
+                    ))
+                }
+            };
+            let decimal = |idx: usize, what: &'static str| -> Result<Dec8, PgError> {
+                let text: Option<&str> = row.try_get(idx)?;
+                text.and_then(|t| t.parse::<Dec8>().ok())
+                    .ok_or_else(|| corrupt(what, format!("{trade_id}: {text:?}")))
+            };
+            let quantity = decimal(4, "live_trades.quantity")?;
+            let price = decimal(5, "live_trades.price")?;
+            let date: Option<i32> = row.try_get(6)?;
+            let date = date
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(|| corrupt("live_trades.trade_date", trade_id.clone()))?;
+            let secs: Option<i64> = row.try_get(7)?;
+            let nanos: Option<i32> = row.try_get(8)?;
+            let trade_time = match (secs, nanos) {
+                (Some(secs), Some(nanos)) => Some(Instant {
+                    secs,
+                    nanos: u32::try_from(nanos)
+                        .map_err(|_| corrupt("live_trades.trade_time_ns", trade_id.clone()))?,
+                }),
+                (None, None) => None,
+                _ => return Err(corrupt("live_trades.trade_time", trade_id)),
+            };
+            Some((
+                position,
+                BookedTrade {
+                    key: LotKey {
+                        trade_date: Date(date),
+                        trade_time,
+                        trade_id: trade_id.clone(),
+                    },
+                    side,
+                    quantity,
+                    price,
+                },
+            ))
+        }
+    };
+    Ok(LiveTrade {
+        trade_id,
+        version: version as u64,
+        booked,
+    })
+}

@@ -1,0 +1,323 @@
+//! The engine: `engine.workers` timely workers, each with its own
+//! [`Driver`] and its own [`PartitionReader`] (each Kafka partition is read
+//! by exactly one worker). A restart's snapshot is fed by worker 0 at the
+//! last committed time, whose outputs are dropped (they rebuild state,
+//! they are not news); live input starts one tick later.
+//!
+//! Timestamps are cut jointly: a worker closes its current time when its
+//! batch is full or has lingered long enough, and publishes the new time on
+//! a shared clock; every other worker closes the same time as soon as it
+//! sees the clock move (within one idle poll). So all workers advance
+//! together, nobody advances while all are idle, and each worker's batch at
+//! a time is whatever it read before the cut.
+//!
+//! Each worker reports, per completed time, its part of the outputs and
+//! what it read (offsets, method changes), then its frontier; the committer
+//! ([`super::assemble`]) commits a time once every worker has passed it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use deltabook_dataflows::driver::{Driver, TimestampOutput};
+use deltabook_dataflows::engine::{DeadLetter, RestoredTrade, Time};
+use deltabook_dataflows::trade::LotMethod;
+use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
+use tokio::sync::mpsc::Sender;
+
+use super::metrics::Metrics;
+use super::source::{PartitionReader, SourceMessage};
+use crate::config::Config;
+
+/// How long an idle worker waits for a message before it looks at the
+/// shared clock again (bounds how long a busy worker waits for idle ones).
+const IDLE_POLL: Duration = Duration::from_millis(1);
+
+/// What one worker read for one timestamp.
+#[derive(Debug, Default)]
+pub struct BatchInput {
+    /// Lot-method changes (worker 0).
+    pub methods: Vec<MethodEvent>,
+    /// Lot-method messages that could not be read.
+    pub rejected_methods: Vec<DeadLetter>,
+    /// Next offsets of the partitions read.
+    pub offsets: Vec<SourceOffset>,
+    /// When its first message was read.
+    pub first_read: Option<Instant>,
+}
+
+/// A worker's report to the committer.
+#[derive(Debug)]
+pub enum EngineMessage {
+    /// The worker's part of a completed timestamp.
+    Part {
+        /// Worker index.
+        worker: usize,
+        /// Engine time.
+        time: Time,
+        /// What the engine produced at `time` on this worker.
+        output: Box<TimestampOutput>,
+        /// What this worker read for `time`.
+        input: BatchInput,
+    },
+    /// Every time before `time` is complete and reported by `worker`.
+    Frontier {
+        /// Worker index.
+        worker: usize,
+        /// The worker's frontier.
+        time: Time,
+    },
+}
+
+/// Where the engine starts: a restart's snapshot.
+#[derive(Debug, Default)]
+pub struct EngineStart {
+    /// The last committed time: the snapshot is fed at it.
+    pub start_time: Time,
+    /// Every trade's live version and fingerprints.
+    pub trades: Vec<RestoredTrade>,
+    /// The lot-method map.
+    pub methods: Vec<(String, LotMethod)>,
+    /// Next offsets to read.
+    pub offsets: Vec<SourceOffset>,
+}
+
+/// The restored trades and lot-method map.
+type Snapshot = (Vec<RestoredTrade>, Vec<(String, LotMethod)>);
+
+/// Shared by the workers.
+struct Shared {
+    config: Config,
+    start_time: Time,
+    offsets: Vec<SourceOffset>,
+    /// Taken by worker 0.
+    snapshot: Mutex<Option<Snapshot>>,
+    output: Sender<EngineMessage>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    clock: AtomicU64,
+}
+
+/// Starts the workers on their own thread; the handle yields when every
+/// worker has finished (after `stop` is set, or on the first error).
+pub fn spawn(
+    config: Config,
+    start: EngineStart,
+    output: Sender<EngineMessage>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let workers = config.engine.workers;
+    let shared = Arc::new(Shared {
+        start_time: start.start_time,
+        offsets: start.offsets,
+        snapshot: Mutex::new(Some((start.trades, start.methods))),
+        clock: AtomicU64::new(start.start_time + 1),
+        config,
+        output,
+        metrics,
+        stop,
+    });
+    Ok(std::thread::Builder::new()
+        .name("deltabook-engine".into())
+        .spawn(move || {
+            let guards = timely::execute(timely::Config::process(workers), move |worker| {
+                let result = run_worker(worker, &shared);
+                if result.is_err() {
+                    // The others stop too, so the dataflow can finish.
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .map_err(|e| anyhow!("starting the engine: {e}"))?;
+            let mut first_error = None;
+            for result in guards.join() {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(panic) => {
+                        first_error.get_or_insert(anyhow!("engine worker panicked: {panic}"));
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })?)
+}
+
+/// A worker's batch at its current time.
+#[derive(Default)]
+struct Batch {
+    messages: usize,
+    input: BatchInput,
+}
+
+fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let engine = &shared.config.engine;
+    let kafka = &shared.config.kafka;
+    let mut driver = Driver::new(worker, shared.start_time);
+    if index == 0 {
+        let snapshot = shared
+            .snapshot
+            .lock()
+            .map_err(|_| anyhow!("snapshot lock poisoned"))?
+            .take();
+        if let Some((trades, methods)) = snapshot {
+            for (scope, method) in methods {
+                driver.set_method(&scope, Some(method));
+            }
+            for trade in trades {
+                driver.restore(trade);
+            }
+        }
+    }
+    driver.advance_to(shared.start_time + 1);
+    let mut reader =
+        PartitionReader::new(kafka, index, peers, &shared.offsets, shared.metrics.clone())?;
+    let linger = Duration::from_millis(kafka.batch_linger_ms);
+    let max_messages = (kafka.batch_max_messages / peers).max(1);
+    let max_in_flight = engine.max_uncommitted_timestamps as u64;
+    let mut reporter = Reporter::new(index, shared.start_time, &shared.output);
+    let mut batch = Batch::default();
+    while !shared.stop.load(Ordering::Relaxed) {
+        // Back-pressure: stop reading while too many times are uncommitted.
+        if driver.less_than(driver.time().saturating_sub(max_in_flight)) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            reporter.report(&mut driver)?;
+            continue;
+        }
+        let wait = match batch.input.first_read {
+            None => IDLE_POLL,
+            Some(first) => linger.saturating_sub(first.elapsed()).min(IDLE_POLL),
+        };
+        if let Some(message) = reader.poll(wait, driver.time()) {
+            batch.input.first_read.get_or_insert_with(Instant::now);
+            batch.messages += 1;
+            match message {
+                SourceMessage::Trade(source, payload) => driver.send(source, payload),
+                SourceMessage::Method(event) => {
+                    driver.set_method(&event.scope, event.method);
+                    batch.input.methods.push(event);
+                }
+                SourceMessage::RejectedMethod(dead) => batch.input.rejected_methods.push(dead),
+            }
+        }
+        let clock = shared.clock.load(Ordering::Acquire);
+        let lingered = batch
+            .input
+            .first_read
+            .is_some_and(|first| first.elapsed() >= linger);
+        if batch.messages >= max_messages || lingered || clock > driver.time() {
+            let next = (driver.time() + 1).max(clock);
+            shared.clock.fetch_max(next, Ordering::AcqRel);
+            cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
+        }
+        worker.step();
+        reporter.report(&mut driver)?;
+        reader.report_lag();
+    }
+    // Stopping: close the current time and finish what was read.
+    let next = driver.time() + 1;
+    cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
+    let mut closed = driver.close();
+    while !closed.done() {
+        worker.step();
+        reporter.deliver(closed.take_completed(), closed.frontier())?;
+    }
+    reporter.deliver(closed.take_completed(), None)
+}
+
+/// Closes the driver's current time (recording what was read for it) and
+/// moves every input to `next`.
+fn cut(
+    driver: &mut Driver,
+    reader: &mut PartitionReader,
+    batch: &mut Batch,
+    reporter: &mut Reporter<'_>,
+    next: Time,
+) {
+    let Batch {
+        messages,
+        mut input,
+    } = std::mem::take(batch);
+    if messages > 0 {
+        input.offsets = reader.take_offsets();
+        reporter.inputs.insert(driver.time(), input);
+    }
+    driver.advance_to(next);
+}
+
+/// Sends a worker's completed parts and frontier to the committer.
+struct Reporter<'a> {
+    worker: usize,
+    /// Times at or before this are the restored snapshot: never reported.
+    start_time: Time,
+    inputs: BTreeMap<Time, BatchInput>,
+    reported: Time,
+    output: &'a Sender<EngineMessage>,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(worker: usize, start_time: Time, output: &'a Sender<EngineMessage>) -> Reporter<'a> {
+        Reporter {
+            worker,
+            start_time,
+            inputs: BTreeMap::new(),
+            reported: start_time + 1,
+            output,
+        }
+    }
+
+    fn report(&mut self, driver: &mut Driver) -> Result<()> {
+        let completed = driver.take_completed();
+        self.deliver(completed, driver.frontier())
+    }
+
+    /// Sends the parts of every time before `frontier` (all when `None`),
+    /// then the frontier if it moved. Blocks while the committer is full.
+    fn deliver(
+        &mut self,
+        completed: Vec<(Time, TimestampOutput)>,
+        frontier: Option<Time>,
+    ) -> Result<()> {
+        let limit = frontier.unwrap_or(Time::MAX);
+        let mut parts: BTreeMap<Time, (TimestampOutput, BatchInput)> = BTreeMap::new();
+        for (time, output) in completed {
+            parts.entry(time).or_default().0 = output;
+        }
+        let later = self.inputs.split_off(&limit);
+        for (time, input) in std::mem::replace(&mut self.inputs, later) {
+            parts.entry(time).or_default().1 = input;
+        }
+        for (time, (output, input)) in parts {
+            if time <= self.start_time {
+                continue; // The snapshot's rebuild, not news.
+            }
+            self.send(EngineMessage::Part {
+                worker: self.worker,
+                time,
+                output: Box::new(output),
+                input,
+            })?;
+        }
+        if limit > self.reported {
+            self.reported = limit;
+            self.send(EngineMessage::Frontier {
+                worker: self.worker,
+                time: limit,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, message: EngineMessage) -> Result<()> {
+        self.output
+            .blocking_send(message)
+            .map_err(|_| anyhow!("the committer stopped"))
+    }
+}
