@@ -58,6 +58,32 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn restarts_with_other_worker_counts_give_the_same_result_as_one_worker() {
+    // 2 workers, kill -9 mid-load, 1 worker, kill -9, 3 workers: the snapshot
+    // does not depend on how many workers wrote it, and the result equals
+    // `deltabook book` (one worker) exactly.
+    let mut env = Env::new("wk");
+    let lines = sample_lines();
+    let (dir, chunks) = split_into_files(&env.name, &lines, 3);
+    let mut engine = env.start_engine();
+    env.produce(&chunks[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    engine.kill().expect("kill -9");
+    env.workers = 1;
+    engine = env.start_engine();
+    env.produce(&chunks[1]);
+    std::thread::sleep(Duration::from_millis(300));
+    engine.kill().expect("kill -9");
+    env.workers = 3;
+    engine = env.start_engine();
+    env.produce(&chunks[2]);
+    env.wait_committed(lines.len() as i64, Duration::from_secs(180));
+    check_against_book(&env);
+    let _ = engine.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn poison_pills_go_to_the_dead_letter_topic_and_table_and_the_engine_keeps_going() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let env = Env::new("pp");
@@ -187,16 +213,6 @@ fn poison_pills_go_to_the_dead_letter_topic_and_table_and_the_engine_keeps_going
         );
     }
     let _ = engine.kill();
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 #[test]

@@ -37,6 +37,8 @@ pub struct Env {
     pub name: String,
     pub db: String,
     pub http_port: u16,
+    /// `engine.workers` of the engines this test starts (2 unless changed).
+    pub workers: usize,
 }
 
 impl Env {
@@ -69,6 +71,7 @@ impl Env {
             name,
             db,
             http_port,
+            workers: 2,
         }
     }
 
@@ -82,6 +85,7 @@ impl Env {
             "kafka.trades_partitions=4".into(),
             "kafka.corrections_partitions=4".into(),
             "kafka.batch_max_messages=500".into(),
+            format!("engine.workers={}", self.workers),
             format!(
                 "postgres.url=host=127.0.0.1 port=5432 user=postgres dbname={}",
                 self.db
@@ -193,11 +197,87 @@ impl EngineProcess {
         EngineProcess { child }
     }
 
+    /// Starts `command` with its log (stderr) appended to `log`.
+    pub fn spawn_logged(mut command: Command, log: &Path) -> EngineProcess {
+        let file = std::fs::File::create(log).expect("engine log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start deltabook run");
+        EngineProcess { child }
+    }
+
     /// kill -9, and reap it.
     pub fn kill(&mut self) -> std::io::Result<()> {
         self.child.kill()?;
         self.child.wait().map(|_| ())
     }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port`; the whole response, or None if nobody answers.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Waits until `GET /ready` on `port` answers 200.
+pub fn wait_ready(port: u16, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        if http_get(port, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "the engine on port {port} was not ready after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Restarts the machine's PostgreSQL cluster (every connection is dropped,
+/// and with them every session's advisory locks).
+pub fn restart_postgres() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .max()
+        .expect("a PostgreSQL cluster");
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success(), "restarting PostgreSQL");
 }
 
 impl Drop for EngineProcess {

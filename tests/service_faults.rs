@@ -22,20 +22,6 @@ fn restart_broker() {
     assert!(status.success(), "restarting Kafka");
 }
 
-fn restart_postgres() {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .expect("/etc/postgresql")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .next()
-        .expect("a PostgreSQL cluster");
-    let status = Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-        .status()
-        .expect("pg_ctlcluster");
-    assert!(status.success(), "restarting PostgreSQL");
-}
-
 #[test]
 fn broker_and_postgres_restarts_during_load_lose_nothing() {
     let env = Env::new("fx");

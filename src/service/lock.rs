@@ -8,12 +8,13 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::metrics::Metrics;
+use super::retry::Backoff;
 use crate::config::Config;
 
 /// How often the keeper checks the lock connection.
@@ -26,15 +27,24 @@ pub struct WriterLock {
 }
 
 impl WriterLock {
-    /// Waits until this instance holds the lock.
+    /// Waits until this instance holds the lock (reconnecting whenever
+    /// the waiting connection breaks).
     pub async fn acquire(config: &Config, metrics: &Metrics) -> Result<WriterLock> {
         let key = config.postgres.lock_key;
-        let client = super::connect_with_retry(config, metrics, "writer lock").await;
-        tracing::info!(key, "waiting for the writer lock");
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&key])
-            .await
-            .context("taking the writer lock")?;
+        let mut backoff = Backoff::new(&config.retry);
+        let client = loop {
+            let client = super::connect_with_retry(config, metrics, "writer lock").await;
+            tracing::info!(key, "waiting for the writer lock");
+            match client.execute("SELECT pg_advisory_lock($1)", &[&key]).await {
+                Ok(_) => break client,
+                Err(e) => {
+                    metrics.retries.with_label_values(&["writer_lock"]).inc();
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, ?delay, "waiting for the writer lock failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
         tracing::info!("writer lock held");
         let (tx, rx) = oneshot::channel();
         let keeper = tokio::spawn(keep(config.clone(), metrics.clone(), client, tx));
