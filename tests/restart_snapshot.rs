@@ -50,7 +50,7 @@ fn run(
             }
         }
         driver.advance_to(start + 1);
-        let mut collect = |done: Vec<(Time, TimestampOutput)>| {
+        let collect = |done: Vec<(Time, TimestampOutput)>| {
             let mut all = sink.lock().expect("lock");
             for (time, output) in done {
                 if time > start {
