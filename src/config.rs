@@ -7,6 +7,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+/// Most timely workers a run may ask for.
+pub const MAX_WORKERS: usize = 256;
+
 /// Kafka topics and batching.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,15 +111,27 @@ pub struct Config {
     pub publisher: PublisherConfig,
 }
 
+/// `config/default.toml`, compiled into the binary: the configuration used
+/// when no `--config` is given, wherever the binary runs.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
 impl Config {
-    /// Reads `path`, applies `DELTABOOK_*` environment overrides, then `sets`
-    /// (`section.key=value`), and checks the result.
-    pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut table: toml::Table = text
-            .parse()
-            .with_context(|| format!("parsing {}", path.display()))?;
+    /// Reads `path` (the compiled-in defaults when `None`; a named file that
+    /// is missing is an error), applies `DELTABOOK_*` environment overrides,
+    /// then `sets` (`section.key=value`), and checks the result.
+    pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Config> {
+        let (text, origin) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (
+                DEFAULT_TOML.to_string(),
+                "the built-in defaults".to_string(),
+            ),
+        };
+        let mut table: toml::Table = text.parse().with_context(|| format!("parsing {origin}"))?;
         let sections: Vec<String> = table.keys().cloned().collect();
         for section in sections {
             let Some(toml::Value::Table(keys)) = table.get_mut(&section) else {
@@ -166,7 +181,10 @@ impl Config {
             self.kafka.batch_max_messages >= 1,
             "kafka.batch_max_messages must be >= 1"
         );
-        anyhow::ensure!(self.engine.workers >= 1, "engine.workers must be >= 1");
+        anyhow::ensure!(
+            (1..=MAX_WORKERS).contains(&self.engine.workers),
+            "engine.workers must be between 1 and {MAX_WORKERS}"
+        );
         anyhow::ensure!(
             self.engine.max_uncommitted_timestamps >= 1,
             "engine.max_uncommitted_timestamps must be >= 1"
@@ -203,7 +221,7 @@ mod tests {
     fn default_config_loads_and_sets_override() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
         let config = Config::load(
-            &path,
+            Some(&path),
             &[
                 "kafka.trades_partitions=4".into(),
                 "postgres.url=host=x".into(),
@@ -213,8 +231,15 @@ mod tests {
         assert_eq!(config.kafka.trades_partitions, 4);
         assert_eq!(config.postgres.url, "host=x");
         assert_eq!(config.kafka.trades_topic, "trade-events");
-        assert!(Config::load(&path, &["kafka.nope=1".into()]).is_err());
-        assert!(Config::load(&path, &["kafka.trades_partitions=x".into()]).is_err());
-        assert!(Config::load(&path, &["engine.workers=0".into()]).is_err());
+        assert!(Config::load(Some(&path), &["kafka.nope=1".into()]).is_err());
+        assert!(Config::load(Some(&path), &["kafka.trades_partitions=x".into()]).is_err());
+        assert!(Config::load(Some(&path), &["engine.workers=0".into()]).is_err());
+        assert!(Config::load(Some(&path), &["engine.workers=257".into()]).is_err());
+        let built_in = Config::load(None, &[]).unwrap();
+        assert_eq!(built_in.kafka.trades_topic, "trade-events");
+        assert!(Config::load(Some(Path::new("/no/such/file.toml")), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("/no/such/file.toml"));
     }
 }

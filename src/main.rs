@@ -50,7 +50,9 @@ enum Command {
     },
     /// Benchmarks: ingest throughput and memory, single-trade latency, with baselines.
     Bench {
-        /// `ingest`, `latency`, `all` (those two), or `e2e` (needs scripts/services.sh).
+        /// `ingest`, `latency`, `all` (those two), or, with the services of
+        /// scripts/services.sh: `e2e` (produce, backlog, steady latency),
+        /// `restart` (restart time vs history) and `pg-writes` (COPY vs INSERT).
         #[arg(default_value = "all")]
         suite: String,
         /// Lines of the ingest benchmark.
@@ -70,20 +72,26 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
         /// e2e: seconds of the latency phase.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// e2e: service configuration to start from.
-        #[arg(long, default_value = "config/default.toml")]
-        config: PathBuf,
+        /// e2e, restart: service configuration to start from (default: built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// e2e: worker counts of the backlog phase.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        /// restart: accepted events of each history.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,5000000")]
+        histories: Vec<u64>,
         /// Where generated inputs are kept between runs.
         #[arg(long, default_value = "target/bench-data")]
         data_dir: PathBuf,
     },
     /// Runs the real-time service: Kafka in, PostgreSQL and Kafka out.
     Run {
-        /// Configuration file.
-        #[arg(long, default_value = "config/default.toml")]
-        config: PathBuf,
+        /// Configuration file (default: the built-in config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Overrides, `section.key=value` (after DELTABOOK_* environment variables).
         #[arg(long = "set")]
         sets: Vec<String>,
@@ -96,18 +104,18 @@ enum Command {
         /// Trade events, one per line.
         #[arg(long)]
         trades: PathBuf,
-        /// Configuration file.
-        #[arg(long, default_value = "config/default.toml")]
-        config: PathBuf,
+        /// Configuration file (default: the built-in config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Overrides, `section.key=value`.
         #[arg(long = "set")]
         sets: Vec<String>,
     },
     /// Prints the corrections topic from the beginning, one event per line.
     Tail {
-        /// Configuration file.
-        #[arg(long, default_value = "config/default.toml")]
-        config: PathBuf,
+        /// Configuration file (default: the built-in config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Overrides, `section.key=value`.
         #[arg(long = "set")]
         sets: Vec<String>,
@@ -180,6 +188,8 @@ fn main() -> Result<()> {
             rate,
             seconds,
             config,
+            workers,
+            histories,
             data_dir,
         } => {
             std::fs::create_dir_all(&data_dir)
@@ -187,8 +197,26 @@ fn main() -> Result<()> {
             if suite == "ingest" || suite == "all" {
                 deltabook::bench::ingest::run_suite(&data_dir, trades)?;
             }
+            let known = ["ingest", "latency", "all", "e2e", "restart", "pg-writes"];
+            anyhow::ensure!(
+                known.contains(&suite.as_str()),
+                "unknown suite {suite:?}: one of {}",
+                known.join(", ")
+            );
             if suite == "e2e" {
-                deltabook::bench::e2e::run_suite(&config, &data_dir, trades, rate, seconds)?;
+                let options = deltabook::bench::e2e::E2eOptions {
+                    trades,
+                    rate,
+                    seconds,
+                    workers,
+                };
+                deltabook::bench::e2e::run_suite(config.as_deref(), &data_dir, &options)?;
+            }
+            if suite == "restart" {
+                deltabook::bench::restart::run_suite(config.as_deref(), &histories)?;
+            }
+            if suite == "pg-writes" {
+                deltabook::bench::pg_writes::run_suite(trades)?;
             }
             if suite == "latency" || suite == "all" {
                 anyhow::ensure!(!ks.is_empty(), "--ks needs at least one size");
@@ -200,7 +228,7 @@ fn main() -> Result<()> {
             sets,
             json_logs: _,
         } => {
-            let config = deltabook::config::Config::load(&config, &sets)?;
+            let config = deltabook::config::Config::load(config.as_deref(), &sets)?;
             deltabook::service::run(config)?;
         }
         Command::Produce {
@@ -208,7 +236,7 @@ fn main() -> Result<()> {
             config,
             sets,
         } => {
-            let config = deltabook::config::Config::load(&config, &sets)?;
+            let config = deltabook::config::Config::load(config.as_deref(), &sets)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -227,7 +255,7 @@ fn main() -> Result<()> {
             sets,
             timeout_seconds,
         } => {
-            let config = deltabook::config::Config::load(&config, &sets)?;
+            let config = deltabook::config::Config::load(config.as_deref(), &sets)?;
             deltabook::kafka::tail(
                 &config.kafka,
                 std::time::Duration::from_secs(timeout_seconds),

@@ -96,8 +96,7 @@ impl Env {
     }
 
     pub fn config(&self) -> deltabook::config::Config {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
-        deltabook::config::Config::load(&path, &self.sets()).expect("config")
+        deltabook::config::Config::load(None, &self.sets()).expect("config")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

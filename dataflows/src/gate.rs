@@ -11,7 +11,6 @@
 //! no input can make it recurse or panic.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::collections::hash_map::Entry;
 
 use serde::{Deserialize, Serialize};
 
@@ -974,9 +973,11 @@ pub enum Admission {
 /// Stateful gate: [`parse_event`] plus the duplicate / conflicting-duplicate
 /// rule, which depends on arrival order. Remembers a 128-bit fingerprint of
 /// every accepted `(trade_id, version)`; the first copy accepted stays.
+/// Kept per trade id (one key per trade, its versions in a short list), so
+/// a lookup allocates nothing.
 #[derive(Default)]
 pub struct Gate {
-    accepted: HashMap<(String, u64), u128>,
+    accepted: HashMap<String, Vec<(u64, u128)>>,
 }
 
 /// The version's fingerprint: XXH3-128 of [`TradeVersion::canonical_bytes`].
@@ -1017,16 +1018,24 @@ impl Gate {
     /// [`Gate::admit_parsed`] for a version whose [`fingerprint`] the caller
     /// has computed already (and keeps, e.g. to persist it).
     pub fn admit_fingerprinted(&mut self, version: TradeVersion, print: u128) -> Admission {
-        match self
-            .accepted
-            .entry((version.trade_id.clone(), version.version))
-        {
-            Entry::Vacant(slot) => {
-                slot.insert(print);
-                Admission::Accepted(version)
+        let known = match self.accepted.get_mut(&version.trade_id) {
+            Some(versions) => match versions.iter().find(|(v, _)| *v == version.version) {
+                Some((_, known)) => Some(*known),
+                None => {
+                    versions.push((version.version, print));
+                    None
+                }
+            },
+            None => {
+                self.accepted
+                    .insert(version.trade_id.clone(), vec![(version.version, print)]);
+                None
             }
-            Entry::Occupied(slot) if *slot.get() == print => Admission::Duplicate(version),
-            Entry::Occupied(_) => Admission::Rejected(Rejection {
+        };
+        match known {
+            None => Admission::Accepted(version),
+            Some(known) if known == print => Admission::Duplicate(version),
+            Some(_) => Admission::Rejected(Rejection {
                 kind: RejectKind::ConflictingDuplicate,
                 detail: format!(
                     "{} v{} already accepted with different content",
@@ -1036,22 +1045,27 @@ impl Gate {
         }
     }
 
-    /// Remembers that `(trade_id, version)` was accepted with `fingerprint`
-    /// (a restart restoring the gate's state). Returns false, changing
-    /// nothing, when that pair is already known with another fingerprint.
-    pub fn restore(&mut self, trade_id: &str, version: u64, fingerprint: u128) -> bool {
-        match self.accepted.entry((trade_id.to_string(), version)) {
-            Entry::Vacant(slot) => {
-                slot.insert(fingerprint);
-                true
+    /// Remembers the `(version, fingerprint)` pairs accepted for `trade_id`
+    /// (a restart restoring the gate's state). Pairs already known are kept
+    /// as they are: the first copy accepted stays.
+    pub fn restore(&mut self, trade_id: String, fingerprints: Vec<(u64, u128)>) {
+        match self.accepted.get_mut(&trade_id) {
+            Some(versions) => {
+                for (version, print) in fingerprints {
+                    if !versions.iter().any(|(v, _)| *v == version) {
+                        versions.push((version, print));
+                    }
+                }
             }
-            Entry::Occupied(slot) => *slot.get() == fingerprint,
+            None => {
+                self.accepted.insert(trade_id, fingerprints);
+            }
         }
     }
 
     /// Number of distinct `(trade_id, version)` pairs accepted so far.
     pub fn accepted_count(&self) -> usize {
-        self.accepted.len()
+        self.accepted.values().map(Vec::len).sum()
     }
 }
 

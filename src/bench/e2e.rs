@@ -1,13 +1,16 @@
-//! End-to-end benchmark against the real services (scripts/services.sh):
-//! produce -> engine -> PostgreSQL commit -> outbox -> correction visible to
-//! a consumer of the corrections topic.
+//! End-to-end benchmarks against the real services (scripts/services.sh:
+//! Apache Kafka and PostgreSQL), each with its baseline in the same process:
 //!
-//! 1. Throughput: N generated trades pre-loaded on the trades topic, then the
-//!    service started; time until every trade is committed, and until every
-//!    correction is on the topic.
-//! 2. Latency: the service running; trades produced at a steady rate, each
+//! 1. produce: `deltabook produce` of a generated file, beside a plain
+//!    librdkafka producer loop (in-memory payloads, no parsing) on the same
+//!    broker in the same minute;
+//! 2. backlog: N trades already on the topic, then the service started with
+//!    1 and 2 workers: trades/s until every trade is committed to
+//!    PostgreSQL, and until the last correction is visible to a consumer;
+//! 3. steady: the service running, trades produced at a steady rate, each
 //!    carrying its send time in `correlation_id`; a consumer of the
-//!    corrections topic reads the cause's correlation id of each correction.
+//!    corrections topic reads each cause's send time: produce -> correction
+//!    visible, p50 / p99 / max.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::percentile;
@@ -26,11 +29,25 @@ use crate::kafka;
 
 const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
-fn unique_config(base: &Path, tag: &str) -> Result<(Config, String)> {
+/// What the e2e suite runs.
+#[derive(Clone, Debug)]
+pub struct E2eOptions {
+    /// Trades of the produce and backlog phases.
+    pub trades: usize,
+    /// Steady phase: trades per second.
+    pub rate: u64,
+    /// Steady phase: seconds.
+    pub seconds: u64,
+    /// Worker counts of the backlog phase.
+    pub workers: Vec<usize>,
+}
+
+/// A configuration with topics, database and port of its own.
+pub fn unique_config(base: Option<&Path>, tag: &str, extra: &[String]) -> Result<(Config, String)> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() % 1_000_000_000;
     let name = format!("{tag}{nanos}");
     let db = format!("deltabook_bench_{name}");
-    let sets = vec![
+    let mut sets = vec![
         format!("kafka.trades_topic=trades-{name}"),
         format!("kafka.methods_topic=methods-{name}"),
         format!("kafka.corrections_topic=corrections-{name}"),
@@ -38,10 +55,12 @@ fn unique_config(base: &Path, tag: &str) -> Result<(Config, String)> {
         format!("postgres.url=host=127.0.0.1 port=5432 user=postgres dbname={db}"),
         format!("http.listen=127.0.0.1:{}", 30_000 + nanos % 20_000),
     ];
+    sets.extend_from_slice(extra);
     Ok((Config::load(base, &sets)?, db))
 }
 
-async fn create_db(db: &str) -> Result<()> {
+/// Creates database `db`.
+pub async fn create_db(db: &str) -> Result<()> {
     let admin = deltabook_sinks::postgres::connect(ADMIN_URL)
         .await
         .context("PostgreSQL (run scripts/services.sh)")?;
@@ -51,7 +70,8 @@ async fn create_db(db: &str) -> Result<()> {
     Ok(())
 }
 
-async fn drop_db(db: &str) {
+/// Drops database `db` (best effort).
+pub async fn drop_db(db: &str) {
     if let Ok(admin) = deltabook_sinks::postgres::connect(ADMIN_URL).await {
         let _ = admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
@@ -68,20 +88,6 @@ async fn count(config: &Config, sql: &str) -> i64 {
             .unwrap_or(0),
         Err(_) => 0,
     }
-}
-
-fn topic_messages(config: &Config) -> i64 {
-    let Ok(consumer) = kafka::assigned_consumer(&config.kafka.brokers, 1 << 20) else {
-        return -1;
-    };
-    (0..config.kafka.corrections_partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(&config.kafka.corrections_topic, p, Duration::from_secs(5))
-                .map(|(low, high)| high - low)
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 /// Sum and count of a Prometheus histogram, scraped from `/metrics`.
@@ -101,109 +107,203 @@ fn scrape(listen: &str, histogram: &str) -> Option<(f64, f64)> {
     Some((value("sum")?, value("count")?))
 }
 
-/// Runs both phases and prints markdown.
-pub fn run_suite(
-    base: &Path,
-    data_dir: &Path,
-    trades: usize,
-    rate: u64,
-    seconds: u64,
-) -> Result<()> {
+/// Runs the three phases and prints markdown.
+pub fn run_suite(base: Option<&Path>, data_dir: &Path, options: &E2eOptions) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let input = super::ingest::ensure_input(data_dir, 42, 1_000, options.trades)?;
     runtime.block_on(async {
-        // Phase 1: throughput.
-        let (config, db) = unique_config(base, "tp")?;
-        create_db(&db).await?;
-        let input = super::ingest::ensure_input(data_dir, 42, 1_000, trades)?;
-        let started = Instant::now();
-        kafka::ensure_topics(&config.kafka).await?;
-        {
-            let (kafka, input) = (config.kafka.clone(), input.clone());
-            tokio::task::spawn_blocking(move || kafka::produce_file(&kafka, &input)).await??;
+        produce_phase(base, &input, options.trades).await?;
+        for workers in &options.workers {
+            backlog_phase(base, &input, options.trades, *workers).await?;
         }
-        let produce_seconds = started.elapsed().as_secs_f64();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let service_config = config.clone();
-        let started = Instant::now();
-        let service = tokio::spawn(async move {
-            crate::service::serve(service_config, async move {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
-        let total = trades as i64;
-        let sql = format!("SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic = '{}'", config.kafka.trades_topic);
-        while count(&config, &sql).await < total {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let committed_seconds = started.elapsed().as_secs_f64();
-        let corrections = count(&config, "SELECT count(*) FROM corrections").await;
-        let probe_config = config.clone();
-        loop {
-            let probe_config = probe_config.clone();
-            let on_topic = tokio::task::spawn_blocking(move || topic_messages(&probe_config)).await?;
-            if on_topic >= corrections {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let published_seconds = started.elapsed().as_secs_f64();
-        let commit = scrape(&config.http.listen, "commit_latency_seconds");
-        let batch = scrape(&config.http.listen, "batch_latency_seconds");
-        let _ = stop_tx.send(());
-        let _ = service.await;
-        drop_db(&db).await;
-        println!("| end-to-end throughput ({trades} trades over 1,000 positions) | value |");
-        println!("|---|---:|");
-        println!("| produce to topic (deltabook produce) | {:.0} trades/s |", trades as f64 / produce_seconds);
-        println!("| consumed, booked and committed to PostgreSQL | {:.0} trades/s ({committed_seconds:.1} s) |", trades as f64 / committed_seconds);
-        println!("| ... and every correction published ({corrections}) | {:.0} trades/s ({published_seconds:.1} s) |", trades as f64 / published_seconds);
-        if let (Some((commit_sum, commit_n)), Some((_, batches))) = (commit, batch) {
-            println!("| PostgreSQL commit time | {:.1} s of {committed_seconds:.1} s, {:.1} ms per commit, {commit_n} commits ({:.0} trades per commit) |", commit_sum, 1e3 * commit_sum / commit_n.max(1.0), trades as f64 / batches.max(1.0));
-        }
-        println!();
-
-        // Phase 2: latency at a steady rate.
-        let (config, db) = unique_config(base, "lt")?;
-        create_db(&db).await?;
-        kafka::ensure_topics(&config.kafka).await?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let service_config = config.clone();
-        let service = tokio::spawn(async move {
-            crate::service::serve(service_config, async move {
-                let _ = stop_rx.await;
-            })
-            .await
-        });
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
-        let done = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (config, latencies, done) = (config.clone(), latencies.clone(), done.clone());
-            std::thread::spawn(move || read_latencies(&config, &latencies, &done))
-        };
-        let producer: FutureProducer = kafka::idempotent_producer(&config.kafka.brokers)?;
-        let sent = produce_at_rate(&producer, &config, rate, seconds).await?;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        done.store(true, Ordering::Relaxed);
-        let _ = reader.join();
-        let _ = stop_tx.send(());
-        let _ = service.await;
-        drop_db(&db).await;
-        let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-        l.sort_by(f64::total_cmp);
-        println!("| end-to-end latency at {rate} trades/s for {seconds} s | value |");
-        println!("|---|---:|");
-        println!("| trades sent | {sent} |");
-        println!("| corrections observed | {} |", l.len());
-        println!("| p50 produce -> correction visible | {:.1} ms |", percentile(&l, 50.0));
-        println!("| p99 | {:.1} ms |", percentile(&l, 99.0));
-        println!("| max | {:.1} ms |", l.last().copied().unwrap_or(f64::NAN));
-        Ok(())
+        steady_phase(base, options.rate, options.seconds).await
     })
+}
+
+/// Phase 1: `deltabook produce` against a plain librdkafka loop.
+async fn produce_phase(base: Option<&Path>, input: &Path, trades: usize) -> Result<()> {
+    let (config, _) = unique_config(base, "pr", &[])?;
+    kafka::ensure_topics(&config.kafka).await?;
+    let kafka_config = config.kafka.clone();
+    let input = input.to_path_buf();
+    let lines: Vec<Vec<u8>> = std::fs::read(&input)?
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let (baseline, ours) = tokio::task::spawn_blocking(move || -> Result<(f64, f64)> {
+        // Baseline first: the same producer settings, payloads in memory,
+        // partitions round-robin, nothing parsed.
+        let producer = kafka::counting_producer(&kafka_config.brokers)?;
+        let started = Instant::now();
+        for (i, line) in lines.iter().enumerate() {
+            let record = BaseRecord::<str, [u8]>::to(&kafka_config.corrections_topic)
+                .payload(line.as_slice())
+                .partition((i % kafka_config.corrections_partitions as usize) as i32);
+            kafka::send_pipelined(&producer, record)?;
+        }
+        producer.flush(Duration::from_secs(60))?;
+        let baseline = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            producer.context().0.failed.load(Ordering::Relaxed) == 0,
+            "baseline deliveries failed"
+        );
+        let started = Instant::now();
+        kafka::produce_file(&kafka_config, &input)?;
+        Ok((baseline, started.elapsed().as_secs_f64()))
+    })
+    .await??;
+    println!("| produce {trades} generated trades (Apache Kafka, 16 partitions, idempotent, acks=all) | seconds | msgs/s | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| baseline: plain librdkafka producer loop (payloads in memory, no parsing) | {baseline:.2} | {:.0} | 1.00 |",
+        trades as f64 / baseline
+    );
+    println!(
+        "| deltabook produce (reads the file, position key per line, FNV partition) | {ours:.2} | {:.0} | {:.2} |",
+        trades as f64 / ours,
+        baseline / ours
+    );
+    println!();
+    Ok(())
+}
+
+/// Phase 2: the service started on a backlog of `trades`.
+async fn backlog_phase(
+    base: Option<&Path>,
+    input: &Path,
+    trades: usize,
+    workers: usize,
+) -> Result<()> {
+    let (config, db) = unique_config(base, "bl", &[format!("engine.workers={workers}")])?;
+    create_db(&db).await?;
+    kafka::ensure_topics(&config.kafka).await?;
+    {
+        let (kafka_config, input) = (config.kafka.clone(), input.to_path_buf());
+        tokio::task::spawn_blocking(move || kafka::produce_file(&kafka_config, &input)).await??;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service_config = config.clone();
+    let started = Instant::now();
+    let service = tokio::spawn(async move {
+        crate::service::serve(service_config, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let total = trades as i64;
+    let sql = format!(
+        "SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic = '{}'",
+        config.kafka.trades_topic
+    );
+    while count(&config, &sql).await < total {
+        anyhow::ensure!(!service.is_finished(), "the service stopped early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let committed_seconds = started.elapsed().as_secs_f64();
+    let corrections = count(&config, "SELECT count(*) FROM corrections").await;
+    let last_id = count(&config, "SELECT coalesce(max(id), -1) FROM corrections").await;
+    loop {
+        let kafka_config = config.kafka.clone();
+        let visible = tokio::task::spawn_blocking(move || {
+            kafka::last_outbox_ids(
+                &kafka_config.brokers,
+                &kafka_config.corrections_topic,
+                kafka_config.corrections_partitions,
+                Duration::from_secs(10),
+            )
+        })
+        .await??;
+        if visible.iter().copied().max().unwrap_or(-1) >= last_id {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published_seconds = started.elapsed().as_secs_f64();
+    let commit = scrape(&config.http.listen, "commit_latency_seconds");
+    let _ = stop_tx.send(());
+    let _ = service.await;
+    drop_db(&db).await;
+    println!("| backlog of {trades} trades (1,000 positions), {workers} worker(s) | value |");
+    println!("|---|---:|");
+    println!(
+        "| consumed, booked and committed to PostgreSQL | {:.0} trades/s ({committed_seconds:.1} s) |",
+        trades as f64 / committed_seconds
+    );
+    println!(
+        "| ... and the last of {corrections} corrections visible to a consumer | {:.0} trades/s ({published_seconds:.1} s) |",
+        trades as f64 / published_seconds
+    );
+    if let Some((sum, n)) = commit {
+        println!(
+            "| PostgreSQL commits | {n} commits, {:.1} ms each on average, {sum:.1} s in all ({:.0} trades per commit) |",
+            1e3 * sum / n.max(1.0),
+            trades as f64 / n.max(1.0)
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Phase 3: steady produce rate, produce -> correction visible.
+async fn steady_phase(base: Option<&Path>, rate: u64, seconds: u64) -> Result<()> {
+    let (config, db) = unique_config(base, "st", &[])?;
+    create_db(&db).await?;
+    kafka::ensure_topics(&config.kafka).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service_config = config.clone();
+    let service = tokio::spawn(async move {
+        crate::service::serve(service_config, async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (config, latencies, done) = (config.clone(), latencies.clone(), done.clone());
+        std::thread::spawn(move || read_latencies(&config, &latencies, &done))
+    };
+    let producer_config = config.clone();
+    let sent =
+        tokio::task::spawn_blocking(move || produce_at_rate(&producer_config, rate, seconds))
+            .await??;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    done.store(true, Ordering::Relaxed);
+    let _ = reader.join();
+    let batch = scrape(&config.http.listen, "batch_latency_seconds");
+    let commit = scrape(&config.http.listen, "commit_latency_seconds");
+    let _ = stop_tx.send(());
+    let _ = service.await;
+    drop_db(&db).await;
+    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort_by(f64::total_cmp);
+    println!("| steady {rate} trades/s for {seconds} s (1,000 positions, 1 worker) | value |");
+    println!("|---|---:|");
+    println!("| trades sent | {sent} |");
+    println!("| causes observed on the corrections topic | {} |", l.len());
+    println!(
+        "| p50 produce -> correction visible | {:.1} ms |",
+        percentile(&l, 50.0)
+    );
+    println!("| p99 | {:.1} ms |", percentile(&l, 99.0));
+    println!("| max | {:.1} ms |", l.last().copied().unwrap_or(f64::NAN));
+    if let (Some((bs, bn)), Some((cs, cn))) = (batch, commit) {
+        println!(
+            "| mean first message read -> commit done | {:.1} ms over {bn} timestamps |",
+            1e3 * bs / bn.max(1.0)
+        );
+        println!(
+            "| mean PostgreSQL commit | {:.1} ms |",
+            1e3 * cs / cn.max(1.0)
+        );
+    }
+    println!();
+    Ok(())
 }
 
 fn now_ns() -> u128 {
@@ -213,20 +313,16 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-async fn produce_at_rate(
-    producer: &FutureProducer,
-    config: &Config,
-    rate: u64,
-    seconds: u64,
-) -> Result<u64> {
-    let tick = Duration::from_millis(10);
-    let per_tick = (rate / 100).max(1);
+/// Sends `rate` trades per second for `seconds`, in 1 ms ticks, pipelined.
+fn produce_at_rate(config: &Config, rate: u64, seconds: u64) -> Result<u64> {
+    let producer = kafka::counting_producer(&config.kafka.brokers)?;
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut next = Instant::now();
-    while started.elapsed() < Duration::from_secs(seconds) {
-        let mut bodies = Vec::with_capacity(per_tick as usize);
-        for _ in 0..per_tick {
+    let total = rate * seconds;
+    while sent < total {
+        // Catch up to the schedule: trade n is due at n / rate seconds.
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        while sent < due {
             let position = sent % 1000;
             let key = format!("ACC{}_BK_SEC{}", position % 10, position);
             let side = if sent % 3 == 2 { "SELL" } else { "BUY" };
@@ -238,26 +334,17 @@ async fn produce_at_rate(
                 sent % 97,
                 now_ns()
             );
-            bodies.push((key, body));
+            let partition = kafka::partition_for(&key, config.kafka.trades_partitions);
+            let record = BaseRecord::<str, [u8]>::to(&config.kafka.trades_topic)
+                .key(key.as_str())
+                .payload(body.as_bytes())
+                .partition(partition);
+            kafka::send_pipelined(&producer, record)?;
             sent += 1;
         }
-        let mut pending = Vec::with_capacity(per_tick as usize);
-        for (key, body) in &bodies {
-            let partition = kafka::partition_for(key, config.kafka.trades_partitions);
-            let record = FutureRecord::to(&config.kafka.trades_topic)
-                .key(key.as_str())
-                .payload(body.as_str())
-                .partition(partition);
-            pending.push(producer.send(record, Duration::from_secs(10)));
-        }
-        for p in pending {
-            p.await.map_err(|(e, _)| e)?;
-        }
-        next += tick;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            tokio::time::sleep(wait).await;
-        }
+        producer.poll(Duration::from_millis(1));
     }
+    producer.flush(Duration::from_secs(30))?;
     Ok(sent)
 }
 

@@ -6,6 +6,8 @@ pub mod alloc;
 pub mod e2e;
 pub mod ingest;
 pub mod latency;
+pub mod pg_writes;
+pub mod restart;
 
 /// Percentile (0..=100) of sorted samples, nearest rank.
 pub fn percentile(sorted: &[f64], pct: f64) -> f64 {

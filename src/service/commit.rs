@@ -56,7 +56,7 @@ pub async fn run(
 }
 
 /// The commit of one assembled timestamp, and when its first message was read.
-fn to_commit(
+pub fn to_commit(
     timestamp: AssembledTimestamp,
     config: &Config,
     writer_epoch: i64,

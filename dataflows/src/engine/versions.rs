@@ -245,11 +245,7 @@ fn restore(
         live: trade,
         fingerprints,
     } = restored;
-    for (version, print) in fingerprints {
-        // A restore runs on an empty gate, once per trade, and `(trade_id,
-        // version)` is the snapshot's primary key: every pair is new here.
-        gate.restore(&trade.trade_id, version, print);
-    }
+    gate.restore(trade.trade_id.clone(), fingerprints);
     if let Some((position, booked)) = &trade.booked {
         give(VersionEvent::Book((
             (position.clone(), BookInput::Trade(booked.clone())),

@@ -64,8 +64,8 @@ pub async fn commit_timestamp(
 }
 
 /// `event_store`: accepted trade events, then lot-method changes, numbered
-/// `event_ver = time << 20 | index` in that order.
-async fn write_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(), PgError> {
+/// `event_ver = time << 20 | index` in that order (binary COPY).
+pub async fn write_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(), PgError> {
     if c.accepted.is_empty() && c.methods.is_empty() {
         return Ok(());
     }
@@ -240,8 +240,8 @@ async fn write_snapshot(
 }
 
 /// `lots`: the net change per (position, lot id): every changed key is
-/// deleted, the asserted rows are copied in.
-async fn write_lots(
+/// deleted, the asserted rows are copied in (binary COPY).
+pub async fn write_lots(
     tx: &Transaction<'_>,
     c: &TimestampCommit,
     chunk: usize,
@@ -348,8 +348,8 @@ async fn write_positions(
 }
 
 /// `corrections`, in `(as_of, position_key)` order, so the outbox id (the
-/// serial, assigned in COPY row order) keeps that order.
-async fn write_corrections(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(), PgError> {
+/// serial, assigned in COPY row order) keeps that order (binary COPY).
+pub async fn write_corrections(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(), PgError> {
     if c.corrections.is_empty() {
         return Ok(());
     }

@@ -91,10 +91,13 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
                 what: "trade_fingerprints.fingerprint",
                 detail: format!("{trade_id} v{version}: {} bytes", bytes.len()),
             })?;
-            fingerprints
-                .entry(trade_id.to_string())
-                .or_default()
-                .push((version as u64, u128::from_be_bytes(print)));
+            let pair = (version as u64, u128::from_be_bytes(print));
+            match fingerprints.get_mut(trade_id) {
+                Some(list) => list.push(pair),
+                None => {
+                    fingerprints.insert(trade_id.to_string(), vec![pair]);
+                }
+            }
         }
     }
     let mut trades = Vec::with_capacity(fingerprints.len());
