@@ -59,6 +59,30 @@ postgres_up() {
       as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
     fi
   fi
+  # Server settings for a write-heavy test machine. Durability is kept
+  # (fsync, synchronous_commit and full_page_writes stay on): fewer
+  # checkpoints and a bigger cache only.
+  local tuning="/etc/postgresql/$version/main/conf.d/deltabook.conf"
+  local want
+  want="$(cat <<'CONF'
+# deltabook: scripts/services.sh (test and benchmark machines)
+shared_buffers = 1GB
+wal_buffers = 64MB
+max_wal_size = 8GB
+min_wal_size = 1GB
+checkpoint_timeout = 15min
+checkpoint_completion_target = 0.9
+max_connections = 200
+CONF
+)"
+  if [ "$(cat "$tuning" 2>/dev/null)" != "$want" ]; then
+    say "writing $tuning"
+    echo "$want" | as_root tee "$tuning" >/dev/null
+    if port_open 5432; then
+      say "restarting PostgreSQL $version for its new settings"
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+    fi
+  fi
   if ! port_open 5432; then
     say "starting PostgreSQL $version"
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start

@@ -133,7 +133,10 @@ fn consumer_config(brokers: &str, message_max_bytes: usize) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("fetch.message.max.bytes", message_max_bytes.to_string())
+        // A fetch is answered once 64 KiB are there or after 5 ms: a busy
+        // topic is read in few large fetches instead of one per round trip.
         .set("fetch.wait.max.ms", "5")
+        .set("fetch.min.bytes", "65536")
         // Bounds what librdkafka prefetches while the engine is not polling.
         .set(
             "queued.max.messages.kbytes",
@@ -382,43 +385,78 @@ pub fn send_pipelined<C: ProducerContext>(
     }
 }
 
+/// Lines read and keyed per chunk by `produce`'s reader thread.
+const PRODUCE_CHUNK_LINES: usize = 8_192;
+
+/// One line to send: its key (the position key, if it has one), its
+/// partition and its bytes.
+type KeyedLine = (Option<String>, i32, Vec<u8>);
+
 /// Sends every line of `path` to the trades topic (key = position key, the
 /// partition computed with [`partition_for`]; lines without ids go to
 /// partition line % partitions without a key), keeping up to
-/// [`PRODUCE_WINDOW_MESSAGES`] in flight. Returns lines sent; fails if any
-/// message could not be delivered.
+/// [`PRODUCE_WINDOW_MESSAGES`] in flight. A reader thread reads and keys
+/// chunks of lines while this thread sends (file order is kept, so each
+/// partition receives its lines in file order). Returns lines sent; fails if
+/// any message could not be delivered.
 pub fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
     let producer = counting_producer(&config.brokers)?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut line = Vec::with_capacity(512);
+    let partitions = config.trades_partitions;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<KeyedLine>>(4);
+    let shown = path.display().to_string();
+    let reader = std::thread::Builder::new()
+        .name("deltabook-produce-reader".into())
+        .spawn(move || -> Result<()> {
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+            let mut number = 0u64;
+            loop {
+                let mut chunk = Vec::with_capacity(PRODUCE_CHUNK_LINES);
+                while chunk.len() < PRODUCE_CHUNK_LINES {
+                    let mut line = Vec::with_capacity(256);
+                    if reader
+                        .read_until(b'\n', &mut line)
+                        .with_context(|| format!("reading {shown}"))?
+                        == 0
+                    {
+                        break;
+                    }
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    let key = position_key_of(&line);
+                    let partition = match &key {
+                        Some(k) => partition_for(k, partitions),
+                        None => (number % partitions as u64) as i32,
+                    };
+                    number += 1;
+                    chunk.push((key, partition, line));
+                }
+                let last = chunk.len() < PRODUCE_CHUNK_LINES;
+                if !chunk.is_empty() && tx.send(chunk).is_err() {
+                    return Ok(()); // The sender failed; it reports why.
+                }
+                if last {
+                    return Ok(());
+                }
+            }
+        })?;
     let mut sent = 0u64;
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {}", path.display()))?
-            == 0
-        {
-            break;
+    for chunk in rx {
+        for (key, partition, line) in &chunk {
+            let mut record = BaseRecord::<str, [u8]>::to(&config.trades_topic)
+                .payload(line.as_slice())
+                .partition(*partition);
+            if let Some(k) = key {
+                record = record.key(k.as_str());
+            }
+            send_pipelined(&producer, record)?;
+            sent += 1;
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        let key = position_key_of(&line);
-        let partition = match &key {
-            Some(k) => partition_for(k, config.trades_partitions),
-            None => (sent % config.trades_partitions as u64) as i32,
-        };
-        let mut record = BaseRecord::<str, [u8]>::to(&config.trades_topic)
-            .payload(line.as_slice())
-            .partition(partition);
-        if let Some(k) = &key {
-            record = record.key(k.as_str());
-        }
-        send_pipelined(&producer, record)?;
-        sent += 1;
     }
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))??;
     producer
         .flush(Duration::from_secs(60))
         .context("flushing the producer")?;

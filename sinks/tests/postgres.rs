@@ -93,7 +93,7 @@ async fn migrations_are_versioned_and_safe_to_rerun() {
     let mut client = postgres::connect(&db.url()).await.expect("connect");
     assert_eq!(
         postgres::migrate(&mut client).await.expect("migrate"),
-        vec![1, 2]
+        vec![1, 2, 3]
     );
     assert_eq!(
         postgres::migrate(&mut client).await.expect("migrate again"),

@@ -4,7 +4,7 @@
 //! connection when needed) until it succeeds, so nothing computed is ever
 //! dropped; a fenced commit ends the service.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,12 +22,14 @@ use crate::config::Config;
 
 /// Commits every timestamp the workers complete; returns when `input`
 /// closes (after committing everything complete), or with an error when
-/// this instance is fenced.
+/// this instance is fenced. `committed_through` tells the workers which
+/// times are done: every time before it is committed or had nothing to commit.
 pub async fn run(
     config: Config,
     writer_epoch: i64,
     first_time: Time,
     mut input: Receiver<EngineMessage>,
+    committed_through: Arc<AtomicU64>,
     metrics: Metrics,
     committed: Arc<Notify>,
     healthy: Arc<AtomicBool>,
@@ -51,6 +53,7 @@ pub async fn run(
             }
             committed.notify_waiters();
         }
+        committed_through.store(assembler.frontier(), Ordering::Release);
     }
     Ok(())
 }

@@ -5,11 +5,13 @@
 //! they are not news); live input starts one tick later.
 //!
 //! Timestamps are cut jointly: a worker closes its current time when its
-//! batch is full or has lingered long enough, and publishes the new time on
-//! a shared clock; every other worker closes the same time as soon as it
-//! sees the clock move (within one idle poll). So all workers advance
-//! together, nobody advances while all are idle, and each worker's batch at
-//! a time is whatever it read before the cut.
+//! batch is full or has lingered long enough (and fewer than
+//! `engine.max_uncommitted_timestamps` are uncommitted: under load batches
+//! grow instead of queueing), and publishes the new time on a shared clock;
+//! every other worker closes the same time as soon as it sees the clock move
+//! (within one idle poll). So all workers advance together, nobody advances
+//! while all are idle, and each worker's batch at a time is whatever it read
+//! before the cut.
 //!
 //! Each worker reports, per completed time, its part of the outputs and
 //! what it read (offsets, method changes), then its frontier; the committer
@@ -98,6 +100,8 @@ struct Shared {
     metrics: Metrics,
     stop: Arc<AtomicBool>,
     clock: AtomicU64,
+    /// Every time before this is committed (or had nothing to commit).
+    committed: Arc<AtomicU64>,
 }
 
 /// Starts the workers on their own thread; the handle yields when every
@@ -106,6 +110,7 @@ pub fn spawn(
     config: Config,
     start: EngineStart,
     output: Sender<EngineMessage>,
+    committed: Arc<AtomicU64>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
@@ -115,6 +120,7 @@ pub fn spawn(
         offsets: start.offsets,
         snapshot: Mutex::new(Some((start.trades, start.methods))),
         clock: AtomicU64::new(start.start_time + 1),
+        committed,
         config,
         output,
         metrics,
@@ -185,15 +191,24 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let mut reporter = Reporter::new(index, shared.start_time, &shared.output);
     let mut batch = Batch::default();
     while !shared.stop.load(Ordering::Relaxed) {
-        // Back-pressure: stop reading while too many times are uncommitted.
-        if driver.less_than(driver.time().saturating_sub(max_in_flight)) {
+        // Adaptive batching: a time is only closed while fewer than
+        // `max_in_flight` are uncommitted; until then the open batch keeps
+        // growing (to `max_messages`), so a slow sink gets fewer, bigger
+        // timestamps instead of a queue. A full batch with no room stops reading.
+        let in_flight = driver
+            .time()
+            .saturating_sub(shared.committed.load(Ordering::Acquire));
+        let room = in_flight < max_in_flight;
+        if !room && batch.messages >= max_messages {
             worker.step_or_park(Some(Duration::from_millis(1)));
             reporter.report(&mut driver)?;
             continue;
         }
+        // Wait for a message at most until the batch is due (never spin:
+        // a due batch that cannot be cut yet waits one idle poll).
         let wait = match batch.input.first_read {
-            None => IDLE_POLL,
-            Some(first) => linger.saturating_sub(first.elapsed()).min(IDLE_POLL),
+            Some(first) if room => linger.saturating_sub(first.elapsed()).min(IDLE_POLL),
+            _ => IDLE_POLL,
         };
         if let Some(message) = reader.poll(wait, driver.time()) {
             batch.input.first_read.get_or_insert_with(Instant::now);
@@ -212,7 +227,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             .input
             .first_read
             .is_some_and(|first| first.elapsed() >= linger);
-        if batch.messages >= max_messages || lingered || clock > driver.time() {
+        if clock > driver.time() || room && (batch.messages >= max_messages || lingered) {
             let next = (driver.time() + 1).max(clock);
             shared.clock.fetch_max(next, Ordering::AcqRel);
             cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);

@@ -22,7 +22,7 @@ pub mod publish;
 pub mod retry;
 pub mod source;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,11 +127,13 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(capacity.max(16));
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(Notify::new());
+    let committed_through = Arc::new(AtomicU64::new(start_time + 1));
     let mut committer = tokio::spawn(commit::run(
         config.clone(),
         writer_epoch,
         start_time + 1,
         engine_rx,
+        committed_through.clone(),
         metrics.clone(),
         committed.clone(),
         healthy.clone(),
@@ -140,6 +142,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         config.clone(),
         start,
         engine_tx,
+        committed_through,
         metrics.clone(),
         stop.clone(),
     )?;

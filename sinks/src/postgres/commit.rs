@@ -33,14 +33,22 @@ pub async fn commit_timestamp(
         return Err(PgError::TooManyEvents(events));
     }
     let chunk = rows_per_statement.max(1);
+    let mut phases = Phases::new();
     let tx = client.transaction().await?;
     fence::check(&tx, commit.writer_epoch, commit.time).await?;
+    phases.mark("fence");
     write_events(&tx, commit).await?;
+    phases.mark("event_store");
     write_snapshot(&tx, commit, chunk).await?;
+    phases.mark("snapshot");
     write_lots(&tx, commit, chunk).await?;
+    phases.mark("lots");
     write_positions(&tx, commit, chunk).await?;
+    phases.mark("positions");
     write_corrections(&tx, commit).await?;
+    phases.mark("corrections");
     write_dead_letters(&tx, commit).await?;
+    phases.mark("dead_letters");
     for o in &commit.offsets {
         tx.execute(
             "INSERT INTO sink_progress (source_topic, source_partition, next_offset, engine_time) VALUES ($1, $2, $3, $4)
@@ -59,8 +67,51 @@ pub async fn commit_timestamp(
         ],
     )
     .await?;
+    phases.mark("progress");
     tx.commit().await?;
+    phases.mark("commit");
+    tracing::debug!(
+        time = commit.time,
+        accepted = commit.accepted.len(),
+        corrections = commit.corrections.len(),
+        phases = %phases,
+        "commit phases (ms)"
+    );
     Ok(())
+}
+
+/// Wall time per phase of one commit, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            last: std::time::Instant::now(),
+            done: Vec::with_capacity(10),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.done
+            .push((phase, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (phase, ms)) in self.done.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{phase}={ms:.1}")?;
+        }
+        Ok(())
+    }
 }
 
 /// `event_store`: accepted trade events, then lot-method changes, numbered

@@ -12,6 +12,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../../../migrations/0002_snapshot_and_fence.sql"),
     ),
+    (
+        3,
+        include_str!("../../../migrations/0003_byte_order_keys.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

@@ -35,7 +35,7 @@ pub const MAX_EVENTS_PER_TIMESTAMP: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// The database said no, or the connection broke.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     /// A correction could not be rendered.
     #[error(transparent)]
@@ -59,6 +59,23 @@ pub enum PgError {
         /// What is wrong.
         detail: String,
     },
+}
+
+/// A database error with the server's message, detail and where it came from.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(wherein) = db.where_() {
+                text.push_str(&format!(" [{wherein}]"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
 }
 
 impl PgError {
