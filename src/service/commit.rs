@@ -20,42 +20,62 @@ use super::metrics::Metrics;
 use super::retry::Backoff;
 use crate::config::Config;
 
-/// Commits every timestamp the workers complete; returns when `input`
-/// closes (after committing everything complete), or with an error when
-/// this instance is fenced. `committed_through` tells the workers which
-/// times are done: every time before it is committed or had nothing to commit.
-pub async fn run(
-    config: Config,
-    writer_epoch: i64,
-    first_time: Time,
-    mut input: Receiver<EngineMessage>,
-    committed_through: Arc<AtomicU64>,
-    metrics: Metrics,
-    committed: Arc<Notify>,
-    healthy: Arc<AtomicBool>,
-) -> Result<()> {
-    let mut assembler = Assembler::new(config.engine.workers, first_time);
-    let mut client = None;
-    while let Some(message) = input.recv().await {
-        for timestamp in assembler.push(message) {
-            let (commit, first_read) = to_commit(timestamp, &config, writer_epoch);
-            commit_with_retry(&config, &mut client, &commit, &metrics, &healthy).await?;
-            metrics.frontier_lag.set(0);
-            metrics.timestamps_committed.inc();
-            metrics
-                .corrections_emitted
-                .inc_by(commit.corrections.len() as u64);
-            metrics
-                .dead_letters
-                .inc_by(commit.dead_letters.len() as u64);
-            if let Some(first) = first_read {
-                metrics.batch_latency.observe(first.elapsed().as_secs_f64());
+/// What the committer needs besides its input.
+pub struct Committer {
+    /// The service configuration.
+    pub config: Config,
+    /// This instance's writer epoch.
+    pub writer_epoch: i64,
+    /// The first time the workers report.
+    pub first_time: Time,
+    /// Told to the workers: every time before it is committed (or had
+    /// nothing to commit).
+    pub committed_through: Arc<AtomicU64>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Woken after each commit (the publishers wait on it).
+    pub committed: Arc<Notify>,
+    /// False while commits keep failing (`/health`).
+    pub healthy: Arc<AtomicBool>,
+}
+
+impl Committer {
+    /// Commits every timestamp the workers complete; returns when `input`
+    /// closes (after committing everything complete), or with an error when
+    /// this instance is fenced.
+    pub async fn run(self, mut input: Receiver<EngineMessage>) -> Result<()> {
+        let Committer {
+            config,
+            writer_epoch,
+            first_time,
+            committed_through,
+            metrics,
+            committed,
+            healthy,
+        } = self;
+        let mut assembler = Assembler::new(config.engine.workers, first_time);
+        let mut client = None;
+        while let Some(message) = input.recv().await {
+            for timestamp in assembler.push(message) {
+                let (commit, first_read) = to_commit(timestamp, &config, writer_epoch);
+                commit_with_retry(&config, &mut client, &commit, &metrics, &healthy).await?;
+                metrics.frontier_lag.set(0);
+                metrics.timestamps_committed.inc();
+                metrics
+                    .corrections_emitted
+                    .inc_by(commit.corrections.len() as u64);
+                metrics
+                    .dead_letters
+                    .inc_by(commit.dead_letters.len() as u64);
+                if let Some(first) = first_read {
+                    metrics.batch_latency.observe(first.elapsed().as_secs_f64());
+                }
+                committed.notify_waiters();
             }
-            committed.notify_waiters();
+            committed_through.store(assembler.frontier(), Ordering::Release);
         }
-        committed_through.store(assembler.frontier(), Ordering::Release);
+        Ok(())
     }
-    Ok(())
 }
 
 /// The commit of one assembled timestamp, and when its first message was read.

@@ -128,16 +128,18 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(Notify::new());
     let committed_through = Arc::new(AtomicU64::new(start_time + 1));
-    let mut committer = tokio::spawn(commit::run(
-        config.clone(),
-        writer_epoch,
-        start_time + 1,
-        engine_rx,
-        committed_through.clone(),
-        metrics.clone(),
-        committed.clone(),
-        healthy.clone(),
-    ));
+    let mut committer = tokio::spawn(
+        commit::Committer {
+            config: config.clone(),
+            writer_epoch,
+            first_time: start_time + 1,
+            committed_through: committed_through.clone(),
+            metrics: metrics.clone(),
+            committed: committed.clone(),
+            healthy: healthy.clone(),
+        }
+        .run(engine_rx),
+    );
     let engine = engine::spawn(
         config.clone(),
         start,
