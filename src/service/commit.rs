@@ -59,7 +59,6 @@ impl Committer {
             for timestamp in assembler.push(message) {
                 let (commit, first_read) = to_commit(timestamp, &config, writer_epoch);
                 commit_with_retry(&config, &mut client, &commit, &metrics, &healthy).await?;
-                metrics.frontier_lag.set(0);
                 metrics.timestamps_committed.inc();
                 metrics
                     .corrections_emitted

@@ -199,6 +199,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             .time()
             .saturating_sub(shared.committed.load(Ordering::Acquire));
         let room = in_flight < max_in_flight;
+        if index == 0 {
+            shared.metrics.frontier_lag.set(in_flight as i64);
+        }
         if !room && batch.messages >= max_messages {
             worker.step_or_park(Some(Duration::from_millis(1)));
             reporter.report(&mut driver)?;

@@ -23,7 +23,7 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Consumer lag per partition (high watermark - next offset).
     pub consumer_lag: IntGaugeVec,
-    /// Timestamps consumed but not yet committed.
+    /// Engine timestamps closed but not yet committed.
     pub frontier_lag: IntGauge,
     /// Seconds from the first message of a batch to its commit.
     pub batch_latency: Histogram,
@@ -65,7 +65,7 @@ impl Metrics {
             )?,
             frontier_lag: IntGauge::new(
                 "frontier_lag_timestamps",
-                "Timestamps consumed but not committed",
+                "Engine timestamps closed but not yet committed",
             )?,
             batch_latency: Histogram::with_opts(
                 HistogramOpts::new(
