@@ -5,8 +5,9 @@
 
 -- The live version of every trade ever accepted (a cancelled trade keeps its
 -- row, with position_key NULL: a lower version arriving later must not
--- revive it). One row per trade: restart cost grows with trades, not with
--- the events that amended them.
+-- revive it), and the duplicate rule's memory for that trade: the
+-- fingerprint of every accepted version. One row per trade: restart reads
+-- O(trades) rows, however many events amended them.
 CREATE TABLE IF NOT EXISTS live_trades (
     trade_id      text    PRIMARY KEY,
     version       bigint  NOT NULL,
@@ -17,16 +18,11 @@ CREATE TABLE IF NOT EXISTS live_trades (
     trade_date    date,
     trade_time_s  bigint,           -- trade_time as UTC seconds since the epoch (NULL: absent)
     trade_time_ns integer,          -- its nanoseconds (>= 10^9 inside a leap second)
-    engine_time   bigint  NOT NULL  -- the timestamp that made this version live
-);
-
--- The duplicate rule's memory: the fingerprint (XXH3-128 of the canonical
--- parsed version, dataflows/src/trade.rs) of every accepted (trade_id, version).
-CREATE TABLE IF NOT EXISTS trade_fingerprints (
-    trade_id    text   NOT NULL,
-    version     bigint NOT NULL,
-    fingerprint bytea  NOT NULL CHECK (length(fingerprint) = 16),
-    PRIMARY KEY (trade_id, version)
+    engine_time   bigint  NOT NULL, -- the timestamp that made this version live
+    -- 24 bytes per accepted version: version (8, big-endian) then the
+    -- XXH3-128 fingerprint of the canonical parsed version (16, big-endian);
+    -- see dataflows/src/trade.rs, TradeVersion::canonical_bytes.
+    fingerprints  bytea   NOT NULL CHECK (length(fingerprints) % 24 = 0)
 );
 
 -- The lot-method map as it stands (the history is in event_store).

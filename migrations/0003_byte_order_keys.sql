@@ -57,5 +57,4 @@ ALTER TABLE lots ALTER COLUMN lot_id TYPE text COLLATE "C";
 ALTER TABLE corrections ALTER COLUMN position_key TYPE text COLLATE "C";
 ALTER TABLE live_trades ALTER COLUMN trade_id TYPE text COLLATE "C";
 ALTER TABLE live_trades ALTER COLUMN position_key TYPE text COLLATE "C";
-ALTER TABLE trade_fingerprints ALTER COLUMN trade_id TYPE text COLLATE "C";
 ALTER TABLE lot_methods ALTER COLUMN scope TYPE text COLLATE "C";

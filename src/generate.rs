@@ -21,6 +21,7 @@
 //! walk whose trades against the position regularly close it exactly or
 //! cross zero.
 
+use deltabook_dataflows::calendar::{civil_from_days, days_from_civil, weekday};
 use std::collections::HashSet;
 use std::io::{self, Write};
 
@@ -301,35 +302,6 @@ impl Rng {
 // ---------------------------------------------------------------------------
 // Dates
 // ---------------------------------------------------------------------------
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// 0 = Sunday .. 6 = Saturday.
-fn weekday(days: i64) -> i64 {
-    (days + 4).rem_euclid(7)
-}
 
 fn fmt_date(days: i64) -> String {
     let (y, m, d) = civil_from_days(days);
@@ -1486,7 +1458,7 @@ impl Gen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltabook_dataflows::gate::{Admission, Gate};
+    use deltabook_dataflows::gate::{Admission, DuplicateRule};
     use std::collections::HashMap;
 
     fn run(cfg: &GenerateConfig) -> (Vec<u8>, GenerateStats, Vec<(String, LineKind)>) {
@@ -1506,7 +1478,7 @@ mod tests {
     }
 
     /// The real gate (`deltabook_dataflows::gate`), reduced to what the generator claims.
-    fn gate(line: &str, gate: &mut Gate) -> Result<Outcome, &'static str> {
+    fn gate(line: &str, gate: &mut DuplicateRule) -> Result<Outcome, &'static str> {
         match gate.admit(line.as_bytes()) {
             Admission::Accepted(_) => Ok(Outcome::Accepted),
             Admission::Duplicate(_) => Ok(Outcome::Duplicate),
@@ -1581,7 +1553,7 @@ mod tests {
     fn every_line_is_what_it_claims_and_all_categories_appear() {
         let cfg = GenerateConfig::new(2026, 50, 20_000);
         let (_, stats, lines) = run(&cfg);
-        let mut accepted = Gate::new();
+        let mut accepted = DuplicateRule::new();
         let mut kinds: HashMap<&'static str, usize> = HashMap::new();
         let mut count = GenerateStats::default();
         let mut seen_lines: HashSet<&str> = HashSet::new();

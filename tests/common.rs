@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use deltabook_dataflows::booking::reference;
-use deltabook_dataflows::gate::{Admission, Gate};
+use deltabook_dataflows::gate::{Admission, DuplicateRule};
 use deltabook_dataflows::position::{Lot, PositionSummary};
 use deltabook_dataflows::runner::{self, BookOutcome, RunOptions};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod, TradeVersion};
@@ -38,7 +38,7 @@ pub fn resolve(methods: &[(String, LotMethod)], position: &str) -> LotMethod {
 
 /// The spec, computed directly: no dataflow, no increments.
 pub fn model(lines: &[Vec<u8>], methods: &[(String, LotMethod)]) -> FinalState {
-    let mut gate = Gate::new();
+    let mut gate = DuplicateRule::new();
     let mut live: HashMap<String, TradeVersion> = HashMap::new();
     for line in lines {
         if let Admission::Accepted(v) = gate.admit(line) {

@@ -3,6 +3,7 @@
 //! Nothing in this crate performs I/O, so all of it is testable in memory.
 
 pub mod booking;
+pub mod calendar;
 pub mod correction;
 pub mod decimal;
 pub mod driver;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use deltabook_dataflows::booking::reference;
-use deltabook_dataflows::gate::{parse_event, Admission, Gate};
+use deltabook_dataflows::gate::{parse_event, Admission, DuplicateRule};
 use deltabook_dataflows::runner::{self, RunOptions};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 
@@ -115,7 +115,7 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     let before = alloc::live_bytes();
     alloc::reset_peak();
     let started = Instant::now();
-    let mut gate = Gate::new();
+    let mut gate = DuplicateRule::new();
     let mut live: HashMap<String, (u64, Option<(String, BookedTrade)>)> = HashMap::new();
     let mut lines = 0u64;
     for line in BufReader::with_capacity(1 << 20, std::fs::File::open(path)?).split(b'\n') {

@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use deltabook_dataflows::booking::reference;
+use deltabook_dataflows::calendar::{civil_from_days, days_from_civil};
 use deltabook_dataflows::engine::{self, RestoredTrade, SourceRef, Time};
 use deltabook_dataflows::gate::parse_event;
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
@@ -57,18 +58,9 @@ fn mix(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `2020-01-01 + day` as `YYYY-MM-DD` (proleptic Gregorian).
+/// `2020-01-01 + day` as `YYYY-MM-DD`.
 fn date(day: u64) -> String {
-    // days from civil algorithm, inverse.
-    let z = 737_790i64 + day as i64 + 60; // 2020-01-01 as days since 0000-03-01, shifted
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil_from_days(days_from_civil(2020, 1, 1) + day as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

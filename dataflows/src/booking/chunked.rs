@@ -30,7 +30,7 @@
 //! positions are re-booked whole ([`super::reference::book`]) on each change:
 //! O(K log K).
 
-use super::{notional, reference, Checked, Overflow};
+use super::{notional, reference, BookError, Checked, Overflow};
 use crate::decimal::{Amount, Dec8};
 use crate::position::{Lot, LotSide, PositionSummary};
 use crate::sorted::diff_sorted;
@@ -231,7 +231,7 @@ impl PositionBook {
         method: LotMethod,
         removed: &[BookedTrade],
         inserted: &[BookedTrade],
-    ) -> Result<LotChanges, Overflow> {
+    ) -> Result<LotChanges, BookError> {
         if method != self.method {
             self.switch_method(method);
         }
@@ -283,7 +283,7 @@ impl PositionBook {
         after.saturating_sub(1)
     }
 
-    fn insert(&mut self, trade: &BookedTrade) -> Result<(), Overflow> {
+    fn insert(&mut self, trade: &BookedTrade) -> Result<(), BookError> {
         if self.chunks.is_empty() {
             self.chunks.push(Chunk::default());
         }
@@ -291,6 +291,12 @@ impl PositionBook {
         let i = self.chunk_for(&trade.key);
         let chunk = &mut self.chunks[i];
         let at = chunk.trades.partition_point(|t| t.key < trade.key);
+        if chunk.trades.get(at).is_some_and(|t| t.key == trade.key) {
+            return Err(BookError::Invariant(format!(
+                "inserting {:?}, which is booked already",
+                trade.key
+            )));
+        }
         chunk.trades.insert(at, trade.clone());
         chunk.open.insert(at, Dec8::ZERO);
         chunk.sums.apply(trade, true)?;
@@ -313,24 +319,29 @@ impl PositionBook {
         Ok(())
     }
 
-    fn remove(&mut self, trade: &BookedTrade) -> Result<(), Overflow> {
+    fn remove(&mut self, trade: &BookedTrade) -> Result<(), BookError> {
+        let not_booked =
+            || BookError::Invariant(format!("removing {:?} that is not booked", trade.key));
         if self.chunks.is_empty() {
-            debug_assert!(false, "removing {:?} from an empty book", trade.key);
-            return Ok(());
+            return Err(not_booked());
         }
         let i = self.chunk_for(&trade.key);
         let Ok(at) = self.chunks[i]
             .trades
             .binary_search_by(|t| t.key.cmp(&trade.key))
         else {
-            debug_assert!(false, "removing {:?} that is not booked", trade.key);
-            return Ok(());
+            return Err(not_booked());
         };
+        if self.chunks[i].trades[at] != *trade {
+            return Err(BookError::Invariant(format!(
+                "removing {:?}: the booked trade with that key differs",
+                trade.key
+            )));
+        }
         self.touched = true;
         let chunk = &mut self.chunks[i];
         let gone = chunk.trades.remove(at);
         let open = chunk.open.remove(at);
-        debug_assert_eq!(&gone, trade);
         if open > Dec8::ZERO {
             self.retired.push(lot_of(&gone, lot_side(gone.side), open));
         }
@@ -491,7 +502,7 @@ impl PositionBook {
     }
 
     /// Cancels lots both retracted and asserted, and refreshes the summary.
-    fn finish(&mut self) -> Result<LotChanges, Overflow> {
+    fn finish(&mut self) -> Result<LotChanges, BookError> {
         let mut closed = std::mem::take(&mut self.retired);
         let mut opened = std::mem::take(&mut self.asserted);
         closed.sort_unstable();
@@ -518,11 +529,13 @@ impl PositionBook {
             .sell_notional
             .sub(self.totals.buy_notional)?
             .add(summary.cost_basis)?;
-        debug_assert_eq!(
-            summary.quantity,
-            self.totals.net()?,
-            "open lots must hold the net quantity"
-        );
+        let net = self.totals.net()?;
+        if summary.quantity != net {
+            return Err(BookError::Invariant(format!(
+                "open lots hold {} but the trades net {net}",
+                summary.quantity
+            )));
+        }
         self.summary = summary;
         Ok(changes)
     }

@@ -11,6 +11,25 @@ use crate::position::{Lot, PositionSummary};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Overflow;
 
+/// Why a book could not apply a change. Either way the position is
+/// quarantined and the fault reported; neither is ever ignored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    /// Sums exceed the number types.
+    #[error("arithmetic overflow: sums exceed 256-bit fixed point")]
+    Overflow,
+    /// The input broke an invariant the engine relies on (an engine bug:
+    /// e.g. a retraction of a trade that is not booked).
+    #[error("engine invariant broken: {0}")]
+    Invariant(String),
+}
+
+impl From<Overflow> for BookError {
+    fn from(_: Overflow) -> BookError {
+        BookError::Overflow
+    }
+}
+
 /// Checked-arithmetic helpers that turn `None` into [`Overflow`].
 pub(crate) trait Checked: Sized {
     fn add(self, other: Self) -> Result<Self, Overflow>;

@@ -253,17 +253,10 @@ impl BookState {
             let last_key = book.last_key().cloned();
             let changes = match book.apply(method, &w.removed, &w.inserted) {
                 Ok(changes) => changes,
-                Err(_) => {
+                Err(error) => {
                     self.books.remove(&position);
                     self.faulted.insert(position.clone());
-                    emit(
-                        fault(
-                            position,
-                            time,
-                            "arithmetic overflow: sums exceed 256-bit fixed point",
-                        ),
-                        1,
-                    );
+                    emit(fault(position, time, &error.to_string()), 1);
                     continue;
                 }
             };

@@ -19,7 +19,7 @@
 //! where the position key is owned.
 
 mod book_stage;
-mod gate_stage;
+mod intake;
 mod reference_stage;
 mod versions;
 
@@ -102,15 +102,15 @@ pub fn build<'scope>(
     restore: StreamVec<'scope, Time, RestoredTrade>,
     methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
 ) -> Engine<'scope> {
-    let gate = gate_stage::gate(raw, Some(restore));
-    let booked = gate
+    let intake = intake::intake(raw, Some(restore));
+    let booked = intake
         .book_input
         .clone()
         .flat_map(|(position, input)| match input {
             BookInput::Trade(trade) => Some((position, trade)),
             BookInput::Cause(_) => None,
         });
-    let book = book_stage::book(gate.book_input, methods);
+    let book = book_stage::book(intake.book_input, methods);
     Engine {
         booked: booked.arrange_by_key_named("Arrange: booked by position"),
         lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
@@ -118,10 +118,10 @@ pub fn build<'scope>(
             .positions
             .arrange_by_key_named("Arrange: positions by position"),
         corrections: book.corrections,
-        dead_letters: gate.dead_letters,
-        duplicates: gate.duplicates,
+        dead_letters: intake.dead_letters,
+        duplicates: intake.duplicates,
         faults: book.faults,
-        accepted: gate.accepted,
-        live: gate.live,
+        accepted: intake.accepted,
+        live: intake.live,
     }
 }

@@ -6,17 +6,18 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 
 use super::versions::BookInput;
-use super::{gate_stage, Diff, RawEvent, Time};
+use super::{intake, Diff, RawEvent, Time};
 use crate::booking::reference;
-use crate::position::Lot;
+use crate::position::{Lot, OverflowError};
 use crate::trade::{BookedTrade, LotMethod};
 
-/// Open lots of every position, booked under `method` by a plain reduce.
+/// Open lots of every position, booked under `method` by a plain reduce; a
+/// position whose sums overflow yields one `Err` naming it instead of lots.
 pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
-) -> VecCollection<'scope, Time, (String, Lot), Diff> {
-    gate_stage::gate(raw, None)
+) -> VecCollection<'scope, Time, (String, Result<Lot, OverflowError>), Diff> {
+    intake::intake(raw, None)
         .book_input
         .flat_map(|(position, input)| match input {
             BookInput::Trade(trade) => Some((position, trade)),
@@ -24,14 +25,22 @@ pub fn build_reference_booking<'scope>(
         })
         .reduce_named(
             "ReferenceBooking",
-            move |_position, trades: &[(&BookedTrade, Diff)], output: &mut Vec<(Lot, Diff)>| {
+            move |position: &String,
+                  trades: &[(&BookedTrade, Diff)],
+                  output: &mut Vec<(Result<Lot, OverflowError>, Diff)>| {
                 let live: Vec<BookedTrade> = trades
                     .iter()
                     .filter(|(_, d)| *d > 0)
                     .map(|(t, _)| (*t).clone())
                     .collect();
-                if let Ok(booking) = reference::book(method, &live) {
-                    output.extend(booking.lots.into_iter().map(|lot| (lot, 1)));
+                match reference::book(method, &live) {
+                    Ok(booking) => output.extend(booking.lots.into_iter().map(|lot| (Ok(lot), 1))),
+                    Err(_) => output.push((
+                        Err(OverflowError {
+                            position_key: position.clone(),
+                        }),
+                        1,
+                    )),
                 }
             },
         )

@@ -14,9 +14,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use super::gate_stage::Parsed;
+use super::intake::Parsed;
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::gate::{fingerprint, Admission, Gate};
+use crate::gate::{fingerprint, Admission, DuplicateRule};
 use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
@@ -121,7 +121,7 @@ pub(super) fn admit<'scope>(
         Exchange::new(|p: &Parsed| p.route()),
         "Versions",
         |_capability, _info| {
-            let mut gate = Gate::new();
+            let mut duplicates = DuplicateRule::new();
             let mut live: HashMap<String, Live> = HashMap::default();
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Parsed>)> = BTreeMap::new();
             move |(input, frontier), output| {
@@ -158,14 +158,14 @@ pub(super) fn admit<'scope>(
                                 continue;
                             }
                             Parsed::Restore(restored) => {
-                                restore(*restored, &mut gate, &mut live, time, &mut |e| {
+                                restore(*restored, &mut duplicates, &mut live, time, &mut |e| {
                                     session.give(e)
                                 });
                                 continue;
                             }
                         };
                         let print = fingerprint(&version);
-                        match gate.admit_fingerprinted(*version, print) {
+                        match duplicates.admit_fingerprinted(*version, print) {
                             Admission::Accepted(version) => {
                                 session.give(VersionEvent::Accepted(AcceptedEvent {
                                     time,
@@ -231,12 +231,12 @@ pub(super) fn admit<'scope>(
     )
 }
 
-/// Installs a restored trade: the gate remembers its fingerprints, its live
+/// Installs a restored trade: the duplicate rule remembers its fingerprints, its live
 /// version becomes live again and (when booked) is asserted to the booking
 /// stage at `time`, with no cause: a restore changes nothing, it rebuilds.
 fn restore(
     restored: RestoredTrade,
-    gate: &mut Gate,
+    duplicates: &mut DuplicateRule,
     live: &mut HashMap<String, Live>,
     time: Time,
     give: &mut impl FnMut(VersionEvent),
@@ -245,7 +245,7 @@ fn restore(
         live: trade,
         fingerprints,
     } = restored;
-    gate.restore(trade.trade_id.clone(), fingerprints);
+    duplicates.restore(trade.trade_id.clone(), fingerprints);
     if let Some((position, booked)) = &trade.booked {
         give(VersionEvent::Book((
             (position.clone(), BookInput::Trade(booked.clone())),

@@ -9,7 +9,7 @@
 //! docs/bench/pg-writes-2026-11-29.md); rows that replace a previous row
 //! (positions, live trades, lot methods) are upserts or delete + insert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::DeadLetter;
@@ -191,31 +191,20 @@ pub async fn write_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(
     Ok(())
 }
 
-/// What a restart loads: fingerprints of the accepted versions, the live
-/// version of each trade that changed, the lot-method map.
+/// What a restart loads: for each trade touched, its live version (when it
+/// changed) and the fingerprints of the versions accepted now, appended to
+/// the ones it has; the lot-method map.
 async fn write_snapshot(
     tx: &Transaction<'_>,
     c: &TimestampCommit,
     chunk: usize,
 ) -> Result<(), PgError> {
-    if !c.accepted.is_empty() {
-        let mut writer = copy::start(
-            tx,
-            "trade_fingerprints (trade_id, version, fingerprint)",
-            &[Type::TEXT, Type::INT8, Type::BYTEA],
-        )
-        .await?;
-        for e in &c.accepted {
-            writer
-                .as_mut()
-                .write(&[
-                    &e.trade_id,
-                    &(e.version as i64),
-                    &e.fingerprint.to_be_bytes().as_slice(),
-                ])
-                .await?;
-        }
-        writer.as_mut().finish().await?;
+    // Fingerprints accepted now, per trade: 24 bytes each (version, print).
+    let mut prints: HashMap<&str, Vec<u8>> = HashMap::with_capacity(c.accepted.len());
+    for e in &c.accepted {
+        let bytes = prints.entry(e.trade_id.as_str()).or_default();
+        bytes.extend_from_slice(&e.version.to_be_bytes());
+        bytes.extend_from_slice(&e.fingerprint.to_be_bytes());
     }
     let time = c.time as i64;
     for part in c.live.chunks(chunk) {
@@ -223,14 +212,16 @@ async fn write_snapshot(
         let mut versions = Vec::with_capacity(part.len());
         let mut keys: Vec<Option<&str>> = Vec::with_capacity(part.len());
         let mut sides: Vec<Option<&str>> = Vec::with_capacity(part.len());
-        let mut quantities: Vec<Option<String>> = Vec::with_capacity(part.len());
-        let mut prices: Vec<Option<String>> = Vec::with_capacity(part.len());
-        let mut dates: Vec<Option<String>> = Vec::with_capacity(part.len());
+        let mut quantities: Vec<Option<Numeric>> = Vec::with_capacity(part.len());
+        let mut prices: Vec<Option<Numeric>> = Vec::with_capacity(part.len());
+        let mut dates: Vec<Option<PgDate>> = Vec::with_capacity(part.len());
         let mut secs: Vec<Option<i64>> = Vec::with_capacity(part.len());
         let mut nanos: Vec<Option<i32>> = Vec::with_capacity(part.len());
+        let mut new_prints: Vec<Vec<u8>> = Vec::with_capacity(part.len());
         for live in part {
             ids.push(live.trade_id.as_str());
             versions.push(live.version as i64);
+            new_prints.push(prints.remove(live.trade_id.as_str()).unwrap_or_default());
             match &live.booked {
                 Some((key, trade)) => {
                     keys.push(Some(key));
@@ -238,9 +229,9 @@ async fn write_snapshot(
                         Side::Buy => "BUY",
                         Side::Sell => "SELL",
                     }));
-                    quantities.push(Some(trade.quantity.to_string()));
-                    prices.push(Some(trade.price.to_string()));
-                    dates.push(Some(trade.key.trade_date.to_string()));
+                    quantities.push(Some(Numeric(trade.quantity)));
+                    prices.push(Some(Numeric(trade.price)));
+                    dates.push(Some(PgDate(trade.key.trade_date)));
                     secs.push(trade.key.trade_time.map(|t| t.secs));
                     nanos.push(trade.key.trade_time.map(|t| t.nanos as i32));
                 }
@@ -256,20 +247,36 @@ async fn write_snapshot(
             }
         }
         tx.execute(
-            "INSERT INTO live_trades (trade_id, version, position_key, side, quantity, price, trade_date, trade_time_s, trade_time_ns, engine_time)
-             SELECT id, v, k, s, q::numeric, p::numeric, d::date, ts, tn, $10
-             FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int4[])
-                  AS u(id, v, k, s, q, p, d, ts, tn)
+            "INSERT INTO live_trades (trade_id, version, position_key, side, quantity, price, trade_date, trade_time_s, trade_time_ns, engine_time, fingerprints)
+             SELECT id, v, k, s, q, p, d, ts, tn, $10, f
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::date[], $8::int8[], $9::int4[], $11::bytea[])
+                  AS u(id, v, k, s, q, p, d, ts, tn, f)
              ON CONFLICT (trade_id) DO UPDATE SET
                  version = EXCLUDED.version, position_key = EXCLUDED.position_key, side = EXCLUDED.side,
                  quantity = EXCLUDED.quantity, price = EXCLUDED.price, trade_date = EXCLUDED.trade_date,
                  trade_time_s = EXCLUDED.trade_time_s, trade_time_ns = EXCLUDED.trade_time_ns,
-                 engine_time = EXCLUDED.engine_time",
+                 engine_time = EXCLUDED.engine_time,
+                 fingerprints = live_trades.fingerprints || EXCLUDED.fingerprints",
             &[
                 &ids, &versions, &keys, &sides, &quantities, &prices, &dates, &secs, &nanos, &time,
+                &new_prints,
             ],
         )
         .await?;
+    }
+    // Versions accepted below the live one: only their fingerprints change.
+    if !prints.is_empty() {
+        let rest: Vec<(&str, Vec<u8>)> = prints.into_iter().collect();
+        for part in rest.chunks(chunk) {
+            let ids: Vec<&str> = part.iter().map(|(id, _)| *id).collect();
+            let bytes: Vec<&[u8]> = part.iter().map(|(_, b)| b.as_slice()).collect();
+            tx.execute(
+                "UPDATE live_trades l SET fingerprints = l.fingerprints || u.f
+                 FROM unnest($1::text[], $2::bytea[]) AS u(id, f) WHERE l.trade_id = u.id",
+                &[&ids, &bytes],
+            )
+            .await?;
+        }
     }
     for m in &c.methods {
         match m.method {

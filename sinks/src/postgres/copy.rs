@@ -6,6 +6,7 @@ use std::error::Error;
 use std::pin::Pin;
 
 use bytes::{BufMut, BytesMut};
+use deltabook_dataflows::calendar::days_from_civil;
 use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::trade::Date;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -88,7 +89,9 @@ impl ToSql for PgDate {
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         let (y, m, d) = self.0.ymd();
-        out.put_i32(days_from_civil(i64::from(y), m, d) - days_from_civil(2000, 1, 1));
+        let days = days_from_civil(i64::from(y), m, d) - days_from_civil(2000, 1, 1);
+        // The gate admits years 1-9999 only: well inside i32 days.
+        out.put_i32(i32::try_from(days)?);
         Ok(IsNull::No)
     }
 
@@ -97,18 +100,6 @@ impl ToSql for PgDate {
     }
 
     to_sql_checked!();
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm); the gate only admits real dates of years 1-9999.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i32 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe - 719_468) as i32
 }
 
 /// JSON text as PostgreSQL `json` (its binary format is the text itself).

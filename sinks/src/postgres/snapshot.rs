@@ -3,7 +3,6 @@
 //! fingerprint of every accepted version, the lot-method map). Loading it
 //! costs O(trades), not O(events): the event store is not read.
 
-use std::collections::HashMap;
 use std::pin::pin;
 
 use deltabook_dataflows::decimal::Dec8;
@@ -64,8 +63,8 @@ pub async fn committed_time(client: &impl GenericClient) -> Result<u64, PgError>
     Ok(time.max(0) as u64)
 }
 
-/// Loads everything a restart needs. Read it in one repeatable-read
-/// transaction, so the parts agree with each other.
+/// Loads everything a restart needs (one row per trade, not per event).
+/// Read in one repeatable-read transaction, so the parts agree.
 pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
     let tx = client
         .build_transaction()
@@ -74,38 +73,12 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
         .start()
         .await?;
     let (offsets, last_time) = load_progress(&tx).await?;
-    let mut fingerprints: HashMap<String, Vec<(u64, u128)>> = HashMap::new();
-    {
-        let stream = tx
-            .copy_out("COPY (SELECT trade_id, version, fingerprint FROM trade_fingerprints) TO STDOUT (FORMAT binary)")
-            .await?;
-        let mut rows = pin!(BinaryCopyOutStream::new(
-            stream,
-            &[Type::TEXT, Type::INT8, Type::BYTEA]
-        ));
-        while let Some(row) = rows.try_next().await? {
-            let trade_id: &str = row.try_get(0)?;
-            let version: i64 = row.try_get(1)?;
-            let bytes: &[u8] = row.try_get(2)?;
-            let print: [u8; 16] = bytes.try_into().map_err(|_| PgError::Corrupt {
-                what: "trade_fingerprints.fingerprint",
-                detail: format!("{trade_id} v{version}: {} bytes", bytes.len()),
-            })?;
-            let pair = (version as u64, u128::from_be_bytes(print));
-            match fingerprints.get_mut(trade_id) {
-                Some(list) => list.push(pair),
-                None => {
-                    fingerprints.insert(trade_id.to_string(), vec![pair]);
-                }
-            }
-        }
-    }
-    let mut trades = Vec::with_capacity(fingerprints.len());
+    let mut trades = Vec::new();
     {
         let stream = tx
             .copy_out(
                 "COPY (SELECT trade_id, version, position_key, side, quantity::text, price::text,
-                              to_char(trade_date, 'YYYYMMDD')::int4, trade_time_s, trade_time_ns
+                              to_char(trade_date, 'YYYYMMDD')::int4, trade_time_s, trade_time_ns, fingerprints
                        FROM live_trades) TO STDOUT (FORMAT binary)",
             )
             .await?;
@@ -121,31 +94,23 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
                 Type::INT4,
                 Type::INT8,
                 Type::INT4,
+                Type::BYTEA,
             ]
         ));
         while let Some(row) = rows.try_next().await? {
             let live = live_trade(&row)?;
-            let prints = fingerprints.remove(&live.trade_id).unwrap_or_default();
-            if !prints.iter().any(|(v, _)| *v == live.version) {
+            let fingerprints = unpack_fingerprints(&live.trade_id, row.try_get(9)?)?;
+            if !fingerprints.iter().any(|(v, _)| *v == live.version) {
                 return Err(PgError::Corrupt {
-                    what: "trade_fingerprints",
+                    what: "live_trades.fingerprints",
                     detail: format!(
                         "no fingerprint for the live version {} of {}",
                         live.version, live.trade_id
                     ),
                 });
             }
-            trades.push(RestoredTrade {
-                live,
-                fingerprints: prints,
-            });
+            trades.push(RestoredTrade { live, fingerprints });
         }
-    }
-    if let Some(trade_id) = fingerprints.keys().next() {
-        return Err(PgError::Corrupt {
-            what: "live_trades",
-            detail: format!("{trade_id} has accepted versions but no live version"),
-        });
     }
     let mut methods = Vec::new();
     for row in tx
@@ -167,6 +132,27 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
         trades,
         methods,
     })
+}
+
+/// `(version, fingerprint)` pairs packed 24 bytes each, big-endian.
+fn unpack_fingerprints(trade_id: &str, bytes: &[u8]) -> Result<Vec<(u64, u128)>, PgError> {
+    if bytes.len() % 24 != 0 {
+        return Err(PgError::Corrupt {
+            what: "live_trades.fingerprints",
+            detail: format!("{trade_id}: {} bytes", bytes.len()),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(24)
+        .map(|entry| {
+            let (version, print) = entry.split_at(8);
+            let mut v = [0u8; 8];
+            v.copy_from_slice(version);
+            let mut p = [0u8; 16];
+            p.copy_from_slice(print);
+            (u64::from_be_bytes(v), u128::from_be_bytes(p))
+        })
+        .collect())
 }
 
 /// One `live_trades` row.

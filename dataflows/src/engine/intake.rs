@@ -1,6 +1,7 @@
-//! The validation gate as a dataflow stage: stateless parsing wherever the
-//! event was read, then (where the trade id is owned) the duplicate rule and
-//! the live-version rule of [`super::versions`].
+//! Intake: the validation gate as a dataflow stage (stateless parsing
+//! wherever the event was read), then, where the trade id is owned, the
+//! duplicate rule and the live-version rule of [`super::versions`]. Restored
+//! trades (a restart's snapshot) enter here too.
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::operators::vec::{Map, Partition};
@@ -11,8 +12,8 @@ use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, 
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
 
-/// Outputs of the gate and versions stage.
-pub(super) struct GateStreams<'scope> {
+/// Outputs of the intake stage.
+pub(super) struct IntakeStreams<'scope> {
     /// Changes of booked trades and the causes they carry, keyed by position.
     pub book_input: VecCollection<'scope, Time, (String, BookInput), Diff>,
     /// Rejected events.
@@ -47,10 +48,10 @@ impl Parsed {
     }
 }
 
-pub(super) fn gate<'scope>(
+pub(super) fn intake<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     restore: Option<StreamVec<'scope, Time, RestoredTrade>>,
-) -> GateStreams<'scope> {
+) -> IntakeStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
         Ok(version) => Parsed::Candidate(source, Box::new(version), payload),
         Err(reason) => Parsed::Rejected(DeadLetter {
@@ -81,7 +82,7 @@ pub(super) fn gate<'scope>(
     ) else {
         unreachable!("partition(5) returns five streams")
     };
-    GateStreams {
+    IntakeStreams {
         book_input: book
             .flat_map(|e| match e {
                 VersionEvent::Book(update) => Some(update),

@@ -1,0 +1,470 @@
+//! The stateless checks of the gate, field by field in the table order of
+//! `trades.md` ("Details of the gate"): [`parse_event`].
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::json::{read_json, Top, Val};
+use super::{reject, RejectKind, Rejection};
+use crate::calendar::{date_exists, days_from_civil};
+use crate::decimal::{Dec8, DecimalParseError};
+use crate::trade::{Action, Date, Instant, Side, TradeVersion};
+
+const MAX_I63: u64 = i64::MAX as u64;
+const MAX_DECIMAL_PLACES: usize = 8;
+
+/// A value quoted for a detail, cut to a useful length.
+fn quote(text: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    match text.char_indices().nth(MAX_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}...", text.get(..cut).unwrap_or_default()),
+    }
+}
+
+/// A JSON number's text cut to a useful length.
+fn short_number(raw: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    match raw.get(..MAX_CHARS) {
+        Some(head) if raw.len() > MAX_CHARS => format!("{head}..."),
+        _ => raw.to_string(),
+    }
+}
+
+/// A JSON number read as an integer.
+enum Integer {
+    /// Has a fraction or an exponent.
+    Fractional,
+    /// An integer below 0 or above `u64::MAX`.
+    OutOfRange,
+    /// A non-negative integer (`-0` is 0).
+    Value(u64),
+}
+
+fn integer(raw: &str) -> Integer {
+    if raw.contains(['.', 'e', 'E']) {
+        return Integer::Fractional;
+    }
+    let (negative, digits) = match raw.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, raw),
+    };
+    match digits.parse::<u64>() {
+        Ok(0) => Integer::Value(0),
+        Ok(_) if negative => Integer::OutOfRange,
+        Ok(value) => Integer::Value(value),
+        Err(_) => Integer::OutOfRange,
+    }
+}
+
+/// The members of the event, `null` values dropped (null is absent).
+struct Fields<'m, 'a> {
+    map: HashMap<&'m str, &'m Val<'a>>,
+}
+
+impl<'m, 'a> Fields<'m, 'a> {
+    /// Rejects a repeated key (`malformed_field`), the first one repeated.
+    fn new(members: &'m [(String, Val<'a>)]) -> Result<Fields<'m, 'a>, Rejection> {
+        let mut all: HashMap<&'m str, &'m Val<'a>> =
+            HashMap::with_capacity_and_hasher(members.len(), Default::default());
+        for (key, value) in members {
+            if all.insert(key.as_str(), value).is_some() {
+                return reject(
+                    RejectKind::MalformedField,
+                    format!("key {} is repeated", quote(key)),
+                );
+            }
+        }
+        all.retain(|_, value| !matches!(value, Val::Null));
+        Ok(Fields { map: all })
+    }
+
+    fn get(&self, name: &str) -> Option<&'m Val<'a>> {
+        self.map.get(name).copied()
+    }
+}
+
+pub(super) fn is_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-'))
+}
+
+/// A required id: `missing_field` when absent, `bad_id` otherwise wrong.
+fn id_field(fields: &Fields<'_, '_>, name: &str) -> Result<String, Rejection> {
+    match fields.get(name) {
+        None => reject(RejectKind::MissingField, name),
+        Some(Val::Str(text)) if is_id(text) => Ok(text.clone()),
+        Some(Val::Str(text)) => reject(
+            RejectKind::BadId,
+            format!("{name} {} is not 1-64 chars of A-Za-z0-9.:-", quote(text)),
+        ),
+        Some(other) => reject(
+            RejectKind::BadId,
+            format!("{name} is {}, not a string", other.type_name()),
+        ),
+    }
+}
+
+/// An optional integer field in `min..=2^63-1`; anything else `malformed_field`.
+fn integer_field(fields: &Fields<'_, '_>, name: &str, min: u64) -> Result<Option<u64>, Rejection> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(Val::Num(raw)) => match integer(raw) {
+            Integer::Value(value) if (min..=MAX_I63).contains(&value) => Ok(Some(value)),
+            Integer::Fractional => reject(
+                RejectKind::MalformedField,
+                format!("{name} {} is not an integer", short_number(raw)),
+            ),
+            Integer::Value(_) | Integer::OutOfRange => reject(
+                RejectKind::MalformedField,
+                format!("{name} {} is outside {min}..={MAX_I63}", short_number(raw)),
+            ),
+        },
+        Some(other) => reject(
+            RejectKind::MalformedField,
+            format!("{name} is {}, not an integer", other.type_name()),
+        ),
+    }
+}
+
+/// An optional enum field: non-string `malformed_field`, unknown `unknown_enum`.
+fn enum_field<T: Copy>(
+    fields: &Fields<'_, '_>,
+    name: &str,
+    choices: &[(&str, T)],
+) -> Result<Option<T>, Rejection> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(Val::Str(text)) => match choices.iter().find(|(spelling, _)| spelling == text) {
+            Some(&(_, value)) => Ok(Some(value)),
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(spelling, _)| *spelling).collect();
+                reject(
+                    RejectKind::UnknownEnum,
+                    format!("{name} {} is not one of {}", quote(text), names.join(", ")),
+                )
+            }
+        },
+        Some(other) => reject(
+            RejectKind::MalformedField,
+            format!("{name} is {}, not a string", other.type_name()),
+        ),
+    }
+}
+
+/// A decimal string: form, then zero, then places, then magnitude.
+fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejection> {
+    let Val::Str(text) = value else {
+        return reject(
+            RejectKind::MalformedField,
+            format!("{name} is not a decimal string ({})", value.type_name()),
+        );
+    };
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let (int_part, frac_part) = match text.split_once('.') {
+        Some((int_part, frac_part)) => (int_part, Some(frac_part)),
+        None => (text.as_str(), None),
+    };
+    if !all_digits(int_part) || !frac_part.is_none_or(all_digits) {
+        return reject(
+            RejectKind::MalformedField,
+            format!("{name} {} is not of the form digits[.digits]", quote(text)),
+        );
+    }
+    if text.bytes().all(|b| b == b'0' || b == b'.') {
+        return reject(RejectKind::NonPositive, format!("{name} must be > 0"));
+    }
+    let places = frac_part.map_or(0, str::len);
+    if places > MAX_DECIMAL_PLACES {
+        return reject(
+            RejectKind::TooManyDecimals,
+            format!("{name} has {places} decimal places"),
+        );
+    }
+    match Dec8::parse(text) {
+        Ok(parsed) if parsed < Dec8::pow10(15) => Ok(parsed),
+        Ok(_) | Err(DecimalParseError::TooLarge) => reject(
+            RejectKind::MalformedField,
+            format!("{name} must be < 10^15"),
+        ),
+        Err(DecimalParseError::TooManyDecimals(count)) => reject(
+            RejectKind::TooManyDecimals,
+            format!("{name} has {count} decimal places"),
+        ),
+        Err(DecimalParseError::Malformed) => reject(
+            RejectKind::MalformedField,
+            format!("{name} {} is not of the form digits[.digits]", quote(text)),
+        ),
+    }
+}
+
+/// `n` ASCII digits at `at`.
+fn digits_at(bytes: &[u8], at: usize, n: usize) -> Option<u32> {
+    let mut value = 0u32;
+    for i in 0..n {
+        let byte = *bytes.get(at + i)?;
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u32::from(byte - b'0');
+    }
+    Some(value)
+}
+
+/// `YYYY-MM-DD` at the start of `bytes`, not checked for existence.
+fn ymd_at(bytes: &[u8]) -> Option<(u32, u32, u32)> {
+    if bytes.get(4) != Some(&b'-') || bytes.get(7) != Some(&b'-') {
+        return None;
+    }
+    Some((
+        digits_at(bytes, 0, 4)?,
+        digits_at(bytes, 5, 2)?,
+        digits_at(bytes, 8, 2)?,
+    ))
+}
+
+fn date_value(text: &str) -> Result<Date, String> {
+    let bytes = text.as_bytes();
+    let Some((year, month, day)) = ymd_at(bytes).filter(|_| bytes.len() == 10) else {
+        return Err(format!("trade_date {} is not YYYY-MM-DD", quote(text)));
+    };
+    if year == 0 {
+        return Err(format!("trade_date {} is in year 0000", quote(text)));
+    }
+    if !date_exists(year, month, day) {
+        return Err(format!("trade_date {} does not exist", quote(text)));
+    }
+    Ok(Date::from_ymd(year, month, day))
+}
+
+/// RFC 3339 `date-time` -> instant; the error says what is wrong.
+fn instant_value(text: &str) -> Result<Instant, &'static str> {
+    const FORM: &str = "is not an RFC 3339 date-time YYYY-MM-DDTHH:MM:SS[.f](Z|+HH:MM|-HH:MM)";
+    let bytes = text.as_bytes();
+    let (year, month, day) = ymd_at(bytes).ok_or(FORM)?;
+    match bytes.get(10) {
+        Some(b'T' | b't') => {}
+        Some(b' ') => return Err("uses a space where RFC 3339 requires T"),
+        _ => return Err(FORM),
+    }
+    if bytes.get(13) != Some(&b':') || bytes.get(16) != Some(&b':') {
+        return Err(FORM);
+    }
+    let hour = digits_at(bytes, 11, 2).ok_or(FORM)?;
+    let minute = digits_at(bytes, 14, 2).ok_or(FORM)?;
+    let second = digits_at(bytes, 17, 2).ok_or(FORM)?;
+    let mut at = 19;
+    let mut nanos = 0u32;
+    if bytes.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        let count = at - start;
+        if count == 0 {
+            return Err(FORM);
+        }
+        if count > 9 {
+            return Err("has more than 9 fractional digits");
+        }
+        let fraction = digits_at(bytes, start, count).ok_or(FORM)?;
+        nanos = fraction * 10u32.pow(9 - count as u32);
+    }
+    let offset_secs: i64 = match bytes.get(at) {
+        Some(b'Z' | b'z') => {
+            at += 1;
+            0
+        }
+        Some(&sign @ (b'+' | b'-')) => {
+            if bytes.get(at + 3) != Some(&b':') {
+                return Err(FORM);
+            }
+            let offset_hour = digits_at(bytes, at + 1, 2).ok_or(FORM)?;
+            let offset_minute = digits_at(bytes, at + 4, 2).ok_or(FORM)?;
+            if offset_hour > 23 || offset_minute > 59 {
+                return Err("has an offset out of range");
+            }
+            at += 6;
+            let magnitude = i64::from(offset_hour * 3600 + offset_minute * 60);
+            if sign == b'-' {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+        _ => return Err(FORM),
+    };
+    if at != bytes.len() {
+        return Err(FORM);
+    }
+    if year == 0 {
+        return Err("is in year 0000");
+    }
+    if !date_exists(year, month, day) {
+        return Err("has a date that does not exist");
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err("has a time of day out of range");
+    }
+    // A leap second is kept as the :59 second with nanos >= 10^9 (see Instant).
+    let (second, nanos) = if second == 60 {
+        (59, nanos + 1_000_000_000)
+    } else {
+        (second, nanos)
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Ok(Instant {
+        secs: local - offset_secs,
+        nanos,
+    })
+}
+
+/// A required-except-on-CANCEL field.
+fn required<T>(value: Option<T>, name: &str, action: Action) -> Result<Option<T>, Rejection> {
+    if value.is_none() && action != Action::Cancel {
+        return reject(RejectKind::MissingField, name);
+    }
+    Ok(value)
+}
+
+/// Stateless checks: parses one event (the raw bytes of a line or message)
+/// into a [`TradeVersion`] with defaults filled in, or returns the FIRST
+/// failing check of trades.md (JSON, object, repeated key, then the fields in
+/// table order with `bad_version` right after `action`). Never panics.
+pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
+    let members = match read_json(bytes) {
+        Err(detail) => return reject(RejectKind::NotJson, detail),
+        Ok(Top::Other(type_name)) => {
+            return reject(
+                RejectKind::NotObject,
+                format!("the event is {type_name}, not an object"),
+            )
+        }
+        Ok(Top::Object(members)) => members,
+    };
+    let fields = Fields::new(&members)?;
+
+    let trade_id = id_field(&fields, "trade_id")?;
+    let version = integer_field(&fields, "version", 1)?;
+    let action = enum_field(
+        &fields,
+        "action",
+        &[
+            ("NEW", Action::New),
+            ("AMEND", Action::Amend),
+            ("CANCEL", Action::Cancel),
+        ],
+    )?
+    .unwrap_or(Action::New);
+    let version = match (action, version) {
+        (Action::New, version) => version.unwrap_or(1),
+        (_, Some(version)) if version >= 2 => version,
+        (_, Some(version)) => {
+            return reject(
+                RejectKind::BadVersion,
+                format!("{} needs version >= 2, got {version}", action.as_str()),
+            )
+        }
+        (_, None) => {
+            return reject(
+                RejectKind::BadVersion,
+                format!("{} needs an explicit version >= 2", action.as_str()),
+            )
+        }
+    };
+    let account_id = id_field(&fields, "account_id")?;
+    let book_id = id_field(&fields, "book_id")?;
+    let security_id = id_field(&fields, "security_id")?;
+    let side = enum_field(&fields, "side", &[("BUY", Side::Buy), ("SELL", Side::Sell)])?;
+    let side = required(side, "side", action)?;
+    let mut decimals = [None, None];
+    for (slot, name) in decimals.iter_mut().zip(["quantity", "price"]) {
+        let value = match fields.get(name) {
+            None => None,
+            Some(value) => Some(decimal_value(name, value)?),
+        };
+        *slot = required(value, name, action)?;
+    }
+    let [quantity, price] = decimals;
+    let currency = match fields.get("currency") {
+        None => None,
+        Some(Val::Str(text)) if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) => {
+            Some(text.clone())
+        }
+        Some(Val::Str(text)) => {
+            return reject(
+                RejectKind::MalformedField,
+                format!("currency {} is not three upper-case letters", quote(text)),
+            )
+        }
+        Some(other) => {
+            return reject(
+                RejectKind::MalformedField,
+                format!("currency is {}, not a string", other.type_name()),
+            )
+        }
+    };
+    let trade_date = match fields.get("trade_date") {
+        None => None,
+        Some(Val::Str(text)) => match date_value(text) {
+            Ok(date) => Some(date),
+            Err(detail) => return reject(RejectKind::BadDate, detail),
+        },
+        Some(other) => {
+            return reject(
+                RejectKind::BadDate,
+                format!("trade_date is {}, not a string", other.type_name()),
+            )
+        }
+    };
+    let trade_date = required(trade_date, "trade_date", action)?;
+    let trade_time = match fields.get("trade_time") {
+        None => None,
+        Some(Val::Str(text)) => match instant_value(text) {
+            Ok(instant) => Some(instant),
+            Err(why) => {
+                return reject(
+                    RejectKind::MalformedField,
+                    format!("trade_time {} {why}", quote(text)),
+                )
+            }
+        },
+        Some(other) => {
+            return reject(
+                RejectKind::MalformedField,
+                format!("trade_time is {}, not a string", other.type_name()),
+            )
+        }
+    };
+    let sequence = integer_field(&fields, "sequence", 0)?;
+    let correlation_id = match fields.get("correlation_id") {
+        None => None,
+        Some(Val::Str(text)) => Some(text.clone()),
+        Some(other) => {
+            return reject(
+                RejectKind::MalformedField,
+                format!("correlation_id is {}, not a string", other.type_name()),
+            )
+        }
+    };
+
+    Ok(TradeVersion {
+        trade_id,
+        version,
+        action,
+        account_id,
+        book_id,
+        security_id,
+        side,
+        quantity,
+        price,
+        currency,
+        trade_date,
+        trade_time,
+        sequence,
+        correlation_id,
+    })
+}

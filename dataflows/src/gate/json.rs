@@ -1,0 +1,357 @@
+//! The gate's JSON reader: exactly what the contract needs to decide (a
+//! repeated top-level key is seen, not overwritten; a number keeps its text;
+//! numbers outside the `f64` range and arbitrarily deep containers in
+//! ignored fields are still JSON), iterative, so no input can make it
+//! recurse or panic.
+
+/// A top-level member's value: scalars kept (numbers as their text),
+/// containers only validated.
+pub(super) enum Val<'a> {
+    Null,
+    Bool,
+    Num(&'a str),
+    Str(String),
+    Array,
+    Object,
+}
+
+impl Val<'_> {
+    pub(super) fn type_name(&self) -> &'static str {
+        match self {
+            Val::Null => "null",
+            Val::Bool => "a boolean",
+            Val::Num(_) => "a number",
+            Val::Str(_) => "a string",
+            Val::Array => "an array",
+            Val::Object => "an object",
+        }
+    }
+}
+
+/// The top-level value of a JSON text.
+pub(super) enum Top<'a> {
+    /// An object's members in document order (repeats kept).
+    Object(Vec<(String, Val<'a>)>),
+    /// Any other value, by type name.
+    Other(&'static str),
+}
+
+/// Detail of a `not_json` rejection.
+pub(super) type JsonResult<T> = Result<T, String>;
+
+pub(super) struct Reader<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn unexpected(&self) -> String {
+        match self.peek() {
+            None => "unexpected end of input".to_string(),
+            Some(_) => format!("unexpected character at byte {}", self.pos),
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> JsonResult<()> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected())
+        }
+    }
+
+    fn slice(&self, start: usize, end: usize) -> JsonResult<&'a str> {
+        self.text
+            .get(start..end)
+            .ok_or_else(|| format!("invalid text at byte {start}"))
+    }
+
+    fn literal(&mut self, word: &str) -> JsonResult<()> {
+        let matches = self
+            .bytes
+            .get(self.pos..)
+            .is_some_and(|rest| rest.starts_with(word.as_bytes()));
+        if matches {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(format!("invalid literal at byte {}", self.pos))
+        }
+    }
+
+    fn digits(&mut self) -> JsonResult<()> {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        if self.pos == start {
+            Err(self.unexpected())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, returned as written.
+    fn number(&mut self) -> JsonResult<&'a str> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits()?,
+            _ => return Err(self.unexpected()),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.digits()?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.digits()?;
+        }
+        self.slice(start, self.pos)
+    }
+
+    fn hex4(&mut self) -> JsonResult<u32> {
+        let mut value = 0u32;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(c @ b'0'..=b'9') => c - b'0',
+                Some(c @ b'a'..=b'f') => c - b'a' + 10,
+                Some(c @ b'A'..=b'F') => c - b'A' + 10,
+                _ => return Err(format!("invalid \\u escape at byte {}", self.pos)),
+            };
+            value = value * 16 + u32::from(digit);
+            self.pos += 1;
+        }
+        Ok(value)
+    }
+
+    /// After a backslash.
+    fn escape(&mut self) -> JsonResult<char> {
+        let at = self.pos.saturating_sub(1);
+        let Some(byte) = self.peek() else {
+            return Err(self.unexpected());
+        };
+        self.pos += 1;
+        let lone = || format!("lone surrogate in \\u escape at byte {at}");
+        Ok(match byte {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let high = self.hex4()?;
+                let code = match high {
+                    0xD800..=0xDBFF => {
+                        if self.peek() != Some(b'\\') || self.bytes.get(self.pos + 1) != Some(&b'u')
+                        {
+                            return Err(lone());
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(lone());
+                        }
+                        0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return Err(lone()),
+                    other => other,
+                };
+                char::from_u32(code).ok_or_else(lone)?
+            }
+            _ => return Err(format!("invalid escape at byte {at}")),
+        })
+    }
+
+    /// A string, decoded.
+    fn string(&mut self) -> JsonResult<String> {
+        self.expect(b'"')?;
+        let mut out = String::new();
+        let mut run = self.pos;
+        loop {
+            match self.peek() {
+                None => return Err("unterminated string".to_string()),
+                Some(b'"') => {
+                    out.push_str(self.slice(run, self.pos)?);
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    out.push_str(self.slice(run, self.pos)?);
+                    self.pos += 1;
+                    let decoded = self.escape()?;
+                    out.push(decoded);
+                    run = self.pos;
+                }
+                Some(0x00..=0x1f) => {
+                    return Err(format!(
+                        "unescaped control character in string at byte {}",
+                        self.pos
+                    ))
+                }
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    /// A string, a number, `true`, `false` or `null`.
+    fn scalar(&mut self) -> JsonResult<Val<'a>> {
+        match self.peek() {
+            Some(b'"') => Ok(Val::Str(self.string()?)),
+            Some(b't') => self.literal("true").map(|()| Val::Bool),
+            Some(b'f') => self.literal("false").map(|()| Val::Bool),
+            Some(b'n') => self.literal("null").map(|()| Val::Null),
+            Some(b'-' | b'0'..=b'9') => Ok(Val::Num(self.number()?)),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// An object key and its colon; whitespace before the key already skipped.
+    fn key(&mut self) -> JsonResult<String> {
+        let key = self.string()?;
+        self.skip_ws();
+        self.expect(b':')?;
+        Ok(key)
+    }
+
+    /// Validates one value of any depth without recursion.
+    fn skip_value(&mut self) -> JsonResult<()> {
+        let mut open: Vec<u8> = Vec::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some(b'{') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b'}') {
+                        self.pos += 1;
+                    } else {
+                        open.push(b'{');
+                        self.key()?;
+                        continue;
+                    }
+                }
+                Some(b'[') => {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b']') {
+                        self.pos += 1;
+                    } else {
+                        open.push(b'[');
+                        continue;
+                    }
+                }
+                _ => {
+                    self.scalar()?;
+                }
+            }
+            // A value is complete: close containers until another value is due.
+            loop {
+                let Some(&top) = open.last() else {
+                    return Ok(());
+                };
+                self.skip_ws();
+                match (top, self.peek()) {
+                    (_, Some(b',')) => {
+                        self.pos += 1;
+                        if top == b'{' {
+                            self.skip_ws();
+                            self.key()?;
+                        }
+                        break;
+                    }
+                    (b'{', Some(b'}')) | (b'[', Some(b']')) => {
+                        self.pos += 1;
+                        open.pop();
+                    }
+                    _ => return Err(self.unexpected()),
+                }
+            }
+        }
+    }
+
+    /// A member value of the top-level object.
+    fn value(&mut self) -> JsonResult<Val<'a>> {
+        match self.peek() {
+            Some(b'{') => self.skip_value().map(|()| Val::Object),
+            Some(b'[') => self.skip_value().map(|()| Val::Array),
+            _ => self.scalar(),
+        }
+    }
+
+    /// The members of the top-level object, repeats kept.
+    fn object_members(&mut self) -> JsonResult<Vec<(String, Val<'a>)>> {
+        self.expect(b'{')?;
+        let mut members = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(members);
+        }
+        loop {
+            self.skip_ws();
+            let key = self.key()?;
+            self.skip_ws();
+            let value = self.value()?;
+            members.push((key, value));
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(members);
+                }
+                _ => return Err(self.unexpected()),
+            }
+        }
+    }
+}
+
+/// Reads one complete JSON text (RFC 8259; whitespace around it allowed).
+pub(super) fn read_json(bytes: &[u8]) -> JsonResult<Top<'_>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
+    let mut reader = Reader {
+        text,
+        bytes,
+        pos: 0,
+    };
+    reader.skip_ws();
+    if reader.peek().is_none() {
+        return Err("empty or blank input".to_string());
+    }
+    let top = if reader.peek() == Some(b'{') {
+        Top::Object(reader.object_members()?)
+    } else {
+        Top::Other(reader.value()?.type_name())
+    };
+    reader.skip_ws();
+    if reader.peek().is_some() {
+        return Err(format!(
+            "unexpected text after the JSON value at byte {}",
+            reader.pos
+        ));
+    }
+    Ok(top)
+}
