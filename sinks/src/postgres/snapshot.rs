@@ -136,7 +136,7 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
 
 /// `(version, fingerprint)` pairs packed 24 bytes each, big-endian.
 fn unpack_fingerprints(trade_id: &str, bytes: &[u8]) -> Result<Vec<(u64, u128)>, PgError> {
-    if bytes.len() % 24 != 0 {
+    if !bytes.len().is_multiple_of(24) {
         return Err(PgError::Corrupt {
             what: "live_trades.fingerprints",
             detail: format!("{trade_id}: {} bytes", bytes.len()),
