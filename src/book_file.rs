@@ -10,19 +10,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use deltabook_dataflows::runner::{self, BookOutcome, EventSource, RunOptions};
+use deltabook_dataflows::runner::{self, BookOutcome, EventSource, RunOptions, SourceLine};
 use deltabook_sinks::files;
 
-/// A `.jsonl` file as an event source: one event per line, the newline
-/// removed; a blank line is an event too.
+/// A `.jsonl` input as an event source: one event per line, the newline
+/// removed; a blank line is an event too. Any readable path works (a file,
+/// `/dev/stdin`, a pipe or FIFO): it is opened and read once.
 pub struct JsonlFile {
     path: PathBuf,
 }
 
 impl JsonlFile {
-    /// Checks that the file can be opened.
+    /// Checks that `path` can be opened for reading and is not a directory.
     pub fn open(path: &Path) -> Result<JsonlFile> {
-        File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+        anyhow::ensure!(
+            !meta.is_dir(),
+            "{} is a directory, not a file of events",
+            path.display()
+        );
         Ok(JsonlFile {
             path: path.to_path_buf(),
         })
@@ -30,7 +37,10 @@ impl JsonlFile {
 }
 
 impl EventSource for JsonlFile {
-    fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_> {
+    fn events(
+        &self,
+        max_bytes: usize,
+    ) -> Box<dyn Iterator<Item = Result<SourceLine, String>> + '_> {
         let file = match File::open(&self.path) {
             Ok(file) => file,
             Err(e) => {
@@ -40,19 +50,80 @@ impl EventSource for JsonlFile {
                 ))))
             }
         };
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut lines = BoundedLines::new(BufReader::with_capacity(1 << 20, file), max_bytes);
+        let path = self.path.display().to_string();
         Box::new(std::iter::from_fn(move || {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) => None,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                    }
-                    Some(Ok(line))
+            lines
+                .next_line()
+                .map_err(|e| format!("reading {path}: {e}"))
+                .transpose()
+        }))
+    }
+}
+
+/// Splits a reader into lines without ever holding more than `max_bytes`
+/// of one line: a longer line is skipped to its end and reported by length.
+pub struct BoundedLines<R> {
+    reader: R,
+    max_bytes: usize,
+    done: bool,
+}
+
+impl<R: BufRead> BoundedLines<R> {
+    /// Lines of `reader`, each at most `max_bytes` long.
+    pub fn new(reader: R, max_bytes: usize) -> BoundedLines<R> {
+        BoundedLines {
+            reader,
+            max_bytes,
+            done: false,
+        }
+    }
+
+    /// The next line (`None` at the end; a final newline does not make an
+    /// extra empty line).
+    pub fn next_line(&mut self) -> std::io::Result<Option<SourceLine>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut line = Vec::new();
+        let mut length = 0u64;
+        let mut too_long = false;
+        loop {
+            let buffer = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buffer.is_empty() {
+                self.done = true;
+                if length == 0 {
+                    return Ok(None);
                 }
-                Err(e) => Some(Err(format!("reading: {e}"))),
+                break;
             }
+            let (chunk, found) = match buffer.iter().position(|b| *b == b'\n') {
+                Some(at) => (&buffer[..at], true),
+                None => (buffer, false),
+            };
+            length += chunk.len() as u64;
+            if !too_long {
+                if line.len() + chunk.len() > self.max_bytes {
+                    too_long = true;
+                    line = Vec::new();
+                } else {
+                    line.extend_from_slice(chunk);
+                }
+            }
+            let used = chunk.len() + usize::from(found);
+            self.reader.consume(used);
+            if found {
+                break;
+            }
+        }
+        Ok(Some(if too_long {
+            SourceLine::TooLong(length)
+        } else {
+            SourceLine::Event(line)
         }))
     }
 }
@@ -171,5 +242,39 @@ impl Progress {
             "\r[{:<20}] ~{pct:4.1}%  {lines} lines  {rate:.0} lines/s ",
             "#".repeat(filled)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[u8], max: usize) -> Vec<SourceLine> {
+        // A tiny buffer, so lines straddle refills.
+        let mut reader = BoundedLines::new(BufReader::with_capacity(3, text), max);
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().unwrap() {
+            out.push(line);
+        }
+        out
+    }
+
+    fn event(text: &str) -> SourceLine {
+        SourceLine::Event(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn lines_are_split_as_before_and_long_ones_reported_by_length() {
+        assert_eq!(lines(b"", 10), vec![]);
+        assert_eq!(lines(b"ab\ncd\n", 10), vec![event("ab"), event("cd")]);
+        assert_eq!(
+            lines(b"ab\n\ncd", 10),
+            vec![event("ab"), event(""), event("cd")]
+        );
+        assert_eq!(
+            lines(b"0123456789\n0123456789A\nok", 10),
+            vec![event("0123456789"), SourceLine::TooLong(11), event("ok")]
+        );
+        assert_eq!(lines(b"\r\n", 10), vec![event("\r")]);
     }
 }

@@ -41,12 +41,17 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// Lines per engine timestamp.
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        /// Worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
+        /// Lines per engine timestamp (>= 1).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        batch_size: u64,
+        /// Worker threads (1-256).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+        /// Longest line in bytes; a longer one is rejected as not_json
+        /// (with its length), never held whole. Default: the service's
+        /// kafka.message_max_bytes.
+        #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+        max_line_bytes: u64,
     },
     /// Benchmarks: ingest throughput and memory, single-trade latency, with baselines.
     Bench {
@@ -166,6 +171,7 @@ fn main() -> Result<()> {
             out,
             batch_size,
             workers,
+            max_line_bytes,
         } => {
             let methods = match methods {
                 Some(path) => parse_methods(
@@ -174,7 +180,8 @@ fn main() -> Result<()> {
                 )?,
                 None => Vec::new(),
             };
-            let options = RunOptions::new(methods, batch_size, workers);
+            let mut options = RunOptions::new(methods, batch_size as usize, usize::from(workers));
+            options.max_event_bytes = max_line_bytes as usize;
             let mut outcome = book_file::run_book(&trades, &options)?;
             book_file::write_outputs(&mut outcome, &out)?;
             eprint!("{}", book_file::summary(&outcome));

@@ -8,11 +8,21 @@ use deltabook_dataflows::trade::{is_method_scope, LotMethod};
 pub fn parse_methods(text: &str) -> Result<Vec<(String, LotMethod)>> {
     let value: serde_json::Value =
         serde_json::from_str(text).context("lot-method map is not JSON")?;
-    let Some(object) = value.as_object() else {
+    if !value.is_object() {
         bail!("lot-method map must be a JSON object")
-    };
-    let mut methods = Vec::with_capacity(object.len());
-    for (scope, method) in object {
+    }
+    // serde_json keeps the last of repeated keys: read the members again,
+    // in order, to refuse a scope given twice (trade events refuse repeated
+    // keys too).
+    let members: Members = serde_json::from_str(text).context("lot-method map is not JSON")?;
+    let mut seen = std::collections::HashSet::new();
+    for (scope, _) in &members.0 {
+        if !seen.insert(scope.as_str()) {
+            bail!("lot-method map: {scope:?} is given more than once");
+        }
+    }
+    let mut methods = Vec::with_capacity(members.0.len());
+    for (scope, method) in &members.0 {
         if !is_method_scope(scope) {
             bail!("lot-method map: {scope:?} is not an account, account_book or position key");
         }
@@ -25,6 +35,32 @@ pub fn parse_methods(text: &str) -> Result<Vec<(String, LotMethod)>> {
     }
     methods.sort();
     Ok(methods)
+}
+
+/// A JSON object's members in document order, repeats kept.
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Members, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, serde_json::Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 #[cfg(test)]
@@ -40,5 +76,10 @@ mod tests {
         assert!(parse_methods(r#"{"ACC1":"AVG"}"#).is_err());
         assert!(parse_methods(r#"{"A_B_C_D":"FIFO"}"#).is_err());
         assert!(parse_methods(r#"["FIFO"]"#).is_err());
+        let repeated = parse_methods(r#"{"ACC1":"LIFO","ACC1":"FIFO"}"#).unwrap_err();
+        assert!(
+            repeated.to_string().contains("more than once"),
+            "{repeated}"
+        );
     }
 }

@@ -21,9 +21,10 @@ use timely::worker::Worker;
 
 use crate::correction::Correction;
 use crate::engine::{
-    self, AcceptedEvent, DeadLetter, Diff, Fault, LiveTrade, RawEvent, RestoredTrade, SourceRef,
-    Time,
+    self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent, RestoredTrade,
+    SourceRef, Time,
 };
+use crate::gate::Rejection;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::LotMethod;
 
@@ -84,6 +85,7 @@ type Outputs = Rc<RefCell<BTreeMap<Time, TimestampOutput>>>;
 /// part of the dataflow has passed it, in increasing time order.
 pub struct Driver {
     raw: InputHandleVec<Time, RawEvent>,
+    rejected: InputHandleVec<Time, DeadLetter>,
     restore: InputHandleVec<Time, RestoredTrade>,
     methods: InputSession<Time, (String, LotMethod), Diff>,
     /// The lot-method map as this worker has fed it (only the worker that
@@ -98,12 +100,18 @@ impl Driver {
     /// Builds the engine dataflow on `worker`, with every input at `start`.
     pub fn new(worker: &mut Worker, start: Time) -> Driver {
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
+        let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
             let (methods_input, methods) = scope.new_collection::<(String, LotMethod), Diff>();
-            let e = engine::build(raw.to_stream(scope), restore.to_stream(scope), methods);
+            let e = engine::build(EngineInputs {
+                raw: raw.to_stream(scope),
+                rejected: rejected.to_stream(scope),
+                restore: restore.to_stream(scope),
+                methods,
+            });
             let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
             capture(lots, &outputs, &probe, |o, (row, t, d)| {
                 o.at(t).lots.push((row, d))
@@ -131,11 +139,13 @@ impl Driver {
             methods_input
         });
         raw.advance_to(start);
+        rejected.advance_to(start);
         restore.advance_to(start);
         methods.advance_to(start);
         methods.flush();
         Driver {
             raw,
+            rejected,
             restore,
             methods,
             method_map: HashMap::new(),
@@ -153,6 +163,17 @@ impl Driver {
     /// Sends one raw event at the current time.
     pub fn send(&mut self, source: SourceRef, payload: Vec<u8>) {
         self.raw.send((source, payload));
+    }
+
+    /// Rejects an event at the current time without parsing it (a source's
+    /// own check, e.g. a line over its length limit): it leaves as a dead
+    /// letter, in source order with every other rejection.
+    pub fn reject(&mut self, source: SourceRef, reason: Rejection, payload: Vec<u8>) {
+        self.rejected.send(DeadLetter {
+            source,
+            reason,
+            payload,
+        });
     }
 
     /// Sends a restored trade at the current time (a restart's snapshot).
@@ -180,6 +201,7 @@ impl Driver {
         }
         self.time = time;
         self.raw.advance_to(time);
+        self.rejected.advance_to(time);
         self.restore.advance_to(time);
         self.methods.advance_to(time);
         self.methods.flush();
@@ -212,6 +234,7 @@ impl Driver {
     pub fn close(self) -> ClosedDriver {
         let Driver {
             raw,
+            rejected,
             restore,
             methods,
             probe,
@@ -219,6 +242,7 @@ impl Driver {
             ..
         } = self;
         drop(raw);
+        drop(rejected);
         drop(restore);
         drop(methods);
         ClosedDriver { probe, outputs }

@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 use crate::correction::Correction;
 use crate::driver::{Driver, TimestampOutput};
 use crate::engine::{DeadLetter, Fault, SourceRef, Time};
+use crate::gate::{RejectKind, Rejection};
 use crate::position::{Lot, PositionSummary};
 use crate::trade::LotMethod;
 
 /// Timestamps a worker may run ahead of its slowest output before it waits.
 const MAX_BATCHES_IN_FLIGHT: u64 = 4;
+
+/// Most worker threads a run may ask for (the CLI and the service check it too).
+pub const MAX_WORKERS: usize = 256;
 
 /// Batches queued per worker between the reader and the worker.
 const BATCHES_QUEUED_PER_WORKER: usize = 2;
@@ -39,6 +43,8 @@ pub struct RunOptions {
     pub probe_at_end: Option<fn() -> u64>,
     /// Lines per engine timestamp (>= 1).
     pub batch_size: usize,
+    /// Longest event; longer ones are rejected as `not_json` unread.
+    pub max_event_bytes: usize,
     /// Timely worker threads (>= 1).
     pub workers: usize,
 }
@@ -68,16 +74,40 @@ pub enum RunError {
     Multiplicity(String, isize),
 }
 
+/// The default longest event, in bytes (the service's `kafka.message_max_bytes`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// One event of a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceLine {
+    /// The event's bytes (a line without its newline).
+    Event(Vec<u8>),
+    /// An event longer than the limit: only its length was kept (it is
+    /// rejected as `not_json`, never held whole).
+    TooLong(u64),
+}
+
 /// The events of a run: `events()` yields every event in arrival order; it
 /// is called once per run.
 pub trait EventSource: Send + Sync + 'static {
-    /// A fresh pass over all events.
-    fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_>;
+    /// A pass over all events; an event longer than `max_bytes` comes as
+    /// [`SourceLine::TooLong`]. An `Err` ends the run with that message.
+    fn events(&self, max_bytes: usize)
+        -> Box<dyn Iterator<Item = Result<SourceLine, String>> + '_>;
 }
 
 impl EventSource for Vec<Vec<u8>> {
-    fn events(&self) -> Box<dyn Iterator<Item = Result<Vec<u8>, String>> + '_> {
-        Box::new(self.iter().map(|e| Ok(e.clone())))
+    fn events(
+        &self,
+        max_bytes: usize,
+    ) -> Box<dyn Iterator<Item = Result<SourceLine, String>> + '_> {
+        Box::new(self.iter().map(move |e| {
+            Ok(if e.len() > max_bytes {
+                SourceLine::TooLong(e.len() as u64)
+            } else {
+                SourceLine::Event(e.clone())
+            })
+        }))
     }
 }
 
@@ -118,6 +148,7 @@ impl RunOptions {
             keep_corrections: true,
             probe_at_end: None,
             batch_size,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             workers,
         }
     }
@@ -158,6 +189,8 @@ impl Captured {
 struct Batch {
     time: Time,
     events: Vec<(SourceRef, Vec<u8>)>,
+    /// Events over the length limit: (where, length).
+    too_long: Vec<(SourceRef, u64)>,
     /// Lot-method changes at this time (worker 0 only).
     methods: Vec<(String, Option<LotMethod>)>,
 }
@@ -174,8 +207,11 @@ pub fn run<S: EventSource>(
     if options.batch_size == 0 {
         return Err(RunError::Options("batch_size must be at least 1"));
     }
-    if options.workers == 0 {
-        return Err(RunError::Options("workers must be at least 1"));
+    if !(1..=MAX_WORKERS).contains(&options.workers) {
+        return Err(RunError::Options("workers must be between 1 and 256"));
+    }
+    if options.max_event_bytes == 0 {
+        return Err(RunError::Options("max_event_bytes must be at least 1"));
     }
     let started = Instant::now();
     let workers = options.workers;
@@ -267,6 +303,7 @@ fn read_batches<S: EventSource + ?Sized>(
             .map(|_| Batch {
                 time,
                 events: Vec::new(),
+                too_long: Vec::new(),
                 methods: Vec::new(),
             })
             .collect()
@@ -279,7 +316,7 @@ fn read_batches<S: EventSource + ?Sized>(
             .all(|(batch, tx)| tx.send(batch).is_ok())
     };
     let mut line_no: u64 = 0;
-    for event in source.events() {
+    for event in source.events(options.max_event_bytes) {
         let event = event?;
         line_no += 1;
         while pending_changes
@@ -293,13 +330,14 @@ fn read_batches<S: EventSource + ?Sized>(
             }
         }
         let worker = ((line_no - 1) % workers as u64) as usize;
-        batches[worker].events.push((
-            SourceRef {
-                partition: 0,
-                offset: line_no,
-            },
-            event,
-        ));
+        let source_ref = SourceRef {
+            partition: 0,
+            offset: line_no,
+        };
+        match event {
+            SourceLine::Event(bytes) => batches[worker].events.push((source_ref, bytes)),
+            SourceLine::TooLong(length) => batches[worker].too_long.push((source_ref, length)),
+        }
         if line_no.is_multiple_of(options.batch_size as u64) {
             time += 1;
             if !send(std::mem::replace(&mut batches, new_batches(time))) {
@@ -347,6 +385,13 @@ fn run_worker(
         for (source, payload) in batch.events {
             driver.send(source, payload);
         }
+        for (source, length) in batch.too_long {
+            driver.reject(
+                source,
+                too_long(length, options.max_event_bytes),
+                Vec::new(),
+            );
+        }
         driver.advance_to(batch.time + 1);
         worker.step();
         while driver.less_than((batch.time + 1).saturating_sub(MAX_BATCHES_IN_FLIGHT)) {
@@ -379,6 +424,14 @@ fn run_worker(
         captured.fold(output, keep);
     }
     Ok(captured)
+}
+
+/// The rejection of an event of `length` bytes over the `limit`.
+pub fn too_long(length: u64, limit: usize) -> Rejection {
+    Rejection {
+        kind: RejectKind::NotJson,
+        detail: format!("event of {length} bytes exceeds the limit of {limit} bytes"),
+    }
 }
 
 /// Keeps rows whose multiplicity is one; any other non-zero count is a bug.

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use deltabook_dataflows::booking::reference;
 use deltabook_dataflows::calendar::{civil_from_days, days_from_civil};
-use deltabook_dataflows::engine::{self, RestoredTrade, SourceRef, Time};
+use deltabook_dataflows::engine::{self, DeadLetter, EngineInputs, RestoredTrade, SourceRef, Time};
 use deltabook_dataflows::gate::parse_event;
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 use differential_dataflow::input::Input;
@@ -146,9 +146,16 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
             let (methods_input, methods) = scope.new_collection::<(String, LotMethod), isize>();
             match booking {
                 Booking::Incremental => {
-                    // No restart snapshot: the handle closes when dropped here.
+                    // No restart snapshot, no pre-rejected events: the
+                    // handles close when dropped here.
                     let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
-                    let e = engine::build(raw.to_stream(scope), restore.to_stream(scope), methods);
+                    let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
+                    let e = engine::build(EngineInputs {
+                        raw: raw.to_stream(scope),
+                        rejected: rejected.to_stream(scope),
+                        restore: restore.to_stream(scope),
+                        methods,
+                    });
                     e.booked.stream.probe_with(&probe);
                     e.lots.stream.probe_with(&probe);
                     e.positions.stream.probe_with(&probe);

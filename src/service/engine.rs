@@ -218,6 +218,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             batch.messages += 1;
             match message {
                 SourceMessage::Trade(source, payload) => driver.send(source, payload),
+                SourceMessage::TooLong(dead) => {
+                    driver.reject(dead.source, dead.reason, dead.payload)
+                }
                 SourceMessage::Method(event) => {
                     driver.set_method(&event.scope, event.method);
                     batch.input.methods.push(event);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deltabook_dataflows::engine::{DeadLetter, SourceRef, Time};
 use deltabook_dataflows::gate::{RejectKind, Rejection};
+use deltabook_dataflows::runner::too_long;
 use deltabook_dataflows::trade::{is_method_scope, LotMethod};
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,6 +25,8 @@ use crate::kafka;
 pub enum SourceMessage {
     /// A trade event (raw bytes; the engine's gate reads them).
     Trade(SourceRef, Vec<u8>),
+    /// A trade event longer than `kafka.message_max_bytes`: rejected unread.
+    TooLong(DeadLetter),
     /// A lot-method change.
     Method(MethodEvent),
     /// A lot-method message that could not be read (a dead letter).
@@ -41,6 +44,7 @@ pub fn trade_partitions(partitions: i32, index: usize, workers: usize) -> Vec<i3
 pub struct PartitionReader {
     consumer: Option<BaseConsumer>,
     trades_topic: String,
+    max_event_bytes: usize,
     next: BTreeMap<(String, i32), i64>,
     /// Partitions read since the last [`PartitionReader::take_offsets`].
     changed: BTreeMap<(String, i32), i64>,
@@ -92,6 +96,7 @@ impl PartitionReader {
         Ok(PartitionReader {
             consumer,
             trades_topic: config.trades_topic.clone(),
+            max_event_bytes: config.message_max_bytes,
             next,
             changed: BTreeMap::new(),
             metrics,
@@ -127,6 +132,13 @@ impl PartitionReader {
         let payload = message.payload().unwrap_or_default().to_vec();
         if topic == self.trades_topic {
             self.metrics.trades_consumed.inc();
+            if payload.len() > self.max_event_bytes {
+                return Some(SourceMessage::TooLong(DeadLetter {
+                    source,
+                    reason: too_long(payload.len() as u64, self.max_event_bytes),
+                    payload,
+                }));
+            }
             return Some(SourceMessage::Trade(source, payload));
         }
         let scope = message

@@ -50,6 +50,7 @@ impl Parsed {
 
 pub(super) fn intake<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
+    rejected: Option<StreamVec<'scope, Time, DeadLetter>>,
     restore: Option<StreamVec<'scope, Time, RestoredTrade>>,
 ) -> IntakeStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
@@ -60,6 +61,10 @@ pub(super) fn intake<'scope>(
             payload,
         }),
     });
+    let parsed = match rejected {
+        Some(rejected) => parsed.concat(rejected.map(Parsed::Rejected)),
+        None => parsed,
+    };
     let parsed = match restore {
         Some(restore) => parsed.concat(restore.map(|r| Parsed::Restore(Box::new(r)))),
         None => parsed,

@@ -94,15 +94,28 @@ pub struct Engine<'scope> {
     pub live: StreamVec<'scope, Time, LiveTrade>,
 }
 
-/// Builds the engine over a stream of raw events, the trades a restart
-/// restores (each installed as live, with no cause, at its time), and the
-/// lot-method map (`(scope, method)`: an account, account_book or position key).
-pub fn build<'scope>(
-    raw: StreamVec<'scope, Time, RawEvent>,
-    restore: StreamVec<'scope, Time, RestoredTrade>,
-    methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
-) -> Engine<'scope> {
-    let intake = intake::intake(raw, Some(restore));
+/// The streams the engine reads.
+pub struct EngineInputs<'scope> {
+    /// Raw events, as read.
+    pub raw: StreamVec<'scope, Time, RawEvent>,
+    /// Events a source rejected before parsing (e.g. longer than its limit),
+    /// so they leave in source order with every other rejection.
+    pub rejected: StreamVec<'scope, Time, DeadLetter>,
+    /// Trades a restart restores (each installed as live, with no cause, at its time).
+    pub restore: StreamVec<'scope, Time, RestoredTrade>,
+    /// The lot-method map (`(scope, method)`: an account, account_book or position key).
+    pub methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
+}
+
+/// Builds the engine over its inputs.
+pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
+    let EngineInputs {
+        raw,
+        rejected,
+        restore,
+        methods,
+    } = inputs;
+    let intake = intake::intake(raw, Some(rejected), Some(restore));
     let booked = intake
         .book_input
         .clone()

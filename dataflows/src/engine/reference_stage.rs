@@ -17,7 +17,7 @@ pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
 ) -> VecCollection<'scope, Time, (String, Result<Lot, OverflowError>), Diff> {
-    intake::intake(raw, None)
+    intake::intake(raw, None, None)
         .book_input
         .flat_map(|(position, input)| match input {
             BookInput::Trade(trade) => Some((position, trade)),

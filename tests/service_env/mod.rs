@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-#[path = "common.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

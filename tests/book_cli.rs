@@ -1,0 +1,182 @@
+//! `deltabook book` as a user runs it: the input is read once whatever it
+//! is (a pipe gives the same outputs as the file, for any worker count),
+//! and bad arguments or input get a clear error instead of a panic, an
+//! abort or a silent loss.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn deltabook() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deltabook"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("deltabook-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    [
+        "lots.csv",
+        "positions.csv",
+        "rejected.jsonl",
+        "corrections.jsonl",
+    ]
+    .iter()
+    .map(|name| {
+        (
+            name.to_string(),
+            std::fs::read(dir.join(name)).expect("output file"),
+        )
+    })
+    .collect()
+}
+
+fn book(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = deltabook()
+        .arg("book")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run deltabook book");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(bytes).expect("write stdin");
+    }
+    child.wait_with_output().expect("deltabook book")
+}
+
+#[test]
+fn a_pipe_gives_the_file_s_outputs_for_every_worker_count() {
+    let dir = scratch("pipe");
+    let lines = common::generated(3, 40, 20_000);
+    let mut bytes = lines.join(&b'\n');
+    bytes.push(b'\n');
+    let file = dir.join("g.jsonl");
+    std::fs::write(&file, &bytes).expect("input");
+    let reference = dir.join("file-1");
+    let out = book(
+        &[
+            "--trades",
+            file.to_str().unwrap(),
+            "--out",
+            reference.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = outputs(&reference);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lines          20000"));
+    for workers in ["2", "4"] {
+        let piped = dir.join(format!("pipe-{workers}"));
+        let out = book(
+            &[
+                "--trades",
+                "/dev/stdin",
+                "--workers",
+                workers,
+                "--out",
+                piped.to_str().unwrap(),
+            ],
+            Some(&bytes),
+        );
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{summary}");
+        assert!(summary.contains("lines          20000"), "{summary}");
+        assert_eq!(
+            outputs(&piped),
+            expected,
+            "{workers} workers reading a pipe"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_arguments_and_input_get_clear_errors() {
+    let dir = scratch("bad");
+    let out_dir = dir.join("out");
+    let out = out_dir.to_str().unwrap();
+    for workers in ["0", "257", "100000", "18446744073709551615"] {
+        let result = book(
+            &["--trades", "/dev/null", "--workers", workers, "--out", out],
+            None,
+        );
+        assert_eq!(
+            result.status.code(),
+            Some(2),
+            "--workers {workers} is refused"
+        );
+        let message = String::from_utf8_lossy(&result.stderr);
+        assert!(message.contains("--workers"), "{message}");
+    }
+    let result = book(&["--trades", "/tmp", "--out", out], None);
+    assert!(!result.status.success());
+    let message = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        message.contains("/tmp") && message.contains("directory"),
+        "{message}"
+    );
+
+    let methods = dir.join("m.json");
+    std::fs::write(&methods, r#"{"ACC1":"LIFO","ACC1":"FIFO"}"#).expect("methods");
+    let result = book(
+        &[
+            "--trades",
+            "/dev/null",
+            "--methods",
+            methods.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+        None,
+    );
+    assert!(!result.status.success(), "a repeated scope is refused");
+    assert!(String::from_utf8_lossy(&result.stderr).contains("more than once"));
+
+    // A line over the limit is rejected with its length, the others booked.
+    let good = br#"{"trade_id":"T1","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"10","trade_date":"2026-01-02"}"#;
+    let mut input = good.to_vec();
+    input.push(b'\n');
+    input.extend(std::iter::repeat_n(b'x', 5_000));
+    input.push(b'\n');
+    let result = book(
+        &[
+            "--trades",
+            "/dev/stdin",
+            "--max-line-bytes",
+            "1000",
+            "--out",
+            out,
+        ],
+        Some(&input),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let rejected = std::fs::read_to_string(out_dir.join("rejected.jsonl")).expect("rejected");
+    assert_eq!(
+        rejected.trim(),
+        r#"{"line":2,"reason":"not_json: event of 5000 bytes exceeds the limit of 1000 bytes"}"#
+    );
+    let positions = std::fs::read_to_string(out_dir.join("positions.csv")).expect("positions");
+    assert!(positions.contains("A_B_S,1,1,10,0"), "{positions}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
