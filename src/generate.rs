@@ -540,9 +540,10 @@ fn write_obj(fields: &[(&str, Value)], spaced: bool) -> String {
         if i > 0 {
             s.push_str(if spaced { ", " } else { "," });
         }
-        s.push_str(&serde_json::to_string(k).expect("string serialises"));
+        // `Value`'s Display writes JSON and cannot fail.
+        s.push_str(&Value::String((*k).to_string()).to_string());
         s.push_str(if spaced { ": " } else { ":" });
-        s.push_str(&serde_json::to_string(v).expect("value serialises"));
+        s.push_str(&v.to_string());
     }
     s.push('}');
     s

@@ -1,7 +1,6 @@
 //! The `deltabook` binary's library half: sources, runtime wiring and the
 //! synthetic data generator, kept here so tests and benchmarks reuse them.
 
-pub mod bench;
 pub mod book_file;
 pub mod config;
 pub mod generate;

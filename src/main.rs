@@ -12,9 +12,10 @@ use deltabook::methods_file::parse_methods;
 use deltabook_dataflows::runner::RunOptions;
 
 /// mimalloc (glibc malloc spent ~40% of ingest time on the engine's small
-/// strings), with live/peak counters for the benchmarks.
+/// strings). The benchmarks count allocations in their own binary
+/// (`benches/`), so the product pays nothing for it.
 #[global_allocator]
-static ALLOCATOR: deltabook::bench::alloc::CountingAlloc = deltabook::bench::alloc::CountingAlloc;
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -52,45 +53,6 @@ enum Command {
         /// kafka.message_max_bytes.
         #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
         max_line_bytes: u64,
-    },
-    /// Benchmarks: ingest throughput and memory, single-trade latency, with baselines.
-    Bench {
-        /// `ingest`, `latency`, `all` (those two), or, with the services of
-        /// scripts/services.sh: `e2e` (produce, backlog, steady latency),
-        /// `restart` (restart time vs history) and `pg-writes` (COPY vs INSERT).
-        #[arg(default_value = "all")]
-        suite: String,
-        /// Lines of the ingest benchmark.
-        #[arg(long, default_value_t = 1_000_000)]
-        trades: usize,
-        /// Position sizes of the latency benchmark.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "1000,10000,100000,1000000"
-        )]
-        ks: Vec<u64>,
-        /// Fewer samples (a smoke run).
-        #[arg(long)]
-        quick: bool,
-        /// e2e: steady produce rate for the latency phase (trades/s).
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        /// e2e: seconds of the latency phase.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// e2e, restart: service configuration to start from (default: built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// e2e: worker counts of the backlog phase.
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
-        workers: Vec<usize>,
-        /// restart: accepted events of each history.
-        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,5000000")]
-        histories: Vec<u64>,
-        /// Where generated inputs are kept between runs.
-        #[arg(long, default_value = "target/bench-data")]
-        data_dir: PathBuf,
     },
     /// Runs the real-time service: Kafka in, PostgreSQL and Kafka out.
     Run {
@@ -186,49 +148,6 @@ fn main() -> Result<()> {
             book_file::write_outputs(&mut outcome, &out)?;
             eprint!("{}", book_file::summary(&outcome));
             eprintln!("outputs        {}", out.display());
-        }
-        Command::Bench {
-            suite,
-            trades,
-            ks,
-            quick,
-            rate,
-            seconds,
-            config,
-            workers,
-            histories,
-            data_dir,
-        } => {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
-            if suite == "ingest" || suite == "all" {
-                deltabook::bench::ingest::run_suite(&data_dir, trades)?;
-            }
-            let known = ["ingest", "latency", "all", "e2e", "restart", "pg-writes"];
-            anyhow::ensure!(
-                known.contains(&suite.as_str()),
-                "unknown suite {suite:?}: one of {}",
-                known.join(", ")
-            );
-            if suite == "e2e" {
-                let options = deltabook::bench::e2e::E2eOptions {
-                    trades,
-                    rate,
-                    seconds,
-                    workers,
-                };
-                deltabook::bench::e2e::run_suite(config.as_deref(), &data_dir, &options)?;
-            }
-            if suite == "restart" {
-                deltabook::bench::restart::run_suite(config.as_deref(), &histories)?;
-            }
-            if suite == "pg-writes" {
-                deltabook::bench::pg_writes::run_suite(trades)?;
-            }
-            if suite == "latency" || suite == "all" {
-                anyhow::ensure!(!ks.is_empty(), "--ks needs at least one size");
-                deltabook::bench::latency::run_suite(&ks, quick);
-            }
         }
         Command::Run {
             config,

@@ -3,6 +3,8 @@
 //! and bad arguments or input get a clear error instead of a panic, an
 //! abort or a silent loss.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod common;
 
 use std::io::Write;

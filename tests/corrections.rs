@@ -2,6 +2,8 @@
 //! and positions; `as_of` strictly increases per position; `before` chains
 //! to the previous `after`; `delta = after - before`; causes are right.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,8 @@
 //! The engine's final state equals an independent model of the spec, and it
 //! does not depend on batch size, worker count or arrival order.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod common;
 
 use common::{final_state, generated, model, run};

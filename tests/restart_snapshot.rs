@@ -4,6 +4,8 @@
 //! `as_of`, causes, `backdated` flags, lots), the same dead letters and
 //! duplicates, for any worker count before and after.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

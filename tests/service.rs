@@ -2,6 +2,8 @@
 //! broker (Apache Kafka), both started by `scripts/services.sh`. Each test uses its
 //! own topics and its own database. A test that cannot reach a service fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod service_env;
 
 use std::collections::BTreeSet;

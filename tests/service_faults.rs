@@ -2,6 +2,8 @@
 //! duplicated, and the engine recovers by itself. One test in its own binary,
 //! because it restarts the services every other test uses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod service_env;
 
 use std::process::Command;

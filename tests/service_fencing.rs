@@ -4,6 +4,8 @@
 //! publish anything afterwards. In its own binary because it restarts the
 //! PostgreSQL that every other test uses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 mod service_env;
 
 use std::time::{Duration, Instant};

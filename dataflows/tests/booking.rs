@@ -1,6 +1,8 @@
 //! Booking rules: hand-computed cases from `trades.md`, and the incremental
 //! chunked book against the plain reference replay under random histories.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 use deltabook_dataflows::booking::chunked::{PositionBook, CHUNK_MAX_TRADES};
 use deltabook_dataflows::booking::reference;
 use deltabook_dataflows::decimal::{Amount, Dec8};

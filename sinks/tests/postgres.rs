@@ -2,6 +2,8 @@
 //! `scripts/services.sh`). Each test creates its own database and drops it.
 //! A test that cannot reach PostgreSQL fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
 use deltabook_dataflows::correction::{Cause, Correction};
 use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, LiveTrade, RestoredTrade, SourceRef};

@@ -2,6 +2,7 @@
 //! (duplicate rule in arrival order, highest version live, a plain replay
 //! per position written from the spec's text) and a runner wrapper.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};

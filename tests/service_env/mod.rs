@@ -1,6 +1,7 @@
 //! Shared by the service tests: per-test topics and database, the engine as
 //! a child process, and the checks against `deltabook book`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
 #![allow(dead_code)]
 
 #[path = "../common/mod.rs"]

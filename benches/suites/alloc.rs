@@ -1,6 +1,8 @@
 //! A counting global allocator (mimalloc underneath) so benchmarks can report
 //! live and peak heap bytes of one run inside a process that runs several.
 
+#![allow(unsafe_code)] // a GlobalAlloc wrapper is unsafe by definition
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -24,8 +24,8 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::percentile;
-use crate::config::Config;
-use crate::kafka;
+use deltabook::config::Config;
+use deltabook::kafka;
 
 /// Rounds of each producer in the produce phase.
 const PRODUCE_ROUNDS: usize = 3;
@@ -199,7 +199,7 @@ async fn backlog_phase(
     let service_config = config.clone();
     let started = Instant::now();
     let service = tokio::spawn(async move {
-        crate::service::serve(service_config, async move {
+        deltabook::service::serve(service_config, async move {
             let _ = stop_rx.await;
         })
         .await
@@ -266,7 +266,7 @@ async fn steady_phase(base: Option<&Path>, rate: u64, seconds: u64) -> Result<()
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let service_config = config.clone();
     let service = tokio::spawn(async move {
-        crate::service::serve(service_config, async move {
+        deltabook::service::serve(service_config, async move {
             let _ = stop_rx.await;
         })
         .await

@@ -1,6 +1,7 @@
-//! `deltabook bench`: ingest throughput and memory, and single-trade
-//! correction latency against a growing position, each against baselines
-//! measured in the same process.
+//! The benchmark suites, each against a baseline measured in the same
+//! process: ingest throughput and memory, single-trade correction latency,
+//! and, with the services of scripts/services.sh, the service end to end,
+//! restart time against history, and bulk writes.
 
 pub mod alloc;
 pub mod e2e;

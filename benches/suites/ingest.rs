@@ -16,8 +16,8 @@ use deltabook_dataflows::runner::{self, RunOptions};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 
 use super::alloc;
-use crate::book_file::JsonlFile;
-use crate::generate::{generate, GenerateConfig};
+use deltabook::book_file::JsonlFile;
+use deltabook::generate::{generate, GenerateConfig};
 
 /// One ingest measurement.
 #[derive(Clone, Debug)]
