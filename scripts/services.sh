@@ -145,9 +145,17 @@ kafka_stop() {
   local pid
   pid="$(kafka_pid)"
   if [ -z "$pid" ]; then
-    pid="$(pgrep -f 'kafka\.Kafka .*\.services/kafka/server\.properties' | head -1 || true)"
+    # This tree's broker, even if its pid file was lost.
+    pid="$(pgrep -f "kafka\.Kafka $KAFKA_DIR/server\.properties" | head -1 || true)"
   fi
-  [ -n "$pid" ] || { say "Kafka is not running"; return 0; }
+  if [ -z "$pid" ]; then
+    if port_open "$KAFKA_PORT"; then
+      echo "services: a broker this tree did not start serves 127.0.0.1:$KAFKA_PORT; stop it first" >&2
+      exit 1
+    fi
+    say "Kafka is not running"
+    return 0
+  fi
   say "stopping Kafka (pid $pid)"
   kill "$pid"
   for _ in $(seq 1 300); do

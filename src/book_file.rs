@@ -128,18 +128,18 @@ impl<R: BufRead> BoundedLines<R> {
     }
 }
 
-/// Books `trades` with `options`, drawing progress on stderr when it is a terminal.
+/// Books `trades` with `options`, showing progress on stderr: a bar on a
+/// terminal, a plain line every few seconds otherwise.
 pub fn run_book(trades: &Path, options: &RunOptions) -> Result<BookOutcome> {
     let source = Arc::new(JsonlFile::open(trades)?);
-    let total_lines_hint = std::fs::metadata(trades)
-        .map(|m| m.len() / 150)
-        .unwrap_or(0);
-    let mut bar = Progress::new(total_lines_hint);
-    let progress: runner::ProgressFn = Box::new(move |lines| bar.update(lines));
-    let outcome = runner::run(source, options, Some(progress))?;
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
+    // A regular file's size gives the bar a length; a pipe has none.
+    let total_bytes = std::fs::metadata(trades)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let mut progress = Progress::new(total_bytes);
+    let report: runner::ProgressFn = Box::new(move |lines| progress.update(lines));
+    let outcome = runner::run(source, options, Some(report))?;
     Ok(outcome)
 }
 
@@ -208,40 +208,67 @@ pub fn summary(outcome: &BookOutcome) -> String {
     text
 }
 
-/// A progress line on stderr, drawn only when stderr is a terminal.
+/// Average bytes per generated line: turns a file's size into an expected
+/// line count for the bar (only a display estimate).
+const BYTES_PER_LINE_ESTIMATE: u64 = 150;
+
+/// Progress on stderr: an indicatif bar on a terminal, a plain line every
+/// five seconds when stderr is a file or a pipe.
 struct Progress {
-    enabled: bool,
-    expected_lines: u64,
+    bar: Option<indicatif::ProgressBar>,
     started: Instant,
-    last_draw: Instant,
+    last_line: Instant,
 }
 
 impl Progress {
-    fn new(expected_lines: u64) -> Progress {
+    fn new(total_bytes: Option<u64>) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = match total_bytes {
+                Some(bytes) => {
+                    indicatif::ProgressBar::new((bytes / BYTES_PER_LINE_ESTIMATE).max(1))
+                }
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} ~{percent}%  {pos} lines  {per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
         let now = Instant::now();
         Progress {
-            enabled: std::io::stderr().is_terminal(),
-            expected_lines,
+            bar,
             started: now,
-            last_draw: now,
+            last_line: now,
         }
     }
+
     fn update(&mut self, lines: u64) {
-        if !self.enabled || self.last_draw.elapsed() < Duration::from_millis(200) {
-            return;
+        match &self.bar {
+            Some(bar) => {
+                if bar.length().is_some_and(|l| lines > l) {
+                    bar.set_length(lines);
+                }
+                bar.set_position(lines);
+            }
+            None => {
+                if self.last_line.elapsed() >= Duration::from_secs(5) {
+                    self.last_line = Instant::now();
+                    let rate = lines as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+                    eprintln!("progress: {lines} lines, {rate:.0} lines/s");
+                }
+            }
         }
-        self.last_draw = Instant::now();
-        let pct = if self.expected_lines == 0 {
-            0.0
-        } else {
-            (100.0 * lines as f64 / self.expected_lines as f64).min(99.9)
-        };
-        let rate = lines as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        let filled = ((pct / 5.0) as usize).min(20);
-        eprint!(
-            "\r[{:<20}] ~{pct:4.1}%  {lines} lines  {rate:.0} lines/s ",
-            "#".repeat(filled)
-        );
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

@@ -22,6 +22,8 @@
 //! cross zero.
 
 use deltabook_dataflows::calendar::{civil_from_days, days_from_civil, weekday};
+use deltabook_dataflows::gate::RejectKind;
+use deltabook_dataflows::trade::Side;
 use std::collections::HashSet;
 use std::io::{self, Write};
 
@@ -158,11 +160,8 @@ pub enum LineKind {
     Cancel,
     /// A re-send of an accepted `(trade_id, version)` with identical content.
     Duplicate,
-    /// A line the gate rejects, with the expected rejection KIND of the spec
-    /// (`not_json`, `not_object`, `missing_field`, `malformed_field`,
-    /// `unknown_enum`, `non_positive`, `too_many_decimals`, `bad_date`,
-    /// `bad_id`, `bad_version`, `conflicting_duplicate`).
-    Invalid(&'static str),
+    /// A line the gate rejects, with the rejection kind it must get.
+    Invalid(RejectKind),
 }
 
 /// Writes exactly `config.trades` lines (one JSON event per line, '\n'
@@ -394,27 +393,6 @@ impl Dec {
 // ---------------------------------------------------------------------------
 // Model
 // ---------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Buy,
-    Sell,
-}
-
-impl Side {
-    fn as_str(self) -> &'static str {
-        match self {
-            Side::Buy => "BUY",
-            Side::Sell => "SELL",
-        }
-    }
-    fn flip(self) -> Side {
-        match self {
-            Side::Buy => Side::Sell,
-            Side::Sell => Side::Buy,
-        }
-    }
-}
 
 struct Security {
     name: String,
@@ -935,7 +913,7 @@ impl Gen {
             n.time = self.random_time(n.date);
         }
         if self.rng.chance(0.02) {
-            n.side = n.side.flip();
+            n.side = n.side.opposite();
             changed = true;
         }
         if !changed {
@@ -1256,35 +1234,35 @@ impl Gen {
         }
     }
 
-    fn invalid_variant(&mut self, k: usize, round: usize) -> Option<(String, &'static str)> {
+    fn invalid_variant(&mut self, k: usize, round: usize) -> Option<(String, RejectKind)> {
         let base = self.throwaway_event();
         let spaced = base.spaced;
         let mut f = base.fields();
         let (y, _, _) = civil_from_days(self.today);
         let obj = |f: &[(&'static str, Value)]| write_obj(f, spaced);
         let out = match k {
-            0 => (String::new(), "not_json"), // blank line
+            0 => (String::new(), RejectKind::NotJson), // blank line
             1 => {
                 let s = obj(&f);
                 let mut cut = s.len() / 2;
                 while !s.is_char_boundary(cut) {
                     cut -= 1;
                 }
-                (s[..cut].to_string(), "not_json")
+                (s[..cut].to_string(), RejectKind::NotJson)
             }
             2 => {
                 remove_field(&mut f, "price");
                 let mut s = obj(&f);
                 s.pop();
                 s.push_str(",\"price\":NaN}");
-                (s, "not_json")
+                (s, RejectKind::NotJson)
             }
             3 => {
                 let s = obj(&f);
-                (format!("{s}{s}"), "not_json") // two objects on one line
+                (format!("{s}{s}"), RejectKind::NotJson) // two objects on one line
             }
-            4 => (format!("[{}]", obj(&f)), "not_object"),
-            5 => ("null".to_string(), "not_object"),
+            4 => (format!("[{}]", obj(&f)), RejectKind::NotObject),
+            5 => ("null".to_string(), RejectKind::NotObject),
             6 => {
                 let dup = ["quantity", "trade_id", "side"][round % 3];
                 let v = f
@@ -1292,7 +1270,7 @@ impl Gen {
                     .find(|(key, _)| *key == dup)
                     .map(|(_, v)| v.clone())?;
                 f.push((dup, v));
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             7 => {
                 const REQUIRED: [&str; 8] = [
@@ -1306,19 +1284,19 @@ impl Gen {
                     "trade_id",
                 ];
                 remove_field(&mut f, REQUIRED[round % REQUIRED.len()]);
-                (obj(&f), "missing_field")
+                (obj(&f), RejectKind::MissingField)
             }
             8 => {
                 set_field(&mut f, "quantity", Value::from(base.quantity?.int));
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             9 => {
                 set_field(&mut f, "quantity", "1e5".into());
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             10 => {
                 set_field(&mut f, "price", format!("-{}", base.price?.render()).into());
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             11 => {
                 set_field(
@@ -1326,44 +1304,44 @@ impl Gen {
                     "quantity",
                     [".5", "5.", "1,000", " 10"][round % 4].into(),
                 );
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             12 => {
                 set_field(&mut f, "quantity", "1000000000000000".into());
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             13 => {
                 set_field(&mut f, "version", "1".into());
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             14 => {
                 set_field(&mut f, "side", Value::from(1));
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             15 => {
                 let t = format!("{} 14:30:05Z", fmt_date(self.today));
                 set_field(&mut f, "trade_time", t.into());
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             16 => {
                 set_field(&mut f, "sequence", Value::from(-1));
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
             17 => {
                 set_field(&mut f, "side", ["BUYY", "buy", "SHORT"][round % 3].into());
-                (obj(&f), "unknown_enum")
+                (obj(&f), RejectKind::UnknownEnum)
             }
             18 => {
                 set_field(&mut f, "action", ["UPDATE", "new"][round % 2].into());
-                (obj(&f), "unknown_enum")
+                (obj(&f), RejectKind::UnknownEnum)
             }
             19 => {
                 set_field(&mut f, "quantity", ["0", "0.0", "000"][round % 3].into());
-                (obj(&f), "non_positive")
+                (obj(&f), RejectKind::NonPositive)
             }
             20 => {
                 set_field(&mut f, "price", "0.000000000".into());
-                (obj(&f), "non_positive")
+                (obj(&f), RejectKind::NonPositive)
             }
             21 => {
                 set_field(
@@ -1371,7 +1349,7 @@ impl Gen {
                     "price",
                     format!("{}.123456789", base.price?.int).into(),
                 );
-                (obj(&f), "too_many_decimals")
+                (obj(&f), RejectKind::TooManyDecimals)
             }
             22 => {
                 set_field(
@@ -1379,30 +1357,30 @@ impl Gen {
                     "quantity",
                     format!("{}.000000000", base.quantity?.int).into(),
                 );
-                (obj(&f), "too_many_decimals")
+                (obj(&f), RejectKind::TooManyDecimals)
             }
             23 => {
                 set_field(&mut f, "trade_date", format!("{y:04}-02-30").into());
-                (obj(&f), "bad_date")
+                (obj(&f), RejectKind::BadDate)
             }
             24 => {
                 let d = ["{y}-13-01", "{y}-00-10", "0000-01-03", "{y}-04-31"][round % 4]
                     .replace("{y}", &format!("{y:04}"));
                 set_field(&mut f, "trade_date", d.into());
-                (obj(&f), "bad_date")
+                (obj(&f), RejectKind::BadDate)
             }
             25 => {
                 set_field(&mut f, "trade_date", Value::from(20_260_102));
-                (obj(&f), "bad_date")
+                (obj(&f), RejectKind::BadDate)
             }
             26 => {
                 let id = format!("{}_x", base.trade_id);
                 set_field(&mut f, "trade_id", id.into());
-                (obj(&f), "bad_id")
+                (obj(&f), RejectKind::BadId)
             }
             27 => {
                 set_field(&mut f, "account_id", "A B".into());
-                (obj(&f), "bad_id")
+                (obj(&f), RejectKind::BadId)
             }
             28 => {
                 let (key, v): (&'static str, Value) = match round % 4 {
@@ -1412,17 +1390,17 @@ impl Gen {
                     _ => ("security_id", Value::from(12345)),
                 };
                 set_field(&mut f, key, v);
-                (obj(&f), "bad_id")
+                (obj(&f), RejectKind::BadId)
             }
             29 => {
                 set_field(&mut f, "action", "AMEND".into());
                 remove_field(&mut f, "version");
-                (obj(&f), "bad_version")
+                (obj(&f), RejectKind::BadVersion)
             }
             30 => {
                 set_field(&mut f, "action", "CANCEL".into());
                 set_field(&mut f, "version", Value::from(1));
-                (obj(&f), "bad_version")
+                (obj(&f), RejectKind::BadVersion)
             }
             31 => {
                 // same (trade_id, version) as an accepted event, different price
@@ -1441,11 +1419,11 @@ impl Gen {
                 let mut p = e.price?;
                 p.int += 1 + self.rng.below(3);
                 e.price = Some(p);
-                (e.render(), "conflicting_duplicate")
+                (e.render(), RejectKind::ConflictingDuplicate)
             }
             _ => {
                 set_field(&mut f, "version", Value::from(0));
-                (obj(&f), "malformed_field")
+                (obj(&f), RejectKind::MalformedField)
             }
         };
         Some(out)
@@ -1479,11 +1457,11 @@ mod tests {
     }
 
     /// The real gate (`deltabook_dataflows::gate`), reduced to what the generator claims.
-    fn gate(line: &str, gate: &mut DuplicateRule) -> Result<Outcome, &'static str> {
+    fn gate(line: &str, gate: &mut DuplicateRule) -> Result<Outcome, RejectKind> {
         match gate.admit(line.as_bytes()) {
             Admission::Accepted(_) => Ok(Outcome::Accepted),
             Admission::Duplicate(_) => Ok(Outcome::Duplicate),
-            Admission::Rejected(rejection) => Err(rejection.kind.as_str()),
+            Admission::Rejected(rejection) => Err(rejection.kind),
         }
     }
 
@@ -1555,7 +1533,7 @@ mod tests {
         let cfg = GenerateConfig::new(2026, 50, 20_000);
         let (_, stats, lines) = run(&cfg);
         let mut accepted = DuplicateRule::new();
-        let mut kinds: HashMap<&'static str, usize> = HashMap::new();
+        let mut kinds: HashMap<RejectKind, usize> = HashMap::new();
         let mut count = GenerateStats::default();
         let mut seen_lines: HashSet<&str> = HashSet::new();
         let (mut exact_dups, mut equiv_dups) = (0, 0);
@@ -1602,7 +1580,7 @@ mod tests {
                 LineKind::Invalid(want) => {
                     assert_eq!(got, Err(*want), "line {}: {line:?}", n + 1);
                     count.invalid += 1;
-                    *kinds.entry(want).or_default() += 1;
+                    *kinds.entry(*want).or_default() += 1;
                 }
             }
             seen_lines.insert(line);
@@ -1721,21 +1699,21 @@ mod tests {
             assert!(n > 0, "no {name} in a 20k stream");
         }
         for kind in [
-            "not_json",
-            "not_object",
-            "missing_field",
-            "malformed_field",
-            "unknown_enum",
-            "non_positive",
-            "too_many_decimals",
-            "bad_date",
-            "bad_id",
-            "bad_version",
-            "conflicting_duplicate",
+            RejectKind::NotJson,
+            RejectKind::NotObject,
+            RejectKind::MissingField,
+            RejectKind::MalformedField,
+            RejectKind::UnknownEnum,
+            RejectKind::NonPositive,
+            RejectKind::TooManyDecimals,
+            RejectKind::BadDate,
+            RejectKind::BadId,
+            RejectKind::BadVersion,
+            RejectKind::ConflictingDuplicate,
         ] {
             assert!(
-                kinds.get(kind).copied().unwrap_or(0) > 0,
-                "no {kind} rejection"
+                kinds.get(&kind).copied().unwrap_or(0) > 0,
+                "no {kind:?} rejection"
             );
         }
         assert!(lines.iter().any(|(l, _)| l.is_empty()), "no blank line");

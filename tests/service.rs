@@ -19,19 +19,20 @@ fn kafka_to_postgres_and_corrections_topic_equal_book() {
     env.produce(&sample());
     env.wait_committed(sample_lines().len() as i64, Duration::from_secs(120));
     check_against_book(&env);
-    let metrics = std::net::TcpStream::connect(("127.0.0.1", env.http_port)).map(|mut s| {
-        use std::io::{Read, Write};
-        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body
-    });
+    let metrics = http_get(env.http_port, "/metrics");
+    let wrong_method = http_request(env.http_port, "POST /metrics");
+    let unknown = http_get(env.http_port, "/nope");
     let _ = engine.kill();
     let body = metrics.expect("metrics endpoint");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
         body.contains("deltabook_timestamps_committed_total"),
         "metrics exposed: {body}"
     );
+    let wrong_method = wrong_method.expect("an answer to POST");
+    assert!(wrong_method.starts_with("HTTP/1.1 405"), "{wrong_method}");
+    let unknown = unknown.expect("an answer to an unknown path");
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
 }
 
 #[test]

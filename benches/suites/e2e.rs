@@ -97,7 +97,7 @@ async fn count(config: &Config, sql: &str) -> i64 {
 fn scrape(listen: &str, histogram: &str) -> Option<(f64, f64)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(listen).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;

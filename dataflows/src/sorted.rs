@@ -1,23 +1,27 @@
-//! Small helpers over sorted sequences.
+//! Retractions and assertions between two states, by differential's own
+//! consolidation.
 
-/// Splits two sorted sequences into (only in `old`, only in `new`): an
-/// element present in both (as many times as it is in both) is dropped from
-/// both. Both outputs stay sorted.
-pub fn diff_sorted<T: Ord>(old: Vec<T>, new: Vec<T>) -> (Vec<T>, Vec<T>) {
+use differential_dataflow::consolidation::consolidate;
+
+/// Splits `old` and `new` into (only in `old`, only in `new`): an element
+/// present in both (as many times as it is in both) is dropped from both.
+/// Both outputs come sorted. This is `new - old` as a differential
+/// collection, consolidated.
+pub fn diff_sorted<T: Ord + Clone>(old: Vec<T>, new: Vec<T>) -> (Vec<T>, Vec<T>) {
+    let mut updates: Vec<(T, isize)> = old
+        .into_iter()
+        .map(|t| (t, -1))
+        .chain(new.into_iter().map(|t| (t, 1)))
+        .collect();
+    consolidate(&mut updates);
     let (mut only_old, mut only_new) = (Vec::new(), Vec::new());
-    let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x == y => {
-                a.next();
-                b.next();
-            }
-            (Some(x), Some(y)) if x < y => only_old.extend(a.next()),
-            (Some(_), Some(_)) => only_new.extend(b.next()),
-            (Some(_), None) => only_old.extend(a.next()),
-            (None, Some(_)) => only_new.extend(b.next()),
-            (None, None) => break,
-        }
+    for (item, diff) in updates {
+        let side = if diff < 0 {
+            &mut only_old
+        } else {
+            &mut only_new
+        };
+        side.extend(std::iter::repeat_n(item, diff.unsigned_abs()));
     }
     (only_old, only_new)
 }
@@ -27,11 +31,12 @@ mod tests {
     use super::diff_sorted;
 
     #[test]
-    fn keeps_only_what_differs() {
+    fn common_elements_cancel_with_multiplicity() {
         assert_eq!(
             diff_sorted(vec![1, 2, 2, 4], vec![2, 3, 4, 5]),
             (vec![1, 2], vec![3, 5])
         );
         assert_eq!(diff_sorted(Vec::<u8>::new(), vec![1]), (vec![], vec![1]));
+        assert_eq!(diff_sorted(vec![3, 1], vec![]), (vec![1, 3], vec![]));
     }
 }

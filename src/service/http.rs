@@ -1,56 +1,119 @@
-//! `/metrics`, `/health` and `/ready` over a minimal HTTP/1.1 responder.
+//! `/metrics`, `/health` and `/ready`, served by axum (hyper): real HTTP/1.1
+//! parsing, methods checked (GET only; anything else is 405), unknown paths
+//! 404, and a bound on how long a request may take.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
 
 use super::metrics::Metrics;
 
-/// Serves until the process ends. `ready` turns true once state is rebuilt
-/// and consumption has started.
-/// `/health` fails while commits keep failing (`healthy` false).
+/// Longest a request may take before it is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the service is doing, for `/ready` and the log.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    stage: Arc<RwLock<String>>,
+}
+
+impl Readiness {
+    /// Not ready; `stage` says why.
+    pub fn starting(stage: &str) -> Readiness {
+        let r = Readiness::default();
+        r.set_stage(stage);
+        r
+    }
+
+    /// Records what the service is doing now (and logs it).
+    pub fn set_stage(&self, stage: &str) {
+        tracing::info!(stage, "service stage");
+        if let Ok(mut s) = self.stage.write() {
+            *s = stage.to_string();
+        }
+    }
+
+    /// Ready (`true`) to process new input, or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    fn stage(&self) -> String {
+        self.stage.read().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    readiness: Readiness,
+    healthy: Arc<AtomicBool>,
+}
+
+/// Serves until the process ends. `/ready` is 200 once state is rebuilt
+/// and consumption has started (the body says the current stage either
+/// way); `/health` is 503 while commits keep failing (`healthy` false).
 pub async fn serve(
     listen: String,
     metrics: Metrics,
-    ready: Arc<AtomicBool>,
+    readiness: Readiness,
     healthy: Arc<AtomicBool>,
 ) -> Result<()> {
-    let listener = TcpListener::bind(&listen)
+    let state = AppState {
+        metrics,
+        readiness,
+        healthy,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "http: /metrics /health /ready");
-    loop {
-        let (mut socket, _) = listener.accept().await?;
-        let metrics = metrics.clone();
-        let ready = ready.clone();
-        let healthy = healthy.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let n = match socket.read(&mut request).await {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            let head = String::from_utf8_lossy(&request[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics.encode()),
-                "/health" if healthy.load(Ordering::Relaxed) => ("200 OK", "ok\n".to_string()),
-                "/health" => (
-                    "503 Service Unavailable",
-                    "commits failing; retrying\n".to_string(),
-                ),
-                "/ready" if ready.load(Ordering::Relaxed) => ("200 OK", "ready\n".to_string()),
-                "/ready" => ("503 Service Unavailable", "rebuilding\n".to_string()),
-                _ => ("404 Not Found", "not found\n".to_string()),
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-        });
+    axum::serve(listener, app).await.context("http server")
+}
+
+async fn metrics_page(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.encode(),
+    )
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    if state.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "commits failing; retrying\n".to_string(),
+        )
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let stage = state.readiness.stage();
+    if state.readiness.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, format!("ready: {stage}\n"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {stage}\n"),
+        )
     }
 }

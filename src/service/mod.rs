@@ -69,17 +69,17 @@ pub async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) 
 /// fenced by another (it then stops at once, committing nothing more).
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let metrics = Metrics::new()?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));
     {
-        let (listen, metrics, ready, healthy) = (
+        let (listen, metrics, readiness, healthy) = (
             config.http.listen.clone(),
             metrics.clone(),
-            ready.clone(),
+            readiness.clone(),
             healthy.clone(),
         );
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listen, metrics, ready, healthy).await {
+            if let Err(e) = http::serve(listen, metrics, readiness, healthy).await {
                 tracing::error!(error = %format!("{e:#}"), "http server stopped");
             }
         });
@@ -88,6 +88,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     // One writer at a time: a second instance waits here.
     let mut writer_lock = lock::WriterLock::acquire(&config, &metrics).await?;
 
+    readiness.set_stage("migrating the schema");
     let mut client = connect_with_retry(&config, &metrics, "migrations").await;
     let applied = postgres::migrate(&mut client).await.context("migrations")?;
     tracing::info!(?applied, "migrations");
@@ -104,6 +105,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         tokio::time::sleep(delay).await;
     }
 
+    readiness.set_stage("loading the restart snapshot");
     let loading = Instant::now();
     let snapshot = postgres::load_snapshot(&mut client)
         .await
@@ -158,8 +160,12 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
             stop.clone(),
         ));
     }
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!(workers = config.engine.workers, "ready");
+    readiness.set_stage(&format!(
+        "consuming with {} worker(s) from engine time {}",
+        config.engine.workers,
+        start_time + 1
+    ));
+    readiness.set_ready(true);
 
     let outcome: Result<()> = tokio::select! {
         _ = shutdown => Ok(()),
@@ -176,7 +182,8 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         lost = writer_lock.lost() => Err(lost),
     };
     stop.store(true, Ordering::Relaxed);
-    ready.store(false, Ordering::Relaxed);
+    readiness.set_ready(false);
+    readiness.set_stage("stopping");
     match outcome {
         Ok(()) => {
             tracing::info!("stopping: finishing the timestamps in flight");

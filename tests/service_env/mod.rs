@@ -239,11 +239,20 @@ impl EngineProcess {
 
 /// GET `path` on 127.0.0.1:`port`; the whole response, or None if nobody answers.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_request(port, &format!("GET {path}"))
+}
+
+/// Sends `METHOD path` (HTTP/1.1, connection: close) to 127.0.0.1:`port`;
+/// the whole response, or None if nobody answers within 5 s.
+pub fn http_request(port: u16, method_and_path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-        .ok()?;
+    s.write_all(
+        format!("{method_and_path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)

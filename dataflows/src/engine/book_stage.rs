@@ -8,12 +8,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use rustc_hash::FxHashMap as HashMap;
 
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
 use super::versions::{BookInput, CauseEntry};
@@ -21,7 +24,6 @@ use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
 use crate::correction::{Cause, Correction};
 use crate::position::{Lot, PositionSummary};
-use crate::sorted::diff_sorted;
 use crate::trade::{BookedTrade, LotMethod};
 
 /// A position whose arithmetic overflowed at `time`. Its last good state
@@ -36,14 +38,6 @@ pub struct Fault {
     pub detail: String,
 }
 
-#[derive(Clone, Debug)]
-enum BookOutput {
-    Lot(String, Lot),
-    Position(String, PositionSummary),
-    Correction(Correction),
-    Fault(Fault),
-}
-
 /// Outputs of the booking stage.
 pub(super) struct BookStreams<'scope> {
     pub lots: VecCollection<'scope, Time, (String, Lot), Diff>,
@@ -54,105 +48,92 @@ pub(super) struct BookStreams<'scope> {
 
 type InputUpdate = ((String, BookInput), Time, Diff);
 type MethodUpdate = ((String, LotMethod), Time, Diff);
-/// One timestamp's buffered input: a capability to emit at it, trade/cause
-/// updates and method-map updates.
-type PendingTime = (
-    Option<Capability<Time>>,
-    Vec<InputUpdate>,
-    Vec<MethodUpdate>,
-);
+/// One timestamp's buffered input: a capability per output to emit at it,
+/// trade/cause updates and method-map updates.
+type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
+
+/// The operator's outputs: lots, positions, corrections, faults.
+const OUTPUTS: usize = 4;
+
+/// One timestamp's results, by output.
+#[derive(Default)]
+struct BookEmitted {
+    lots: Vec<((String, Lot), Time, Diff)>,
+    positions: Vec<((String, PositionSummary), Time, Diff)>,
+    corrections: Vec<(Correction, Time, Diff)>,
+    faults: Vec<Fault>,
+}
 
 pub(super) fn book<'scope>(
     input: VecCollection<'scope, Time, (String, BookInput), Diff>,
     methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
 ) -> BookStreams<'scope> {
+    let mut builder = OperatorBuilder::new("Book".to_owned(), input.inner.scope());
     let route = Exchange::new(|u: &InputUpdate| u.0 .0.hashed());
-    let outputs = input.inner.binary_frontier(
-        methods.inner.broadcast(),
-        route,
-        Pipeline,
-        "Book",
-        |_capability, _info| {
-            let mut state = BookState::default();
-            let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
-            move |(input1, frontier1), (input2, frontier2), output| {
-                // A collection's container may hold updates at any time at or after its stamp.
-                input1.for_each_stamp(|cap, data| {
-                    if let Some(least) = cap.retain_least(output.output_index()) {
-                        stash(&mut pending, &least, data.flat_map(|b| b.drain(..)), |p| {
-                            &mut p.1
-                        });
-                    }
+    let mut trades_in = builder.new_input(input.inner, route);
+    let mut methods_in = builder.new_input(methods.inner.broadcast(), Pipeline);
+    let (lots_out, lots) = builder.new_output::<Vec<((String, Lot), Time, Diff)>>();
+    let (positions_out, positions) =
+        builder.new_output::<Vec<((String, PositionSummary), Time, Diff)>>();
+    let (corrections_out, corrections) = builder.new_output::<Vec<(Correction, Time, Diff)>>();
+    let (faults_out, faults) = builder.new_output::<Vec<Fault>>();
+    let mut lots_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(lots_out);
+    let mut positions_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(positions_out);
+    let mut corrections_out =
+        OutputBuilder::<_, CapacityContainerBuilder<_>>::from(corrections_out);
+    let mut faults_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(faults_out);
+    builder.build(move |_initial| {
+        let mut state = BookState::default();
+        let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
+        move |frontiers| {
+            // A collection's container may hold updates at any time at or after its stamp.
+            trades_in.for_each_stamp(|cap, data| {
+                stash(&mut pending, &cap, data.flat_map(|b| b.drain(..)), |p| {
+                    &mut p.1
                 });
-                input2.for_each_stamp(|cap, data| {
-                    if let Some(least) = cap.retain_least(output.output_index()) {
-                        stash(&mut pending, &least, data.flat_map(|b| b.drain(..)), |p| {
-                            &mut p.2
-                        });
-                    }
+            });
+            methods_in.for_each_stamp(|cap, data| {
+                stash(&mut pending, &cap, data.flat_map(|b| b.drain(..)), |p| {
+                    &mut p.2
                 });
-                while let Some(time) = pending.keys().next().copied() {
-                    if frontier1.less_equal(&time) || frontier2.less_equal(&time) {
-                        break;
-                    }
-                    let Some((Some(cap), trades, method_changes)) = pending.remove(&time) else {
-                        continue;
-                    };
-                    let mut session = output.session(&cap);
-                    state.step(time, trades, method_changes, &mut |out, diff| {
-                        session.give((out, time, diff))
-                    });
+            });
+            let mut lots_h = lots_out.activate();
+            let mut positions_h = positions_out.activate();
+            let mut corrections_h = corrections_out.activate();
+            let mut faults_h = faults_out.activate();
+            while let Some(time) = pending.keys().next().copied() {
+                if frontiers[0].less_equal(&time) || frontiers[1].less_equal(&time) {
+                    break;
                 }
+                let Some((caps, trades, method_changes)) = pending.remove(&time) else {
+                    break;
+                };
+                let mut out = BookEmitted::default();
+                state.step(time, trades, method_changes, &mut out);
+                lots_h.session(&caps[0]).give_container(&mut out.lots);
+                positions_h
+                    .session(&caps[1])
+                    .give_container(&mut out.positions);
+                corrections_h
+                    .session(&caps[2])
+                    .give_container(&mut out.corrections);
+                faults_h.session(&caps[3]).give_container(&mut out.faults);
             }
-        },
-    );
-    let mut parts = outputs
-        .partition(4, |update| {
-            let part = match &update.0 {
-                BookOutput::Lot(..) => 0,
-                BookOutput::Position(..) => 1,
-                BookOutput::Correction(_) => 2,
-                BookOutput::Fault(_) => 3,
-            };
-            (part, update)
-        })
-        .into_iter();
-    let (Some(lots), Some(positions), Some(corrections), Some(faults)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        unreachable!("partition(4) returns four streams")
-    };
+        }
+    });
     BookStreams {
-        lots: lots
-            .flat_map(|(o, t, d)| match o {
-                BookOutput::Lot(p, l) => Some(((p, l), t, d)),
-                _ => None,
-            })
-            .as_collection(),
-        positions: positions
-            .flat_map(|(o, t, d)| match o {
-                BookOutput::Position(p, s) => Some(((p, s), t, d)),
-                _ => None,
-            })
-            .as_collection(),
-        corrections: corrections
-            .flat_map(|(o, t, d)| match o {
-                BookOutput::Correction(c) => Some((c, t, d)),
-                _ => None,
-            })
-            .as_collection(),
-        faults: faults.flat_map(|(o, _, _)| match o {
-            BookOutput::Fault(f) => Some(f),
-            _ => None,
-        }),
+        lots: lots.as_collection(),
+        positions: positions.as_collection(),
+        corrections: corrections.as_collection(),
+        faults,
     }
 }
 
 /// Work for one position at one timestamp.
 #[derive(Default)]
 struct PositionWork {
-    removed: Vec<BookedTrade>,
-    inserted: Vec<BookedTrade>,
+    /// Booked trades retracted (-1) and asserted (+1).
+    trades: Vec<(BookedTrade, Diff)>,
     causes: Vec<CauseEntry>,
     method_change: Option<LotMethod>,
 }
@@ -198,18 +179,13 @@ impl BookState {
         time: Time,
         updates: Vec<InputUpdate>,
         method_changes: Vec<MethodUpdate>,
-        emit: &mut impl FnMut(BookOutput, Diff),
+        out: &mut BookEmitted,
     ) {
         let mut work: BTreeMap<String, PositionWork> = BTreeMap::new();
         for ((position, input), _, diff) in updates {
             let w = work.entry(position).or_default();
             match input {
-                BookInput::Trade(t) if diff < 0 => w
-                    .removed
-                    .extend(std::iter::repeat_n(t, diff.unsigned_abs())),
-                BookInput::Trade(t) => w
-                    .inserted
-                    .extend(std::iter::repeat_n(t, diff.unsigned_abs())),
+                BookInput::Trade(t) => w.trades.push((t, diff)),
                 BookInput::Cause(c) => w.causes.push(c),
             }
         }
@@ -227,16 +203,24 @@ impl BookState {
             }
         }
         for (position, mut w) in work {
-            cancel_common(&mut w.removed, &mut w.inserted);
+            // The net change: a trade retracted and asserted unchanged cancels out.
+            consolidate(&mut w.trades);
+            let mut removed = Vec::new();
+            let mut inserted = Vec::new();
+            for (trade, diff) in w.trades {
+                let side = if diff < 0 {
+                    &mut removed
+                } else {
+                    &mut inserted
+                };
+                side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()));
+            }
             if self.faulted.contains(&position) {
-                emit(
-                    fault(
-                        position,
-                        time,
-                        "position is quarantined after an arithmetic overflow",
-                    ),
-                    1,
-                );
+                out.faults.push(fault(
+                    position,
+                    time,
+                    "position is quarantined after an earlier fault",
+                ));
                 continue;
             }
             // An existing book is under its resolved method unless this timestamp
@@ -251,12 +235,12 @@ impl BookState {
             let method = w.method_change.unwrap_or(book.method());
             let before = book.summary().clone();
             let last_key = book.last_key().cloned();
-            let changes = match book.apply(method, &w.removed, &w.inserted) {
+            let changes = match book.apply(method, &removed, &inserted) {
                 Ok(changes) => changes,
                 Err(error) => {
                     self.books.remove(&position);
                     self.faulted.insert(position.clone());
-                    emit(fault(position, time, &error.to_string()), 1);
+                    out.faults.push(fault(position, time, &error.to_string()));
                     continue;
                 }
             };
@@ -269,17 +253,19 @@ impl BookState {
                 continue;
             }
             for lot in &changes.closed {
-                emit(BookOutput::Lot(position.clone(), lot.clone()), -1);
+                out.lots.push(((position.clone(), lot.clone()), time, -1));
             }
             for lot in &changes.opened {
-                emit(BookOutput::Lot(position.clone(), lot.clone()), 1);
+                out.lots.push(((position.clone(), lot.clone()), time, 1));
             }
             if before != after {
                 if !before.is_omitted() {
-                    emit(BookOutput::Position(position.clone(), before.clone()), -1);
+                    out.positions
+                        .push(((position.clone(), before.clone()), time, -1));
                 }
                 if !after.is_omitted() {
-                    emit(BookOutput::Position(position.clone(), after.clone()), 1);
+                    out.positions
+                        .push(((position.clone(), after.clone()), time, 1));
                 }
             }
             let mut cause: Vec<Cause> = w
@@ -305,43 +291,38 @@ impl BookState {
                 lots_closed: changes.closed,
                 lots_opened: changes.opened,
             };
-            emit(BookOutput::Correction(correction), 1);
+            out.corrections.push((correction, time, 1));
         }
     }
 }
 
-fn fault(position_key: String, time: Time, detail: &str) -> BookOutput {
-    BookOutput::Fault(Fault {
+fn fault(position_key: String, time: Time, detail: &str) -> Fault {
+    Fault {
         position_key,
         time,
         detail: detail.to_string(),
-    })
-}
-
-/// Removes trades that are both removed and inserted (no net change).
-fn cancel_common(removed: &mut Vec<BookedTrade>, inserted: &mut Vec<BookedTrade>) {
-    if removed.is_empty() || inserted.is_empty() {
-        return;
     }
-    removed.sort();
-    inserted.sort();
-    let (kept_removed, kept_inserted) =
-        diff_sorted(std::mem::take(removed), std::mem::take(inserted));
-    *removed = kept_removed;
-    *inserted = kept_inserted;
 }
 
 /// Buffers updates by their own time (a collection's container may hold
-/// updates at any time at or after its stamp), keeping one capability per time.
+/// updates at any time at or after its stamp), keeping one capability per
+/// output per time.
 fn stash<D>(
     pending: &mut BTreeMap<Time, PendingTime>,
-    least: &Capability<Time>,
+    cap: &InputCapability<Time>,
     updates: impl Iterator<Item = (D, Time, Diff)>,
     slot: impl Fn(&mut PendingTime) -> &mut Vec<(D, Time, Diff)>,
 ) {
     for update in updates {
-        let entry = pending.entry(update.1).or_default();
-        entry.0.get_or_insert_with(|| least.delayed(&update.1));
+        let entry = pending.entry(update.1).or_insert_with(|| {
+            (
+                (0..OUTPUTS)
+                    .map(|port| cap.delayed(&update.1, port))
+                    .collect(),
+                Vec::new(),
+                Vec::new(),
+            )
+        });
         slot(entry).push(update);
     }
 }

@@ -4,11 +4,11 @@
 //! trades (a restart's snapshot) enter here too.
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
-use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
-use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, VersionEvent};
+use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
 
@@ -69,46 +69,18 @@ pub(super) fn intake<'scope>(
         Some(restore) => parsed.concat(restore.map(|r| Parsed::Restore(Box::new(r)))),
         None => parsed,
     };
-    let mut parts = versions::admit(parsed)
-        .partition(5, |event| match event {
-            VersionEvent::Book(..) => (0, event),
-            VersionEvent::Rejected(_) => (1, event),
-            VersionEvent::Duplicate(_) => (2, event),
-            VersionEvent::Accepted(_) => (3, event),
-            VersionEvent::Live(_) => (4, event),
-        })
-        .into_iter();
-    let (Some(book), Some(rejected), Some(duplicates), Some(accepted), Some(live)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        unreachable!("partition(5) returns five streams")
-    };
+    let versions::VersionStreams {
+        book,
+        accepted,
+        rejected,
+        duplicates,
+        live,
+    } = versions::admit(parsed);
     IntakeStreams {
-        book_input: book
-            .flat_map(|e| match e {
-                VersionEvent::Book(update) => Some(update),
-                _ => None,
-            })
-            .as_collection(),
-        dead_letters: rejected.flat_map(|e| match e {
-            VersionEvent::Rejected(d) => Some(d),
-            _ => None,
-        }),
-        duplicates: duplicates.flat_map(|e| match e {
-            VersionEvent::Duplicate(s) => Some(s),
-            _ => None,
-        }),
-        accepted: accepted.flat_map(|e| match e {
-            VersionEvent::Accepted(a) => Some(a),
-            _ => None,
-        }),
-        live: live.flat_map(|e| match e {
-            VersionEvent::Live(l) => Some(l),
-            _ => None,
-        }),
+        book_input: book.as_collection(),
+        dead_letters: rejected,
+        duplicates,
+        accepted,
+        live,
     }
 }

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
@@ -90,19 +92,31 @@ pub struct RestoredTrade {
     pub fingerprints: Vec<(u64, u128)>,
 }
 
-/// Output of [`admit`].
-#[derive(Clone, Debug)]
-pub(super) enum VersionEvent {
-    /// An accepted version (for the event store).
-    Accepted(AcceptedEvent),
-    /// A change for the booking stage.
-    Book(((String, BookInput), Time, Diff)),
-    /// A rejected event.
-    Rejected(DeadLetter),
-    /// An acknowledged duplicate.
-    Duplicate(SourceRef),
-    /// A trade whose live version changed (for the restart snapshot).
-    Live(LiveTrade),
+/// One update of the booking stage's input collection.
+pub(super) type BookUpdate = ((String, BookInput), Time, Diff);
+
+/// The outputs of [`admit`], one typed stream each.
+pub(super) struct VersionStreams<'scope> {
+    /// Changes for the booking stage (a collection's updates).
+    pub book: StreamVec<'scope, Time, BookUpdate>,
+    /// Accepted versions (for the event store).
+    pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
+    /// Rejected events.
+    pub rejected: StreamVec<'scope, Time, DeadLetter>,
+    /// Acknowledged duplicates.
+    pub duplicates: StreamVec<'scope, Time, SourceRef>,
+    /// Trades whose live version changed (for the restart snapshot).
+    pub live: StreamVec<'scope, Time, LiveTrade>,
+}
+
+/// One timestamp's results, by output.
+#[derive(Default)]
+struct Emitted {
+    book: Vec<BookUpdate>,
+    accepted: Vec<AcceptedEvent>,
+    rejected: Vec<DeadLetter>,
+    duplicates: Vec<SourceRef>,
+    live: Vec<LiveTrade>,
 }
 
 /// What is kept of a trade's live version.
@@ -112,124 +126,163 @@ struct Live {
     booked: Option<(String, BookedTrade)>,
 }
 
-/// Admits parsed events per trade id, in timestamp order and, within a
-/// timestamp, in source order, so the outcome never depends on worker count.
-pub(super) fn admit<'scope>(
-    parsed: StreamVec<'scope, Time, Parsed>,
-) -> StreamVec<'scope, Time, VersionEvent> {
-    parsed.unary_frontier(
-        Exchange::new(|p: &Parsed| p.route()),
-        "Versions",
-        |_capability, _info| {
-            let mut duplicates = DuplicateRule::new();
-            let mut live: HashMap<String, Live> = HashMap::default();
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Parsed>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry = pending
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap, Vec::new()));
-                        for batch in data {
-                            entry.1.append(batch);
-                        }
-                    }
-                });
-                while let Some(time) = pending.keys().next().copied() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let Some((cap, batch)) = pending.remove(&time) else {
-                        break;
-                    };
-                    let batch = in_source_order(batch);
-                    let mut session = output.session(&cap);
-                    // Trade id -> its live entry before this timestamp (None: never live).
-                    // Trade id -> (its live entry before this timestamp, the newest version accepted now).
-                    let mut touched: BTreeMap<String, (Option<Live>, TradeVersion)> =
-                        BTreeMap::new();
-                    for parsed in batch {
-                        let (source, version, payload) = match parsed {
-                            Parsed::Candidate(source, version, payload) => {
-                                (source, version, payload)
-                            }
-                            Parsed::Rejected(dead) => {
-                                session.give(VersionEvent::Rejected(dead));
-                                continue;
-                            }
-                            Parsed::Restore(restored) => {
-                                restore(*restored, &mut duplicates, &mut live, time, &mut |e| {
-                                    session.give(e)
-                                });
-                                continue;
-                            }
-                        };
-                        let print = fingerprint(&version);
-                        match duplicates.admit_fingerprinted(*version, print) {
-                            Admission::Accepted(version) => {
-                                session.give(VersionEvent::Accepted(AcceptedEvent {
-                                    time,
-                                    source,
-                                    position_key: version.position_key(),
-                                    trade_id: version.trade_id.clone(),
-                                    version: version.version,
-                                    action: version.action,
-                                    correlation_id: version.correlation_id.clone(),
-                                    fingerprint: print,
-                                    payload,
-                                }));
-                                match touched.get_mut(&version.trade_id) {
-                                    Some((_, newest)) => {
-                                        if newest.version < version.version {
-                                            *newest = version;
-                                        }
-                                    }
-                                    None => {
-                                        let current =
-                                            live.get(&version.trade_id).map(|l| l.version);
-                                        if current.is_none_or(|v| v < version.version) {
-                                            let old = live.remove(&version.trade_id);
-                                            touched
-                                                .insert(version.trade_id.clone(), (old, version));
-                                        }
-                                    }
-                                }
-                            }
-                            Admission::Duplicate(_) => {
-                                session.give(VersionEvent::Duplicate(source))
-                            }
-                            Admission::Rejected(reason) => {
-                                session.give(VersionEvent::Rejected(DeadLetter {
-                                    source,
-                                    reason,
-                                    payload,
-                                }))
+/// The state of the versions operator on one worker: the duplicate rule and
+/// the live version of each trade it owns.
+#[derive(Default)]
+struct VersionState {
+    duplicates: DuplicateRule,
+    live: HashMap<String, Live>,
+}
+
+impl VersionState {
+    /// Admits one timestamp's events, in source order.
+    fn step(&mut self, time: Time, batch: Vec<Parsed>, emit: &mut Emitted) {
+        let batch = in_source_order(batch);
+        // Trade id -> (its live entry before this timestamp, the newest version accepted now).
+        let mut touched: BTreeMap<String, (Option<Live>, TradeVersion)> = BTreeMap::new();
+        for parsed in batch {
+            let (source, version, payload) = match parsed {
+                Parsed::Candidate(source, version, payload) => (source, version, payload),
+                Parsed::Rejected(dead) => {
+                    emit.rejected.push(dead);
+                    continue;
+                }
+                Parsed::Restore(restored) => {
+                    restore(*restored, &mut self.duplicates, &mut self.live, time, emit);
+                    continue;
+                }
+            };
+            let print = fingerprint(&version);
+            match self.duplicates.admit_fingerprinted(*version, print) {
+                Admission::Accepted(version) => {
+                    emit.accepted.push(AcceptedEvent {
+                        time,
+                        source,
+                        position_key: version.position_key(),
+                        trade_id: version.trade_id.clone(),
+                        version: version.version,
+                        action: version.action,
+                        correlation_id: version.correlation_id.clone(),
+                        fingerprint: print,
+                        payload,
+                    });
+                    match touched.get_mut(&version.trade_id) {
+                        Some((_, newest)) => {
+                            if newest.version < version.version {
+                                *newest = version;
                             }
                         }
-                    }
-                    for (trade_id, (old, new)) in touched {
-                        let new_booked = new.booked().map(|b| (new.position_key(), b));
-                        emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
-                            session.give(VersionEvent::Book(u))
-                        });
-                        session.give(VersionEvent::Live(LiveTrade {
-                            trade_id: trade_id.clone(),
-                            version: new.version,
-                            booked: new_booked.clone(),
-                        }));
-                        live.insert(
-                            trade_id,
-                            Live {
-                                version: new.version,
-                                booked: new_booked,
-                            },
-                        );
+                        None => {
+                            let current = self.live.get(&version.trade_id).map(|l| l.version);
+                            if current.is_none_or(|v| v < version.version) {
+                                let old = self.live.remove(&version.trade_id);
+                                touched.insert(version.trade_id.clone(), (old, version));
+                            }
+                        }
                     }
                 }
+                Admission::Duplicate(_) => emit.duplicates.push(source),
+                Admission::Rejected(reason) => emit.rejected.push(DeadLetter {
+                    source,
+                    reason,
+                    payload,
+                }),
             }
-        },
-    )
+        }
+        for (trade_id, (old, new)) in touched {
+            let new_booked = new.booked().map(|b| (new.position_key(), b));
+            emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
+                emit.book.push(u)
+            });
+            emit.live.push(LiveTrade {
+                trade_id: trade_id.clone(),
+                version: new.version,
+                booked: new_booked.clone(),
+            });
+            self.live.insert(
+                trade_id,
+                Live {
+                    version: new.version,
+                    booked: new_booked,
+                },
+            );
+        }
+    }
 }
+
+/// Admits parsed events per trade id, in timestamp order and, within a
+/// timestamp, in source order, so the outcome never depends on worker count.
+pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionStreams<'scope> {
+    let mut builder = OperatorBuilder::new("Versions".to_owned(), parsed.scope());
+    let mut input = builder.new_input(parsed, Exchange::new(|p: &Parsed| p.route()));
+    let (book_out, book) = builder.new_output::<Vec<BookUpdate>>();
+    let (accepted_out, accepted) = builder.new_output::<Vec<AcceptedEvent>>();
+    let (rejected_out, rejected) = builder.new_output::<Vec<DeadLetter>>();
+    let (duplicates_out, duplicates) = builder.new_output::<Vec<SourceRef>>();
+    let (live_out, live) = builder.new_output::<Vec<LiveTrade>>();
+    let mut book_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(book_out);
+    let mut accepted_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(accepted_out);
+    let mut rejected_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(rejected_out);
+    let mut duplicates_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(duplicates_out);
+    let mut live_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(live_out);
+    builder.build(move |_initial| {
+        let mut state = VersionState::default();
+        // Per time: one capability per output, and the events.
+        let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Parsed>)> = BTreeMap::new();
+        move |frontiers| {
+            input.for_each_stamp(|cap, data| {
+                let Some(time) = cap.least().copied() else {
+                    return;
+                };
+                let entry = pending.entry(time).or_insert_with(|| {
+                    (
+                        (0..OUTPUTS).map(|port| cap.delayed(&time, port)).collect(),
+                        Vec::new(),
+                    )
+                });
+                for batch in data {
+                    entry.1.append(batch);
+                }
+            });
+            let mut book_h = book_out.activate();
+            let mut accepted_h = accepted_out.activate();
+            let mut rejected_h = rejected_out.activate();
+            let mut duplicates_h = duplicates_out.activate();
+            let mut live_h = live_out.activate();
+            while let Some(time) = pending.keys().next().copied() {
+                if frontiers[0].less_equal(&time) {
+                    break;
+                }
+                let Some((caps, batch)) = pending.remove(&time) else {
+                    break;
+                };
+                let mut out = Emitted::default();
+                state.step(time, batch, &mut out);
+                book_h.session(&caps[0]).give_container(&mut out.book);
+                accepted_h
+                    .session(&caps[1])
+                    .give_container(&mut out.accepted);
+                rejected_h
+                    .session(&caps[2])
+                    .give_container(&mut out.rejected);
+                duplicates_h
+                    .session(&caps[3])
+                    .give_container(&mut out.duplicates);
+                live_h.session(&caps[4]).give_container(&mut out.live);
+            }
+        }
+    });
+    VersionStreams {
+        book,
+        accepted,
+        rejected,
+        duplicates,
+        live,
+    }
+}
+
+/// The operator's outputs: book, accepted, rejected, duplicates, live.
+const OUTPUTS: usize = 5;
 
 /// Installs a restored trade: the duplicate rule remembers its fingerprints, its live
 /// version becomes live again and (when booked) is asserted to the booking
@@ -239,7 +292,7 @@ fn restore(
     duplicates: &mut DuplicateRule,
     live: &mut HashMap<String, Live>,
     time: Time,
-    give: &mut impl FnMut(VersionEvent),
+    emit: &mut Emitted,
 ) {
     let RestoredTrade {
         live: trade,
@@ -247,11 +300,11 @@ fn restore(
     } = restored;
     duplicates.restore(trade.trade_id.clone(), fingerprints);
     if let Some((position, booked)) = &trade.booked {
-        give(VersionEvent::Book((
+        emit.book.push((
             (position.clone(), BookInput::Trade(booked.clone())),
             time,
             1,
-        )));
+        ));
     }
     live.insert(
         trade.trade_id,

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::DeadLetter;
 use deltabook_dataflows::position::{Lot, PositionSummary};
-use deltabook_dataflows::trade::Side;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Transaction};
 
@@ -225,10 +224,7 @@ async fn write_snapshot(
             match &live.booked {
                 Some((key, trade)) => {
                     keys.push(Some(key));
-                    sides.push(Some(match trade.side {
-                        Side::Buy => "BUY",
-                        Side::Sell => "SELL",
-                    }));
+                    sides.push(Some(trade.side.as_str()));
                     quantities.push(Some(Numeric(trade.quantity)));
                     prices.push(Some(Numeric(trade.price)));
                     dates.push(Some(PgDate(trade.key.trade_date)));
