@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use deltabook_dataflows::driver::{Driver, TimestampOutput};
+use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
 use deltabook_dataflows::engine::{LiveTrade, RestoredTrade, SourceRef, Time};
 use deltabook_dataflows::trade::LotMethod;
 
@@ -40,7 +40,7 @@ fn run(
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let peers = worker.peers();
-        let mut driver = Driver::new(worker, start);
+        let mut driver = Driver::new(worker, start, Capture::All);
         if index == 0 {
             if let Some((trades, methods)) = restore.lock().expect("lock").take() {
                 for (scope, method) in methods {

@@ -19,7 +19,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use deltabook_dataflows::driver::Driver;
+use deltabook_dataflows::driver::{Capture, Driver};
 use deltabook_dataflows::engine::{SourceRef, Time};
 use deltabook_sinks::postgres::{self, SourceOffset};
 use futures_util::TryStreamExt;
@@ -138,7 +138,7 @@ fn measure(
     let start = snapshot.last_time;
     let started = Instant::now();
     timely::execute_directly(move |worker| {
-        let mut driver = Driver::new(worker, start);
+        let mut driver = Driver::new(worker, start, Capture::StateOnly);
         for (scope, method) in snapshot.methods {
             driver.set_method(&scope, Some(method));
         }
@@ -211,7 +211,7 @@ fn replay(input: Receiver<Vec<(Time, SourceRef, Vec<u8>)>>) {
     let input = std::sync::Mutex::new(input);
     timely::execute_directly(move |worker| {
         let Ok(input) = input.lock() else { return };
-        let mut driver = Driver::new(worker, 0);
+        let mut driver = Driver::new(worker, 0, Capture::StateOnly);
         driver.advance_to(1);
         while let Ok(chunk) = input.recv() {
             for (time, source, payload) in chunk {
@@ -248,7 +248,7 @@ fn write_history(
     let config = config.clone();
     timely::execute_directly(move |worker| -> Result<()> {
         let mut client = handle.block_on(postgres::connect(&config.postgres.url))?;
-        let mut driver = Driver::new(worker, 0);
+        let mut driver = Driver::new(worker, 0, Capture::All);
         driver.advance_to(1);
         let mut sent = 0u64;
         let mut time: Time = 1;

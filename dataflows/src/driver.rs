@@ -36,8 +36,10 @@ pub struct TimestampOutput {
     pub lots: Vec<((String, Lot), Diff)>,
     /// Position rows retracted and asserted.
     pub positions: Vec<((String, PositionSummary), Diff)>,
-    /// Correction events.
+    /// Correction events (empty under [`Capture::StateCountingCorrections`]).
     pub corrections: Vec<Correction>,
+    /// How many correction events there were (kept or not).
+    pub correction_count: u64,
     /// Accepted events (what the event store keeps).
     pub accepted: Vec<AcceptedEvent>,
     /// Trades whose live version changed (what a restart reloads).
@@ -56,6 +58,7 @@ impl TimestampOutput {
         self.lots.append(&mut other.lots);
         self.positions.append(&mut other.positions);
         self.corrections.append(&mut other.corrections);
+        self.correction_count += other.correction_count;
         self.accepted.append(&mut other.accepted);
         self.live.append(&mut other.live);
         self.dead_letters.append(&mut other.dead_letters);
@@ -67,7 +70,7 @@ impl TimestampOutput {
     pub fn is_empty(&self) -> bool {
         self.lots.is_empty()
             && self.positions.is_empty()
-            && self.corrections.is_empty()
+            && self.correction_count == 0
             && self.accepted.is_empty()
             && self.live.is_empty()
             && self.dead_letters.is_empty()
@@ -77,6 +80,19 @@ impl TimestampOutput {
 }
 
 type Outputs = Rc<RefCell<BTreeMap<Time, TimestampOutput>>>;
+
+/// Which outputs a driver keeps per timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// Everything, for a sink that commits each timestamp (the service).
+    All,
+    /// State and the event log only: no accepted events (with their bytes)
+    /// and no live-version changes, which only a durable sink needs.
+    StateOnly,
+    /// Like `StateOnly`, and corrections are only counted
+    /// ([`TimestampOutput::correction_count`]), not kept.
+    StateCountingCorrections,
+}
 
 /// One worker's handle on the engine: inputs in, completed timestamps out.
 ///
@@ -97,8 +113,9 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Builds the engine dataflow on `worker`, with every input at `start`.
-    pub fn new(worker: &mut Worker, start: Time) -> Driver {
+    /// Builds the engine dataflow on `worker`, with every input at `start`,
+    /// keeping the outputs `capture` names.
+    pub fn new(worker: &mut Worker, start: Time, keep: Capture) -> Driver {
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
         let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
@@ -123,11 +140,26 @@ impl Driver {
             capture(positions, &outputs, &probe, |o, (row, t, d)| {
                 o.at(t).positions.push((row, d))
             });
-            capture(e.corrections.inner, &outputs, &probe, |o, (c, t, _)| {
-                o.at(t).corrections.push(c)
-            });
-            capture_stamped(e.accepted, &outputs, &probe, |out, a| out.accepted.push(a));
-            capture_stamped(e.live, &outputs, &probe, |out, l| out.live.push(l));
+            let keep_corrections = keep != Capture::StateCountingCorrections;
+            capture(
+                e.corrections.inner,
+                &outputs,
+                &probe,
+                move |o, (c, t, _)| {
+                    let entry = o.at(t);
+                    entry.correction_count += 1;
+                    if keep_corrections {
+                        entry.corrections.push(c);
+                    }
+                },
+            );
+            if keep == Capture::All {
+                capture_stamped(e.accepted, &outputs, &probe, |out, a| out.accepted.push(a));
+                capture_stamped(e.live, &outputs, &probe, |out, l| out.live.push(l));
+            } else {
+                e.accepted.probe_with(&probe);
+                e.live.probe_with(&probe);
+            }
             capture_stamped(e.dead_letters, &outputs, &probe, |out, d| {
                 out.dead_letters.push(d)
             });

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::correction::Correction;
-use crate::driver::{Driver, TimestampOutput};
+use crate::driver::{Capture, Driver, TimestampOutput};
 use crate::engine::{DeadLetter, Fault, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
 use crate::position::{Lot, PositionSummary};
@@ -175,7 +175,7 @@ impl Captured {
         for (row, diff) in output.positions {
             *self.positions.entry(row).or_insert(0) += diff;
         }
-        self.correction_count += output.corrections.len() as u64;
+        self.correction_count += output.correction_count;
         if keep_corrections {
             self.corrections.extend(output.corrections);
         }
@@ -367,7 +367,15 @@ fn run_worker(
 ) -> Result<Captured, String> {
     let mut captured = Captured::default();
     let keep = options.keep_corrections;
-    let mut driver = Driver::new(worker, 0);
+    let mut driver = Driver::new(
+        worker,
+        0,
+        if keep {
+            Capture::StateOnly
+        } else {
+            Capture::StateCountingCorrections
+        },
+    );
     if worker.index() == 0 {
         for (scope, method) in &options.methods {
             driver.set_method(scope, Some(*method));

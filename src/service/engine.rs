@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use deltabook_dataflows::driver::{Driver, TimestampOutput};
+use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
 use deltabook_dataflows::engine::{DeadLetter, RestoredTrade, Time};
 use deltabook_dataflows::trade::LotMethod;
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
@@ -166,7 +166,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let peers = worker.peers();
     let engine = &shared.config.engine;
     let kafka = &shared.config.kafka;
-    let mut driver = Driver::new(worker, shared.start_time);
+    let mut driver = Driver::new(worker, shared.start_time, Capture::All);
     if index == 0 {
         let snapshot = shared
             .snapshot
