@@ -320,18 +320,20 @@ fn isqrt_ceil(n: usize) -> usize {
 // ---------------------------------------------------------------------------
 
 /// A decimal string as it will be written: `lead` extra leading zeros, the
-/// integer part, and `digits` fractional digits (`frac < 10^digits`).
+/// integer part, and `digits` fractional digits (`frac < 10^digits`). Not a
+/// number type (the engine's is `Dec8`): it models how a producer may spell
+/// one value ("10", "10.0", "010"), which the generator varies on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Dec {
+struct WrittenDecimal {
     int: u64,
     frac: u64,
     digits: u8,
     lead: u8,
 }
 
-impl Dec {
+impl WrittenDecimal {
     /// Minimal representation of `units * 10^-8`.
-    fn from_units8(units: u128) -> Dec {
+    fn from_units8(units: u128) -> WrittenDecimal {
         let int = (units / E8 as u128) as u64;
         let mut frac = (units % E8 as u128) as u64;
         let mut digits = 8u8;
@@ -339,7 +341,7 @@ impl Dec {
             frac /= 10;
             digits -= 1;
         }
-        Dec {
+        WrittenDecimal {
             int,
             frac,
             digits,
@@ -370,7 +372,7 @@ impl Dec {
     }
 
     /// Same value, written differently ("10" <-> "10.0", "100.50" -> "100.5", "7.5" -> "07.5").
-    fn rewritten(&self, rng: &mut Rng) -> Dec {
+    fn rewritten(&self, rng: &mut Rng) -> WrittenDecimal {
         let mut d = *self;
         if rng.chance(0.1) {
             d.lead += 1;
@@ -414,8 +416,8 @@ struct Position {
 struct Content {
     pos: usize,
     side: Side,
-    quantity: Dec,
-    price: Dec,
+    quantity: WrittenDecimal,
+    price: WrittenDecimal,
     currency: Option<&'static str>,
     date: i64,
     time: Option<String>,
@@ -438,8 +440,8 @@ struct Event {
     book: String,
     security: String,
     side: Option<Side>,
-    quantity: Option<Dec>,
-    price: Option<Dec>,
+    quantity: Option<WrittenDecimal>,
+    price: Option<WrittenDecimal>,
     currency: Option<Option<&'static str>>,
     trade_date: Option<i64>,
     trade_time: Option<Option<String>>,
@@ -724,7 +726,7 @@ impl Gen {
         }
     }
 
-    fn gen_qty(&mut self) -> Dec {
+    fn gen_qty(&mut self) -> WrittenDecimal {
         let (lo, hi) = match self.rng.weighted(&[30, 40, 22, 7, 1]) {
             0 => (1, 9),
             1 => (10, 99),
@@ -738,7 +740,7 @@ impl Gen {
         if digits > 0 && self.rng.chance(0.1) {
             frac = frac / 10 * 10; // trailing zero, e.g. "100.50"
         }
-        Dec {
+        WrittenDecimal {
             int,
             frac,
             digits,
@@ -746,7 +748,7 @@ impl Gen {
         }
     }
 
-    fn gen_price(&mut self, sec: usize) -> Dec {
+    fn gen_price(&mut self, sec: usize) -> WrittenDecimal {
         let step = self.rng.below(101) as i128 - 50; // +-50 bp walk of the level
         let s = &mut self.securities[sec];
         s.level = (s.level + s.level * step / 10_000).max(1_000_000);
@@ -755,7 +757,7 @@ impl Gen {
         let digits = 2 + self.rng.weighted(&[50, 10, 25, 5, 10]) as u32;
         let p = ((p6 / 10i128.pow(6 - digits)) as u64).max(1);
         let scale = 10u64.pow(digits);
-        Dec {
+        WrittenDecimal {
             int: p / scale,
             frac: p % scale,
             digits: digits as u8,
@@ -815,7 +817,7 @@ impl Gen {
 
     /// Side and quantity of a NEW trade on `pos`: a signed random walk that
     /// leans back toward flat and regularly closes or crosses zero.
-    fn choose_side_qty(&mut self, pos: usize) -> (Side, Dec) {
+    fn choose_side_qty(&mut self, pos: usize) -> (Side, WrittenDecimal) {
         let s = self.positions[pos].qty8;
         let size = self.gen_qty();
         if s == 0 {
@@ -838,19 +840,19 @@ impl Gen {
         if against {
             let r = self.rng.f64();
             if r < 0.05 {
-                return (side, Dec::from_units8(s.unsigned_abs())); // exactly flat
+                return (side, WrittenDecimal::from_units8(s.unsigned_abs())); // exactly flat
             } else if r < 0.25 {
                 // cross zero
                 return (
                     side,
-                    Dec::from_units8(s.unsigned_abs() + size.units8() as u128),
+                    WrittenDecimal::from_units8(s.unsigned_abs() + size.units8() as u128),
                 );
             }
         }
         (side, size)
     }
 
-    fn signed(side: Side, q: &Dec) -> i128 {
+    fn signed(side: Side, q: &WrittenDecimal) -> i128 {
         match side {
             Side::Buy => q.units8(),
             Side::Sell => -q.units8(),
