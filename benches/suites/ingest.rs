@@ -155,6 +155,45 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     })
 }
 
+/// Peer: DuckDB's positions query over the same file (a batch answer with
+/// no lots, no P&L and no exact gate), run by `benches/peers/duckdb_positions.py`
+/// with 2 threads. `None` (with a note on stderr) when Python or the
+/// `duckdb` package is missing.
+pub fn duckdb_peer(path: &Path) -> Option<IngestResult> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/duckdb_positions.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(path)
+        .args(["--threads", "2"])
+        .output();
+    let output = match output {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            eprintln!(
+                "ingest: DuckDB peer skipped: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("ingest: DuckDB peer skipped: python3: {e}");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut parts = text.split_whitespace();
+    let lines: u64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(IngestResult {
+        label: "peer: DuckDB 2.0, positions only (2 threads)".into(),
+        lines,
+        live_trades: 0,
+        seconds,
+        peak_bytes: 0,
+        end_bytes: 0,
+    })
+}
+
 /// Runs the ingest suite and prints a markdown table.
 pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
     let mut results = Vec::new();
@@ -172,6 +211,7 @@ pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
         let replay = batch_replay(&path)?;
         let live_trades = replay.live_trades;
         let mut group = vec![parse_only(&path)?, replay];
+        group.extend(duckdb_peer(&path));
         for workers in [1usize, 2] {
             group.push(engine_run(
                 &path,

@@ -1,7 +1,7 @@
 //! The stateless checks of the gate, field by field in the table order of
 //! `trades.md` ("Details of the gate"): [`parse_event`].
 
-use rustc_hash::FxHashMap as HashMap;
+use std::borrow::Cow;
 
 use super::json::{read_json, Top, Val};
 use super::{reject, RejectKind, Rejection};
@@ -56,30 +56,70 @@ fn integer(raw: &str) -> Integer {
     }
 }
 
-/// The members of the event, `null` values dropped (null is absent).
+/// The fields of the trade-event table, in table order.
+const KNOWN: [&str; 14] = [
+    "trade_id",
+    "version",
+    "action",
+    "account_id",
+    "book_id",
+    "security_id",
+    "side",
+    "quantity",
+    "price",
+    "currency",
+    "trade_date",
+    "trade_time",
+    "sequence",
+    "correlation_id",
+];
+
+/// The slot of a known field.
+fn slot_of(name: &str) -> Option<usize> {
+    KNOWN.iter().position(|known| *known == name)
+}
+
+/// The members of the event, `null` values dropped (null is absent): one
+/// slot per field of the table, other keys only checked for repeats.
 struct Fields<'m, 'a> {
-    map: HashMap<&'m str, &'m Val<'a>>,
+    slots: [Option<&'m Val<'a>>; 14],
 }
 
 impl<'m, 'a> Fields<'m, 'a> {
-    /// Rejects a repeated key (`malformed_field`), the first one repeated.
-    fn new(members: &'m [(String, Val<'a>)]) -> Result<Fields<'m, 'a>, Rejection> {
-        let mut all: HashMap<&'m str, &'m Val<'a>> =
-            HashMap::with_capacity_and_hasher(members.len(), Default::default());
+    /// Rejects a repeated key (`malformed_field`): the first key, in
+    /// document order, seen a second time.
+    fn new(members: &'m [(Cow<'a, str>, Val<'a>)]) -> Result<Fields<'m, 'a>, Rejection> {
+        let mut seen = [false; 14];
+        let mut slots = [None; 14];
+        let mut others: Vec<&str> = Vec::new();
         for (key, value) in members {
-            if all.insert(key.as_str(), value).is_some() {
+            let repeated = match slot_of(key) {
+                Some(i) => {
+                    let again = seen[i];
+                    seen[i] = true;
+                    if !matches!(value, Val::Null) {
+                        slots[i] = Some(value);
+                    }
+                    again
+                }
+                None => {
+                    let again = others.contains(&key.as_ref());
+                    others.push(key);
+                    again
+                }
+            };
+            if repeated {
                 return reject(
                     RejectKind::MalformedField,
                     format!("key {} is repeated", quote(key)),
                 );
             }
         }
-        all.retain(|_, value| !matches!(value, Val::Null));
-        Ok(Fields { map: all })
+        Ok(Fields { slots })
     }
 
     fn get(&self, name: &str) -> Option<&'m Val<'a>> {
-        self.map.get(name).copied()
+        slot_of(name).and_then(|i| self.slots[i])
     }
 }
 
@@ -94,7 +134,7 @@ pub(super) fn is_id(text: &str) -> bool {
 fn id_field(fields: &Fields<'_, '_>, name: &str) -> Result<String, Rejection> {
     match fields.get(name) {
         None => reject(RejectKind::MissingField, name),
-        Some(Val::Str(text)) if is_id(text) => Ok(text.clone()),
+        Some(Val::Str(text)) if is_id(text) => Ok(text.to_string()),
         Some(Val::Str(text)) => reject(
             RejectKind::BadId,
             format!("{name} {} is not 1-64 chars of A-Za-z0-9.:-", quote(text)),
@@ -164,7 +204,7 @@ fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejection> {
     let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     let (int_part, frac_part) = match text.split_once('.') {
         Some((int_part, frac_part)) => (int_part, Some(frac_part)),
-        None => (text.as_str(), None),
+        None => (text.as_ref(), None),
     };
     if !all_digits(int_part) || !frac_part.is_none_or(all_digits) {
         return reject(
@@ -392,7 +432,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let currency = match fields.get("currency") {
         None => None,
         Some(Val::Str(text)) if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) => {
-            Some(text.clone())
+            Some(text.to_string())
         }
         Some(Val::Str(text)) => {
             return reject(
@@ -442,7 +482,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let sequence = integer_field(&fields, "sequence", 0)?;
     let correlation_id = match fields.get("correlation_id") {
         None => None,
-        Some(Val::Str(text)) => Some(text.clone()),
+        Some(Val::Str(text)) => Some(text.to_string()),
         Some(other) => {
             return reject(
                 RejectKind::MalformedField,

@@ -4,13 +4,16 @@
 //! ignored fields are still JSON), iterative, so no input can make it
 //! recurse or panic.
 
-/// A top-level member's value: scalars kept (numbers as their text),
-/// containers only validated.
+use std::borrow::Cow;
+
+/// A top-level member's value: scalars kept (numbers as their text, strings
+/// borrowed from the input unless they hold escapes), containers only
+/// validated.
 pub(super) enum Val<'a> {
     Null,
     Bool,
     Num(&'a str),
-    Str(String),
+    Str(Cow<'a, str>),
     Array,
     Object,
 }
@@ -31,7 +34,7 @@ impl Val<'_> {
 /// The top-level value of a JSON text.
 pub(super) enum Top<'a> {
     /// An object's members in document order (repeats kept).
-    Object(Vec<(String, Val<'a>)>),
+    Object(Vec<(Cow<'a, str>, Val<'a>)>),
     /// Any other value, by type name.
     Other(&'static str),
 }
@@ -184,10 +187,23 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// A string, decoded.
-    fn string(&mut self) -> JsonResult<String> {
+    /// A string, decoded: borrowed from the input when it has no escape.
+    fn string(&mut self) -> JsonResult<Cow<'a, str>> {
         self.expect(b'"')?;
-        let mut out = String::new();
+        let start = self.pos;
+        // The common case: no escape, so the text is the string.
+        while let Some(&byte) = self.bytes.get(self.pos) {
+            match byte {
+                b'"' => {
+                    let text = self.slice(start, self.pos)?;
+                    self.pos += 1;
+                    return Ok(Cow::Borrowed(text));
+                }
+                b'\\' | 0x00..=0x1f => break,
+                _ => self.pos += 1,
+            }
+        }
+        let mut out = String::from(self.slice(start, self.pos)?);
         let mut run = self.pos;
         loop {
             match self.peek() {
@@ -195,7 +211,7 @@ impl<'a> Reader<'a> {
                 Some(b'"') => {
                     out.push_str(self.slice(run, self.pos)?);
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
                     out.push_str(self.slice(run, self.pos)?);
@@ -228,7 +244,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An object key and its colon; whitespace before the key already skipped.
-    fn key(&mut self) -> JsonResult<String> {
+    fn key(&mut self) -> JsonResult<Cow<'a, str>> {
         let key = self.string()?;
         self.skip_ws();
         self.expect(b':')?;
@@ -301,9 +317,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The members of the top-level object, repeats kept.
-    fn object_members(&mut self) -> JsonResult<Vec<(String, Val<'a>)>> {
+    fn object_members(&mut self) -> JsonResult<Vec<(Cow<'a, str>, Val<'a>)>> {
         self.expect(b'{')?;
-        let mut members = Vec::new();
+        let mut members = Vec::with_capacity(16);
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
