@@ -56,7 +56,7 @@ pub fn unique_config(base: Option<&Path>, tag: &str, extra: &[String]) -> Result
         format!("kafka.corrections_topic=corrections-{name}"),
         format!("kafka.dlq_topic=dlq-{name}"),
         format!("postgres.url=host=127.0.0.1 port=5432 user=postgres dbname={db}"),
-        format!("http.listen=127.0.0.1:{}", 30_000 + nanos % 20_000),
+        format!("http.listen=127.0.0.1:{}", 20_000 + nanos % 12_000),
     ];
     sets.extend_from_slice(extra);
     Ok((Config::load(base, &sets)?, db))

@@ -58,11 +58,19 @@ struct AppState {
     healthy: Arc<AtomicBool>,
 }
 
-/// Serves until the process ends. `/ready` is 200 once state is rebuilt
-/// and consumption has started (the body says the current stage either
-/// way); `/health` is 503 while commits keep failing (`healthy` false).
+/// Binds `listen` (failing at once, so a service never runs without its
+/// endpoints).
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the HTTP endpoint {listen}"))
+}
+
+/// Serves on `listener` until the process ends. `/ready` is 200 once state
+/// is rebuilt and consumption has started (the body says the current stage
+/// either way); `/health` is 503 while commits keep failing (`healthy` false).
 pub async fn serve(
-    listen: String,
+    listener: tokio::net::TcpListener,
     metrics: Metrics,
     readiness: Readiness,
     healthy: Arc<AtomicBool>,
@@ -81,10 +89,9 @@ pub async fn serve(
             REQUEST_TIMEOUT,
         ))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, "http: /metrics /health /ready");
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "http: /metrics /health /ready");
+    }
     axum::serve(listener, app).await.context("http server")
 }
 

@@ -71,15 +71,11 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let metrics = Metrics::new()?;
     let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));
+    let listener = http::bind(&config.http.listen).await?;
     {
-        let (listen, metrics, readiness, healthy) = (
-            config.http.listen.clone(),
-            metrics.clone(),
-            readiness.clone(),
-            healthy.clone(),
-        );
+        let (metrics, readiness, healthy) = (metrics.clone(), readiness.clone(), healthy.clone());
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listen, metrics, readiness, healthy).await {
+            if let Err(e) = http::serve(listener, metrics, readiness, healthy).await {
                 tracing::error!(error = %format!("{e:#}"), "http server stopped");
             }
         });

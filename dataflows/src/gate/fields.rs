@@ -56,7 +56,9 @@ fn integer(raw: &str) -> Integer {
     }
 }
 
-/// The fields of the trade-event table, in table order.
+/// The fields of the trade-event table, in table order ([`slot_of`] maps a
+/// name to its index here).
+#[cfg(test)]
 const KNOWN: [&str; 14] = [
     "trade_id",
     "version",
@@ -74,53 +76,81 @@ const KNOWN: [&str; 14] = [
     "correlation_id",
 ];
 
-/// The slot of a known field.
+/// The slot of a known field (its index in [`KNOWN`]).
 fn slot_of(name: &str) -> Option<usize> {
-    KNOWN.iter().position(|known| *known == name)
+    Some(match name {
+        "trade_id" => 0,
+        "version" => 1,
+        "action" => 2,
+        "account_id" => 3,
+        "book_id" => 4,
+        "security_id" => 5,
+        "side" => 6,
+        "quantity" => 7,
+        "price" => 8,
+        "currency" => 9,
+        "trade_date" => 10,
+        "trade_time" => 11,
+        "sequence" => 12,
+        "correlation_id" => 13,
+        _ => return None,
+    })
 }
 
-/// The members of the event, `null` values dropped (null is absent): one
-/// slot per field of the table, other keys only checked for repeats.
-struct Fields<'m, 'a> {
-    slots: [Option<&'m Val<'a>>; 14],
+/// The event's members as the reader hands them over: one slot per field
+/// of the table (`null` is absent), other keys only remembered to find
+/// repeats, and the first key seen twice.
+#[derive(Default)]
+struct Collector<'a> {
+    slots: [Option<Val<'a>>; 14],
+    seen: [bool; 14],
+    others: Vec<Cow<'a, str>>,
+    repeated: Option<Cow<'a, str>>,
 }
 
-impl<'m, 'a> Fields<'m, 'a> {
-    /// Rejects a repeated key (`malformed_field`): the first key, in
-    /// document order, seen a second time.
-    fn new(members: &'m [(Cow<'a, str>, Val<'a>)]) -> Result<Fields<'m, 'a>, Rejection> {
-        let mut seen = [false; 14];
-        let mut slots = [None; 14];
-        let mut others: Vec<&str> = Vec::new();
-        for (key, value) in members {
-            let repeated = match slot_of(key) {
-                Some(i) => {
-                    let again = seen[i];
-                    seen[i] = true;
-                    if !matches!(value, Val::Null) {
-                        slots[i] = Some(value);
-                    }
-                    again
+impl<'a> Collector<'a> {
+    fn add(&mut self, key: Cow<'a, str>, value: Val<'a>) {
+        let again = match slot_of(&key) {
+            Some(i) => {
+                let again = self.seen[i];
+                self.seen[i] = true;
+                if !again && !matches!(value, Val::Null) {
+                    self.slots[i] = Some(value);
                 }
-                None => {
-                    let again = others.contains(&key.as_ref());
-                    others.push(key);
-                    again
-                }
-            };
-            if repeated {
-                return reject(
-                    RejectKind::MalformedField,
-                    format!("key {} is repeated", quote(key)),
-                );
+                again
             }
+            None => {
+                let again = self.others.contains(&key);
+                if !again {
+                    self.others.push(key.clone());
+                }
+                again
+            }
+        };
+        if again && self.repeated.is_none() {
+            self.repeated = Some(key);
         }
-        Ok(Fields { slots })
     }
+}
 
-    fn get(&self, name: &str) -> Option<&'m Val<'a>> {
-        slot_of(name).and_then(|i| self.slots[i])
+/// The fields of a valid JSON object with no repeated key.
+struct Fields<'a> {
+    slots: [Option<Val<'a>>; 14],
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&Val<'a>> {
+        slot_of(name).and_then(|i| self.slots[i].as_ref())
     }
+}
+
+#[cfg(test)]
+#[test]
+fn every_known_field_has_its_own_slot() {
+    for (i, name) in KNOWN.iter().enumerate() {
+        assert_eq!(slot_of(name), Some(i), "{name}");
+    }
+    assert_eq!(slot_of("junk"), None);
 }
 
 pub(super) fn is_id(text: &str) -> bool {
@@ -131,7 +161,7 @@ pub(super) fn is_id(text: &str) -> bool {
 }
 
 /// A required id: `missing_field` when absent, `bad_id` otherwise wrong.
-fn id_field(fields: &Fields<'_, '_>, name: &str) -> Result<String, Rejection> {
+fn id_field(fields: &Fields<'_>, name: &str) -> Result<String, Rejection> {
     match fields.get(name) {
         None => reject(RejectKind::MissingField, name),
         Some(Val::Str(text)) if is_id(text) => Ok(text.to_string()),
@@ -147,7 +177,7 @@ fn id_field(fields: &Fields<'_, '_>, name: &str) -> Result<String, Rejection> {
 }
 
 /// An optional integer field in `min..=2^63-1`; anything else `malformed_field`.
-fn integer_field(fields: &Fields<'_, '_>, name: &str, min: u64) -> Result<Option<u64>, Rejection> {
+fn integer_field(fields: &Fields<'_>, name: &str, min: u64) -> Result<Option<u64>, Rejection> {
     match fields.get(name) {
         None => Ok(None),
         Some(Val::Num(raw)) => match integer(raw) {
@@ -170,7 +200,7 @@ fn integer_field(fields: &Fields<'_, '_>, name: &str, min: u64) -> Result<Option
 
 /// An optional enum field: non-string `malformed_field`, unknown `unknown_enum`.
 fn enum_field<T: Copy>(
-    fields: &Fields<'_, '_>,
+    fields: &Fields<'_>,
     name: &str,
     choices: &[(&str, T)],
 ) -> Result<Option<T>, Rejection> {
@@ -375,7 +405,8 @@ fn required<T>(value: Option<T>, name: &str, action: Action) -> Result<Option<T>
 /// failing check of trades.md (JSON, object, repeated key, then the fields in
 /// table order with `bad_version` right after `action`). Never panics.
 pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
-    let members = match read_json(bytes) {
+    let mut members = Collector::default();
+    match read_json(bytes, |key, value| members.add(key, value)) {
         Err(detail) => return reject(RejectKind::NotJson, detail),
         Ok(Top::Other(type_name)) => {
             return reject(
@@ -383,9 +414,17 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
                 format!("the event is {type_name}, not an object"),
             )
         }
-        Ok(Top::Object(members)) => members,
+        Ok(Top::Object) => {}
+    }
+    if let Some(key) = members.repeated {
+        return reject(
+            RejectKind::MalformedField,
+            format!("key {} is repeated", quote(&key)),
+        );
+    }
+    let fields = Fields {
+        slots: members.slots,
     };
-    let fields = Fields::new(&members)?;
 
     let trade_id = id_field(&fields, "trade_id")?;
     let version = integer_field(&fields, "version", 1)?;

@@ -32,9 +32,9 @@ impl Val<'_> {
 }
 
 /// The top-level value of a JSON text.
-pub(super) enum Top<'a> {
-    /// An object's members in document order (repeats kept).
-    Object(Vec<(Cow<'a, str>, Val<'a>)>),
+pub(super) enum Top {
+    /// An object (its members went to the caller, in document order, repeats kept).
+    Object,
     /// Any other value, by type name.
     Other(&'static str),
 }
@@ -191,16 +191,14 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> JsonResult<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.pos;
-        // The common case: no escape, so the text is the string.
-        while let Some(&byte) = self.bytes.get(self.pos) {
-            match byte {
-                b'"' => {
-                    let text = self.slice(start, self.pos)?;
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(text));
-                }
-                b'\\' | 0x00..=0x1f => break,
-                _ => self.pos += 1,
+        // The common case: no escape and no control character before the
+        // closing quote, so the text is the string.
+        let rest = self.bytes.get(start..).unwrap_or_default();
+        if let Some(end) = memchr::memchr2(b'"', b'\\', rest) {
+            if rest[end] == b'"' && !rest[..end].iter().any(|b| *b < 0x20) {
+                let text = self.slice(start, start + end)?;
+                self.pos = start + end + 1;
+                return Ok(Cow::Borrowed(text));
             }
         }
         let mut out = String::from(self.slice(start, self.pos)?);
@@ -316,27 +314,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The members of the top-level object, repeats kept.
-    fn object_members(&mut self) -> JsonResult<Vec<(Cow<'a, str>, Val<'a>)>> {
+    /// The members of the top-level object, handed to `member` in document
+    /// order, repeats kept.
+    fn object_members(&mut self, member: &mut impl FnMut(Cow<'a, str>, Val<'a>)) -> JsonResult<()> {
         self.expect(b'{')?;
-        let mut members = Vec::with_capacity(16);
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(members);
+            return Ok(());
         }
         loop {
             self.skip_ws();
             let key = self.key()?;
             self.skip_ws();
             let value = self.value()?;
-            members.push((key, value));
+            member(key, value);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(members);
+                    return Ok(());
                 }
                 _ => return Err(self.unexpected()),
             }
@@ -345,7 +343,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads one complete JSON text (RFC 8259; whitespace around it allowed).
-pub(super) fn read_json(bytes: &[u8]) -> JsonResult<Top<'_>> {
+/// When it is an object, each member goes to `member` as it is read (so a
+/// caller must not act on them before this returns `Ok`: a later byte may
+/// still make the text not JSON).
+pub(super) fn read_json<'a>(
+    bytes: &'a [u8],
+    mut member: impl FnMut(Cow<'a, str>, Val<'a>),
+) -> JsonResult<Top> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
     let mut reader = Reader {
@@ -358,7 +362,8 @@ pub(super) fn read_json(bytes: &[u8]) -> JsonResult<Top<'_>> {
         return Err("empty or blank input".to_string());
     }
     let top = if reader.peek() == Some(b'{') {
-        Top::Object(reader.object_members()?)
+        reader.object_members(&mut member)?;
+        Top::Object
     } else {
         Top::Other(reader.value()?.type_name())
     };
