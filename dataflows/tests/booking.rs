@@ -200,6 +200,9 @@ proptest! {
         let mut live = vec![false; pool.len()];
         let mut method = LotMethod::Fifo;
         let mut book = PositionBook::new(method);
+        // The same history with a HIFO checkpoint after 3 trades: exercises
+        // the tail replay, the checkpoint's moves and full re-bookings.
+        let mut small_tail = PositionBook::with_hifo_tail(method, 3);
         for (changes, method_pick) in steps {
             method = match method_pick { 0 => LotMethod::Lifo, 1 => LotMethod::Hifo, 2 => LotMethod::Fifo, _ => method };
             let (mut removed, mut inserted) = (Vec::new(), Vec::new());
@@ -210,11 +213,16 @@ proptest! {
                 if insert && !live[i] { live[i] = true; inserted.push(pool[i].clone()); }
                 if !insert && live[i] { live[i] = false; removed.push(pool[i].clone()); }
             }
-            book.apply(method, &removed, &inserted).expect("no overflow");
+            let book_changes = book.apply(method, &removed, &inserted).expect("no overflow");
+            let small_changes = small_tail.apply(method, &removed, &inserted).expect("no overflow");
             let current: Vec<BookedTrade> = pool.iter().zip(&live).filter(|(_, l)| **l).map(|(t, _)| t.clone()).collect();
             let expected = reference::book(method, &current).expect("no overflow");
-            prop_assert_eq!(book.lots(), expected.lots);
+            prop_assert_eq!(book.lots(), expected.lots.clone());
             prop_assert_eq!(book.summary(), &expected.summary);
+            prop_assert_eq!(small_tail.lots(), expected.lots);
+            prop_assert_eq!(small_tail.summary(), &expected.summary);
+            // Both report the same lot changes (only the lots that differ).
+            prop_assert_eq!(book_changes, small_changes);
         }
     }
 }
@@ -223,7 +231,7 @@ proptest! {
 /// anywhere (current-dated and backdated) keeps the book equal to the reference.
 #[test]
 fn many_chunks_single_changes_match_reference() {
-    for method in [LotMethod::Fifo, LotMethod::Lifo] {
+    for method in [LotMethod::Fifo, LotMethod::Lifo, LotMethod::Hifo] {
         let n = CHUNK_MAX_TRADES * 6;
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = || {

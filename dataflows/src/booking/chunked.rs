@@ -26,11 +26,13 @@
 //!   long lots - value of open short lots.
 //!
 //! HIFO's relief order depends on the prices of all lots open at each sell,
-//! so a backdated change can cascade through every later relief; HIFO
-//! positions are re-booked whole ([`super::reference::book`]) on each change:
-//! O(K log K).
+//! so a backdated change can cascade through every later relief: HIFO
+//! positions are re-booked from a checkpoint kept near the end of lot order
+//! ([`super::hifo`]): O(tail log K) for a change after it, O(K log K) for
+//! one before it.
 
-use super::{notional, reference, BookError, Checked, Overflow};
+use super::hifo::{HifoBook, Segments};
+use super::{notional, BookError, Checked, Overflow};
 use crate::decimal::{Amount, Dec8};
 use crate::position::{Lot, LotSide, PositionSummary};
 use crate::sorted::diff_sorted;
@@ -166,8 +168,8 @@ impl LotChanges {
 pub struct PositionBook {
     method: LotMethod,
     chunks: Vec<Chunk>,
-    /// Open lots of a HIFO position, sorted by `lot_id` (chunks hold none then).
-    hifo_lots: Vec<Lot>,
+    /// The booking of a HIFO position (chunks hold no open lots then).
+    hifo: HifoBook,
     /// Sums over all chunks.
     totals: ChunkSums,
     summary: PositionSummary,
@@ -184,6 +186,16 @@ impl PositionBook {
     pub fn new(method: LotMethod) -> PositionBook {
         PositionBook {
             method,
+            ..PositionBook::default()
+        }
+    }
+
+    /// An empty book whose HIFO re-booking keeps `hifo_tail_trades` trades
+    /// after its checkpoint (tests exercise the checkpoint with small tails).
+    pub fn with_hifo_tail(method: LotMethod, hifo_tail_trades: usize) -> PositionBook {
+        PositionBook {
+            method,
+            hifo: HifoBook::with_tail(hifo_tail_trades),
             ..PositionBook::default()
         }
     }
@@ -214,7 +226,7 @@ impl PositionBook {
     /// Every open lot, sorted by `lot_id`.
     pub fn lots(&self) -> Vec<Lot> {
         if self.method == LotMethod::Hifo {
-            return self.hifo_lots.clone();
+            return self.hifo.lots().cloned().collect();
         }
         let mut lots: Vec<Lot> = self.chunks.iter().flat_map(Chunk::open_lots).collect();
         lots.sort_by(|a, b| a.lot_id.cmp(&b.lot_id));
@@ -232,8 +244,17 @@ impl PositionBook {
         removed: &[BookedTrade],
         inserted: &[BookedTrade],
     ) -> Result<LotChanges, BookError> {
+        // The earliest trade (in lot order) this change touches; `None`
+        // when the method changes (everything is re-booked then).
+        let mut first_changed = removed
+            .iter()
+            .chain(inserted)
+            .map(|t| &t.key)
+            .min()
+            .cloned();
         if method != self.method {
             self.switch_method(method);
+            first_changed = None;
         }
         for trade in removed {
             self.remove(trade)?;
@@ -242,7 +263,7 @@ impl PositionBook {
             self.insert(trade)?;
         }
         if self.method == LotMethod::Hifo {
-            self.rebook_whole()?;
+            self.rebook_hifo(first_changed.as_ref())?;
         } else {
             self.refresh_chunks()?;
         }
@@ -259,7 +280,9 @@ impl PositionBook {
         self.method = method;
         self.touched = true;
         if leaving_hifo {
-            self.retired.append(&mut self.hifo_lots);
+            let fresh = HifoBook::with_tail(self.hifo.tail_trades());
+            let hifo = std::mem::replace(&mut self.hifo, fresh);
+            self.retired.extend(hifo.lots().cloned());
         }
         for chunk in &mut self.chunks {
             chunk.context = None;
@@ -366,20 +389,15 @@ impl PositionBook {
         Ok(())
     }
 
-    /// HIFO: re-book the whole position when anything changed, and report
-    /// the lots that differ from the previous booking.
-    fn rebook_whole(&mut self) -> Result<(), Overflow> {
+    /// HIFO: re-book from the checkpoint before `first_changed` (the whole
+    /// position when it is before the checkpoint or `None`), and report the
+    /// lots that differ from the previous booking.
+    fn rebook_hifo(&mut self, first_changed: Option<&LotKey>) -> Result<(), Overflow> {
         if !self.touched {
             return Ok(());
         }
-        let trades: Vec<BookedTrade> = self
-            .chunks
-            .iter()
-            .flat_map(|c| c.trades.iter().cloned())
-            .collect();
-        let booking = reference::book(LotMethod::Hifo, &trades)?;
-        let old = std::mem::replace(&mut self.hifo_lots, booking.lots);
-        let (closed, opened) = diff_sorted(old, self.hifo_lots.clone());
+        let trades = Segments::new(self.chunks.iter().map(|c| c.trades.as_slice()).collect());
+        let (closed, opened) = self.hifo.rebook(&trades, first_changed)?;
         self.retired.extend(closed);
         self.asserted.extend(opened);
         Ok(())

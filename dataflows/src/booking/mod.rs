@@ -2,6 +2,7 @@
 //! incremental, chunked book the engine runs ([`chunked`]).
 
 pub mod chunked;
+pub mod hifo;
 pub mod reference;
 
 use crate::decimal::{Amount, Dec8};
