@@ -1700,19 +1700,7 @@ mod tests {
         ] {
             assert!(n > 0, "no {name} in a 20k stream");
         }
-        for kind in [
-            RejectKind::NotJson,
-            RejectKind::NotObject,
-            RejectKind::MissingField,
-            RejectKind::MalformedField,
-            RejectKind::UnknownEnum,
-            RejectKind::NonPositive,
-            RejectKind::TooManyDecimals,
-            RejectKind::BadDate,
-            RejectKind::BadId,
-            RejectKind::BadVersion,
-            RejectKind::ConflictingDuplicate,
-        ] {
+        for kind in RejectKind::ALL {
             assert!(
                 kinds.get(&kind).copied().unwrap_or(0) > 0,
                 "no {kind:?} rejection"

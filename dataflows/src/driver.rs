@@ -107,9 +107,24 @@ pub struct Driver {
     /// The lot-method map as this worker has fed it (only the worker that
     /// owns the lot-method source feeds it).
     method_map: HashMap<String, LotMethod>,
+    completed: Completed,
+    time: Time,
+}
+
+/// The probe and the per-time outputs: what completed, and taking it.
+struct Completed {
     probe: ProbeHandle<Time>,
     outputs: Outputs,
-    time: Time,
+}
+
+impl Completed {
+    fn frontier(&self) -> Option<Time> {
+        self.probe.with_frontier(|f| f.first().copied())
+    }
+
+    fn take(&self) -> Vec<(Time, TimestampOutput)> {
+        take_before(&self.outputs, self.frontier())
+    }
 }
 
 impl Driver {
@@ -181,8 +196,7 @@ impl Driver {
             restore,
             methods,
             method_map: HashMap::new(),
-            probe,
-            outputs,
+            completed: Completed { probe, outputs },
             time: start,
         }
     }
@@ -241,24 +255,19 @@ impl Driver {
 
     /// True while some time before `time` is still being computed somewhere.
     pub fn less_than(&self, time: Time) -> bool {
-        self.probe.less_than(&time)
+        self.completed.probe.less_than(&time)
     }
 
     /// The earliest time not yet complete everywhere (`None` once the
     /// dataflow is finished).
     pub fn frontier(&self) -> Option<Time> {
-        self.probe.with_frontier(|f| f.first().copied())
-    }
-
-    /// True once every input is closed and everything is computed.
-    pub fn done(&self) -> bool {
-        self.probe.done()
+        self.completed.frontier()
     }
 
     /// The outputs of every completed time not taken yet, in time order.
     /// A completed time with no output on this worker is not listed.
     pub fn take_completed(&mut self) -> Vec<(Time, TimestampOutput)> {
-        take_before(&self.outputs, self.frontier())
+        self.completed.take()
     }
 
     /// Closes every input: the dataflow finishes once it has computed
@@ -269,38 +278,36 @@ impl Driver {
             rejected,
             restore,
             methods,
-            probe,
-            outputs,
+            completed,
             ..
         } = self;
         drop(raw);
         drop(rejected);
         drop(restore);
         drop(methods);
-        ClosedDriver { probe, outputs }
+        ClosedDriver { completed }
     }
 }
 
 /// A driver whose inputs are closed: step the worker until [`ClosedDriver::done`].
 pub struct ClosedDriver {
-    probe: ProbeHandle<Time>,
-    outputs: Outputs,
+    completed: Completed,
 }
 
 impl ClosedDriver {
     /// The earliest time not yet complete everywhere (`None` once finished).
     pub fn frontier(&self) -> Option<Time> {
-        self.probe.with_frontier(|f| f.first().copied())
+        self.completed.frontier()
     }
 
     /// True once everything sent is computed.
     pub fn done(&self) -> bool {
-        self.probe.done()
+        self.completed.probe.done()
     }
 
     /// The outputs of every completed time not taken yet, in time order.
     pub fn take_completed(&mut self) -> Vec<(Time, TimestampOutput)> {
-        take_before(&self.outputs, self.frontier())
+        self.completed.take()
     }
 }
 

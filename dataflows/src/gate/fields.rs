@@ -59,7 +59,7 @@ fn integer(raw: &str) -> Integer {
 /// The fields of the trade-event table, in table order ([`slot_of`] maps a
 /// name to its index here).
 #[cfg(test)]
-const KNOWN: [&str; 14] = [
+pub(super) const KNOWN: [&str; 14] = [
     "trade_id",
     "version",
     "action",
