@@ -42,6 +42,10 @@ struct Args {
         default_value = "1000,10000,100000,1000000"
     )]
     ks: Vec<u64>,
+    /// latency: lot methods to measure (`fifo`, `lifo`, `hifo`); the
+    /// plain-reduce baseline runs only when `fifo` is among them.
+    #[arg(long, value_delimiter = ',', default_value = "fifo,lifo,hifo")]
+    methods: Vec<String>,
     /// latency: fewer samples (a smoke run).
     #[arg(long)]
     quick: bool,
@@ -90,7 +94,15 @@ fn main() -> Result<()> {
     }
     if suite == "latency" || suite == "all" {
         anyhow::ensure!(!args.ks.is_empty(), "--ks needs at least one size");
-        suites::latency::run_suite(&args.ks, args.quick);
+        let methods = args
+            .methods
+            .iter()
+            .map(|m| {
+                deltabook_dataflows::trade::LotMethod::parse(&m.to_ascii_uppercase())
+                    .ok_or_else(|| anyhow::anyhow!("unknown lot method {m:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        suites::latency::run_suite(&args.ks, &methods, args.quick);
     }
     if suite == "e2e" {
         let options = suites::e2e::E2eOptions {

@@ -129,6 +129,9 @@ fn samples_for(booking: Booking, method: LotMethod, k: u64, quick: bool) -> usiz
             _ => 3,
         },
     };
+    if let Some(n) = std::env::var("TMP_SAMPLES").ok().and_then(|s| s.parse().ok()) {
+        return n;
+    }
     if quick {
         n.min(30)
     } else {
@@ -267,17 +270,19 @@ pub fn replay_ms(method: LotMethod, k: u64, quick: bool) -> f64 {
 }
 
 /// Runs the latency suite and prints markdown tables.
-pub fn run_suite(ks: &[u64], quick: bool) -> Vec<LatencyRow> {
+pub fn run_suite(ks: &[u64], methods: &[LotMethod], quick: bool) -> Vec<LatencyRow> {
     let mut rows = Vec::new();
-    for method in [LotMethod::Fifo, LotMethod::Lifo, LotMethod::Hifo] {
+    for &method in methods {
         rows.extend(measure(Booking::Incremental, method, ks, quick));
     }
-    rows.extend(measure(
-        Booking::ReferenceReduce,
-        LotMethod::Fifo,
-        ks,
-        quick,
-    ));
+    if methods.contains(&LotMethod::Fifo) {
+        rows.extend(measure(
+            Booking::ReferenceReduce,
+            LotMethod::Fifo,
+            ks,
+            quick,
+        ));
+    }
     println!(
         "| engine | method | K | dated | samples | p50 ms | p99 ms | p50 vs K={} |",
         ks[0]
@@ -311,6 +316,9 @@ pub fn run_suite(ks: &[u64], quick: bool) -> Vec<LatencyRow> {
             r.p99_ms,
             r.p50_ms / base
         );
+    }
+    if !methods.contains(&LotMethod::Fifo) {
+        return rows;
     }
     println!();
     println!("| K | replay FIFO ms | replay LIFO ms | replay HIFO ms | deltabook FIFO backdated p50 ms | replay / deltabook |");

@@ -200,9 +200,10 @@ proptest! {
         let mut live = vec![false; pool.len()];
         let mut method = LotMethod::Fifo;
         let mut book = PositionBook::new(method);
-        // The same history with a HIFO checkpoint after 3 trades: exercises
-        // the tail replay, the checkpoint's moves and full re-bookings.
-        let mut small_tail = PositionBook::with_hifo_tail(method, 3);
+        // The same history in chunks of at most 8 trades and with a HIFO
+        // checkpoint 3 trades before the end: exercises chunk splits and
+        // merges, the tail replay, the checkpoint's moves and full re-bookings.
+        let mut small_tail = PositionBook::with_limits(method, 8, 3);
         for (changes, method_pick) in steps {
             method = match method_pick { 0 => LotMethod::Lifo, 1 => LotMethod::Hifo, 2 => LotMethod::Fifo, _ => method };
             let (mut removed, mut inserted) = (Vec::new(), Vec::new());

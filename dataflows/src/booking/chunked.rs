@@ -31,17 +31,17 @@
 //! ([`super::hifo`]): O(tail log K) for a change after it, O(K log K) for
 //! one before it.
 
-use super::hifo::{HifoBook, Segments};
+use super::hifo::{HifoBook, Segments, TAIL_TRADES as HIFO_TAIL_TRADES};
 use super::{notional, BookError, Checked, Overflow};
 use crate::decimal::{Amount, Dec8};
 use crate::position::{Lot, LotSide, PositionSummary};
 use crate::sorted::diff_sorted;
 use crate::trade::{BookedTrade, LotKey, LotMethod, Side};
 
-/// A chunk is split in two when it grows past this many trades.
-pub const CHUNK_MAX_TRADES: usize = 512;
-/// A chunk this small is merged into its successor when they fit together.
-pub const CHUNK_MERGE_BELOW_TRADES: usize = 64;
+/// A chunk is split in two when it grows past this many trades. A change
+/// costs O(K / this + this): 2048 keeps K = 1M at ~700 chunks (512 left
+/// ~2,600, and LIFO's K=1M / K=1k latency ratio at 3.8x; 2048 gives 1.6x).
+pub const CHUNK_MAX_TRADES: usize = 2048;
 
 /// Sums over a chunk's trades, kept up to date on every insert and removal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl LotChanges {
 }
 
 /// The incremental book of one position (see the module docs).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PositionBook {
     method: LotMethod,
     chunks: Vec<Chunk>,
@@ -179,24 +179,42 @@ pub struct PositionBook {
     asserted: Vec<Lot>,
     /// A trade entered or left, or the method changed, during the current `apply`.
     touched: bool,
+    /// Split a chunk past this many trades; merge one below an eighth of it.
+    chunk_max_trades: usize,
+}
+
+impl Default for PositionBook {
+    /// An empty FIFO book with the production limits.
+    fn default() -> PositionBook {
+        PositionBook::with_limits(LotMethod::default(), CHUNK_MAX_TRADES, HIFO_TAIL_TRADES)
+    }
 }
 
 impl PositionBook {
     /// An empty, flat book under `method`.
     pub fn new(method: LotMethod) -> PositionBook {
-        PositionBook {
-            method,
-            ..PositionBook::default()
-        }
+        PositionBook::with_limits(method, CHUNK_MAX_TRADES, HIFO_TAIL_TRADES)
     }
 
-    /// An empty book whose HIFO re-booking keeps `hifo_tail_trades` trades
-    /// after its checkpoint (tests exercise the checkpoint with small tails).
-    pub fn with_hifo_tail(method: LotMethod, hifo_tail_trades: usize) -> PositionBook {
+    /// An empty book that splits chunks past `chunk_max_trades` (at least 2)
+    /// and whose HIFO re-booking keeps `hifo_tail_trades` trades after its
+    /// checkpoint: tests exercise splits, merges and the checkpoint with
+    /// small positions this way. Lots and summaries do not depend on either.
+    pub fn with_limits(
+        method: LotMethod,
+        chunk_max_trades: usize,
+        hifo_tail_trades: usize,
+    ) -> PositionBook {
         PositionBook {
             method,
+            chunks: Vec::new(),
             hifo: HifoBook::with_tail(hifo_tail_trades),
-            ..PositionBook::default()
+            totals: ChunkSums::default(),
+            summary: PositionSummary::default(),
+            retired: Vec::new(),
+            asserted: Vec::new(),
+            touched: false,
+            chunk_max_trades: chunk_max_trades.max(2),
         }
     }
 
@@ -326,7 +344,7 @@ impl PositionBook {
         chunk.range = None;
         chunk.context = None;
         self.totals.apply(trade, true)?;
-        if chunk.trades.len() > CHUNK_MAX_TRADES {
+        if chunk.trades.len() > self.chunk_max_trades {
             let half = chunk.trades.len() / 2;
             let mut right = Chunk {
                 trades: chunk.trades.split_off(half),
@@ -375,9 +393,9 @@ impl PositionBook {
         let len = chunk.trades.len();
         if len == 0 {
             self.chunks.remove(i);
-        } else if len < CHUNK_MERGE_BELOW_TRADES
+        } else if len < self.chunk_max_trades / 8
             && i + 1 < self.chunks.len()
-            && len + self.chunks[i + 1].trades.len() <= CHUNK_MAX_TRADES
+            && len + self.chunks[i + 1].trades.len() <= self.chunk_max_trades
         {
             let next = self.chunks.remove(i + 1);
             let chunk = &mut self.chunks[i];
