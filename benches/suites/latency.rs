@@ -129,9 +129,6 @@ fn samples_for(booking: Booking, method: LotMethod, k: u64, quick: bool) -> usiz
             _ => 3,
         },
     };
-    if let Some(n) = std::env::var("TMP_SAMPLES").ok().and_then(|s| s.parse().ok()) {
-        return n;
-    }
     if quick {
         n.min(30)
     } else {
