@@ -72,12 +72,13 @@ impl Replay {
     }
 
     /// Books one trade (the next in lot order). With `undo`, records how to
-    /// put every change back; `touched` collects the lot ids changed.
+    /// put every change back; `touched`, when given, collects the lot ids
+    /// changed.
     fn step(
         &mut self,
         trade: &BookedTrade,
         mut undo: Option<&mut Undo>,
-        touched: &mut HashSet<String>,
+        mut touched: Option<&mut HashSet<String>>,
     ) -> Result<(), Overflow> {
         let side = match trade.side {
             Side::Buy => LotSide::Long,
@@ -95,7 +96,9 @@ impl Replay {
                 let relieved = remaining.min(lot.quantity);
                 remaining = remaining.checked_sub(relieved).ok_or(Overflow)?;
                 lot.quantity = lot.quantity.checked_sub(relieved).ok_or(Overflow)?;
-                touched.insert(lot.lot_id.clone());
+                if let Some(touched) = touched.as_deref_mut() {
+                    touched.insert(lot.lot_id.clone());
+                }
                 if lot.quantity.is_zero() {
                     self.set_rank(&lot.lot_id, None, &mut undo);
                     self.set_lot(rank, None, &mut undo);
@@ -118,7 +121,9 @@ impl Replay {
                 quantity: remaining,
                 price: trade.price,
             };
-            touched.insert(lot.lot_id.clone());
+            if let Some(touched) = touched {
+                touched.insert(lot.lot_id.clone());
+            }
             self.set_rank(&lot.lot_id, Some(rank), &mut undo);
             self.set_lot(rank, Some(lot), &mut undo);
         }
@@ -248,6 +253,15 @@ impl HifoBook {
             (Some(_), None) => self.checkpoint_len == 0,
             (None, _) => false,
         };
+        if self.checkpoint_len == 0 && first_changed.is_some() {
+            // Everything is tail: a small position re-books plainly; one
+            // that grew past twice the tail gets its first checkpoint.
+            return if trades.len() <= 2 * self.tail_trades {
+                self.rebook_small(trades)
+            } else {
+                self.rebook_all(trades)
+            };
+        }
         if !tail_ok {
             return self.rebook_all(trades);
         }
@@ -269,7 +283,9 @@ impl HifoBook {
         let mut touched = HashSet::new();
         let mut result = Ok(());
         for trade in trades.range(self.checkpoint_len, trades.len()) {
-            result = self.checkpoint.step(trade, Some(&mut undo), &mut touched);
+            result = self
+                .checkpoint
+                .step(trade, Some(&mut undo), Some(&mut touched));
             if result.is_err() {
                 break;
             }
@@ -313,9 +329,8 @@ impl HifoBook {
     /// Moves the checkpoint to `tail_trades` before the end.
     fn advance_checkpoint(&mut self, trades: &Segments<'_>) -> Result<(), Overflow> {
         let target = trades.len().saturating_sub(self.tail_trades);
-        let mut ignored = HashSet::new();
         for trade in trades.range(self.checkpoint_len, target) {
-            self.checkpoint.step(trade, None, &mut ignored)?;
+            self.checkpoint.step(trade, None, None)?;
         }
         self.checkpoint_len = target;
         self.checkpoint_last = target
@@ -332,9 +347,8 @@ impl HifoBook {
     fn rebook_all(&mut self, trades: &Segments<'_>) -> Result<Changes, Overflow> {
         let target = trades.len().saturating_sub(self.tail_trades);
         let mut checkpoint = Replay::default();
-        let mut ignored = HashSet::new();
         for trade in trades.range(0, target) {
-            checkpoint.step(trade, None, &mut ignored)?;
+            checkpoint.step(trade, None, None)?;
         }
         let mut tail_touched = HashSet::new();
         let mut undo = Undo {
@@ -343,7 +357,7 @@ impl HifoBook {
             ..Undo::default()
         };
         for trade in trades.range(target, trades.len()) {
-            checkpoint.step(trade, Some(&mut undo), &mut tail_touched)?;
+            checkpoint.step(trade, Some(&mut undo), Some(&mut tail_touched))?;
         }
         let new: BTreeMap<String, Lot> = checkpoint
             .open
@@ -351,6 +365,38 @@ impl HifoBook {
             .map(|lot| (lot.lot_id.clone(), lot.clone()))
             .collect();
         checkpoint.undo(undo);
+        let changes = self.replace_lots(new);
+        self.checkpoint = checkpoint;
+        self.checkpoint_len = target;
+        self.checkpoint_last = target
+            .checked_sub(1)
+            .and_then(|i| trades.get(i))
+            .map(|t| t.key.clone());
+        self.tail_touched = tail_touched;
+        Ok(changes)
+    }
+
+    /// A position no longer than twice the tail, with its checkpoint at the
+    /// start: one plain replay, no undo log, no touched set, and a full
+    /// comparison (as cheap as the tail replay here, and half its cost).
+    /// The checkpoint stays at the start; `tail_touched` is not kept, so
+    /// the next change is either another small re-book or a full one.
+    fn rebook_small(&mut self, trades: &Segments<'_>) -> Result<Changes, Overflow> {
+        let mut replay = Replay::default();
+        for trade in trades.range(0, trades.len()) {
+            replay.step(trade, None, None)?;
+        }
+        let new: BTreeMap<String, Lot> = replay
+            .open
+            .into_values()
+            .map(|lot| (lot.lot_id.clone(), lot))
+            .collect();
+        Ok(self.replace_lots(new))
+    }
+
+    /// Makes `new` the current lots; returns the old lots that are not in
+    /// `new` as they were, and the new ones that are not in the old.
+    fn replace_lots(&mut self, new: BTreeMap<String, Lot>) -> Changes {
         let old = std::mem::replace(&mut self.lots, new);
         let mut closed = Vec::new();
         let mut opened = Vec::new();
@@ -364,13 +410,6 @@ impl HifoBook {
                 opened.push(lot.clone());
             }
         }
-        self.checkpoint = checkpoint;
-        self.checkpoint_len = target;
-        self.checkpoint_last = target
-            .checked_sub(1)
-            .and_then(|i| trades.get(i))
-            .map(|t| t.key.clone());
-        self.tail_touched = tail_touched;
-        Ok((closed, opened))
+        (closed, opened)
     }
 }
