@@ -130,8 +130,23 @@ impl<R: BufRead> BoundedLines<R> {
 
 /// Books `trades` with `options`, showing progress on stderr: a bar on a
 /// terminal, a plain line every few seconds otherwise.
-pub fn run_book(trades: &Path, options: &RunOptions) -> Result<BookOutcome> {
+pub fn run_book(
+    trades: &Path,
+    prices: Option<&Path>,
+    custodian: Option<&Path>,
+    options: &RunOptions,
+) -> Result<BookOutcome> {
     let source = Arc::new(JsonlFile::open(trades)?);
+    let open = |path: Option<&Path>| -> Result<Option<Arc<dyn EventSource>>> {
+        Ok(match path {
+            Some(path) => Some(Arc::new(JsonlFile::open(path)?)),
+            None => None,
+        })
+    };
+    let extra = runner::ExtraSources {
+        prices: open(prices)?,
+        custodian: open(custodian)?,
+    };
     // A regular file's size gives the bar a length; a pipe has none.
     let total_bytes = std::fs::metadata(trades)
         .ok()
@@ -139,11 +154,14 @@ pub fn run_book(trades: &Path, options: &RunOptions) -> Result<BookOutcome> {
         .map(|m| m.len());
     let mut progress = Progress::new(total_bytes);
     let report: runner::ProgressFn = Box::new(move |lines| progress.update(lines));
-    let outcome = runner::run(source, options, Some(report))?;
+    let outcome = runner::run_with(source, extra, options, Some(report))?;
     Ok(outcome)
 }
 
-/// Writes the four reference files into `dir` (created if missing).
+/// Writes the reference files into `dir` (created if missing): lots,
+/// positions, rejections and corrections of `trades.md` and
+/// `corrections.md`, and valuations, breaks, gaps and the tick and statement
+/// rejections of `reconciliation.md` (each written, even when empty).
 pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let write = |name: &str,
@@ -169,6 +187,21 @@ pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     write("corrections.jsonl", &mut |out| {
         files::write_corrections_jsonl(out, &mut outcome.corrections)
     })?;
+    write("valuations.csv", &mut |out| {
+        files::write_valuations_csv(out, &mut outcome.valuations)
+    })?;
+    write("breaks.csv", &mut |out| {
+        files::write_breaks_csv(out, &mut outcome.breaks)
+    })?;
+    write("gaps.csv", &mut |out| {
+        files::write_gaps_csv(out, &mut outcome.gaps)
+    })?;
+    write("rejected_prices.jsonl", &mut |out| {
+        files::write_rejected_jsonl(out, &mut outcome.rejected_prices)
+    })?;
+    write("rejected_custodian.jsonl", &mut |out| {
+        files::write_rejected_jsonl(out, &mut outcome.rejected_custodian)
+    })?;
     Ok(())
 }
 
@@ -193,6 +226,16 @@ pub fn summary(outcome: &BookOutcome) -> String {
     text.push_str(&format!("rejected       {}\n", outcome.rejected.len()));
     for (kind, count) in by_kind {
         text.push_str(&format!("  {kind:<22} {count}\n"));
+    }
+    text.push_str(&format!("valuations     {}\n", outcome.valuations.len()));
+    text.push_str(&format!("breaks         {}\n", outcome.breaks.len()));
+    text.push_str(&format!("gaps           {}\n", outcome.gaps.len()));
+    if !outcome.rejected_prices.is_empty() || !outcome.rejected_custodian.is_empty() {
+        text.push_str(&format!(
+            "rejected ticks {} / statements {}\n",
+            outcome.rejected_prices.len(),
+            outcome.rejected_custodian.len()
+        ));
     }
     if !outcome.faults.is_empty() {
         text.push_str(&format!(

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use deltabook::book_file;
 use deltabook::generate::{self, GenerateConfig};
 use deltabook::methods_file::parse_methods;
+use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::runner::RunOptions;
 
 /// mimalloc (glibc malloc spent ~40% of ingest time on the engine's small
@@ -31,11 +32,28 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Books a .jsonl file of trade events and writes lots.csv, positions.csv,
-    /// rejected.jsonl and corrections.jsonl.
+    /// rejected.jsonl and corrections.jsonl; with price ticks and custodian
+    /// statements also valuations.csv, breaks.csv, gaps.csv,
+    /// rejected_prices.jsonl and rejected_custodian.jsonl (those five are
+    /// written on every run, empty when their inputs are absent).
+    ///
+    /// Interleaving: line i of each input file (trades, prices, custodian)
+    /// is fed at engine timestamp 1 + (i-1)/batch_size, so timestamp t holds
+    /// the t-th batch of every file. No output depends on it.
+    #[command(verbatim_doc_comment)]
     Book {
         /// Trade events, one JSON object per line.
         #[arg(long)]
         trades: PathBuf,
+        /// Price ticks, one JSON object per line (reconciliation.md).
+        #[arg(long)]
+        prices: Option<PathBuf>,
+        /// Custodian statements, one JSON object per line (reconciliation.md).
+        #[arg(long)]
+        custodian: Option<PathBuf>,
+        /// A break needs |internal - custodian| above this (absolute, digits[.digits]).
+        #[arg(long, default_value = "0", value_parser = parse_tolerance)]
+        tolerance: Dec8,
         /// Lot-method map: a JSON object {scope: "FIFO"|"LIFO"|"HIFO"}.
         #[arg(long)]
         methods: Option<PathBuf>,
@@ -129,6 +147,9 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Book {
             trades,
+            prices,
+            custodian,
+            tolerance,
             methods,
             out,
             batch_size,
@@ -144,7 +165,9 @@ fn main() -> Result<()> {
             };
             let mut options = RunOptions::new(methods, batch_size as usize, usize::from(workers));
             options.max_event_bytes = max_line_bytes as usize;
-            let mut outcome = book_file::run_book(&trades, &options)?;
+            options.tolerance = tolerance;
+            let mut outcome =
+                book_file::run_book(&trades, prices.as_deref(), custodian.as_deref(), &options)?;
             book_file::write_outputs(&mut outcome, &out)?;
             eprint!("{}", book_file::summary(&outcome));
             eprintln!("outputs        {}", out.display());
@@ -207,4 +230,11 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--tolerance`: a non-negative decimal, at most 8 places.
+fn parse_tolerance(text: &str) -> Result<Dec8, String> {
+    Dec8::parse(text).map_err(|e| {
+        format!("{text:?} is not a decimal digits[.digits] with at most 8 places ({e})")
+    })
 }

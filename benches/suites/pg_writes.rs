@@ -55,6 +55,7 @@ fn timestamps(events: usize) -> Vec<TimestampCommit> {
                         version: 1,
                         action: Action::New,
                         correlation_id: Some(format!("c-{n}")),
+                        sequence: None,
                         fingerprint: n as u128,
                         payload: format!(
                             r#"{{"trade_id":"T{n}","account_id":"ACC{}","book_id":"BK","security_id":"SEC{}","side":"BUY","quantity":"{}","price":"100.25","trade_date":"2026-03-02"}}"#,

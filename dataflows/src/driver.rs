@@ -20,12 +20,14 @@ use timely::dataflow::{InputHandleVec, StreamVec};
 use timely::worker::Worker;
 
 use crate::correction::Correction;
+use crate::decimal::Dec8;
 use crate::engine::{
     self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent, RestoredTrade,
     SourceRef, Time,
 };
 use crate::gate::Rejection;
 use crate::position::{Lot, PositionSummary};
+use crate::reconcile::{self, BreakRow, GapRow, ReconcileInputs, ValuationRow};
 use crate::trade::LotMethod;
 
 /// Everything the engine produced at one timestamp on one worker. Lots and
@@ -50,6 +52,16 @@ pub struct TimestampOutput {
     pub duplicates: Vec<SourceRef>,
     /// Positions whose arithmetic overflowed.
     pub faults: Vec<Fault>,
+    /// `valuations.csv` rows that changed (`reconciliation.md`).
+    pub valuations: Vec<(ValuationRow, Diff)>,
+    /// `breaks.csv` rows that changed.
+    pub breaks: Vec<(BreakRow, Diff)>,
+    /// `gaps.csv` rows that changed.
+    pub gaps: Vec<(GapRow, Diff)>,
+    /// Rejected price ticks.
+    pub rejected_prices: Vec<DeadLetter>,
+    /// Rejected custodian statements.
+    pub rejected_custodian: Vec<DeadLetter>,
 }
 
 impl TimestampOutput {
@@ -64,6 +76,12 @@ impl TimestampOutput {
         self.dead_letters.append(&mut other.dead_letters);
         self.duplicates.append(&mut other.duplicates);
         self.faults.append(&mut other.faults);
+        self.valuations.append(&mut other.valuations);
+        self.breaks.append(&mut other.breaks);
+        self.gaps.append(&mut other.gaps);
+        self.rejected_prices.append(&mut other.rejected_prices);
+        self.rejected_custodian
+            .append(&mut other.rejected_custodian);
     }
 
     /// True when nothing was produced.
@@ -76,6 +94,11 @@ impl TimestampOutput {
             && self.dead_letters.is_empty()
             && self.duplicates.is_empty()
             && self.faults.is_empty()
+            && self.valuations.is_empty()
+            && self.breaks.is_empty()
+            && self.gaps.is_empty()
+            && self.rejected_prices.is_empty()
+            && self.rejected_custodian.is_empty()
     }
 }
 
@@ -103,6 +126,8 @@ pub struct Driver {
     raw: InputHandleVec<Time, RawEvent>,
     rejected: InputHandleVec<Time, DeadLetter>,
     restore: InputHandleVec<Time, RestoredTrade>,
+    prices: InputHandleVec<Time, RawEvent>,
+    custodian: InputHandleVec<Time, RawEvent>,
     methods: InputSession<Time, (String, LotMethod), Diff>,
     /// The lot-method map as this worker has fed it (only the worker that
     /// owns the lot-method source feeds it).
@@ -131,7 +156,19 @@ impl Driver {
     /// Builds the engine dataflow on `worker`, with every input at `start`,
     /// keeping the outputs `capture` names.
     pub fn new(worker: &mut Worker, start: Time, keep: Capture) -> Driver {
+        Driver::with_tolerance(worker, start, keep, Dec8::ZERO)
+    }
+
+    /// [`Driver::new`] whose breaks need |difference| > `tolerance`.
+    pub fn with_tolerance(
+        worker: &mut Worker,
+        start: Time,
+        keep: Capture,
+        tolerance: Dec8,
+    ) -> Driver {
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
+        let mut prices = InputHandleVec::<Time, RawEvent>::new();
+        let mut custodian = InputHandleVec::<Time, RawEvent>::new();
         let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
@@ -144,6 +181,14 @@ impl Driver {
                 restore: restore.to_stream(scope),
                 methods,
             });
+            let r = reconcile::build(
+                &e,
+                ReconcileInputs {
+                    prices: prices.to_stream(scope),
+                    custodian: custodian.to_stream(scope),
+                    tolerance,
+                },
+            );
             let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
             capture(lots, &outputs, &probe, |o, (row, t, d)| {
                 o.at(t).lots.push((row, d))
@@ -181,6 +226,21 @@ impl Driver {
             capture_stamped(e.duplicates, &outputs, &probe, |out, s| {
                 out.duplicates.push(s)
             });
+            capture(r.valuations.inner, &outputs, &probe, |o, (row, t, d)| {
+                o.at(t).valuations.push((row, d))
+            });
+            capture(r.breaks.inner, &outputs, &probe, |o, (row, t, d)| {
+                o.at(t).breaks.push((row, d))
+            });
+            capture(r.gaps.inner, &outputs, &probe, |o, (row, t, d)| {
+                o.at(t).gaps.push((row, d))
+            });
+            capture_stamped(r.rejected_prices, &outputs, &probe, |out, d| {
+                out.rejected_prices.push(d)
+            });
+            capture_stamped(r.rejected_custodian, &outputs, &probe, |out, d| {
+                out.rejected_custodian.push(d)
+            });
             capture_stamped(e.faults, &outputs, &probe, |out, f| out.faults.push(f));
             e.booked.stream.probe_with(&probe);
             methods_input
@@ -188,12 +248,16 @@ impl Driver {
         raw.advance_to(start);
         rejected.advance_to(start);
         restore.advance_to(start);
+        prices.advance_to(start);
+        custodian.advance_to(start);
         methods.advance_to(start);
         methods.flush();
         Driver {
             raw,
             rejected,
             restore,
+            prices,
+            custodian,
             methods,
             method_map: HashMap::new(),
             completed: Completed { probe, outputs },
@@ -220,6 +284,16 @@ impl Driver {
             reason,
             payload,
         });
+    }
+
+    /// Feeds one raw price-tick line or message at the current time.
+    pub fn send_price(&mut self, source: SourceRef, payload: Vec<u8>) {
+        self.prices.send((source, payload));
+    }
+
+    /// Feeds one raw custodian-statement line or message at the current time.
+    pub fn send_statement(&mut self, source: SourceRef, payload: Vec<u8>) {
+        self.custodian.send((source, payload));
     }
 
     /// Sends a restored trade at the current time (a restart's snapshot).
@@ -249,6 +323,8 @@ impl Driver {
         self.raw.advance_to(time);
         self.rejected.advance_to(time);
         self.restore.advance_to(time);
+        self.prices.advance_to(time);
+        self.custodian.advance_to(time);
         self.methods.advance_to(time);
         self.methods.flush();
     }
@@ -277,6 +353,8 @@ impl Driver {
             raw,
             rejected,
             restore,
+            prices,
+            custodian,
             methods,
             completed,
             ..
@@ -284,6 +362,8 @@ impl Driver {
         drop(raw);
         drop(rejected);
         drop(restore);
+        drop(prices);
+        drop(custodian);
         drop(methods);
         ClosedDriver { completed }
     }

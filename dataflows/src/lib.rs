@@ -10,6 +10,7 @@ pub mod driver;
 pub mod engine;
 pub mod gate;
 pub mod position;
+pub mod reconcile;
 pub mod runner;
 pub mod sorted;
 pub mod trade;

@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::correction::Correction;
+use crate::decimal::Dec8;
 use crate::driver::{Capture, Driver, TimestampOutput};
 use crate::engine::{DeadLetter, Fault, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
 use crate::position::{Lot, PositionSummary};
+use crate::reconcile::{BreakRow, GapRow, ValuationRow};
 use crate::trade::LotMethod;
 
 /// Timestamps a worker may run ahead of its slowest output before it waits.
@@ -47,6 +49,8 @@ pub struct RunOptions {
     pub max_event_bytes: usize,
     /// Timely worker threads (>= 1).
     pub workers: usize,
+    /// A break needs |difference| > this (`--tolerance`, default 0).
+    pub tolerance: Dec8,
 }
 
 /// A change of one scope of the lot-method map during a run.
@@ -127,6 +131,16 @@ pub struct BookOutcome {
     pub rejected: Vec<DeadLetter>,
     /// Positions that overflowed.
     pub faults: Vec<Fault>,
+    /// Rows of `valuations.csv`.
+    pub valuations: Vec<ValuationRow>,
+    /// Rows of `breaks.csv`.
+    pub breaks: Vec<BreakRow>,
+    /// Rows of `gaps.csv`.
+    pub gaps: Vec<GapRow>,
+    /// Every rejected price-tick line.
+    pub rejected_prices: Vec<DeadLetter>,
+    /// Every rejected custodian-statement line.
+    pub rejected_custodian: Vec<DeadLetter>,
     /// Lines read.
     pub lines: u64,
     /// Exact duplicates acknowledged.
@@ -150,6 +164,7 @@ impl RunOptions {
             batch_size,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             workers,
+            tolerance: Dec8::ZERO,
         }
     }
 }
@@ -159,6 +174,11 @@ impl RunOptions {
 struct Captured {
     lots: HashMap<(String, Lot), isize>,
     positions: HashMap<(String, PositionSummary), isize>,
+    valuations: HashMap<ValuationRow, isize>,
+    breaks: HashMap<BreakRow, isize>,
+    gaps: HashMap<GapRow, isize>,
+    rejected_prices: Vec<DeadLetter>,
+    rejected_custodian: Vec<DeadLetter>,
     corrections: Vec<Correction>,
     correction_count: u64,
     rejected: Vec<DeadLetter>,
@@ -175,6 +195,17 @@ impl Captured {
         for (row, diff) in output.positions {
             *self.positions.entry(row).or_insert(0) += diff;
         }
+        for (row, diff) in output.valuations {
+            *self.valuations.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in output.breaks {
+            *self.breaks.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in output.gaps {
+            *self.gaps.entry(row).or_insert(0) += diff;
+        }
+        self.rejected_prices.extend(output.rejected_prices);
+        self.rejected_custodian.extend(output.rejected_custodian);
         self.correction_count += output.correction_count;
         if keep_corrections {
             self.corrections.extend(output.corrections);
@@ -185,14 +216,45 @@ impl Captured {
     }
 }
 
-/// One engine timestamp's share of the input for one worker.
-struct Batch {
-    time: Time,
+/// One input's lines in a batch.
+#[derive(Default)]
+struct Lines {
     events: Vec<(SourceRef, Vec<u8>)>,
     /// Events over the length limit: (where, length).
     too_long: Vec<(SourceRef, u64)>,
+}
+
+impl Lines {
+    fn push(&mut self, line_no: u64, line: SourceLine) {
+        let source = SourceRef {
+            partition: 0,
+            offset: line_no,
+        };
+        match line {
+            SourceLine::Event(bytes) => self.events.push((source, bytes)),
+            SourceLine::TooLong(length) => self.too_long.push((source, length)),
+        }
+    }
+}
+
+/// One engine timestamp's share of the input for one worker.
+#[derive(Default)]
+struct Batch {
+    time: Time,
+    trades: Lines,
+    prices: Lines,
+    statements: Lines,
     /// Lot-method changes at this time (worker 0 only).
     methods: Vec<(String, Option<LotMethod>)>,
+}
+
+/// The inputs of `reconciliation.md` beside trades, for a run that has them.
+#[derive(Clone, Default)]
+pub struct ExtraSources {
+    /// Price ticks, one JSON object per event.
+    pub prices: Option<Arc<dyn EventSource>>,
+    /// Custodian statements, one JSON object per event.
+    pub custodian: Option<Arc<dyn EventSource>>,
 }
 
 /// Runs the engine over `source`, `batch_size` events per engine timestamp
@@ -201,6 +263,17 @@ struct Batch {
 /// not depend on `workers`.
 pub fn run<S: EventSource>(
     source: Arc<S>,
+    options: &RunOptions,
+    progress: Option<ProgressFn>,
+) -> Result<BookOutcome, RunError> {
+    run_with(source, ExtraSources::default(), options, progress)
+}
+
+/// [`run`] with price ticks and custodian statements beside the trades:
+/// line i of each input is at engine timestamp 1 + (i-1)/batch_size.
+pub fn run_with<S: EventSource>(
+    source: Arc<S>,
+    extra: ExtraSources,
     options: &RunOptions,
     progress: Option<ProgressFn>,
 ) -> Result<BookOutcome, RunError> {
@@ -227,7 +300,7 @@ pub fn run<S: EventSource>(
         let options = options.clone();
         std::thread::Builder::new()
             .name("deltabook-reader".into())
-            .spawn(move || read_batches(source.as_ref(), &options, senders, progress))
+            .spawn(move || read_batches(source.as_ref(), &extra, &options, senders, progress))
             .map_err(|e| RunError::Worker(format!("starting the reader: {e}")))?
     };
     let options = options.clone();
@@ -247,6 +320,9 @@ pub fn run<S: EventSource>(
     let mut outcome = BookOutcome::default();
     let mut lots: HashMap<(String, Lot), isize> = HashMap::new();
     let mut positions: HashMap<(String, PositionSummary), isize> = HashMap::new();
+    let mut valuations: HashMap<ValuationRow, isize> = HashMap::new();
+    let mut breaks: HashMap<BreakRow, isize> = HashMap::new();
+    let mut gaps: HashMap<GapRow, isize> = HashMap::new();
     let mut failure = None;
     for result in guards.join() {
         let captured = match result
@@ -265,6 +341,19 @@ pub fn run<S: EventSource>(
         for (row, diff) in captured.positions {
             *positions.entry(row).or_insert(0) += diff;
         }
+        for (row, diff) in captured.valuations {
+            *valuations.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in captured.breaks {
+            *breaks.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in captured.gaps {
+            *gaps.entry(row).or_insert(0) += diff;
+        }
+        outcome.rejected_prices.extend(captured.rejected_prices);
+        outcome
+            .rejected_custodian
+            .extend(captured.rejected_custodian);
         outcome.corrections.extend(captured.corrections);
         outcome.rejected.extend(captured.rejected);
         outcome.faults.extend(captured.faults);
@@ -282,14 +371,20 @@ pub fn run<S: EventSource>(
     }
     outcome.lots = consolidate(lots)?;
     outcome.positions = consolidate(positions)?;
+    outcome.valuations = consolidate(valuations)?;
+    outcome.breaks = consolidate(breaks)?;
+    outcome.gaps = consolidate(gaps)?;
     outcome.elapsed = started.elapsed();
     Ok(outcome)
 }
 
 /// The reader: every event once, cut into batches; event i goes to worker
-/// (i-1) % workers; method changes go to worker 0. Returns the events read.
+/// (i-1) % workers; method changes go to worker 0. Timestamp t holds lines
+/// (t-1)*batch_size+1 ..= t*batch_size of each input (trades, prices,
+/// custodian statements). Returns the trade events read.
 fn read_batches<S: EventSource + ?Sized>(
     source: &S,
+    extra: &ExtraSources,
     options: &RunOptions,
     senders: Vec<SyncSender<Batch>>,
     mut progress: Option<ProgressFn>,
@@ -297,65 +392,75 @@ fn read_batches<S: EventSource + ?Sized>(
     let workers = senders.len();
     let mut pending_changes: Vec<&MethodChange> = options.method_changes.iter().collect();
     pending_changes.sort_by_key(|c| std::cmp::Reverse(c.at_event));
-    let mut time: Time = 1;
     let new_batches = |time: Time| -> Vec<Batch> {
         (0..workers)
             .map(|_| Batch {
                 time,
-                events: Vec::new(),
-                too_long: Vec::new(),
-                methods: Vec::new(),
+                ..Batch::default()
             })
             .collect()
     };
-    let mut batches = new_batches(time);
     let send = |batches: Vec<Batch>| -> bool {
         batches
             .into_iter()
             .zip(&senders)
             .all(|(batch, tx)| tx.send(batch).is_ok())
     };
-    let mut line_no: u64 = 0;
-    for event in source.events(options.max_event_bytes) {
-        let event = event?;
-        line_no += 1;
-        while pending_changes
-            .last()
-            .is_some_and(|c| c.at_event <= line_no)
-        {
-            if let Some(change) = pending_changes.pop() {
-                batches[0]
-                    .methods
-                    .push((change.scope.clone(), change.method));
+    let max = options.max_event_bytes;
+    let mut trades = source.events(max).fuse();
+    let mut prices = extra.prices.as_ref().map(|s| s.events(max).fuse());
+    let mut statements = extra.custodian.as_ref().map(|s| s.events(max).fuse());
+    let mut counts = [0u64; 3];
+    let mut time: Time = 1;
+    loop {
+        let mut batches = new_batches(time);
+        let mut any = false;
+        for _ in 0..options.batch_size {
+            let Some(event) = trades.next() else { break };
+            let event = event?;
+            any = true;
+            counts[0] += 1;
+            let line_no = counts[0];
+            while pending_changes
+                .last()
+                .is_some_and(|c| c.at_event <= line_no)
+            {
+                if let Some(change) = pending_changes.pop() {
+                    batches[0]
+                        .methods
+                        .push((change.scope.clone(), change.method));
+                }
+            }
+            let batch = &mut batches[((line_no - 1) % workers as u64) as usize];
+            batch.trades.push(line_no, event);
+        }
+        for (kind, lines) in [(1, prices.as_mut()), (2, statements.as_mut())] {
+            let Some(lines) = lines else { continue };
+            for _ in 0..options.batch_size {
+                let Some(event) = lines.next() else { break };
+                let event = event?;
+                any = true;
+                counts[kind] += 1;
+                let line_no = counts[kind];
+                let batch = &mut batches[((line_no - 1) % workers as u64) as usize];
+                match kind {
+                    1 => batch.prices.push(line_no, event),
+                    _ => batch.statements.push(line_no, event),
+                }
             }
         }
-        let worker = ((line_no - 1) % workers as u64) as usize;
-        let source_ref = SourceRef {
-            partition: 0,
-            offset: line_no,
-        };
-        match event {
-            SourceLine::Event(bytes) => batches[worker].events.push((source_ref, bytes)),
-            SourceLine::TooLong(length) => batches[worker].too_long.push((source_ref, length)),
+        if !any && batches.iter().all(|b| b.methods.is_empty()) {
+            break;
         }
-        if line_no.is_multiple_of(options.batch_size as u64) {
-            time += 1;
-            if !send(std::mem::replace(&mut batches, new_batches(time))) {
-                return Err("a worker stopped early".into());
-            }
-            if let Some(report) = progress.as_mut() {
-                report(line_no);
-            }
+        if !send(batches) {
+            return Err("a worker stopped early".into());
         }
+        if let Some(report) = progress.as_mut() {
+            report(counts[0]);
+        }
+        time += 1;
     }
-    if batches
-        .iter()
-        .any(|b| !b.events.is_empty() || !b.methods.is_empty())
-        && !send(batches)
-    {
-        return Err("a worker stopped early".into());
-    }
-    Ok(line_no)
+    Ok(counts[0])
 }
 
 /// One worker: feeds its batches to the engine and folds each completed
@@ -367,7 +472,7 @@ fn run_worker(
 ) -> Result<Captured, String> {
     let mut captured = Captured::default();
     let keep = options.keep_corrections;
-    let mut driver = Driver::new(
+    let mut driver = Driver::with_tolerance(
         worker,
         0,
         if keep {
@@ -375,6 +480,7 @@ fn run_worker(
         } else {
             Capture::StateCountingCorrections
         },
+        options.tolerance,
     );
     if worker.index() == 0 {
         for (scope, method) in &options.methods {
@@ -390,15 +496,33 @@ fn run_worker(
         for (scope, method) in &batch.methods {
             driver.set_method(scope, *method);
         }
-        for (source, payload) in batch.events {
+        for (source, payload) in batch.trades.events {
             driver.send(source, payload);
         }
-        for (source, length) in batch.too_long {
+        for (source, length) in batch.trades.too_long {
             driver.reject(
                 source,
                 too_long(length, options.max_event_bytes),
                 Vec::new(),
             );
+        }
+        for (source, payload) in batch.prices.events {
+            driver.send_price(source, payload);
+        }
+        for (source, payload) in batch.statements.events {
+            driver.send_statement(source, payload);
+        }
+        // Over-long ticks and statements are rejected here: they change no state.
+        let limit = options.max_event_bytes;
+        for (lines, rejected) in [
+            (batch.prices.too_long, &mut captured.rejected_prices),
+            (batch.statements.too_long, &mut captured.rejected_custodian),
+        ] {
+            rejected.extend(lines.into_iter().map(|(source, length)| DeadLetter {
+                source,
+                reason: too_long(length, limit),
+                payload: Vec::new(),
+            }));
         }
         driver.advance_to(batch.time + 1);
         worker.step();

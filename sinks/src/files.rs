@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::DeadLetter;
 use deltabook_dataflows::position::{Lot, PositionSummary};
+use deltabook_dataflows::reconcile::{BreakRow, GapRow, ValuationRow};
 
 /// Errors of the file sinks.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,60 @@ pub fn write_corrections_jsonl(
     corrections.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
     for c in corrections.iter() {
         writeln!(out, "{}", c.to_json()?)?;
+    }
+    Ok(())
+}
+
+/// Writes `valuations.csv`: header, then rows sorted by `position_key`.
+pub fn write_valuations_csv(
+    out: &mut impl Write,
+    rows: &mut [ValuationRow],
+) -> Result<(), FileSinkError> {
+    rows.sort_by(|a, b| a.position_key.cmp(&b.position_key));
+    writeln!(out, "position_key,price,market_value,unrealized_pnl")?;
+    for r in rows.iter() {
+        writeln!(
+            out,
+            "{},{},{},{}",
+            r.position_key, r.price, r.market_value, r.unrealized_pnl
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `breaks.csv`: header, then rows sorted by `position_key`.
+pub fn write_breaks_csv(out: &mut impl Write, rows: &mut [BreakRow]) -> Result<(), FileSinkError> {
+    rows.sort_by(|a, b| a.position_key.cmp(&b.position_key));
+    writeln!(
+        out,
+        "position_key,as_of_date,kind,internal_quantity,custodian_quantity,difference"
+    )?;
+    for r in rows.iter() {
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            r.position_key,
+            r.as_of_date,
+            r.kind.as_str(),
+            r.internal_quantity,
+            r.custodian_quantity,
+            r.difference
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `gaps.csv`: header, then rows sorted by account byte-wise, then
+/// `first_missing` as a number.
+pub fn write_gaps_csv(out: &mut impl Write, rows: &mut [GapRow]) -> Result<(), FileSinkError> {
+    rows.sort_by(|a, b| (&a.account_id, a.first_missing).cmp(&(&b.account_id, b.first_missing)));
+    writeln!(out, "account_id,first_missing,last_missing")?;
+    for r in rows.iter() {
+        writeln!(
+            out,
+            "{},{},{}",
+            r.account_id, r.first_missing, r.last_missing
+        )?;
     }
     Ok(())
 }

@@ -204,3 +204,218 @@ pub fn generated(seed: u64, positions: usize, trades: usize) -> Vec<Vec<u8>> {
         .collect::<Vec<_>>()[..trades]
         .to_vec()
 }
+
+/// The outputs of `reconciliation.md`, as sorted rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciled {
+    pub valuations: Vec<deltabook_dataflows::reconcile::ValuationRow>,
+    pub breaks: Vec<deltabook_dataflows::reconcile::BreakRow>,
+    pub gaps: Vec<deltabook_dataflows::reconcile::GapRow>,
+}
+
+/// `reconciliation.md` computed directly from the three files' lines (line
+/// numbers are arrival order within each file), independently of the
+/// engine's reconciliation code: positions come from [`model`]; the live
+/// tick and statement are the greatest `(as_of, line)`; internal quantities
+/// are plain sums over the live trades; gaps are found by walking from
+/// min(S) to max(S).
+pub fn reconcile_model(
+    trades: &[Vec<u8>],
+    prices: &[Vec<u8>],
+    custodian: &[Vec<u8>],
+    tolerance: Dec8,
+) -> Reconciled {
+    use deltabook_dataflows::gate::{parse_price_tick, parse_statement};
+    use deltabook_dataflows::reconcile::{BreakKind, BreakRow, GapRow, ValuationRow};
+    use std::collections::BTreeSet;
+
+    // Accepted trade versions (first copy of each (trade_id, version)), live versions, sequences.
+    let mut accepted: HashMap<(String, u64), TradeVersion> = HashMap::new();
+    let mut live: HashMap<String, TradeVersion> = HashMap::new();
+    let mut sequences: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for line in trades {
+        let Ok(v) = parse_event(line) else { continue };
+        let key = (v.trade_id.clone(), v.version);
+        if accepted.contains_key(&key) {
+            continue;
+        }
+        accepted.insert(key, v.clone());
+        if let Some(s) = v.sequence {
+            sequences.entry(v.account_id.clone()).or_default().insert(s);
+        }
+        if live
+            .get(&v.trade_id)
+            .is_none_or(|cur| cur.version < v.version)
+        {
+            live.insert(v.trade_id.clone(), v);
+        }
+    }
+    let live_trades: Vec<(String, BookedTrade)> = live
+        .values()
+        .filter_map(|v| v.booked().map(|b| (v.position_key(), b)))
+        .collect();
+
+    let mut live_price: HashMap<String, ((deltabook_dataflows::trade::Instant, usize), Dec8)> =
+        HashMap::new();
+    for (i, line) in prices.iter().enumerate() {
+        let Ok(t) = parse_price_tick(line) else {
+            continue;
+        };
+        let order = (t.as_of, i);
+        if live_price
+            .get(&t.security_id)
+            .is_none_or(|(o, _)| *o < order)
+        {
+            live_price.insert(t.security_id, (order, t.price));
+        }
+    }
+    let state = model(trades, &[]);
+    let mut valuations = Vec::new();
+    for (position, summary) in &state.positions {
+        let security = position.rsplit('_').next().unwrap();
+        if let Some((_, price)) = live_price.get(security) {
+            let market_value = summary.quantity.checked_mul(*price).unwrap();
+            valuations.push(ValuationRow {
+                position_key: position.clone(),
+                price: *price,
+                market_value,
+                unrealized_pnl: market_value.checked_sub(summary.cost_basis).unwrap(),
+            });
+        }
+    }
+
+    let mut live_statement: BTreeMap<String, ((deltabook_dataflows::trade::Date, usize), Dec8)> =
+        BTreeMap::new();
+    for (i, line) in custodian.iter().enumerate() {
+        let Ok(s) = parse_statement(line) else {
+            continue;
+        };
+        let order = (s.as_of_date, i);
+        let key = s.position_key();
+        if live_statement.get(&key).is_none_or(|(o, _)| *o < order) {
+            live_statement.insert(key, (order, s.quantity));
+        }
+    }
+    let account = |p: &str| p.split('_').next().unwrap().to_string();
+    let mut latest: HashMap<String, deltabook_dataflows::trade::Date> = HashMap::new();
+    for (position, ((date, _), _)) in &live_statement {
+        let entry = latest.entry(account(position)).or_insert(*date);
+        *entry = (*entry).max(*date);
+    }
+    let internal = |position: &str, date: deltabook_dataflows::trade::Date| -> (Dec8, usize) {
+        let mut sum = Dec8::ZERO;
+        let mut n = 0;
+        for (p, t) in &live_trades {
+            if p == position && t.key.trade_date <= date {
+                let q = match t.side {
+                    Side::Buy => t.quantity,
+                    Side::Sell => t.quantity.negated(),
+                };
+                sum = sum.checked_add(q).unwrap();
+                n += 1;
+            }
+        }
+        (sum, n)
+    };
+    let over = |d: Dec8| d.0.unsigned_abs() > tolerance.0.unsigned_abs();
+    let mut breaks = Vec::new();
+    for (position, ((date, _), custodian)) in &live_statement {
+        let (q, n) = internal(position, *date);
+        let difference = q.checked_sub(*custodian).unwrap();
+        if over(difference) {
+            breaks.push(BreakRow {
+                position_key: position.clone(),
+                as_of_date: *date,
+                kind: if n == 0 {
+                    BreakKind::MissingInternal
+                } else {
+                    BreakKind::QuantityMismatch
+                },
+                internal_quantity: q,
+                custodian_quantity: *custodian,
+                difference,
+            });
+        }
+    }
+    let traded: BTreeSet<String> = live_trades.iter().map(|(p, _)| p.clone()).collect();
+    for position in traded {
+        if live_statement.contains_key(&position) {
+            continue;
+        }
+        let Some(date) = latest.get(&account(&position)) else {
+            continue;
+        };
+        let (q, _) = internal(&position, *date);
+        if !q.is_zero() && over(q) {
+            breaks.push(BreakRow {
+                position_key: position.clone(),
+                as_of_date: *date,
+                kind: BreakKind::MissingExternal,
+                internal_quantity: q,
+                custodian_quantity: Dec8::ZERO,
+                difference: q,
+            });
+        }
+    }
+    breaks.sort_by(|a, b| a.position_key.cmp(&b.position_key));
+
+    let mut gaps = Vec::new();
+    for (account_id, set) in sequences {
+        let (Some(&min), Some(&max)) = (set.first(), set.last()) else {
+            continue;
+        };
+        let mut s = min;
+        while s < max {
+            if !set.contains(&s) {
+                let first = s;
+                while !set.contains(&(s + 1)) {
+                    s += 1;
+                }
+                gaps.push(GapRow {
+                    account_id: account_id.clone(),
+                    first_missing: first,
+                    last_missing: s,
+                });
+            }
+            s += 1;
+        }
+    }
+    Reconciled {
+        valuations,
+        breaks,
+        gaps,
+    }
+}
+
+/// The engine's reconciliation outputs, sorted like the files.
+pub fn reconciled(outcome: &BookOutcome) -> Reconciled {
+    let mut valuations = outcome.valuations.clone();
+    valuations.sort_by(|a, b| a.position_key.cmp(&b.position_key));
+    let mut breaks = outcome.breaks.clone();
+    breaks.sort_by(|a, b| a.position_key.cmp(&b.position_key));
+    let mut gaps = outcome.gaps.clone();
+    gaps.sort_by(|a, b| (&a.account_id, a.first_missing).cmp(&(&b.account_id, b.first_missing)));
+    Reconciled {
+        valuations,
+        breaks,
+        gaps,
+    }
+}
+
+/// Runs the engine in memory over trades, ticks and statements.
+pub fn run_reconciled(
+    trades: &[Vec<u8>],
+    prices: &[Vec<u8>],
+    custodian: &[Vec<u8>],
+    tolerance: Dec8,
+    batch_size: usize,
+    workers: usize,
+) -> BookOutcome {
+    let mut options = RunOptions::new(Vec::new(), batch_size, workers);
+    options.tolerance = tolerance;
+    let extra = runner::ExtraSources {
+        prices: Some(Arc::new(prices.to_vec())),
+        custodian: Some(Arc::new(custodian.to_vec())),
+    };
+    runner::run_with(Arc::new(trades.to_vec()), extra, &options, None).expect("engine run")
+}

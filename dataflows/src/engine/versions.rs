@@ -63,6 +63,8 @@ pub struct AcceptedEvent {
     pub action: Action,
     /// Carried from the event.
     pub correlation_id: Option<String>,
+    /// The upstream per-account sequence number, when given.
+    pub sequence: Option<u64>,
     /// [`crate::gate::fingerprint`] of the parsed version (what the duplicate
     /// rule compares; persisted so that a restart keeps the rule exact).
     pub fingerprint: u128,
@@ -163,6 +165,7 @@ impl VersionState {
                         version: version.version,
                         action: version.action,
                         correlation_id: version.correlation_id.clone(),
+                        sequence: version.sequence,
                         fingerprint: print,
                         payload,
                     });

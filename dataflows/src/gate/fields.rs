@@ -13,7 +13,7 @@ const MAX_I63: u64 = i64::MAX as u64;
 const MAX_DECIMAL_PLACES: usize = 8;
 
 /// A value quoted for a detail, cut to a useful length.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     const MAX_CHARS: usize = 40;
     match text.char_indices().nth(MAX_CHARS) {
         None => format!("{text:?}"),
@@ -224,7 +224,7 @@ fn enum_field<T: Copy>(
 }
 
 /// A decimal string: form, then zero, then places, then magnitude.
-fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejection> {
+pub(super) fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejection> {
     let Val::Str(text) = value else {
         return reject(
             RejectKind::MalformedField,
@@ -294,22 +294,23 @@ fn ymd_at(bytes: &[u8]) -> Option<(u32, u32, u32)> {
     ))
 }
 
-fn date_value(text: &str) -> Result<Date, String> {
+/// A `YYYY-MM-DD` date of field `name`; the error says what is wrong.
+pub(super) fn date_value(name: &str, text: &str) -> Result<Date, String> {
     let bytes = text.as_bytes();
     let Some((year, month, day)) = ymd_at(bytes).filter(|_| bytes.len() == 10) else {
-        return Err(format!("trade_date {} is not YYYY-MM-DD", quote(text)));
+        return Err(format!("{name} {} is not YYYY-MM-DD", quote(text)));
     };
     if year == 0 {
-        return Err(format!("trade_date {} is in year 0000", quote(text)));
+        return Err(format!("{name} {} is in year 0000", quote(text)));
     }
     if !date_exists(year, month, day) {
-        return Err(format!("trade_date {} does not exist", quote(text)));
+        return Err(format!("{name} {} does not exist", quote(text)));
     }
     Ok(Date::from_ymd(year, month, day))
 }
 
 /// RFC 3339 `date-time` -> instant; the error says what is wrong.
-fn instant_value(text: &str) -> Result<Instant, &'static str> {
+pub(super) fn instant_value(text: &str) -> Result<Instant, &'static str> {
     const FORM: &str = "is not an RFC 3339 date-time YYYY-MM-DDTHH:MM:SS[.f](Z|+HH:MM|-HH:MM)";
     let bytes = text.as_bytes();
     let (year, month, day) = ymd_at(bytes).ok_or(FORM)?;
@@ -488,7 +489,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     };
     let trade_date = match fields.get("trade_date") {
         None => None,
-        Some(Val::Str(text)) => match date_value(text) {
+        Some(Val::Str(text)) => match date_value("trade_date", text) {
             Ok(date) => Some(date),
             Err(detail) => return reject(RejectKind::BadDate, detail),
         },

@@ -13,6 +13,7 @@
 mod dedup;
 mod fields;
 mod json;
+mod market;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::trade::TradeVersion;
 pub use dedup::{fingerprint, Admission, DuplicateRule};
 pub use fields::parse_event;
+pub use market::{parse_price_tick, parse_statement, PriceTick, Statement};
 
 /// Stable rejection kinds of trades.md. `as_str` (and the serde form) is the
 /// snake_case spelling written in `rejected.jsonl` and the dead-letter output.

@@ -1223,17 +1223,15 @@ fn json_value() -> impl Strategy<Value = String> {
 }
 
 fn json_object() -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        (prop::sample::select(field_names()), json_value()),
-        0..18,
+    prop::collection::vec((prop::sample::select(field_names()), json_value()), 0..18).prop_map(
+        |members| {
+            let body: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        },
     )
-    .prop_map(|members| {
-        let body: Vec<String> = members
-            .iter()
-            .map(|(k, v)| format!("\"{k}\":{v}"))
-            .collect();
-        format!("{{{}}}", body.join(","))
-    })
 }
 
 /// What an accepted version must satisfy whatever the input was.

@@ -1,0 +1,261 @@
+//! Reconciliation (`reconciliation.md`): price ticks and custodian
+//! statements beside trades, and four outputs kept incrementally from the
+//! engine's collections:
+//!
+//! ```text
+//! prices raw ──gate──► ticks ──latest by security──► live_prices ─┐
+//! positions ──by security─────────────────────────────────────────┴─join─► valuations
+//! custodian raw ──gate──► statements ──latest by position──► live statements ─┐
+//! booked (live trades) ──(position, trade_date, ±qty)─────────────────────────┴─by account─► breaks
+//! accepted events ──(account, sequence)──by account──► gaps
+//! ```
+//!
+//! A tick touches the valuations of one security (the join is keyed by
+//! security); a trade change or a statement touches the breaks of one
+//! position (an account's latest statement date moving touches that
+//! account's unstated positions); a sequence value touches one gap.
+
+mod breaks;
+mod gaps;
+mod latest;
+mod ordered;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+use crate::decimal::{Amount, Dec8};
+use crate::engine::{DeadLetter, Diff, Engine, RawEvent, SourceRef, Time};
+use crate::gate::{parse_price_tick, parse_statement, Rejection};
+use crate::trade::{Date, Instant, Side};
+
+use breaks::BreakInput;
+
+/// A row of `valuations.csv`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ValuationRow {
+    /// Position.
+    pub position_key: String,
+    /// The security's live price.
+    pub price: Dec8,
+    /// Signed quantity x price.
+    pub market_value: Amount,
+    /// Market value - cost basis.
+    pub unrealized_pnl: Amount,
+}
+
+/// The kind of a break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum BreakKind {
+    /// Internal and custodian quantities differ.
+    QuantityMismatch,
+    /// The custodian reports a position with no live trade dated on or before its date.
+    MissingInternal,
+    /// A position of a covered account that the custodian does not report.
+    MissingExternal,
+}
+
+impl BreakKind {
+    /// The spelling in `breaks.csv`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::QuantityMismatch => "QUANTITY_MISMATCH",
+            BreakKind::MissingInternal => "MISSING_INTERNAL",
+            BreakKind::MissingExternal => "MISSING_EXTERNAL",
+        }
+    }
+}
+
+/// A row of `breaks.csv`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BreakRow {
+    /// Position.
+    pub position_key: String,
+    /// The date compared.
+    pub as_of_date: Date,
+    /// Kind.
+    pub kind: BreakKind,
+    /// Signed quantity of the live trades dated on or before `as_of_date`.
+    pub internal_quantity: Dec8,
+    /// The custodian's quantity (0 for `MISSING_EXTERNAL`).
+    pub custodian_quantity: Dec8,
+    /// Internal - custodian.
+    pub difference: Dec8,
+}
+
+/// A row of `gaps.csv`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GapRow {
+    /// Account.
+    pub account_id: String,
+    /// First missing sequence number.
+    pub first_missing: u64,
+    /// Last missing sequence number.
+    pub last_missing: u64,
+}
+
+/// The account of a position key (ids contain no `_`).
+pub fn account_of(position_key: &str) -> &str {
+    position_key.split('_').next().unwrap_or(position_key)
+}
+
+/// The security of a position key.
+pub fn security_of(position_key: &str) -> &str {
+    position_key.rsplit('_').next().unwrap_or(position_key)
+}
+
+/// The streams reconciliation reads beside the engine's.
+pub struct ReconcileInputs<'scope> {
+    /// Raw price-tick lines or messages.
+    pub prices: StreamVec<'scope, Time, RawEvent>,
+    /// Raw custodian-statement lines or messages.
+    pub custodian: StreamVec<'scope, Time, RawEvent>,
+    /// A break needs |difference| > this.
+    pub tolerance: Dec8,
+}
+
+/// Reconciliation's outputs.
+pub struct Reconciliation<'scope> {
+    /// Live price per security.
+    pub live_prices: VecCollection<'scope, Time, (String, Dec8), Diff>,
+    /// Rows of `valuations.csv`.
+    pub valuations: VecCollection<'scope, Time, ValuationRow, Diff>,
+    /// Rows of `breaks.csv`.
+    pub breaks: VecCollection<'scope, Time, BreakRow, Diff>,
+    /// Rows of `gaps.csv`.
+    pub gaps: VecCollection<'scope, Time, GapRow, Diff>,
+    /// Rejected tick lines.
+    pub rejected_prices: StreamVec<'scope, Time, DeadLetter>,
+    /// Rejected statement lines.
+    pub rejected_custodian: StreamVec<'scope, Time, DeadLetter>,
+}
+
+/// Each item of a stream as an insert at the time it travels at.
+fn as_inserts<'scope, D: ExchangeData + Clone>(
+    stream: StreamVec<'scope, Time, D>,
+    name: &str,
+) -> VecCollection<'scope, Time, D, Diff> {
+    stream
+        .unary::<CapacityContainerBuilder<Vec<(D, Time, Diff)>>, _, _, _>(Pipeline, name, |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    let time = *cap.time();
+                    let mut session = output.session(&cap);
+                    for item in data.flat_map(|d| d.drain(..)) {
+                        session.give((item, time, 1));
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
+
+type Parsed<T> = Result<(SourceRef, T), DeadLetter>;
+
+/// Gates raw lines with `parse`: accepted values and dead letters.
+fn gate<'scope, T: ExchangeData + Clone>(
+    raw: StreamVec<'scope, Time, RawEvent>,
+    parse: fn(&[u8]) -> Result<T, Rejection>,
+) -> (
+    StreamVec<'scope, Time, (SourceRef, T)>,
+    StreamVec<'scope, Time, DeadLetter>,
+) {
+    let parsed: StreamVec<'scope, Time, Parsed<T>> =
+        raw.map(move |(source, payload)| match parse(&payload) {
+            Ok(value) => Ok((source, value)),
+            Err(reason) => Err(DeadLetter {
+                source,
+                reason,
+                payload,
+            }),
+        });
+    let accepted = parsed.clone().flat_map(Result::ok);
+    let rejected = parsed.filter(Result::is_err).flat_map(Result::err);
+    (accepted, rejected)
+}
+
+/// Builds reconciliation over the engine's collections.
+pub fn build<'scope>(
+    engine: &Engine<'scope>,
+    inputs: ReconcileInputs<'scope>,
+) -> Reconciliation<'scope> {
+    let ReconcileInputs {
+        prices,
+        custodian,
+        tolerance,
+    } = inputs;
+
+    let (ticks, rejected_prices) = gate(prices, parse_price_tick);
+    let ticks = as_inserts(ticks, "Reconcile: ticks").map(|(source, tick)| {
+        let order: (Instant, SourceRef) = (tick.as_of, source);
+        (tick.security_id, order, tick.price)
+    });
+    let live_prices = latest::latest_by_key(ticks, "Reconcile: live price");
+
+    let by_security = engine.positions.clone().as_collection(|position, summary| {
+        (
+            security_of(position).to_string(),
+            (position.clone(), summary.quantity, summary.cost_basis),
+        )
+    });
+    let valuations = by_security
+        .join_map(
+            live_prices.clone(),
+            |_, (position, quantity, cost), price| {
+                let market_value = quantity.checked_mul(*price);
+                let unrealized = market_value.and_then(|mv| mv.checked_sub(*cost));
+                // Both are exact for every value the gate admits (< 10^15 each).
+                (position.clone(), *price, market_value, unrealized)
+            },
+        )
+        .flat_map(|(position_key, price, market_value, unrealized_pnl)| {
+            Some(ValuationRow {
+                position_key,
+                price,
+                market_value: market_value?,
+                unrealized_pnl: unrealized_pnl?,
+            })
+        });
+
+    let (statements, rejected_custodian) = gate(custodian, parse_statement);
+    let statements = as_inserts(statements, "Reconcile: statements").map(|(source, s)| {
+        let order: (Date, SourceRef) = (s.as_of_date, source);
+        (s.position_key(), order, (s.as_of_date, s.quantity))
+    });
+    let live_statements = latest::latest_by_key(statements, "Reconcile: live statement")
+        .map(|(position, (date, quantity))| BreakInput::Statement(position, date, quantity));
+    let trades = engine.booked.clone().as_collection(|position, trade| {
+        let signed = match trade.side {
+            Side::Buy => trade.quantity,
+            Side::Sell => trade.quantity.negated(),
+        };
+        BreakInput::Trade(position.clone(), trade.key.trade_date, signed)
+    });
+    let breaks = breaks::breaks(trades.concat(live_statements), tolerance);
+
+    let sequences = as_inserts(
+        engine.accepted.clone().flat_map(|a| {
+            a.sequence
+                .map(|s| (account_of(&a.position_key).to_string(), s))
+        }),
+        "Reconcile: sequences",
+    );
+    let gaps = gaps::sequence_gaps(sequences);
+
+    Reconciliation {
+        live_prices,
+        valuations,
+        breaks,
+        gaps,
+        rejected_prices,
+        rejected_custodian,
+    }
+}

@@ -1,0 +1,72 @@
+//! A stateful operator that sees each timestamp's updates once the
+//! timestamp is complete, in time order, on the worker that owns their key.
+//! The stages of reconciliation keep their own state this way (live price,
+//! live statement, as-of sums, sequence gaps) instead of re-reading a key's
+//! whole history per change, as a `reduce` would.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+use crate::engine::{Diff, Time};
+
+/// A timestamp's capability and its updates so far.
+type Pending<D> = (Capability<Time>, Vec<(D, Diff)>);
+
+/// Runs `logic(state, time, updates, out)` for each complete timestamp, in
+/// time order, on the worker `route` sends each update to. `updates` are the
+/// timestamp's `(data, diff)` pairs in no particular order (the logic must
+/// not depend on it); `out` collects the differential updates to emit at
+/// that time.
+pub(super) fn in_time_order<'scope, D, O, S>(
+    stream: StreamVec<'scope, Time, (D, Time, Diff)>,
+    name: &str,
+    route: impl Fn(&D) -> u64 + 'static,
+    mut state: S,
+    mut logic: impl FnMut(&mut S, Time, Vec<(D, Diff)>, &mut Vec<(O, Time, Diff)>) + 'static,
+) -> VecCollection<'scope, Time, O, Diff>
+where
+    D: ExchangeData + Clone,
+    O: ExchangeData + Clone + Ord,
+    S: 'static,
+{
+    let pact = Exchange::new(move |u: &(D, Time, Diff)| route(&u.0));
+    stream
+        .unary_frontier::<CapacityContainerBuilder<Vec<(O, Time, Diff)>>, _, _, _>(
+            pact,
+            name,
+            move |_capability, _info| {
+                let mut pending: BTreeMap<Time, Pending<D>> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        for (d, t, r) in data.flat_map(|b| b.drain(..)) {
+                            pending
+                                .entry(t)
+                                .or_insert_with(|| {
+                                    (cap.delayed(&t, output.output_index()), Vec::new())
+                                })
+                                .1
+                                .push((d, r));
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (time, (cap, updates)) = entry.remove_entry();
+                        let mut out = Vec::new();
+                        logic(&mut state, time, updates, &mut out);
+                        differential_dataflow::consolidation::consolidate_updates(&mut out);
+                        output.session(&cap).give_container(&mut out);
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
