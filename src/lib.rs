@@ -5,5 +5,6 @@ pub mod book_file;
 pub mod config;
 pub mod generate;
 pub mod kafka;
+pub mod market_data;
 pub mod methods_file;
 pub mod service;

@@ -122,6 +122,12 @@ enum Command {
         /// Output file.
         #[arg(long)]
         out: PathBuf,
+        /// Also write price ticks for the generated trades here.
+        #[arg(long)]
+        prices_out: Option<PathBuf>,
+        /// Also write custodian statements for the generated trades here.
+        #[arg(long)]
+        custodian_out: Option<PathBuf>,
     },
 }
 
@@ -215,6 +221,8 @@ fn main() -> Result<()> {
             positions,
             trades,
             out,
+            prices_out,
+            custodian_out,
         } => {
             let config = GenerateConfig::new(seed, positions, trades);
             let mut file = BufWriter::new(
@@ -227,6 +235,34 @@ fn main() -> Result<()> {
                 stats.lines,
                 out.display()
             );
+            if prices_out.is_some() || custodian_out.is_some() {
+                let text =
+                    std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+                let lines: Vec<Vec<u8>> = text.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+                let create = |path: &Option<PathBuf>| -> Result<Box<dyn std::io::Write>> {
+                    Ok(match path {
+                        Some(path) => Box::new(BufWriter::new(
+                            File::create(path)
+                                .with_context(|| format!("creating {}", path.display()))?,
+                        )),
+                        None => Box::new(std::io::sink()),
+                    })
+                };
+                let mut prices = create(&prices_out)?;
+                let mut custodian = create(&custodian_out)?;
+                let stats = deltabook::market_data::generate_market_data(
+                    &lines,
+                    seed,
+                    &mut prices,
+                    &mut custodian,
+                )?;
+                prices.flush()?;
+                custodian.flush()?;
+                eprintln!(
+                    "wrote {} ticks and {} statements",
+                    stats.ticks, stats.statements
+                );
+            }
         }
     }
     Ok(())

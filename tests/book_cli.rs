@@ -28,6 +28,11 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
         "positions.csv",
         "rejected.jsonl",
         "corrections.jsonl",
+        "valuations.csv",
+        "breaks.csv",
+        "gaps.csv",
+        "rejected_prices.jsonl",
+        "rejected_custodian.jsonl",
     ]
     .iter()
     .map(|name| {
@@ -180,5 +185,96 @@ fn bad_arguments_and_input_get_clear_errors() {
     );
     let positions = std::fs::read_to_string(out_dir.join("positions.csv")).expect("positions");
     assert!(positions.contains("A_B_S,1,1,10,0"), "{positions}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_sample_with_ticks_and_statements_is_byte_identical_for_any_batch_size_and_workers() {
+    let dir = scratch("sample");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let arg = |name: &str| data.join(name).to_str().unwrap().to_string();
+    let (trades, methods, prices, custodian) = (
+        arg("sample-trades.jsonl"),
+        arg("sample-methods.json"),
+        arg("sample-prices.jsonl"),
+        arg("sample-custodian.jsonl"),
+    );
+    let mut first: Option<Vec<(String, Vec<u8>)>> = None;
+    for (batch, workers) in [("1000", "1"), ("1", "2"), ("7", "3")] {
+        let out_dir = dir.join(format!("b{batch}-w{workers}"));
+        let out = book(
+            &[
+                "--trades",
+                &trades,
+                "--methods",
+                &methods,
+                "--prices",
+                &prices,
+                "--custodian",
+                &custodian,
+                "--batch-size",
+                batch,
+                "--workers",
+                workers,
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+            None,
+        );
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{summary}");
+        // corrections.jsonl carries engine timestamps (`as_of`), which
+        // depend on the batch size by design; every other file must not.
+        let files: Vec<(String, Vec<u8>)> = outputs(&out_dir)
+            .into_iter()
+            .filter(|(name, _)| name != "corrections.jsonl")
+            .collect();
+        match &first {
+            None => {
+                let text = |name: &str| {
+                    String::from_utf8(files.iter().find(|(n, _)| n == name).unwrap().1.clone())
+                        .unwrap()
+                };
+                // The sample exercises every break kind, valuations, gaps and both rejection files.
+                let breaks = text("breaks.csv");
+                for kind in ["QUANTITY_MISMATCH", "MISSING_INTERNAL", "MISSING_EXTERNAL"] {
+                    assert!(breaks.contains(kind), "{kind} in {breaks}");
+                }
+                assert!(text("valuations.csv").lines().count() > 10);
+                assert!(text("gaps.csv").lines().count() > 1);
+                assert_eq!(text("rejected_prices.jsonl").lines().count(), 3);
+                assert_eq!(text("rejected_custodian.jsonl").lines().count(), 3);
+                first = Some(files);
+            }
+            Some(expected) => assert_eq!(&files, expected, "batch {batch}, workers {workers}"),
+        }
+    }
+    // Without ticks and statements the five files are still written, with headers only.
+    let bare = dir.join("bare");
+    let out = book(
+        &["--trades", &trades, "--out", bare.to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(bare.join("breaks.csv")).unwrap(),
+        "position_key,as_of_date,kind,internal_quantity,custodian_quantity,difference\n"
+    );
+    assert_eq!(
+        std::fs::read(bare.join("rejected_prices.jsonl")).unwrap(),
+        b""
+    );
+    // A tolerance that is not a plain decimal is refused by the CLI.
+    for bad in ["--tolerance=-1", "--tolerance=1.123456789", "--tolerance=x"] {
+        let refused = book(
+            &["--trades", &trades, bad, "--out", bare.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(refused.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--tolerance"),
+            "{bad}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
