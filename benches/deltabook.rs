@@ -5,7 +5,8 @@
 //! peak bytes) with its own global allocator; the shipped `deltabook` binary
 //! does not pay for that.
 //!
-//! Suites: `ingest`, `latency`, `all` (those two, no services), and, with
+//! Suites: `ingest`, `latency`, `all` (those two, no services), `ticks`
+//! (price ticks into a book of N lots, no services), and, with
 //! the services of `scripts/services.sh`: `e2e` (produce, backlog, steady
 //! latency), `restart` (restart time against history), `pg-writes` (binary
 //! COPY against multi-row INSERT).
@@ -28,11 +29,11 @@ static ALLOCATOR: suites::alloc::CountingAlloc = suites::alloc::CountingAlloc;
     about = "deltabook's benchmarks, each with its baseline"
 )]
 struct Args {
-    /// `ingest`, `latency`, `all`, `e2e`, `restart` or `pg-writes`.
+    /// `ingest`, `latency`, `ticks`, `all`, `e2e`, `restart` or `pg-writes`.
     #[arg(default_value = "all")]
     suite: String,
     /// Lines of the ingest benchmark; trades of e2e's produce and backlog
-    /// phases; events of pg-writes.
+    /// phases; events of pg-writes; lots of the ticks benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     trades: usize,
     /// latency: position sizes.
@@ -81,7 +82,15 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let suite = args.suite.as_str();
-    let known = ["ingest", "latency", "all", "e2e", "restart", "pg-writes"];
+    let known = [
+        "ingest",
+        "latency",
+        "ticks",
+        "all",
+        "e2e",
+        "restart",
+        "pg-writes",
+    ];
     anyhow::ensure!(
         known.contains(&suite),
         "unknown suite {suite:?}: one of {}",
@@ -103,6 +112,9 @@ fn main() -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?;
         suites::latency::run_suite(&args.ks, &methods, args.quick);
+    }
+    if suite == "ticks" {
+        suites::ticks::run_suite(args.trades as u64);
     }
     if suite == "e2e" {
         let options = suites::e2e::E2eOptions {

@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use deltabook_dataflows::booking::reference;
 use deltabook_dataflows::calendar::{civil_from_days, days_from_civil};
+use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::engine::{self, DeadLetter, EngineInputs, RestoredTrade, SourceRef, Time};
 use deltabook_dataflows::gate::parse_event;
+use deltabook_dataflows::reconcile::{self, ReconcileInputs};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -28,6 +30,10 @@ const PRELOAD_BATCH: u64 = 50_000;
 pub enum Booking {
     /// deltabook's chunked incremental book.
     Incremental,
+    /// The same, with reconciliation attached: a price for the security and
+    /// a custodian statement dated the day the backdated trades land on, so
+    /// every insert also moves a valuation and the position's break.
+    IncrementalWithBreaks,
     /// Baseline: plain per-position reduce re-booking the whole position.
     ReferenceReduce,
 }
@@ -121,8 +127,12 @@ fn probe_line(i: u64, last_day: u64, backdated: bool) -> Vec<u8> {
 /// Samples per (K, direction) for an engine and method.
 fn samples_for(booking: Booking, method: LotMethod, k: u64, quick: bool) -> usize {
     let n = match (booking, method) {
-        (Booking::Incremental, LotMethod::Fifo | LotMethod::Lifo) => 300,
-        (Booking::Incremental, LotMethod::Hifo) | (Booking::ReferenceReduce, _) => match k {
+        (
+            Booking::Incremental | Booking::IncrementalWithBreaks,
+            LotMethod::Fifo | LotMethod::Lifo,
+        ) => 300,
+        (Booking::Incremental | Booking::IncrementalWithBreaks, LotMethod::Hifo)
+        | (Booking::ReferenceReduce, _) => match k {
             0..=1_000 => 100,
             1_001..=10_000 => 40,
             10_001..=100_000 => 10,
@@ -141,11 +151,13 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
     let ks = ks.to_vec();
     timely::execute_directly(move |worker| {
         let mut raw = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
+        let mut prices = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
+        let mut custodian = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
         let probe = ProbeHandle::new();
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
             let (methods_input, methods) = scope.new_collection::<(String, LotMethod), isize>();
             match booking {
-                Booking::Incremental => {
+                Booking::Incremental | Booking::IncrementalWithBreaks => {
                     // No restart snapshot, no pre-rejected events: the
                     // handles close when dropped here.
                     let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
@@ -156,6 +168,19 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         restore: restore.to_stream(scope),
                         methods,
                     });
+                    if booking == Booking::IncrementalWithBreaks {
+                        let r = reconcile::build(
+                            &e,
+                            ReconcileInputs {
+                                prices: prices.to_stream(scope),
+                                custodian: custodian.to_stream(scope),
+                                tolerance: Dec8::ZERO,
+                            },
+                        );
+                        r.valuations.inner.probe_with(&probe);
+                        r.breaks.inner.probe_with(&probe);
+                        r.gaps.inner.probe_with(&probe);
+                    }
                     e.booked.stream.probe_with(&probe);
                     e.lots.stream.probe_with(&probe);
                     e.positions.stream.probe_with(&probe);
@@ -199,6 +224,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                 }
                 time += 1;
                 raw.advance_to(time);
+                prices.advance_to(time);
+                custodian.advance_to(time);
                 methods.advance_to(time);
                 methods.flush();
                 while probe.less_than(&time) {
@@ -206,6 +233,40 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                 }
             }
             let last_day = (loaded - 1) / TRADES_PER_DAY;
+            if booking == Booking::IncrementalWithBreaks {
+                // A statement dated the day backdated inserts land on (so
+                // current-dated ones fall after it), and a price.
+                // Ticks and statements count their own lines: one per K.
+                let source = SourceRef {
+                    partition: 0,
+                    offset: loaded,
+                };
+                custodian.send((
+                    source,
+                    format!(
+                        r#"{{"account_id":"ACC1","book_id":"BK","security_id":"SEC","quantity":"12345","as_of_date":"{}"}}"#,
+                        date(last_day - 1)
+                    )
+                    .into_bytes(),
+                ));
+                prices.send((
+                    source,
+                    format!(
+                        r#"{{"security_id":"SEC","price":"101.5","as_of":"{}T16:00:00Z"}}"#,
+                        date(last_day)
+                    )
+                    .into_bytes(),
+                ));
+                time += 1;
+                raw.advance_to(time);
+                prices.advance_to(time);
+                custodian.advance_to(time);
+                methods.advance_to(time);
+                methods.flush();
+                while probe.less_than(&time) {
+                    worker.step();
+                }
+            }
             for backdated in [false, true] {
                 let samples = samples_for(booking, method, k, quick);
                 let mut millis = Vec::with_capacity(samples);
@@ -214,6 +275,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                     probes += 1;
                     time += 1;
                     raw.advance_to(time);
+                    prices.advance_to(time);
+                    custodian.advance_to(time);
                     methods.advance_to(time);
                     methods.flush();
                     let started = Instant::now();
@@ -274,6 +337,14 @@ pub fn run_suite(ks: &[u64], methods: &[LotMethod], quick: bool) -> Vec<LatencyR
     }
     if methods.contains(&LotMethod::Fifo) {
         rows.extend(measure(
+            Booking::IncrementalWithBreaks,
+            LotMethod::Fifo,
+            ks,
+            quick,
+        ));
+    }
+    if methods.contains(&LotMethod::Fifo) {
+        rows.extend(measure(
             Booking::ReferenceReduce,
             LotMethod::Fifo,
             ks,
@@ -299,6 +370,7 @@ pub fn run_suite(ks: &[u64], methods: &[LotMethod], quick: bool) -> Vec<LatencyR
             "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.2}x |",
             match r.booking {
                 Booking::Incremental => "deltabook",
+                Booking::IncrementalWithBreaks => "deltabook + valuation + break",
                 Booking::ReferenceReduce => "baseline: plain reduce",
             },
             r.method.as_str(),

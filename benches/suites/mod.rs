@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod latency;
 pub mod pg_writes;
 pub mod restart;
+pub mod ticks;
 
 /// Percentile (0..=100) of sorted samples, nearest rank.
 pub fn percentile(sorted: &[f64], pct: f64) -> f64 {
