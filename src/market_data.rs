@@ -84,7 +84,7 @@ pub fn generate_market_data(
     prices: &mut impl Write,
     custodian: &mut impl Write,
 ) -> io::Result<MarketDataStats> {
-    let mut rng = Rng::new(seed ^ 0x5EED_0F_7A1C);
+    let mut rng = Rng::new(seed ^ 0x005E_ED0F_7A1C);
     let trades = live_trades(lines);
     let mut stats = MarketDataStats::default();
     let dates: BTreeSet<Date> = trades.iter().map(|t| t.3).collect();
