@@ -175,6 +175,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                                 prices: prices.to_stream(scope),
                                 custodian: custodian.to_stream(scope),
                                 tolerance: Dec8::ZERO,
+                                restored: None,
                             },
                         );
                         r.valuations.inner.probe_with(&probe);

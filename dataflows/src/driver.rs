@@ -27,7 +27,10 @@ use crate::engine::{
 };
 use crate::gate::Rejection;
 use crate::position::{Lot, PositionSummary};
-use crate::reconcile::{self, BreakRow, GapRow, ReconcileInputs, ValuationRow};
+use crate::reconcile::{
+    self, BreakRow, GapRow, LiveStatement, LiveTick, ReconcileInputs, Restored, SequenceRange,
+    ValuationRow,
+};
 use crate::trade::LotMethod;
 
 /// Everything the engine produced at one timestamp on one worker. Lots and
@@ -62,6 +65,12 @@ pub struct TimestampOutput {
     pub rejected_prices: Vec<DeadLetter>,
     /// Rejected custodian statements.
     pub rejected_custodian: Vec<DeadLetter>,
+    /// Live tick changes (under [`Capture::All`]: the restart snapshot).
+    pub live_ticks: Vec<(LiveTick, Diff)>,
+    /// Live statement changes (under [`Capture::All`]).
+    pub live_statements: Vec<(LiveStatement, Diff)>,
+    /// Sequence range changes (under [`Capture::All`]).
+    pub sequence_ranges: Vec<(SequenceRange, Diff)>,
 }
 
 impl TimestampOutput {
@@ -99,6 +108,9 @@ impl TimestampOutput {
             && self.gaps.is_empty()
             && self.rejected_prices.is_empty()
             && self.rejected_custodian.is_empty()
+            && self.live_ticks.is_empty()
+            && self.live_statements.is_empty()
+            && self.sequence_ranges.is_empty()
     }
 }
 
@@ -128,6 +140,7 @@ pub struct Driver {
     restore: InputHandleVec<Time, RestoredTrade>,
     prices: InputHandleVec<Time, RawEvent>,
     custodian: InputHandleVec<Time, RawEvent>,
+    restored: InputHandleVec<Time, Restored>,
     methods: InputSession<Time, (String, LotMethod), Diff>,
     /// The lot-method map as this worker has fed it (only the worker that
     /// owns the lot-method source feeds it).
@@ -169,6 +182,7 @@ impl Driver {
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
         let mut prices = InputHandleVec::<Time, RawEvent>::new();
         let mut custodian = InputHandleVec::<Time, RawEvent>::new();
+        let mut restored = InputHandleVec::<Time, Restored>::new();
         let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
@@ -187,8 +201,30 @@ impl Driver {
                     prices: prices.to_stream(scope),
                     custodian: custodian.to_stream(scope),
                     tolerance,
+                    restored: Some(restored.to_stream(scope)),
                 },
             );
+            if keep == Capture::All {
+                capture(r.live_ticks.inner, &outputs, &probe, |o, (row, t, d)| {
+                    o.at(t).live_ticks.push((row, d))
+                });
+                capture(
+                    r.live_statements.inner,
+                    &outputs,
+                    &probe,
+                    |o, (row, t, d)| o.at(t).live_statements.push((row, d)),
+                );
+                capture(
+                    r.sequence_ranges.inner,
+                    &outputs,
+                    &probe,
+                    |o, (row, t, d)| o.at(t).sequence_ranges.push((row, d)),
+                );
+            } else {
+                r.live_ticks.inner.probe_with(&probe);
+                r.live_statements.inner.probe_with(&probe);
+                r.sequence_ranges.inner.probe_with(&probe);
+            }
             let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
             capture(lots, &outputs, &probe, |o, (row, t, d)| {
                 o.at(t).lots.push((row, d))
@@ -250,6 +286,7 @@ impl Driver {
         restore.advance_to(start);
         prices.advance_to(start);
         custodian.advance_to(start);
+        restored.advance_to(start);
         methods.advance_to(start);
         methods.flush();
         Driver {
@@ -258,6 +295,7 @@ impl Driver {
             restore,
             prices,
             custodian,
+            restored,
             methods,
             method_map: HashMap::new(),
             completed: Completed { probe, outputs },
@@ -296,6 +334,12 @@ impl Driver {
         self.custodian.send((source, payload));
     }
 
+    /// Sends restored reconciliation state at the current time (a restart's
+    /// live ticks, live statements and sequence states).
+    pub fn restore_reconciliation(&mut self, state: Restored) {
+        self.restored.send(state);
+    }
+
     /// Sends a restored trade at the current time (a restart's snapshot).
     pub fn restore(&mut self, trade: RestoredTrade) {
         self.restore.send(trade);
@@ -325,6 +369,7 @@ impl Driver {
         self.restore.advance_to(time);
         self.prices.advance_to(time);
         self.custodian.advance_to(time);
+        self.restored.advance_to(time);
         self.methods.advance_to(time);
         self.methods.flush();
     }
@@ -355,10 +400,12 @@ impl Driver {
             restore,
             prices,
             custodian,
+            restored,
             methods,
             completed,
             ..
         } = self;
+        drop(restored);
         drop(raw);
         drop(rejected);
         drop(restore);

@@ -1,97 +1,154 @@
 //! Per-account sequence gaps (`reconciliation.md`): S = the `sequence`
 //! values of the account's accepted events; a gap is a maximal run of
-//! integers between min(S) and max(S) not in S. Kept incrementally: a new
-//! value splits or shortens one gap, or opens one beyond the ends. Cost per
-//! value: O(log gaps).
+//! integers between min(S) and max(S) not in S. Kept incrementally as
+//! (min, max, gaps): a value is in S exactly when it lies in [min, max]
+//! outside every gap, so nothing else is stored. A new value splits or
+//! shortens one gap, or opens one beyond the ends. Cost per value:
+//! O(log gaps). The same three things are what a restart restores.
 
 use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::{Hashable, VecCollection};
+use serde::{Deserialize, Serialize};
 
 use super::ordered::in_time_order;
 use super::GapRow;
 use crate::engine::{Diff, Time};
 
-/// One account's sequence values and its gaps (first -> last missing).
+/// An account's sequence state: min(S), max(S) and the gaps between.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SequenceState {
+    /// The account.
+    pub account_id: String,
+    /// min(S).
+    pub min: u64,
+    /// max(S).
+    pub max: u64,
+    /// The gaps, (first, last) missing, ascending.
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// One update into the gaps stage.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(super) enum SequenceInput {
+    /// An accepted event's sequence value.
+    Value(String, u64),
+    /// A restart's state of one account.
+    Restore(SequenceState),
+}
+
+impl SequenceInput {
+    fn account(&self) -> &str {
+        match self {
+            SequenceInput::Value(account, _) => account,
+            SequenceInput::Restore(state) => &state.account_id,
+        }
+    }
+}
+
+/// One row out of the gaps stage.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(super) enum SequenceRow {
+    /// A row of `gaps.csv`.
+    Gap(GapRow),
+    /// An account's (min, max): with the gaps, its whole state.
+    Range(String, u64, u64),
+}
+
+/// One account's (min, max) and gaps (first -> last missing).
 #[derive(Default)]
 struct AccountSequences {
-    seen: std::collections::HashSet<u64>,
-    min: u64,
-    max: u64,
+    range: Option<(u64, u64)>,
     gaps: BTreeMap<u64, u64>,
 }
 
 impl AccountSequences {
+    fn open(&mut self, first: u64, last: u64, changes: &mut Vec<((u64, u64), Diff)>) {
+        if first <= last {
+            self.gaps.insert(first, last);
+            changes.push(((first, last), 1));
+        }
+    }
+
     /// Adds `s`; pushes the gaps closed (-1) and opened (+1).
     fn add(&mut self, s: u64, changes: &mut Vec<((u64, u64), Diff)>) {
-        if !self.seen.insert(s) {
+        let Some((min, max)) = self.range else {
+            self.range = Some((s, s));
             return;
-        }
-        if self.seen.len() == 1 {
-            (self.min, self.max) = (s, s);
-            return;
-        }
-        fn open(
-            gaps: &mut BTreeMap<u64, u64>,
-            changes: &mut Vec<((u64, u64), Diff)>,
-            first: u64,
-            last: u64,
-        ) {
-            if first <= last {
-                gaps.insert(first, last);
-                changes.push(((first, last), 1));
-            }
-        }
-        if s > self.max {
-            open(&mut self.gaps, changes, self.max + 1, s - 1);
-            self.max = s;
-        } else if s < self.min {
-            open(&mut self.gaps, changes, s + 1, self.min - 1);
-            self.min = s;
+        };
+        if s > max {
+            self.open(max + 1, s - 1, changes);
+            self.range = Some((min, s));
+        } else if s < min {
+            self.open(s + 1, min - 1, changes);
+            self.range = Some((s, max));
         } else if let Some((&first, &last)) = self.gaps.range(..=s).next_back() {
-            // s is missing (not seen) and between min and max: inside this gap.
-            debug_assert!(first <= s && s <= last);
+            if s > last {
+                return; // Between min and max and outside every gap: seen.
+            }
             self.gaps.remove(&first);
             changes.push(((first, last), -1));
             if first < s {
-                open(&mut self.gaps, changes, first, s - 1);
+                self.open(first, s - 1, changes);
             }
             if s < last {
-                open(&mut self.gaps, changes, s + 1, last);
+                self.open(s + 1, last, changes);
             }
         }
     }
 }
 
-/// `(account, sequence)` values in (accepted events only), gap rows out.
+/// Sequence values (and restored states) in; gap rows and per-account
+/// ranges out.
 pub(super) fn sequence_gaps<'scope>(
-    sequences: VecCollection<'scope, Time, (String, u64), Diff>,
-) -> VecCollection<'scope, Time, GapRow, Diff> {
+    inputs: VecCollection<'scope, Time, SequenceInput, Diff>,
+) -> VecCollection<'scope, Time, SequenceRow, Diff> {
     in_time_order(
-        sequences.inner,
+        inputs.inner,
         "Reconcile: sequence gaps",
-        |(account, _): &(String, u64)| account.hashed(),
+        |input: &SequenceInput| input.account().hashed(),
         HashMap::<String, AccountSequences>::new(),
-        |accounts, time, updates, out| {
-            for ((account, s), diff) in updates {
+        |accounts, time, mut updates, out| {
+            // Restores first: a restart feeds them at its start time, alone.
+            updates.sort();
+            updates.reverse();
+            let mut ranges_before: HashMap<String, Option<(u64, u64)>> = HashMap::new();
+            for (input, diff) in updates {
                 if diff <= 0 {
                     continue;
                 }
+                let account = input.account().to_string();
+                let state = accounts.entry(account.clone()).or_default();
+                ranges_before.entry(account.clone()).or_insert(state.range);
                 let mut changes = Vec::new();
-                accounts
-                    .entry(account.clone())
-                    .or_default()
-                    .add(s, &mut changes);
+                match input {
+                    SequenceInput::Value(_, s) => state.add(s, &mut changes),
+                    SequenceInput::Restore(restored) => {
+                        state.range = Some((restored.min, restored.max));
+                        for (first, last) in restored.gaps {
+                            state.open(first, last, &mut changes);
+                        }
+                    }
+                }
                 for ((first, last), d) in changes {
-                    out.push((
-                        GapRow {
-                            account_id: account.clone(),
-                            first_missing: first,
-                            last_missing: last,
-                        },
-                        time,
-                        d,
-                    ));
+                    let row = GapRow {
+                        account_id: account.clone(),
+                        first_missing: first,
+                        last_missing: last,
+                    };
+                    out.push((SequenceRow::Gap(row), time, d));
+                }
+            }
+            for (account, before) in ranges_before {
+                let after = accounts.get(&account).and_then(|a| a.range);
+                if before == after {
+                    continue;
+                }
+                if let Some((min, max)) = before {
+                    out.push((SequenceRow::Range(account.clone(), min, max), time, -1));
+                }
+                if let Some((min, max)) = after {
+                    out.push((SequenceRow::Range(account, min, max), time, 1));
                 }
             }
         },
@@ -119,6 +176,10 @@ mod tests {
         assert_eq!(gaps_after(&[5, 1, 3, 3, 2, 4]), vec![]);
         assert_eq!(gaps_after(&[10, 2, 20]), vec![(3, 9), (11, 19)]);
         assert_eq!(
+            gaps_after(&[10, 2, 20, 10, 2, 20, 15]),
+            vec![(3, 9), (11, 14), (16, 19)]
+        );
+        assert_eq!(
             gaps_after(&[0, u64::MAX >> 1]),
             vec![(1, (u64::MAX >> 1) - 1)]
         );
@@ -127,12 +188,10 @@ mod tests {
     #[test]
     fn gap_changes_fold_to_the_final_gaps_in_any_order() {
         let values = [7u64, 3, 12, 4, 9, 3, 1, 12, 8];
-        let mut orders = vec![values.to_vec()];
         let mut reversed = values.to_vec();
         reversed.reverse();
-        orders.push(reversed);
         let expected = gaps_after(&values);
-        for order in orders {
+        for order in [values.to_vec(), reversed] {
             let mut account = AccountSequences::default();
             let mut changes = Vec::new();
             for v in order {

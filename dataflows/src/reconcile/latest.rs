@@ -13,12 +13,13 @@ use timely::ExchangeData;
 use super::ordered::in_time_order;
 use crate::engine::{Diff, Time};
 
-/// `(key, order, value)` values in, `(key, value)` of the greatest order per
-/// key out, as a collection (a key's value is retracted when it is replaced).
+/// `(key, order, value)` values in, `(key, (order, value))` of the greatest
+/// order per key out, as a collection (a key's entry is retracted when it is
+/// replaced).
 pub(super) fn latest_by_key<'scope, K, O, V>(
     values: VecCollection<'scope, Time, (K, O, V), Diff>,
     name: &str,
-) -> VecCollection<'scope, Time, (K, V), Diff>
+) -> VecCollection<'scope, Time, (K, (O, V)), Diff>
 where
     K: ExchangeData + Clone + Ord + Hash + Eq + Hashable<Output = u64>,
     O: ExchangeData + Clone + Ord,
@@ -31,7 +32,7 @@ where
         HashMap::<K, (O, V)>::new(),
         |live, time, updates, out| {
             // The live value of each touched key before this time.
-            let mut before: HashMap<K, Option<V>> = HashMap::new();
+            let mut before: HashMap<K, Option<(O, V)>> = HashMap::new();
             for ((key, order, value), diff) in updates {
                 if diff <= 0 {
                     // Inputs are insert-only; a retraction would be a bug upstream.
@@ -41,7 +42,7 @@ where
                 if current.is_some_and(|(o, _)| *o >= order) {
                     continue;
                 }
-                let previous: Option<V> = current.map(|(_, v)| v.clone());
+                let previous: Option<(O, V)> = current.cloned();
                 before.entry(key.clone()).or_insert(previous);
                 live.insert(key, (order, value));
             }
@@ -49,7 +50,7 @@ where
                 if let Some(old) = old {
                     out.push(((key.clone(), old), time, -1));
                 }
-                if let Some((_, new)) = live.get(&key) {
+                if let Some(new) = live.get(&key) {
                     out.push(((key, new.clone()), time, 1));
                 }
             }

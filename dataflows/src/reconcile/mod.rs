@@ -17,6 +17,9 @@
 
 mod breaks;
 mod gaps;
+
+pub use gaps::SequenceState;
+use gaps::{SequenceInput, SequenceRow};
 mod latest;
 mod ordered;
 
@@ -31,7 +34,7 @@ use timely::ExchangeData;
 
 use crate::decimal::{Amount, Dec8};
 use crate::engine::{DeadLetter, Diff, Engine, RawEvent, SourceRef, Time};
-use crate::gate::{parse_price_tick, parse_statement, Rejection};
+use crate::gate::{parse_price_tick, parse_statement, PriceTick, Rejection, Statement};
 use crate::trade::{Date, Instant, Side};
 
 use breaks::BreakInput;
@@ -117,12 +120,70 @@ pub struct ReconcileInputs<'scope> {
     pub custodian: StreamVec<'scope, Time, RawEvent>,
     /// A break needs |difference| > this.
     pub tolerance: Dec8,
+    /// A restart's state, fed at its start time (see [`Restored`]).
+    pub restored: Option<StreamVec<'scope, Time, Restored>>,
+}
+
+/// What a restart restores of reconciliation: the live tick of each
+/// security, the live statement of each position (each with the source
+/// position that orders it), and each account's sequence state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Restored {
+    /// A live tick.
+    Tick(SourceRef, PriceTick),
+    /// A live statement.
+    Statement(SourceRef, Statement),
+    /// An account's sequences.
+    Sequences(SequenceState),
+}
+
+/// The live tick of a security: its price and what orders it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LiveTick {
+    /// The security.
+    pub security_id: String,
+    /// Its `as_of`.
+    pub as_of: Instant,
+    /// Where it came from (ties: the later wins).
+    pub source: SourceRef,
+    /// The price.
+    pub price: Dec8,
+}
+
+/// The live statement of a position.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LiveStatement {
+    /// The position.
+    pub position_key: String,
+    /// Its date.
+    pub as_of_date: Date,
+    /// Where it came from (ties: the later wins).
+    pub source: SourceRef,
+    /// The custodian's quantity.
+    pub quantity: Dec8,
+}
+
+/// An account's (min, max) sequence values, as a restart needs them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SequenceRange {
+    /// The account.
+    pub account_id: String,
+    /// min(S).
+    pub min: u64,
+    /// max(S).
+    pub max: u64,
 }
 
 /// Reconciliation's outputs.
 pub struct Reconciliation<'scope> {
     /// Live price per security.
     pub live_prices: VecCollection<'scope, Time, (String, Dec8), Diff>,
+    /// The live tick per security (what a restart restores).
+    pub live_ticks: VecCollection<'scope, Time, LiveTick, Diff>,
+    /// The live statement per position (what a restart restores).
+    pub live_statements: VecCollection<'scope, Time, LiveStatement, Diff>,
+    /// Each account's (min, max) sequence (with `gaps`, what a restart restores).
+    pub sequence_ranges: VecCollection<'scope, Time, SequenceRange, Diff>,
     /// Rows of `valuations.csv`.
     pub valuations: VecCollection<'scope, Time, ValuationRow, Diff>,
     /// Rows of `breaks.csv`.
@@ -191,14 +252,32 @@ pub fn build<'scope>(
         prices,
         custodian,
         tolerance,
+        restored,
     } = inputs;
+    let restored = restored.map(|r| as_inserts(r, "Reconcile: restored"));
 
     let (ticks, rejected_prices) = gate(prices, parse_price_tick);
-    let ticks = as_inserts(ticks, "Reconcile: ticks").map(|(source, tick)| {
+    let mut ticks = as_inserts(ticks, "Reconcile: ticks");
+    if let Some(restored) = &restored {
+        ticks = ticks.concat(restored.clone().flat_map(|r| match r {
+            Restored::Tick(source, tick) => Some((source, tick)),
+            _ => None,
+        }));
+    }
+    let ticks = ticks.map(|(source, tick)| {
         let order: (Instant, SourceRef) = (tick.as_of, source);
         (tick.security_id, order, tick.price)
     });
-    let live_prices = latest::latest_by_key(ticks, "Reconcile: live price");
+    let live = latest::latest_by_key(ticks, "Reconcile: live price");
+    let live_ticks = live
+        .clone()
+        .map(|(security_id, ((as_of, source), price))| LiveTick {
+            security_id,
+            as_of,
+            source,
+            price,
+        });
+    let live_prices = live.map(|(security, (_, price))| (security, price));
 
     let by_security = engine.positions.clone().as_collection(|position, summary| {
         (
@@ -226,12 +305,29 @@ pub fn build<'scope>(
         });
 
     let (statements, rejected_custodian) = gate(custodian, parse_statement);
-    let statements = as_inserts(statements, "Reconcile: statements").map(|(source, s)| {
+    let mut statements = as_inserts(statements, "Reconcile: statements");
+    if let Some(restored) = &restored {
+        statements = statements.concat(restored.clone().flat_map(|r| match r {
+            Restored::Statement(source, statement) => Some((source, statement)),
+            _ => None,
+        }));
+    }
+    let statements = statements.map(|(source, s)| {
         let order: (Date, SourceRef) = (s.as_of_date, source);
-        (s.position_key(), order, (s.as_of_date, s.quantity))
+        (s.position_key(), order, s.quantity)
     });
-    let live_statements = latest::latest_by_key(statements, "Reconcile: live statement")
-        .map(|(position, (date, quantity))| BreakInput::Statement(position, date, quantity));
+    let live = latest::latest_by_key(statements, "Reconcile: live statement");
+    let live_statements =
+        live.clone().map(
+            |(position_key, ((as_of_date, source), quantity))| LiveStatement {
+                position_key,
+                as_of_date,
+                source,
+                quantity,
+            },
+        );
+    let statement_inputs = live
+        .map(|(position, ((date, _), quantity))| BreakInput::Statement(position, date, quantity));
     let trades = engine.booked.clone().as_collection(|position, trade| {
         let signed = match trade.side {
             Side::Buy => trade.quantity,
@@ -239,19 +335,40 @@ pub fn build<'scope>(
         };
         BreakInput::Trade(position.clone(), trade.key.trade_date, signed)
     });
-    let breaks = breaks::breaks(trades.concat(live_statements), tolerance);
+    let breaks = breaks::breaks(trades.concat(statement_inputs), tolerance);
 
-    let sequences = as_inserts(
+    let mut sequences = as_inserts(
         engine.accepted.clone().flat_map(|a| {
             a.sequence
-                .map(|s| (account_of(&a.position_key).to_string(), s))
+                .map(|s| SequenceInput::Value(account_of(&a.position_key).to_string(), s))
         }),
         "Reconcile: sequences",
     );
-    let gaps = gaps::sequence_gaps(sequences);
+    if let Some(restored) = &restored {
+        sequences = sequences.concat(restored.clone().flat_map(|r| match r {
+            Restored::Sequences(state) => Some(SequenceInput::Restore(state)),
+            _ => None,
+        }));
+    }
+    let sequence_rows = gaps::sequence_gaps(sequences);
+    let gaps = sequence_rows.clone().flat_map(|row| match row {
+        SequenceRow::Gap(gap) => Some(gap),
+        SequenceRow::Range(..) => None,
+    });
+    let sequence_ranges = sequence_rows.flat_map(|row| match row {
+        SequenceRow::Range(account_id, min, max) => Some(SequenceRange {
+            account_id,
+            min,
+            max,
+        }),
+        SequenceRow::Gap(_) => None,
+    });
 
     Reconciliation {
         live_prices,
+        live_ticks,
+        live_statements,
+        sequence_ranges,
         valuations,
         breaks,
         gaps,
