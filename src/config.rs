@@ -32,6 +32,18 @@ pub struct KafkaConfig {
     pub dlq_topic: String,
     /// Its partition count.
     pub dlq_partitions: i32,
+    /// Price ticks topic (key = security_id).
+    pub prices_topic: String,
+    /// Its partition count.
+    pub prices_partitions: i32,
+    /// Custodian statements topic (key = position key).
+    pub custodian_topic: String,
+    /// Its partition count.
+    pub custodian_partitions: i32,
+    /// Break events topic (key = position key).
+    pub breaks_topic: String,
+    /// Its partition count.
+    pub breaks_partitions: i32,
     /// Longest wait for more messages before an engine timestamp is cut.
     pub batch_linger_ms: u64,
     /// Most messages per engine timestamp.
@@ -60,6 +72,16 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Computed but uncommitted timestamps before consumption pauses.
     pub max_uncommitted_timestamps: usize,
+    /// A custodian break needs |internal - custodian| above this (a
+    /// decimal string, `digits[.digits]`).
+    pub break_tolerance: String,
+}
+
+impl EngineConfig {
+    /// `break_tolerance` as a decimal (checked by [`Config::load`]).
+    pub fn tolerance(&self) -> deltabook_dataflows::decimal::Dec8 {
+        deltabook_dataflows::decimal::Dec8::parse(&self.break_tolerance).unwrap_or_default()
+    }
 }
 
 /// Retry policy (exponential backoff with jitter).
@@ -177,6 +199,21 @@ impl Config {
             self.kafka.corrections_partitions >= 1,
             "kafka.corrections_partitions must be >= 1"
         );
+        for (name, n) in [
+            ("kafka.prices_partitions", self.kafka.prices_partitions),
+            (
+                "kafka.custodian_partitions",
+                self.kafka.custodian_partitions,
+            ),
+            ("kafka.breaks_partitions", self.kafka.breaks_partitions),
+        ] {
+            anyhow::ensure!(n >= 1, "{name} must be >= 1");
+        }
+        anyhow::ensure!(
+            deltabook_dataflows::decimal::Dec8::parse(&self.engine.break_tolerance).is_ok(),
+            "engine.break_tolerance {:?} is not a decimal digits[.digits] with at most 8 places",
+            self.engine.break_tolerance
+        );
         anyhow::ensure!(
             self.kafka.batch_max_messages >= 1,
             "kafka.batch_max_messages must be >= 1"
@@ -235,6 +272,9 @@ mod tests {
         assert!(Config::load(Some(&path), &["kafka.trades_partitions=x".into()]).is_err());
         assert!(Config::load(Some(&path), &["engine.workers=0".into()]).is_err());
         assert!(Config::load(Some(&path), &["engine.workers=257".into()]).is_err());
+        assert!(Config::load(Some(&path), &["engine.break_tolerance=-1".into()]).is_err());
+        let tolerant = Config::load(Some(&path), &["engine.break_tolerance=0.5".into()]).unwrap();
+        assert_eq!(tolerant.engine.tolerance().to_string(), "0.5");
         let built_in = Config::load(None, &[]).unwrap();
         assert_eq!(built_in.kafka.trades_topic, "trade-events");
         assert!(Config::load(Some(Path::new("/no/such/file.toml")), &[])

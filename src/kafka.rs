@@ -166,6 +166,9 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
             config.corrections_partitions,
         ),
         (config.dlq_topic.as_str(), config.dlq_partitions),
+        (config.prices_topic.as_str(), config.prices_partitions),
+        (config.custodian_topic.as_str(), config.custodian_partitions),
+        (config.breaks_topic.as_str(), config.breaks_partitions),
     ];
     let new: Vec<NewTopic> = topics
         .iter()
@@ -400,9 +403,55 @@ type KeyedLine = (Option<String>, i32, Vec<u8>);
 /// partition receives its lines in file order). Returns lines sent; fails if
 /// any message could not be delivered.
 pub fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
+    produce_lines(
+        config,
+        &config.trades_topic,
+        config.trades_partitions,
+        path,
+        position_key_of,
+    )
+}
+
+/// Sends a .jsonl file of price ticks to the prices topic, key = security_id.
+pub fn produce_prices(config: &KafkaConfig, path: &Path) -> Result<u64> {
+    produce_lines(
+        config,
+        &config.prices_topic,
+        config.prices_partitions,
+        path,
+        security_of,
+    )
+}
+
+/// Sends a .jsonl file of custodian statements to the custodian topic,
+/// key = position key.
+pub fn produce_statements(config: &KafkaConfig, path: &Path) -> Result<u64> {
+    produce_lines(
+        config,
+        &config.custodian_topic,
+        config.custodian_partitions,
+        path,
+        position_key_of,
+    )
+}
+
+/// The `security_id` of a JSON line, if it has one.
+pub fn security_of(line: &[u8]) -> Option<String> {
+    let ids: EventIds = serde_json::from_slice(line).ok()?;
+    ids.security_id.map(|s| s.into_owned())
+}
+
+/// Sends the lines of `path` to `topic`, each keyed by `key_of` (a line
+/// without a key goes round-robin), many in flight, order kept per partition.
+fn produce_lines(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    path: &Path,
+    key_of: fn(&[u8]) -> Option<String>,
+) -> Result<u64> {
     let producer = counting_producer(&config.brokers)?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let partitions = config.trades_partitions;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<KeyedLine>>(4);
     let shown = path.display().to_string();
     let reader = std::thread::Builder::new()
@@ -424,7 +473,7 @@ pub fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
                     if line.last() == Some(&b'\n') {
                         line.pop();
                     }
-                    let key = position_key_of(&line);
+                    let key = key_of(&line);
                     let partition = match &key {
                         Some(k) => partition_for(k, partitions),
                         None => (number % partitions as u64) as i32,
@@ -444,7 +493,7 @@ pub fn produce_file(config: &KafkaConfig, path: &Path) -> Result<u64> {
     let mut sent = 0u64;
     for chunk in rx {
         for (key, partition, line) in &chunk {
-            let mut record = BaseRecord::<str, [u8]>::to(&config.trades_topic)
+            let mut record = BaseRecord::<str, [u8]>::to(topic)
                 .payload(line.as_slice())
                 .partition(*partition);
             if let Some(k) = key {

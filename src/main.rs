@@ -86,9 +86,15 @@ enum Command {
     },
     /// Sends a .jsonl file to the trades topic (key = position key).
     Produce {
-        /// Trade events, one per line.
+        /// Trade events, one per line (key = position key).
+        #[arg(long, required_unless_present_any = ["prices", "custodian"])]
+        trades: Option<PathBuf>,
+        /// Price ticks, one per line, to kafka.prices_topic (key = security_id).
         #[arg(long)]
-        trades: PathBuf,
+        prices: Option<PathBuf>,
+        /// Custodian statements, one per line, to kafka.custodian_topic (key = position key).
+        #[arg(long)]
+        custodian: Option<PathBuf>,
         /// Configuration file (default: the built-in config/default.toml).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -188,6 +194,8 @@ fn main() -> Result<()> {
         }
         Command::Produce {
             trades,
+            prices,
+            custodian,
             config,
             sets,
         } => {
@@ -196,14 +204,30 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(deltabook::kafka::ensure_topics(&config.kafka))?;
-            let started = std::time::Instant::now();
-            let sent = deltabook::kafka::produce_file(&config.kafka, &trades)?;
-            let seconds = started.elapsed().as_secs_f64();
-            eprintln!(
-                "sent {sent} events to {} in {seconds:.2} s ({:.0} msgs/s)",
-                config.kafka.trades_topic,
-                sent as f64 / seconds.max(1e-9)
-            );
+            let kafka = &config.kafka;
+            let files: [(Option<PathBuf>, &str, ProduceFn); 3] = [
+                (trades, &kafka.trades_topic, deltabook::kafka::produce_file),
+                (
+                    prices,
+                    &kafka.prices_topic,
+                    deltabook::kafka::produce_prices,
+                ),
+                (
+                    custodian,
+                    &kafka.custodian_topic,
+                    deltabook::kafka::produce_statements,
+                ),
+            ];
+            for (path, topic, produce) in files {
+                let Some(path) = path else { continue };
+                let started = std::time::Instant::now();
+                let sent = produce(kafka, &path)?;
+                let seconds = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "sent {sent} events to {topic} in {seconds:.2} s ({:.0} msgs/s)",
+                    sent as f64 / seconds.max(1e-9)
+                );
+            }
         }
         Command::Tail {
             config,
@@ -274,3 +298,6 @@ fn parse_tolerance(text: &str) -> Result<Dec8, String> {
         format!("{text:?} is not a decimal digits[.digits] with at most 8 places ({e})")
     })
 }
+
+/// A sender of one .jsonl file to its topic.
+type ProduceFn = fn(&deltabook::config::KafkaConfig, &std::path::Path) -> Result<u64>;

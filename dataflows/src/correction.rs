@@ -73,6 +73,32 @@ pub fn lot_json(lot: &Lot) -> Value {
     })
 }
 
+impl Cause {
+    /// The cause as an entry of an event's `cause` list (`corrections.md`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Cause::MethodChange(m) => json!({ "method_change": m.as_str() }),
+            Cause::Trade {
+                trade_id,
+                version,
+                action,
+                backdated,
+                correlation_id,
+            } => {
+                let mut o = Map::new();
+                o.insert("trade_id".into(), json!(trade_id));
+                o.insert("version".into(), json!(version));
+                o.insert("action".into(), json!(action.as_str()));
+                o.insert("backdated".into(), json!(backdated));
+                if let Some(id) = correlation_id {
+                    o.insert("correlation_id".into(), json!(id));
+                }
+                Value::Object(o)
+            }
+        }
+    }
+}
+
 impl Correction {
     /// The event as the JSON object of `corrections.md`, keys in its order.
     pub fn to_json(&self) -> Result<Value, DeltaOverflow> {
@@ -81,30 +107,7 @@ impl Correction {
         let account = parts.next().unwrap_or_default();
         let book = parts.next().unwrap_or_default();
         let security = parts.next().unwrap_or_default();
-        let cause: Vec<Value> = self
-            .cause
-            .iter()
-            .map(|c| match c {
-                Cause::MethodChange(m) => json!({ "method_change": m.as_str() }),
-                Cause::Trade {
-                    trade_id,
-                    version,
-                    action,
-                    backdated,
-                    correlation_id,
-                } => {
-                    let mut o = Map::new();
-                    o.insert("trade_id".into(), json!(trade_id));
-                    o.insert("version".into(), json!(version));
-                    o.insert("action".into(), json!(action.as_str()));
-                    o.insert("backdated".into(), json!(backdated));
-                    if let Some(id) = correlation_id {
-                        o.insert("correlation_id".into(), json!(id));
-                    }
-                    Value::Object(o)
-                }
-            })
-            .collect();
+        let cause: Vec<Value> = self.cause.iter().map(Cause::to_json).collect();
         let quantity = self
             .after
             .quantity

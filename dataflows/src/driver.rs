@@ -75,22 +75,44 @@ pub struct TimestampOutput {
 
 impl TimestampOutput {
     /// Appends `other` (another worker's part of the same timestamp).
-    pub fn merge(&mut self, mut other: TimestampOutput) {
-        self.lots.append(&mut other.lots);
-        self.positions.append(&mut other.positions);
-        self.corrections.append(&mut other.corrections);
-        self.correction_count += other.correction_count;
-        self.accepted.append(&mut other.accepted);
-        self.live.append(&mut other.live);
-        self.dead_letters.append(&mut other.dead_letters);
-        self.duplicates.append(&mut other.duplicates);
-        self.faults.append(&mut other.faults);
-        self.valuations.append(&mut other.valuations);
-        self.breaks.append(&mut other.breaks);
-        self.gaps.append(&mut other.gaps);
-        self.rejected_prices.append(&mut other.rejected_prices);
-        self.rejected_custodian
-            .append(&mut other.rejected_custodian);
+    pub fn merge(&mut self, other: TimestampOutput) {
+        // Destructured whole: a new field cannot be forgotten here.
+        let TimestampOutput {
+            mut lots,
+            mut positions,
+            mut corrections,
+            correction_count,
+            mut accepted,
+            mut live,
+            mut dead_letters,
+            mut duplicates,
+            mut faults,
+            mut valuations,
+            mut breaks,
+            mut gaps,
+            mut rejected_prices,
+            mut rejected_custodian,
+            mut live_ticks,
+            mut live_statements,
+            mut sequence_ranges,
+        } = other;
+        self.lots.append(&mut lots);
+        self.positions.append(&mut positions);
+        self.corrections.append(&mut corrections);
+        self.correction_count += correction_count;
+        self.accepted.append(&mut accepted);
+        self.live.append(&mut live);
+        self.dead_letters.append(&mut dead_letters);
+        self.duplicates.append(&mut duplicates);
+        self.faults.append(&mut faults);
+        self.valuations.append(&mut valuations);
+        self.breaks.append(&mut breaks);
+        self.gaps.append(&mut gaps);
+        self.rejected_prices.append(&mut rejected_prices);
+        self.rejected_custodian.append(&mut rejected_custodian);
+        self.live_ticks.append(&mut live_ticks);
+        self.live_statements.append(&mut live_statements);
+        self.sequence_ranges.append(&mut sequence_ranges);
     }
 
     /// True when nothing was produced.

@@ -9,8 +9,14 @@ use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, LiveTrade, RestoredTrade, SourceRef};
 use deltabook_dataflows::gate::{RejectKind, Rejection};
 use deltabook_dataflows::position::{Lot, LotSide, PositionSummary};
+use deltabook_dataflows::reconcile::{
+    BreakKind, BreakRow, GapRow, LiveStatement, LiveTick, Restored, SequenceRange, SequenceState,
+    ValuationRow,
+};
 use deltabook_dataflows::trade::{Action, BookedTrade, Date, Instant, LotKey, LotMethod, Side};
-use deltabook_sinks::postgres::{self, MethodEvent, PgError, SourceOffset, TimestampCommit};
+use deltabook_sinks::postgres::{
+    self, MethodEvent, PgError, ReconciliationCommit, SourceOffset, TimestampCommit,
+};
 
 const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
@@ -95,7 +101,7 @@ async fn migrations_are_versioned_and_safe_to_rerun() {
     let mut client = postgres::connect(&db.url()).await.expect("connect");
     assert_eq!(
         postgres::migrate(&mut client).await.expect("migrate"),
-        vec![1, 2, 3]
+        vec![1, 2, 3, 4]
     );
     assert_eq!(
         postgres::migrate(&mut client).await.expect("migrate again"),
@@ -195,6 +201,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
             partition: 3,
             next_offset: 43,
         }],
+        reconciliation: ReconciliationCommit::default(),
     };
     postgres::commit_timestamp(&mut client, &first, 2)
         .await
@@ -439,4 +446,158 @@ async fn a_failing_commit_leaves_nothing_behind() {
         .expect("count")
         .get(0);
     assert_eq!(corrections, 0);
+}
+
+#[tokio::test]
+async fn reconciliation_tables_keep_the_final_rows_and_the_snapshot_restores_them() {
+    let db = ScratchDb::create().await;
+    let mut client = postgres::connect(&db.url()).await.expect("connect");
+    postgres::migrate(&mut client).await.expect("migrate");
+    let epoch = postgres::take_over(&client).await.expect("writer epoch");
+    let d = |t: &str| t.parse::<Dec8>().expect("decimal");
+    let valuation = |price: &str| ValuationRow {
+        position_key: "A_B_S".into(),
+        price: d(price),
+        market_value: d(price).checked_mul(d("2")).expect("fits"),
+        unrealized_pnl: d("1").to_amount(),
+    };
+    let brk = |custodian: &str| BreakRow {
+        position_key: "A_B_S".into(),
+        as_of_date: Date::from_ymd(2026, 3, 2),
+        kind: BreakKind::QuantityMismatch,
+        internal_quantity: d("2"),
+        custodian_quantity: d(custodian),
+        difference: d("2").checked_sub(d(custodian)).expect("fits"),
+    };
+    let tick = |price: &str, offset: u64| LiveTick {
+        security_id: "S".into(),
+        as_of: Instant {
+            secs: 1_772_467_200,
+            nanos: 1_000_000_000, // inside a leap second: kept as is
+        },
+        source: SourceRef {
+            partition: 2,
+            offset,
+        },
+        price: d(price),
+    };
+    let statement = LiveStatement {
+        position_key: "A_B_S".into(),
+        as_of_date: Date::from_ymd(2026, 3, 2),
+        source: SourceRef {
+            partition: 1,
+            offset: 7,
+        },
+        quantity: "-5".parse().expect("decimal"),
+    };
+    let gap = |first: u64, last: u64| GapRow {
+        account_id: "A".into(),
+        first_missing: first,
+        last_missing: last,
+    };
+    let range = |max: u64| SequenceRange {
+        account_id: "A".into(),
+        min: 1,
+        max,
+    };
+    // Time 1: everything appears.
+    let first = TimestampCommit {
+        time: 1,
+        writer_epoch: epoch,
+        reconciliation: ReconciliationCommit {
+            valuations: vec![(valuation("10"), 1)],
+            breaks: vec![(brk("1"), 1)],
+            gaps: vec![(gap(2, 9), 1)],
+            live_ticks: vec![(tick("10", 3), 1)],
+            live_statements: vec![(statement.clone(), 1)],
+            sequence_ranges: vec![(range(10), 1)],
+            break_events: vec![(
+                "A_B_S".into(),
+                r#"{"position_key":"A_B_S","as_of":1,"event":"OPENED"}"#.into(),
+            )],
+        },
+        ..TimestampCommit::default()
+    };
+    postgres::commit_timestamp(&mut client, &first, 100)
+        .await
+        .expect("commit 1");
+    // Time 2: unconsolidated join output (an intermediate row asserted and
+    // retracted), a gap split, a new tick, the break resolved.
+    let second = TimestampCommit {
+        time: 2,
+        writer_epoch: epoch,
+        reconciliation: ReconciliationCommit {
+            valuations: vec![
+                (valuation("10"), -1),
+                (valuation("12"), 1),
+                (valuation("11"), 1),
+                (valuation("11"), -1),
+            ],
+            breaks: vec![(brk("1"), -1)],
+            gaps: vec![(gap(2, 9), -1), (gap(2, 4), 1), (gap(6, 9), 1)],
+            live_ticks: vec![(tick("10", 3), -1), (tick("12", 4), 1)],
+            sequence_ranges: vec![],
+            ..ReconciliationCommit::default()
+        },
+        ..TimestampCommit::default()
+    };
+    postgres::commit_timestamp(&mut client, &second, 100)
+        .await
+        .expect("commit 2");
+    let price: String = client
+        .query_one("SELECT price::text FROM valuations", &[])
+        .await
+        .expect("valuation")
+        .get(0);
+    assert_eq!(price, "12", "the row that stands, not the intermediate one");
+    let breaks: i64 = client
+        .query_one("SELECT count(*) FROM breaks", &[])
+        .await
+        .expect("breaks")
+        .get(0);
+    assert_eq!(breaks, 0);
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM break_events", &[])
+        .await
+        .expect("events")
+        .get(0);
+    assert_eq!(events, 1);
+    let snapshot = postgres::load_snapshot(&mut client)
+        .await
+        .expect("snapshot");
+    let mut restored = snapshot.reconciliation;
+    restored.sort();
+    let mut expected = vec![
+        Restored::Tick(
+            SourceRef {
+                partition: 2,
+                offset: 4,
+            },
+            deltabook_dataflows::gate::PriceTick {
+                security_id: "S".into(),
+                price: d("12"),
+                as_of: tick("12", 4).as_of,
+                source: None,
+            },
+        ),
+        Restored::Statement(
+            statement.source,
+            deltabook_dataflows::gate::Statement {
+                account_id: "A".into(),
+                book_id: "B".into(),
+                security_id: "S".into(),
+                quantity: statement.quantity,
+                as_of_date: statement.as_of_date,
+                source: None,
+            },
+        ),
+        Restored::Sequences(SequenceState {
+            account_id: "A".into(),
+            min: 1,
+            max: 10,
+            gaps: vec![(2, 4), (6, 9)],
+        }),
+    ];
+    expected.sort();
+    assert_eq!(restored, expected);
 }

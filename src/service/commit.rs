@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use deltabook_dataflows::driver::TimestampOutput;
 use deltabook_dataflows::engine::Time;
-use deltabook_sinks::postgres::{self, TimestampCommit};
+use deltabook_dataflows::reconcile::break_events;
+use deltabook_sinks::postgres::{self, ReconciliationCommit, TimestampCommit};
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::Notify;
 
@@ -55,6 +57,7 @@ impl Committer {
         } = self;
         let mut assembler = Assembler::new(config.engine.workers, first_time);
         let mut client = None;
+        let mut last_gauges: Option<Instant> = None;
         while let Some(message) = input.recv().await {
             for timestamp in assembler.push(message) {
                 let (commit, first_read) = to_commit(timestamp, &config, writer_epoch);
@@ -70,6 +73,14 @@ impl Committer {
                     metrics.batch_latency.observe(first.elapsed().as_secs_f64());
                 }
                 committed.notify_waiters();
+                if last_gauges.is_none_or(|at| at.elapsed() >= RECONCILIATION_GAUGES_EVERY) {
+                    last_gauges = Some(Instant::now());
+                    if let Some(c) = client.as_ref() {
+                        if let Err(e) = reconciliation_gauges(c, &metrics).await {
+                            tracing::warn!(error = %e, "reading reconciliation gauges");
+                        }
+                    }
+                }
             }
             committed_through.store(assembler.frontier(), Ordering::Release);
         }
@@ -93,6 +104,7 @@ pub fn to_commit(
     }
     let trades_topic = &config.kafka.trades_topic;
     let methods_topic = &config.kafka.methods_topic;
+    let reconciliation = reconciliation_commit(time, &output);
     let mut commit = TimestampCommit {
         time,
         writer_epoch,
@@ -107,7 +119,20 @@ pub fn to_commit(
             .dead_letters
             .into_iter()
             .map(|d| (trades_topic.clone(), d))
+            .chain(
+                output
+                    .rejected_prices
+                    .into_iter()
+                    .map(|d| (config.kafka.prices_topic.clone(), d)),
+            )
+            .chain(
+                output
+                    .rejected_custodian
+                    .into_iter()
+                    .map(|d| (config.kafka.custodian_topic.clone(), d)),
+            )
             .collect(),
+        reconciliation,
         ..TimestampCommit::default()
     };
     let mut first_read: Option<Instant> = None;
@@ -127,6 +152,72 @@ pub fn to_commit(
     }
     commit.offsets.sort();
     (commit, first_read)
+}
+
+/// How often the committer refreshes the break and gap gauges.
+const RECONCILIATION_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Open breaks by kind, the oldest open break's age (since its last
+/// OPENED event), open gaps and the oldest gap row's age, from the tables.
+async fn reconciliation_gauges(
+    client: &tokio_postgres::Client,
+    metrics: &Metrics,
+) -> Result<(), tokio_postgres::Error> {
+    for kind in ["QUANTITY_MISMATCH", "MISSING_INTERNAL", "MISSING_EXTERNAL"] {
+        metrics.open_breaks.with_label_values(&[kind]).set(0);
+    }
+    for row in client
+        .query("SELECT kind, count(*) FROM breaks GROUP BY kind", &[])
+        .await?
+    {
+        let kind: String = row.get(0);
+        let count: i64 = row.get(1);
+        metrics.open_breaks.with_label_values(&[&kind]).set(count);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(extract(epoch FROM now() - min(opened)), 0)::int8 FROM (
+                 SELECT (SELECT max(e.committed_at) FROM break_events e
+                         WHERE e.position_key = b.position_key AND e.event->>'event' = 'OPENED') AS opened
+                 FROM breaks b) x",
+            &[],
+        )
+        .await?;
+    metrics.oldest_open_break_seconds.set(row.get(0));
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(c.committed_at)), 0)::int8
+             FROM sequence_gaps g JOIN committed_timestamps c ON c.engine_time = g.engine_time",
+            &[],
+        )
+        .await?;
+    metrics.open_gaps.set(row.get(0));
+    metrics.oldest_open_gap_seconds.set(row.get(1));
+    Ok(())
+}
+
+/// Reconciliation's part of a timestamp: its state changes as they are, and
+/// its break events derived from them (with the corrections and statement
+/// changes of the same timestamp as causes).
+fn reconciliation_commit(time: Time, output: &TimestampOutput) -> ReconciliationCommit {
+    let events = break_events(
+        time,
+        &output.breaks,
+        &output.corrections,
+        &output.live_statements,
+    );
+    ReconciliationCommit {
+        valuations: output.valuations.clone(),
+        breaks: output.breaks.clone(),
+        gaps: output.gaps.clone(),
+        live_ticks: output.live_ticks.clone(),
+        live_statements: output.live_statements.clone(),
+        sequence_ranges: output.sequence_ranges.clone(),
+        break_events: events
+            .iter()
+            .map(|e| (e.position_key.clone(), e.to_json().to_string()))
+            .collect(),
+    }
 }
 
 /// Commits `commit`, retrying every failure but a permanent one (fenced).

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
 use deltabook_dataflows::engine::{DeadLetter, RestoredTrade, Time};
+use deltabook_dataflows::reconcile::Restored;
 use deltabook_dataflows::trade::LotMethod;
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use tokio::sync::mpsc::Sender;
@@ -82,12 +83,14 @@ pub struct EngineStart {
     pub trades: Vec<RestoredTrade>,
     /// The lot-method map.
     pub methods: Vec<(String, LotMethod)>,
+    /// Reconciliation's live ticks, live statements and sequence states.
+    pub reconciliation: Vec<Restored>,
     /// Next offsets to read.
     pub offsets: Vec<SourceOffset>,
 }
 
-/// The restored trades and lot-method map.
-type Snapshot = (Vec<RestoredTrade>, Vec<(String, LotMethod)>);
+/// The restored trades, lot-method map and reconciliation state.
+type Snapshot = (Vec<RestoredTrade>, Vec<(String, LotMethod)>, Vec<Restored>);
 
 /// Shared by the workers.
 struct Shared {
@@ -118,7 +121,7 @@ pub fn spawn(
     let shared = Arc::new(Shared {
         start_time: start.start_time,
         offsets: start.offsets,
-        snapshot: Mutex::new(Some((start.trades, start.methods))),
+        snapshot: Mutex::new(Some((start.trades, start.methods, start.reconciliation))),
         clock: AtomicU64::new(start.start_time + 1),
         committed,
         config,
@@ -166,19 +169,23 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let peers = worker.peers();
     let engine = &shared.config.engine;
     let kafka = &shared.config.kafka;
-    let mut driver = Driver::new(worker, shared.start_time, Capture::All);
+    let mut driver =
+        Driver::with_tolerance(worker, shared.start_time, Capture::All, engine.tolerance());
     if index == 0 {
         let snapshot = shared
             .snapshot
             .lock()
             .map_err(|_| anyhow!("snapshot lock poisoned"))?
             .take();
-        if let Some((trades, methods)) = snapshot {
+        if let Some((trades, methods, reconciliation)) = snapshot {
             for (scope, method) in methods {
                 driver.set_method(&scope, Some(method));
             }
             for trade in trades {
                 driver.restore(trade);
+            }
+            for state in reconciliation {
+                driver.restore_reconciliation(state);
             }
         }
     }
@@ -226,6 +233,8 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
                     batch.input.methods.push(event);
                 }
                 SourceMessage::RejectedMethod(dead) => batch.input.rejected_methods.push(dead),
+                SourceMessage::Price(source, payload) => driver.send_price(source, payload),
+                SourceMessage::Statement(source, payload) => driver.send_statement(source, payload),
             }
         }
         let clock = shared.clock.load(Ordering::Acquire);

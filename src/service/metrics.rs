@@ -31,6 +31,14 @@ pub struct Metrics {
     pub commit_latency: Histogram,
     /// Seconds from commit to the publisher's delivery acknowledgement.
     pub publish_latency: Histogram,
+    /// Open custodian breaks by kind.
+    pub open_breaks: IntGaugeVec,
+    /// Seconds since the oldest open break was opened.
+    pub oldest_open_break_seconds: IntGauge,
+    /// Open sequence gaps.
+    pub open_gaps: IntGauge,
+    /// Seconds since the oldest open gap's row was written.
+    pub oldest_open_gap_seconds: IntGauge,
 }
 
 impl Metrics {
@@ -82,6 +90,19 @@ impl Metrics {
                 HistogramOpts::new("publish_latency_seconds", "Commit to Kafka acknowledgement")
                     .buckets(buckets),
             )?,
+            open_breaks: IntGaugeVec::new(
+                Opts::new("open_breaks", "Open custodian breaks by kind"),
+                &["kind"],
+            )?,
+            oldest_open_break_seconds: IntGauge::new(
+                "oldest_open_break_seconds",
+                "Seconds since the oldest open break was opened",
+            )?,
+            open_gaps: IntGauge::new("open_gaps", "Open per-account sequence gaps")?,
+            oldest_open_gap_seconds: IntGauge::new(
+                "oldest_open_gap_seconds",
+                "Seconds since the oldest open gap was last written",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.trades_consumed.clone()))?;
@@ -97,6 +118,12 @@ impl Metrics {
         m.registry.register(Box::new(m.batch_latency.clone()))?;
         m.registry.register(Box::new(m.commit_latency.clone()))?;
         m.registry.register(Box::new(m.publish_latency.clone()))?;
+        m.registry.register(Box::new(m.open_breaks.clone()))?;
+        m.registry
+            .register(Box::new(m.oldest_open_break_seconds.clone()))?;
+        m.registry.register(Box::new(m.open_gaps.clone()))?;
+        m.registry
+            .register(Box::new(m.oldest_open_gap_seconds.clone()))?;
         Ok(m)
     }
 

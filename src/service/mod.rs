@@ -118,6 +118,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         start_time,
         trades: snapshot.trades,
         methods: snapshot.methods,
+        reconciliation: snapshot.reconciliation,
         offsets: snapshot.offsets,
     };
 
@@ -147,7 +148,11 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         stop.clone(),
     )?;
     let mut publishers = tokio::task::JoinSet::new();
-    for outbox in [publish::Outbox::Corrections, publish::Outbox::DeadLetters] {
+    for outbox in [
+        publish::Outbox::Corrections,
+        publish::Outbox::DeadLetters,
+        publish::Outbox::BreakEvents,
+    ] {
         publishers.spawn(publish::run(
             outbox,
             config.clone(),

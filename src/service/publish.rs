@@ -1,4 +1,4 @@
-//! The outbox publishers: committed corrections (and dead letters) go from
+//! The outbox publishers: committed corrections, break events and dead letters go from
 //! PostgreSQL to Kafka in commit order, to a partition the engine computes
 //! itself, each message carrying its outbox id.
 //!
@@ -39,6 +39,8 @@ pub enum Outbox {
     Corrections,
     /// `dead_letters` -> DLQ topic, original bytes, reason and source in headers.
     DeadLetters,
+    /// `break_events` -> break events topic, key = position key.
+    BreakEvents,
 }
 
 /// A publisher that must stop: another instance's publisher fenced it.
@@ -68,6 +70,10 @@ impl Outbox {
                 config.kafka.corrections_partitions,
             ),
             Outbox::DeadLetters => (config.kafka.dlq_topic.clone(), config.kafka.dlq_partitions),
+            Outbox::BreakEvents => (
+                config.kafka.breaks_topic.clone(),
+                config.kafka.breaks_partitions,
+            ),
         }
     }
 
@@ -79,10 +85,15 @@ impl Outbox {
         partitions: i32,
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         Ok(match self {
-            Outbox::Corrections => client
+            Outbox::Corrections | Outbox::BreakEvents => client
                 .query(
-                    "SELECT id, position_key, event::text, extract(epoch FROM clock_timestamp() - committed_at)::float8
-                     FROM corrections WHERE id > $1 ORDER BY id LIMIT $2",
+                    if self == Outbox::Corrections {
+                        "SELECT id, position_key, event::text, extract(epoch FROM clock_timestamp() - committed_at)::float8
+                         FROM corrections WHERE id > $1 ORDER BY id LIMIT $2"
+                    } else {
+                        "SELECT id, position_key, event::text, extract(epoch FROM clock_timestamp() - committed_at)::float8
+                         FROM break_events WHERE id > $1 ORDER BY id LIMIT $2"
+                    },
                     &[&after, &limit],
                 )
                 .await?

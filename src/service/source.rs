@@ -31,6 +31,10 @@ pub enum SourceMessage {
     Method(MethodEvent),
     /// A lot-method message that could not be read (a dead letter).
     RejectedMethod(DeadLetter),
+    /// A price tick (raw bytes; the engine's gate reads them).
+    Price(SourceRef, Vec<u8>),
+    /// A custodian statement (raw bytes).
+    Statement(SourceRef, Vec<u8>),
 }
 
 /// The trade partitions worker `index` of `workers` reads.
@@ -44,6 +48,8 @@ pub fn trade_partitions(partitions: i32, index: usize, workers: usize) -> Vec<i3
 pub struct PartitionReader {
     consumer: Option<BaseConsumer>,
     trades_topic: String,
+    prices_topic: String,
+    custodian_topic: String,
     max_event_bytes: usize,
     next: BTreeMap<(String, i32), i64>,
     /// Partitions read since the last [`PartitionReader::take_offsets`].
@@ -72,6 +78,13 @@ impl PartitionReader {
         for p in trade_partitions(config.trades_partitions, index, workers) {
             mine.insert((config.trades_topic.clone(), p), ());
         }
+        // Ticks and statements: partition p is read by worker p % workers too.
+        for p in trade_partitions(config.prices_partitions, index, workers) {
+            mine.insert((config.prices_topic.clone(), p), ());
+        }
+        for p in trade_partitions(config.custodian_partitions, index, workers) {
+            mine.insert((config.custodian_topic.clone(), p), ());
+        }
         if index == 0 {
             for p in 0..config.methods_partitions {
                 mine.insert((config.methods_topic.clone(), p), ());
@@ -96,6 +109,8 @@ impl PartitionReader {
         Ok(PartitionReader {
             consumer,
             trades_topic: config.trades_topic.clone(),
+            prices_topic: config.prices_topic.clone(),
+            custodian_topic: config.custodian_topic.clone(),
             max_event_bytes: config.message_max_bytes,
             next,
             changed: BTreeMap::new(),
@@ -140,6 +155,15 @@ impl PartitionReader {
                 }));
             }
             return Some(SourceMessage::Trade(source, payload));
+        }
+        // Ticks and statements go to their gate whatever their size (the
+        // broker's message.max.bytes bounds them); only trades have the
+        // engine's own length rule.
+        if topic == self.prices_topic {
+            return Some(SourceMessage::Price(source, payload));
+        }
+        if topic == self.custodian_topic {
+            return Some(SourceMessage::Statement(source, payload));
         }
         let scope = message
             .key()

@@ -16,7 +16,10 @@
 //! account's unstated positions); a sequence value touches one gap.
 
 mod breaks;
+mod events;
 mod gaps;
+
+pub use events::{break_events, break_json, BreakChange, BreakEvent};
 
 pub use gaps::SequenceState;
 use gaps::{SequenceInput, SequenceRow};

@@ -48,6 +48,8 @@ pub async fn commit_timestamp(
     phases.mark("corrections");
     write_dead_letters(&tx, commit).await?;
     phases.mark("dead_letters");
+    super::reconcile::write_reconciliation(&tx, commit.time, &commit.reconciliation).await?;
+    phases.mark("reconciliation");
     for o in &commit.offsets {
         tx.execute(
             "INSERT INTO sink_progress (source_topic, source_partition, next_offset, engine_time) VALUES ($1, $2, $3, $4)

@@ -16,6 +16,10 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../../migrations/0003_byte_order_keys.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/0004_reconciliation.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

@@ -15,11 +15,15 @@ mod copy;
 pub mod commit;
 pub mod fence;
 pub mod migrate;
+pub mod reconcile;
 pub mod snapshot;
 
 use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, LiveTrade};
 use deltabook_dataflows::position::{Lot, PositionSummary};
+use deltabook_dataflows::reconcile::{
+    BreakRow, GapRow, LiveStatement, LiveTick, SequenceRange, ValuationRow,
+};
 use deltabook_dataflows::trade::LotMethod;
 use tokio_postgres::{Client, NoTls};
 
@@ -143,6 +147,29 @@ pub struct TimestampCommit {
     pub dead_letters: Vec<(String, DeadLetter)>,
     /// Source offsets after this timestamp.
     pub offsets: Vec<SourceOffset>,
+    /// Reconciliation's changes at this timestamp.
+    pub reconciliation: ReconciliationCommit,
+}
+
+/// Reconciliation's part of a timestamp's commit: current-state changes
+/// (-1 retracts, +1 asserts), the restart snapshot's changes, and the break
+/// events, already rendered.
+#[derive(Clone, Debug, Default)]
+pub struct ReconciliationCommit {
+    /// `valuations` rows.
+    pub valuations: Vec<(ValuationRow, isize)>,
+    /// `breaks` rows.
+    pub breaks: Vec<(BreakRow, isize)>,
+    /// `sequence_gaps` rows.
+    pub gaps: Vec<(GapRow, isize)>,
+    /// `live_prices` rows.
+    pub live_ticks: Vec<(LiveTick, isize)>,
+    /// `live_statements` rows.
+    pub live_statements: Vec<(LiveStatement, isize)>,
+    /// `sequence_ranges` rows.
+    pub sequence_ranges: Vec<(SequenceRange, isize)>,
+    /// `break_events` rows: (position key, event JSON text).
+    pub break_events: Vec<(String, String)>,
 }
 
 /// Connects (no TLS; the database is local) and drives the connection on the runtime.

@@ -6,7 +6,9 @@
 use std::pin::pin;
 
 use deltabook_dataflows::decimal::Dec8;
-use deltabook_dataflows::engine::{LiveTrade, RestoredTrade};
+use deltabook_dataflows::engine::{LiveTrade, RestoredTrade, SourceRef};
+use deltabook_dataflows::gate::{PriceTick, Statement};
+use deltabook_dataflows::reconcile::{Restored, SequenceState};
 use deltabook_dataflows::trade::{BookedTrade, Date, Instant, LotKey, LotMethod, Side};
 use futures_util::TryStreamExt;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
@@ -26,6 +28,8 @@ pub struct Snapshot {
     pub trades: Vec<RestoredTrade>,
     /// The lot-method map.
     pub methods: Vec<(String, LotMethod)>,
+    /// Reconciliation's live ticks, live statements and sequence states.
+    pub reconciliation: Vec<Restored>,
 }
 
 /// Next offsets per (topic, partition) and the last engine time committed.
@@ -125,13 +129,111 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
         })?;
         methods.push((scope, method));
     }
+    let reconciliation = load_reconciliation(&tx).await?;
     tx.commit().await?;
     Ok(Snapshot {
         last_time,
         offsets,
         trades,
         methods,
+        reconciliation,
     })
+}
+
+/// Reconciliation's restart state: the live tick per security, the live
+/// statement per position and each account's (min, max, gaps).
+async fn load_reconciliation(client: &impl GenericClient) -> Result<Vec<Restored>, PgError> {
+    let corrupt = |what: &'static str, detail: String| PgError::Corrupt { what, detail };
+    let decimal = |what: &'static str, text: &str| -> Result<Dec8, PgError> {
+        text.parse::<Dec8>()
+            .map_err(|_| corrupt(what, text.to_string()))
+    };
+    let source = |partition: i32, offset: i64| SourceRef {
+        partition: partition.max(0) as u32,
+        offset: offset.max(0) as u64,
+    };
+    let mut restored = Vec::new();
+    for row in client
+        .query(
+            "SELECT security_id, price::text, as_of_s, as_of_ns, source_partition, source_offset FROM live_prices",
+            &[],
+        )
+        .await?
+    {
+        let nanos: i32 = row.get(3);
+        restored.push(Restored::Tick(
+            source(row.get(4), row.get(5)),
+            PriceTick {
+                security_id: row.get(0),
+                price: decimal("live_prices.price", row.get(1))?,
+                as_of: Instant {
+                    secs: row.get(2),
+                    nanos: u32::try_from(nanos)
+                        .map_err(|_| corrupt("live_prices.as_of_ns", nanos.to_string()))?,
+                },
+                source: None,
+            },
+        ));
+    }
+    for row in client
+        .query(
+            "SELECT position_key, quantity::text, to_char(as_of_date, 'YYYYMMDD')::int4, source_partition, source_offset FROM live_statements",
+            &[],
+        )
+        .await?
+    {
+        let position: String = row.get(0);
+        let mut parts = position.splitn(3, '_');
+        let (Some(account_id), Some(book_id), Some(security_id)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(corrupt("live_statements.position_key", position));
+        };
+        let date: i32 = row.get(2);
+        restored.push(Restored::Statement(
+            source(row.get(3), row.get(4)),
+            Statement {
+                account_id: account_id.to_string(),
+                book_id: book_id.to_string(),
+                security_id: security_id.to_string(),
+                quantity: decimal("live_statements.quantity", row.get(1))?,
+                as_of_date: Date(date.max(0) as u32),
+                source: None,
+            },
+        ));
+    }
+    let mut gaps: std::collections::HashMap<String, Vec<(u64, u64)>> = Default::default();
+    for row in client
+        .query(
+            "SELECT account_id, first_missing, last_missing FROM sequence_gaps ORDER BY account_id, first_missing",
+            &[],
+        )
+        .await?
+    {
+        let first: i64 = row.get(1);
+        let last: i64 = row.get(2);
+        gaps.entry(row.get(0))
+            .or_default()
+            .push((first.max(0) as u64, last.max(0) as u64));
+    }
+    for row in client
+        .query(
+            "SELECT account_id, min_sequence, max_sequence FROM sequence_ranges",
+            &[],
+        )
+        .await?
+    {
+        let account_id: String = row.get(0);
+        let min: i64 = row.get(1);
+        let max: i64 = row.get(2);
+        restored.push(Restored::Sequences(SequenceState {
+            gaps: gaps.remove(&account_id).unwrap_or_default(),
+            account_id,
+            min: min.max(0) as u64,
+            max: max.max(0) as u64,
+        }));
+    }
+    Ok(restored)
 }
 
 /// `(version, fingerprint)` pairs packed 24 bytes each, big-endian.
