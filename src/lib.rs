@@ -8,3 +8,4 @@ pub mod kafka;
 pub mod market_data;
 pub mod methods_file;
 pub mod service;
+pub mod verify;

@@ -102,6 +102,18 @@ enum Command {
         #[arg(long = "set")]
         sets: Vec<String>,
     },
+    /// Recomputes lots, positions, valuations, breaks and gaps of a service
+    /// database from its event store and persisted inputs with a batch run,
+    /// compares them with the live tables, prints every difference and
+    /// exits 1 on any.
+    Verify {
+        /// Configuration file (default: the built-in config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides, `section.key=value`.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+    },
     /// Prints the corrections topic from the beginning, one event per line.
     Tail {
         /// Configuration file (default: the built-in config/default.toml).
@@ -227,6 +239,38 @@ fn main() -> Result<()> {
                     "sent {sent} events to {topic} in {seconds:.2} s ({:.0} msgs/s)",
                     sent as f64 / seconds.max(1e-9)
                 );
+            }
+        }
+        Command::Verify { config, sets } => {
+            let config = deltabook::config::Config::load(config.as_deref(), &sets)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(deltabook::verify::verify(&config))?;
+            println!("replayed {} accepted events", report.events);
+            for (diff, rows) in &report.tables {
+                let bad = diff.only_stored.len() + diff.only_recomputed.len();
+                println!(
+                    "{:<14} {rows} rows, {}",
+                    diff.table,
+                    if bad == 0 {
+                        "equal".to_string()
+                    } else {
+                        format!("{bad} differences")
+                    }
+                );
+                for row in &diff.only_stored {
+                    println!("  only in the table:      {row}");
+                }
+                for row in &diff.only_recomputed {
+                    println!("  only in the recomputed: {row}");
+                }
+            }
+            if report.clean() {
+                println!("verify: clean");
+            } else {
+                println!("verify: DIFFERENCES");
+                std::process::exit(1);
             }
         }
         Command::Tail {

@@ -56,6 +56,7 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     }
     env.wait_committed(lines.len() as i64, Duration::from_secs(180));
     check_against_book(&env);
+    verify_clean(&env);
     let _ = engine.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -306,6 +306,20 @@ fn ticks_and_statements_through_kill_9_restarts_equal_book_and_break_events_fold
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    verify_clean(&env);
+    // A tampered table is caught.
+    env.query(async |c| {
+        c.execute("UPDATE breaks SET difference = difference + 1 WHERE position_key = (SELECT min(position_key) FROM breaks)", &[])
+            .await
+            .expect("tamper")
+    });
+    let out = env.command(&["verify"]).output().expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("breaks") && text.contains("only in the table"),
+        "{text}"
+    );
     let metrics = http_get(env.http_port, "/metrics").expect("metrics");
     assert!(metrics.contains("deltabook_open_breaks"), "{metrics}");
     let _ = engine.kill();

@@ -554,3 +554,14 @@ pub fn check_against_book(env: &Env) {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Runs `deltabook verify` on the test's database: it must exit 0 and say clean.
+pub fn verify_clean(env: &Env) {
+    let out = env.command(&["verify"]).output().expect("deltabook verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("verify: clean"),
+        "verify: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
