@@ -44,6 +44,10 @@ pub struct KafkaConfig {
     pub breaks_topic: String,
     /// Its partition count.
     pub breaks_partitions: i32,
+    /// Conflated valuations topic (key = position key).
+    pub valuations_topic: String,
+    /// Its partition count.
+    pub valuations_partitions: i32,
     /// Longest wait for more messages before an engine timestamp is cut.
     pub batch_linger_ms: u64,
     /// Most messages per engine timestamp.
@@ -113,6 +117,9 @@ pub struct PublisherConfig {
     pub batch_rows: i64,
     /// Pause between empty rounds.
     pub poll_interval_ms: u64,
+    /// Conflation window of `position-valuations`: at most one message per
+    /// position per this many milliseconds.
+    pub valuation_interval_ms: u64,
 }
 
 /// The whole service configuration.
@@ -206,6 +213,10 @@ impl Config {
                 self.kafka.custodian_partitions,
             ),
             ("kafka.breaks_partitions", self.kafka.breaks_partitions),
+            (
+                "kafka.valuations_partitions",
+                self.kafka.valuations_partitions,
+            ),
         ] {
             anyhow::ensure!(n >= 1, "{name} must be >= 1");
         }

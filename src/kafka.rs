@@ -91,6 +91,14 @@ pub fn transactional_producer(brokers: &str, transactional_id: &str) -> Result<F
     Ok(producer)
 }
 
+/// An idempotent producer for a feed that is not exactly once (the
+/// conflated valuations).
+pub fn plain_producer(brokers: &str) -> Result<FutureProducer> {
+    idempotent_config(brokers)
+        .create()
+        .context("creating Kafka producer")
+}
+
 /// True when `error` means another producer with our transactional id took
 /// over (or the producer is otherwise unusable for good).
 pub fn is_fenced(error: &KafkaError) -> bool {
@@ -169,6 +177,10 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
         (config.prices_topic.as_str(), config.prices_partitions),
         (config.custodian_topic.as_str(), config.custodian_partitions),
         (config.breaks_topic.as_str(), config.breaks_partitions),
+        (
+            config.valuations_topic.as_str(),
+            config.valuations_partitions,
+        ),
     ];
     let new: Vec<NewTopic> = topics
         .iter()

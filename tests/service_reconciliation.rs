@@ -307,6 +307,45 @@ fn ticks_and_statements_through_kill_9_restarts_equal_book_and_break_events_fold
         std::thread::sleep(Duration::from_millis(300));
     }
     verify_clean(&env);
+    // The conflated valuations feed folds (latest per key; an empty value
+    // removes) to the valuations table.
+    let started = Instant::now();
+    loop {
+        let mut latest: BTreeMap<String, Option<String>> = BTreeMap::new();
+        kafka::read_topic(
+            BROKERS,
+            &config.kafka.valuations_topic,
+            config.kafka.valuations_partitions,
+            Duration::from_secs(15),
+            |_, _, key, payload, _| {
+                let key = String::from_utf8(key.expect("keyed").to_vec()).expect("utf8");
+                let value = (!payload.is_empty()).then(|| {
+                    let v: serde_json::Value = serde_json::from_slice(payload).expect("json");
+                    assert_eq!(v["position_key"].as_str(), Some(key.as_str()));
+                    format!(
+                        "{},{},{},{}",
+                        key,
+                        v["price"].as_str().unwrap(),
+                        v["market_value"].as_str().unwrap(),
+                        v["unrealized_pnl"].as_str().unwrap()
+                    )
+                });
+                latest.insert(key, value);
+            },
+        )
+        .expect("read valuations topic");
+        let folded: BTreeSet<String> = latest.into_values().flatten().collect();
+        if folded == valuations {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the valuations feed folds to {} rows, the table has {}",
+            folded.len(),
+            valuations.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // A tampered table is caught.
     env.query(async |c| {
         c.execute("UPDATE breaks SET difference = difference + 1 WHERE position_key = (SELECT min(position_key) FROM breaks)", &[])

@@ -20,6 +20,7 @@ use super::assemble::{AssembledTimestamp, Assembler};
 use super::engine::EngineMessage;
 use super::metrics::Metrics;
 use super::retry::Backoff;
+use super::valuations::PendingValuations;
 use crate::config::Config;
 
 /// What the committer needs besides its input.
@@ -39,6 +40,8 @@ pub struct Committer {
     pub committed: Arc<Notify>,
     /// False while commits keep failing (`/health`).
     pub healthy: Arc<AtomicBool>,
+    /// Committed valuations waiting for the conflating publisher.
+    pub valuations: Arc<PendingValuations>,
 }
 
 impl Committer {
@@ -54,6 +57,7 @@ impl Committer {
             metrics,
             committed,
             healthy,
+            valuations,
         } = self;
         let mut assembler = Assembler::new(config.engine.workers, first_time);
         let mut client = None;
@@ -72,6 +76,7 @@ impl Committer {
                 if let Some(first) = first_read {
                     metrics.batch_latency.observe(first.elapsed().as_secs_f64());
                 }
+                valuations.record(&commit.reconciliation.valuations, commit.time);
                 committed.notify_waiters();
                 if last_gauges.is_none_or(|at| at.elapsed() >= RECONCILIATION_GAUGES_EVERY) {
                     last_gauges = Some(Instant::now());

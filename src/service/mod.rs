@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod publish;
 pub mod retry;
 pub mod source;
+pub mod valuations;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(Notify::new());
     let committed_through = Arc::new(AtomicU64::new(start_time + 1));
+    let pending_valuations = Arc::new(valuations::PendingValuations::default());
     let mut committer = tokio::spawn(
         commit::Committer {
             config: config.clone(),
@@ -136,6 +138,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
             metrics: metrics.clone(),
             committed: committed.clone(),
             healthy: healthy.clone(),
+            valuations: pending_valuations.clone(),
         }
         .run(engine_rx),
     );
@@ -161,6 +164,12 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
             stop.clone(),
         ));
     }
+    publishers.spawn(valuations::run(
+        config.clone(),
+        pending_valuations,
+        metrics.clone(),
+        stop.clone(),
+    ));
     readiness.set_stage(&format!(
         "consuming with {} worker(s) from engine time {}",
         config.engine.workers,

@@ -88,6 +88,8 @@ impl Env {
             format!("kafka.prices_topic=prices-{n}"),
             format!("kafka.custodian_topic=custodian-{n}"),
             format!("kafka.breaks_topic=breaks-{n}"),
+            format!("kafka.valuations_topic=valuations-{n}"),
+            "publisher.valuation_interval_ms=200".into(),
             "kafka.trades_partitions=4".into(),
             "kafka.corrections_partitions=4".into(),
             "kafka.batch_max_messages=500".into(),
