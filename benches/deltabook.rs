@@ -8,7 +8,8 @@
 //! Suites: `ingest`, `latency`, `all` (those two, no services), `ticks`
 //! (price ticks into a book of N lots, no services), and, with
 //! the services of `scripts/services.sh`: `e2e` (produce, backlog, steady
-//! latency), `restart` (restart time against history), `pg-writes` (binary
+//! latency), `ticks-e2e` (ticks through the service: tick -> valuation row
+//! committed), `restart` (restart time against history), `pg-writes` (binary
 //! COPY against multi-row INSERT).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark may stop on a broken setup
@@ -86,6 +87,7 @@ fn main() -> Result<()> {
         "ingest",
         "latency",
         "ticks",
+        "ticks-e2e",
         "all",
         "e2e",
         "restart",
@@ -115,6 +117,14 @@ fn main() -> Result<()> {
     }
     if suite == "ticks" {
         suites::ticks::run_suite(args.trades as u64);
+    }
+    if suite == "ticks-e2e" {
+        suites::ticks_e2e::run_suite(
+            args.config.as_deref(),
+            args.trades as u64,
+            args.rate,
+            args.seconds,
+        )?;
     }
     if suite == "e2e" {
         let options = suites::e2e::E2eOptions {

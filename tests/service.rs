@@ -83,6 +83,7 @@ fn restarts_with_other_worker_counts_give_the_same_result_as_one_worker() {
     env.produce(&chunks[2]);
     env.wait_committed(lines.len() as i64, Duration::from_secs(180));
     check_against_book(&env);
+    verify_clean(&env);
     let _ = engine.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,6 +55,10 @@ pub fn unique_config(base: Option<&Path>, tag: &str, extra: &[String]) -> Result
         format!("kafka.methods_topic=methods-{name}"),
         format!("kafka.corrections_topic=corrections-{name}"),
         format!("kafka.dlq_topic=dlq-{name}"),
+        format!("kafka.prices_topic=prices-{name}"),
+        format!("kafka.custodian_topic=custodian-{name}"),
+        format!("kafka.breaks_topic=breaks-{name}"),
+        format!("kafka.valuations_topic=valuations-{name}"),
         format!("postgres.url=host=127.0.0.1 port=5432 user=postgres dbname={db}"),
         format!("http.listen=127.0.0.1:{}", 20_000 + nanos % 12_000),
     ];
@@ -82,7 +86,7 @@ pub async fn drop_db(db: &str) {
     }
 }
 
-async fn count(config: &Config, sql: &str) -> i64 {
+pub async fn count(config: &Config, sql: &str) -> i64 {
     match deltabook_sinks::postgres::connect(&config.postgres.url).await {
         Ok(c) => c
             .query_one(sql, &[])

@@ -10,6 +10,7 @@ pub mod latency;
 pub mod pg_writes;
 pub mod restart;
 pub mod ticks;
+pub mod ticks_e2e;
 
 /// Percentile (0..=100) of sorted samples, nearest rank.
 pub fn percentile(sorted: &[f64], pct: f64) -> f64 {

@@ -17,9 +17,9 @@ use deltabook_dataflows::gate::parse_price_tick;
 use super::percentile;
 
 /// Distinct securities.
-const SECURITIES: u64 = 10_000;
+pub const SECURITIES: u64 = 10_000;
 /// Lots (BUY trades) per position.
-const LOTS_PER_POSITION: u64 = 10;
+pub const LOTS_PER_POSITION: u64 = 10;
 /// Trade lines per timestamp while loading the book.
 const LOAD_BATCH: u64 = 50_000;
 
@@ -31,7 +31,7 @@ fn mix(n: u64) -> u64 {
 }
 
 /// Position p holds security p % SECURITIES.
-fn trade_line(n: u64) -> Vec<u8> {
+pub fn trade_line(n: u64) -> Vec<u8> {
     let position = n / LOTS_PER_POSITION;
     let r = mix(n);
     format!(
@@ -46,7 +46,7 @@ fn trade_line(n: u64) -> Vec<u8> {
 }
 
 /// The i-th tick: a random security, a later instant than every earlier tick.
-fn tick_line(i: u64) -> (u64, Vec<u8>) {
+pub fn tick_line(i: u64) -> (u64, Vec<u8>) {
     let r = mix(i ^ 0x7105);
     let security = r % SECURITIES;
     let line = format!(

@@ -32,6 +32,29 @@ fn final_rows<'a, K: Ord, R: Ord>(
     rows
 }
 
+/// Deletes the keys of `rows` that have no row any more (the others are
+/// upserted: an update in place is cheaper than a delete and an insert).
+async fn delete_gone<R>(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    rows: &BTreeMap<&str, Option<&R>>,
+) -> Result<(), PgError> {
+    let gone: Vec<&str> = rows
+        .iter()
+        .filter(|(_, row)| row.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    if !gone.is_empty() {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE {column} = ANY($1::text[])"),
+            &[&gone],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Writes every reconciliation table for timestamp `time`.
 pub async fn write_reconciliation(
     tx: &Transaction<'_>,
@@ -42,12 +65,7 @@ pub async fn write_reconciliation(
 
     let rows = final_rows(&r.valuations, |v| v.position_key.as_str());
     if !rows.is_empty() {
-        let keys: Vec<&str> = rows.keys().copied().collect();
-        tx.execute(
-            "DELETE FROM valuations WHERE position_key = ANY($1::text[])",
-            &[&keys],
-        )
-        .await?;
+        delete_gone(tx, "valuations", "position_key", &rows).await?;
         let new: Vec<_> = rows.values().flatten().collect();
         let k: Vec<&str> = new.iter().map(|v| v.position_key.as_str()).collect();
         let p: Vec<String> = new.iter().map(|v| v.price.to_string()).collect();
@@ -56,7 +74,10 @@ pub async fn write_reconciliation(
         tx.execute(
             "INSERT INTO valuations (position_key, price, market_value, unrealized_pnl, engine_time)
              SELECT k, p::numeric, m::numeric, u::numeric, $5
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(k, p, m, u)",
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(k, p, m, u)
+             ON CONFLICT (position_key) DO UPDATE SET price = EXCLUDED.price,
+                 market_value = EXCLUDED.market_value, unrealized_pnl = EXCLUDED.unrealized_pnl,
+                 engine_time = EXCLUDED.engine_time",
             &[&k, &p, &m, &u, &time],
         )
         .await?;
@@ -64,12 +85,7 @@ pub async fn write_reconciliation(
 
     let rows = final_rows(&r.breaks, |b| b.position_key.as_str());
     if !rows.is_empty() {
-        let keys: Vec<&str> = rows.keys().copied().collect();
-        tx.execute(
-            "DELETE FROM breaks WHERE position_key = ANY($1::text[])",
-            &[&keys],
-        )
-        .await?;
+        delete_gone(tx, "breaks", "position_key", &rows).await?;
         let new: Vec<_> = rows.values().flatten().collect();
         let k: Vec<&str> = new.iter().map(|b| b.position_key.as_str()).collect();
         let d: Vec<String> = new.iter().map(|b| b.as_of_date.to_string()).collect();
@@ -86,7 +102,10 @@ pub async fn write_reconciliation(
         tx.execute(
             "INSERT INTO breaks (position_key, as_of_date, kind, internal_quantity, custodian_quantity, difference, engine_time)
              SELECT k, d::date, t, i::numeric, c::numeric, f::numeric, $7
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS x(k, d, t, i, c, f)",
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS x(k, d, t, i, c, f)
+             ON CONFLICT (position_key) DO UPDATE SET as_of_date = EXCLUDED.as_of_date, kind = EXCLUDED.kind,
+                 internal_quantity = EXCLUDED.internal_quantity, custodian_quantity = EXCLUDED.custodian_quantity,
+                 difference = EXCLUDED.difference, engine_time = EXCLUDED.engine_time",
             &[&k, &d, &kind, &i, &c, &diff, &time],
         )
         .await?;
@@ -116,19 +135,16 @@ pub async fn write_reconciliation(
 
     let rows = final_rows(&r.sequence_ranges, |s| s.account_id.as_str());
     if !rows.is_empty() {
-        let keys: Vec<&str> = rows.keys().copied().collect();
-        tx.execute(
-            "DELETE FROM sequence_ranges WHERE account_id = ANY($1::text[])",
-            &[&keys],
-        )
-        .await?;
+        delete_gone(tx, "sequence_ranges", "account_id", &rows).await?;
         let new: Vec<_> = rows.values().flatten().collect();
         let a: Vec<&str> = new.iter().map(|s| s.account_id.as_str()).collect();
         let lo: Vec<i64> = new.iter().map(|s| s.min as i64).collect();
         let hi: Vec<i64> = new.iter().map(|s| s.max as i64).collect();
         tx.execute(
             "INSERT INTO sequence_ranges (account_id, min_sequence, max_sequence, engine_time)
-             SELECT a, lo, hi, $4 FROM unnest($1::text[], $2::int8[], $3::int8[]) AS x(a, lo, hi)",
+             SELECT a, lo, hi, $4 FROM unnest($1::text[], $2::int8[], $3::int8[]) AS x(a, lo, hi)
+             ON CONFLICT (account_id) DO UPDATE SET min_sequence = EXCLUDED.min_sequence,
+                 max_sequence = EXCLUDED.max_sequence, engine_time = EXCLUDED.engine_time",
             &[&a, &lo, &hi, &time],
         )
         .await?;
@@ -136,12 +152,7 @@ pub async fn write_reconciliation(
 
     let rows = final_rows(&r.live_ticks, |t| t.security_id.as_str());
     if !rows.is_empty() {
-        let keys: Vec<&str> = rows.keys().copied().collect();
-        tx.execute(
-            "DELETE FROM live_prices WHERE security_id = ANY($1::text[])",
-            &[&keys],
-        )
-        .await?;
+        delete_gone(tx, "live_prices", "security_id", &rows).await?;
         let new: Vec<_> = rows.values().flatten().collect();
         let s: Vec<&str> = new.iter().map(|t| t.security_id.as_str()).collect();
         let p: Vec<String> = new.iter().map(|t| t.price.to_string()).collect();
@@ -152,7 +163,10 @@ pub async fn write_reconciliation(
         tx.execute(
             "INSERT INTO live_prices (security_id, price, as_of_s, as_of_ns, source_partition, source_offset, engine_time)
              SELECT s, p::numeric, a, n, sp, so, $7
-             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::int8[]) AS x(s, p, a, n, sp, so)",
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int4[], $5::int4[], $6::int8[]) AS x(s, p, a, n, sp, so)
+             ON CONFLICT (security_id) DO UPDATE SET price = EXCLUDED.price, as_of_s = EXCLUDED.as_of_s,
+                 as_of_ns = EXCLUDED.as_of_ns, source_partition = EXCLUDED.source_partition,
+                 source_offset = EXCLUDED.source_offset, engine_time = EXCLUDED.engine_time",
             &[&s, &p, &secs, &nanos, &part, &off, &time],
         )
         .await?;
@@ -160,12 +174,7 @@ pub async fn write_reconciliation(
 
     let rows = final_rows(&r.live_statements, |t| t.position_key.as_str());
     if !rows.is_empty() {
-        let keys: Vec<&str> = rows.keys().copied().collect();
-        tx.execute(
-            "DELETE FROM live_statements WHERE position_key = ANY($1::text[])",
-            &[&keys],
-        )
-        .await?;
+        delete_gone(tx, "live_statements", "position_key", &rows).await?;
         let new: Vec<_> = rows.values().flatten().collect();
         let k: Vec<&str> = new.iter().map(|t| t.position_key.as_str()).collect();
         let q: Vec<String> = new.iter().map(|t| t.quantity.to_string()).collect();
@@ -175,7 +184,10 @@ pub async fn write_reconciliation(
         tx.execute(
             "INSERT INTO live_statements (position_key, quantity, as_of_date, source_partition, source_offset, engine_time)
              SELECT k, q::numeric, d::date, sp, so, $6
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[]) AS x(k, q, d, sp, so)",
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::int8[]) AS x(k, q, d, sp, so)
+             ON CONFLICT (position_key) DO UPDATE SET quantity = EXCLUDED.quantity,
+                 as_of_date = EXCLUDED.as_of_date, source_partition = EXCLUDED.source_partition,
+                 source_offset = EXCLUDED.source_offset, engine_time = EXCLUDED.engine_time",
             &[&k, &q, &d, &part, &off, &time],
         )
         .await?;
