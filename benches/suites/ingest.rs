@@ -34,6 +34,11 @@ pub struct IngestResult {
     pub peak_bytes: u64,
     /// Heap bytes held at the end of ingest (engine state plus captured final rows).
     pub end_bytes: u64,
+    /// Peak resident set of the whole process (`/usr/bin/time`'s maximum
+    /// RSS), measured only for runs of the shipped binary in a process of
+    /// their own (in-process runs share a heap with earlier runs); 0 when
+    /// not measured.
+    pub peak_rss_bytes: u64,
 }
 
 impl IngestResult {
@@ -83,6 +88,58 @@ pub fn engine_run(
         seconds,
         peak_bytes: peak,
         end_bytes: end,
+        peak_rss_bytes: 0,
+    })
+}
+
+/// The shipped `deltabook` binary (plain mimalloc, no counting allocator)
+/// booking `path` in a process of its own under `/usr/bin/time`: wall
+/// seconds and peak RSS. `None` (with a note) when `/usr/bin/time` is missing.
+pub fn shipped_binary_run(path: &Path, workers: usize, label: &str) -> Option<IngestResult> {
+    let out = std::env::temp_dir().join(format!("deltabook-ingest-{}", std::process::id()));
+    let result = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M %e"])
+        .arg(env!("CARGO_BIN_EXE_deltabook"))
+        .arg("book")
+        .arg("--trades")
+        .arg(path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--batch-size", "10000", "--workers", &workers.to_string()])
+        .output();
+    let _ = std::fs::remove_dir_all(&out);
+    let output = match result {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            eprintln!(
+                "ingest: shipped-binary run failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("ingest: shipped-binary run skipped: /usr/bin/time: {e}");
+            return None;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last()?;
+    let mut parts = last.split_whitespace();
+    let kib: u64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    let lines = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("lines"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Some(IngestResult {
+        label: label.to_string(),
+        lines,
+        live_trades: 0,
+        seconds,
+        peak_bytes: 0,
+        end_bytes: 0,
+        peak_rss_bytes: kib * 1024,
     })
 }
 
@@ -105,6 +162,7 @@ pub fn parse_only(path: &Path) -> Result<IngestResult> {
         seconds: started.elapsed().as_secs_f64(),
         peak_bytes: 0,
         end_bytes: 0,
+        peak_rss_bytes: 0,
     })
 }
 
@@ -152,6 +210,7 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
         seconds: started.elapsed().as_secs_f64(),
         peak_bytes: alloc::peak_bytes().saturating_sub(before),
         end_bytes: 0,
+        peak_rss_bytes: 0,
     })
 }
 
@@ -191,6 +250,7 @@ pub fn duckdb_peer(path: &Path) -> Option<IngestResult> {
         seconds,
         peak_bytes: 0,
         end_bytes: 0,
+        peak_rss_bytes: 0,
     })
 }
 
@@ -220,6 +280,13 @@ pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
                 &format!("deltabook, {label}, 10k lines/ts, {workers} worker(s)"),
             )?);
         }
+        for workers in [1usize, 2] {
+            group.extend(shipped_binary_run(
+                &path,
+                workers,
+                &format!("deltabook book (shipped binary, whole job incl. writing outputs), {label}, {workers} worker(s)"),
+            ));
+        }
         for r in &mut group {
             r.label = format!("{} ({label})", r.label)
                 .replace(&format!(", {label}, "), ", ")
@@ -233,8 +300,8 @@ pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
 }
 
 fn print_table(results: &[IngestResult]) {
-    println!("| run | lines | lines/s | seconds | peak heap MiB | bytes/live trade (peak) | bytes/live trade (end) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| run | lines | lines/s | seconds | peak heap MiB | bytes/live trade (peak) | bytes/live trade (end) | peak RSS MiB (own process) | RSS bytes/live trade |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let per = |b: u64| {
             if r.live_trades == 0 || b == 0 {
@@ -244,14 +311,20 @@ fn print_table(results: &[IngestResult]) {
             }
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} | {:.1} | {} |",
             r.label,
             r.lines,
             r.lines_per_second(),
             r.seconds,
             r.peak_bytes as f64 / (1 << 20) as f64,
             per(r.peak_bytes),
-            per(r.end_bytes)
+            per(r.end_bytes),
+            if r.peak_rss_bytes == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", r.peak_rss_bytes as f64 / (1 << 20) as f64)
+            },
+            per(r.peak_rss_bytes)
         );
     }
 }
