@@ -16,7 +16,8 @@ use anyhow::{Context, Result};
 use deltabook_dataflows::decimal::Amount;
 use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
 use deltabook_dataflows::engine::{SourceRef, Time};
-use deltabook_dataflows::reconcile::Restored;
+use deltabook_dataflows::position::{Lot, PositionSummary};
+use deltabook_dataflows::reconcile::{BreakRow, GapRow, Restored, ValuationRow};
 use deltabook_dataflows::trade::LotMethod;
 use deltabook_sinks::postgres;
 
@@ -161,64 +162,66 @@ fn fold<R: Ord>(updates: Vec<(R, isize)>, render: impl Fn(&R) -> String) -> BTre
         .collect()
 }
 
+/// A `lots` row as text (`lots.csv` order of columns).
+pub fn render_lot((key, l): &(String, Lot)) -> String {
+    format!(
+        "{key},{},{},{},{},{}",
+        l.lot_id,
+        l.side.as_str(),
+        l.open_date,
+        l.quantity,
+        l.price
+    )
+}
+
+/// A `positions` row as text.
+pub fn render_position((key, s): &(String, PositionSummary)) -> String {
+    format!(
+        "{key},{},{},{},{}",
+        s.quantity, s.lot_count, s.cost_basis, s.realized_pnl
+    )
+}
+
+/// A `valuations` row as text.
+pub fn render_valuation(v: &ValuationRow) -> String {
+    format!(
+        "{},{},{},{}",
+        v.position_key, v.price, v.market_value, v.unrealized_pnl
+    )
+}
+
+/// A `breaks` row as text.
+pub fn render_break(b: &BreakRow) -> String {
+    format!(
+        "{},{},{},{},{},{}",
+        b.position_key,
+        b.as_of_date,
+        b.kind.as_str(),
+        b.internal_quantity,
+        b.custodian_quantity,
+        b.difference
+    )
+}
+
+/// A `sequence_gaps` row as text.
+pub fn render_gap(g: &GapRow) -> String {
+    format!("{},{},{}", g.account_id, g.first_missing, g.last_missing)
+}
+
 fn rows_of(all: TimestampOutput) -> BTreeMap<&'static str, BTreeSet<String>> {
     let mut out = BTreeMap::new();
-    out.insert(
-        "lots",
-        fold(all.lots, |(k, l)| {
-            format!(
-                "{k},{},{},{},{},{}",
-                l.lot_id,
-                l.side.as_str(),
-                l.open_date,
-                l.quantity,
-                l.price
-            )
-        }),
-    );
-    out.insert(
-        "positions",
-        fold(all.positions, |(k, s)| {
-            format!(
-                "{k},{},{},{},{}",
-                s.quantity, s.lot_count, s.cost_basis, s.realized_pnl
-            )
-        }),
-    );
-    out.insert(
-        "valuations",
-        fold(all.valuations, |v| {
-            format!(
-                "{},{},{},{}",
-                v.position_key, v.price, v.market_value, v.unrealized_pnl
-            )
-        }),
-    );
-    out.insert(
-        "breaks",
-        fold(all.breaks, |b| {
-            format!(
-                "{},{},{},{},{},{}",
-                b.position_key,
-                b.as_of_date,
-                b.kind.as_str(),
-                b.internal_quantity,
-                b.custodian_quantity,
-                b.difference
-            )
-        }),
-    );
-    out.insert(
-        "sequence_gaps",
-        fold(all.gaps, |g| {
-            format!("{},{},{}", g.account_id, g.first_missing, g.last_missing)
-        }),
-    );
+    out.insert("lots", fold(all.lots, render_lot));
+    out.insert("positions", fold(all.positions, render_position));
+    out.insert("valuations", fold(all.valuations, render_valuation));
+    out.insert("breaks", fold(all.breaks, render_break));
+    out.insert("sequence_gaps", fold(all.gaps, render_gap));
     out
 }
 
-/// The tables' rows, rendered like [`rows_of`].
-async fn stored_rows(
+/// The tables' rows (`lots`, `positions`, `valuations`, `breaks`,
+/// `sequence_gaps`), rendered like the `render_*` functions, decimals in
+/// normal form.
+pub async fn stored_rows(
     client: &tokio_postgres::Client,
 ) -> Result<BTreeMap<&'static str, BTreeSet<String>>> {
     let queries: [(&'static str, &str, &[bool]); 5] = [

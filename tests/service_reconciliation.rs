@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltabook::kafka;
+use deltabook::{kafka, verify};
 use deltabook_dataflows::runner::{self, ExtraSources, RunOptions};
 use service_env::*;
 
@@ -43,106 +43,22 @@ fn expected() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
         None,
     )
     .expect("book");
-    let valuations = outcome
-        .valuations
-        .iter()
-        .map(|v| {
-            format!(
-                "{},{},{},{}",
-                v.position_key, v.price, v.market_value, v.unrealized_pnl
-            )
-        })
-        .collect();
-    let breaks = outcome
-        .breaks
-        .iter()
-        .map(|b| {
-            format!(
-                "{},{},{},{},{},{}",
-                b.position_key,
-                b.as_of_date,
-                b.kind.as_str(),
-                b.internal_quantity,
-                b.custodian_quantity,
-                b.difference
-            )
-        })
-        .collect();
-    let gaps = outcome
-        .gaps
-        .iter()
-        .map(|g| format!("{},{},{}", g.account_id, g.first_missing, g.last_missing))
-        .collect();
-    (valuations, breaks, gaps)
+    (
+        outcome
+            .valuations
+            .iter()
+            .map(verify::render_valuation)
+            .collect(),
+        outcome.breaks.iter().map(verify::render_break).collect(),
+        outcome.gaps.iter().map(verify::render_gap).collect(),
+    )
 }
 
+/// The same three tables as stored (rendered by `verify`).
 fn stored(env: &Env) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
-    env.query(async |c| {
-        let valuations = c
-            .query("SELECT position_key, price::text, market_value::text, unrealized_pnl::text FROM valuations", &[])
-            .await
-            .expect("valuations")
-            .iter()
-            .map(|r| {
-                format!(
-                    "{},{},{},{}",
-                    r.get::<_, String>(0),
-                    normalise(&r.get::<_, String>(1)),
-                    normalise(&r.get::<_, String>(2)),
-                    normalise(&r.get::<_, String>(3))
-                )
-            })
-            .collect();
-        let breaks = c
-            .query("SELECT position_key, as_of_date::text, kind, internal_quantity::text, custodian_quantity::text, difference::text FROM breaks", &[])
-            .await
-            .expect("breaks")
-            .iter()
-            .map(|r| {
-                format!(
-                    "{},{},{},{},{},{}",
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2),
-                    normalise(&r.get::<_, String>(3)),
-                    normalise(&r.get::<_, String>(4)),
-                    normalise(&r.get::<_, String>(5))
-                )
-            })
-            .collect();
-        let gaps = c
-            .query("SELECT account_id, first_missing, last_missing FROM sequence_gaps", &[])
-            .await
-            .expect("gaps")
-            .iter()
-            .map(|r| format!("{},{},{}", r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)))
-            .collect();
-        (valuations, breaks, gaps)
-    })
-}
-
-/// Waits until the committed offsets of `topic_prefix`'s partitions sum to `lines`.
-fn wait_topic_committed(env: &Env, topic: &str, lines: i64, timeout: Duration) {
-    let started = Instant::now();
-    loop {
-        let done: i64 = env.query(async |c| {
-            c.query_one(
-                "SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic = $1",
-                &[&topic],
-            )
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(0)
-        });
-        if done >= lines {
-            return;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "only {done} of {lines} messages of {topic} committed after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut rows = env.query(async |c| verify::stored_rows(c).await.expect("tables"));
+    let mut take = |table: &str| rows.remove(table).unwrap_or_default();
+    (take("valuations"), take("breaks"), take("sequence_gaps"))
 }
 
 /// Folds the break-events topic: (position -> final break row, or none), and
@@ -241,14 +157,12 @@ fn ticks_and_statements_through_kill_9_restarts_equal_book_and_break_events_fold
     env.produce(&chunks[2]);
     env.wait_committed(lines.len() as i64, Duration::from_secs(180));
     let config = env.config();
-    wait_topic_committed(
-        &env,
+    env.wait_topic_committed(
         &config.kafka.prices_topic,
         lines_of(&prices).len() as i64,
         Duration::from_secs(60),
     );
-    wait_topic_committed(
-        &env,
+    env.wait_topic_committed(
         &config.kafka.custodian_topic,
         lines_of(&custodian).len() as i64,
         Duration::from_secs(60),

@@ -262,10 +262,16 @@ async fn backlog_phase(
     Ok(())
 }
 
-/// Phase 3: steady produce rate, produce -> correction visible.
-async fn steady_phase(base: Option<&Path>, rate: u64, seconds: u64) -> Result<()> {
-    let (config, db) = unique_config(base, "st", &[])?;
-    create_db(&db).await?;
+/// The service started in this process with its own database and topics;
+/// send on the sender to stop it.
+pub type RunningService = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<()>>,
+);
+
+/// Creates `db` and the topics, and starts the service on `config`.
+pub async fn start_service(config: &Config, db: &str) -> Result<RunningService> {
+    create_db(db).await?;
     kafka::ensure_topics(&config.kafka).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let service_config = config.clone();
@@ -275,6 +281,13 @@ async fn steady_phase(base: Option<&Path>, rate: u64, seconds: u64) -> Result<()
         })
         .await
     });
+    Ok((stop_tx, service))
+}
+
+/// Phase 3: steady produce rate, produce -> correction visible.
+async fn steady_phase(base: Option<&Path>, rate: u64, seconds: u64) -> Result<()> {
+    let (config, db) = unique_config(base, "st", &[])?;
+    let (stop_tx, service) = start_service(&config, &db).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let done = Arc::new(AtomicBool::new(false));

@@ -124,6 +124,21 @@ fn probe_line(i: u64, last_day: u64, backdated: bool) -> Vec<u8> {
     )
 }
 
+/// Moves every input of the latency dataflow to `time`.
+fn advance(
+    raw: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
+    prices: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
+    custodian: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
+    methods: &mut differential_dataflow::input::InputSession<Time, (String, LotMethod), isize>,
+    time: Time,
+) {
+    raw.advance_to(time);
+    prices.advance_to(time);
+    custodian.advance_to(time);
+    methods.advance_to(time);
+    methods.flush();
+}
+
 /// Samples per (K, direction) for an engine and method.
 fn samples_for(booking: Booking, method: LotMethod, k: u64, quick: bool) -> usize {
     let n = match (booking, method) {
@@ -224,11 +239,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                     loaded += 1;
                 }
                 time += 1;
-                raw.advance_to(time);
-                prices.advance_to(time);
-                custodian.advance_to(time);
-                methods.advance_to(time);
-                methods.flush();
+                advance(&mut raw, &mut prices, &mut custodian, &mut methods, time);
                 while probe.less_than(&time) {
                     worker.step();
                 }
@@ -259,11 +270,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                     .into_bytes(),
                 ));
                 time += 1;
-                raw.advance_to(time);
-                prices.advance_to(time);
-                custodian.advance_to(time);
-                methods.advance_to(time);
-                methods.flush();
+                advance(&mut raw, &mut prices, &mut custodian, &mut methods, time);
                 while probe.less_than(&time) {
                     worker.step();
                 }
@@ -275,11 +282,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                     send(&mut raw, probe_line(probes, last_day, backdated));
                     probes += 1;
                     time += 1;
-                    raw.advance_to(time);
-                    prices.advance_to(time);
-                    custodian.advance_to(time);
-                    methods.advance_to(time);
-                    methods.flush();
+                    advance(&mut raw, &mut prices, &mut custodian, &mut methods, time);
                     let started = Instant::now();
                     while probe.less_than(&time) {
                         worker.step();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use rdkafka::producer::{BaseRecord, Producer};
 
-use super::e2e::{count, create_db, drop_db, unique_config};
+use super::e2e::{count, drop_db, start_service, unique_config};
 use super::percentile;
 use super::ticks::{tick_line, trade_line};
 use deltabook::config::Config;
@@ -34,16 +34,7 @@ pub fn run_suite(base: Option<&Path>, lots: u64, rate: u64, seconds: u64) -> Res
 
 async fn run(base: Option<&Path>, lots: u64, rate: u64, seconds: u64) -> Result<()> {
     let (config, db) = unique_config(base, "tk", &[])?;
-    create_db(&db).await?;
-    kafka::ensure_topics(&config.kafka).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service_config = config.clone();
-    let service = tokio::spawn(async move {
-        deltabook::service::serve(service_config, async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let (stop_tx, service) = start_service(&config, &db).await?;
     // Load the book (and the probe position).
     let loading = Instant::now();
     let load_config = config.clone();

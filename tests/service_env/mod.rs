@@ -143,6 +143,11 @@ impl Env {
 
     /// Waits until the committed offsets cover `lines` trade events.
     pub fn wait_committed(&self, lines: i64, timeout: Duration) {
+        self.wait_topic_committed(&self.config().kafka.trades_topic, lines, timeout);
+    }
+
+    /// Waits until the committed offsets of `topic`'s partitions sum to `lines`.
+    pub fn wait_topic_committed(&self, topic: &str, lines: i64, timeout: Duration) {
         let started = Instant::now();
         loop {
             let done: i64 = self.query(async |c| {
@@ -154,17 +159,20 @@ impl Env {
                 if !exists {
                     return 0;
                 }
-                c.query_one("SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic LIKE 'trades-%'", &[])
-                    .await
-                    .map(|r| r.get(0))
-                    .unwrap_or(0)
+                c.query_one(
+                    "SELECT coalesce(sum(next_offset), 0)::int8 FROM sink_progress WHERE source_topic = $1",
+                    &[&topic],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0)
             });
             if done >= lines {
                 return;
             }
             assert!(
                 started.elapsed() < timeout,
-                "only {done} of {lines} events committed after {timeout:?}"
+                "only {done} of {lines} messages of {topic} committed after {timeout:?}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -345,67 +353,22 @@ pub fn expected() -> (BTreeSet<String>, BTreeSet<String>, usize) {
     let lots = state
         .lots
         .iter()
-        .map(|(k, l)| {
-            format!(
-                "{k},{},{},{},{},{}",
-                l.lot_id,
-                l.side.as_str(),
-                l.open_date,
-                l.quantity,
-                l.price
-            )
-        })
+        .map(deltabook::verify::render_lot)
         .collect();
     let positions = state
         .positions
         .iter()
-        .map(|(k, s)| {
-            format!(
-                "{k},{},{},{},{}",
-                s.quantity, s.lot_count, s.cost_basis, s.realized_pnl
-            )
-        })
+        .map(deltabook::verify::render_position)
         .collect();
     (lots, positions, outcome.rejected.len())
 }
 
 pub fn stored_state(env: &Env) -> (BTreeSet<String>, BTreeSet<String>) {
-    env.query(async |c| {
-        let lots = c
-            .query("SELECT position_key, lot_id, side, open_date::text, quantity::text, price::text FROM lots", &[])
-            .await
-            .expect("lots")
-            .iter()
-            .map(|r| {
-                format!(
-                    "{},{},{},{},{},{}",
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, String>(3),
-                    normalise(&r.get::<_, String>(4)),
-                    normalise(&r.get::<_, String>(5))
-                )
-            })
-            .collect();
-        let positions = c
-            .query("SELECT position_key, quantity::text, lot_count, cost_basis::text, realized_pnl::text FROM positions", &[])
-            .await
-            .expect("positions")
-            .iter()
-            .map(|r| {
-                format!(
-                    "{},{},{},{},{}",
-                    r.get::<_, String>(0),
-                    normalise(&r.get::<_, String>(1)),
-                    r.get::<_, i64>(2),
-                    normalise(&r.get::<_, String>(3)),
-                    normalise(&r.get::<_, String>(4))
-                )
-            })
-            .collect();
-        (lots, positions)
-    })
+    let mut rows = env.query(async |c| deltabook::verify::stored_rows(c).await.expect("tables"));
+    (
+        rows.remove("lots").unwrap_or_default(),
+        rows.remove("positions").unwrap_or_default(),
+    )
 }
 
 /// numeric text as the spec writes decimals.

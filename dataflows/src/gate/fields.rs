@@ -162,9 +162,15 @@ pub(super) fn is_id(text: &str) -> bool {
 
 /// A required id: `missing_field` when absent, `bad_id` otherwise wrong.
 fn id_field(fields: &Fields<'_>, name: &str) -> Result<String, Rejection> {
-    match fields.get(name) {
-        None => reject(RejectKind::MissingField, name),
-        Some(Val::Str(text)) if is_id(text) => Ok(text.to_string()),
+    id_value(name, fields.get(name))?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
+}
+
+/// An id's value: `None` when absent; not a string or outside the
+/// alphabet -> `bad_id`.
+pub(super) fn id_value(name: &str, value: Option<&Val<'_>>) -> Result<Option<String>, Rejection> {
+    match value {
+        None => Ok(None),
+        Some(Val::Str(text)) if is_id(text) => Ok(Some(text.to_string())),
         Some(Val::Str(text)) => reject(
             RejectKind::BadId,
             format!("{name} {} is not 1-64 chars of A-Za-z0-9.:-", quote(text)),
@@ -401,28 +407,41 @@ fn required<T>(value: Option<T>, name: &str, action: Action) -> Result<Option<T>
     Ok(value)
 }
 
+/// The first three checks of every gate: the text is JSON (`not_json`),
+/// an object (`not_object`, naming `what` it should be), with no repeated
+/// key (`malformed_field`).
+pub(super) fn object_checks(
+    top: Result<Top, String>,
+    repeated: Option<&str>,
+    what: &str,
+) -> Result<(), Rejection> {
+    match top {
+        Err(detail) => return reject(RejectKind::NotJson, detail),
+        Ok(Top::Other(type_name)) => {
+            return reject(
+                RejectKind::NotObject,
+                format!("the {what} is {type_name}, not an object"),
+            )
+        }
+        Ok(Top::Object) => {}
+    }
+    if let Some(key) = repeated {
+        return reject(
+            RejectKind::MalformedField,
+            format!("key {} is repeated", quote(key)),
+        );
+    }
+    Ok(())
+}
+
 /// Stateless checks: parses one event (the raw bytes of a line or message)
 /// into a [`TradeVersion`] with defaults filled in, or returns the FIRST
 /// failing check of trades.md (JSON, object, repeated key, then the fields in
 /// table order with `bad_version` right after `action`). Never panics.
 pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let mut members = Collector::default();
-    match read_json(bytes, |key, value| members.add(key, value)) {
-        Err(detail) => return reject(RejectKind::NotJson, detail),
-        Ok(Top::Other(type_name)) => {
-            return reject(
-                RejectKind::NotObject,
-                format!("the event is {type_name}, not an object"),
-            )
-        }
-        Ok(Top::Object) => {}
-    }
-    if let Some(key) = members.repeated {
-        return reject(
-            RejectKind::MalformedField,
-            format!("key {} is repeated", quote(&key)),
-        );
-    }
+    let top = read_json(bytes, |key, value| members.add(key, value));
+    object_checks(top, members.repeated.as_deref(), "event")?;
     let fields = Fields {
         slots: members.slots,
     };

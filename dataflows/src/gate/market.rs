@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::fields::{date_value, decimal_value, instant_value, is_id, quote};
-use super::json::{read_json, Top, Val};
+use super::fields::{date_value, decimal_value, id_value, instant_value, object_checks, quote};
+use super::json::{read_json, Val};
 use super::{reject, RejectKind, Rejection};
 use crate::decimal::{Dec8, DecimalParseError};
 use crate::trade::{Date, Instant};
@@ -73,48 +73,13 @@ fn members<'a, const N: usize>(
         }
         seen.push(key);
     });
-    match top {
-        Err(detail) => return reject(RejectKind::NotJson, detail),
-        Ok(Top::Other(type_name)) => {
-            return reject(
-                RejectKind::NotObject,
-                format!("the {what} is {type_name}, not an object"),
-            )
-        }
-        Ok(Top::Object) => {}
-    }
-    if let Some(key) = repeated {
-        return reject(
-            RejectKind::MalformedField,
-            format!("key {} is repeated", quote(&key)),
-        );
-    }
+    object_checks(top, repeated.as_deref(), what)?;
     Ok(slots)
 }
 
-/// An id field: absent -> `missing_field` when required; not a string or
-/// outside the alphabet -> `bad_id`.
-fn id(name: &str, value: Option<&Val<'_>>, required: bool) -> Result<Option<String>, Rejection> {
-    match value {
-        None if required => reject(RejectKind::MissingField, name),
-        None => Ok(None),
-        Some(Val::Str(text)) if is_id(text) => Ok(Some(text.to_string())),
-        Some(Val::Str(text)) => reject(
-            RejectKind::BadId,
-            format!("{name} {} is not 1-64 chars of A-Za-z0-9.:-", quote(text)),
-        ),
-        Some(other) => reject(
-            RejectKind::BadId,
-            format!("{name} is {}, not a string", other.type_name()),
-        ),
-    }
-}
-
+/// A required id: absent -> `missing_field`; otherwise as [`id_value`].
 fn required_id(name: &str, value: Option<&Val<'_>>) -> Result<String, Rejection> {
-    match id(name, value, true)? {
-        Some(text) => Ok(text),
-        None => reject(RejectKind::MissingField, name),
-    }
+    id_value(name, value)?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
 }
 
 /// Parses one price tick line: `security_id`, `price` (checked exactly like
@@ -142,7 +107,7 @@ pub fn parse_price_tick(bytes: &[u8]) -> Result<PriceTick, Rejection> {
             )
         }
     };
-    let source = id("source", source.as_ref(), false)?;
+    let source = id_value("source", source.as_ref())?;
     Ok(PriceTick {
         security_id,
         price,
@@ -245,7 +210,7 @@ pub fn parse_statement(bytes: &[u8]) -> Result<Statement, Rejection> {
             )
         }
     };
-    let source = id("source", source.as_ref(), false)?;
+    let source = id_value("source", source.as_ref())?;
     Ok(Statement {
         account_id,
         book_id,
