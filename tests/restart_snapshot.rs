@@ -13,14 +13,27 @@ use std::sync::{Arc, Mutex};
 
 use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
 use deltabook_dataflows::engine::{LiveTrade, RestoredTrade, SourceRef, Time};
+use deltabook_dataflows::gate::{PriceTick, Statement};
+use deltabook_dataflows::reconcile::{Restored, SequenceState};
 use deltabook_dataflows::trade::LotMethod;
 
-/// One engine timestamp of input: events and lot-method changes.
+/// One engine timestamp of input: events, lot-method changes, and price
+/// ticks and custodian statements.
 #[derive(Clone, Default)]
 struct Batch {
     time: Time,
     events: Vec<(SourceRef, Vec<u8>)>,
     methods: Vec<(String, Option<LotMethod>)>,
+    prices: Vec<(SourceRef, Vec<u8>)>,
+    statements: Vec<(SourceRef, Vec<u8>)>,
+}
+
+/// What a restart restores.
+#[derive(Clone, Default)]
+struct Snapshot {
+    trades: Vec<RestoredTrade>,
+    methods: Vec<(String, LotMethod)>,
+    reconciliation: Vec<Restored>,
 }
 
 /// Runs `batches` on `workers` workers from `start` (feeding `restore` and
@@ -29,12 +42,11 @@ struct Batch {
 fn run(
     workers: usize,
     start: Time,
-    restore: Vec<RestoredTrade>,
-    methods: Vec<(String, LotMethod)>,
+    snapshot: Snapshot,
     batches: Vec<Batch>,
 ) -> BTreeMap<Time, TimestampOutput> {
     let merged: Arc<Mutex<BTreeMap<Time, TimestampOutput>>> = Arc::default();
-    let restore = Arc::new(Mutex::new(Some((restore, methods))));
+    let restore = Arc::new(Mutex::new(Some(snapshot)));
     let batches = Arc::new(batches);
     let sink = merged.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
@@ -42,12 +54,15 @@ fn run(
         let peers = worker.peers();
         let mut driver = Driver::new(worker, start, Capture::All);
         if index == 0 {
-            if let Some((trades, methods)) = restore.lock().expect("lock").take() {
-                for (scope, method) in methods {
+            if let Some(snapshot) = restore.lock().expect("lock").take() {
+                for (scope, method) in snapshot.methods {
                     driver.set_method(&scope, Some(method));
                 }
-                for trade in trades {
+                for trade in snapshot.trades {
                     driver.restore(trade);
+                }
+                for state in snapshot.reconciliation {
+                    driver.restore_reconciliation(state);
                 }
             }
         }
@@ -70,6 +85,16 @@ fn run(
             for (source, payload) in &batch.events {
                 if source.offset as usize % peers == index {
                     driver.send(*source, payload.clone());
+                }
+            }
+            for (source, payload) in &batch.prices {
+                if source.offset as usize % peers == index {
+                    driver.send_price(*source, payload.clone());
+                }
+            }
+            for (source, payload) in &batch.statements {
+                if source.offset as usize % peers == index {
+                    driver.send_statement(*source, payload.clone());
                 }
             }
             driver.advance_to(batch.time + 1);
@@ -96,11 +121,20 @@ fn run(
     out
 }
 
+/// Rows whose updates up to `upto` sum to one.
+fn standing<R: Ord + Clone>(rows: impl Iterator<Item = (R, isize)>) -> Vec<R> {
+    let mut net: BTreeMap<R, isize> = BTreeMap::new();
+    for (row, diff) in rows {
+        *net.entry(row).or_insert(0) += diff;
+    }
+    net.into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(row, _)| row)
+        .collect()
+}
+
 /// The snapshot a committer would have written up to (and including) `upto`.
-fn snapshot(
-    outputs: &BTreeMap<Time, TimestampOutput>,
-    upto: Time,
-) -> (Vec<RestoredTrade>, Vec<(String, LotMethod)>) {
+fn snapshot(outputs: &BTreeMap<Time, TimestampOutput>, upto: Time) -> Snapshot {
     let mut live: HashMap<String, LiveTrade> = HashMap::new();
     let mut prints: HashMap<String, Vec<(u64, u128)>> = HashMap::new();
     for (_, output) in outputs.range(..=upto) {
@@ -121,7 +155,51 @@ fn snapshot(
             live,
         })
         .collect();
-    (trades, Vec::new())
+    let upto_outputs = || outputs.range(..=upto).map(|(_, o)| o);
+    let mut reconciliation = Vec::new();
+    for tick in standing(upto_outputs().flat_map(|o| o.live_ticks.iter().cloned())) {
+        reconciliation.push(Restored::Tick(
+            tick.source,
+            PriceTick {
+                security_id: tick.security_id,
+                price: tick.price,
+                as_of: tick.as_of,
+                source: None,
+            },
+        ));
+    }
+    for s in standing(upto_outputs().flat_map(|o| o.live_statements.iter().cloned())) {
+        let parts: Vec<&str> = s.position_key.split('_').collect();
+        reconciliation.push(Restored::Statement(
+            s.source,
+            Statement {
+                account_id: parts[0].into(),
+                book_id: parts[1].into(),
+                security_id: parts[2].into(),
+                quantity: s.quantity,
+                as_of_date: s.as_of_date,
+                source: None,
+            },
+        ));
+    }
+    let gaps = standing(upto_outputs().flat_map(|o| o.gaps.iter().cloned()));
+    for range in standing(upto_outputs().flat_map(|o| o.sequence_ranges.iter().cloned())) {
+        reconciliation.push(Restored::Sequences(SequenceState {
+            gaps: gaps
+                .iter()
+                .filter(|g| g.account_id == range.account_id)
+                .map(|g| (g.first_missing, g.last_missing))
+                .collect(),
+            account_id: range.account_id,
+            min: range.min,
+            max: range.max,
+        }));
+    }
+    Snapshot {
+        trades,
+        methods: Vec::new(),
+        reconciliation,
+    }
 }
 
 fn batches(lines: &[Vec<u8>], size: usize) -> Vec<Batch> {
@@ -144,6 +222,7 @@ fn batches(lines: &[Vec<u8>], size: usize) -> Vec<Batch> {
                 })
                 .collect(),
             methods: Vec::new(),
+            ..Batch::default()
         })
         .collect()
 }
@@ -154,15 +233,14 @@ fn a_restart_from_the_snapshot_continues_exactly_where_the_engine_stopped() {
     // arrivals and rejects, over few positions so that trades interact.
     let lines = common::generated(11, 25, 6_000);
     let all = batches(&lines, 200);
-    let uninterrupted = run(1, 0, Vec::new(), Vec::new(), all.clone());
+    let uninterrupted = run(1, 0, Snapshot::default(), all.clone());
     for (stop_after, workers_after) in [(7, 2), (15, 1), (22, 3)] {
-        let (trades, methods) = snapshot(&uninterrupted, stop_after);
-        assert!(!trades.is_empty());
+        let snap = snapshot(&uninterrupted, stop_after);
+        assert!(!snap.trades.is_empty());
         let resumed = run(
             workers_after,
             stop_after,
-            trades,
-            methods,
+            snap,
             all[stop_after as usize..].to_vec(),
         );
         let expected: BTreeMap<Time, &TimestampOutput> = uninterrupted
@@ -203,13 +281,13 @@ fn a_conflicting_copy_of_a_version_accepted_before_the_restart_is_still_rejected
     let new = br#"{"trade_id":"T1","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"10","price":"5","trade_date":"2026-01-02"}"#.to_vec();
     let same = br#"{"trade_id":"T1","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"10.0","price":"5","trade_date":"2026-01-02"}"#.to_vec();
     let conflicting = br#"{"trade_id":"T1","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"11","price":"5","trade_date":"2026-01-02"}"#.to_vec();
-    let before = run(1, 0, Vec::new(), Vec::new(), batches(&[new], 1));
-    let (trades, methods) = snapshot(&before, 1);
+    let before = run(1, 0, Snapshot::default(), batches(&[new], 1));
+    let snap = snapshot(&before, 1);
     let mut after_batches = batches(&[same, conflicting], 1);
     for (i, b) in after_batches.iter_mut().enumerate() {
         b.time = 2 + i as Time;
     }
-    let after = run(2, 1, trades, methods, after_batches);
+    let after = run(2, 1, snap, after_batches);
     assert_eq!(
         after[&2].duplicates.len(),
         1,
@@ -219,4 +297,77 @@ fn a_conflicting_copy_of_a_version_accepted_before_the_restart_is_still_rejected
     let rejected = &after[&3].dead_letters;
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].reason.kind.as_str(), "conflicting_duplicate");
+}
+
+/// Ticks and statements spread over the batches of `all` (line i of each
+/// at batch i % batches, so they interleave with the trades).
+fn with_market_data(mut all: Vec<Batch>, lines: &[Vec<u8>]) -> Vec<Batch> {
+    let mut prices = Vec::new();
+    let mut custodian = Vec::new();
+    deltabook::market_data::generate_market_data(lines, 11, &mut prices, &mut custodian)
+        .expect("market data");
+    let n = all.len();
+    for (kind, text) in [(0, prices), (1, custodian)] {
+        for (i, line) in text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let source = SourceRef {
+                partition: 0,
+                offset: i as u64 + 1,
+            };
+            let batch = &mut all[(i * 7) % n];
+            match kind {
+                0 => batch.prices.push((source, line.to_vec())),
+                _ => batch.statements.push((source, line.to_vec())),
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn a_restart_restores_live_ticks_statements_and_sequences_exactly() {
+    let lines = common::generated(5, 30, 4_000);
+    let all = with_market_data(batches(&lines, 100), &lines);
+    let uninterrupted = run(1, 0, Snapshot::default(), all.clone());
+    let total: usize = uninterrupted
+        .values()
+        .map(|o| o.valuations.len() + o.breaks.len() + o.gaps.len())
+        .sum();
+    assert!(total > 100, "{total} reconciliation updates");
+    for (stop_after, workers_after) in [(9, 2), (25, 1), (33, 3)] {
+        let snap = snapshot(&uninterrupted, stop_after);
+        assert!(snap.reconciliation.len() > 10);
+        let resumed = run(
+            workers_after,
+            stop_after,
+            snap,
+            all[stop_after as usize..].to_vec(),
+        );
+        for (time, want) in uninterrupted.range(stop_after + 1..) {
+            let got = resumed.get(time).cloned().unwrap_or_default();
+            assert_eq!(
+                standing(got.valuations.into_iter()),
+                standing(want.valuations.iter().cloned()),
+                "valuations asserted at {time}"
+            );
+            assert_eq!(
+                standing(got.breaks.iter().map(|(r, d)| (r.clone(), -d))),
+                standing(want.breaks.iter().map(|(r, d)| (r.clone(), -d))),
+                "breaks retracted at {time}"
+            );
+            assert_eq!(
+                standing(got.breaks.into_iter()),
+                standing(want.breaks.iter().cloned()),
+                "breaks asserted at {time}"
+            );
+            assert_eq!(
+                standing(got.gaps.into_iter()),
+                standing(want.gaps.iter().cloned()),
+                "gaps opened at {time}"
+            );
+        }
+    }
 }
