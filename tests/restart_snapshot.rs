@@ -368,6 +368,16 @@ fn a_restart_restores_live_ticks_statements_and_sequences_exactly() {
                 standing(want.gaps.iter().cloned()),
                 "gaps opened at {time}"
             );
+            assert_eq!(
+                standing(got.sequence_ranges.into_iter()),
+                standing(want.sequence_ranges.iter().cloned()),
+                "sequence ranges at {time}"
+            );
+            assert_eq!(
+                standing(got.live_ticks.into_iter()),
+                standing(want.live_ticks.iter().cloned()),
+                "live ticks at {time}"
+            );
         }
     }
 }
