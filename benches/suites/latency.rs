@@ -187,8 +187,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         let r = reconcile::build(
                             &e,
                             ReconcileInputs {
-                                prices: prices.to_stream(scope),
-                                custodian: custodian.to_stream(scope),
+                                prices: Some(prices.to_stream(scope)),
+                                custodian: Some(custodian.to_stream(scope)),
                                 tolerance: Dec8::ZERO,
                                 restored: None,
                             },

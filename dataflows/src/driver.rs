@@ -187,6 +187,17 @@ impl Completed {
     }
 }
 
+/// Which parts of reconciliation a [`Driver`] builds, and its tolerance.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverOptions {
+    /// A break needs |difference| > this.
+    pub tolerance: Dec8,
+    /// Price ticks will be fed (valuations are built).
+    pub prices: bool,
+    /// Custodian statements will be fed (breaks are built).
+    pub statements: bool,
+}
+
 impl Driver {
     /// Builds the engine dataflow on `worker`, with every input at `start`,
     /// keeping the outputs `capture` names.
@@ -201,6 +212,32 @@ impl Driver {
         keep: Capture,
         tolerance: Dec8,
     ) -> Driver {
+        Driver::with_options(
+            worker,
+            start,
+            keep,
+            DriverOptions {
+                tolerance,
+                prices: true,
+                statements: true,
+            },
+        )
+    }
+
+    /// [`Driver::new`] with the given reconciliation options: without
+    /// `prices` no valuations are built, without `statements` no breaks
+    /// (and their inputs must not be fed); gaps are always kept.
+    pub fn with_options(
+        worker: &mut Worker,
+        start: Time,
+        keep: Capture,
+        options: DriverOptions,
+    ) -> Driver {
+        let DriverOptions {
+            tolerance,
+            prices: with_prices,
+            statements: with_statements,
+        } = options;
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
         let mut prices = InputHandleVec::<Time, RawEvent>::new();
         let mut custodian = InputHandleVec::<Time, RawEvent>::new();
@@ -220,8 +257,8 @@ impl Driver {
             let r = reconcile::build(
                 &e,
                 ReconcileInputs {
-                    prices: prices.to_stream(scope),
-                    custodian: custodian.to_stream(scope),
+                    prices: with_prices.then(|| prices.to_stream(scope)),
+                    custodian: with_statements.then(|| custodian.to_stream(scope)),
                     tolerance,
                     restored: Some(restored.to_stream(scope)),
                 },

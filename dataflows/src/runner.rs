@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::correction::Correction;
 use crate::decimal::Dec8;
-use crate::driver::{Capture, Driver, TimestampOutput};
+use crate::driver::{Capture, Driver, DriverOptions, TimestampOutput};
 use crate::engine::{DeadLetter, Fault, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
 use crate::position::{Lot, PositionSummary};
@@ -216,6 +216,13 @@ impl Captured {
     }
 }
 
+/// Which inputs beside trades a run has (the parts of reconciliation to build).
+#[derive(Clone, Copy, Debug)]
+struct InputKinds {
+    prices: bool,
+    statements: bool,
+}
+
 /// One input's lines in a batch.
 #[derive(Default)]
 struct Lines {
@@ -288,6 +295,10 @@ pub fn run_with<S: EventSource>(
     }
     let started = Instant::now();
     let workers = options.workers;
+    let inputs = InputKinds {
+        prices: extra.prices.is_some(),
+        statements: extra.custodian.is_some(),
+    };
     let mut senders = Vec::with_capacity(workers);
     let mut receivers = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -313,7 +324,7 @@ pub fn run_with<S: EventSource>(
             .get_mut(index)
             .and_then(Option::take)
             .ok_or_else(|| format!("no input for worker {index}"))?;
-        run_worker(worker, input, &options)
+        run_worker(worker, input, &options, inputs)
     })
     .map_err(RunError::Worker)?;
 
@@ -469,10 +480,11 @@ fn run_worker(
     worker: &mut timely::worker::Worker,
     input: Receiver<Batch>,
     options: &RunOptions,
+    inputs: InputKinds,
 ) -> Result<Captured, String> {
     let mut captured = Captured::default();
     let keep = options.keep_corrections;
-    let mut driver = Driver::with_tolerance(
+    let mut driver = Driver::with_options(
         worker,
         0,
         if keep {
@@ -480,7 +492,11 @@ fn run_worker(
         } else {
             Capture::StateCountingCorrections
         },
-        options.tolerance,
+        DriverOptions {
+            tolerance: options.tolerance,
+            prices: inputs.prices,
+            statements: inputs.statements,
+        },
     );
     if worker.index() == 0 {
         for (scope, method) in &options.methods {

@@ -24,6 +24,8 @@ pub(super) struct IntakeStreams<'scope> {
     pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
     /// Trades whose live version changed.
     pub live: StreamVec<'scope, Time, LiveTrade>,
+    /// `(account, sequence)` of each accepted event that has one.
+    pub sequences: StreamVec<'scope, Time, (String, u64)>,
 }
 
 /// An event after parsing: a candidate version or an early rejection.
@@ -75,6 +77,7 @@ pub(super) fn intake<'scope>(
         rejected,
         duplicates,
         live,
+        sequences,
     } = versions::admit(parsed);
     IntakeStreams {
         book_input: book.as_collection(),
@@ -82,5 +85,6 @@ pub(super) fn intake<'scope>(
         duplicates,
         accepted,
         live,
+        sequences,
     }
 }

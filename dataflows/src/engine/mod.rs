@@ -92,6 +92,8 @@ pub struct Engine<'scope> {
     /// Each trade whose live version changed, at that time (what a restart
     /// reloads instead of replaying the event store).
     pub live: StreamVec<'scope, Time, LiveTrade>,
+    /// `(account, sequence)` of each accepted event that has a sequence.
+    pub sequences: StreamVec<'scope, Time, (String, u64)>,
 }
 
 /// The streams the engine reads.
@@ -136,5 +138,6 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         faults: book.faults,
         accepted: intake.accepted,
         live: intake.live,
+        sequences: intake.sequences,
     }
 }

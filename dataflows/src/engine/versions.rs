@@ -109,6 +109,9 @@ pub(super) struct VersionStreams<'scope> {
     pub duplicates: StreamVec<'scope, Time, SourceRef>,
     /// Trades whose live version changed (for the restart snapshot).
     pub live: StreamVec<'scope, Time, LiveTrade>,
+    /// `(account, sequence)` of each accepted event that has a sequence
+    /// (what the gap rule reads, without copying the accepted events).
+    pub sequences: StreamVec<'scope, Time, (String, u64)>,
 }
 
 /// One timestamp's results, by output.
@@ -119,6 +122,7 @@ struct Emitted {
     rejected: Vec<DeadLetter>,
     duplicates: Vec<SourceRef>,
     live: Vec<LiveTrade>,
+    sequences: Vec<(String, u64)>,
 }
 
 /// What is kept of a trade's live version.
@@ -157,6 +161,9 @@ impl VersionState {
             let print = fingerprint(&version);
             match self.duplicates.admit_fingerprinted(*version, print) {
                 Admission::Accepted(version) => {
+                    if let Some(sequence) = version.sequence {
+                        emit.sequences.push((version.account_id.clone(), sequence));
+                    }
                     emit.accepted.push(AcceptedEvent {
                         time,
                         source,
@@ -223,11 +230,13 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
     let (rejected_out, rejected) = builder.new_output::<Vec<DeadLetter>>();
     let (duplicates_out, duplicates) = builder.new_output::<Vec<SourceRef>>();
     let (live_out, live) = builder.new_output::<Vec<LiveTrade>>();
+    let (sequences_out, sequences) = builder.new_output::<Vec<(String, u64)>>();
     let mut book_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(book_out);
     let mut accepted_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(accepted_out);
     let mut rejected_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(rejected_out);
     let mut duplicates_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(duplicates_out);
     let mut live_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(live_out);
+    let mut sequences_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(sequences_out);
     builder.build(move |_initial| {
         let mut state = VersionState::default();
         // Per time: one capability per output, and the events.
@@ -252,6 +261,7 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
             let mut rejected_h = rejected_out.activate();
             let mut duplicates_h = duplicates_out.activate();
             let mut live_h = live_out.activate();
+            let mut sequences_h = sequences_out.activate();
             while let Some(time) = pending.keys().next().copied() {
                 if frontiers[0].less_equal(&time) {
                     break;
@@ -272,6 +282,9 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
                     .session(&caps[3])
                     .give_container(&mut out.duplicates);
                 live_h.session(&caps[4]).give_container(&mut out.live);
+                sequences_h
+                    .session(&caps[5])
+                    .give_container(&mut out.sequences);
             }
         }
     });
@@ -281,11 +294,12 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
         rejected,
         duplicates,
         live,
+        sequences,
     }
 }
 
-/// The operator's outputs: book, accepted, rejected, duplicates, live.
-const OUTPUTS: usize = 5;
+/// The operator's outputs: book, accepted, rejected, duplicates, live, sequences.
+const OUTPUTS: usize = 6;
 
 /// Installs a restored trade: the duplicate rule remembers its fingerprints, its live
 /// version becomes live again and (when booked) is asserted to the booking

@@ -30,6 +30,7 @@ use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::StreamVec;
@@ -117,10 +118,12 @@ pub fn security_of(position_key: &str) -> &str {
 
 /// The streams reconciliation reads beside the engine's.
 pub struct ReconcileInputs<'scope> {
-    /// Raw price-tick lines or messages.
-    pub prices: StreamVec<'scope, Time, RawEvent>,
-    /// Raw custodian-statement lines or messages.
-    pub custodian: StreamVec<'scope, Time, RawEvent>,
+    /// Raw price-tick lines or messages; `None` when there are none at all
+    /// (no valuations are built: nothing is arranged by security).
+    pub prices: Option<StreamVec<'scope, Time, RawEvent>>,
+    /// Raw custodian-statement lines or messages; `None` when there are
+    /// none at all (no breaks are built: no per-date sums are kept).
+    pub custodian: Option<StreamVec<'scope, Time, RawEvent>>,
     /// A break needs |difference| > this.
     pub tolerance: Dec8,
     /// A restart's state, fed at its start time (see [`Restored`]).
@@ -259,9 +262,81 @@ pub fn build<'scope>(
     } = inputs;
     let restored = restored.map(|r| as_inserts(r, "Reconcile: restored"));
 
+    let scope = engine.positions.stream.scope();
+    let (live_prices, live_ticks, valuations, rejected_prices) = match prices {
+        Some(prices) => valuation_part(engine, prices, restored.as_ref()),
+        None => (
+            empty(scope).as_collection(),
+            empty(scope).as_collection(),
+            empty(scope).as_collection(),
+            empty(scope),
+        ),
+    };
+    let (live_statements, breaks, rejected_custodian) = match custodian {
+        Some(custodian) => break_part(engine, custodian, restored.as_ref(), tolerance),
+        None => (
+            empty(scope).as_collection(),
+            empty(scope).as_collection(),
+            empty(scope),
+        ),
+    };
+
+    let mut sequences = as_inserts(
+        engine
+            .sequences
+            .clone()
+            .map(|(account, s)| SequenceInput::Value(account, s)),
+        "Reconcile: sequences",
+    );
+    if let Some(restored) = &restored {
+        sequences = sequences.concat(restored.clone().flat_map(|r| match r {
+            Restored::Sequences(state) => Some(SequenceInput::Restore(state)),
+            _ => None,
+        }));
+    }
+    let sequence_rows = gaps::sequence_gaps(sequences);
+    let gaps = sequence_rows.clone().flat_map(|row| match row {
+        SequenceRow::Gap(gap) => Some(gap),
+        SequenceRow::Range(..) => None,
+    });
+    let sequence_ranges = sequence_rows.flat_map(|row| match row {
+        SequenceRow::Range(account_id, min, max) => Some(SequenceRange {
+            account_id,
+            min,
+            max,
+        }),
+        SequenceRow::Gap(_) => None,
+    });
+
+    Reconciliation {
+        live_prices,
+        live_ticks,
+        live_statements,
+        sequence_ranges,
+        valuations,
+        breaks,
+        gaps,
+        rejected_prices,
+        rejected_custodian,
+    }
+}
+
+type ValuationPart<'scope> = (
+    VecCollection<'scope, Time, (String, Dec8), Diff>,
+    VecCollection<'scope, Time, LiveTick, Diff>,
+    VecCollection<'scope, Time, ValuationRow, Diff>,
+    StreamVec<'scope, Time, DeadLetter>,
+);
+
+/// Ticks, live prices and valuations.
+fn valuation_part<'scope>(
+    engine: &Engine<'scope>,
+    prices: StreamVec<'scope, Time, RawEvent>,
+    restored: Option<&VecCollection<'scope, Time, Restored, Diff>>,
+) -> ValuationPart<'scope> {
     let (ticks, rejected_prices) = gate(prices, parse_price_tick);
     let mut ticks = as_inserts(ticks, "Reconcile: ticks");
-    if let Some(restored) = &restored {
+    if let Some(restored) = restored {
         ticks = ticks.concat(restored.clone().flat_map(|r| match r {
             Restored::Tick(source, tick) => Some((source, tick)),
             _ => None,
@@ -307,9 +382,25 @@ pub fn build<'scope>(
             })
         });
 
+    (live_prices, live_ticks, valuations, rejected_prices)
+}
+
+type BreakPart<'scope> = (
+    VecCollection<'scope, Time, LiveStatement, Diff>,
+    VecCollection<'scope, Time, BreakRow, Diff>,
+    StreamVec<'scope, Time, DeadLetter>,
+);
+
+/// Statements, live statements and breaks.
+fn break_part<'scope>(
+    engine: &Engine<'scope>,
+    custodian: StreamVec<'scope, Time, RawEvent>,
+    restored: Option<&VecCollection<'scope, Time, Restored, Diff>>,
+    tolerance: Dec8,
+) -> BreakPart<'scope> {
     let (statements, rejected_custodian) = gate(custodian, parse_statement);
     let mut statements = as_inserts(statements, "Reconcile: statements");
-    if let Some(restored) = &restored {
+    if let Some(restored) = restored {
         statements = statements.concat(restored.clone().flat_map(|r| match r {
             Restored::Statement(source, statement) => Some((source, statement)),
             _ => None,
@@ -340,42 +431,5 @@ pub fn build<'scope>(
     });
     let breaks = breaks::breaks(trades.concat(statement_inputs), tolerance);
 
-    let mut sequences = as_inserts(
-        engine.accepted.clone().flat_map(|a| {
-            a.sequence
-                .map(|s| SequenceInput::Value(account_of(&a.position_key).to_string(), s))
-        }),
-        "Reconcile: sequences",
-    );
-    if let Some(restored) = &restored {
-        sequences = sequences.concat(restored.clone().flat_map(|r| match r {
-            Restored::Sequences(state) => Some(SequenceInput::Restore(state)),
-            _ => None,
-        }));
-    }
-    let sequence_rows = gaps::sequence_gaps(sequences);
-    let gaps = sequence_rows.clone().flat_map(|row| match row {
-        SequenceRow::Gap(gap) => Some(gap),
-        SequenceRow::Range(..) => None,
-    });
-    let sequence_ranges = sequence_rows.flat_map(|row| match row {
-        SequenceRow::Range(account_id, min, max) => Some(SequenceRange {
-            account_id,
-            min,
-            max,
-        }),
-        SequenceRow::Gap(_) => None,
-    });
-
-    Reconciliation {
-        live_prices,
-        live_ticks,
-        live_statements,
-        sequence_ranges,
-        valuations,
-        breaks,
-        gaps,
-        rejected_prices,
-        rejected_custodian,
-    }
+    (live_statements, breaks, rejected_custodian)
 }
