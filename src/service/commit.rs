@@ -101,7 +101,7 @@ pub fn to_commit(
 ) -> (TimestampCommit, Option<Instant>) {
     let AssembledTimestamp {
         time,
-        output,
+        mut output,
         inputs,
     } = timestamp;
     for fault in &output.faults {
@@ -109,7 +109,7 @@ pub fn to_commit(
     }
     let trades_topic = &config.kafka.trades_topic;
     let methods_topic = &config.kafka.methods_topic;
-    let reconciliation = reconciliation_commit(time, &output);
+    let reconciliation = reconciliation_commit(time, &mut output);
     let mut commit = TimestampCommit {
         time,
         writer_epoch,
@@ -204,20 +204,21 @@ async fn reconciliation_gauges(
 /// Reconciliation's part of a timestamp: its state changes as they are, and
 /// its break events derived from them (with the corrections and statement
 /// changes of the same timestamp as causes).
-fn reconciliation_commit(time: Time, output: &TimestampOutput) -> ReconciliationCommit {
+fn reconciliation_commit(time: Time, output: &mut TimestampOutput) -> ReconciliationCommit {
     let events = break_events(
         time,
         &output.breaks,
         &output.corrections,
         &output.live_statements,
     );
+    // Moved, not copied: the rest of the commit does not read these.
     ReconciliationCommit {
-        valuations: output.valuations.clone(),
-        breaks: output.breaks.clone(),
-        gaps: output.gaps.clone(),
-        live_ticks: output.live_ticks.clone(),
-        live_statements: output.live_statements.clone(),
-        sequence_ranges: output.sequence_ranges.clone(),
+        valuations: std::mem::take(&mut output.valuations),
+        breaks: std::mem::take(&mut output.breaks),
+        gaps: std::mem::take(&mut output.gaps),
+        live_ticks: std::mem::take(&mut output.live_ticks),
+        live_statements: std::mem::take(&mut output.live_statements),
+        sequence_ranges: std::mem::take(&mut output.sequence_ranges),
         break_events: events
             .iter()
             .map(|e| (e.position_key.clone(), e.to_json().to_string()))

@@ -182,8 +182,6 @@ pub struct SequenceRange {
 
 /// Reconciliation's outputs.
 pub struct Reconciliation<'scope> {
-    /// Live price per security.
-    pub live_prices: VecCollection<'scope, Time, (String, Dec8), Diff>,
     /// The live tick per security (what a restart restores).
     pub live_ticks: VecCollection<'scope, Time, LiveTick, Diff>,
     /// The live statement per position (what a restart restores).
@@ -263,10 +261,9 @@ pub fn build<'scope>(
     let restored = restored.map(|r| as_inserts(r, "Reconcile: restored"));
 
     let scope = engine.positions.stream.scope();
-    let (live_prices, live_ticks, valuations, rejected_prices) = match prices {
+    let (live_ticks, valuations, rejected_prices) = match prices {
         Some(prices) => valuation_part(engine, prices, restored.as_ref()),
         None => (
-            empty(scope).as_collection(),
             empty(scope).as_collection(),
             empty(scope).as_collection(),
             empty(scope),
@@ -309,7 +306,6 @@ pub fn build<'scope>(
     });
 
     Reconciliation {
-        live_prices,
         live_ticks,
         live_statements,
         sequence_ranges,
@@ -322,7 +318,6 @@ pub fn build<'scope>(
 }
 
 type ValuationPart<'scope> = (
-    VecCollection<'scope, Time, (String, Dec8), Diff>,
     VecCollection<'scope, Time, LiveTick, Diff>,
     VecCollection<'scope, Time, ValuationRow, Diff>,
     StreamVec<'scope, Time, DeadLetter>,
@@ -364,15 +359,12 @@ fn valuation_part<'scope>(
         )
     });
     let valuations = by_security
-        .join_map(
-            live_prices.clone(),
-            |_, (position, quantity, cost), price| {
-                let market_value = quantity.checked_mul(*price);
-                let unrealized = market_value.and_then(|mv| mv.checked_sub(*cost));
-                // Both are exact for every value the gate admits (< 10^15 each).
-                (position.clone(), *price, market_value, unrealized)
-            },
-        )
+        .join_map(live_prices, |_, (position, quantity, cost), price| {
+            let market_value = quantity.checked_mul(*price);
+            let unrealized = market_value.and_then(|mv| mv.checked_sub(*cost));
+            // Both are exact for every value the gate admits (< 10^15 each).
+            (position.clone(), *price, market_value, unrealized)
+        })
         .flat_map(|(position_key, price, market_value, unrealized_pnl)| {
             Some(ValuationRow {
                 position_key,
@@ -382,7 +374,7 @@ fn valuation_part<'scope>(
             })
         });
 
-    (live_prices, live_ticks, valuations, rejected_prices)
+    (live_ticks, valuations, rejected_prices)
 }
 
 type BreakPart<'scope> = (
