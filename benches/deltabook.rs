@@ -30,7 +30,7 @@ static ALLOCATOR: suites::alloc::CountingAlloc = suites::alloc::CountingAlloc;
     about = "deltabook's benchmarks, each with its baseline"
 )]
 struct Args {
-    /// `ingest`, `latency`, `ticks`, `all`, `e2e`, `restart` or `pg-writes`.
+    /// `ingest`, `gate`, `latency`, `ticks`, `all`, `e2e`, `restart` or `pg-writes`.
     #[arg(default_value = "all")]
     suite: String,
     /// Lines of the ingest benchmark; trades of e2e's produce and backlog
@@ -85,6 +85,7 @@ fn main() -> Result<()> {
     let suite = args.suite.as_str();
     let known = [
         "ingest",
+        "gate",
         "latency",
         "ticks",
         "ticks-e2e",
@@ -102,6 +103,9 @@ fn main() -> Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     if suite == "ingest" || suite == "all" {
         suites::ingest::run_suite(&args.data_dir, args.trades)?;
+    }
+    if suite == "gate" || suite == "all" {
+        suites::gate::run_suite(&args.data_dir, args.trades)?;
     }
     if suite == "latency" || suite == "all" {
         anyhow::ensure!(!args.ks.is_empty(), "--ks needs at least one size");

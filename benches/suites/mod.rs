@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod e2e;
+pub mod gate;
 pub mod ingest;
 pub mod latency;
 pub mod pg_writes;
