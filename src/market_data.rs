@@ -20,6 +20,7 @@ use std::io::{self, Write};
 
 use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::gate::parse_event;
+use deltabook_dataflows::id::Id;
 use deltabook_dataflows::trade::{Date, Side, TradeVersion};
 
 use crate::generate::Rng;
@@ -34,9 +35,9 @@ pub struct MarketDataStats {
 }
 
 /// The live booked trades of `lines`: (position, account, security, date, signed quantity, price).
-fn live_trades(lines: &[Vec<u8>]) -> Vec<(String, String, String, Date, Dec8, Dec8)> {
-    let mut accepted: BTreeSet<(String, u64)> = BTreeSet::new();
-    let mut live: HashMap<String, TradeVersion> = HashMap::new();
+fn live_trades(lines: &[Vec<u8>]) -> Vec<(Id, Id, Id, Date, Dec8, Dec8)> {
+    let mut accepted: BTreeSet<(Id, u64)> = BTreeSet::new();
+    let mut live: HashMap<Id, TradeVersion> = HashMap::new();
     for line in lines {
         let Ok(v) = parse_event(line) else { continue };
         if !accepted.insert((v.trade_id.clone(), v.version)) {

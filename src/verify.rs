@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use deltabook_dataflows::decimal::Amount;
 use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
 use deltabook_dataflows::engine::{SourceRef, Time};
+use deltabook_dataflows::id::Id;
 use deltabook_dataflows::position::{Lot, PositionSummary};
 use deltabook_dataflows::reconcile::{BreakRow, GapRow, Restored, ValuationRow};
 use deltabook_dataflows::trade::LotMethod;
@@ -163,7 +164,7 @@ fn fold<R: Ord>(updates: Vec<(R, isize)>, render: impl Fn(&R) -> String) -> BTre
 }
 
 /// A `lots` row as text (`lots.csv` order of columns).
-pub fn render_lot((key, l): &(String, Lot)) -> String {
+pub fn render_lot((key, l): &(Id, Lot)) -> String {
     format!(
         "{key},{},{},{},{},{}",
         l.lot_id,
@@ -175,7 +176,7 @@ pub fn render_lot((key, l): &(String, Lot)) -> String {
 }
 
 /// A `positions` row as text.
-pub fn render_position((key, s): &(String, PositionSummary)) -> String {
+pub fn render_position((key, s): &(Id, PositionSummary)) -> String {
     format!(
         "{key},{},{},{},{}",
         s.quantity, s.lot_count, s.cost_basis, s.realized_pnl

@@ -23,12 +23,15 @@ fn run_with(lines: &[Vec<u8>], options: RunOptions) -> BookOutcome {
 /// Folds corrections in `as_of` order and checks every per-event invariant.
 fn fold(
     corrections: &[Correction],
-) -> (BTreeSet<(String, Lot)>, BTreeMap<String, PositionSummary>) {
+) -> (
+    BTreeSet<(deltabook_dataflows::id::Id, Lot)>,
+    BTreeMap<deltabook_dataflows::id::Id, PositionSummary>,
+) {
     let mut by_position: BTreeMap<&str, Vec<&Correction>> = BTreeMap::new();
     for c in corrections {
         by_position.entry(&c.position_key).or_default().push(c);
     }
-    let mut lots = BTreeSet::new();
+    let mut lots: BTreeSet<(deltabook_dataflows::id::Id, Lot)> = BTreeSet::new();
     let mut positions = BTreeMap::new();
     for (position, mut events) in by_position {
         events.sort_by_key(|c| c.as_of);
@@ -81,20 +84,20 @@ fn fold(
             assert_eq!(c.before.lot_count as i64 + dl, c.after.lot_count as i64);
             for lot in &c.lots_closed {
                 assert!(
-                    lots.remove(&(position.to_string(), lot.clone())),
+                    lots.remove(&(position.into(), lot.clone())),
                     "{position}: closed lot {lot:?} was open"
                 );
             }
             for lot in &c.lots_opened {
                 assert!(
-                    lots.insert((position.to_string(), lot.clone())),
+                    lots.insert((position.into(), lot.clone())),
                     "{position}: opened lot {lot:?} already open"
                 );
             }
             state = c.after.clone();
         }
         if !state.is_omitted() {
-            positions.insert(position.to_string(), state);
+            positions.insert(position.into(), state);
         }
     }
     (lots, positions)

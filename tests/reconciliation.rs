@@ -60,7 +60,7 @@ fn statement(account: &str, security: &str, q: &str, day: &str) -> Vec<u8> {
 
 fn brk(position: &str, day: &str, kind: BreakKind, internal: &str, custodian: &str) -> BreakRow {
     BreakRow {
-        position_key: position.to_string(),
+        position_key: position.to_string().into(),
         as_of_date: date(day),
         kind,
         internal_quantity: d(internal),

@@ -135,8 +135,8 @@ fn standing<R: Ord + Clone>(rows: impl Iterator<Item = (R, isize)>) -> Vec<R> {
 
 /// The snapshot a committer would have written up to (and including) `upto`.
 fn snapshot(outputs: &BTreeMap<Time, TimestampOutput>, upto: Time) -> Snapshot {
-    let mut live: HashMap<String, LiveTrade> = HashMap::new();
-    let mut prints: HashMap<String, Vec<(u64, u128)>> = HashMap::new();
+    let mut live: HashMap<deltabook_dataflows::id::Id, LiveTrade> = HashMap::new();
+    let mut prints: HashMap<deltabook_dataflows::id::Id, Vec<(u64, u128)>> = HashMap::new();
     for (_, output) in outputs.range(..=upto) {
         for trade in &output.live {
             live.insert(trade.trade_id.clone(), trade.clone());

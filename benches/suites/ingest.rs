@@ -174,7 +174,10 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     alloc::reset_peak();
     let started = Instant::now();
     let mut gate = DuplicateRule::new();
-    let mut live: HashMap<String, (u64, Option<(String, BookedTrade)>)> = HashMap::new();
+    let mut live: HashMap<
+        deltabook_dataflows::id::Id,
+        (u64, Option<(deltabook_dataflows::id::Id, BookedTrade)>),
+    > = HashMap::new();
     let mut lines = 0u64;
     for line in BufReader::with_capacity(1 << 20, std::fs::File::open(path)?).split(b'\n') {
         lines += 1;
@@ -188,7 +191,7 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
             }
         }
     }
-    let mut by_position: HashMap<String, Vec<BookedTrade>> = HashMap::new();
+    let mut by_position: HashMap<deltabook_dataflows::id::Id, Vec<BookedTrade>> = HashMap::new();
     let mut live_trades = 0u64;
     for (_, (_, booked)) in live {
         if let Some((position, trade)) = booked {

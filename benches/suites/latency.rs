@@ -129,7 +129,11 @@ fn advance(
     raw: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
     prices: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
     custodian: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
-    methods: &mut differential_dataflow::input::InputSession<Time, (String, LotMethod), isize>,
+    methods: &mut differential_dataflow::input::InputSession<
+        Time,
+        (deltabook_dataflows::id::Id, LotMethod),
+        isize,
+    >,
     time: Time,
 ) {
     raw.advance_to(time);
@@ -170,7 +174,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
         let mut custodian = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
         let probe = ProbeHandle::new();
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
-            let (methods_input, methods) = scope.new_collection::<(String, LotMethod), isize>();
+            let (methods_input, methods) =
+                scope.new_collection::<(deltabook_dataflows::id::Id, LotMethod), isize>();
             match booking {
                 Booking::Incremental | Booking::IncrementalWithBreaks => {
                     // No restart snapshot, no pre-rejected events: the
@@ -212,7 +217,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
             }
             methods_input
         });
-        methods.insert(("ACC1".to_string(), method));
+        methods.insert(("ACC1".into(), method));
         let mut time: Time = 1;
         raw.advance_to(time);
         methods.advance_to(time);

@@ -51,10 +51,10 @@ fn timestamps(events: usize) -> Vec<TimestampCommit> {
                             partition: (n % 16) as u32,
                             offset: n as u64,
                         },
-                        trade_id: format!("T{n}"),
+                        trade_id: format!("T{n}").into(),
                         version: 1,
                         action: Action::New,
-                        correlation_id: Some(format!("c-{n}")),
+                        correlation_id: Some(format!("c-{n}").into()),
                         sequence: None,
                         fingerprint: n as u128,
                         payload: format!(
@@ -64,12 +64,12 @@ fn timestamps(events: usize) -> Vec<TimestampCommit> {
                             1 + n % 7
                         )
                         .into_bytes(),
-                        position_key,
+                        position_key: position_key.into(),
                     }
                 })
                 .collect::<Vec<_>>();
             let lot = |n: usize| Lot {
-                lot_id: format!("T{n}"),
+                lot_id: format!("T{n}").into(),
                 side: LotSide::Long,
                 open_date: Date::from_ymd(2026, 3, 2),
                 quantity: Dec8((1 + n as i128 % 7) * 100_000_000),
@@ -82,7 +82,7 @@ fn timestamps(events: usize) -> Vec<TimestampCommit> {
                 .collect();
             let corrections = (0..EVENTS_PER_TIMESTAMP / 2)
                 .map(|i| Correction {
-                    position_key: format!("ACC{}_BK_SEC{}", i % 10, i % 1000),
+                    position_key: format!("ACC{}_BK_SEC{}", i % 10, i % 1000).into(),
                     as_of: time * 10_000 + i as u64,
                     cause: Vec::new(),
                     before: PositionSummary::default(),

@@ -168,10 +168,10 @@ pub fn run_suite(lots: u64) {
 /// of that security's positions. Ticks per second.
 fn plain_baseline(lots: u64) -> f64 {
     let positions = lots / LOTS_PER_POSITION;
-    let mut by_security: HashMap<String, Vec<(Dec8, Amount)>> = HashMap::new();
+    let mut by_security: HashMap<deltabook_dataflows::id::Id, Vec<(Dec8, Amount)>> = HashMap::new();
     for p in 0..positions {
         by_security
-            .entry(format!("SEC{}", p % SECURITIES))
+            .entry(format!("SEC{}", p % SECURITIES).into())
             .or_default()
             .push((Dec8::pow10(2), Amount::default()));
     }

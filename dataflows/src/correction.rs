@@ -1,6 +1,7 @@
 //! Correction events (`corrections.md`): one per position per engine
 //! timestamp at which the position's state changed.
 
+use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -17,7 +18,7 @@ pub enum Cause {
     /// A trade version that became live and touched the position.
     Trade {
         /// Trade id.
-        trade_id: String,
+        trade_id: Id,
         /// The version that became live.
         version: u64,
         /// Its action.
@@ -25,7 +26,7 @@ pub enum Cause {
         /// The trade sorts before the latest trade already booked in the position.
         backdated: bool,
         /// Carried from the event.
-        correlation_id: Option<String>,
+        correlation_id: Option<Id>,
     },
 }
 
@@ -33,7 +34,7 @@ pub enum Cause {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Correction {
     /// `{account_id}_{book_id}_{security_id}`.
-    pub position_key: String,
+    pub position_key: Id,
     /// Engine timestamp at which the change became true.
     pub as_of: u64,
     /// Method changes first, then trades by `(trade_id, version)`.
@@ -102,7 +103,7 @@ impl Cause {
 impl Correction {
     /// The event as the JSON object of `corrections.md`, keys in its order.
     pub fn to_json(&self) -> Result<Value, DeltaOverflow> {
-        let overflow = || DeltaOverflow(self.position_key.clone());
+        let overflow = || DeltaOverflow(self.position_key.to_string());
         let mut parts = self.position_key.splitn(3, '_');
         let account = parts.next().unwrap_or_default();
         let book = parts.next().unwrap_or_default();

@@ -6,6 +6,7 @@
 //! handed out once the probe says the whole dataflow (every worker) is past
 //! it, so it is complete for this worker.
 
+use crate::id::Id;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -38,9 +39,9 @@ use crate::trade::LotMethod;
 #[derive(Clone, Debug, Default)]
 pub struct TimestampOutput {
     /// Lot rows retracted and asserted.
-    pub lots: Vec<((String, Lot), Diff)>,
+    pub lots: Vec<((Id, Lot), Diff)>,
     /// Position rows retracted and asserted.
-    pub positions: Vec<((String, PositionSummary), Diff)>,
+    pub positions: Vec<((Id, PositionSummary), Diff)>,
     /// Correction events (empty under [`Capture::StateCountingCorrections`]).
     pub corrections: Vec<Correction>,
     /// How many correction events there were (kept or not).
@@ -163,10 +164,10 @@ pub struct Driver {
     prices: InputHandleVec<Time, RawEvent>,
     custodian: InputHandleVec<Time, RawEvent>,
     restored: InputHandleVec<Time, Restored>,
-    methods: InputSession<Time, (String, LotMethod), Diff>,
+    methods: InputSession<Time, (Id, LotMethod), Diff>,
     /// The lot-method map as this worker has fed it (only the worker that
     /// owns the lot-method source feeds it).
-    method_map: HashMap<String, LotMethod>,
+    method_map: HashMap<Id, LotMethod>,
     completed: Completed,
     time: Time,
 }
@@ -247,7 +248,7 @@ impl Driver {
         let probe = ProbeHandle::new();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
-            let (methods_input, methods) = scope.new_collection::<(String, LotMethod), Diff>();
+            let (methods_input, methods) = scope.new_collection::<(Id, LotMethod), Diff>();
             let e = engine::build(EngineInputs {
                 raw: raw.to_stream(scope),
                 rejected: rejected.to_stream(scope),
@@ -408,11 +409,11 @@ impl Driver {
     /// current time. Only one worker may feed the lot-method map.
     pub fn set_method(&mut self, scope: &str, method: Option<LotMethod>) {
         if let Some(old) = self.method_map.remove(scope) {
-            self.methods.remove((scope.to_string(), old));
+            self.methods.remove((Id::from(scope), old));
         }
         if let Some(new) = method {
-            self.method_map.insert(scope.to_string(), new);
-            self.methods.insert((scope.to_string(), new));
+            self.method_map.insert(Id::from(scope), new);
+            self.methods.insert((Id::from(scope), new));
         }
     }
 

@@ -9,6 +9,7 @@ pub mod decimal;
 pub mod driver;
 pub mod engine;
 pub mod gate;
+pub mod id;
 pub mod position;
 pub mod reconcile;
 pub mod runner;

@@ -1,6 +1,7 @@
 //! Output rows: open lots and position summaries, as in `lots.csv` and
 //! `positions.csv`.
 
+use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::{Amount, Dec8};
@@ -29,7 +30,7 @@ impl LotSide {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Lot {
     /// The id of the trade that opened it.
-    pub lot_id: String,
+    pub lot_id: Id,
     /// LONG or SHORT.
     pub side: LotSide,
     /// The opening trade's `trade_date`.
@@ -86,5 +87,5 @@ impl PositionSummary {
 #[error("arithmetic overflow while booking position {position_key}")]
 pub struct OverflowError {
     /// The position whose sums overflowed.
-    pub position_key: String,
+    pub position_key: Id,
 }

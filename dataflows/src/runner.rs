@@ -6,6 +6,7 @@
 //! and hands each worker its share through a bounded channel, so a pipe or
 //! FIFO is never split between workers and the file is scanned once.
 
+use crate::id::Id;
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -122,9 +123,9 @@ pub type ProgressFn = Box<dyn FnMut(u64) + Send>;
 #[derive(Debug, Default)]
 pub struct BookOutcome {
     /// Open lots.
-    pub lots: Vec<(String, Lot)>,
+    pub lots: Vec<(Id, Lot)>,
     /// Position summaries (omitted positions included).
-    pub positions: Vec<(String, PositionSummary)>,
+    pub positions: Vec<(Id, PositionSummary)>,
     /// Every correction event.
     pub corrections: Vec<Correction>,
     /// Every rejected line.
@@ -172,8 +173,8 @@ impl RunOptions {
 /// One worker's captured outputs, folded as its timestamps complete.
 #[derive(Default)]
 struct Captured {
-    lots: HashMap<(String, Lot), isize>,
-    positions: HashMap<(String, PositionSummary), isize>,
+    lots: HashMap<(Id, Lot), isize>,
+    positions: HashMap<(Id, PositionSummary), isize>,
     valuations: HashMap<ValuationRow, isize>,
     breaks: HashMap<BreakRow, isize>,
     gaps: HashMap<GapRow, isize>,
@@ -252,7 +253,7 @@ struct Batch {
     prices: Lines,
     statements: Lines,
     /// Lot-method changes at this time (worker 0 only).
-    methods: Vec<(String, Option<LotMethod>)>,
+    methods: Vec<(Id, Option<LotMethod>)>,
 }
 
 /// The inputs of `reconciliation.md` beside trades, for a run that has them.
@@ -329,8 +330,8 @@ pub fn run_with<S: EventSource>(
     .map_err(RunError::Worker)?;
 
     let mut outcome = BookOutcome::default();
-    let mut lots: HashMap<(String, Lot), isize> = HashMap::new();
-    let mut positions: HashMap<(String, PositionSummary), isize> = HashMap::new();
+    let mut lots: HashMap<(Id, Lot), isize> = HashMap::new();
+    let mut positions: HashMap<(Id, PositionSummary), isize> = HashMap::new();
     let mut valuations: HashMap<ValuationRow, isize> = HashMap::new();
     let mut breaks: HashMap<BreakRow, isize> = HashMap::new();
     let mut gaps: HashMap<GapRow, isize> = HashMap::new();
@@ -439,7 +440,7 @@ fn read_batches<S: EventSource + ?Sized>(
                 if let Some(change) = pending_changes.pop() {
                     batches[0]
                         .methods
-                        .push((change.scope.clone(), change.method));
+                        .push((Id::from(change.scope.as_str()), change.method));
                 }
             }
             let batch = &mut batches[((line_no - 1) % workers as u64) as usize];

@@ -1,6 +1,7 @@
 //! The validated form of a trade event (`trades.md`), and the keys derived
 //! from it: position key and lot order.
 
+use crate::id::Id;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -94,17 +95,17 @@ pub struct Instant {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TradeVersion {
     /// Unique id of the trade.
-    pub trade_id: String,
+    pub trade_id: Id,
     /// Version number, >= 1.
     pub version: u64,
     /// NEW, AMEND or CANCEL.
     pub action: Action,
     /// Account.
-    pub account_id: String,
+    pub account_id: Id,
     /// Book.
-    pub book_id: String,
+    pub book_id: Id,
     /// Security.
-    pub security_id: String,
+    pub security_id: Id,
     /// Present on every NEW and AMEND.
     pub side: Option<Side>,
     /// Present on every NEW and AMEND; > 0.
@@ -112,7 +113,7 @@ pub struct TradeVersion {
     /// Present on every NEW and AMEND; > 0.
     pub price: Option<Dec8>,
     /// Three upper-case letters, carried through.
-    pub currency: Option<String>,
+    pub currency: Option<Id>,
     /// Present on every NEW and AMEND.
     pub trade_date: Option<Date>,
     /// Orders trades within a date.
@@ -120,13 +121,13 @@ pub struct TradeVersion {
     /// Upstream sequence number.
     pub sequence: Option<u64>,
     /// Carried into every event the trade causes.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Id>,
 }
 
 impl TradeVersion {
     /// `{account_id}_{book_id}_{security_id}`.
-    pub fn position_key(&self) -> String {
-        format!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
+    pub fn position_key(&self) -> Id {
+        crate::id::format_id!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
     }
 
     /// A canonical byte encoding of every field (strings length-prefixed,
@@ -211,7 +212,7 @@ pub struct LotKey {
     /// Optional execution instant.
     pub trade_time: Option<Instant>,
     /// Tie breaker, unique within a position.
-    pub trade_id: String,
+    pub trade_id: Id,
 }
 
 /// The part of a live trade that booking reads.

@@ -23,7 +23,7 @@ fn trade(id: &str, day: u32, side: Side, quantity: &str, price: &str) -> BookedT
         key: LotKey {
             trade_date: Date::from_ymd(2026, 1, day),
             trade_time: None,
-            trade_id: id.to_string(),
+            trade_id: id.to_string().into(),
         },
         side,
         quantity: d(quantity),
@@ -33,7 +33,7 @@ fn trade(id: &str, day: u32, side: Side, quantity: &str, price: &str) -> BookedT
 
 fn lot(id: &str, side: LotSide, day: u32, quantity: &str, price: &str) -> Lot {
     Lot {
-        lot_id: id.to_string(),
+        lot_id: id.to_string().into(),
         side,
         open_date: Date::from_ymd(2026, 1, day),
         quantity: d(quantity),

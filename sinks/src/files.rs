@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::DeadLetter;
+use deltabook_dataflows::id::Id;
 use deltabook_dataflows::position::{Lot, PositionSummary};
 use deltabook_dataflows::reconcile::{BreakRow, GapRow, ValuationRow};
 
@@ -20,10 +21,7 @@ pub enum FileSinkError {
 }
 
 /// Writes `lots.csv`: header, then rows sorted by `(position_key, lot_id)`.
-pub fn write_lots_csv(
-    out: &mut impl Write,
-    lots: &mut [(String, Lot)],
-) -> Result<(), FileSinkError> {
+pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(Id, Lot)]) -> Result<(), FileSinkError> {
     lots.sort_by(|a, b| (&a.0, &a.1.lot_id).cmp(&(&b.0, &b.1.lot_id)));
     writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
     for (key, lot) in lots.iter() {
@@ -45,7 +43,7 @@ pub fn write_lots_csv(
 /// omitting positions with no open lot and zero realized P&L.
 pub fn write_positions_csv(
     out: &mut impl Write,
-    positions: &mut [(String, PositionSummary)],
+    positions: &mut [(Id, PositionSummary)],
 ) -> Result<(), FileSinkError> {
     positions.sort_by(|a, b| a.0.cmp(&b.0));
     writeln!(

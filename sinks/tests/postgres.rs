@@ -130,7 +130,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
             partition: 3,
             offset: 41,
         },
-        position_key: key.clone(),
+        position_key: key.clone().into(),
         trade_id: "T1".into(),
         version: 1,
         action: Action::New,
@@ -140,7 +140,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
         payload: br#"{"trade_id":"T1"}"#.to_vec(),
     };
     let correction = Correction {
-        position_key: key.clone(),
+        position_key: key.clone().into(),
         as_of: 1,
         cause: vec![Cause::MethodChange(LotMethod::Lifo)],
         before: PositionSummary::default(),
@@ -182,7 +182,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
         live: vec![LiveTrade {
             trade_id: "T1".into(),
             version: 1,
-            booked: Some((key.clone(), booked.clone())),
+            booked: Some((key.clone().into(), booked.clone())),
         }],
         methods: vec![MethodEvent {
             time: 1,
@@ -192,8 +192,8 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
             offset: 0,
             payload: b"LIFO".to_vec(),
         }],
-        lots: vec![((key.clone(), lot("T1", "100")), 1)],
-        positions: vec![((key.clone(), summary("100", 1)), 1)],
+        lots: vec![((key.clone().into(), lot("T1", "100")), 1)],
+        positions: vec![((key.clone().into(), summary("100", 1)), 1)],
         corrections: vec![correction],
         dead_letters: vec![("trade-events".into(), dead)],
         offsets: vec![SourceOffset {
@@ -212,12 +212,12 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
         writer_epoch: epoch,
         trades_topic: "trade-events".into(),
         lots: vec![
-            ((key.clone(), lot("T1", "100")), -1),
-            ((key.clone(), lot("T1", "60")), 1),
+            ((key.clone().into(), lot("T1", "100")), -1),
+            ((key.clone().into(), lot("T1", "60")), 1),
         ],
         positions: vec![
-            ((key.clone(), summary("100", 1)), -1),
-            ((key.clone(), summary("60", 1)), 1),
+            ((key.clone().into(), summary("100", 1)), -1),
+            ((key.clone().into(), summary("60", 1)), 1),
         ],
         offsets: vec![SourceOffset {
             topic: "trade-events".into(),
@@ -322,7 +322,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
             live: LiveTrade {
                 trade_id: "T1".into(),
                 version: 1,
-                booked: Some((key.clone(), booked)),
+                booked: Some((key.clone().into(), booked)),
             },
             fingerprints: vec![(1, 0x0123_4567_89ab_cdef_0011_2233_4455_6677)],
         }]
@@ -392,7 +392,7 @@ async fn a_failing_commit_leaves_nothing_behind() {
         time: 1,
         writer_epoch: epoch,
         trades_topic: "trade-events".into(),
-        positions: vec![((key.clone(), summary("1", 1)), 1)],
+        positions: vec![((key.clone().into(), summary("1", 1)), 1)],
         offsets: vec![SourceOffset {
             topic: "trade-events".into(),
             partition: 0,
@@ -405,7 +405,7 @@ async fn a_failing_commit_leaves_nothing_behind() {
         .expect("commit");
     // Same as_of for the same position twice violates UNIQUE (position_key, as_of): the whole commit must roll back.
     let bad = Correction {
-        position_key: key.clone(),
+        position_key: key.clone().into(),
         as_of: 2,
         cause: vec![],
         before: PositionSummary::default(),
@@ -418,8 +418,8 @@ async fn a_failing_commit_leaves_nothing_behind() {
         writer_epoch: epoch,
         trades_topic: "trade-events".into(),
         positions: vec![
-            ((key.clone(), summary("1", 1)), -1),
-            ((key.clone(), summary("2", 1)), 1),
+            ((key.clone().into(), summary("1", 1)), -1),
+            ((key.clone().into(), summary("2", 1)), 1),
         ],
         corrections: vec![bad.clone(), bad],
         offsets: vec![SourceOffset {

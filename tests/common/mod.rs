@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use deltabook_dataflows::decimal::{Amount, Dec8};
 use deltabook_dataflows::gate::parse_event;
+use deltabook_dataflows::id::Id;
 use deltabook_dataflows::position::{Lot, LotSide, PositionSummary};
 use deltabook_dataflows::runner::{self, BookOutcome, RunOptions};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod, Side, TradeVersion};
@@ -17,8 +18,8 @@ use deltabook_dataflows::trade::{BookedTrade, LotMethod, Side, TradeVersion};
 /// Final state as sorted rows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinalState {
-    pub lots: Vec<(String, Lot)>,
-    pub positions: Vec<(String, PositionSummary)>,
+    pub lots: Vec<(Id, Lot)>,
+    pub positions: Vec<(Id, PositionSummary)>,
 }
 
 /// Most specific configured method of a position (FIFO by default).
@@ -47,8 +48,8 @@ pub fn resolve(methods: &[(String, LotMethod)], position: &str) -> LotMethod {
 /// rejected. The live version is the highest accepted. Each position's live
 /// trades are sorted in lot order and relieved per the spec's text.
 pub fn model(lines: &[Vec<u8>], methods: &[(String, LotMethod)]) -> FinalState {
-    let mut accepted: HashMap<(String, u64), TradeVersion> = HashMap::new();
-    let mut live: HashMap<String, TradeVersion> = HashMap::new();
+    let mut accepted: HashMap<(Id, u64), TradeVersion> = HashMap::new();
+    let mut live: HashMap<Id, TradeVersion> = HashMap::new();
     for line in lines {
         let Ok(v) = parse_event(line) else { continue };
         let key = (v.trade_id.clone(), v.version);
@@ -63,7 +64,7 @@ pub fn model(lines: &[Vec<u8>], methods: &[(String, LotMethod)]) -> FinalState {
             live.insert(v.trade_id.clone(), v);
         }
     }
-    let mut by_position: BTreeMap<String, Vec<BookedTrade>> = BTreeMap::new();
+    let mut by_position: BTreeMap<Id, Vec<BookedTrade>> = BTreeMap::new();
     for v in live.values() {
         if let Some(b) = v.booked() {
             by_position.entry(v.position_key()).or_default().push(b);
@@ -230,9 +231,9 @@ pub fn reconcile_model(
     use std::collections::BTreeSet;
 
     // Accepted trade versions (first copy of each (trade_id, version)), live versions, sequences.
-    let mut accepted: HashMap<(String, u64), TradeVersion> = HashMap::new();
-    let mut live: HashMap<String, TradeVersion> = HashMap::new();
-    let mut sequences: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    let mut accepted: HashMap<(Id, u64), TradeVersion> = HashMap::new();
+    let mut live: HashMap<Id, TradeVersion> = HashMap::new();
+    let mut sequences: BTreeMap<Id, BTreeSet<u64>> = BTreeMap::new();
     for line in trades {
         let Ok(v) = parse_event(line) else { continue };
         let key = (v.trade_id.clone(), v.version);
@@ -250,12 +251,12 @@ pub fn reconcile_model(
             live.insert(v.trade_id.clone(), v);
         }
     }
-    let live_trades: Vec<(String, BookedTrade)> = live
+    let live_trades: Vec<(Id, BookedTrade)> = live
         .values()
         .filter_map(|v| v.booked().map(|b| (v.position_key(), b)))
         .collect();
 
-    let mut live_price: HashMap<String, ((deltabook_dataflows::trade::Instant, usize), Dec8)> =
+    let mut live_price: HashMap<Id, ((deltabook_dataflows::trade::Instant, usize), Dec8)> =
         HashMap::new();
     for (i, line) in prices.iter().enumerate() {
         let Ok(t) = parse_price_tick(line) else {
@@ -284,7 +285,7 @@ pub fn reconcile_model(
         }
     }
 
-    let mut live_statement: BTreeMap<String, ((deltabook_dataflows::trade::Date, usize), Dec8)> =
+    let mut live_statement: BTreeMap<Id, ((deltabook_dataflows::trade::Date, usize), Dec8)> =
         BTreeMap::new();
     for (i, line) in custodian.iter().enumerate() {
         let Ok(s) = parse_statement(line) else {
@@ -296,8 +297,8 @@ pub fn reconcile_model(
             live_statement.insert(key, (order, s.quantity));
         }
     }
-    let account = |p: &str| p.split('_').next().unwrap().to_string();
-    let mut latest: HashMap<String, deltabook_dataflows::trade::Date> = HashMap::new();
+    let account = |p: &str| Id::from(p.split('_').next().unwrap());
+    let mut latest: HashMap<Id, deltabook_dataflows::trade::Date> = HashMap::new();
     for (position, ((date, _), _)) in &live_statement {
         let entry = latest.entry(account(position)).or_insert(*date);
         *entry = (*entry).max(*date);
@@ -337,7 +338,7 @@ pub fn reconcile_model(
             });
         }
     }
-    let traded: BTreeSet<String> = live_trades.iter().map(|(p, _)| p.clone()).collect();
+    let traded: BTreeSet<Id> = live_trades.iter().map(|(p, _)| p.clone()).collect();
     for position in traded {
         if live_statement.contains_key(&position) {
             continue;

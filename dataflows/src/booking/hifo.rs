@@ -18,6 +18,7 @@
 //! keeping its rank, zero crossings opening the remainder on the other side.
 //! Tests compare it with the reference and with a plain model.
 
+use crate::id::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Overflow;
@@ -35,7 +36,7 @@ type Rank = (Dec8, u64);
 #[derive(Clone, Debug, Default)]
 struct Replay {
     open: BTreeMap<Rank, Lot>,
-    rank_of: HashMap<String, Rank>,
+    rank_of: HashMap<Id, Rank>,
     open_side: Option<LotSide>,
     /// Trades replayed so far (the next one's sequence number).
     replayed: u64,
@@ -45,7 +46,7 @@ struct Replay {
 #[derive(Default)]
 struct Undo {
     open: HashMap<Rank, Option<Lot>>,
-    rank_of: HashMap<String, Option<Rank>>,
+    rank_of: HashMap<Id, Option<Rank>>,
     open_side: Option<LotSide>,
     replayed: u64,
 }
@@ -63,11 +64,11 @@ impl Replay {
 
     fn set_rank(&mut self, id: &str, rank: Option<Rank>, undo: &mut Option<&mut Undo>) {
         let old = match rank {
-            Some(rank) => self.rank_of.insert(id.to_string(), rank),
+            Some(rank) => self.rank_of.insert(Id::from(id), rank),
             None => self.rank_of.remove(id),
         };
         if let Some(undo) = undo.as_deref_mut() {
-            undo.rank_of.entry(id.to_string()).or_insert(old);
+            undo.rank_of.entry(Id::from(id)).or_insert(old);
         }
     }
 
@@ -78,7 +79,7 @@ impl Replay {
         &mut self,
         trade: &BookedTrade,
         mut undo: Option<&mut Undo>,
-        mut touched: Option<&mut HashSet<String>>,
+        mut touched: Option<&mut HashSet<Id>>,
     ) -> Result<(), Overflow> {
         let side = match trade.side {
             Side::Buy => LotSide::Long,
@@ -165,10 +166,10 @@ pub struct HifoBook {
     /// The key of the last trade in the checkpoint.
     checkpoint_last: Option<LotKey>,
     /// The current open lots, by lot id.
-    lots: BTreeMap<String, Lot>,
+    lots: BTreeMap<Id, Lot>,
     /// Lot ids the current tail (the trades after the checkpoint) touched:
     /// every lot that may differ from its checkpoint state.
-    tail_touched: HashSet<String>,
+    tail_touched: HashSet<Id>,
 }
 
 /// Lots retracted and asserted by a re-booking.
@@ -292,7 +293,7 @@ impl HifoBook {
         }
         let changes = match result {
             Ok(()) => {
-                let mut ids: Vec<String> = touched.iter().cloned().collect();
+                let mut ids: Vec<Id> = touched.iter().cloned().collect();
                 ids.extend(self.tail_touched.iter().cloned());
                 ids.sort_unstable();
                 ids.dedup();
@@ -359,7 +360,7 @@ impl HifoBook {
         for trade in trades.range(target, trades.len()) {
             checkpoint.step(trade, Some(&mut undo), Some(&mut tail_touched))?;
         }
-        let new: BTreeMap<String, Lot> = checkpoint
+        let new: BTreeMap<Id, Lot> = checkpoint
             .open
             .values()
             .map(|lot| (lot.lot_id.clone(), lot.clone()))
@@ -386,7 +387,7 @@ impl HifoBook {
         for trade in trades.range(0, trades.len()) {
             replay.step(trade, None, None)?;
         }
-        let new: BTreeMap<String, Lot> = replay
+        let new: BTreeMap<Id, Lot> = replay
             .open
             .into_values()
             .map(|lot| (lot.lot_id.clone(), lot))
@@ -396,7 +397,7 @@ impl HifoBook {
 
     /// Makes `new` the current lots; returns the old lots that are not in
     /// `new` as they were, and the new ones that are not in the old.
-    fn replace_lots(&mut self, new: BTreeMap<String, Lot>) -> Changes {
+    fn replace_lots(&mut self, new: BTreeMap<Id, Lot>) -> Changes {
         let old = std::mem::replace(&mut self.lots, new);
         let mut closed = Vec::new();
         let mut opened = Vec::new();

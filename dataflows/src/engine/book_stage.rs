@@ -3,6 +3,7 @@
 //! timestamp's trade changes and method changes, and emits exactly the lot
 //! and summary rows that changed plus one correction per changed position.
 
+use crate::id::Id;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 
@@ -31,7 +32,7 @@ use crate::trade::{BookedTrade, LotMethod};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fault {
     /// The position.
-    pub position_key: String,
+    pub position_key: Id,
     /// Engine time of the change that could not be booked.
     pub time: Time,
     /// What went wrong.
@@ -40,14 +41,14 @@ pub struct Fault {
 
 /// Outputs of the booking stage.
 pub(super) struct BookStreams<'scope> {
-    pub lots: VecCollection<'scope, Time, (String, Lot), Diff>,
-    pub positions: VecCollection<'scope, Time, (String, PositionSummary), Diff>,
+    pub lots: VecCollection<'scope, Time, (Id, Lot), Diff>,
+    pub positions: VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
     pub faults: StreamVec<'scope, Time, Fault>,
 }
 
-type InputUpdate = ((String, BookInput), Time, Diff);
-type MethodUpdate = ((String, LotMethod), Time, Diff);
+type InputUpdate = ((Id, BookInput), Time, Diff);
+type MethodUpdate = ((Id, LotMethod), Time, Diff);
 /// One timestamp's buffered input: a capability per output to emit at it,
 /// trade/cause updates and method-map updates.
 type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
@@ -58,23 +59,23 @@ const OUTPUTS: usize = 4;
 /// One timestamp's results, by output.
 #[derive(Default)]
 struct BookEmitted {
-    lots: Vec<((String, Lot), Time, Diff)>,
-    positions: Vec<((String, PositionSummary), Time, Diff)>,
+    lots: Vec<((Id, Lot), Time, Diff)>,
+    positions: Vec<((Id, PositionSummary), Time, Diff)>,
     corrections: Vec<(Correction, Time, Diff)>,
     faults: Vec<Fault>,
 }
 
 pub(super) fn book<'scope>(
-    input: VecCollection<'scope, Time, (String, BookInput), Diff>,
-    methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
+    input: VecCollection<'scope, Time, (Id, BookInput), Diff>,
+    methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
 ) -> BookStreams<'scope> {
     let mut builder = OperatorBuilder::new("Book".to_owned(), input.inner.scope());
     let route = Exchange::new(|u: &InputUpdate| u.0 .0.hashed());
     let mut trades_in = builder.new_input(input.inner, route);
     let mut methods_in = builder.new_input(methods.inner.broadcast(), Pipeline);
-    let (lots_out, lots) = builder.new_output::<Vec<((String, Lot), Time, Diff)>>();
+    let (lots_out, lots) = builder.new_output::<Vec<((Id, Lot), Time, Diff)>>();
     let (positions_out, positions) =
-        builder.new_output::<Vec<((String, PositionSummary), Time, Diff)>>();
+        builder.new_output::<Vec<((Id, PositionSummary), Time, Diff)>>();
     let (corrections_out, corrections) = builder.new_output::<Vec<(Correction, Time, Diff)>>();
     let (faults_out, faults) = builder.new_output::<Vec<Fault>>();
     let mut lots_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(lots_out);
@@ -140,20 +141,20 @@ struct PositionWork {
 
 #[derive(Default)]
 struct BookState {
-    books: HashMap<String, PositionBook>,
-    faulted: HashSet<String>,
+    books: HashMap<Id, PositionBook>,
+    faulted: HashSet<Id>,
     /// The lot-method map.
     methods: MethodMap,
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
-type MethodMap = BTreeMap<(String, LotMethod), Diff>;
+type MethodMap = BTreeMap<(Id, LotMethod), Diff>;
 
 /// The method configured for `scope` exactly, if any (the greatest one if the
 /// map momentarily holds several).
 fn method_of_scope(methods: &MethodMap, scope: &str) -> Option<LotMethod> {
     methods
-        .range((scope.to_string(), LotMethod::Fifo)..=(scope.to_string(), LotMethod::Hifo))
+        .range((Id::from(scope), LotMethod::Fifo)..=(Id::from(scope), LotMethod::Hifo))
         .filter(|(_, count)| **count > 0)
         .map(|((_, m), _)| *m)
         .next_back()
@@ -181,7 +182,7 @@ impl BookState {
         method_changes: Vec<MethodUpdate>,
         out: &mut BookEmitted,
     ) {
-        let mut work: BTreeMap<String, PositionWork> = BTreeMap::new();
+        let mut work: BTreeMap<Id, PositionWork> = BTreeMap::new();
         for ((position, input), _, diff) in updates {
             let w = work.entry(position).or_default();
             match input {
@@ -296,7 +297,7 @@ impl BookState {
     }
 }
 
-fn fault(position_key: String, time: Time, detail: &str) -> Fault {
+fn fault(position_key: Id, time: Time, detail: &str) -> Fault {
     Fault {
         position_key,
         time,

@@ -3,6 +3,7 @@
 //! duplicate rule and the live-version rule of [`super::versions`]. Restored
 //! trades (a restart's snapshot) enter here too.
 
+use crate::id::Id;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
@@ -15,7 +16,7 @@ use crate::gate::parse_event;
 /// Outputs of the intake stage.
 pub(super) struct IntakeStreams<'scope> {
     /// Changes of booked trades and the causes they carry, keyed by position.
-    pub book_input: VecCollection<'scope, Time, (String, BookInput), Diff>,
+    pub book_input: VecCollection<'scope, Time, (Id, BookInput), Diff>,
     /// Rejected events.
     pub dead_letters: StreamVec<'scope, Time, DeadLetter>,
     /// Acknowledged duplicates.
@@ -25,7 +26,7 @@ pub(super) struct IntakeStreams<'scope> {
     /// Trades whose live version changed.
     pub live: StreamVec<'scope, Time, LiveTrade>,
     /// `(account, sequence)` of each accepted event that has one.
-    pub sequences: StreamVec<'scope, Time, (String, u64)>,
+    pub sequences: StreamVec<'scope, Time, (Id, u64)>,
 }
 
 /// An event after parsing: a candidate version or an early rejection.

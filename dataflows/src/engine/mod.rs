@@ -18,6 +18,7 @@
 //! the gate's arrival-order rule runs where the trade id is owned, booking
 //! where the position key is owned.
 
+use crate::id::Id;
 mod book_stage;
 mod intake;
 mod reference_stage;
@@ -74,11 +75,11 @@ pub type Arrangement<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, 
 pub struct Engine<'scope> {
     /// Live trades: the live version of every trade that is not cancelled,
     /// in booked form, by position key.
-    pub booked: Arrangement<'scope, String, BookedTrade>,
+    pub booked: Arrangement<'scope, Id, BookedTrade>,
     /// Open lots by position key.
-    pub lots: Arrangement<'scope, String, Lot>,
+    pub lots: Arrangement<'scope, Id, Lot>,
     /// Position summaries by position key (rows of `positions.csv`).
-    pub positions: Arrangement<'scope, String, PositionSummary>,
+    pub positions: Arrangement<'scope, Id, PositionSummary>,
     /// Correction events, each asserted once at its `as_of`.
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
     /// Rejected events, at the time their batch was ingested.
@@ -93,7 +94,7 @@ pub struct Engine<'scope> {
     /// reloads instead of replaying the event store).
     pub live: StreamVec<'scope, Time, LiveTrade>,
     /// `(account, sequence)` of each accepted event that has a sequence.
-    pub sequences: StreamVec<'scope, Time, (String, u64)>,
+    pub sequences: StreamVec<'scope, Time, (Id, u64)>,
 }
 
 /// The streams the engine reads.
@@ -106,7 +107,7 @@ pub struct EngineInputs<'scope> {
     /// Trades a restart restores (each installed as live, with no cause, at its time).
     pub restore: StreamVec<'scope, Time, RestoredTrade>,
     /// The lot-method map (`(scope, method)`: an account, account_book or position key).
-    pub methods: VecCollection<'scope, Time, (String, LotMethod), Diff>,
+    pub methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
 }
 
 /// Builds the engine over its inputs.

@@ -2,6 +2,7 @@
 //! plain per-position `reduce` that re-books the whole position with the
 //! reference replay on every change. Correct, and O(K) per change.
 
+use crate::id::Id;
 use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 
@@ -16,7 +17,7 @@ use crate::trade::{BookedTrade, LotMethod};
 pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
-) -> VecCollection<'scope, Time, (String, Result<Lot, OverflowError>), Diff> {
+) -> VecCollection<'scope, Time, (Id, Result<Lot, OverflowError>), Diff> {
     intake::intake(raw, None, None)
         .book_input
         .flat_map(|(position, input)| match input {
@@ -25,7 +26,7 @@ pub fn build_reference_booking<'scope>(
         })
         .reduce_named(
             "ReferenceBooking",
-            move |position: &String,
+            move |position: &Id,
                   trades: &[(&BookedTrade, Diff)],
                   output: &mut Vec<(Result<Lot, OverflowError>, Diff)>| {
                 let live: Vec<BookedTrade> = trades

@@ -4,6 +4,7 @@
 //! version leaves as retraction / assertion of its booked form plus the
 //! causes it attributes to the positions it touched.
 
+use crate::id::Id;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -26,13 +27,13 @@ use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CauseEntry {
     /// Trade id.
-    pub trade_id: String,
+    pub trade_id: Id,
     /// The version that became live.
     pub version: u64,
     /// Its action.
     pub action: Action,
     /// Carried from the event.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Id>,
     /// Where the trade sorts in this position (the removed version's key when it left).
     pub key: LotKey,
 }
@@ -54,15 +55,15 @@ pub struct AcceptedEvent {
     /// Where it came from.
     pub source: SourceRef,
     /// Its position key.
-    pub position_key: String,
+    pub position_key: Id,
     /// Trade id.
-    pub trade_id: String,
+    pub trade_id: Id,
     /// Version.
     pub version: u64,
     /// Action.
     pub action: Action,
     /// Carried from the event.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Id>,
     /// The upstream per-account sequence number, when given.
     pub sequence: Option<u64>,
     /// [`crate::gate::fingerprint`] of the parsed version (what the duplicate
@@ -77,11 +78,11 @@ pub struct AcceptedEvent {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LiveTrade {
     /// Trade id.
-    pub trade_id: String,
+    pub trade_id: Id,
     /// The live (highest accepted) version.
     pub version: u64,
     /// Its position key and booked form; `None` when the live version is a CANCEL.
-    pub booked: Option<(String, BookedTrade)>,
+    pub booked: Option<(Id, BookedTrade)>,
 }
 
 /// A trade's state as a restart loads it: its live version and the
@@ -95,7 +96,7 @@ pub struct RestoredTrade {
 }
 
 /// One update of the booking stage's input collection.
-pub(super) type BookUpdate = ((String, BookInput), Time, Diff);
+pub(super) type BookUpdate = ((Id, BookInput), Time, Diff);
 
 /// The outputs of [`admit`], one typed stream each.
 pub(super) struct VersionStreams<'scope> {
@@ -111,7 +112,7 @@ pub(super) struct VersionStreams<'scope> {
     pub live: StreamVec<'scope, Time, LiveTrade>,
     /// `(account, sequence)` of each accepted event that has a sequence
     /// (what the gap rule reads, without copying the accepted events).
-    pub sequences: StreamVec<'scope, Time, (String, u64)>,
+    pub sequences: StreamVec<'scope, Time, (Id, u64)>,
 }
 
 /// One timestamp's results, by output.
@@ -122,14 +123,14 @@ struct Emitted {
     rejected: Vec<DeadLetter>,
     duplicates: Vec<SourceRef>,
     live: Vec<LiveTrade>,
-    sequences: Vec<(String, u64)>,
+    sequences: Vec<(Id, u64)>,
 }
 
 /// What is kept of a trade's live version.
 struct Live {
     version: u64,
     /// Position key and booked form; `None` for a live CANCEL.
-    booked: Option<(String, BookedTrade)>,
+    booked: Option<(Id, BookedTrade)>,
 }
 
 /// The state of the versions operator on one worker: the duplicate rule and
@@ -137,7 +138,7 @@ struct Live {
 #[derive(Default)]
 struct VersionState {
     duplicates: DuplicateRule,
-    live: HashMap<String, Live>,
+    live: HashMap<Id, Live>,
 }
 
 impl VersionState {
@@ -145,7 +146,7 @@ impl VersionState {
     fn step(&mut self, time: Time, batch: Vec<Parsed>, emit: &mut Emitted) {
         let batch = in_source_order(batch);
         // Trade id -> (its live entry before this timestamp, the newest version accepted now).
-        let mut touched: BTreeMap<String, (Option<Live>, TradeVersion)> = BTreeMap::new();
+        let mut touched: BTreeMap<Id, (Option<Live>, TradeVersion)> = BTreeMap::new();
         for parsed in batch {
             let (source, version, payload) = match parsed {
                 Parsed::Candidate(source, version, payload) => (source, version, payload),
@@ -230,7 +231,7 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
     let (rejected_out, rejected) = builder.new_output::<Vec<DeadLetter>>();
     let (duplicates_out, duplicates) = builder.new_output::<Vec<SourceRef>>();
     let (live_out, live) = builder.new_output::<Vec<LiveTrade>>();
-    let (sequences_out, sequences) = builder.new_output::<Vec<(String, u64)>>();
+    let (sequences_out, sequences) = builder.new_output::<Vec<(Id, u64)>>();
     let mut book_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(book_out);
     let mut accepted_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(accepted_out);
     let mut rejected_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(rejected_out);
@@ -307,7 +308,7 @@ const OUTPUTS: usize = 6;
 fn restore(
     restored: RestoredTrade,
     duplicates: &mut DuplicateRule,
-    live: &mut HashMap<String, Live>,
+    live: &mut HashMap<Id, Live>,
     time: Time,
     emit: &mut Emitted,
 ) {
@@ -362,9 +363,9 @@ fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
 fn emit_changes(
     old: Option<&Live>,
     new: &TradeVersion,
-    new_booked: Option<&(String, BookedTrade)>,
+    new_booked: Option<&(Id, BookedTrade)>,
     time: Time,
-    give: &mut impl FnMut(((String, BookInput), Time, Diff)),
+    give: &mut impl FnMut(((Id, BookInput), Time, Diff)),
 ) {
     let old_booked = old.and_then(|l| l.booked.as_ref());
     let cause = |key: &LotKey| CauseEntry {

@@ -1,6 +1,7 @@
 //! The duplicate / conflicting-duplicate rule, the one rule of the gate
 //! that depends on arrival order: [`DuplicateRule`].
 
+use crate::id::Id;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{parse_event, RejectKind, Rejection};
@@ -24,7 +25,7 @@ pub enum Admission {
 /// a lookup allocates nothing.
 #[derive(Default)]
 pub struct DuplicateRule {
-    accepted: HashMap<String, Vec<(u64, u128)>>,
+    accepted: HashMap<Id, Vec<(u64, u128)>>,
 }
 
 /// The version's fingerprint: XXH3-128 of [`TradeVersion::canonical_bytes`].
@@ -95,7 +96,7 @@ impl DuplicateRule {
     /// Remembers the `(version, fingerprint)` pairs accepted for `trade_id`
     /// (a restart restoring the gate's state). Pairs already known are kept
     /// as they are: the first copy accepted stays.
-    pub fn restore(&mut self, trade_id: String, fingerprints: Vec<(u64, u128)>) {
+    pub fn restore(&mut self, trade_id: Id, fingerprints: Vec<(u64, u128)>) {
         match self.accepted.get_mut(&trade_id) {
             Some(versions) => {
                 for (version, print) in fingerprints {

@@ -1,6 +1,7 @@
 //! The stateless checks of the gate, field by field in the table order of
 //! `trades.md` ("Details of the gate"): [`parse_event`].
 
+use crate::id::Id;
 use std::borrow::Cow;
 
 use super::json::{read_json, Top, Val};
@@ -161,16 +162,16 @@ pub(super) fn is_id(text: &str) -> bool {
 }
 
 /// A required id: `missing_field` when absent, `bad_id` otherwise wrong.
-fn id_field(fields: &Fields<'_>, name: &str) -> Result<String, Rejection> {
+fn id_field(fields: &Fields<'_>, name: &str) -> Result<Id, Rejection> {
     id_value(name, fields.get(name))?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
 }
 
 /// An id's value: `None` when absent; not a string or outside the
 /// alphabet -> `bad_id`.
-pub(super) fn id_value(name: &str, value: Option<&Val<'_>>) -> Result<Option<String>, Rejection> {
+pub(super) fn id_value(name: &str, value: Option<&Val<'_>>) -> Result<Option<Id>, Rejection> {
     match value {
         None => Ok(None),
-        Some(Val::Str(text)) if is_id(text) => Ok(Some(text.to_string())),
+        Some(Val::Str(text)) if is_id(text) => Ok(Some(Id::from(text.as_ref()))),
         Some(Val::Str(text)) => reject(
             RejectKind::BadId,
             format!("{name} {} is not 1-64 chars of A-Za-z0-9.:-", quote(text)),
@@ -491,7 +492,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let currency = match fields.get("currency") {
         None => None,
         Some(Val::Str(text)) if text.len() == 3 && text.bytes().all(|b| b.is_ascii_uppercase()) => {
-            Some(text.to_string())
+            Some(Id::from(text.as_ref()))
         }
         Some(Val::Str(text)) => {
             return reject(
@@ -541,7 +542,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let sequence = integer_field(&fields, "sequence", 0)?;
     let correlation_id = match fields.get("correlation_id") {
         None => None,
-        Some(Val::Str(text)) => Some(text.to_string()),
+        Some(Val::Str(text)) => Some(Id::from(text.as_ref())),
         Some(other) => {
             return reject(
                 RejectKind::MalformedField,

@@ -4,6 +4,7 @@
 //! checks as the trade gate: JSON, object, repeated key, then the fields in
 //! the table's order; unknown fields ignored, `null` absent.
 
+use crate::id::Id;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -18,36 +19,36 @@ use crate::trade::{Date, Instant};
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PriceTick {
     /// The security priced.
-    pub security_id: String,
+    pub security_id: Id,
     /// The price, > 0 and < 10^15.
     pub price: Dec8,
     /// When the price holds (compared as an instant).
     pub as_of: Instant,
     /// Who sent it, when given.
-    pub source: Option<String>,
+    pub source: Option<Id>,
 }
 
 /// One accepted custodian statement of a position.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Statement {
     /// Account.
-    pub account_id: String,
+    pub account_id: Id,
     /// Book.
-    pub book_id: String,
+    pub book_id: Id,
     /// Security.
-    pub security_id: String,
+    pub security_id: Id,
     /// Signed quantity the custodian holds (|q| < 10^18, zero allowed).
     pub quantity: Dec8,
     /// The business date the statement is for.
     pub as_of_date: Date,
     /// Who sent it, when given.
-    pub source: Option<String>,
+    pub source: Option<Id>,
 }
 
 impl Statement {
     /// `{account_id}_{book_id}_{security_id}`.
-    pub fn position_key(&self) -> String {
-        format!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
+    pub fn position_key(&self) -> Id {
+        crate::id::format_id!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
     }
 }
 
@@ -78,7 +79,7 @@ fn members<'a, const N: usize>(
 }
 
 /// A required id: absent -> `missing_field`; otherwise as [`id_value`].
-fn required_id(name: &str, value: Option<&Val<'_>>) -> Result<String, Rejection> {
+fn required_id(name: &str, value: Option<&Val<'_>>) -> Result<Id, Rejection> {
     id_value(name, value)?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
 }
 

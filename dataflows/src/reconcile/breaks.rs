@@ -11,6 +11,7 @@
 //! date walks only the dates between the old and the new one. Nothing
 //! re-reads a position's history per change.
 
+use crate::id::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound::{Excluded, Included};
 
@@ -27,9 +28,9 @@ use crate::trade::Date;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(super) enum BreakInput {
     /// A live trade of `position`: its date and signed quantity (BUY +).
-    Trade(String, Date, Dec8),
+    Trade(Id, Date, Dec8),
     /// The live statement of `position`: its date and custodian quantity.
-    Statement(String, Date, Dec8),
+    Statement(Id, Date, Dec8),
 }
 
 impl BreakInput {
@@ -132,12 +133,12 @@ impl AsOfSums {
 #[derive(Default)]
 struct AccountBreaks {
     /// Live statement per position: (as_of_date, custodian quantity).
-    statements: HashMap<String, (Date, Dec8)>,
+    statements: HashMap<Id, (Date, Dec8)>,
     /// The live statements' dates, counted (the last is the account's latest).
     statement_dates: BTreeMap<Date, usize>,
-    positions: HashMap<String, AsOfSums>,
+    positions: HashMap<Id, AsOfSums>,
     /// The break row currently asserted per position.
-    emitted: HashMap<String, BreakRow>,
+    emitted: HashMap<Id, BreakRow>,
 }
 
 impl AccountBreaks {
@@ -176,7 +177,7 @@ impl AccountBreaks {
             (Some(_), _) => BreakKind::QuantityMismatch,
         };
         Ok(Some(BreakRow {
-            position_key: position.to_string(),
+            position_key: Id::from(position),
             as_of_date: date,
             kind,
             internal_quantity: internal,
@@ -187,11 +188,11 @@ impl AccountBreaks {
 
     /// Applies one timestamp's updates; returns the positions whose break
     /// may have changed.
-    fn apply(&mut self, updates: Vec<(BreakInput, Diff)>) -> Result<HashSet<String>, Overflow> {
+    fn apply(&mut self, updates: Vec<(BreakInput, Diff)>) -> Result<HashSet<Id>, Overflow> {
         let latest_before = self.latest_date();
         let mut touched = HashSet::new();
         for (input, diff) in updates {
-            touched.insert(input.position().to_string());
+            touched.insert(Id::from(input.position()));
             match input {
                 BreakInput::Trade(position, date, quantity) => {
                     let sums = self.positions.entry(position.clone()).or_default();
@@ -238,12 +239,12 @@ pub(super) fn breaks<'scope>(
         inputs.inner,
         "Reconcile: breaks",
         |input: &BreakInput| account_of(input.position()).hashed(),
-        HashMap::<String, AccountBreaks>::new(),
+        HashMap::<Id, AccountBreaks>::new(),
         move |accounts, time, updates, out| {
-            let mut by_account: BTreeMap<String, Vec<(BreakInput, Diff)>> = BTreeMap::new();
+            let mut by_account: BTreeMap<Id, Vec<(BreakInput, Diff)>> = BTreeMap::new();
             for (input, diff) in updates {
                 by_account
-                    .entry(account_of(input.position()).to_string())
+                    .entry(Id::from(account_of(input.position())))
                     .or_default()
                     .push((input, diff));
             }

@@ -7,6 +7,7 @@
 //! Folding a position's events in `as_of` order gives its row of the
 //! breaks table.
 
+use crate::id::Id;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
@@ -41,7 +42,7 @@ impl BreakChange {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BreakEvent {
     /// The position.
-    pub position_key: String,
+    pub position_key: Id,
     /// The engine timestamp of the change.
     pub as_of: Time,
     /// Opened, changed or resolved.
@@ -141,7 +142,7 @@ pub fn break_events(
             cause.push(json!({"account_statements": account_of(position)}));
         }
         events.push(BreakEvent {
-            position_key: position.to_string(),
+            position_key: Id::from(position),
             as_of: time,
             change,
             before: before.cloned(),

@@ -6,6 +6,7 @@
 //! shortens one gap, or opens one beyond the ends. Cost per value:
 //! O(log gaps). The same three things are what a restart restores.
 
+use crate::id::Id;
 use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::{Hashable, VecCollection};
@@ -19,7 +20,7 @@ use crate::engine::{Diff, Time};
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SequenceState {
     /// The account.
-    pub account_id: String,
+    pub account_id: Id,
     /// min(S).
     pub min: u64,
     /// max(S).
@@ -32,7 +33,7 @@ pub struct SequenceState {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(super) enum SequenceInput {
     /// An accepted event's sequence value.
-    Value(String, u64),
+    Value(Id, u64),
     /// A restart's state of one account.
     Restore(SequenceState),
 }
@@ -52,7 +53,7 @@ pub(super) enum SequenceRow {
     /// A row of `gaps.csv`.
     Gap(GapRow),
     /// An account's (min, max): with the gaps, its whole state.
-    Range(String, u64, u64),
+    Range(Id, u64, u64),
 }
 
 /// One account's (min, max) and gaps (first -> last missing).
@@ -107,17 +108,17 @@ pub(super) fn sequence_gaps<'scope>(
         inputs.inner,
         "Reconcile: sequence gaps",
         |input: &SequenceInput| input.account().hashed(),
-        HashMap::<String, AccountSequences>::new(),
+        HashMap::<Id, AccountSequences>::new(),
         |accounts, time, mut updates, out| {
             // Restores first: a restart feeds them at its start time, alone.
             updates.sort();
             updates.reverse();
-            let mut ranges_before: HashMap<String, Option<(u64, u64)>> = HashMap::new();
+            let mut ranges_before: HashMap<Id, Option<(u64, u64)>> = HashMap::new();
             for (input, diff) in updates {
                 if diff <= 0 {
                     continue;
                 }
-                let account = input.account().to_string();
+                let account = Id::from(input.account());
                 let state = accounts.entry(account.clone()).or_default();
                 ranges_before.entry(account.clone()).or_insert(state.range);
                 let mut changes = Vec::new();

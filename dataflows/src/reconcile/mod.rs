@@ -15,6 +15,7 @@
 //! position (an account's latest statement date moving touches that
 //! account's unstated positions); a sequence value touches one gap.
 
+use crate::id::Id;
 mod breaks;
 mod events;
 mod gaps;
@@ -47,7 +48,7 @@ use breaks::BreakInput;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ValuationRow {
     /// Position.
-    pub position_key: String,
+    pub position_key: Id,
     /// The security's live price.
     pub price: Dec8,
     /// Signed quantity x price.
@@ -82,7 +83,7 @@ impl BreakKind {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BreakRow {
     /// Position.
-    pub position_key: String,
+    pub position_key: Id,
     /// The date compared.
     pub as_of_date: Date,
     /// Kind.
@@ -99,7 +100,7 @@ pub struct BreakRow {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GapRow {
     /// Account.
-    pub account_id: String,
+    pub account_id: Id,
     /// First missing sequence number.
     pub first_missing: u64,
     /// Last missing sequence number.
@@ -147,7 +148,7 @@ pub enum Restored {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LiveTick {
     /// The security.
-    pub security_id: String,
+    pub security_id: Id,
     /// Its `as_of`.
     pub as_of: Instant,
     /// Where it came from (ties: the later wins).
@@ -160,7 +161,7 @@ pub struct LiveTick {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LiveStatement {
     /// The position.
-    pub position_key: String,
+    pub position_key: Id,
     /// Its date.
     pub as_of_date: Date,
     /// Where it came from (ties: the later wins).
@@ -173,7 +174,7 @@ pub struct LiveStatement {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SequenceRange {
     /// The account.
-    pub account_id: String,
+    pub account_id: Id,
     /// min(S).
     pub min: u64,
     /// max(S).
@@ -354,7 +355,7 @@ fn valuation_part<'scope>(
 
     let by_security = engine.positions.clone().as_collection(|position, summary| {
         (
-            security_of(position).to_string(),
+            Id::from(security_of(position)),
             (position.clone(), summary.quantity, summary.cost_basis),
         )
     });

@@ -150,11 +150,11 @@ pub async fn write_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(
         writer
             .as_mut()
             .write(&[
-                &e.position_key,
+                &e.position_key.as_str(),
                 &ver,
                 &time,
                 &"trade",
-                &e.trade_id,
+                &e.trade_id.as_str(),
                 &(e.version as i64),
                 &e.action.as_str(),
                 &None::<&str>,
@@ -162,7 +162,7 @@ pub async fn write_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(
                 &c.trades_topic,
                 &(e.source.partition as i32),
                 &(e.source.offset as i64),
-                &e.correlation_id,
+                &e.correlation_id.as_deref(),
             ])
             .await?;
     }
@@ -343,7 +343,7 @@ pub async fn write_lots(
             .as_mut()
             .write(&[
                 key,
-                &lot.lot_id,
+                &lot.lot_id.as_str(),
                 &lot.side.as_str(),
                 &PgDate(lot.open_date),
                 &Numeric(lot.quantity),
@@ -422,7 +422,7 @@ pub async fn write_corrections(tx: &Transaction<'_>, c: &TimestampCommit) -> Res
         writer
             .as_mut()
             .write(&[
-                &correction.position_key,
+                &correction.position_key.as_str(),
                 &(correction.as_of as i64),
                 &JsonText(&event),
             ])

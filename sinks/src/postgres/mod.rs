@@ -20,6 +20,7 @@ pub mod snapshot;
 
 use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::{AcceptedEvent, DeadLetter, LiveTrade};
+use deltabook_dataflows::id::Id;
 use deltabook_dataflows::position::{Lot, PositionSummary};
 use deltabook_dataflows::reconcile::{
     BreakRow, GapRow, LiveStatement, LiveTick, SequenceRange, ValuationRow,
@@ -138,9 +139,9 @@ pub struct TimestampCommit {
     /// Lot-method changes.
     pub methods: Vec<MethodEvent>,
     /// Lot rows retracted (-1) and asserted (+1).
-    pub lots: Vec<((String, Lot), isize)>,
+    pub lots: Vec<((Id, Lot), isize)>,
     /// Position rows retracted (-1) and asserted (+1).
-    pub positions: Vec<((String, PositionSummary), isize)>,
+    pub positions: Vec<((Id, PositionSummary), isize)>,
     /// Correction events of this timestamp.
     pub corrections: Vec<Correction>,
     /// Rejected events with their source topic.
@@ -169,7 +170,7 @@ pub struct ReconciliationCommit {
     /// `sequence_ranges` rows.
     pub sequence_ranges: Vec<(SequenceRange, isize)>,
     /// `break_events` rows: (position key, event JSON text).
-    pub break_events: Vec<(String, String)>,
+    pub break_events: Vec<(Id, String)>,
 }
 
 /// Connects (no TLS; the database is local) and drives the connection on the runtime.

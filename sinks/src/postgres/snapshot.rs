@@ -8,6 +8,7 @@ use std::pin::pin;
 use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::engine::{LiveTrade, RestoredTrade, SourceRef};
 use deltabook_dataflows::gate::{PriceTick, Statement};
+use deltabook_dataflows::id::Id;
 use deltabook_dataflows::reconcile::{Restored, SequenceState};
 use deltabook_dataflows::trade::{BookedTrade, Date, Instant, LotKey, LotMethod, Side};
 use futures_util::TryStreamExt;
@@ -164,7 +165,7 @@ async fn load_reconciliation(client: &impl GenericClient) -> Result<Vec<Restored
         restored.push(Restored::Tick(
             source(row.get(4), row.get(5)),
             PriceTick {
-                security_id: row.get(0),
+                security_id: Id::from(row.get::<_, &str>(0)),
                 price: decimal("live_prices.price", row.get(1))?,
                 as_of: Instant {
                     secs: row.get(2),
@@ -193,9 +194,9 @@ async fn load_reconciliation(client: &impl GenericClient) -> Result<Vec<Restored
         restored.push(Restored::Statement(
             source(row.get(3), row.get(4)),
             Statement {
-                account_id: account_id.to_string(),
-                book_id: book_id.to_string(),
-                security_id: security_id.to_string(),
+                account_id: Id::from(account_id),
+                book_id: Id::from(book_id),
+                security_id: Id::from(security_id),
                 quantity: decimal("live_statements.quantity", row.get(1))?,
                 as_of_date: Date(date.max(0) as u32),
                 source: None,
@@ -228,7 +229,7 @@ async fn load_reconciliation(client: &impl GenericClient) -> Result<Vec<Restored
         let max: i64 = row.get(2);
         restored.push(Restored::Sequences(SequenceState {
             gaps: gaps.remove(&account_id).unwrap_or_default(),
-            account_id,
+            account_id: Id::from(account_id),
             min: min.max(0) as u64,
             max: max.max(0) as u64,
         }));
@@ -259,9 +260,9 @@ fn unpack_fingerprints(trade_id: &str, bytes: &[u8]) -> Result<Vec<(u64, u128)>,
 
 /// One `live_trades` row.
 fn live_trade(row: &BinaryCopyOutRow) -> Result<LiveTrade, PgError> {
-    let trade_id: String = row.try_get(0)?;
+    let trade_id = Id::from(row.try_get::<&str>(0)?);
     let version: i64 = row.try_get(1)?;
-    let position: Option<String> = row.try_get(2)?;
+    let position: Option<Id> = row.try_get::<Option<&str>>(2)?.map(Id::from);
     let corrupt = |what: &'static str, detail: String| PgError::Corrupt { what, detail };
     let booked = match position {
         None => None,
@@ -286,17 +287,17 @@ fn live_trade(row: &BinaryCopyOutRow) -> Result<LiveTrade, PgError> {
             let date: Option<i32> = row.try_get(6)?;
             let date = date
                 .and_then(|d| u32::try_from(d).ok())
-                .ok_or_else(|| corrupt("live_trades.trade_date", trade_id.clone()))?;
+                .ok_or_else(|| corrupt("live_trades.trade_date", trade_id.to_string()))?;
             let secs: Option<i64> = row.try_get(7)?;
             let nanos: Option<i32> = row.try_get(8)?;
             let trade_time = match (secs, nanos) {
                 (Some(secs), Some(nanos)) => Some(Instant {
                     secs,
                     nanos: u32::try_from(nanos)
-                        .map_err(|_| corrupt("live_trades.trade_time_ns", trade_id.clone()))?,
+                        .map_err(|_| corrupt("live_trades.trade_time_ns", trade_id.to_string()))?,
                 }),
                 (None, None) => None,
-                _ => return Err(corrupt("live_trades.trade_time", trade_id)),
+                _ => return Err(corrupt("live_trades.trade_time", trade_id.to_string())),
             };
             Some((
                 position,
