@@ -314,7 +314,7 @@ fn print_table(results: &[IngestResult]) {
             }
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} | {:.1} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} |",
             r.label,
             r.lines,
             r.lines_per_second(),

@@ -77,7 +77,9 @@ pub(super) const KNOWN: [&str; 14] = [
     "correlation_id",
 ];
 
-/// The slot of a known field (its index in [`KNOWN`]).
+/// The slot of a known field (its index in [`KNOWN`]). Inlined, so a
+/// lookup by a constant name is a constant.
+#[inline(always)]
 fn slot_of(name: &str) -> Option<usize> {
     Some(match name {
         "trade_id" => 0,
@@ -110,6 +112,7 @@ struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
+    #[inline]
     fn add(&mut self, key: Cow<'a, str>, value: Val<'a>) {
         let again = match slot_of(&key) {
             Some(i) => {
@@ -135,13 +138,24 @@ impl<'a> Collector<'a> {
 }
 
 /// The fields of a valid JSON object with no repeated key.
-struct Fields<'a> {
-    slots: [Option<Val<'a>>; 14],
+struct Fields<'s, 'a> {
+    slots: &'s [Option<Val<'a>>; 14],
 }
 
-impl<'a> Fields<'a> {
+impl<'a> Fields<'_, 'a> {
+    #[inline(always)]
     fn get(&self, name: &str) -> Option<&Val<'a>> {
         slot_of(name).and_then(|i| self.slots[i].as_ref())
+    }
+}
+
+#[cfg(test)]
+proptest::proptest! {
+    /// The one-pass reader accepts exactly what the table-order checks
+    /// accept, with the same value.
+    #[test]
+    fn plain_decimal_agrees_with_the_checks(text in "[0-9]{0,18}(\\.[0-9]{0,10})?|[0-9.x -]{0,12}") {
+        proptest::prop_assert_eq!(plain_decimal(&text), checked_decimal("q", &text).ok());
     }
 }
 
@@ -154,15 +168,24 @@ fn every_known_field_has_its_own_slot() {
     assert_eq!(slot_of("junk"), None);
 }
 
+/// The bytes an id may hold: `A-Za-z0-9.:-`.
+const ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b':' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
 pub(super) fn is_id(text: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-'))
+    (1..=64).contains(&text.len()) && text.bytes().all(|b| ID_BYTE[usize::from(b)])
 }
 
 /// A required id: `missing_field` when absent, `bad_id` otherwise wrong.
-fn id_field(fields: &Fields<'_>, name: &str) -> Result<Id, Rejection> {
+fn id_field(fields: &Fields<'_, '_>, name: &str) -> Result<Id, Rejection> {
     id_value(name, fields.get(name))?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
 }
 
@@ -184,7 +207,7 @@ pub(super) fn id_value(name: &str, value: Option<&Val<'_>>) -> Result<Option<Id>
 }
 
 /// An optional integer field in `min..=2^63-1`; anything else `malformed_field`.
-fn integer_field(fields: &Fields<'_>, name: &str, min: u64) -> Result<Option<u64>, Rejection> {
+fn integer_field(fields: &Fields<'_, '_>, name: &str, min: u64) -> Result<Option<u64>, Rejection> {
     match fields.get(name) {
         None => Ok(None),
         Some(Val::Num(raw)) => match integer(raw) {
@@ -207,7 +230,7 @@ fn integer_field(fields: &Fields<'_>, name: &str, min: u64) -> Result<Option<u64
 
 /// An optional enum field: non-string `malformed_field`, unknown `unknown_enum`.
 fn enum_field<T: Copy>(
-    fields: &Fields<'_>,
+    fields: &Fields<'_, '_>,
     name: &str,
     choices: &[(&str, T)],
 ) -> Result<Option<T>, Rejection> {
@@ -230,6 +253,65 @@ fn enum_field<T: Copy>(
     }
 }
 
+/// The value of a decimal string the gate accepts as it stands, read in
+/// one pass: `digits[.digits]`, at most 8 places, at most 15 significant
+/// integer digits (so < 10^15), not zero. `None` for anything else, which
+/// [`decimal_value`] then checks in table order; on `Some` both agree.
+fn plain_decimal(text: &str) -> Option<Dec8> {
+    const POW10: [u64; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    let mut int: u64 = 0;
+    let mut int_digits = 0usize;
+    while let Some(&b) = bytes.get(at) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        if int != 0 || b != b'0' {
+            int_digits += 1;
+            if int_digits > 15 {
+                return None;
+            }
+        }
+        int = int * 10 + u64::from(b - b'0');
+        at += 1;
+    }
+    if at == 0 {
+        return None;
+    }
+    let mut frac: u64 = 0;
+    let mut places = 0usize;
+    if bytes.get(at) == Some(&b'.') {
+        at += 1;
+        while let Some(&b) = bytes.get(at) {
+            if !b.is_ascii_digit() || places == 8 {
+                return None;
+            }
+            frac = frac * 10 + u64::from(b - b'0');
+            places += 1;
+            at += 1;
+        }
+        if places == 0 {
+            return None;
+        }
+    }
+    if at != bytes.len() || (int == 0 && frac == 0) {
+        return None;
+    }
+    let units = i128::from(int) * 100_000_000 + i128::from(frac * POW10[8 - places]);
+    Some(Dec8(units))
+}
+
 /// A decimal string: form, then zero, then places, then magnitude.
 pub(super) fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejection> {
     let Val::Str(text) = value else {
@@ -238,10 +320,18 @@ pub(super) fn decimal_value(name: &str, value: &Val<'_>) -> Result<Dec8, Rejecti
             format!("{name} is not a decimal string ({})", value.type_name()),
         );
     };
+    match plain_decimal(text) {
+        Some(parsed) => Ok(parsed),
+        None => checked_decimal(name, text),
+    }
+}
+
+/// [`decimal_value`] of a string, every check in table order.
+fn checked_decimal(name: &str, text: &str) -> Result<Dec8, Rejection> {
     let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     let (int_part, frac_part) = match text.split_once('.') {
         Some((int_part, frac_part)) => (int_part, Some(frac_part)),
-        None => (text.as_ref(), None),
+        None => (text, None),
     };
     if !all_digits(int_part) || !frac_part.is_none_or(all_digits) {
         return reject(
@@ -444,7 +534,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let top = read_json(bytes, |key, value| members.add(key, value));
     object_checks(top, members.repeated.as_deref(), "event")?;
     let fields = Fields {
-        slots: members.slots,
+        slots: &members.slots,
     };
 
     let trade_id = id_field(&fields, "trade_id")?;
