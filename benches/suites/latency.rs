@@ -202,7 +202,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         r.breaks.inner.probe_with(&probe);
                         r.gaps.inner.probe_with(&probe);
                     }
-                    e.booked.stream.probe_with(&probe);
+                    e.booked.inner.probe_with(&probe);
                     e.lots.stream.probe_with(&probe);
                     e.positions.stream.probe_with(&probe);
                     e.corrections.inner.probe_with(&probe);

@@ -338,7 +338,7 @@ impl Driver {
                 out.rejected_custodian.push(d)
             });
             capture_stamped(e.faults, &outputs, &probe, |out, f| out.faults.push(f));
-            e.booked.stream.probe_with(&probe);
+            e.booked.inner.probe_with(&probe);
             methods_input
         });
         raw.advance_to(start);

@@ -6,7 +6,7 @@
 //!                                   (gate: duplicate rule, highest version) ├─► duplicates
 //!                                                                           └─► book_input
 //! book_input = (position_key, ±booked trade | cause)
-//! book_input ──filter trades──► booked                           [arranged by position]
+//! book_input ──filter trades──► booked                           (a collection; read by the break rule)
 //! book_input ──exchange(position_key)──┐
 //! methods ──broadcast──────────────────┴► book ──┬─► lots         [arranged by position]
 //!                                                ├─► positions    [arranged by position]
@@ -74,8 +74,10 @@ pub type Arrangement<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, 
 /// The engine's outputs inside one dataflow.
 pub struct Engine<'scope> {
     /// Live trades: the live version of every trade that is not cancelled,
-    /// in booked form, by position key.
-    pub booked: Arrangement<'scope, Id, BookedTrade>,
+    /// in booked form, by position key. A collection, not an arrangement:
+    /// its one reader (the break rule) reads it as a stream, so keeping a
+    /// trace of it would be a copy of every live trade that nothing reads.
+    pub booked: VecCollection<'scope, Time, (Id, BookedTrade), Diff>,
     /// Open lots by position key.
     pub lots: Arrangement<'scope, Id, Lot>,
     /// Position summaries by position key (rows of `positions.csv`).
@@ -128,7 +130,7 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         });
     let book = book_stage::book(intake.book_input, methods);
     Engine {
-        booked: booked.arrange_by_key_named("Arrange: booked by position"),
+        booked,
         lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
         positions: book
             .positions

@@ -126,11 +126,13 @@ struct Emitted {
     sequences: Vec<(Id, u64)>,
 }
 
-/// What is kept of a trade's live version.
+/// What is kept of a trade's live version. The booked form is boxed so the
+/// live map's entries stay 40 bytes: growing the map moves those, not the
+/// trades.
 struct Live {
     version: u64,
     /// Position key and booked form; `None` for a live CANCEL.
-    booked: Option<(Id, BookedTrade)>,
+    booked: Option<Box<(Id, BookedTrade)>>,
 }
 
 /// The state of the versions operator on one worker: the duplicate rule and
@@ -214,7 +216,7 @@ impl VersionState {
                 trade_id,
                 Live {
                     version: new.version,
-                    booked: new_booked,
+                    booked: new_booked.map(Box::new),
                 },
             );
         }
@@ -328,7 +330,7 @@ fn restore(
         trade.trade_id,
         Live {
             version: trade.version,
-            booked: trade.booked,
+            booked: trade.booked.map(Box::new),
         },
     );
 }
@@ -367,7 +369,7 @@ fn emit_changes(
     time: Time,
     give: &mut impl FnMut(((Id, BookInput), Time, Diff)),
 ) {
-    let old_booked = old.and_then(|l| l.booked.as_ref());
+    let old_booked = old.and_then(|l| l.booked.as_deref());
     let cause = |key: &LotKey| CauseEntry {
         trade_id: new.trade_id.clone(),
         version: new.version,

@@ -415,12 +415,12 @@ fn break_part<'scope>(
         );
     let statement_inputs = live
         .map(|(position, ((date, _), quantity))| BreakInput::Statement(position, date, quantity));
-    let trades = engine.booked.clone().as_collection(|position, trade| {
+    let trades = engine.booked.clone().map(|(position, trade)| {
         let signed = match trade.side {
             Side::Buy => trade.quantity,
             Side::Sell => trade.quantity.negated(),
         };
-        BreakInput::Trade(position.clone(), trade.key.trade_date, signed)
+        BreakInput::Trade(position, trade.key.trade_date, signed)
     });
     let breaks = breaks::breaks(trades.concat(statement_inputs), tolerance);
 
