@@ -5,7 +5,7 @@ use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::decimal::Amount;
+use crate::decimal::{Amount, Dec8};
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{Action, LotMethod};
 
@@ -100,7 +100,162 @@ impl Cause {
     }
 }
 
+/// Appends `text` as a JSON string (serde_json's escaping).
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Appends `value`'s `Display` form, quoted (decimals and dates: digits,
+/// `-` and `.` only, nothing to escape).
+fn json_display(out: &mut Vec<u8>, value: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(out, "\"{value}\"");
+}
+
+/// Appends an integer as JSON.
+fn json_int(out: &mut Vec<u8>, value: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(out, "{value}");
+}
+
+fn write_summary(out: &mut Vec<u8>, quantity: &Dec8, cost: &Amount, pnl: &Amount, lots: i128) {
+    out.extend_from_slice(b"{\"quantity\":");
+    json_display(out, quantity);
+    out.extend_from_slice(b",\"cost_basis\":");
+    json_display(out, cost);
+    out.extend_from_slice(b",\"realized_pnl\":");
+    json_display(out, pnl);
+    out.extend_from_slice(b",\"lot_count\":");
+    json_int(out, lots);
+    out.push(b'}');
+}
+
+fn write_lots(out: &mut Vec<u8>, lots: &[Lot]) {
+    out.push(b'[');
+    for (i, lot) in lots.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"lot_id\":");
+        json_str(out, &lot.lot_id);
+        out.extend_from_slice(b",\"side\":");
+        json_str(out, lot.side.as_str());
+        out.extend_from_slice(b",\"open_date\":");
+        json_display(out, lot.open_date);
+        out.extend_from_slice(b",\"quantity\":");
+        json_display(out, lot.quantity);
+        out.extend_from_slice(b",\"price\":");
+        json_display(out, lot.price);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+impl Cause {
+    /// Appends [`Cause::to_json`] as compact JSON text, without building it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Cause::MethodChange(m) => {
+                out.extend_from_slice(b"{\"method_change\":");
+                json_str(out, m.as_str());
+                out.push(b'}');
+            }
+            Cause::Trade {
+                trade_id,
+                version,
+                action,
+                backdated,
+                correlation_id,
+            } => {
+                out.extend_from_slice(b"{\"trade_id\":");
+                json_str(out, trade_id);
+                out.extend_from_slice(b",\"version\":");
+                json_int(out, version);
+                out.extend_from_slice(b",\"action\":");
+                json_str(out, action.as_str());
+                out.extend_from_slice(if *backdated {
+                    b",\"backdated\":true"
+                } else {
+                    b",\"backdated\":false"
+                });
+                if let Some(id) = correlation_id {
+                    out.extend_from_slice(b",\"correlation_id\":");
+                    json_str(out, id);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
 impl Correction {
+    /// Appends the event as compact JSON text: byte for byte what
+    /// `to_json()?.to_string()` gives, written directly (no `Value` tree).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), DeltaOverflow> {
+        let overflow = || DeltaOverflow(self.position_key.to_string());
+        let quantity = self
+            .after
+            .quantity
+            .checked_sub(self.before.quantity)
+            .ok_or_else(overflow)?;
+        let cost: Amount = self
+            .after
+            .cost_basis
+            .checked_sub(self.before.cost_basis)
+            .ok_or_else(overflow)?;
+        let pnl: Amount = self
+            .after
+            .realized_pnl
+            .checked_sub(self.before.realized_pnl)
+            .ok_or_else(overflow)?;
+        let lots = i128::from(self.after.lot_count) - i128::from(self.before.lot_count);
+        let mut parts = self.position_key.splitn(3, '_');
+        out.extend_from_slice(b"{\"position_key\":");
+        json_str(out, &self.position_key);
+        for name in ["account_id", "book_id", "security_id"] {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            json_str(out, parts.next().unwrap_or_default());
+        }
+        out.extend_from_slice(b",\"as_of\":");
+        json_int(out, self.as_of);
+        out.extend_from_slice(b",\"cause\":[");
+        for (i, cause) in self.cause.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            cause.write_json(out);
+        }
+        out.extend_from_slice(b"],\"before\":");
+        let b = &self.before;
+        write_summary(
+            out,
+            &b.quantity,
+            &b.cost_basis,
+            &b.realized_pnl,
+            b.lot_count.into(),
+        );
+        out.extend_from_slice(b",\"after\":");
+        let a = &self.after;
+        write_summary(
+            out,
+            &a.quantity,
+            &a.cost_basis,
+            &a.realized_pnl,
+            a.lot_count.into(),
+        );
+        out.extend_from_slice(b",\"delta\":");
+        write_summary(out, &quantity, &cost, &pnl, lots);
+        out.extend_from_slice(b",\"lots_closed\":");
+        write_lots(out, &self.lots_closed);
+        out.extend_from_slice(b",\"lots_opened\":");
+        write_lots(out, &self.lots_opened);
+        out.push(b'}');
+        Ok(())
+    }
+
     /// The event as the JSON object of `corrections.md`, keys in its order.
     pub fn to_json(&self) -> Result<Value, DeltaOverflow> {
         let overflow = || DeltaOverflow(self.position_key.to_string());
@@ -152,5 +307,81 @@ impl Correction {
             Value::Array(self.lots_opened.iter().map(lot_json).collect()),
         );
         Ok(Value::Object(o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::LotSide;
+    use crate::trade::Date;
+
+    fn summary(quantity: &str, lots: u64, cost: &str, pnl: &str) -> PositionSummary {
+        PositionSummary {
+            quantity: quantity.parse().unwrap(),
+            lot_count: lots,
+            cost_basis: cost.parse().unwrap(),
+            realized_pnl: pnl.parse().unwrap(),
+        }
+    }
+
+    fn lot(id: &str, side: LotSide, quantity: &str, price: &str) -> Lot {
+        Lot {
+            lot_id: id.into(),
+            side,
+            open_date: Date::from_ymd(2026, 1, 2),
+            quantity: quantity.parse().unwrap(),
+            price: price.parse().unwrap(),
+        }
+    }
+
+    /// The direct writer gives exactly serde_json's text of `to_json`.
+    #[test]
+    fn write_json_is_byte_identical_to_the_value_form() {
+        let odd_ids = ["c-1", "quote\"back\\slash", "ctrl\u{1}\n\t", "ünï €", ""];
+        let mut cases = vec![Correction {
+            position_key: "ACC1_EQ-US_AIR.PA".into(),
+            as_of: 7,
+            cause: vec![Cause::MethodChange(LotMethod::Hifo)],
+            before: summary("0", 0, "0", "0"),
+            after: summary("10.5", 1, "1050.25", "0"),
+            lots_closed: vec![],
+            lots_opened: vec![lot("T1", LotSide::Long, "10.5", "100.02380952")],
+        }];
+        for (i, id) in odd_ids.iter().enumerate() {
+            cases.push(Correction {
+                position_key: "A_B_C:D".into(),
+                as_of: u64::MAX - i as u64,
+                cause: vec![
+                    Cause::Trade {
+                        trade_id: "T9".into(),
+                        version: 3,
+                        action: Action::Amend,
+                        backdated: i % 2 == 0,
+                        correlation_id: Some((*id).into()),
+                    },
+                    Cause::Trade {
+                        trade_id: "T10".into(),
+                        version: 1,
+                        action: Action::Cancel,
+                        backdated: false,
+                        correlation_id: None,
+                    },
+                ],
+                before: summary("-5", 2, "-500.5", "12.25"),
+                after: summary("3", 1, "300", "-7.00000001"),
+                lots_closed: vec![
+                    lot("T2", LotSide::Short, "2", "100"),
+                    lot("T3", LotSide::Short, "3", "100.1"),
+                ],
+                lots_opened: vec![lot("T9", LotSide::Long, "3", "100")],
+            });
+        }
+        for case in cases {
+            let mut direct = Vec::new();
+            case.write_json(&mut direct).unwrap();
+            let expected = case.to_json().unwrap().to_string();
+            assert_eq!(String::from_utf8(direct).unwrap(), expected);
+        }
     }
 }

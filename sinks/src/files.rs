@@ -79,8 +79,12 @@ pub fn write_corrections_jsonl(
     corrections: &mut [Correction],
 ) -> Result<(), FileSinkError> {
     corrections.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
+    let mut line = Vec::with_capacity(1024);
     for c in corrections.iter() {
-        writeln!(out, "{}", c.to_json()?)?;
+        line.clear();
+        c.write_json(&mut line)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
     }
     Ok(())
 }

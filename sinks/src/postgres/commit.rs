@@ -418,7 +418,11 @@ pub async fn write_corrections(tx: &Transaction<'_>, c: &TimestampCommit) -> Res
     )
     .await?;
     for correction in ordered {
-        let event = correction.to_json()?.to_string();
+        let mut event = Vec::with_capacity(1024);
+        correction.write_json(&mut event)?;
+        // The writer emits JSON text, which is UTF-8.
+        let event = String::from_utf8(event)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         writer
             .as_mut()
             .write(&[
