@@ -182,7 +182,9 @@ impl BookState {
         method_changes: Vec<MethodUpdate>,
         out: &mut BookEmitted,
     ) {
-        let mut work: BTreeMap<Id, PositionWork> = BTreeMap::new();
+        // Hashed while collecting, then taken in position order, so a
+        // position's place in this timestamp's outputs is deterministic.
+        let mut work: HashMap<Id, PositionWork> = HashMap::default();
         for ((position, input), _, diff) in updates {
             let w = work.entry(position).or_default();
             match input {
@@ -203,6 +205,8 @@ impl BookState {
                 }
             }
         }
+        let mut work: Vec<(Id, PositionWork)> = work.into_iter().collect();
+        work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (position, mut w) in work {
             // The net change: a trade retracted and asserted unchanged cancels out.
             consolidate(&mut w.trades);

@@ -148,7 +148,9 @@ impl VersionState {
     fn step(&mut self, time: Time, batch: Vec<Parsed>, emit: &mut Emitted) {
         let batch = in_source_order(batch);
         // Trade id -> (its live entry before this timestamp, the newest version accepted now).
-        let mut touched: BTreeMap<Id, (Option<Live>, TradeVersion)> = BTreeMap::new();
+        // A hash map: the order the touched trades leave in does not matter
+        // (their updates are a collection's), so no ordered map is needed.
+        let mut touched: HashMap<Id, (Option<Live>, TradeVersion)> = HashMap::default();
         for parsed in batch {
             let (source, version, payload) = match parsed {
                 Parsed::Candidate(source, version, payload) => (source, version, payload),
