@@ -19,7 +19,7 @@ use timely::dataflow::StreamVec;
 
 use super::intake::Parsed;
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::gate::{fingerprint, Admission, DuplicateRule};
+use crate::gate::{admit_to, fingerprint, restore_to, Admission};
 use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
@@ -139,8 +139,19 @@ struct Live {
 /// the live version of each trade it owns.
 #[derive(Default)]
 struct VersionState {
-    duplicates: DuplicateRule,
-    live: HashMap<Id, Live>,
+    /// One entry per trade id: the duplicate rule's memory and the live
+    /// version, found with one lookup.
+    trades: HashMap<Id, TradeState>,
+}
+
+/// What the versions stage keeps of one trade id.
+#[derive(Default)]
+struct TradeState {
+    /// `(version, fingerprint)` of every accepted version (the duplicate rule).
+    prints: Vec<(u64, u128)>,
+    /// The live version: `None` only before the trade's first timestamp
+    /// ends, and while a timestamp that changes it is being admitted.
+    live: Option<Live>,
 }
 
 impl VersionState {
@@ -159,12 +170,13 @@ impl VersionState {
                     continue;
                 }
                 Parsed::Restore(restored) => {
-                    restore(*restored, &mut self.duplicates, &mut self.live, time, emit);
+                    restore(*restored, &mut self.trades, time, emit);
                     continue;
                 }
             };
             let print = fingerprint(&version);
-            match self.duplicates.admit_fingerprinted(*version, print) {
+            let state = self.trades.entry(version.trade_id.clone()).or_default();
+            match admit_to(&mut state.prints, *version, print) {
                 Admission::Accepted(version) => {
                     if let Some(sequence) = version.sequence {
                         emit.sequences.push((version.account_id.clone(), sequence));
@@ -188,9 +200,9 @@ impl VersionState {
                             }
                         }
                         None => {
-                            let current = self.live.get(&version.trade_id).map(|l| l.version);
+                            let current = state.live.as_ref().map(|l| l.version);
                             if current.is_none_or(|v| v < version.version) {
-                                let old = self.live.remove(&version.trade_id);
+                                let old = state.live.take();
                                 touched.insert(version.trade_id.clone(), (old, version));
                             }
                         }
@@ -214,13 +226,11 @@ impl VersionState {
                 version: new.version,
                 booked: new_booked.clone(),
             });
-            self.live.insert(
-                trade_id,
-                Live {
-                    version: new.version,
-                    booked: new_booked.map(Box::new),
-                },
-            );
+            let live = Live {
+                version: new.version,
+                booked: new_booked.map(Box::new),
+            };
+            self.trades.entry(trade_id).or_default().live = Some(live);
         }
     }
 }
@@ -311,8 +321,7 @@ const OUTPUTS: usize = 6;
 /// stage at `time`, with no cause: a restore changes nothing, it rebuilds.
 fn restore(
     restored: RestoredTrade,
-    duplicates: &mut DuplicateRule,
-    live: &mut HashMap<Id, Live>,
+    trades: &mut HashMap<Id, TradeState>,
     time: Time,
     emit: &mut Emitted,
 ) {
@@ -320,7 +329,8 @@ fn restore(
         live: trade,
         fingerprints,
     } = restored;
-    duplicates.restore(trade.trade_id.clone(), fingerprints);
+    let state = trades.entry(trade.trade_id.clone()).or_default();
+    restore_to(&mut state.prints, fingerprints);
     if let Some((position, booked)) = &trade.booked {
         emit.book.push((
             (position.clone(), BookInput::Trade(booked.clone())),
@@ -328,13 +338,10 @@ fn restore(
             1,
         ));
     }
-    live.insert(
-        trade.trade_id,
-        Live {
-            version: trade.version,
-            booked: trade.booked.map(Box::new),
-        },
-    );
+    state.live = Some(Live {
+        version: trade.version,
+        booked: trade.booked.map(Box::new),
+    });
 }
 
 /// Sorts events by source position, moving each (large) event once.

@@ -28,6 +28,43 @@ pub struct DuplicateRule {
     accepted: HashMap<Id, Vec<(u64, u128)>>,
 }
 
+/// The duplicate rule for one trade id whose accepted `(version,
+/// fingerprint)` pairs are `prints` (the caller found them by the version's
+/// trade id): `Accepted` (and remembered) when the version is new,
+/// `Duplicate` when it was accepted with an equal fingerprint, else
+/// `Rejected` with `conflicting_duplicate`, the first copy staying.
+pub fn admit_to(prints: &mut Vec<(u64, u128)>, version: TradeVersion, print: u128) -> Admission {
+    match prints.iter().find(|(v, _)| *v == version.version) {
+        None => {
+            // Most trades have one version: room for exactly one (a plain
+            // `push` on an empty Vec reserves four, 96 bytes unused).
+            if prints.is_empty() {
+                prints.reserve_exact(1);
+            }
+            prints.push((version.version, print));
+            Admission::Accepted(version)
+        }
+        Some((_, known)) if *known == print => Admission::Duplicate(version),
+        Some(_) => Admission::Rejected(Rejection {
+            kind: RejectKind::ConflictingDuplicate,
+            detail: format!(
+                "{} v{} already accepted with different content",
+                version.trade_id, version.version
+            ),
+        }),
+    }
+}
+
+/// Adds restored `(version, fingerprint)` pairs to one trade id's `prints`;
+/// a version already there keeps its first fingerprint.
+pub fn restore_to(prints: &mut Vec<(u64, u128)>, restored: Vec<(u64, u128)>) {
+    for (version, print) in restored {
+        if !prints.iter().any(|(v, _)| *v == version) {
+            prints.push((version, print));
+        }
+    }
+}
+
 /// The version's fingerprint: XXH3-128 of [`TradeVersion::canonical_bytes`].
 /// Equal versions (as by the derived `PartialEq`) always have equal
 /// fingerprints, and the value is stable across processes, toolchains and
@@ -66,30 +103,13 @@ impl DuplicateRule {
     /// [`DuplicateRule::admit_parsed`] for a version whose [`fingerprint`] the caller
     /// has computed already (and keeps, e.g. to persist it).
     pub fn admit_fingerprinted(&mut self, version: TradeVersion, print: u128) -> Admission {
-        let known = match self.accepted.get_mut(&version.trade_id) {
-            Some(versions) => match versions.iter().find(|(v, _)| *v == version.version) {
-                Some((_, known)) => Some(*known),
-                None => {
-                    versions.push((version.version, print));
-                    None
-                }
-            },
+        match self.accepted.get_mut(&version.trade_id) {
+            Some(prints) => admit_to(prints, version, print),
             None => {
                 self.accepted
                     .insert(version.trade_id.clone(), vec![(version.version, print)]);
-                None
+                Admission::Accepted(version)
             }
-        };
-        match known {
-            None => Admission::Accepted(version),
-            Some(known) if known == print => Admission::Duplicate(version),
-            Some(_) => Admission::Rejected(Rejection {
-                kind: RejectKind::ConflictingDuplicate,
-                detail: format!(
-                    "{} v{} already accepted with different content",
-                    version.trade_id, version.version
-                ),
-            }),
         }
     }
 
@@ -97,18 +117,7 @@ impl DuplicateRule {
     /// (a restart restoring the gate's state). Pairs already known are kept
     /// as they are: the first copy accepted stays.
     pub fn restore(&mut self, trade_id: Id, fingerprints: Vec<(u64, u128)>) {
-        match self.accepted.get_mut(&trade_id) {
-            Some(versions) => {
-                for (version, print) in fingerprints {
-                    if !versions.iter().any(|(v, _)| *v == version) {
-                        versions.push((version, print));
-                    }
-                }
-            }
-            None => {
-                self.accepted.insert(trade_id, fingerprints);
-            }
-        }
+        restore_to(self.accepted.entry(trade_id).or_default(), fingerprints);
     }
 
     /// Number of distinct `(trade_id, version)` pairs accepted so far.
