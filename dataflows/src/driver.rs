@@ -12,12 +12,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::TraceReader;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, StreamVec};
+use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use crate::correction::Correction;
@@ -176,6 +181,46 @@ pub struct Driver {
 struct Completed {
     probe: ProbeHandle<Time>,
     outputs: Outputs,
+    /// Held only by a driver that reads the final state at the end.
+    final_traces: Option<FinalTraces>,
+}
+
+/// Handles on the lots and positions traces. Their compaction follows the
+/// completed frontier, so they hold the current state, not its history.
+struct FinalTraces {
+    lots: TraceAgent<ValSpine<Id, Lot, Time, Diff>>,
+    positions: TraceAgent<ValSpine<Id, PositionSummary, Time, Diff>>,
+}
+
+impl FinalTraces {
+    /// Lets the traces forget distinctions between times before `frontier`.
+    fn compact_to(&mut self, frontier: Time) {
+        let frontier = [frontier];
+        let frontier = AntichainRef::new(&frontier);
+        self.lots.set_logical_compaction(frontier);
+        self.lots.set_physical_compaction(frontier);
+        self.positions.set_logical_compaction(frontier);
+        self.positions.set_physical_compaction(frontier);
+    }
+}
+
+/// Every `(key, value)` of a finished trace with its net multiplicity
+/// (rows that net to zero left out).
+fn final_rows<V: Clone + Ord + 'static>(
+    trace: &mut TraceAgent<ValSpine<Id, V, Time, Diff>>,
+) -> Vec<((Id, V), Diff)> {
+    let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
+        return Vec::new();
+    };
+    let (mut cursor, storage) = cursor_list(batches);
+    cursor
+        .to_vec(&storage, |k| k.clone(), |v| v.clone())
+        .into_iter()
+        .filter_map(|(row, times)| {
+            let net: Diff = times.iter().map(|(_, d)| d).sum();
+            (net != 0).then_some((row, net))
+        })
+        .collect()
 }
 
 impl Completed {
@@ -183,8 +228,12 @@ impl Completed {
         self.probe.with_frontier(|f| f.first().copied())
     }
 
-    fn take(&self) -> Vec<(Time, TimestampOutput)> {
-        take_before(&self.outputs, self.frontier())
+    fn take(&mut self) -> Vec<(Time, TimestampOutput)> {
+        let frontier = self.frontier();
+        if let (Some(traces), Some(f)) = (self.final_traces.as_mut(), frontier) {
+            traces.compact_to(f);
+        }
+        take_before(&self.outputs, frontier)
     }
 }
 
@@ -197,6 +246,11 @@ pub struct DriverOptions {
     pub prices: bool,
     /// Custodian statements will be fed (breaks are built).
     pub statements: bool,
+    /// Lots and positions are read once, from their traces, when the run
+    /// is over ([`ClosedDriver::final_lots_and_positions`]), instead of
+    /// being captured at every timestamp: for a batch run that only needs
+    /// the final state, so no second copy of it is folded beside the traces.
+    pub final_state_only: bool,
 }
 
 impl Driver {
@@ -221,6 +275,7 @@ impl Driver {
                 tolerance,
                 prices: true,
                 statements: true,
+                final_state_only: false,
             },
         )
     }
@@ -238,7 +293,9 @@ impl Driver {
             tolerance,
             prices: with_prices,
             statements: with_statements,
+            final_state_only,
         } = options;
+        let mut final_traces = None;
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
         let mut prices = InputHandleVec::<Time, RawEvent>::new();
         let mut custodian = InputHandleVec::<Time, RawEvent>::new();
@@ -285,17 +342,26 @@ impl Driver {
                 r.live_statements.inner.probe_with(&probe);
                 r.sequence_ranges.inner.probe_with(&probe);
             }
-            let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
-            capture(lots, &outputs, &probe, |o, (row, t, d)| {
-                o.at(t).lots.push((row, d))
-            });
-            let positions = e
-                .positions
-                .as_collection(|k, v| (k.clone(), v.clone()))
-                .inner;
-            capture(positions, &outputs, &probe, |o, (row, t, d)| {
-                o.at(t).positions.push((row, d))
-            });
+            if final_state_only {
+                e.lots.stream.probe_with(&probe);
+                e.positions.stream.probe_with(&probe);
+                final_traces = Some(FinalTraces {
+                    lots: e.lots.trace.clone(),
+                    positions: e.positions.trace.clone(),
+                });
+            } else {
+                let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
+                capture(lots, &outputs, &probe, |o, (row, t, d)| {
+                    o.at(t).lots.push((row, d))
+                });
+                let positions = e
+                    .positions
+                    .as_collection(|k, v| (k.clone(), v.clone()))
+                    .inner;
+                capture(positions, &outputs, &probe, |o, (row, t, d)| {
+                    o.at(t).positions.push((row, d))
+                });
+            }
             let keep_corrections = keep != Capture::StateCountingCorrections;
             capture(
                 e.corrections.inner,
@@ -358,7 +424,11 @@ impl Driver {
             restored,
             methods,
             method_map: HashMap::new(),
-            completed: Completed { probe, outputs },
+            completed: Completed {
+                probe,
+                outputs,
+                final_traces,
+            },
             time: start,
         }
     }
@@ -495,6 +565,22 @@ impl ClosedDriver {
     /// The outputs of every completed time not taken yet, in time order.
     pub fn take_completed(&mut self) -> Vec<(Time, TimestampOutput)> {
         self.completed.take()
+    }
+
+    /// This worker's final lots and positions with their net multiplicity,
+    /// read from the traces once [`ClosedDriver::done`]; empty unless the
+    /// driver was built with [`DriverOptions::final_state_only`].
+    #[allow(clippy::type_complexity)]
+    pub fn final_lots_and_positions(
+        &mut self,
+    ) -> (Vec<((Id, Lot), Diff)>, Vec<((Id, PositionSummary), Diff)>) {
+        match self.completed.final_traces.as_mut() {
+            Some(traces) => (
+                final_rows(&mut traces.lots),
+                final_rows(&mut traces.positions),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
     }
 }
 

@@ -497,6 +497,7 @@ fn run_worker(
             tolerance: options.tolerance,
             prices: inputs.prices,
             statements: inputs.statements,
+            final_state_only: true,
         },
     );
     if worker.index() == 0 {
@@ -572,6 +573,9 @@ fn run_worker(
     for (_, output) in closed.take_completed() {
         captured.fold(output, keep);
     }
+    let (lots, positions) = closed.final_lots_and_positions();
+    captured.lots.extend(lots);
+    captured.positions.extend(positions);
     Ok(captured)
 }
 
