@@ -190,26 +190,30 @@ impl Cause {
 }
 
 impl Correction {
+    /// `after - before`: quantity, cost basis, realized P&L and lot count.
+    fn delta(&self) -> Result<(Dec8, Amount, Amount, i128), DeltaOverflow> {
+        let overflow = || DeltaOverflow(self.position_key.to_string());
+        let (before, after) = (&self.before, &self.after);
+        let quantity = after
+            .quantity
+            .checked_sub(before.quantity)
+            .ok_or_else(overflow)?;
+        let cost = after
+            .cost_basis
+            .checked_sub(before.cost_basis)
+            .ok_or_else(overflow)?;
+        let pnl = after
+            .realized_pnl
+            .checked_sub(before.realized_pnl)
+            .ok_or_else(overflow)?;
+        let lots = i128::from(after.lot_count) - i128::from(before.lot_count);
+        Ok((quantity, cost, pnl, lots))
+    }
+
     /// Appends the event as compact JSON text: byte for byte what
     /// `to_json()?.to_string()` gives, written directly (no `Value` tree).
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), DeltaOverflow> {
-        let overflow = || DeltaOverflow(self.position_key.to_string());
-        let quantity = self
-            .after
-            .quantity
-            .checked_sub(self.before.quantity)
-            .ok_or_else(overflow)?;
-        let cost: Amount = self
-            .after
-            .cost_basis
-            .checked_sub(self.before.cost_basis)
-            .ok_or_else(overflow)?;
-        let pnl: Amount = self
-            .after
-            .realized_pnl
-            .checked_sub(self.before.realized_pnl)
-            .ok_or_else(overflow)?;
-        let lots = i128::from(self.after.lot_count) - i128::from(self.before.lot_count);
+        let (quantity, cost, pnl, lots) = self.delta()?;
         let mut parts = self.position_key.splitn(3, '_');
         out.extend_from_slice(b"{\"position_key\":");
         json_str(out, &self.position_key);
@@ -228,24 +232,15 @@ impl Correction {
             }
             cause.write_json(out);
         }
-        out.extend_from_slice(b"],\"before\":");
-        let b = &self.before;
-        write_summary(
-            out,
-            &b.quantity,
-            &b.cost_basis,
-            &b.realized_pnl,
-            b.lot_count.into(),
-        );
-        out.extend_from_slice(b",\"after\":");
-        let a = &self.after;
-        write_summary(
-            out,
-            &a.quantity,
-            &a.cost_basis,
-            &a.realized_pnl,
-            a.lot_count.into(),
-        );
+        out.extend_from_slice(b"]");
+        for (name, s) in [
+            (&b",\"before\":"[..], &self.before),
+            (b",\"after\":", &self.after),
+        ] {
+            out.extend_from_slice(name);
+            let lots = s.lot_count.into();
+            write_summary(out, &s.quantity, &s.cost_basis, &s.realized_pnl, lots);
+        }
         out.extend_from_slice(b",\"delta\":");
         write_summary(out, &quantity, &cost, &pnl, lots);
         out.extend_from_slice(b",\"lots_closed\":");
@@ -258,28 +253,12 @@ impl Correction {
 
     /// The event as the JSON object of `corrections.md`, keys in its order.
     pub fn to_json(&self) -> Result<Value, DeltaOverflow> {
-        let overflow = || DeltaOverflow(self.position_key.to_string());
         let mut parts = self.position_key.splitn(3, '_');
         let account = parts.next().unwrap_or_default();
         let book = parts.next().unwrap_or_default();
         let security = parts.next().unwrap_or_default();
         let cause: Vec<Value> = self.cause.iter().map(Cause::to_json).collect();
-        let quantity = self
-            .after
-            .quantity
-            .checked_sub(self.before.quantity)
-            .ok_or_else(overflow)?;
-        let cost: Amount = self
-            .after
-            .cost_basis
-            .checked_sub(self.before.cost_basis)
-            .ok_or_else(overflow)?;
-        let pnl: Amount = self
-            .after
-            .realized_pnl
-            .checked_sub(self.before.realized_pnl)
-            .ok_or_else(overflow)?;
-        let lots = self.after.lot_count as i128 - self.before.lot_count as i128;
+        let (quantity, cost, pnl, lots) = self.delta()?;
         let mut o = Map::new();
         o.insert("position_key".into(), json!(self.position_key));
         o.insert("account_id".into(), json!(account));
