@@ -1,11 +1,11 @@
 //! Correction events (`corrections.md`): one per position per engine
 //! timestamp at which the position's state changed.
 
-use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::decimal::{Amount, Dec8};
+use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{Action, LotMethod};
 

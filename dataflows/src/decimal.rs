@@ -47,33 +47,45 @@ impl Dec8 {
     /// leading zeros allowed). Decimal places are counted as written, so
     /// `"1.000000000"` is `TooManyDecimals(9)`.
     pub fn parse(text: &str) -> Result<Dec8, DecimalParseError> {
-        let (int_part, frac_part) = match text.split_once('.') {
-            Some((i, f)) => (i, Some(f)),
-            None => (text, None),
+        // One pass over the bytes: the integer digits, then `.` and the
+        // fractional digits; the checks in the order above.
+        let bytes = text.as_bytes();
+        let int_len = bytes
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(bytes.len());
+        let (int_part, rest) = bytes.split_at(int_len);
+        let frac: &[u8] = match rest {
+            [] => &[],
+            [b'.', frac @ ..] if !frac.is_empty() && frac.iter().all(u8::is_ascii_digit) => frac,
+            _ => return Err(DecimalParseError::Malformed),
         };
-        let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits_only(int_part) || !frac_part.is_none_or(digits_only) {
+        if int_part.is_empty() {
             return Err(DecimalParseError::Malformed);
         }
-        let frac = frac_part.unwrap_or("");
         if frac.len() > DEC8_SCALE_DIGITS as usize {
             return Err(DecimalParseError::TooManyDecimals(frac.len()));
         }
-        let int_trimmed = int_part.trim_start_matches('0');
+        let leading_zeros = int_part.iter().take_while(|b| **b == b'0').count();
+        let significant = int_part.get(leading_zeros..).unwrap_or_default();
         // 10^29 units of 10^-8 still fit an i128 comfortably; anything longer is too large.
-        if int_trimmed.len() > 29 {
+        if significant.len() > 29 {
             return Err(DecimalParseError::TooLarge);
         }
-        let mut units: i128 = 0;
-        for b in int_trimmed.bytes() {
-            units = units * 10 + i128::from(b - b'0');
-        }
-        units *= DEC8_ONE;
-        let mut frac_units: i128 = 0;
-        for (i, b) in frac.bytes().enumerate() {
-            frac_units += i128::from(b - b'0') * 10i128.pow(DEC8_SCALE_DIGITS - 1 - i as u32);
-        }
-        Ok(Dec8(units + frac_units))
+        // Up to 18 digits fit a u64, which is cheaper to accumulate in.
+        let digits = |part: &[u8]| match part.len() {
+            0..=18 => i128::from(
+                part.iter()
+                    .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0')),
+            ),
+            _ => part
+                .iter()
+                .fold(0i128, |acc, b| acc * 10 + i128::from(b - b'0')),
+        };
+        let frac_scale = 10i128.pow(DEC8_SCALE_DIGITS - frac.len() as u32);
+        Ok(Dec8(
+            digits(significant) * DEC8_ONE + digits(frac) * frac_scale,
+        ))
     }
 
     /// The value 10^exp (exp <= 29).

@@ -6,7 +6,6 @@
 //! handed out once the probe says the whole dataflow (every worker) is past
 //! it, so it is complete for this worker.
 
-use crate::id::Id;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -32,6 +31,7 @@ use crate::engine::{
     SourceRef, Time,
 };
 use crate::gate::Rejection;
+use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::reconcile::{
     self, BreakRow, GapRow, LiveStatement, LiveTick, ReconcileInputs, Restored, SequenceRange,

@@ -1,10 +1,10 @@
 //! Output rows: open lots and position summaries, as in `lots.csv` and
 //! `positions.csv`.
 
-use crate::id::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::{Amount, Dec8};
+use crate::id::Id;
 use crate::trade::Date;
 
 /// Direction of an open lot.

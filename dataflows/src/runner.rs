@@ -6,7 +6,6 @@
 //! and hands each worker its share through a bounded channel, so a pipe or
 //! FIFO is never split between workers and the file is scanned once.
 
-use crate::id::Id;
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,7 @@ use crate::decimal::Dec8;
 use crate::driver::{Capture, Driver, DriverOptions, TimestampOutput};
 use crate::engine::{DeadLetter, Fault, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
+use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
 use crate::trade::LotMethod;
@@ -189,13 +189,9 @@ struct Captured {
 }
 
 impl Captured {
+    /// Lots and positions are not in `output`: the driver reads them once
+    /// from their traces at the end ([`DriverOptions::final_state_only`]).
     fn fold(&mut self, output: TimestampOutput, keep_corrections: bool) {
-        for (row, diff) in output.lots {
-            *self.lots.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in output.positions {
-            *self.positions.entry(row).or_insert(0) += diff;
-        }
         for (row, diff) in output.valuations {
             *self.valuations.entry(row).or_insert(0) += diff;
         }

@@ -1,12 +1,12 @@
 //! The validated form of a trade event (`trades.md`), and the keys derived
 //! from it: position key and lot order.
 
-use crate::id::Id;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Dec8;
+use crate::id::Id;
 
 /// BUY or SELL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -18,11 +18,11 @@
 //! keeping its rank, zero crossings opening the remainder on the other side.
 //! Tests compare it with the reference and with a plain model.
 
-use crate::id::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Overflow;
 use crate::decimal::Dec8;
+use crate::id::Id;
 use crate::position::{Lot, LotSide};
 use crate::trade::{BookedTrade, LotKey, Side};
 

@@ -3,7 +3,6 @@
 //! timestamp's trade changes and method changes, and emits exactly the lot
 //! and summary rows that changed plus one correction per changed position.
 
-use crate::id::Id;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 
@@ -24,6 +23,7 @@ use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
 use crate::correction::{Cause, Correction};
+use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{BookedTrade, LotMethod};
 

@@ -3,7 +3,6 @@
 //! duplicate rule and the live-version rule of [`super::versions`]. Restored
 //! trades (a restart's snapshot) enter here too.
 
-use crate::id::Id;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
@@ -12,6 +11,7 @@ use timely::dataflow::StreamVec;
 use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
+use crate::id::Id;
 
 /// Outputs of the intake stage.
 pub(super) struct IntakeStreams<'scope> {

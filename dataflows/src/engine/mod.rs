@@ -18,7 +18,6 @@
 //! the gate's arrival-order rule runs where the trade id is owned, booking
 //! where the position key is owned.
 
-use crate::id::Id;
 mod book_stage;
 mod intake;
 mod reference_stage;
@@ -32,6 +31,7 @@ use timely::dataflow::StreamVec;
 
 use crate::correction::Correction;
 use crate::gate::Rejection;
+use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{BookedTrade, LotMethod};
 

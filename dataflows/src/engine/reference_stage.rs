@@ -2,13 +2,13 @@
 //! plain per-position `reduce` that re-books the whole position with the
 //! reference replay on every change. Correct, and O(K) per change.
 
-use crate::id::Id;
 use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 
 use super::versions::BookInput;
 use super::{intake, Diff, RawEvent, Time};
 use crate::booking::reference;
+use crate::id::Id;
 use crate::position::{Lot, OverflowError};
 use crate::trade::{BookedTrade, LotMethod};
 

@@ -4,7 +4,6 @@
 //! version leaves as retraction / assertion of its booked form plus the
 //! causes it attributes to the positions it touched.
 
-use crate::id::Id;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -20,6 +19,7 @@ use timely::dataflow::StreamVec;
 use super::intake::Parsed;
 use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::{admit_to, fingerprint, restore_to, Admission};
+use crate::id::Id;
 use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking

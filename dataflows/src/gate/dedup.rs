@@ -1,10 +1,10 @@
 //! The duplicate / conflicting-duplicate rule, the one rule of the gate
 //! that depends on arrival order: [`DuplicateRule`].
 
-use crate::id::Id;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{parse_event, RejectKind, Rejection};
+use crate::id::Id;
 use crate::trade::TradeVersion;
 
 /// Outcome of admitting one event.

@@ -4,7 +4,6 @@
 //! checks as the trade gate: JSON, object, repeated key, then the fields in
 //! the table's order; unknown fields ignored, `null` absent.
 
-use crate::id::Id;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +12,7 @@ use super::fields::{date_value, decimal_value, id_value, instant_value, object_c
 use super::json::{read_json, Val};
 use super::{reject, RejectKind, Rejection};
 use crate::decimal::{Dec8, DecimalParseError};
+use crate::id::Id;
 use crate::trade::{Date, Instant};
 
 /// One accepted price tick.

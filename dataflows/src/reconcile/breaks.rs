@@ -11,7 +11,6 @@
 //! date walks only the dates between the old and the new one. Nothing
 //! re-reads a position's history per change.
 
-use crate::id::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound::{Excluded, Included};
 
@@ -22,6 +21,7 @@ use super::ordered::in_time_order;
 use super::{account_of, BreakKind, BreakRow};
 use crate::decimal::Dec8;
 use crate::engine::{Diff, Time};
+use crate::id::Id;
 use crate::trade::Date;
 
 /// One update into the breaks stage.

@@ -7,7 +7,6 @@
 //! Folding a position's events in `as_of` order gives its row of the
 //! breaks table.
 
-use crate::id::Id;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
@@ -15,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::{account_of, BreakRow, LiveStatement};
 use crate::correction::Correction;
 use crate::engine::{Diff, Time};
+use crate::id::Id;
 
 /// How a break changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

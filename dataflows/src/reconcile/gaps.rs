@@ -6,7 +6,6 @@
 //! shortens one gap, or opens one beyond the ends. Cost per value:
 //! O(log gaps). The same three things are what a restart restores.
 
-use crate::id::Id;
 use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::{Hashable, VecCollection};
@@ -15,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::ordered::in_time_order;
 use super::GapRow;
 use crate::engine::{Diff, Time};
+use crate::id::Id;
 
 /// An account's sequence state: min(S), max(S) and the gaps between.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

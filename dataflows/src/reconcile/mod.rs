@@ -15,7 +15,6 @@
 //! position (an account's latest statement date moving touches that
 //! account's unstated positions); a sequence value touches one gap.
 
-use crate::id::Id;
 mod breaks;
 mod events;
 mod gaps;
@@ -34,12 +33,13 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::empty;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Filter, Map};
-use timely::dataflow::StreamVec;
+use timely::dataflow::{Scope, StreamVec};
 use timely::ExchangeData;
 
 use crate::decimal::{Amount, Dec8};
 use crate::engine::{DeadLetter, Diff, Engine, RawEvent, SourceRef, Time};
 use crate::gate::{parse_price_tick, parse_statement, PriceTick, Rejection, Statement};
+use crate::id::Id;
 use crate::trade::{Date, Instant, Side};
 
 use breaks::BreakInput;
@@ -264,34 +264,24 @@ pub fn build<'scope>(
     let scope = engine.positions.stream.scope();
     let (live_ticks, valuations, rejected_prices) = match prices {
         Some(prices) => valuation_part(engine, prices, restored.as_ref()),
-        None => (
-            empty(scope).as_collection(),
-            empty(scope).as_collection(),
-            empty(scope),
-        ),
+        None => empty_part(scope),
     };
     let (live_statements, breaks, rejected_custodian) = match custodian {
         Some(custodian) => break_part(engine, custodian, restored.as_ref(), tolerance),
-        None => (
-            empty(scope).as_collection(),
-            empty(scope).as_collection(),
-            empty(scope),
-        ),
+        None => empty_part(scope),
     };
 
-    let mut sequences = as_inserts(
+    let sequences = as_inserts(
         engine
             .sequences
             .clone()
             .map(|(account, s)| SequenceInput::Value(account, s)),
         "Reconcile: sequences",
     );
-    if let Some(restored) = &restored {
-        sequences = sequences.concat(restored.clone().flat_map(|r| match r {
-            Restored::Sequences(state) => Some(SequenceInput::Restore(state)),
-            _ => None,
-        }));
-    }
+    let sequences = with_restored(sequences, restored.as_ref(), |r| match r {
+        Restored::Sequences(state) => Some(SequenceInput::Restore(state)),
+        _ => None,
+    });
     let sequence_rows = gaps::sequence_gaps(sequences);
     let gaps = sequence_rows.clone().flat_map(|row| match row {
         SequenceRow::Gap(gap) => Some(gap),
@@ -318,26 +308,52 @@ pub fn build<'scope>(
     }
 }
 
-type ValuationPart<'scope> = (
-    VecCollection<'scope, Time, LiveTick, Diff>,
-    VecCollection<'scope, Time, ValuationRow, Diff>,
+/// `inputs` plus the part of a restart's state that `pick` selects.
+fn with_restored<'scope, D: differential_dataflow::Data>(
+    inputs: VecCollection<'scope, Time, D, Diff>,
+    restored: Option<&VecCollection<'scope, Time, Restored, Diff>>,
+    pick: impl Fn(Restored) -> Option<D> + 'static,
+) -> VecCollection<'scope, Time, D, Diff> {
+    match restored {
+        Some(restored) => inputs.concat(restored.clone().flat_map(pick)),
+        None => inputs,
+    }
+}
+
+/// One optional part of reconciliation: its live inputs (what a restart
+/// restores), its result rows, and its rejected lines.
+type Part<'scope, Live, Row> = (
+    VecCollection<'scope, Time, Live, Diff>,
+    VecCollection<'scope, Time, Row, Diff>,
     StreamVec<'scope, Time, DeadLetter>,
 );
+
+/// A part that is not built (its input is absent): all three empty.
+fn empty_part<'scope, Live: ExchangeData, Row: ExchangeData>(
+    scope: Scope<'scope, Time>,
+) -> Part<'scope, Live, Row> {
+    (
+        empty(scope).as_collection(),
+        empty(scope).as_collection(),
+        empty(scope),
+    )
+}
 
 /// Ticks, live prices and valuations.
 fn valuation_part<'scope>(
     engine: &Engine<'scope>,
     prices: StreamVec<'scope, Time, RawEvent>,
     restored: Option<&VecCollection<'scope, Time, Restored, Diff>>,
-) -> ValuationPart<'scope> {
+) -> Part<'scope, LiveTick, ValuationRow> {
     let (ticks, rejected_prices) = gate(prices, parse_price_tick);
-    let mut ticks = as_inserts(ticks, "Reconcile: ticks");
-    if let Some(restored) = restored {
-        ticks = ticks.concat(restored.clone().flat_map(|r| match r {
+    let ticks = with_restored(
+        as_inserts(ticks, "Reconcile: ticks"),
+        restored,
+        |r| match r {
             Restored::Tick(source, tick) => Some((source, tick)),
             _ => None,
-        }));
-    }
+        },
+    );
     let ticks = ticks.map(|(source, tick)| {
         let order: (Instant, SourceRef) = (tick.as_of, source);
         (tick.security_id, order, tick.price)
@@ -378,27 +394,22 @@ fn valuation_part<'scope>(
     (live_ticks, valuations, rejected_prices)
 }
 
-type BreakPart<'scope> = (
-    VecCollection<'scope, Time, LiveStatement, Diff>,
-    VecCollection<'scope, Time, BreakRow, Diff>,
-    StreamVec<'scope, Time, DeadLetter>,
-);
-
 /// Statements, live statements and breaks.
 fn break_part<'scope>(
     engine: &Engine<'scope>,
     custodian: StreamVec<'scope, Time, RawEvent>,
     restored: Option<&VecCollection<'scope, Time, Restored, Diff>>,
     tolerance: Dec8,
-) -> BreakPart<'scope> {
+) -> Part<'scope, LiveStatement, BreakRow> {
     let (statements, rejected_custodian) = gate(custodian, parse_statement);
-    let mut statements = as_inserts(statements, "Reconcile: statements");
-    if let Some(restored) = restored {
-        statements = statements.concat(restored.clone().flat_map(|r| match r {
+    let statements = with_restored(
+        as_inserts(statements, "Reconcile: statements"),
+        restored,
+        |r| match r {
             Restored::Statement(source, statement) => Some((source, statement)),
             _ => None,
-        }));
-    }
+        },
+    );
     let statements = statements.map(|(source, s)| {
         let order: (Date, SourceRef) = (s.as_of_date, source);
         (s.position_key(), order, s.quantity)
