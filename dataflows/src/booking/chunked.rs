@@ -241,6 +241,13 @@ impl PositionBook {
             .map(|t| &t.key)
     }
 
+    /// The live trade booked under `key`, if any.
+    pub fn get(&self, key: &LotKey) -> Option<&BookedTrade> {
+        let chunk = self.chunks.get(self.chunk_for(key))?;
+        let at = chunk.trades.binary_search_by(|t| t.key.cmp(key)).ok()?;
+        chunk.trades.get(at)
+    }
+
     /// Every open lot, sorted by `lot_id`.
     pub fn lots(&self) -> Vec<Lot> {
         if self.method == LotMethod::Hifo {

@@ -19,13 +19,15 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use super::versions::{BookInput, CauseEntry};
+use super::versions::{signed_quantity, BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
+use crate::booking::BookError;
 use crate::correction::{Cause, Correction};
+use crate::decimal::Dec8;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
-use crate::trade::{BookedTrade, LotMethod};
+use crate::trade::{BookedTrade, LotKey, LotMethod};
 
 /// A position whose arithmetic overflowed at `time`. Its last good state
 /// stays published; later changes to it are reported here instead.
@@ -133,8 +135,10 @@ pub(super) fn book<'scope>(
 /// Work for one position at one timestamp.
 #[derive(Default)]
 struct PositionWork {
-    /// Booked trades retracted (-1) and asserted (+1).
+    /// Booked trades asserted (+1), and (once resolved) retracted (-1).
     trades: Vec<(BookedTrade, Diff)>,
+    /// Keys of trades that leave, with their signed quantities.
+    removed: Vec<(LotKey, Dec8)>,
     causes: Vec<CauseEntry>,
     method_change: Option<LotMethod>,
 }
@@ -188,7 +192,8 @@ impl BookState {
         for ((position, input), _, diff) in updates {
             let w = work.entry(position).or_default();
             match input {
-                BookInput::Trade(t) => w.trades.push((t, diff)),
+                BookInput::Insert(t) => w.trades.push((t, diff)),
+                BookInput::Remove { key, quantity } => w.removed.push((key, quantity)),
                 BookInput::Cause(c) => w.causes.push(c),
             }
         }
@@ -208,18 +213,6 @@ impl BookState {
         let mut work: Vec<(Id, PositionWork)> = work.into_iter().collect();
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (position, mut w) in work {
-            // The net change: a trade retracted and asserted unchanged cancels out.
-            consolidate(&mut w.trades);
-            let mut removed = Vec::new();
-            let mut inserted = Vec::new();
-            for (trade, diff) in w.trades {
-                let side = if diff < 0 {
-                    &mut removed
-                } else {
-                    &mut inserted
-                };
-                side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()));
-            }
             if self.faulted.contains(&position) {
                 out.faults.push(fault(
                     position,
@@ -237,6 +230,26 @@ impl BookState {
                     slot.insert(PositionBook::new(method))
                 }
             };
+            // The book holds the one copy of each live trade: a leaving
+            // trade is found by its key.
+            if let Err(error) = resolve_removed(book, &w.removed, &mut w.trades) {
+                self.books.remove(&position);
+                self.faulted.insert(position.clone());
+                out.faults.push(fault(position, time, &error.to_string()));
+                continue;
+            }
+            // The net change: a trade retracted and asserted unchanged cancels out.
+            consolidate(&mut w.trades);
+            let mut removed = Vec::new();
+            let mut inserted = Vec::new();
+            for (trade, diff) in w.trades {
+                let side = if diff < 0 {
+                    &mut removed
+                } else {
+                    &mut inserted
+                };
+                side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()));
+            }
             let method = w.method_change.unwrap_or(book.method());
             let before = book.summary().clone();
             let last_key = book.last_key().cloned();
@@ -299,6 +312,28 @@ impl BookState {
             out.corrections.push((correction, time, 1));
         }
     }
+}
+
+/// Adds each trade that leaves (by key) to `trades` with diff -1, as the
+/// book holds it; an error when the book does not hold it or its quantity
+/// is not the one the versions stage named (both would be engine bugs).
+fn resolve_removed(
+    book: &PositionBook,
+    removed: &[(LotKey, Dec8)],
+    trades: &mut Vec<(BookedTrade, Diff)>,
+) -> Result<(), BookError> {
+    for (key, quantity) in removed {
+        let trade = book
+            .get(key)
+            .ok_or_else(|| BookError::Invariant(format!("removing {key:?} that is not booked")))?;
+        if signed_quantity(trade) != *quantity {
+            return Err(BookError::Invariant(format!(
+                "removing {key:?}: the booked trade with that key differs"
+            )));
+        }
+        trades.push((trade.clone(), -1));
+    }
+    Ok(())
 }
 
 fn fault(position_key: Id, time: Time, detail: &str) -> Fault {

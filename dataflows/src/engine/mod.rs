@@ -5,8 +5,8 @@
 //! raw (source, bytes) ──parse──► parsed ──exchange(trade_id)──► versions ──┬─► dead_letters
 //!                                   (gate: duplicate rule, highest version) ├─► duplicates
 //!                                                                           └─► book_input
-//! book_input = (position_key, ±booked trade | cause)
-//! book_input ──filter trades──► booked                           (a collection; read by the break rule)
+//! book_input = (position_key, +insert booked trade | -remove by key | cause)
+//! book_input ──dated quantities──► booked                        (a collection; read by the break rule)
 //! book_input ──exchange(position_key)──┐
 //! methods ──broadcast──────────────────┴► book ──┬─► lots         [arranged by position]
 //!                                                ├─► positions    [arranged by position]
@@ -21,6 +21,7 @@
 mod book_stage;
 mod intake;
 mod reference_stage;
+mod trade_slots;
 mod versions;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -30,14 +31,17 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
 use crate::correction::Correction;
+use crate::decimal::Dec8;
 use crate::gate::Rejection;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
-use crate::trade::{BookedTrade, LotMethod};
+use crate::trade::{Date, LotMethod};
 
 pub use book_stage::Fault;
 pub use reference_stage::build_reference_booking;
-pub use versions::{AcceptedEvent, BookInput, CauseEntry, LiveTrade, RestoredTrade};
+pub use versions::{
+    signed_quantity, AcceptedEvent, BookInput, CauseEntry, LiveTrade, RestoredTrade,
+};
 
 /// Engine logical time: one tick per ingested batch.
 pub type Time = u64;
@@ -73,11 +77,12 @@ pub type Arrangement<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, 
 
 /// The engine's outputs inside one dataflow.
 pub struct Engine<'scope> {
-    /// Live trades: the live version of every trade that is not cancelled,
-    /// in booked form, by position key. A collection, not an arrangement:
-    /// its one reader (the break rule) reads it as a stream, so keeping a
-    /// trace of it would be a copy of every live trade that nothing reads.
-    pub booked: VecCollection<'scope, Time, (Id, BookedTrade), Diff>,
+    /// Live trades as the break rule reads them: `(trade_date, signed
+    /// quantity)` of the live version of every trade that is not cancelled,
+    /// by position key. A collection, not an arrangement: its one reader
+    /// reads it as a stream, so a trace of it would be a copy of every live
+    /// trade that nothing reads.
+    pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
     /// Open lots by position key.
     pub lots: Arrangement<'scope, Id, Lot>,
     /// Position summaries by position key (rows of `positions.csv`).
@@ -124,10 +129,7 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
     let booked = intake
         .book_input
         .clone()
-        .flat_map(|(position, input)| match input {
-            BookInput::Trade(trade) => Some((position, trade)),
-            BookInput::Cause(_) => None,
-        });
+        .flat_map(|(position, input)| input.dated_quantity().map(|q| (position, q)));
     let book = book_stage::book(intake.book_input, methods);
     Engine {
         booked,

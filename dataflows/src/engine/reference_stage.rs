@@ -1,16 +1,24 @@
-//! Baseline for benchmarks and tests: the same gate and versions, then a
-//! plain per-position `reduce` that re-books the whole position with the
-//! reference replay on every change. Correct, and O(K) per change.
+//! Baseline for benchmarks and tests: the same gate and versions stage,
+//! then plain differential operators: every live version the versions stage
+//! reported, a `reduce` per trade id keeping the highest (so the live
+//! trades do not depend on the versions stage's retractions), and a `reduce`
+//! per position that re-books the whole position with the reference replay
+//! on every change. Correct, and O(K) per change.
 
 use differential_dataflow::VecCollection;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
-use super::versions::BookInput;
+use super::versions::LiveTrade;
 use super::{intake, Diff, RawEvent, Time};
 use crate::booking::reference;
 use crate::id::Id;
 use crate::position::{Lot, OverflowError};
+use crate::reconcile::as_inserts;
 use crate::trade::{BookedTrade, LotMethod};
+
+/// A live version the versions stage reported: `(version, booked form by position)`.
+type ReportedVersion = (u64, Option<(Id, BookedTrade)>);
 
 /// Open lots of every position, booked under `method` by a plain reduce; a
 /// position whose sums overflow yields one `Err` naming it instead of lots.
@@ -18,12 +26,22 @@ pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
 ) -> VecCollection<'scope, Time, (Id, Result<Lot, OverflowError>), Diff> {
-    intake::intake(raw, None, None)
-        .book_input
-        .flat_map(|(position, input)| match input {
-            BookInput::Trade(trade) => Some((position, trade)),
-            BookInput::Cause(_) => None,
-        })
+    let reported = intake::intake(raw, None, None)
+        .live
+        .map(|live: LiveTrade| (live.trade_id, (live.version, live.booked)));
+    as_inserts(reported, "ReferenceLiveVersions")
+        .reduce_named(
+            "ReferenceHighestVersion",
+            |_trade_id: &Id,
+             versions: &[(&ReportedVersion, Diff)],
+             output: &mut Vec<(Option<(Id, BookedTrade)>, Diff)>| {
+                // Values arrive sorted: the last holds the highest version.
+                if let Some(((_, booked), _)) = versions.last() {
+                    output.push((booked.clone(), 1));
+                }
+            },
+        )
+        .flat_map(|(_trade_id, booked)| booked)
         .reduce_named(
             "ReferenceBooking",
             move |position: &Id,

@@ -17,10 +17,12 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::intake::Parsed;
+use super::trade_slots::{SlotId, TradeSlots};
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::gate::{admit_to, fingerprint, restore_to, Admission};
+use crate::decimal::Dec8;
+use crate::gate::{fingerprint, Admission, Prints};
 use crate::id::Id;
-use crate::trade::{Action, BookedTrade, LotKey, TradeVersion};
+use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, Side, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
 /// stage decides whether it was backdated there.
@@ -38,13 +40,45 @@ pub struct CauseEntry {
     pub key: LotKey,
 }
 
-/// What the booking stage receives, keyed by position.
+/// What the booking stage receives, keyed by position. The booking stage
+/// holds the one copy of each live trade: a trade enters with its booked
+/// form and leaves by its key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BookInput {
-    /// A booked trade (retracted with -1, asserted with +1).
-    Trade(BookedTrade),
+    /// A trade enters the position (an update with diff +1).
+    Insert(BookedTrade),
+    /// The trade booked under `key` leaves the position (an update with
+    /// diff -1). `quantity` is its signed booked quantity (BUY +, SELL -),
+    /// what the break rule subtracts; the booking stage checks it against
+    /// the trade it holds.
+    Remove {
+        /// The leaving trade's key.
+        key: LotKey,
+        /// Its signed quantity.
+        quantity: Dec8,
+    },
     /// Why the position changes at this time.
     Cause(CauseEntry),
+}
+
+impl BookInput {
+    /// `(trade_date, signed quantity)` of an inserted or removed trade (the
+    /// update's diff says which); `None` for a cause.
+    pub fn dated_quantity(&self) -> Option<(Date, Dec8)> {
+        match self {
+            BookInput::Insert(trade) => Some((trade.key.trade_date, signed_quantity(trade))),
+            BookInput::Remove { key, quantity } => Some((key.trade_date, *quantity)),
+            BookInput::Cause(_) => None,
+        }
+    }
+}
+
+/// A booked trade's quantity, negative for a SELL.
+pub fn signed_quantity(trade: &BookedTrade) -> Dec8 {
+    match trade.side {
+        Side::Buy => trade.quantity,
+        Side::Sell => trade.quantity.negated(),
+    }
 }
 
 /// An accepted event, as the event store keeps it.
@@ -126,42 +160,75 @@ struct Emitted {
     sequences: Vec<(Id, u64)>,
 }
 
-/// What is kept of a trade's live version. The booked form is boxed so the
-/// live map's entries stay 40 bytes: growing the map moves those, not the
-/// trades.
-struct Live {
-    version: u64,
-    /// Position key and booked form; `None` for a live CANCEL.
-    booked: Option<Box<(Id, BookedTrade)>>,
+/// Where a trade's live version is booked: what it takes to name the trade
+/// to the booking stage (which holds it) and to retract its quantity from
+/// the break rule's input, without a copy of the trade.
+#[derive(Clone, Copy)]
+struct BookedAt {
+    /// Index into [`VersionState::positions`].
+    position: u32,
+    trade_date: Date,
+    trade_time: Option<Instant>,
+    /// Signed (SELL negative).
+    quantity: Dec8,
+}
+
+/// What the versions stage keeps of one trade id.
+#[derive(Default)]
+struct TradeState {
+    /// The duplicate rule's memory.
+    prints: Prints,
+    /// The live version; 0 until the trade's first timestamp ends.
+    live_version: u64,
+    /// Where the live version is booked; `None` for a live CANCEL.
+    booked: Option<BookedAt>,
 }
 
 /// The state of the versions operator on one worker: the duplicate rule and
 /// the live version of each trade it owns.
 #[derive(Default)]
 struct VersionState {
-    /// One entry per trade id: the duplicate rule's memory and the live
-    /// version, found with one lookup.
-    trades: HashMap<Id, TradeState>,
-}
-
-/// What the versions stage keeps of one trade id.
-#[derive(Default)]
-struct TradeState {
-    /// `(version, fingerprint)` of every accepted version (the duplicate rule).
-    prints: Vec<(u64, u128)>,
-    /// The live version: `None` only before the trade's first timestamp
-    /// ends, and while a timestamp that changes it is being admitted.
-    live: Option<Live>,
+    trades: TradeSlots<TradeState>,
+    /// Position keys a live trade is booked in, by index (never removed:
+    /// bounded by the positions ever seen).
+    positions: Vec<Id>,
+    position_index: HashMap<Id, u32>,
+    /// Per timestamp: trade slot -> the newest version accepted now (kept
+    /// to reuse its memory).
+    touched: HashMap<SlotId, TradeVersion>,
 }
 
 impl VersionState {
+    /// The index of a position key, added when new.
+    fn position_of(&mut self, key: &Id) -> u32 {
+        if let Some(&index) = self.position_index.get(key) {
+            return index;
+        }
+        // A capacity limit (each position holds at least one trade slot, so
+        // the trade slots' own limit is reached first), asserted.
+        assert!(
+            self.positions.len() < u32::MAX as usize,
+            "more than u32::MAX positions on one worker"
+        );
+        let index = self.positions.len() as u32;
+        self.positions.push(key.clone());
+        self.position_index.insert(key.clone(), index);
+        index
+    }
+
+    /// Where `booked` is now booked, as kept in a trade's state.
+    fn booked_at(&mut self, position: &Id, booked: &BookedTrade) -> BookedAt {
+        BookedAt {
+            position: self.position_of(position),
+            trade_date: booked.key.trade_date,
+            trade_time: booked.key.trade_time,
+            quantity: signed_quantity(booked),
+        }
+    }
+
     /// Admits one timestamp's events, in source order.
     fn step(&mut self, time: Time, batch: Vec<Parsed>, emit: &mut Emitted) {
         let batch = in_source_order(batch);
-        // Trade id -> (its live entry before this timestamp, the newest version accepted now).
-        // A hash map: the order the touched trades leave in does not matter
-        // (their updates are a collection's), so no ordered map is needed.
-        let mut touched: HashMap<Id, (Option<Live>, TradeVersion)> = HashMap::default();
         for parsed in batch {
             let (source, version, payload) = match parsed {
                 Parsed::Candidate(source, version, payload) => (source, version, payload),
@@ -170,14 +237,16 @@ impl VersionState {
                     continue;
                 }
                 Parsed::Restore(restored) => {
-                    restore(*restored, &mut self.trades, time, emit);
+                    self.restore(*restored, time, emit);
                     continue;
                 }
             };
             let print = fingerprint(&version);
-            let state = self.trades.entry(version.trade_id.clone()).or_default();
-            match admit_to(&mut state.prints, *version, print) {
+            let slot = self.trades.slot_of(&version.trade_id);
+            let (_, state) = self.trades.get_mut(slot);
+            match state.prints.admit(*version, print) {
                 Admission::Accepted(version) => {
+                    let live_version = state.live_version;
                     if let Some(sequence) = version.sequence {
                         emit.sequences.push((version.account_id.clone(), sequence));
                     }
@@ -193,17 +262,15 @@ impl VersionState {
                         fingerprint: print,
                         payload,
                     });
-                    match touched.get_mut(&version.trade_id) {
-                        Some((_, newest)) => {
+                    match self.touched.get_mut(&slot) {
+                        Some(newest) => {
                             if newest.version < version.version {
                                 *newest = version;
                             }
                         }
                         None => {
-                            let current = state.live.as_ref().map(|l| l.version);
-                            if current.is_none_or(|v| v < version.version) {
-                                let old = state.live.take();
-                                touched.insert(version.trade_id.clone(), (old, version));
+                            if live_version < version.version {
+                                self.touched.insert(slot, version);
                             }
                         }
                     }
@@ -216,21 +283,94 @@ impl VersionState {
                 }),
             }
         }
-        for (trade_id, (old, new)) in touched {
-            let new_booked = new.booked().map(|b| (new.position_key(), b));
-            emit_changes(old.as_ref(), &new, new_booked.as_ref(), time, &mut |u| {
-                emit.book.push(u)
-            });
-            emit.live.push(LiveTrade {
+        let mut touched = std::mem::take(&mut self.touched);
+        for (slot, new) in touched.drain() {
+            self.make_live(slot, new, time, emit);
+        }
+        self.touched = touched;
+    }
+
+    /// Makes `new` the live version of the trade in `slot`: retracts the
+    /// old booked form, asserts the new one, names the positions touched
+    /// with the new version as their cause (the new version's position when
+    /// it is booked, and the old position when the trade left it), and
+    /// reports the new live version.
+    fn make_live(&mut self, slot: SlotId, new: TradeVersion, time: Time, emit: &mut Emitted) {
+        let new_booked = new.booked().map(|b| (new.position_key(), b));
+        let new_at = new_booked
+            .as_ref()
+            .map(|(position, booked)| self.booked_at(position, booked));
+        let (trade_id, state) = self.trades.get_mut(slot);
+        let old_at = state.booked;
+        state.live_version = new.version;
+        state.booked = new_at;
+        let cause = |key: LotKey| CauseEntry {
+            trade_id: new.trade_id.clone(),
+            version: new.version,
+            action: new.action,
+            correlation_id: new.correlation_id.clone(),
+            key,
+        };
+        if let Some(old) = old_at {
+            let position = &self.positions[old.position as usize];
+            let key = LotKey {
+                trade_date: old.trade_date,
+                trade_time: old.trade_time,
                 trade_id: trade_id.clone(),
-                version: new.version,
-                booked: new_booked.clone(),
-            });
-            let live = Live {
-                version: new.version,
-                booked: new_booked.map(Box::new),
             };
-            self.trades.entry(trade_id).or_default().live = Some(live);
+            if new_booked.as_ref().is_none_or(|(p, _)| p != position) {
+                emit.book.push((
+                    (position.clone(), BookInput::Cause(cause(key.clone()))),
+                    time,
+                    1,
+                ));
+            }
+            let remove = BookInput::Remove {
+                key,
+                quantity: old.quantity,
+            };
+            emit.book.push(((position.clone(), remove), time, -1));
+        }
+        if let Some((position, trade)) = &new_booked {
+            emit.book.push((
+                (position.clone(), BookInput::Cause(cause(trade.key.clone()))),
+                time,
+                1,
+            ));
+            emit.book.push((
+                (position.clone(), BookInput::Insert(trade.clone())),
+                time,
+                1,
+            ));
+        }
+        emit.live.push(LiveTrade {
+            trade_id: new.trade_id,
+            version: new.version,
+            booked: new_booked,
+        });
+    }
+
+    /// Installs a restored trade: the duplicate rule remembers its
+    /// fingerprints, its live version becomes live again and (when booked)
+    /// is asserted to the booking stage at `time`, with no cause: a restore
+    /// changes nothing, it rebuilds.
+    fn restore(&mut self, restored: RestoredTrade, time: Time, emit: &mut Emitted) {
+        let RestoredTrade {
+            live: trade,
+            fingerprints,
+        } = restored;
+        let at = trade
+            .booked
+            .as_ref()
+            .map(|(position, booked)| self.booked_at(position, booked));
+        let slot = self.trades.slot_of(&trade.trade_id);
+        let (_, state) = self.trades.get_mut(slot);
+        state.prints.restore(fingerprints);
+        state.live_version = trade.version;
+        state.booked = at;
+        if let Some((position, booked)) = trade.booked {
+            emit.book
+                .push(((position, BookInput::Insert(booked)), time, 1));
         }
     }
 }
@@ -316,34 +456,6 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
 /// The operator's outputs: book, accepted, rejected, duplicates, live, sequences.
 const OUTPUTS: usize = 6;
 
-/// Installs a restored trade: the duplicate rule remembers its fingerprints, its live
-/// version becomes live again and (when booked) is asserted to the booking
-/// stage at `time`, with no cause: a restore changes nothing, it rebuilds.
-fn restore(
-    restored: RestoredTrade,
-    trades: &mut HashMap<Id, TradeState>,
-    time: Time,
-    emit: &mut Emitted,
-) {
-    let RestoredTrade {
-        live: trade,
-        fingerprints,
-    } = restored;
-    let state = trades.entry(trade.trade_id.clone()).or_default();
-    restore_to(&mut state.prints, fingerprints);
-    if let Some((position, booked)) = &trade.booked {
-        emit.book.push((
-            (position.clone(), BookInput::Trade(booked.clone())),
-            time,
-            1,
-        ));
-    }
-    state.live = Some(Live {
-        version: trade.version,
-        booked: trade.booked.map(Box::new),
-    });
-}
-
 /// Sorts events by source position, moving each (large) event once.
 /// Restored trades (which have no source) come first.
 fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
@@ -366,46 +478,4 @@ fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
         .into_iter()
         .filter_map(|(_, i)| slots[i].take())
         .collect()
-}
-
-/// Retracts the old booked form, asserts the new one, and names the
-/// positions touched with the new version as their cause: the new version's
-/// position when it is booked, and the old position when the trade left it.
-fn emit_changes(
-    old: Option<&Live>,
-    new: &TradeVersion,
-    new_booked: Option<&(Id, BookedTrade)>,
-    time: Time,
-    give: &mut impl FnMut(((Id, BookInput), Time, Diff)),
-) {
-    let old_booked = old.and_then(|l| l.booked.as_deref());
-    let cause = |key: &LotKey| CauseEntry {
-        trade_id: new.trade_id.clone(),
-        version: new.version,
-        action: new.action,
-        correlation_id: new.correlation_id.clone(),
-        key: key.clone(),
-    };
-    if let Some((position, trade)) = old_booked {
-        give((
-            (position.clone(), BookInput::Trade(trade.clone())),
-            time,
-            -1,
-        ));
-        if new_booked.is_none_or(|(p, _)| p != position) {
-            give((
-                (position.clone(), BookInput::Cause(cause(&trade.key))),
-                time,
-                1,
-            ));
-        }
-    }
-    if let Some((position, trade)) = new_booked {
-        give(((position.clone(), BookInput::Trade(trade.clone())), time, 1));
-        give((
-            (position.clone(), BookInput::Cause(cause(&trade.key))),
-            time,
-            1,
-        ));
-    }
 }

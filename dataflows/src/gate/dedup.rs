@@ -21,46 +21,91 @@ pub enum Admission {
 /// Stateful gate: [`parse_event`] plus the duplicate / conflicting-duplicate
 /// rule, which depends on arrival order. Remembers a 128-bit fingerprint of
 /// every accepted `(trade_id, version)`; the first copy accepted stays.
-/// Kept per trade id (one key per trade, its versions in a short list), so
+/// Kept per trade id (one key per trade, its versions in [`Prints`]), so
 /// a lookup allocates nothing.
 #[derive(Default)]
 pub struct DuplicateRule {
-    accepted: HashMap<Id, Vec<(u64, u128)>>,
+    accepted: HashMap<Id, Prints>,
 }
 
-/// The duplicate rule for one trade id whose accepted `(version,
-/// fingerprint)` pairs are `prints` (the caller found them by the version's
-/// trade id): `Accepted` (and remembered) when the version is new,
-/// `Duplicate` when it was accepted with an equal fingerprint, else
-/// `Rejected` with `conflicting_duplicate`, the first copy staying.
-pub fn admit_to(prints: &mut Vec<(u64, u128)>, version: TradeVersion, print: u128) -> Admission {
-    match prints.iter().find(|(v, _)| *v == version.version) {
-        None => {
-            // Most trades have one version: room for exactly one (a plain
-            // `push` on an empty Vec reserves four, 96 bytes unused).
-            if prints.is_empty() {
-                prints.reserve_exact(1);
-            }
-            prints.push((version.version, print));
-            Admission::Accepted(version)
-        }
-        Some((_, known)) if *known == print => Admission::Duplicate(version),
-        Some(_) => Admission::Rejected(Rejection {
-            kind: RejectKind::ConflictingDuplicate,
-            detail: format!(
-                "{} v{} already accepted with different content",
-                version.trade_id, version.version
-            ),
-        }),
+/// The duplicate rule's memory of one trade id: the `(version, fingerprint)`
+/// of every accepted version, the first copy of each. The first accepted
+/// version is held inline (most trades have one version, and then this is
+/// 32 bytes and no allocation); later ones in a boxed list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prints {
+    /// The first accepted pair; version 0 (never a valid version) when empty.
+    first: (u64, u128),
+    /// Every later accepted pair, in acceptance order (a boxed slice: 8
+    /// bytes when absent; rebuilt on each rare amendment).
+    more: Option<Box<[(u64, u128)]>>,
+}
+
+impl Prints {
+    /// Every remembered `(version, fingerprint)`, in acceptance order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
+        let first = (self.first.0 != 0).then_some(self.first);
+        first
+            .into_iter()
+            .chain(self.more.iter().flat_map(|m| m.iter().copied()))
     }
-}
 
-/// Adds restored `(version, fingerprint)` pairs to one trade id's `prints`;
-/// a version already there keeps its first fingerprint.
-pub fn restore_to(prints: &mut Vec<(u64, u128)>, restored: Vec<(u64, u128)>) {
-    for (version, print) in restored {
-        if !prints.iter().any(|(v, _)| *v == version) {
-            prints.push((version, print));
+    /// Number of remembered versions.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.0 != 0) + self.more.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// True when no version was accepted.
+    pub fn is_empty(&self) -> bool {
+        self.first.0 == 0
+    }
+
+    /// The fingerprint accepted for `version`, if any.
+    fn get(&self, version: u64) -> Option<u128> {
+        self.iter().find(|(v, _)| *v == version).map(|(_, p)| p)
+    }
+
+    /// Remembers `(version, print)`; the caller has checked it is not known.
+    fn push(&mut self, version: u64, print: u128) {
+        debug_assert!(version != 0, "trade versions start at 1");
+        if self.first.0 == 0 {
+            self.first = (version, print);
+        } else {
+            let mut more = self.more.take().map(Vec::from).unwrap_or_default();
+            more.push((version, print));
+            self.more = Some(more.into_boxed_slice());
+        }
+    }
+
+    /// The duplicate rule for one trade id whose memory this is (the caller
+    /// found it by the version's trade id): `Accepted` (and remembered) when
+    /// the version is new, `Duplicate` when it was accepted with an equal
+    /// fingerprint, else `Rejected` with `conflicting_duplicate`, the first
+    /// copy staying.
+    pub fn admit(&mut self, version: TradeVersion, print: u128) -> Admission {
+        match self.get(version.version) {
+            None => {
+                self.push(version.version, print);
+                Admission::Accepted(version)
+            }
+            Some(known) if known == print => Admission::Duplicate(version),
+            Some(_) => Admission::Rejected(Rejection {
+                kind: RejectKind::ConflictingDuplicate,
+                detail: format!(
+                    "{} v{} already accepted with different content",
+                    version.trade_id, version.version
+                ),
+            }),
+        }
+    }
+
+    /// Adds restored `(version, fingerprint)` pairs; a version already
+    /// remembered keeps its first fingerprint.
+    pub fn restore(&mut self, restored: Vec<(u64, u128)>) {
+        for (version, print) in restored {
+            if version != 0 && self.get(version).is_none() {
+                self.push(version, print);
+            }
         }
     }
 }
@@ -104,11 +149,13 @@ impl DuplicateRule {
     /// has computed already (and keeps, e.g. to persist it).
     pub fn admit_fingerprinted(&mut self, version: TradeVersion, print: u128) -> Admission {
         match self.accepted.get_mut(&version.trade_id) {
-            Some(prints) => admit_to(prints, version, print),
+            Some(prints) => prints.admit(version, print),
             None => {
-                self.accepted
-                    .insert(version.trade_id.clone(), vec![(version.version, print)]);
-                Admission::Accepted(version)
+                let mut prints = Prints::default();
+                let trade_id = version.trade_id.clone();
+                let admission = prints.admit(version, print);
+                self.accepted.insert(trade_id, prints);
+                admission
             }
         }
     }
@@ -117,11 +164,14 @@ impl DuplicateRule {
     /// (a restart restoring the gate's state). Pairs already known are kept
     /// as they are: the first copy accepted stays.
     pub fn restore(&mut self, trade_id: Id, fingerprints: Vec<(u64, u128)>) {
-        restore_to(self.accepted.entry(trade_id).or_default(), fingerprints);
+        self.accepted
+            .entry(trade_id)
+            .or_default()
+            .restore(fingerprints);
     }
 
     /// Number of distinct `(trade_id, version)` pairs accepted so far.
     pub fn accepted_count(&self) -> usize {
-        self.accepted.values().map(Vec::len).sum()
+        self.accepted.values().map(Prints::len).sum()
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use crate::trade::TradeVersion;
-pub use dedup::{admit_to, fingerprint, restore_to, Admission, DuplicateRule};
+pub use dedup::{fingerprint, Admission, DuplicateRule, Prints};
 pub use fields::parse_event;
 pub use market::{parse_price_tick, parse_statement, PriceTick, Statement};
 

@@ -40,7 +40,7 @@ use crate::decimal::{Amount, Dec8};
 use crate::engine::{DeadLetter, Diff, Engine, RawEvent, SourceRef, Time};
 use crate::gate::{parse_price_tick, parse_statement, PriceTick, Rejection, Statement};
 use crate::id::Id;
-use crate::trade::{Date, Instant, Side};
+use crate::trade::{Date, Instant};
 
 use breaks::BreakInput;
 
@@ -202,7 +202,7 @@ pub struct Reconciliation<'scope> {
 }
 
 /// Each item of a stream as an insert at the time it travels at.
-fn as_inserts<'scope, D: ExchangeData + Clone>(
+pub(crate) fn as_inserts<'scope, D: ExchangeData + Clone>(
     stream: StreamVec<'scope, Time, D>,
     name: &str,
 ) -> VecCollection<'scope, Time, D, Diff> {
@@ -426,13 +426,10 @@ fn break_part<'scope>(
         );
     let statement_inputs = live
         .map(|(position, ((date, _), quantity))| BreakInput::Statement(position, date, quantity));
-    let trades = engine.booked.clone().map(|(position, trade)| {
-        let signed = match trade.side {
-            Side::Buy => trade.quantity,
-            Side::Sell => trade.quantity.negated(),
-        };
-        BreakInput::Trade(position, trade.key.trade_date, signed)
-    });
+    let trades = engine
+        .booked
+        .clone()
+        .map(|(position, (date, signed))| BreakInput::Trade(position, date, signed));
     let breaks = breaks::breaks(trades.concat(statement_inputs), tolerance);
 
     (live_statements, breaks, rejected_custodian)
