@@ -27,7 +27,7 @@ use crate::correction::{Cause, Correction};
 use crate::decimal::Dec8;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
-use crate::trade::{BookedTrade, LotKey, LotMethod};
+use crate::trade::{BookedTrade, Date, LotKey, LotMethod};
 
 /// A position whose arithmetic overflowed at `time`. Its last good state
 /// stays published; later changes to it are reported here instead.
@@ -44,24 +44,28 @@ pub struct Fault {
 /// Outputs of the booking stage.
 pub(super) struct BookStreams<'scope> {
     pub lots: VecCollection<'scope, Time, (Id, Lot), Diff>,
+    /// `(trade_date, signed quantity)` of each booked trade, by position.
+    pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
     pub positions: VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
     pub faults: StreamVec<'scope, Time, Fault>,
 }
 
 type InputUpdate = ((Id, BookInput), Time, Diff);
+type BookedUpdate = ((Id, (Date, Dec8)), Time, Diff);
 type MethodUpdate = ((Id, LotMethod), Time, Diff);
 /// One timestamp's buffered input: a capability per output to emit at it,
 /// trade/cause updates and method-map updates.
 type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
 
-/// The operator's outputs: lots, positions, corrections, faults.
-const OUTPUTS: usize = 4;
+/// The operator's outputs: lots, positions, corrections, faults, booked.
+const OUTPUTS: usize = 5;
 
 /// One timestamp's results, by output.
 #[derive(Default)]
 struct BookEmitted {
     lots: Vec<((Id, Lot), Time, Diff)>,
+    booked: Vec<BookedUpdate>,
     positions: Vec<((Id, PositionSummary), Time, Diff)>,
     corrections: Vec<(Correction, Time, Diff)>,
     faults: Vec<Fault>,
@@ -80,11 +84,13 @@ pub(super) fn book<'scope>(
         builder.new_output::<Vec<((Id, PositionSummary), Time, Diff)>>();
     let (corrections_out, corrections) = builder.new_output::<Vec<(Correction, Time, Diff)>>();
     let (faults_out, faults) = builder.new_output::<Vec<Fault>>();
+    let (booked_out, booked) = builder.new_output::<Vec<BookedUpdate>>();
     let mut lots_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(lots_out);
     let mut positions_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(positions_out);
     let mut corrections_out =
         OutputBuilder::<_, CapacityContainerBuilder<_>>::from(corrections_out);
     let mut faults_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(faults_out);
+    let mut booked_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(booked_out);
     builder.build(move |_initial| {
         let mut state = BookState::default();
         let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
@@ -104,6 +110,7 @@ pub(super) fn book<'scope>(
             let mut positions_h = positions_out.activate();
             let mut corrections_h = corrections_out.activate();
             let mut faults_h = faults_out.activate();
+            let mut booked_h = booked_out.activate();
             while let Some(time) = pending.keys().next().copied() {
                 if frontiers[0].less_equal(&time) || frontiers[1].less_equal(&time) {
                     break;
@@ -121,11 +128,13 @@ pub(super) fn book<'scope>(
                     .session(&caps[2])
                     .give_container(&mut out.corrections);
                 faults_h.session(&caps[3]).give_container(&mut out.faults);
+                booked_h.session(&caps[4]).give_container(&mut out.booked);
             }
         }
     });
     BookStreams {
         lots: lots.as_collection(),
+        booked: booked.as_collection(),
         positions: positions.as_collection(),
         corrections: corrections.as_collection(),
         faults,
@@ -137,8 +146,8 @@ pub(super) fn book<'scope>(
 struct PositionWork {
     /// Booked trades asserted (+1), and (once resolved) retracted (-1).
     trades: Vec<(BookedTrade, Diff)>,
-    /// Keys of trades that leave, with their signed quantities.
-    removed: Vec<(LotKey, Dec8)>,
+    /// Keys of trades that leave.
+    removed: Vec<LotKey>,
     causes: Vec<CauseEntry>,
     method_change: Option<LotMethod>,
 }
@@ -193,7 +202,7 @@ impl BookState {
             let w = work.entry(position).or_default();
             match input {
                 BookInput::Insert(t) => w.trades.push((t, diff)),
-                BookInput::Remove { key, quantity } => w.removed.push((key, quantity)),
+                BookInput::Remove(key) => w.removed.push(key),
                 BookInput::Cause(c) => w.causes.push(c),
             }
         }
@@ -262,6 +271,13 @@ impl BookState {
                     continue;
                 }
             };
+            // What the break rule reads: the booked trades that changed.
+            for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
+                for trade in trades {
+                    let dated = (trade.key.trade_date, signed_quantity(trade));
+                    out.booked.push(((position.clone(), dated), time, diff));
+                }
+            }
             let after = book.summary().clone();
             let now_empty = book.is_empty();
             if now_empty {
@@ -315,22 +331,16 @@ impl BookState {
 }
 
 /// Adds each trade that leaves (by key) to `trades` with diff -1, as the
-/// book holds it; an error when the book does not hold it or its quantity
-/// is not the one the versions stage named (both would be engine bugs).
+/// book holds it; an error (an engine bug) when the book does not hold it.
 fn resolve_removed(
     book: &PositionBook,
-    removed: &[(LotKey, Dec8)],
+    removed: &[LotKey],
     trades: &mut Vec<(BookedTrade, Diff)>,
 ) -> Result<(), BookError> {
-    for (key, quantity) in removed {
+    for key in removed {
         let trade = book
             .get(key)
             .ok_or_else(|| BookError::Invariant(format!("removing {key:?} that is not booked")))?;
-        if signed_quantity(trade) != *quantity {
-            return Err(BookError::Invariant(format!(
-                "removing {key:?}: the booked trade with that key differs"
-            )));
-        }
         trades.push((trade.clone(), -1));
     }
     Ok(())

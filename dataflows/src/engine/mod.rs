@@ -6,12 +6,16 @@
 //!                                   (gate: duplicate rule, highest version) ├─► duplicates
 //!                                                                           └─► book_input
 //! book_input = (position_key, +insert booked trade | -remove by key | cause)
-//! book_input ──dated quantities──► booked                        (a collection; read by the break rule)
 //! book_input ──exchange(position_key)──┐
 //! methods ──broadcast──────────────────┴► book ──┬─► lots         [arranged by position]
 //!                                                ├─► positions    [arranged by position]
 //!                                                ├─► corrections
+//!                                                ├─► booked       (dated quantities; read by the break rule)
 //!                                                └─► faults
+//!
+//! The booking stage holds the one copy of each live trade: the versions
+//! stage keeps only where a trade is booked (position and lot key) and
+//! names it by key when it leaves.
 //! ```
 //!
 //! Every stage is keyed so that a multi-worker run computes the same result:
@@ -79,9 +83,10 @@ pub type Arrangement<'scope, K, V> = Arranged<'scope, TraceAgent<ValSpine<K, V, 
 pub struct Engine<'scope> {
     /// Live trades as the break rule reads them: `(trade_date, signed
     /// quantity)` of the live version of every trade that is not cancelled,
-    /// by position key. A collection, not an arrangement: its one reader
-    /// reads it as a stream, so a trace of it would be a copy of every live
-    /// trade that nothing reads.
+    /// by position key, as the booking stage applied them (a quarantined
+    /// position's later changes are not in it). A collection, not an
+    /// arrangement: its one reader reads it as a stream, so a trace of it
+    /// would be a copy of every live trade that nothing reads.
     pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
     /// Open lots by position key.
     pub lots: Arrangement<'scope, Id, Lot>,
@@ -126,13 +131,9 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         methods,
     } = inputs;
     let intake = intake::intake(raw, Some(rejected), Some(restore));
-    let booked = intake
-        .book_input
-        .clone()
-        .flat_map(|(position, input)| input.dated_quantity().map(|q| (position, q)));
     let book = book_stage::book(intake.book_input, methods);
     Engine {
-        booked,
+        booked: book.booked,
         lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
         positions: book
             .positions

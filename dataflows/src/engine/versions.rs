@@ -47,30 +47,11 @@ pub struct CauseEntry {
 pub enum BookInput {
     /// A trade enters the position (an update with diff +1).
     Insert(BookedTrade),
-    /// The trade booked under `key` leaves the position (an update with
-    /// diff -1). `quantity` is its signed booked quantity (BUY +, SELL -),
-    /// what the break rule subtracts; the booking stage checks it against
-    /// the trade it holds.
-    Remove {
-        /// The leaving trade's key.
-        key: LotKey,
-        /// Its signed quantity.
-        quantity: Dec8,
-    },
+    /// The trade booked under this key leaves the position (an update with
+    /// diff -1).
+    Remove(LotKey),
     /// Why the position changes at this time.
     Cause(CauseEntry),
-}
-
-impl BookInput {
-    /// `(trade_date, signed quantity)` of an inserted or removed trade (the
-    /// update's diff says which); `None` for a cause.
-    pub fn dated_quantity(&self) -> Option<(Date, Dec8)> {
-        match self {
-            BookInput::Insert(trade) => Some((trade.key.trade_date, signed_quantity(trade))),
-            BookInput::Remove { key, quantity } => Some((key.trade_date, *quantity)),
-            BookInput::Cause(_) => None,
-        }
-    }
 }
 
 /// A booked trade's quantity, negative for a SELL.
@@ -160,28 +141,65 @@ struct Emitted {
     sequences: Vec<(Id, u64)>,
 }
 
-/// Where a trade's live version is booked: what it takes to name the trade
-/// to the booking stage (which holds it) and to retract its quantity from
-/// the break rule's input, without a copy of the trade.
+/// Where a trade's live version is booked: the position and the key the
+/// booking stage (which holds the one copy of the trade) finds it by. Packed
+/// to 24 bytes: `position == NOT_BOOKED` for a live CANCEL (or no live
+/// version yet), `time_nanos == NO_TIME` when the trade has no time.
 #[derive(Clone, Copy)]
 struct BookedAt {
     /// Index into [`VersionState::positions`].
     position: u32,
     trade_date: Date,
-    trade_time: Option<Instant>,
-    /// Signed (SELL negative).
-    quantity: Dec8,
+    time_secs: i64,
+    time_nanos: u32,
 }
 
-/// What the versions stage keeps of one trade id.
+/// [`BookedAt::position`] of a trade that is not booked.
+const NOT_BOOKED: u32 = u32::MAX;
+/// [`BookedAt::time_nanos`] of a trade without a time (never a valid
+/// nanosecond count: those stay below 2*10^9 even in a leap second).
+const NO_TIME: u32 = u32::MAX;
+
+impl Default for BookedAt {
+    fn default() -> BookedAt {
+        BookedAt {
+            position: NOT_BOOKED,
+            trade_date: Date(0),
+            time_secs: 0,
+            time_nanos: NO_TIME,
+        }
+    }
+}
+
+impl BookedAt {
+    /// The position index and lot key of the trade `trade_id`, when booked.
+    fn key(&self, trade_id: &Id) -> Option<(u32, LotKey)> {
+        if self.position == NOT_BOOKED {
+            return None;
+        }
+        let trade_time = (self.time_nanos != NO_TIME).then_some(Instant {
+            secs: self.time_secs,
+            nanos: self.time_nanos,
+        });
+        let key = LotKey {
+            trade_date: self.trade_date,
+            trade_time,
+            trade_id: trade_id.clone(),
+        };
+        Some((self.position, key))
+    }
+}
+
+/// What the versions stage keeps of one trade id (56 bytes; with its id
+/// and table entry about 90 bytes a trade).
 #[derive(Default)]
 struct TradeState {
     /// The duplicate rule's memory.
     prints: Prints,
     /// The live version; 0 until the trade's first timestamp ends.
     live_version: u64,
-    /// Where the live version is booked; `None` for a live CANCEL.
-    booked: Option<BookedAt>,
+    /// Where the live version is booked.
+    booked: BookedAt,
 }
 
 /// The state of the versions operator on one worker: the duplicate rule and
@@ -216,13 +234,21 @@ impl VersionState {
         index
     }
 
-    /// Where `booked` is now booked, as kept in a trade's state.
-    fn booked_at(&mut self, position: &Id, booked: &BookedTrade) -> BookedAt {
+    /// Where `booked` is booked, as kept in a trade's state.
+    fn booked_at(&mut self, booked: Option<&(Id, BookedTrade)>) -> BookedAt {
+        let Some((position, trade)) = booked else {
+            return BookedAt::default();
+        };
+        let (time_secs, time_nanos) = match trade.key.trade_time {
+            Some(t) => (t.secs, t.nanos),
+            None => (0, NO_TIME),
+        };
+        debug_assert!(time_nanos != NO_TIME || trade.key.trade_time.is_none());
         BookedAt {
             position: self.position_of(position),
-            trade_date: booked.key.trade_date,
-            trade_time: booked.key.trade_time,
-            quantity: signed_quantity(booked),
+            trade_date: trade.key.trade_date,
+            time_secs,
+            time_nanos,
         }
     }
 
@@ -297,11 +323,9 @@ impl VersionState {
     /// reports the new live version.
     fn make_live(&mut self, slot: SlotId, new: TradeVersion, time: Time, emit: &mut Emitted) {
         let new_booked = new.booked().map(|b| (new.position_key(), b));
-        let new_at = new_booked
-            .as_ref()
-            .map(|(position, booked)| self.booked_at(position, booked));
+        let new_at = self.booked_at(new_booked.as_ref());
         let (trade_id, state) = self.trades.get_mut(slot);
-        let old_at = state.booked;
+        let old = state.booked.key(trade_id);
         state.live_version = new.version;
         state.booked = new_at;
         let cause = |key: LotKey| CauseEntry {
@@ -311,13 +335,8 @@ impl VersionState {
             correlation_id: new.correlation_id.clone(),
             key,
         };
-        if let Some(old) = old_at {
-            let position = &self.positions[old.position as usize];
-            let key = LotKey {
-                trade_date: old.trade_date,
-                trade_time: old.trade_time,
-                trade_id: trade_id.clone(),
-            };
+        if let Some((old_position, key)) = old {
+            let position = &self.positions[old_position as usize];
             if new_booked.as_ref().is_none_or(|(p, _)| p != position) {
                 emit.book.push((
                     (position.clone(), BookInput::Cause(cause(key.clone()))),
@@ -325,11 +344,8 @@ impl VersionState {
                     1,
                 ));
             }
-            let remove = BookInput::Remove {
-                key,
-                quantity: old.quantity,
-            };
-            emit.book.push(((position.clone(), remove), time, -1));
+            emit.book
+                .push(((position.clone(), BookInput::Remove(key)), time, -1));
         }
         if let Some((position, trade)) = &new_booked {
             emit.book.push((
@@ -359,10 +375,7 @@ impl VersionState {
             live: trade,
             fingerprints,
         } = restored;
-        let at = trade
-            .booked
-            .as_ref()
-            .map(|(position, booked)| self.booked_at(position, booked));
+        let at = self.booked_at(trade.booked.as_ref());
         let slot = self.trades.slot_of(&trade.trade_id);
         let (_, state) = self.trades.get_mut(slot);
         state.prints.restore(fingerprints);
@@ -478,4 +491,48 @@ fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
         .into_iter()
         .filter_map(|(_, i)| slots[i].take())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-trade memory budget of this stage (docs/bench): a trade's
+    /// state, its id and its table entry.
+    #[test]
+    fn a_trades_state_stays_within_its_budget() {
+        assert_eq!(std::mem::size_of::<Prints>(), 32);
+        assert_eq!(std::mem::size_of::<BookedAt>(), 24);
+        assert!(std::mem::size_of::<TradeState>() <= 64);
+        assert!(std::mem::size_of::<(Id, TradeState)>() <= 88);
+    }
+
+    #[test]
+    fn a_booked_position_and_key_round_trip() {
+        let mut state = VersionState::default();
+        let trade_id = Id::from("T1");
+        for trade_time in [
+            None,
+            Some(Instant {
+                secs: -5,
+                nanos: 1_000_000_001,
+            }),
+        ] {
+            let key = LotKey {
+                trade_date: Date(20260102),
+                trade_time,
+                trade_id: trade_id.clone(),
+            };
+            let booked = BookedTrade {
+                key: key.clone(),
+                side: Side::Sell,
+                quantity: Dec8(5),
+                price: Dec8(7),
+            };
+            let at = state.booked_at(Some(&(Id::from("A_B_S"), booked)));
+            assert_eq!(at.key(&trade_id), Some((0, key)));
+        }
+        assert_eq!(BookedAt::default().key(&trade_id), None);
+        assert_eq!(state.positions, vec![Id::from("A_B_S")]);
+    }
 }

@@ -31,33 +31,49 @@ pub struct DuplicateRule {
 /// The duplicate rule's memory of one trade id: the `(version, fingerprint)`
 /// of every accepted version, the first copy of each. The first accepted
 /// version is held inline (most trades have one version, and then this is
-/// 32 bytes and no allocation); later ones in a boxed list.
+/// 32 bytes and no allocation); later ones in a list behind one pointer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Prints {
-    /// The first accepted pair; version 0 (never a valid version) when empty.
-    first: (u64, u128),
-    /// Every later accepted pair, in acceptance order (a boxed slice: 8
-    /// bytes when absent; rebuilt on each rare amendment).
-    more: Option<Box<[(u64, u128)]>>,
+    /// The first accepted version; 0 (never a valid version) when empty.
+    first_version: u64,
+    /// Its fingerprint as two halves (low, high): two `u64`s keep this
+    /// struct 8-byte aligned, where a `u128` would pad it to 48 bytes.
+    first_print: [u64; 2],
+    /// Every later accepted pair, in acceptance order.
+    more: Option<Box<LaterPrints>>,
+}
+
+/// The pairs of a trade's second and later accepted versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct LaterPrints(Vec<(u64, u128)>);
+
+/// A fingerprint as two `u64` halves, and back.
+fn halves(print: u128) -> [u64; 2] {
+    [print as u64, (print >> 64) as u64]
+}
+
+fn joined([low, high]: [u64; 2]) -> u128 {
+    u128::from(low) | (u128::from(high) << 64)
 }
 
 impl Prints {
     /// Every remembered `(version, fingerprint)`, in acceptance order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
-        let first = (self.first.0 != 0).then_some(self.first);
+        let first =
+            (self.first_version != 0).then(|| (self.first_version, joined(self.first_print)));
         first
             .into_iter()
-            .chain(self.more.iter().flat_map(|m| m.iter().copied()))
+            .chain(self.more.iter().flat_map(|m| m.0.iter().copied()))
     }
 
     /// Number of remembered versions.
     pub fn len(&self) -> usize {
-        usize::from(self.first.0 != 0) + self.more.as_ref().map_or(0, |m| m.len())
+        usize::from(self.first_version != 0) + self.more.as_ref().map_or(0, |m| m.0.len())
     }
 
     /// True when no version was accepted.
     pub fn is_empty(&self) -> bool {
-        self.first.0 == 0
+        self.first_version == 0
     }
 
     /// The fingerprint accepted for `version`, if any.
@@ -68,12 +84,11 @@ impl Prints {
     /// Remembers `(version, print)`; the caller has checked it is not known.
     fn push(&mut self, version: u64, print: u128) {
         debug_assert!(version != 0, "trade versions start at 1");
-        if self.first.0 == 0 {
-            self.first = (version, print);
+        if self.first_version == 0 {
+            self.first_version = version;
+            self.first_print = halves(print);
         } else {
-            let mut more = self.more.take().map(Vec::from).unwrap_or_default();
-            more.push((version, print));
-            self.more = Some(more.into_boxed_slice());
+            self.more.get_or_insert_default().0.push((version, print));
         }
     }
 
@@ -173,5 +188,36 @@ impl DuplicateRule {
     /// Number of distinct `(trade_id, version)` pairs accepted so far.
     pub fn accepted_count(&self) -> usize {
         self.accepted.values().map(Prints::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_remember_every_version_with_its_full_fingerprint() {
+        let mut prints = Prints::default();
+        assert!(prints.is_empty());
+        let pairs = [
+            (1, u128::MAX - 3),
+            (4, 1u128 << 64),
+            (2, 7),
+            (9, (3u128 << 100) | 5),
+        ];
+        for (version, print) in pairs {
+            assert_eq!(prints.get(version), None);
+            prints.push(version, print);
+        }
+        assert_eq!(prints.len(), 4);
+        assert_eq!(prints.iter().collect::<Vec<_>>(), pairs.to_vec());
+        for (version, print) in pairs {
+            assert_eq!(prints.get(version), Some(print));
+        }
+        // Restoring keeps the first fingerprint of a known version.
+        prints.restore(vec![(4, 0), (10, 11)]);
+        assert_eq!(prints.get(4), Some(1u128 << 64));
+        assert_eq!(prints.get(10), Some(11));
+        assert_eq!(prints.len(), 5);
     }
 }
