@@ -168,8 +168,11 @@ impl LotChanges {
 pub struct PositionBook {
     method: LotMethod,
     chunks: Vec<Chunk>,
-    /// The booking of a HIFO position (chunks hold no open lots then).
-    hifo: HifoBook,
+    /// The booking of a HIFO position (chunks hold no open lots then);
+    /// `None` under FIFO and LIFO, so those books do not carry it.
+    hifo: Option<Box<HifoBook>>,
+    /// The trades a HIFO booking keeps after its checkpoint.
+    hifo_tail_trades: usize,
     /// Sums over all chunks.
     totals: ChunkSums,
     summary: PositionSummary,
@@ -208,7 +211,8 @@ impl PositionBook {
         PositionBook {
             method,
             chunks: Vec::new(),
-            hifo: HifoBook::with_tail(hifo_tail_trades),
+            hifo: None,
+            hifo_tail_trades,
             totals: ChunkSums::default(),
             summary: PositionSummary::default(),
             retired: Vec::new(),
@@ -251,7 +255,7 @@ impl PositionBook {
     /// Every open lot, sorted by `lot_id`.
     pub fn lots(&self) -> Vec<Lot> {
         if self.method == LotMethod::Hifo {
-            return self.hifo.lots().cloned().collect();
+            return self.hifo.iter().flat_map(|h| h.lots().cloned()).collect();
         }
         let mut lots: Vec<Lot> = self.chunks.iter().flat_map(Chunk::open_lots).collect();
         lots.sort_by(|a, b| a.lot_id.cmp(&b.lot_id));
@@ -305,9 +309,9 @@ impl PositionBook {
         self.method = method;
         self.touched = true;
         if leaving_hifo {
-            let fresh = HifoBook::with_tail(self.hifo.tail_trades());
-            let hifo = std::mem::replace(&mut self.hifo, fresh);
-            self.retired.extend(hifo.lots().cloned());
+            if let Some(hifo) = self.hifo.take() {
+                self.retired.extend(hifo.lots().cloned());
+            }
         }
         for chunk in &mut self.chunks {
             chunk.context = None;
@@ -344,6 +348,15 @@ impl PositionBook {
                 "inserting {:?}, which is booked already",
                 trade.key
             )));
+        }
+        // Grow by half (not double): a chunk's unused room stays under a
+        // third of it, which counts for the many small positions.
+        let len = chunk.trades.len();
+        if len == chunk.trades.capacity() {
+            chunk.trades.reserve_exact((len / 2).max(4));
+        }
+        if chunk.open.len() == chunk.open.capacity() {
+            chunk.open.reserve_exact((len / 2).max(4));
         }
         chunk.trades.insert(at, trade.clone());
         chunk.open.insert(at, Dec8::ZERO);
@@ -422,7 +435,11 @@ impl PositionBook {
             return Ok(());
         }
         let trades = Segments::new(self.chunks.iter().map(|c| c.trades.as_slice()).collect());
-        let (closed, opened) = self.hifo.rebook(&trades, first_changed)?;
+        let tail = self.hifo_tail_trades;
+        let hifo = self
+            .hifo
+            .get_or_insert_with(|| Box::new(HifoBook::with_tail(tail)));
+        let (closed, opened) = hifo.rebook(&trades, first_changed)?;
         self.retired.extend(closed);
         self.asserted.extend(opened);
         Ok(())
