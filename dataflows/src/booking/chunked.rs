@@ -371,6 +371,10 @@ impl PositionBook {
                 open: chunk.open.split_off(half),
                 ..Chunk::default()
             };
+            // The left half keeps the whole chunk's room otherwise: most
+            // inserts append to the last chunk, so it would stay half empty.
+            chunk.trades.shrink_to_fit();
+            chunk.open.shrink_to_fit();
             for t in &right.trades {
                 right.sums.apply(t, true)?;
                 chunk.sums.apply(t, false)?;

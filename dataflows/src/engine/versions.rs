@@ -192,12 +192,15 @@ impl BookedAt {
 
 /// What the versions stage keeps of one trade id (56 bytes; with its id
 /// and table entry about 90 bytes a trade).
+///
+/// The live version is not kept: outside the timestamp being admitted it
+/// is the highest accepted version, which `prints` knows. (A version
+/// accepted now that is higher puts the trade in `touched` until the
+/// timestamp ends and it becomes live; a lower one changes no maximum.)
 #[derive(Default)]
 struct TradeState {
     /// The duplicate rule's memory.
     prints: Prints,
-    /// The live version; 0 until the trade's first timestamp ends.
-    live_version: u64,
     /// Where the live version is booked.
     booked: BookedAt,
 }
@@ -270,9 +273,10 @@ impl VersionState {
             let print = fingerprint(&version);
             let slot = self.trades.slot_of(&version.trade_id);
             let (_, state) = self.trades.get_mut(slot);
+            // The live version, unless this timestamp touched the trade already.
+            let live_version = state.prints.highest_version();
             match state.prints.admit(*version, print) {
                 Admission::Accepted(version) => {
-                    let live_version = state.live_version;
                     if let Some(sequence) = version.sequence {
                         emit.sequences.push((version.account_id.clone(), sequence));
                     }
@@ -326,7 +330,7 @@ impl VersionState {
         let new_at = self.booked_at(new_booked.as_ref());
         let (trade_id, state) = self.trades.get_mut(slot);
         let old = state.booked.key(trade_id);
-        state.live_version = new.version;
+        debug_assert_eq!(state.prints.highest_version(), new.version);
         state.booked = new_at;
         let cause = |key: LotKey| CauseEntry {
             trade_id: new.trade_id.clone(),
@@ -379,7 +383,8 @@ impl VersionState {
         let slot = self.trades.slot_of(&trade.trade_id);
         let (_, state) = self.trades.get_mut(slot);
         state.prints.restore(fingerprints);
-        state.live_version = trade.version;
+        // A snapshot's fingerprints include its live version, the highest.
+        debug_assert_eq!(state.prints.highest_version(), trade.version);
         state.booked = at;
         if let Some((position, booked)) = trade.booked {
             emit.book
@@ -503,8 +508,8 @@ mod tests {
     fn a_trades_state_stays_within_its_budget() {
         assert_eq!(std::mem::size_of::<Prints>(), 32);
         assert_eq!(std::mem::size_of::<BookedAt>(), 24);
-        assert!(std::mem::size_of::<TradeState>() <= 64);
-        assert!(std::mem::size_of::<(Id, TradeState)>() <= 88);
+        assert!(std::mem::size_of::<TradeState>() <= 56);
+        assert!(std::mem::size_of::<(Id, TradeState)>() <= 80);
     }
 
     #[test]

@@ -71,6 +71,11 @@ impl Prints {
         usize::from(self.first_version != 0) + self.more.as_ref().map_or(0, |m| m.0.len())
     }
 
+    /// The highest remembered version; 0 when none.
+    pub fn highest_version(&self) -> u64 {
+        self.iter().map(|(v, _)| v).max().unwrap_or(0)
+    }
+
     /// True when no version was accepted.
     pub fn is_empty(&self) -> bool {
         self.first_version == 0
@@ -199,6 +204,7 @@ mod tests {
     fn prints_remember_every_version_with_its_full_fingerprint() {
         let mut prints = Prints::default();
         assert!(prints.is_empty());
+        assert_eq!(prints.highest_version(), 0);
         let pairs = [
             (1, u128::MAX - 3),
             (4, 1u128 << 64),
@@ -210,6 +216,7 @@ mod tests {
             prints.push(version, print);
         }
         assert_eq!(prints.len(), 4);
+        assert_eq!(prints.highest_version(), 9);
         assert_eq!(prints.iter().collect::<Vec<_>>(), pairs.to_vec());
         for (version, print) in pairs {
             assert_eq!(prints.get(version), Some(print));
