@@ -158,6 +158,23 @@ pub fn run_book(
     Ok(outcome)
 }
 
+/// Where `corrections.jsonl` is written while a run is under way: renamed
+/// by [`write_outputs`] once the run has succeeded, so a failed run leaves
+/// no file that looks complete.
+const PARTIAL_CORRECTIONS: &str = "corrections.jsonl.partial";
+
+/// Makes `options` write corrections into `dir` as timestamps complete
+/// (created if missing), instead of keeping every correction in memory
+/// until the end; [`write_outputs`] then completes the file.
+pub fn stream_corrections_to(options: &mut RunOptions, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(PARTIAL_CORRECTIONS);
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let writer = files::CorrectionsJsonl::new(BufWriter::with_capacity(1 << 20, file));
+    options.stream_corrections = Some(runner::CorrectionStream::new(writer));
+    Ok(())
+}
+
 /// Writes the reference files into `dir` (created if missing): lots,
 /// positions, rejections and corrections of `trades.md` and
 /// `corrections.md`, and valuations, breaks, gaps and the tick and statement
@@ -184,9 +201,16 @@ pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     write("rejected.jsonl", &mut |out| {
         files::write_rejected_jsonl(out, &mut outcome.rejected)
     })?;
-    write("corrections.jsonl", &mut |out| {
-        files::write_corrections_jsonl(out, &mut outcome.corrections)
-    })?;
+    if outcome.corrections_streamed {
+        // Written during the run ([`stream_corrections_to`]); complete now.
+        let (partial, path) = (dir.join(PARTIAL_CORRECTIONS), dir.join("corrections.jsonl"));
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+    } else {
+        write("corrections.jsonl", &mut |out| {
+            files::write_corrections_jsonl(out, &mut outcome.corrections)
+        })?;
+    }
     write("valuations.csv", &mut |out| {
         files::write_valuations_csv(out, &mut outcome.valuations)
     })?;
@@ -221,7 +245,7 @@ pub fn summary(outcome: &BookOutcome) -> String {
     text.push_str(&format!("lines          {}\n", outcome.lines));
     text.push_str(&format!("positions      {shown}\n"));
     text.push_str(&format!("open lots      {}\n", outcome.lots.len()));
-    text.push_str(&format!("corrections    {}\n", outcome.corrections.len()));
+    text.push_str(&format!("corrections    {}\n", outcome.correction_count));
     text.push_str(&format!("duplicates     {}\n", outcome.duplicates));
     text.push_str(&format!("rejected       {}\n", outcome.rejected.len()));
     for (kind, count) in by_kind {

@@ -190,6 +190,7 @@ fn main() -> Result<()> {
             let mut options = RunOptions::new(methods, batch_size as usize, usize::from(workers));
             options.max_event_bytes = max_line_bytes as usize;
             options.tolerance = tolerance;
+            book_file::stream_corrections_to(&mut options, &out)?;
             let mut outcome =
                 book_file::run_book(&trades, prices.as_deref(), custodian.as_deref(), &options)?;
             book_file::write_outputs(&mut outcome, &out)?;

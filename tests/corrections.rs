@@ -269,3 +269,59 @@ fn a_method_change_rebooks_the_position_with_a_method_change_cause() {
         .collect();
     assert_eq!(open, vec!["T1", "T4"]);
 }
+
+/// Collects what a run streams, in the order it arrives.
+struct Collected(Arc<std::sync::Mutex<Vec<Vec<Correction>>>>, bool);
+
+impl runner::CorrectionWriter for Collected {
+    fn write(&mut self, corrections: &[Correction]) -> Result<(), String> {
+        if self.1 {
+            return Err("disk full".into());
+        }
+        self.0.lock().unwrap().push(corrections.to_vec());
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn streamed_corrections_are_the_kept_ones_in_file_order() {
+    let lines = generated(11, 40, 3_000);
+    for (workers, batch_size) in [(1, 1000), (3, 7), (2, 1)] {
+        let kept = run_with(&lines, RunOptions::new(Vec::new(), batch_size, workers));
+        let mut expected = kept.corrections.clone();
+        expected.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
+        assert!(!expected.is_empty());
+
+        let sink = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut options = RunOptions::new(Vec::new(), batch_size, workers);
+        options.stream_corrections = Some(runner::CorrectionStream::new(Collected(
+            sink.clone(),
+            false,
+        )));
+        let streamed = run_with(&lines, options);
+        assert!(streamed.corrections_streamed);
+        assert!(streamed.corrections.is_empty(), "streamed, not kept");
+        assert_eq!(streamed.correction_count, kept.correction_count);
+        let batches = sink.lock().unwrap().clone();
+        // One call per timestamp that has corrections, each one timestamp.
+        for batch in &batches {
+            assert!(batch.iter().all(|c| c.as_of == batch[0].as_of));
+        }
+        let got: Vec<Correction> = batches.into_iter().flatten().collect();
+        assert_eq!(got, expected, "workers {workers}, batch {batch_size}");
+        assert_eq!(final_state(&streamed), final_state(&kept));
+    }
+}
+
+#[test]
+fn a_failing_correction_writer_fails_the_run() {
+    let lines = generated(12, 10, 500);
+    let mut options = RunOptions::new(Vec::new(), 50, 2);
+    let sink = Arc::new(std::sync::Mutex::new(Vec::new()));
+    options.stream_corrections = Some(runner::CorrectionStream::new(Collected(sink, true)));
+    let error = runner::run(Arc::new(lines), &options, None).expect_err("the writer fails");
+    assert!(error.to_string().contains("disk full"), "{error}");
+}

@@ -5,6 +5,7 @@
 pub mod booking;
 pub mod calendar;
 pub mod correction;
+pub mod correction_merge;
 pub mod decimal;
 pub mod driver;
 pub mod engine;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::correction::Correction;
+use crate::correction_merge::{CorrectionMerge, MergeMessage};
 use crate::decimal::Dec8;
 use crate::driver::{Capture, Driver, DriverOptions, TimestampOutput};
 use crate::engine::{DeadLetter, Fault, SourceRef, Time};
@@ -30,6 +31,43 @@ pub const MAX_WORKERS: usize = 256;
 /// Batches queued per worker between the reader and the worker.
 const BATCHES_QUEUED_PER_WORKER: usize = 2;
 
+/// Messages queued from the workers to the correction writer: a slow
+/// writer holds the workers back instead of growing memory.
+const MERGE_MESSAGES_QUEUED: usize = 64;
+
+/// Where a run writes corrections as it goes (instead of keeping them in
+/// the outcome). Called on a thread of the runner's own.
+pub trait CorrectionWriter: Send {
+    /// One engine timestamp's corrections, sorted by position key; the
+    /// timestamps come in order, so the calls together are exactly the
+    /// order of `corrections.jsonl`.
+    fn write(&mut self, corrections: &[Correction]) -> Result<(), String>;
+    /// The run has ended: every correction was written.
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+/// A [`CorrectionWriter`] handed to a run through [`RunOptions`] (which
+/// is cloned, so the writer sits behind a shared slot that the run empties).
+#[derive(Clone)]
+pub struct CorrectionStream(Arc<Mutex<Option<Box<dyn CorrectionWriter>>>>);
+
+impl CorrectionStream {
+    /// A stream into `writer`, for one run.
+    pub fn new(writer: impl CorrectionWriter + 'static) -> CorrectionStream {
+        CorrectionStream(Arc::new(Mutex::new(Some(Box::new(writer)))))
+    }
+
+    fn take(&self) -> Option<Box<dyn CorrectionWriter>> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+impl std::fmt::Debug for CorrectionStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CorrectionStream")
+    }
+}
+
 /// How to run the engine over a sequence of events.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -40,6 +78,9 @@ pub struct RunOptions {
     pub method_changes: Vec<MethodChange>,
     /// Keep every correction in the outcome (otherwise only count them).
     pub keep_corrections: bool,
+    /// Write corrections through this as timestamps complete, instead of
+    /// keeping them (then `keep_corrections` is ignored).
+    pub stream_corrections: Option<CorrectionStream>,
     /// Called by worker 0 once every event is processed, before the dataflow
     /// is torn down; its result lands in [`BookOutcome::probe_at_end`]
     /// (benchmarks read the allocator's live bytes here).
@@ -77,6 +118,9 @@ pub enum RunError {
     /// An output row ended with a multiplicity other than 0 or 1 (an engine bug).
     #[error("output row {0} has multiplicity {1}")]
     Multiplicity(String, isize),
+    /// The correction writer failed (its message).
+    #[error("writing corrections: {0}")]
+    Corrections(String),
 }
 
 /// The default longest event, in bytes (the service's `kafka.message_max_bytes`).
@@ -126,8 +170,10 @@ pub struct BookOutcome {
     pub lots: Vec<(Id, Lot)>,
     /// Position summaries (omitted positions included).
     pub positions: Vec<(Id, PositionSummary)>,
-    /// Every correction event.
+    /// Every correction event (empty when they were streamed).
     pub corrections: Vec<Correction>,
+    /// True when the corrections went to [`RunOptions::stream_corrections`].
+    pub corrections_streamed: bool,
     /// Every rejected line.
     pub rejected: Vec<DeadLetter>,
     /// Positions that overflowed.
@@ -161,6 +207,7 @@ impl RunOptions {
             methods,
             method_changes: Vec::new(),
             keep_corrections: true,
+            stream_corrections: None,
             probe_at_end: None,
             batch_size,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
@@ -311,17 +358,36 @@ pub fn run_with<S: EventSource>(
             .spawn(move || read_batches(source.as_ref(), &extra, &options, senders, progress))
             .map_err(|e| RunError::Worker(format!("starting the reader: {e}")))?
     };
+    let writer = options
+        .stream_corrections
+        .as_ref()
+        .and_then(CorrectionStream::take);
+    let streamed = writer.is_some();
+    let (merge_tx, merger) = match writer {
+        Some(writer) => {
+            let (tx, rx) = sync_channel::<MergeMessage>(MERGE_MESSAGES_QUEUED);
+            let merger = std::thread::Builder::new()
+                .name("deltabook-corrections".into())
+                .spawn(move || write_merged(rx, workers, writer))
+                .map_err(|e| RunError::Worker(format!("starting the correction writer: {e}")))?;
+            (Some(tx), Some(merger))
+        }
+        None => (None, None),
+    };
     let options = options.clone();
     let config = timely::Config::process(workers);
+    let worker_merge_tx = merge_tx.clone();
+    drop(merge_tx);
     let guards = timely::execute(config, move |worker| -> Result<Captured, String> {
         let index = worker.index();
+        let merge_tx = worker_merge_tx.clone();
         let input = receivers
             .lock()
             .map_err(|_| "input lock poisoned".to_string())?
             .get_mut(index)
             .and_then(Option::take)
             .ok_or_else(|| format!("no input for worker {index}"))?;
-        run_worker(worker, input, &options, inputs)
+        run_worker(worker, input, &options, inputs, merge_tx)
     })
     .map_err(RunError::Worker)?;
 
@@ -377,6 +443,13 @@ pub fn run_with<S: EventSource>(
     if let Some(e) = failure {
         return Err(e);
     }
+    if let Some(merger) = merger {
+        merger
+            .join()
+            .map_err(|_| RunError::Corrections("the correction writer panicked".into()))?
+            .map_err(RunError::Corrections)?;
+    }
+    outcome.corrections_streamed = streamed;
     outcome.lots = consolidate(lots)?;
     outcome.positions = consolidate(positions)?;
     outcome.valuations = consolidate(valuations)?;
@@ -478,13 +551,34 @@ fn run_worker(
     input: Receiver<Batch>,
     options: &RunOptions,
     inputs: InputKinds,
+    merge_tx: Option<SyncSender<MergeMessage>>,
 ) -> Result<Captured, String> {
     let mut captured = Captured::default();
-    let keep = options.keep_corrections;
+    let keep = options.keep_corrections && merge_tx.is_none();
+    let index = worker.index();
+    // Hands a completed timestamp's corrections to the writer (when
+    // streaming), then folds the rest. A closed channel means the writer
+    // failed; the run reports its error.
+    let fold = |captured: &mut Captured,
+                completed: Vec<(Time, TimestampOutput)>,
+                through: Option<Time>| {
+        for (time, mut output) in completed {
+            if let Some(tx) = &merge_tx {
+                let corrections = std::mem::take(&mut output.corrections);
+                if !corrections.is_empty() {
+                    let _ = tx.send(MergeMessage::Corrections(time, corrections));
+                }
+            }
+            captured.fold(output, keep);
+        }
+        if let Some(tx) = &merge_tx {
+            let _ = tx.send(MergeMessage::Through(index, through));
+        }
+    };
     let mut driver = Driver::with_options(
         worker,
         0,
-        if keep {
+        if keep || merge_tx.is_some() {
             Capture::StateOnly
         } else {
             Capture::StateCountingCorrections
@@ -543,9 +637,8 @@ fn run_worker(
         while driver.less_than((batch.time + 1).saturating_sub(MAX_BATCHES_IN_FLIGHT)) {
             worker.step();
         }
-        for (_, output) in driver.take_completed() {
-            captured.fold(output, keep);
-        }
+        let completed = driver.take_completed();
+        fold(&mut captured, completed, driver.frontier());
     }
     if let Some(measure) = options.probe_at_end {
         // Let every worker catch up on all events while the dataflow still
@@ -555,9 +648,8 @@ fn run_worker(
         while driver.less_than(end) {
             worker.step();
         }
-        for (_, output) in driver.take_completed() {
-            captured.fold(output, keep);
-        }
+        let completed = driver.take_completed();
+        fold(&mut captured, completed, driver.frontier());
         if worker.index() == 0 {
             captured.probe_at_end = Some(measure());
         }
@@ -566,13 +658,44 @@ fn run_worker(
     while !closed.done() {
         worker.step();
     }
-    for (_, output) in closed.take_completed() {
-        captured.fold(output, keep);
-    }
+    let completed = closed.take_completed();
+    fold(&mut captured, completed, None);
     let (lots, positions) = closed.final_lots_and_positions();
     captured.lots.extend(lots);
     captured.positions.extend(positions);
     Ok(captured)
+}
+
+/// The correction writer's thread: merges the workers' corrections into
+/// file order and writes each timestamp as soon as every worker is past it.
+/// After a write fails it keeps draining (so no worker blocks) and returns
+/// the first error.
+fn write_merged(
+    messages: Receiver<MergeMessage>,
+    workers: usize,
+    mut writer: Box<dyn CorrectionWriter>,
+) -> Result<(), String> {
+    let mut merge = CorrectionMerge::new(workers);
+    let mut failure: Option<String> = None;
+    let mut write = |ready: Vec<Vec<Correction>>, failure: &mut Option<String>| {
+        for corrections in ready {
+            if failure.is_none() {
+                if let Err(e) = writer.write(&corrections) {
+                    *failure = Some(e);
+                }
+            }
+        }
+    };
+    for message in messages {
+        let ready = merge.take(message);
+        write(ready, &mut failure);
+    }
+    let ready = merge.finish();
+    write(ready, &mut failure);
+    match failure {
+        Some(e) => Err(e),
+        None => writer.finish(),
+    }
 }
 
 /// The rejection of an event of `length` bytes over the `limit`.

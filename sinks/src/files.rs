@@ -8,6 +8,7 @@ use deltabook_dataflows::engine::DeadLetter;
 use deltabook_dataflows::id::Id;
 use deltabook_dataflows::position::{Lot, PositionSummary};
 use deltabook_dataflows::reconcile::{BreakRow, GapRow, ValuationRow};
+use deltabook_dataflows::runner::CorrectionWriter;
 
 /// Errors of the file sinks.
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +80,46 @@ pub fn write_corrections_jsonl(
     corrections: &mut [Correction],
 ) -> Result<(), FileSinkError> {
     corrections.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
-    let mut line = Vec::with_capacity(1024);
-    for c in corrections.iter() {
-        line.clear();
-        c.write_json(&mut line)?;
-        line.push(b'\n');
-        out.write_all(&line)?;
+    CorrectionsJsonl::new(out).write_ordered(corrections)
+}
+
+/// `corrections.jsonl` written as a run goes: each call appends corrections
+/// already in file order (by `as_of`, then `position_key`), one JSON object
+/// per line. As a [`CorrectionWriter`] it takes a run's merged stream.
+pub struct CorrectionsJsonl<W: Write> {
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> CorrectionsJsonl<W> {
+    /// A writer appending to `out`.
+    pub fn new(out: W) -> CorrectionsJsonl<W> {
+        CorrectionsJsonl {
+            out,
+            line: Vec::with_capacity(1024),
+        }
     }
-    Ok(())
+
+    /// Appends `corrections`, which the caller has put in file order.
+    pub fn write_ordered(&mut self, corrections: &[Correction]) -> Result<(), FileSinkError> {
+        for c in corrections {
+            self.line.clear();
+            c.write_json(&mut self.line)?;
+            self.line.push(b'\n');
+            self.out.write_all(&self.line)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> CorrectionWriter for CorrectionsJsonl<W> {
+    fn write(&mut self, corrections: &[Correction]) -> Result<(), String> {
+        self.write_ordered(corrections).map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        self.out.flush().map_err(|e| format!("writing output: {e}"))
+    }
 }
 
 /// Writes `valuations.csv`: header, then rows sorted by `position_key`.
