@@ -187,6 +187,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         rejected: rejected.to_stream(scope),
                         restore: restore.to_stream(scope),
                         methods,
+                        event_log: false,
                     });
                     if booking == Booking::IncrementalWithBreaks {
                         let r = reconcile::build(

@@ -311,6 +311,7 @@ impl Driver {
                 rejected: rejected.to_stream(scope),
                 restore: restore.to_stream(scope),
                 methods,
+                event_log: keep == Capture::All,
             });
             let r = reconcile::build(
                 &e,

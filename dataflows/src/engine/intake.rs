@@ -21,9 +21,9 @@ pub(super) struct IntakeStreams<'scope> {
     pub dead_letters: StreamVec<'scope, Time, DeadLetter>,
     /// Acknowledged duplicates.
     pub duplicates: StreamVec<'scope, Time, SourceRef>,
-    /// Accepted events, once each.
+    /// Accepted events, once each (empty without the event log).
     pub accepted: StreamVec<'scope, Time, AcceptedEvent>,
-    /// Trades whose live version changed.
+    /// Trades whose live version changed (empty without the event log).
     pub live: StreamVec<'scope, Time, LiveTrade>,
     /// `(account, sequence)` of each accepted event that has one.
     pub sequences: StreamVec<'scope, Time, (Id, u64)>,
@@ -55,6 +55,7 @@ pub(super) fn intake<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     rejected: Option<StreamVec<'scope, Time, DeadLetter>>,
     restore: Option<StreamVec<'scope, Time, RestoredTrade>>,
+    event_log: bool,
 ) -> IntakeStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
         Ok(version) => Parsed::Candidate(source, Box::new(version), payload),
@@ -79,7 +80,7 @@ pub(super) fn intake<'scope>(
         duplicates,
         live,
         sequences,
-    } = versions::admit(parsed);
+    } = versions::admit(parsed, event_log);
     IntakeStreams {
         book_input: book.as_collection(),
         dead_letters: rejected,

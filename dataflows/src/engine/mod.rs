@@ -120,6 +120,10 @@ pub struct EngineInputs<'scope> {
     pub restore: StreamVec<'scope, Time, RestoredTrade>,
     /// The lot-method map (`(scope, method)`: an account, account_book or position key).
     pub methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
+    /// Build [`Engine::accepted`] and [`Engine::live`] (what the event store
+    /// and the restart snapshot keep). A run that keeps neither (`book`)
+    /// says `false`: both streams are then empty and cost nothing.
+    pub event_log: bool,
 }
 
 /// Builds the engine over its inputs.
@@ -129,8 +133,9 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         rejected,
         restore,
         methods,
+        event_log,
     } = inputs;
-    let intake = intake::intake(raw, Some(rejected), Some(restore));
+    let intake = intake::intake(raw, Some(rejected), Some(restore), event_log);
     let book = book_stage::book(intake.book_input, methods);
     Engine {
         booked: book.booked,

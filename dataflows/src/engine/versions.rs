@@ -209,6 +209,8 @@ struct TradeState {
 /// the live version of each trade it owns.
 #[derive(Default)]
 struct VersionState {
+    /// Emit accepted events and live trades (see `EngineInputs::event_log`).
+    event_log: bool,
     trades: TradeSlots<TradeState>,
     /// Position keys a live trade is booked in, by index (never removed:
     /// bounded by the positions ever seen).
@@ -280,18 +282,20 @@ impl VersionState {
                     if let Some(sequence) = version.sequence {
                         emit.sequences.push((version.account_id.clone(), sequence));
                     }
-                    emit.accepted.push(AcceptedEvent {
-                        time,
-                        source,
-                        position_key: version.position_key(),
-                        trade_id: version.trade_id.clone(),
-                        version: version.version,
-                        action: version.action,
-                        correlation_id: version.correlation_id.clone(),
-                        sequence: version.sequence,
-                        fingerprint: print,
-                        payload,
-                    });
+                    if self.event_log {
+                        emit.accepted.push(AcceptedEvent {
+                            time,
+                            source,
+                            position_key: version.position_key(),
+                            trade_id: version.trade_id.clone(),
+                            version: version.version,
+                            action: version.action,
+                            correlation_id: version.correlation_id.clone(),
+                            sequence: version.sequence,
+                            fingerprint: print,
+                            payload,
+                        });
+                    }
                     match self.touched.get_mut(&slot) {
                         Some(newest) => {
                             if newest.version < version.version {
@@ -363,11 +367,13 @@ impl VersionState {
                 1,
             ));
         }
-        emit.live.push(LiveTrade {
-            trade_id: new.trade_id,
-            version: new.version,
-            booked: new_booked,
-        });
+        if self.event_log {
+            emit.live.push(LiveTrade {
+                trade_id: new.trade_id,
+                version: new.version,
+                booked: new_booked,
+            });
+        }
     }
 
     /// Installs a restored trade: the duplicate rule remembers its
@@ -395,7 +401,10 @@ impl VersionState {
 
 /// Admits parsed events per trade id, in timestamp order and, within a
 /// timestamp, in source order, so the outcome never depends on worker count.
-pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionStreams<'scope> {
+pub(super) fn admit<'scope>(
+    parsed: StreamVec<'scope, Time, Parsed>,
+    event_log: bool,
+) -> VersionStreams<'scope> {
     let mut builder = OperatorBuilder::new("Versions".to_owned(), parsed.scope());
     let mut input = builder.new_input(parsed, Exchange::new(|p: &Parsed| p.route()));
     let (book_out, book) = builder.new_output::<Vec<BookUpdate>>();
@@ -411,7 +420,10 @@ pub(super) fn admit<'scope>(parsed: StreamVec<'scope, Time, Parsed>) -> VersionS
     let mut live_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(live_out);
     let mut sequences_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(sequences_out);
     builder.build(move |_initial| {
-        let mut state = VersionState::default();
+        let mut state = VersionState {
+            event_log,
+            ..VersionState::default()
+        };
         // Per time: one capability per output, and the events.
         let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Parsed>)> = BTreeMap::new();
         move |frontiers| {
