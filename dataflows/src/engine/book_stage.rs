@@ -201,9 +201,18 @@ impl BookState {
         for ((position, input), _, diff) in updates {
             let w = work.entry(position).or_default();
             match input {
-                BookInput::Insert(t) => w.trades.push((t, diff)),
-                BookInput::Remove(key) => w.removed.push(key),
-                BookInput::Cause(c) => w.causes.push(c),
+                BookInput::Insert(trade, change) => {
+                    if let Some(change) = change {
+                        w.causes.push(change.cause(&trade.key));
+                    }
+                    w.trades.push((trade, diff));
+                }
+                BookInput::Remove(key, change) => {
+                    if let Some(change) = change {
+                        w.causes.push(change.cause(&key));
+                    }
+                    w.removed.push(key);
+                }
             }
         }
         if !method_changes.is_empty() {

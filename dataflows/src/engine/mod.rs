@@ -5,7 +5,7 @@
 //! raw (source, bytes) ──parse──► parsed ──exchange(trade_id)──► versions ──┬─► dead_letters
 //!                                   (gate: duplicate rule, highest version) ├─► duplicates
 //!                                                                           └─► book_input
-//! book_input = (position_key, +insert booked trade | -remove by key | cause)
+//! book_input = (position_key, +insert booked trade | -remove by key, each with its cause)
 //! book_input ──exchange(position_key)──┐
 //! methods ──broadcast──────────────────┴► book ──┬─► lots         [arranged by position]
 //!                                                ├─► positions    [arranged by position]
@@ -44,7 +44,7 @@ use crate::trade::{Date, LotMethod};
 pub use book_stage::Fault;
 pub use reference_stage::build_reference_booking;
 pub use versions::{
-    signed_quantity, AcceptedEvent, BookInput, CauseEntry, LiveTrade, RestoredTrade,
+    signed_quantity, AcceptedEvent, BookInput, CauseEntry, LiveChange, LiveTrade, RestoredTrade,
 };
 
 /// Engine logical time: one tick per ingested batch.

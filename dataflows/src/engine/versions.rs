@@ -25,7 +25,7 @@ use crate::id::Id;
 use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, Side, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
-/// stage decides whether it was backdated there.
+/// stage decides whether it was backdated there ([`LiveChange::cause`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CauseEntry {
     /// Trade id.
@@ -42,16 +42,42 @@ pub struct CauseEntry {
 
 /// What the booking stage receives, keyed by position. The booking stage
 /// holds the one copy of each live trade: a trade enters with its booked
-/// form and leaves by its key.
+/// form and leaves by its key. Each carries the new live version that moved
+/// it when that is why the position changes (the correction's cause): the
+/// entering trade's position, and the position a trade left when it did
+/// not enter the same one again.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BookInput {
-    /// A trade enters the position (an update with diff +1).
-    Insert(BookedTrade),
+    /// A trade enters the position (an update with diff +1); `None` for a
+    /// restored trade (a restart rebuilds, it changes nothing).
+    Insert(BookedTrade, Option<LiveChange>),
     /// The trade booked under this key leaves the position (an update with
     /// diff -1).
-    Remove(LotKey),
-    /// Why the position changes at this time.
-    Cause(CauseEntry),
+    Remove(LotKey, Option<LiveChange>),
+}
+
+/// The new live version of a trade, as a correction's cause names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LiveChange {
+    /// The version that became live.
+    pub version: u64,
+    /// Its action.
+    pub action: Action,
+    /// Carried from the event.
+    pub correlation_id: Option<Id>,
+}
+
+impl LiveChange {
+    /// The cause this change gives the trade with `key` in one position.
+    pub fn cause(&self, key: &LotKey) -> CauseEntry {
+        CauseEntry {
+            trade_id: key.trade_id.clone(),
+            version: self.version,
+            action: self.action,
+            correlation_id: self.correlation_id.clone(),
+            key: key.clone(),
+        }
+    }
 }
 
 /// A booked trade's quantity, negative for a SELL.
@@ -336,36 +362,22 @@ impl VersionState {
         let old = state.booked.key(trade_id);
         debug_assert_eq!(state.prints.highest_version(), new.version);
         state.booked = new_at;
-        let cause = |key: LotKey| CauseEntry {
-            trade_id: new.trade_id.clone(),
+        let change = LiveChange {
             version: new.version,
             action: new.action,
             correlation_id: new.correlation_id.clone(),
-            key,
         };
         if let Some((old_position, key)) = old {
             let position = &self.positions[old_position as usize];
-            if new_booked.as_ref().is_none_or(|(p, _)| p != position) {
-                emit.book.push((
-                    (position.clone(), BookInput::Cause(cause(key.clone()))),
-                    time,
-                    1,
-                ));
-            }
-            emit.book
-                .push(((position.clone(), BookInput::Remove(key)), time, -1));
+            // The trade leaving a position is the cause there unless it
+            // enters the same position again (then the entry names it).
+            let moved = new_booked.as_ref().is_none_or(|(p, _)| p != position);
+            let remove = BookInput::Remove(key, moved.then(|| change.clone()));
+            emit.book.push(((position.clone(), remove), time, -1));
         }
         if let Some((position, trade)) = &new_booked {
-            emit.book.push((
-                (position.clone(), BookInput::Cause(cause(trade.key.clone()))),
-                time,
-                1,
-            ));
-            emit.book.push((
-                (position.clone(), BookInput::Insert(trade.clone())),
-                time,
-                1,
-            ));
+            let insert = BookInput::Insert(trade.clone(), Some(change));
+            emit.book.push(((position.clone(), insert), time, 1));
         }
         if self.event_log {
             emit.live.push(LiveTrade {
@@ -394,7 +406,7 @@ impl VersionState {
         state.booked = at;
         if let Some((position, booked)) = trade.booked {
             emit.book
-                .push(((position, BookInput::Insert(booked)), time, 1));
+                .push(((position, BookInput::Insert(booked, None)), time, 1));
         }
     }
 }
