@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::gate::parse_event;
 use deltabook_dataflows::id::Id;
-use deltabook_dataflows::trade::{Date, Side, TradeVersion};
+use deltabook_dataflows::trade::{Date, TradeVersion};
 
 use crate::generate::Rng;
 
@@ -54,10 +54,7 @@ fn live_trades(lines: &[Vec<u8>]) -> Vec<(Id, Id, Id, Date, Dec8, Dec8)> {
         .values()
         .filter_map(|v| {
             let booked = v.booked()?;
-            let signed = match booked.side {
-                Side::Buy => booked.quantity,
-                Side::Sell => booked.quantity.negated(),
-            };
+            let signed = booked.signed_quantity();
             Some((
                 v.position_key(),
                 v.account_id.clone(),

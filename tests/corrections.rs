@@ -306,10 +306,13 @@ fn streamed_corrections_are_the_kept_ones_in_file_order() {
         assert!(streamed.corrections.is_empty(), "streamed, not kept");
         assert_eq!(streamed.correction_count, kept.correction_count);
         let batches = sink.lock().unwrap().clone();
-        // One call per timestamp that has corrections, each one timestamp.
+        // One call per timestamp that has corrections, each one timestamp,
+        // in time order.
         for batch in &batches {
             assert!(batch.iter().all(|c| c.as_of == batch[0].as_of));
         }
+        let times: Vec<_> = batches.iter().map(|b| b[0].as_of).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
         let got: Vec<Correction> = batches.into_iter().flatten().collect();
         assert_eq!(got, expected, "workers {workers}, batch {batch_size}");
         assert_eq!(final_state(&streamed), final_state(&kept));

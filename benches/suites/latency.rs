@@ -188,6 +188,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         restore: restore.to_stream(scope),
                         methods,
                         event_log: false,
+                        break_inputs: booking == Booking::IncrementalWithBreaks,
                     });
                     if booking == Booking::IncrementalWithBreaks {
                         let r = reconcile::build(

@@ -312,6 +312,7 @@ impl Driver {
                 restore: restore.to_stream(scope),
                 methods,
                 event_log: keep == Capture::All,
+                break_inputs: with_statements,
             });
             let r = reconcile::build(
                 &e,

@@ -376,11 +376,11 @@ pub fn run_with<S: EventSource>(
     };
     let options = options.clone();
     let config = timely::Config::process(workers);
-    let worker_merge_tx = merge_tx.clone();
-    drop(merge_tx);
+    // The closure owns the one sender kept here, so the writer sees its
+    // channel close once every worker is done.
     let guards = timely::execute(config, move |worker| -> Result<Captured, String> {
         let index = worker.index();
-        let merge_tx = worker_merge_tx.clone();
+        let merge_tx = merge_tx.clone();
         let input = receivers
             .lock()
             .map_err(|_| "input lock poisoned".to_string())?
@@ -676,26 +676,19 @@ fn write_merged(
     mut writer: Box<dyn CorrectionWriter>,
 ) -> Result<(), String> {
     let mut merge = CorrectionMerge::new(workers);
-    let mut failure: Option<String> = None;
-    let mut write = |ready: Vec<Vec<Correction>>, failure: &mut Option<String>| {
+    let mut result = Ok(());
+    let mut write = |ready: Vec<Vec<Correction>>| {
         for corrections in ready {
-            if failure.is_none() {
-                if let Err(e) = writer.write(&corrections) {
-                    *failure = Some(e);
-                }
+            if result.is_ok() {
+                result = writer.write(&corrections);
             }
         }
     };
     for message in messages {
-        let ready = merge.take(message);
-        write(ready, &mut failure);
+        write(merge.take(message));
     }
-    let ready = merge.finish();
-    write(ready, &mut failure);
-    match failure {
-        Some(e) => Err(e),
-        None => writer.finish(),
-    }
+    write(merge.finish());
+    result.and_then(|()| writer.finish())
 }
 
 /// The rejection of an event of `length` bytes over the `limit`.

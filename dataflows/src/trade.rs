@@ -228,6 +228,16 @@ pub struct BookedTrade {
     pub price: Dec8,
 }
 
+impl BookedTrade {
+    /// The quantity, negative for a SELL.
+    pub fn signed_quantity(&self) -> Dec8 {
+        match self.side {
+            Side::Buy => self.quantity,
+            Side::Sell => self.quantity.negated(),
+        }
+    }
+}
+
 /// Lot relief method of a position.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

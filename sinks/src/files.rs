@@ -118,7 +118,9 @@ impl<W: Write + Send> CorrectionWriter for CorrectionsJsonl<W> {
     }
 
     fn finish(&mut self) -> Result<(), String> {
-        self.out.flush().map_err(|e| format!("writing output: {e}"))
+        self.out
+            .flush()
+            .map_err(|e| FileSinkError::from(e).to_string())
     }
 }
 

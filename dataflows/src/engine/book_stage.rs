@@ -19,7 +19,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use super::versions::{signed_quantity, BookInput, CauseEntry};
+use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
 use crate::booking::BookError;
@@ -44,7 +44,8 @@ pub struct Fault {
 /// Outputs of the booking stage.
 pub(super) struct BookStreams<'scope> {
     pub lots: VecCollection<'scope, Time, (Id, Lot), Diff>,
-    /// `(trade_date, signed quantity)` of each booked trade, by position.
+    /// `(trade_date, signed quantity)` of each booked trade, by position
+    /// (empty unless `break_inputs`).
     pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
     pub positions: VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
@@ -74,6 +75,7 @@ struct BookEmitted {
 pub(super) fn book<'scope>(
     input: VecCollection<'scope, Time, (Id, BookInput), Diff>,
     methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
+    break_inputs: bool,
 ) -> BookStreams<'scope> {
     let mut builder = OperatorBuilder::new("Book".to_owned(), input.inner.scope());
     let route = Exchange::new(|u: &InputUpdate| u.0 .0.hashed());
@@ -92,7 +94,10 @@ pub(super) fn book<'scope>(
     let mut faults_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(faults_out);
     let mut booked_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(booked_out);
     builder.build(move |_initial| {
-        let mut state = BookState::default();
+        let mut state = BookState {
+            break_inputs,
+            ..BookState::default()
+        };
         let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
         move |frontiers| {
             // A collection's container may hold updates at any time at or after its stamp.
@@ -154,6 +159,8 @@ struct PositionWork {
 
 #[derive(Default)]
 struct BookState {
+    /// Emit the break rule's dated quantities (`EngineInputs::break_inputs`).
+    break_inputs: bool,
     books: HashMap<Id, PositionBook>,
     faulted: HashSet<Id>,
     /// The lot-method map.
@@ -281,10 +288,12 @@ impl BookState {
                 }
             };
             // What the break rule reads: the booked trades that changed.
-            for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
-                for trade in trades {
-                    let dated = (trade.key.trade_date, signed_quantity(trade));
-                    out.booked.push(((position.clone(), dated), time, diff));
+            if self.break_inputs {
+                for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
+                    for trade in trades {
+                        let dated = (trade.key.trade_date, trade.signed_quantity());
+                        out.booked.push(((position.clone(), dated), time, diff));
+                    }
                 }
             }
             let after = book.summary().clone();

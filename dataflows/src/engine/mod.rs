@@ -23,9 +23,9 @@
 //! where the position key is owned.
 
 mod book_stage;
+mod id_slots;
 mod intake;
 mod reference_stage;
-mod trade_slots;
 mod versions;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -43,9 +43,7 @@ use crate::trade::{Date, LotMethod};
 
 pub use book_stage::Fault;
 pub use reference_stage::build_reference_booking;
-pub use versions::{
-    signed_quantity, AcceptedEvent, BookInput, CauseEntry, LiveChange, LiveTrade, RestoredTrade,
-};
+pub use versions::{AcceptedEvent, BookInput, CauseEntry, LiveChange, LiveTrade, RestoredTrade};
 
 /// Engine logical time: one tick per ingested batch.
 pub type Time = u64;
@@ -86,7 +84,8 @@ pub struct Engine<'scope> {
     /// by position key, as the booking stage applied them (a quarantined
     /// position's later changes are not in it). A collection, not an
     /// arrangement: its one reader reads it as a stream, so a trace of it
-    /// would be a copy of every live trade that nothing reads.
+    /// would be a copy of every live trade that nothing reads. Empty unless
+    /// [`EngineInputs::break_inputs`].
     pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
     /// Open lots by position key.
     pub lots: Arrangement<'scope, Id, Lot>,
@@ -124,6 +123,9 @@ pub struct EngineInputs<'scope> {
     /// and the restart snapshot keep). A run that keeps neither (`book`)
     /// says `false`: both streams are then empty and cost nothing.
     pub event_log: bool,
+    /// Build [`Engine::booked`] (what the break rule reads). A run without
+    /// custodian statements says `false`: it is then empty and costs nothing.
+    pub break_inputs: bool,
 }
 
 /// Builds the engine over its inputs.
@@ -134,9 +136,10 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         restore,
         methods,
         event_log,
+        break_inputs,
     } = inputs;
     let intake = intake::intake(raw, Some(rejected), Some(restore), event_log);
-    let book = book_stage::book(intake.book_input, methods);
+    let book = book_stage::book(intake.book_input, methods, break_inputs);
     Engine {
         booked: book.booked,
         lots: book.lots.arrange_by_key_named("Arrange: lots by position"),

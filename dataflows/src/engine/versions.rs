@@ -1,8 +1,9 @@
 //! Live versions, where the trade id is owned: the duplicate rule (arrival
 //! order within a timestamp is source order), the highest accepted version
 //! per trade id is live, and each timestamp's net change of a trade's live
-//! version leaves as retraction / assertion of its booked form plus the
-//! causes it attributes to the positions it touched.
+//! version leaves as the removal of the old version (by its lot key) and
+//! the insertion of the new one's booked form, each carrying the new
+//! version as the cause of its position's change.
 
 use std::collections::BTreeMap;
 
@@ -16,13 +17,12 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use super::id_slots::{IdSlots, SlotId};
 use super::intake::Parsed;
-use super::trade_slots::{SlotId, TradeSlots};
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::decimal::Dec8;
 use crate::gate::{fingerprint, Admission, Prints};
 use crate::id::Id;
-use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, Side, TradeVersion};
+use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
 /// stage decides whether it was backdated there ([`LiveChange::cause`]).
@@ -77,14 +77,6 @@ impl LiveChange {
             correlation_id: self.correlation_id.clone(),
             key: key.clone(),
         }
-    }
-}
-
-/// A booked trade's quantity, negative for a SELL.
-pub fn signed_quantity(trade: &BookedTrade) -> Dec8 {
-    match trade.side {
-        Side::Buy => trade.quantity,
-        Side::Sell => trade.quantity.negated(),
     }
 }
 
@@ -173,15 +165,15 @@ struct Emitted {
 /// version yet), `time_nanos == NO_TIME` when the trade has no time.
 #[derive(Clone, Copy)]
 struct BookedAt {
-    /// Index into [`VersionState::positions`].
-    position: u32,
+    /// Slot of the position key in [`VersionState::positions`].
+    position: SlotId,
     trade_date: Date,
     time_secs: i64,
     time_nanos: u32,
 }
 
 /// [`BookedAt::position`] of a trade that is not booked.
-const NOT_BOOKED: u32 = u32::MAX;
+const NOT_BOOKED: SlotId = SlotId::MAX;
 /// [`BookedAt::time_nanos`] of a trade without a time (never a valid
 /// nanosecond count: those stay below 2*10^9 even in a leap second).
 const NO_TIME: u32 = u32::MAX;
@@ -199,7 +191,7 @@ impl Default for BookedAt {
 
 impl BookedAt {
     /// The position index and lot key of the trade `trade_id`, when booked.
-    fn key(&self, trade_id: &Id) -> Option<(u32, LotKey)> {
+    fn key(&self, trade_id: &Id) -> Option<(SlotId, LotKey)> {
         if self.position == NOT_BOOKED {
             return None;
         }
@@ -237,34 +229,16 @@ struct TradeState {
 struct VersionState {
     /// Emit accepted events and live trades (see `EngineInputs::event_log`).
     event_log: bool,
-    trades: TradeSlots<TradeState>,
-    /// Position keys a live trade is booked in, by index (never removed:
+    trades: IdSlots<TradeState>,
+    /// Position keys a live trade is booked in, numbered (never removed:
     /// bounded by the positions ever seen).
-    positions: Vec<Id>,
-    position_index: HashMap<Id, u32>,
+    positions: IdSlots<()>,
     /// Per timestamp: trade slot -> the newest version accepted now (kept
     /// to reuse its memory).
     touched: HashMap<SlotId, TradeVersion>,
 }
 
 impl VersionState {
-    /// The index of a position key, added when new.
-    fn position_of(&mut self, key: &Id) -> u32 {
-        if let Some(&index) = self.position_index.get(key) {
-            return index;
-        }
-        // A capacity limit (each position holds at least one trade slot, so
-        // the trade slots' own limit is reached first), asserted.
-        assert!(
-            self.positions.len() < u32::MAX as usize,
-            "more than u32::MAX positions on one worker"
-        );
-        let index = self.positions.len() as u32;
-        self.positions.push(key.clone());
-        self.position_index.insert(key.clone(), index);
-        index
-    }
-
     /// Where `booked` is booked, as kept in a trade's state.
     fn booked_at(&mut self, booked: Option<&(Id, BookedTrade)>) -> BookedAt {
         let Some((position, trade)) = booked else {
@@ -276,7 +250,7 @@ impl VersionState {
         };
         debug_assert!(time_nanos != NO_TIME || trade.key.trade_time.is_none());
         BookedAt {
-            position: self.position_of(position),
+            position: self.positions.slot_of(position),
             trade_date: trade.key.trade_date,
             time_secs,
             time_nanos,
@@ -368,7 +342,7 @@ impl VersionState {
             correlation_id: new.correlation_id.clone(),
         };
         if let Some((old_position, key)) = old {
-            let position = &self.positions[old_position as usize];
+            let (position, ()) = self.positions.get(old_position);
             // The trade leaving a position is the cause there unless it
             // enters the same position again (then the entry names it).
             let moved = new_booked.as_ref().is_none_or(|(p, _)| p != position);
@@ -525,6 +499,8 @@ fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decimal::Dec8;
+    use crate::trade::Side;
 
     /// The per-trade memory budget of this stage (docs/bench): a trade's
     /// state, its id and its table entry.
@@ -562,6 +538,7 @@ mod tests {
             assert_eq!(at.key(&trade_id), Some((0, key)));
         }
         assert_eq!(BookedAt::default().key(&trade_id), None);
-        assert_eq!(state.positions, vec![Id::from("A_B_S")]);
+        assert_eq!(state.positions.len(), 1);
+        assert_eq!(state.positions.get(0).0, "A_B_S");
     }
 }

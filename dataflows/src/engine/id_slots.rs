@@ -1,10 +1,11 @@
-//! The versions stage's memory of trade ids: one slot per trade id seen on
-//! this worker, kept for good (the duplicate rule never forgets a trade).
+//! Ids kept for good, each with a slot of state and a dense number: the
+//! versions stage's trade ids (the duplicate rule never forgets a trade)
+//! and the position keys its trades are booked in.
 //!
 //! Slots live in fixed-size chunks, so growing the store never moves one,
 //! and are found through a hash table of 8-byte entries (slot number and 32
-//! bits of the id's hash): growing the table moves 8 bytes per trade and
-//! hashes no id again. A trade costs its slot plus about 9 bytes of table.
+//! bits of the id's hash): growing the table moves 8 bytes per id and
+//! hashes no id again. An id costs its slot plus about 9-19 bytes of table.
 
 use std::hash::Hasher;
 
@@ -13,23 +14,23 @@ use rustc_hash::FxHasher;
 
 use crate::id::Id;
 
-/// Slots per chunk: 4096 keeps a chunk of 112-byte slots under half a
-/// megabyte, so a new chunk is one allocation and little unused memory.
+/// Slots per chunk: 4096 keeps a chunk of the versions stage's 80-byte
+/// slots at 320 KB, so a new chunk is one allocation and little unused memory.
 const CHUNK_SLOTS: usize = 4096;
 
-/// A slot's number. At most `u32::MAX` trade ids per worker.
+/// A slot's number. At most `u32::MAX - 1` ids per store.
 pub(super) type SlotId = u32;
 
-/// Trade id -> slot, where each slot holds `S` (see the module docs).
-pub(super) struct TradeSlots<S> {
+/// Id -> slot, where each slot holds `S` (see the module docs).
+pub(super) struct IdSlots<S> {
     chunks: Vec<Vec<(Id, S)>>,
     /// `(slot, 32 bits of the id's hash)`.
     index: HashTable<(SlotId, u32)>,
 }
 
-impl<S> Default for TradeSlots<S> {
+impl<S> Default for IdSlots<S> {
     fn default() -> Self {
-        TradeSlots {
+        IdSlots {
             chunks: Vec::new(),
             index: HashTable::new(),
         }
@@ -49,17 +50,16 @@ fn spread(short: u32) -> u64 {
     u64::from(short).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-impl<S: Default> TradeSlots<S> {
+impl<S: Default> IdSlots<S> {
     /// The slot of `id`, created holding `S::default()` if `id` is new.
     ///
     /// # Panics
-    /// When a worker already holds `u32::MAX - 1` trade ids (hundreds of
+    /// When the store already holds `u32::MAX - 1` ids (hundreds of
     /// gigabytes of state): a capacity limit, asserted, not an input error.
     pub(super) fn slot_of(&mut self, id: &Id) -> SlotId {
         let short = short_hash(id);
-        let chunks = &self.chunks;
         let found = self.index.find(spread(short), |&(slot, h)| {
-            h == short && Self::entry(chunks, slot).0 == *id
+            h == short && self.get(slot).0 == id
         });
         if let Some(&(slot, _)) = found {
             return slot;
@@ -67,7 +67,7 @@ impl<S: Default> TradeSlots<S> {
         let len = self.len();
         assert!(
             len < SlotId::MAX as usize,
-            "more than u32::MAX trade ids on one worker"
+            "more than u32::MAX ids in one store on one worker"
         );
         let slot = len as SlotId;
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK_SLOTS) {
@@ -82,20 +82,22 @@ impl<S: Default> TradeSlots<S> {
     }
 }
 
-impl<S> TradeSlots<S> {
-    fn entry(chunks: &[Vec<(Id, S)>], slot: SlotId) -> &(Id, S) {
+impl<S> IdSlots<S> {
+    /// The id and state of a slot [`IdSlots::slot_of`] returned.
+    pub(super) fn get(&self, slot: SlotId) -> (&Id, &S) {
         let slot = slot as usize;
-        &chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS]
+        let (id, state) = &self.chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS];
+        (id, state)
     }
 
-    /// The id and state of a slot [`TradeSlots::slot_of`] returned.
+    /// The id and state of a slot [`IdSlots::slot_of`] returned.
     pub(super) fn get_mut(&mut self, slot: SlotId) -> (&Id, &mut S) {
         let slot = slot as usize;
         let (id, state) = &mut self.chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS];
         (id, state)
     }
 
-    /// Number of trade ids held.
+    /// Number of ids held.
     pub(super) fn len(&self) -> usize {
         match self.chunks.last() {
             Some(last) => (self.chunks.len() - 1) * CHUNK_SLOTS + last.len(),
@@ -110,7 +112,7 @@ mod tests {
 
     #[test]
     fn each_id_has_one_slot_that_keeps_its_state() {
-        let mut slots = TradeSlots::<u64>::default();
+        let mut slots = IdSlots::<u64>::default();
         let ids: Vec<Id> = (0..10_000)
             .map(|n| crate::id::format_id!("T-{n}"))
             .collect();
@@ -122,7 +124,7 @@ mod tests {
         assert_eq!(slots.len(), ids.len());
         for (n, id) in ids.iter().enumerate().rev() {
             let slot = slots.slot_of(id);
-            let (held, state) = slots.get_mut(slot);
+            let (held, state) = slots.get(slot);
             assert_eq!(held, id);
             assert_eq!(*state, n as u64 * 3);
         }
