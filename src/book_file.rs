@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use deltabook_dataflows::runner::{self, BookOutcome, EventSource, RunOptions, SourceLine};
+use deltabook_dataflows::query::{Plan, Table};
+use deltabook_dataflows::runner::{
+    self, BookOutcome, EventSource, QueryAnswer, RunOptions, SourceLine,
+};
 use deltabook_sinks::files;
 
 /// A `.jsonl` input as an event source: one event per line, the newline
@@ -229,6 +232,45 @@ pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Compiles `sql` for `book --query`, refusing tables this run does not
+/// maintain (valuations need prices, breaks need custodian statements).
+pub fn query_plan(sql: &str, prices: bool, custodian: bool) -> Result<Plan> {
+    let plan = Plan::compile(sql).map_err(|e| anyhow::anyhow!("--query: {e}"))?;
+    for source in &plan.sources {
+        let missing = match source.table {
+            Table::Valuations if !prices => Some("--prices"),
+            Table::Breaks if !custodian => Some("--custodian"),
+            _ => None,
+        };
+        if let Some(flag) = missing {
+            anyhow::bail!(
+                "--query: table {} needs {flag} (it is not maintained without it)",
+                source.table.name()
+            );
+        }
+    }
+    Ok(plan)
+}
+
+/// Prints a query's answer to standard output as CSV; an answer with
+/// evaluation errors is refused (the errors go to standard error).
+pub fn print_answer(answer: &QueryAnswer) -> Result<()> {
+    if !answer.errors.is_empty() {
+        for error in &answer.errors {
+            eprintln!("query error    {error}");
+        }
+        anyhow::bail!(
+            "--query: {} evaluation error(s); no answer printed",
+            answer.errors.len()
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    files::write_query_csv(&mut out, &answer.columns, &answer.rows)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// The one-screen summary printed after a run.
 pub fn summary(outcome: &BookOutcome) -> String {
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
@@ -272,6 +314,13 @@ pub fn summary(outcome: &BookOutcome) -> String {
         outcome.elapsed.as_secs_f64(),
         outcome.lines as f64 / secs
     ));
+    if let Some(answer) = &outcome.query {
+        text.push_str(&format!(
+            "query          {} rows in {:.3} s (import of the final tables to the whole answer)\n",
+            answer.rows.len(),
+            answer.seconds
+        ));
+    }
     text
 }
 

@@ -57,9 +57,14 @@ enum Command {
         /// Lot-method map: a JSON object {scope: "FIFO"|"LIFO"|"HIFO"}.
         #[arg(long)]
         methods: Option<PathBuf>,
-        /// Output directory.
+        /// Output directory (optional with --query).
+        #[arg(long, required_unless_present = "query")]
+        out: Option<PathBuf>,
+        /// A SQL query over the final tables (trades, lots, positions,
+        /// valuations, breaks, gaps, corrections): its answer is printed to
+        /// standard output as CSV.
         #[arg(long)]
-        out: PathBuf,
+        query: Option<String>,
         /// Lines per engine timestamp (>= 1).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
         batch_size: u64,
@@ -176,6 +181,7 @@ fn main() -> Result<()> {
             tolerance,
             methods,
             out,
+            query,
             batch_size,
             workers,
             max_line_bytes,
@@ -190,12 +196,27 @@ fn main() -> Result<()> {
             let mut options = RunOptions::new(methods, batch_size as usize, usize::from(workers));
             options.max_event_bytes = max_line_bytes as usize;
             options.tolerance = tolerance;
-            book_file::stream_corrections_to(&mut options, &out)?;
+            if let Some(sql) = &query {
+                let plan = book_file::query_plan(sql, prices.is_some(), custodian.is_some())?;
+                options.query = Some(std::sync::Arc::new(plan));
+            }
+            if let Some(out) = &out {
+                book_file::stream_corrections_to(&mut options, out)?;
+            } else {
+                options.keep_corrections = false;
+            }
             let mut outcome =
                 book_file::run_book(&trades, prices.as_deref(), custodian.as_deref(), &options)?;
-            book_file::write_outputs(&mut outcome, &out)?;
+            if let Some(out) = &out {
+                book_file::write_outputs(&mut outcome, out)?;
+            }
             eprint!("{}", book_file::summary(&outcome));
-            eprintln!("outputs        {}", out.display());
+            if let Some(out) = &out {
+                eprintln!("outputs        {}", out.display());
+            }
+            if let Some(answer) = &outcome.query {
+                book_file::print_answer(answer)?;
+            }
         }
         Command::Run {
             config,

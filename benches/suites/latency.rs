@@ -189,6 +189,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         methods,
                         event_log: false,
                         break_inputs: booking == Booking::IncrementalWithBreaks,
+                        trade_versions: false,
                     });
                     if booking == Booking::IncrementalWithBreaks {
                         let r = reconcile::build(

@@ -33,6 +33,7 @@ use crate::engine::{
 use crate::gate::Rejection;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
+use crate::query::Tables;
 use crate::reconcile::{
     self, BreakRow, GapRow, LiveStatement, LiveTick, ReconcileInputs, Restored, SequenceRange,
     ValuationRow,
@@ -181,27 +182,9 @@ pub struct Driver {
 struct Completed {
     probe: ProbeHandle<Time>,
     outputs: Outputs,
-    /// Held only by a driver that reads the final state at the end.
-    final_traces: Option<FinalTraces>,
-}
-
-/// Handles on the lots and positions traces. Their compaction follows the
-/// completed frontier, so they hold the current state, not its history.
-struct FinalTraces {
-    lots: TraceAgent<ValSpine<Id, Lot, Time, Diff>>,
-    positions: TraceAgent<ValSpine<Id, PositionSummary, Time, Diff>>,
-}
-
-impl FinalTraces {
-    /// Lets the traces forget distinctions between times before `frontier`.
-    fn compact_to(&mut self, frontier: Time) {
-        let frontier = [frontier];
-        let frontier = AntichainRef::new(&frontier);
-        self.lots.set_logical_compaction(frontier);
-        self.lots.set_physical_compaction(frontier);
-        self.positions.set_logical_compaction(frontier);
-        self.positions.set_physical_compaction(frontier);
-    }
+    /// The shared traces: lots and positions for a driver that reads the
+    /// final state at the end, every table for one that shares them.
+    tables: Tables,
 }
 
 /// Every `(key, value)` of a finished trace with its net multiplicity
@@ -230,8 +213,8 @@ impl Completed {
 
     fn take(&mut self) -> Vec<(Time, TimestampOutput)> {
         let frontier = self.frontier();
-        if let (Some(traces), Some(f)) = (self.final_traces.as_mut(), frontier) {
-            traces.compact_to(f);
+        if let Some(f) = frontier {
+            self.tables.compact_to(f);
         }
         take_before(&self.outputs, frontier)
     }
@@ -251,6 +234,9 @@ pub struct DriverOptions {
     /// being captured at every timestamp: for a batch run that only needs
     /// the final state, so no second copy of it is folded beside the traces.
     pub final_state_only: bool,
+    /// Keep shared handles on every table ([`Driver::tables`]) so queries
+    /// can import them: valuations, breaks and gaps are then arranged too.
+    pub share_tables: bool,
 }
 
 impl Driver {
@@ -276,6 +262,7 @@ impl Driver {
                 prices: true,
                 statements: true,
                 final_state_only: false,
+                share_tables: false,
             },
         )
     }
@@ -294,8 +281,9 @@ impl Driver {
             prices: with_prices,
             statements: with_statements,
             final_state_only,
+            share_tables,
         } = options;
-        let mut final_traces = None;
+        let mut tables = Tables::default();
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
         let mut prices = InputHandleVec::<Time, RawEvent>::new();
         let mut custodian = InputHandleVec::<Time, RawEvent>::new();
@@ -313,6 +301,7 @@ impl Driver {
                 methods,
                 event_log: keep == Capture::All,
                 break_inputs: with_statements,
+                trade_versions: share_tables,
             });
             let r = reconcile::build(
                 &e,
@@ -344,14 +333,41 @@ impl Driver {
                 r.live_statements.inner.probe_with(&probe);
                 r.sequence_ranges.inner.probe_with(&probe);
             }
-            if final_state_only {
-                e.lots.stream.probe_with(&probe);
-                e.positions.stream.probe_with(&probe);
-                final_traces = Some(FinalTraces {
-                    lots: e.lots.trace.clone(),
-                    positions: e.positions.trace.clone(),
-                });
-            } else {
+            if final_state_only || share_tables {
+                e.lots.stream.clone().probe_with(&probe);
+                e.positions.stream.clone().probe_with(&probe);
+                tables.lots = Some(e.lots.trace.clone());
+                tables.positions = Some(e.positions.trace.clone());
+            }
+            if share_tables {
+                if with_prices {
+                    let valuations = r
+                        .valuations
+                        .clone()
+                        .arrange_by_self_named("Table: valuations");
+                    valuations.stream.probe_with(&probe);
+                    tables.valuations = Some(valuations.trace);
+                }
+                if with_statements {
+                    let breaks = r.breaks.clone().arrange_by_self_named("Table: breaks");
+                    breaks.stream.probe_with(&probe);
+                    tables.breaks = Some(breaks.trace);
+                }
+                let gaps = r.gaps.clone().arrange_by_self_named("Table: gaps");
+                gaps.stream.probe_with(&probe);
+                tables.gaps = Some(gaps.trace);
+                if let Some(trades) = &e.trades {
+                    trades.stream.clone().probe_with(&probe);
+                    tables.trades = Some(trades.trace.clone());
+                }
+                let corrections = e
+                    .corrections
+                    .clone()
+                    .arrange_by_self_named("Table: corrections");
+                corrections.stream.probe_with(&probe);
+                tables.corrections = Some(corrections.trace);
+            }
+            if !final_state_only {
                 let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
                 capture(lots, &outputs, &probe, |o, (row, t, d)| {
                     o.at(t).lots.push((row, d))
@@ -429,7 +445,7 @@ impl Driver {
             completed: Completed {
                 probe,
                 outputs,
-                final_traces,
+                tables,
             },
             time: start,
         }
@@ -576,13 +592,16 @@ impl ClosedDriver {
     pub fn final_lots_and_positions(
         &mut self,
     ) -> (Vec<((Id, Lot), Diff)>, Vec<((Id, PositionSummary), Diff)>) {
-        match self.completed.final_traces.as_mut() {
-            Some(traces) => (
-                final_rows(&mut traces.lots),
-                final_rows(&mut traces.positions),
-            ),
-            None => (Vec::new(), Vec::new()),
+        let tables = &mut self.completed.tables;
+        match (tables.lots.as_mut(), tables.positions.as_mut()) {
+            (Some(lots), Some(positions)) => (final_rows(lots), final_rows(positions)),
+            _ => (Vec::new(), Vec::new()),
         }
+    }
+
+    /// The shared tables (empty unless [`DriverOptions::share_tables`]).
+    pub fn tables(&self) -> Tables {
+        self.completed.tables.clone()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gate;
 pub mod id;
 pub mod position;
+pub mod query;
 pub mod reconcile;
 pub mod runner;
 pub mod sorted;

@@ -6,7 +6,9 @@
 //! and hands each worker its share through a bounded channel, so a pipe or
 //! FIFO is never split between workers and the file is scanned once.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,12 +17,14 @@ use crate::correction::Correction;
 use crate::correction_merge::{CorrectionMerge, MergeMessage};
 use crate::decimal::Dec8;
 use crate::driver::{Capture, Driver, DriverOptions, TimestampOutput};
-use crate::engine::{DeadLetter, Fault, SourceRef, Time};
+use crate::engine::{DeadLetter, Diff, Fault, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
+use crate::query::{compare_rows, render, EvalError, Plan, Row, Tables};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
 use crate::trade::LotMethod;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 /// Timestamps a worker may run ahead of its slowest output before it waits.
 const MAX_BATCHES_IN_FLIGHT: u64 = 4;
@@ -93,6 +97,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// A break needs |difference| > this (`--tolerance`, default 0).
     pub tolerance: Dec8,
+    /// A query answered over the final state ([`BookOutcome::query`]).
+    pub query: Option<Arc<Plan>>,
 }
 
 /// A change of one scope of the lot-method map during a run.
@@ -198,6 +204,22 @@ pub struct BookOutcome {
     pub probe_at_end: Option<u64>,
     /// Wall time of the dataflow run.
     pub elapsed: Duration,
+    /// The answer to [`RunOptions::query`].
+    pub query: Option<QueryAnswer>,
+}
+
+/// A query's answer over a run's final state.
+#[derive(Debug, Default)]
+pub struct QueryAnswer {
+    /// Output column names.
+    pub columns: Vec<String>,
+    /// Rows (a row held n times is listed n times), in ORDER BY order,
+    /// ties and the rest byte-wise by their CSV line.
+    pub rows: Vec<Row>,
+    /// Evaluation errors met (an answer with errors is not an answer).
+    pub errors: Vec<String>,
+    /// Seconds from attaching the query to its complete answer.
+    pub seconds: f64,
 }
 
 impl RunOptions {
@@ -213,6 +235,7 @@ impl RunOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             workers,
             tolerance: Dec8::ZERO,
+            query: None,
         }
     }
 }
@@ -233,6 +256,9 @@ struct Captured {
     faults: Vec<Fault>,
     duplicates: u64,
     probe_at_end: Option<u64>,
+    query_rows: Vec<(Row, Diff)>,
+    query_errors: Vec<(EvalError, Diff)>,
+    query_seconds: f64,
 }
 
 impl Captured {
@@ -374,6 +400,7 @@ pub fn run_with<S: EventSource>(
         }
         None => (None, None),
     };
+    let query = options.query.clone();
     let options = options.clone();
     let config = timely::Config::process(workers);
     // The closure owns the one sender kept here, so the writer sees its
@@ -397,6 +424,9 @@ pub fn run_with<S: EventSource>(
     let mut valuations: HashMap<ValuationRow, isize> = HashMap::new();
     let mut breaks: HashMap<BreakRow, isize> = HashMap::new();
     let mut gaps: HashMap<GapRow, isize> = HashMap::new();
+    let mut query_rows: HashMap<Row, isize> = HashMap::new();
+    let mut query_errors: HashMap<EvalError, isize> = HashMap::new();
+    let mut query_seconds = 0.0f64;
     let mut failure = None;
     for result in guards.join() {
         let captured = match result
@@ -434,6 +464,13 @@ pub fn run_with<S: EventSource>(
         outcome.duplicates += captured.duplicates;
         outcome.correction_count += captured.correction_count;
         outcome.probe_at_end = outcome.probe_at_end.or(captured.probe_at_end);
+        for (row, diff) in captured.query_rows {
+            *query_rows.entry(row).or_insert(0) += diff;
+        }
+        for (error, diff) in captured.query_errors {
+            *query_errors.entry(error).or_insert(0) += diff;
+        }
+        query_seconds = query_seconds.max(captured.query_seconds);
     }
     let read = reader
         .join()
@@ -455,6 +492,9 @@ pub fn run_with<S: EventSource>(
     outcome.valuations = consolidate(valuations)?;
     outcome.breaks = consolidate(breaks)?;
     outcome.gaps = consolidate(gaps)?;
+    if let Some(plan) = &query {
+        outcome.query = Some(query_answer(plan, query_rows, query_errors, query_seconds)?);
+    }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
 }
@@ -588,6 +628,7 @@ fn run_worker(
             prices: inputs.prices,
             statements: inputs.statements,
             final_state_only: true,
+            share_tables: options.query.is_some(),
         },
     );
     if worker.index() == 0 {
@@ -663,7 +704,49 @@ fn run_worker(
     let (lots, positions) = closed.final_lots_and_positions();
     captured.lots.extend(lots);
     captured.positions.extend(positions);
+    if let Some(plan) = &options.query {
+        let started = Instant::now();
+        let (rows, errors) = answer_query(worker, plan, closed.tables())?;
+        captured.query_rows = rows;
+        captured.query_errors = errors;
+        captured.query_seconds = started.elapsed().as_secs_f64();
+    }
     Ok(captured)
+}
+
+/// This worker's part of `plan`'s answer over the finished tables: a
+/// dataflow of its own that imports them, run to completion.
+#[allow(clippy::type_complexity)]
+fn answer_query(
+    worker: &mut timely::worker::Worker,
+    plan: &Plan,
+    mut tables: Tables,
+) -> Result<(Vec<(Row, Diff)>, Vec<(EvalError, Diff)>), String> {
+    let rows: Rc<RefCell<Vec<(Row, Diff)>>> = Rc::default();
+    let errors: Rc<RefCell<Vec<(EvalError, Diff)>>> = Rc::default();
+    let probe = ProbeHandle::new();
+    let built = worker.dataflow::<Time, _, _>(|scope| -> Result<(), String> {
+        let rendered = render(plan, &mut tables, scope).map_err(|e| e.to_string())?;
+        let sink = Rc::clone(&rows);
+        rendered
+            .rows
+            .inspect(move |(row, _, diff)| sink.borrow_mut().push((row.clone(), *diff)))
+            .probe_with(&probe);
+        let sink = Rc::clone(&errors);
+        rendered
+            .errors
+            .inspect(move |(error, _, diff)| sink.borrow_mut().push((error.clone(), *diff)))
+            .probe_with(&probe);
+        Ok(())
+    });
+    built?;
+    drop(tables);
+    while !probe.done() {
+        worker.step();
+    }
+    let rows = std::mem::take(&mut *rows.borrow_mut());
+    let errors = std::mem::take(&mut *errors.borrow_mut());
+    Ok((rows, errors))
 }
 
 /// The correction writer's thread: merges the workers' corrections into
@@ -697,6 +780,38 @@ pub fn too_long(length: u64, limit: usize) -> Rejection {
         kind: RejectKind::NotJson,
         detail: format!("event of {length} bytes exceeds the limit of {limit} bytes"),
     }
+}
+
+/// The merged answer: rows expanded by multiplicity and sorted; errors
+/// that net to a positive count.
+fn query_answer(
+    plan: &Plan,
+    rows: HashMap<Row, isize>,
+    errors: HashMap<EvalError, isize>,
+    seconds: f64,
+) -> Result<QueryAnswer, RunError> {
+    let mut answer = QueryAnswer {
+        columns: plan.columns.clone(),
+        seconds,
+        ..QueryAnswer::default()
+    };
+    for (row, count) in rows {
+        if count < 0 {
+            return Err(RunError::Multiplicity(format!("{row:?}"), count));
+        }
+        answer
+            .rows
+            .extend(std::iter::repeat_n(row, count.unsigned_abs()));
+    }
+    answer.rows.sort_by(|a, b| compare_rows(&plan.order, a, b));
+    let mut errors: Vec<String> = errors
+        .into_iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(e, _)| e.0)
+        .collect();
+    errors.sort();
+    answer.errors = errors;
+    Ok(answer)
 }
 
 /// Keeps rows whose multiplicity is one; any other non-zero count is a bug.

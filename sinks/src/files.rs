@@ -7,6 +7,7 @@ use deltabook_dataflows::correction::Correction;
 use deltabook_dataflows::engine::DeadLetter;
 use deltabook_dataflows::id::Id;
 use deltabook_dataflows::position::{Lot, PositionSummary};
+use deltabook_dataflows::query::{csv_field, csv_line, Row};
 use deltabook_dataflows::reconcile::{BreakRow, GapRow, ValuationRow};
 use deltabook_dataflows::runner::CorrectionWriter;
 
@@ -159,6 +160,22 @@ pub fn write_breaks_csv(out: &mut impl Write, rows: &mut [BreakRow]) -> Result<(
             r.custodian_quantity,
             r.difference
         )?;
+    }
+    Ok(())
+}
+
+/// Writes a query's answer as CSV: a header of the select list's names,
+/// then one line per row in the order given (values in the spec's normal
+/// form, NULL empty, fields with a comma, quote or line break quoted).
+pub fn write_query_csv(
+    out: &mut impl Write,
+    columns: &[String],
+    rows: &[Row],
+) -> Result<(), FileSinkError> {
+    let header: Vec<String> = columns.iter().map(|c| csv_field(c)).collect();
+    writeln!(out, "{}", header.join(","))?;
+    for row in rows {
+        writeln!(out, "{}", csv_line(row))?;
     }
     Ok(())
 }

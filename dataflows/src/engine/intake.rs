@@ -8,7 +8,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
-use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade};
+use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, TradeUpsert};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
 use crate::id::Id;
@@ -27,6 +27,8 @@ pub(super) struct IntakeStreams<'scope> {
     pub live: StreamVec<'scope, Time, LiveTrade>,
     /// `(account, sequence)` of each accepted event that has one.
     pub sequences: StreamVec<'scope, Time, (Id, u64)>,
+    /// New live versions whole, as upserts (empty unless `trade_versions`).
+    pub trades: StreamVec<'scope, Time, TradeUpsert>,
 }
 
 /// An event after parsing: a candidate version or an early rejection.
@@ -56,6 +58,7 @@ pub(super) fn intake<'scope>(
     rejected: Option<StreamVec<'scope, Time, DeadLetter>>,
     restore: Option<StreamVec<'scope, Time, RestoredTrade>>,
     event_log: bool,
+    trade_versions: bool,
 ) -> IntakeStreams<'scope> {
     let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
         Ok(version) => Parsed::Candidate(source, Box::new(version), payload),
@@ -80,7 +83,8 @@ pub(super) fn intake<'scope>(
         duplicates,
         live,
         sequences,
-    } = versions::admit(parsed, event_log);
+        trades,
+    } = versions::admit(parsed, event_log, trade_versions);
     IntakeStreams {
         book_input: book.as_collection(),
         dead_letters: rejected,
@@ -88,5 +92,6 @@ pub(super) fn intake<'scope>(
         accepted,
         live,
         sequences,
+        trades,
     }
 }

@@ -28,8 +28,9 @@ mod intake;
 mod reference_stage;
 mod versions;
 
+use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
@@ -39,7 +40,7 @@ use crate::decimal::Dec8;
 use crate::gate::Rejection;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
-use crate::trade::{Date, LotMethod};
+use crate::trade::{Date, LotMethod, TradeVersion};
 
 pub use book_stage::Fault;
 pub use reference_stage::build_reference_booking;
@@ -106,6 +107,11 @@ pub struct Engine<'scope> {
     pub live: StreamVec<'scope, Time, LiveTrade>,
     /// `(account, sequence)` of each accepted event that has a sequence.
     pub sequences: StreamVec<'scope, Time, (Id, u64)>,
+    /// The live version of every booked (not cancelled) trade, by trade id,
+    /// whole: the `trades` table of queries. Built only with
+    /// [`EngineInputs::trade_versions`] (it is a second copy of every live
+    /// trade, which only queries read).
+    pub trades: Option<Arrangement<'scope, Id, TradeVersion>>,
 }
 
 /// The streams the engine reads.
@@ -126,6 +132,8 @@ pub struct EngineInputs<'scope> {
     /// Build [`Engine::booked`] (what the break rule reads). A run without
     /// custodian statements says `false`: it is then empty and costs nothing.
     pub break_inputs: bool,
+    /// Build [`Engine::trades`].
+    pub trade_versions: bool,
 }
 
 /// Builds the engine over its inputs.
@@ -137,8 +145,23 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         methods,
         event_log,
         break_inputs,
+        trade_versions,
     } = inputs;
-    let intake = intake::intake(raw, Some(rejected), Some(restore), event_log);
+    let intake = intake::intake(
+        raw,
+        Some(rejected),
+        Some(restore),
+        event_log,
+        trade_versions,
+    );
+    let trades = trade_versions.then(|| {
+        arrange_from_upsert::<
+            ValBuilder<Id, TradeVersion, Time, Diff>,
+            ValSpine<Id, TradeVersion, Time, Diff>,
+            _,
+            _,
+        >(intake.trades.clone(), "Arrange: trades by id")
+    });
     let book = book_stage::book(intake.book_input, methods, break_inputs);
     Engine {
         booked: book.booked,
@@ -153,5 +176,6 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         accepted: intake.accepted,
         live: intake.live,
         sequences: intake.sequences,
+        trades,
     }
 }

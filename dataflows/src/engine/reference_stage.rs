@@ -26,7 +26,7 @@ pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
 ) -> VecCollection<'scope, Time, (Id, Result<Lot, OverflowError>), Diff> {
-    let reported = intake::intake(raw, None, None, true)
+    let reported = intake::intake(raw, None, None, true, false)
         .live
         .map(|live: LiveTrade| (live.trade_id, (live.version, live.booked)));
     as_inserts(reported, "ReferenceLiveVersions")

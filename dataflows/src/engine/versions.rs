@@ -146,6 +146,9 @@ pub(super) struct VersionStreams<'scope> {
     /// `(account, sequence)` of each accepted event that has a sequence
     /// (what the gap rule reads, without copying the accepted events).
     pub sequences: StreamVec<'scope, Time, (Id, u64)>,
+    /// Each trade's new live version whole, as an upsert (empty unless
+    /// `trade_versions`).
+    pub trades: StreamVec<'scope, Time, TradeUpsert>,
 }
 
 /// One timestamp's results, by output.
@@ -157,7 +160,12 @@ struct Emitted {
     duplicates: Vec<SourceRef>,
     live: Vec<LiveTrade>,
     sequences: Vec<(Id, u64)>,
+    trades: Vec<TradeUpsert>,
 }
+
+/// A trade's live version as an upsert: `Some` while it is booked (not
+/// cancelled), `None` once cancelled.
+pub type TradeUpsert = (Id, Option<TradeVersion>, Time);
 
 /// Where a trade's live version is booked: the position and the key the
 /// booking stage (which holds the one copy of the trade) finds it by. Packed
@@ -229,6 +237,8 @@ struct TradeState {
 struct VersionState {
     /// Emit accepted events and live trades (see `EngineInputs::event_log`).
     event_log: bool,
+    /// Emit each new live version whole (see `EngineInputs::trade_versions`).
+    trade_versions: bool,
     trades: IdSlots<TradeState>,
     /// Position keys a live trade is booked in, numbered (never removed:
     /// bounded by the positions ever seen).
@@ -353,6 +363,10 @@ impl VersionState {
             let insert = BookInput::Insert(trade.clone(), Some(change));
             emit.book.push(((position.clone(), insert), time, 1));
         }
+        if self.trade_versions {
+            let live = new_booked.is_some().then(|| new.clone());
+            emit.trades.push((new.trade_id.clone(), live, time));
+        }
         if self.event_log {
             emit.live.push(LiveTrade {
                 trade_id: new.trade_id,
@@ -390,6 +404,7 @@ impl VersionState {
 pub(super) fn admit<'scope>(
     parsed: StreamVec<'scope, Time, Parsed>,
     event_log: bool,
+    trade_versions: bool,
 ) -> VersionStreams<'scope> {
     let mut builder = OperatorBuilder::new("Versions".to_owned(), parsed.scope());
     let mut input = builder.new_input(parsed, Exchange::new(|p: &Parsed| p.route()));
@@ -399,15 +414,18 @@ pub(super) fn admit<'scope>(
     let (duplicates_out, duplicates) = builder.new_output::<Vec<SourceRef>>();
     let (live_out, live) = builder.new_output::<Vec<LiveTrade>>();
     let (sequences_out, sequences) = builder.new_output::<Vec<(Id, u64)>>();
+    let (trades_out, trades) = builder.new_output::<Vec<TradeUpsert>>();
     let mut book_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(book_out);
     let mut accepted_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(accepted_out);
     let mut rejected_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(rejected_out);
     let mut duplicates_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(duplicates_out);
     let mut live_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(live_out);
     let mut sequences_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(sequences_out);
+    let mut trades_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(trades_out);
     builder.build(move |_initial| {
         let mut state = VersionState {
             event_log,
+            trade_versions,
             ..VersionState::default()
         };
         // Per time: one capability per output, and the events.
@@ -433,6 +451,7 @@ pub(super) fn admit<'scope>(
             let mut duplicates_h = duplicates_out.activate();
             let mut live_h = live_out.activate();
             let mut sequences_h = sequences_out.activate();
+            let mut trades_h = trades_out.activate();
             while let Some(time) = pending.keys().next().copied() {
                 if frontiers[0].less_equal(&time) {
                     break;
@@ -456,6 +475,7 @@ pub(super) fn admit<'scope>(
                 sequences_h
                     .session(&caps[5])
                     .give_container(&mut out.sequences);
+                trades_h.session(&caps[6]).give_container(&mut out.trades);
             }
         }
     });
@@ -466,11 +486,12 @@ pub(super) fn admit<'scope>(
         duplicates,
         live,
         sequences,
+        trades,
     }
 }
 
 /// The operator's outputs: book, accepted, rejected, duplicates, live, sequences.
-const OUTPUTS: usize = 6;
+const OUTPUTS: usize = 7;
 
 /// Sorts events by source position, moving each (large) event once.
 /// Restored trades (which have no source) come first.

@@ -1,0 +1,26 @@
+//! Live SQL queries over the engine's shared arrangements.
+//!
+//! A query is parsed with `sqlparser` and compiled ([`Plan::compile`]) to
+//! a plan over the named tables ([`Table`]); [`render`] builds it as
+//! differential operators in a dataflow of its own, importing the tables'
+//! traces ([`Tables`]), so it reads the engine's arrangements without
+//! copying them or re-reading a source.
+//!
+//! The subset: `SELECT` expressions (`+ - * /`, comparisons, `AND OR
+//! NOT`, `IS [NOT] NULL`, `ABS`, literals including `DATE 'YYYY-MM-DD'`)
+//! `FROM` one table or inner equi-`JOIN ... ON`s, `WHERE`, `GROUP BY` with
+//! `SUM COUNT MIN MAX AVG`, `HAVING`, `ORDER BY` (output columns) and
+//! `LIMIT` (top-k). Numbers are exact decimals; only a quotient is
+//! rounded (to 32 places, half to even). Anything else is refused with a
+//! [`QueryError`] naming the construct and its line and column.
+
+pub mod expr;
+pub mod plan;
+pub mod render;
+pub mod tables;
+pub mod value;
+
+pub use plan::{Plan, QueryError};
+pub use render::{compare_rows, csv_field, csv_line, render, Rendered};
+pub use tables::{MissingTable, Table, Tables};
+pub use value::{EvalError, Number, Row, Value};

@@ -1,0 +1,379 @@
+//! The engine's collections as named tables: their columns (those of the
+//! spec's files), their rows, and the shared traces a query imports.
+
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
+use differential_dataflow::trace::TraceReader;
+use differential_dataflow::VecCollection;
+use timely::dataflow::Scope;
+use timely::progress::frontier::AntichainRef;
+
+use super::value::{Number, Row, Value};
+use crate::calendar::civil_from_days;
+use crate::correction::Correction;
+use crate::decimal::Dec8;
+use crate::engine::{Diff, Time};
+use crate::id::Id;
+use crate::position::{Lot, PositionSummary};
+use crate::reconcile::{BreakRow, GapRow, ValuationRow};
+use crate::trade::{Instant, TradeVersion};
+
+/// A table a query can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Open lots: the rows of `lots.csv`.
+    Lots,
+    /// Position summaries: the rows of `positions.csv`.
+    Positions,
+    /// Valuations: the rows of `valuations.csv`.
+    Valuations,
+    /// Breaks: the rows of `breaks.csv`.
+    Breaks,
+    /// Sequence gaps: the rows of `gaps.csv`.
+    Gaps,
+    /// The live version of every booked (not cancelled) trade: the fields
+    /// of the trade event, with its position key first.
+    Trades,
+    /// Correction events: their top-level fields (objects and arrays as
+    /// compact JSON text).
+    Corrections,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 7] = [
+        Table::Lots,
+        Table::Positions,
+        Table::Valuations,
+        Table::Breaks,
+        Table::Gaps,
+        Table::Trades,
+        Table::Corrections,
+    ];
+
+    /// Its name in SQL.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Lots => "lots",
+            Table::Positions => "positions",
+            Table::Valuations => "valuations",
+            Table::Breaks => "breaks",
+            Table::Gaps => "gaps",
+            Table::Trades => "trades",
+            Table::Corrections => "corrections",
+        }
+    }
+
+    /// The table named `name` (case-insensitive).
+    pub fn named(name: &str) -> Option<Table> {
+        Table::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Its columns, in the order of its file's header.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Lots => &[
+                "position_key",
+                "lot_id",
+                "side",
+                "open_date",
+                "quantity",
+                "price",
+            ],
+            Table::Positions => &[
+                "position_key",
+                "quantity",
+                "lot_count",
+                "cost_basis",
+                "realized_pnl",
+            ],
+            Table::Valuations => &["position_key", "price", "market_value", "unrealized_pnl"],
+            Table::Breaks => &[
+                "position_key",
+                "as_of_date",
+                "kind",
+                "internal_quantity",
+                "custodian_quantity",
+                "difference",
+            ],
+            Table::Gaps => &["account_id", "first_missing", "last_missing"],
+            Table::Trades => &[
+                "position_key",
+                "trade_id",
+                "version",
+                "action",
+                "account_id",
+                "book_id",
+                "security_id",
+                "side",
+                "quantity",
+                "price",
+                "currency",
+                "trade_date",
+                "trade_time",
+                "sequence",
+                "correlation_id",
+            ],
+            Table::Corrections => &[
+                "position_key",
+                "account_id",
+                "book_id",
+                "security_id",
+                "as_of",
+                "cause",
+                "before",
+                "after",
+                "delta",
+                "lots_closed",
+                "lots_opened",
+            ],
+        }
+    }
+}
+
+fn text(id: &str) -> Value {
+    Value::Text(Id::from(id))
+}
+
+/// A row of `lots`.
+pub fn lot_row(position_key: &Id, lot: &Lot) -> Row {
+    vec![
+        text(position_key),
+        text(&lot.lot_id),
+        text(lot.side.as_str()),
+        Value::Date(lot.open_date),
+        Value::Number(Number::from_dec8(lot.quantity)),
+        Value::Number(Number::from_dec8(lot.price)),
+    ]
+}
+
+/// A row of `positions`.
+pub fn position_row(position_key: &Id, summary: &PositionSummary) -> Row {
+    vec![
+        text(position_key),
+        Value::Number(Number::from_dec8(summary.quantity)),
+        Value::Number(Number::from_i128(i128::from(summary.lot_count))),
+        Value::Number(Number::from_amount(summary.cost_basis)),
+        Value::Number(Number::from_amount(summary.realized_pnl)),
+    ]
+}
+
+/// A row of `valuations`.
+pub fn valuation_row(row: &ValuationRow) -> Row {
+    vec![
+        text(&row.position_key),
+        Value::Number(Number::from_dec8(row.price)),
+        Value::Number(Number::from_amount(row.market_value)),
+        Value::Number(Number::from_amount(row.unrealized_pnl)),
+    ]
+}
+
+/// A row of `breaks`.
+pub fn break_row(row: &BreakRow) -> Row {
+    vec![
+        text(&row.position_key),
+        Value::Date(row.as_of_date),
+        text(row.kind.as_str()),
+        Value::Number(Number::from_dec8(row.internal_quantity)),
+        Value::Number(Number::from_dec8(row.custodian_quantity)),
+        Value::Number(Number::from_dec8(row.difference)),
+    ]
+}
+
+/// A row of `gaps`.
+pub fn gap_row(row: &GapRow) -> Row {
+    vec![
+        text(&row.account_id),
+        Value::Number(Number::from_i128(i128::from(row.first_missing))),
+        Value::Number(Number::from_i128(i128::from(row.last_missing))),
+    ]
+}
+
+/// A row of `trades`.
+pub fn trade_row(version: &TradeVersion) -> Row {
+    let number = |n: Option<Dec8>| n.map_or(Value::Null, |n| Value::Number(Number::from_dec8(n)));
+    let optional = |t: &Option<Id>| t.as_deref().map_or(Value::Null, text);
+    vec![
+        Value::Text(version.position_key()),
+        text(&version.trade_id),
+        Value::Number(Number::from_i128(i128::from(version.version))),
+        text(version.action.as_str()),
+        text(&version.account_id),
+        text(&version.book_id),
+        text(&version.security_id),
+        version.side.map_or(Value::Null, |s| text(s.as_str())),
+        number(version.quantity),
+        number(version.price),
+        optional(&version.currency),
+        version.trade_date.map_or(Value::Null, Value::Date),
+        version
+            .trade_time
+            .map_or(Value::Null, |t| text(&instant_text(t))),
+        version.sequence.map_or(Value::Null, |s| {
+            Value::Number(Number::from_i128(i128::from(s)))
+        }),
+        optional(&version.correlation_id),
+    ]
+}
+
+/// An instant as RFC 3339 in UTC, fractional seconds without trailing
+/// zeros (a leap second as `:60`).
+pub fn instant_text(instant: Instant) -> String {
+    let days = instant.secs.div_euclid(86_400);
+    let mut second_of_day = instant.secs.rem_euclid(86_400);
+    let mut nanos = instant.nanos;
+    if nanos >= 1_000_000_000 {
+        // Kept as the preceding second with nanos >= 10^9: it is :60.
+        nanos -= 1_000_000_000;
+        second_of_day += 1;
+    }
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss) = (
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+    );
+    let ss = if second_of_day == 86_400 { 60 } else { ss };
+    let (hh, mm) = if second_of_day == 86_400 {
+        (23, 59)
+    } else {
+        (hh, mm)
+    };
+    let mut out = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}");
+    if nanos > 0 {
+        let fraction = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// A row of `corrections`.
+pub fn correction_row(correction: &Correction) -> Row {
+    let json = correction.to_json().ok();
+    let field = |name: &str| match json.as_ref().and_then(|j| j.get(name)) {
+        Some(serde_json::Value::String(s)) => text(s),
+        Some(serde_json::Value::Number(n)) => {
+            Number::parse(&n.to_string()).map_or(Value::Null, Value::Number)
+        }
+        Some(serde_json::Value::Null) | None => Value::Null,
+        Some(other) => text(&other.to_string()),
+    };
+    let mut parts = correction.position_key.splitn(3, '_');
+    let mut part = || text(parts.next().unwrap_or_default());
+    vec![
+        text(&correction.position_key),
+        part(),
+        part(),
+        part(),
+        Value::Number(Number::from_i128(i128::from(correction.as_of))),
+        field("cause"),
+        field("before"),
+        field("after"),
+        // NULL when the delta overflows (the event itself then fails to render).
+        field("delta"),
+        field("lots_closed"),
+        field("lots_opened"),
+    ]
+}
+
+/// A trace keyed by position (or, for `trades`, by trade id).
+pub type PositionTrace<V> = TraceAgent<ValSpine<Id, V, Time, Diff>>;
+/// A trace of whole rows.
+pub type RowTrace<R> = TraceAgent<KeySpine<R, Time, Diff>>;
+
+/// Shared handles on the engine's arranged collections. Importing one into
+/// another dataflow reads the arrangement itself: nothing is copied and
+/// nothing is re-read from a source.
+///
+/// Guarantee: the handles' compaction follows the engine's completed
+/// frontier ([`Tables::compact_to`]), so an import starts from the current
+/// state, not its history.
+#[derive(Clone, Default)]
+pub struct Tables {
+    /// `lots`, keyed by position.
+    pub lots: Option<PositionTrace<Lot>>,
+    /// `positions`, keyed by position.
+    pub positions: Option<PositionTrace<PositionSummary>>,
+    /// `valuations` (when prices are fed).
+    pub valuations: Option<RowTrace<ValuationRow>>,
+    /// `breaks` (when statements are fed).
+    pub breaks: Option<RowTrace<BreakRow>>,
+    /// `gaps`.
+    pub gaps: Option<RowTrace<GapRow>>,
+    /// `trades`, keyed by trade id.
+    pub trades: Option<PositionTrace<TradeVersion>>,
+    /// `corrections`.
+    pub corrections: Option<RowTrace<Correction>>,
+}
+
+/// Why a table could not be imported.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("table {0} is not maintained by this run (valuations need prices, breaks need custodian statements)")]
+pub struct MissingTable(pub &'static str);
+
+impl Tables {
+    /// Lets every trace forget distinctions between times before `frontier`.
+    pub fn compact_to(&mut self, frontier: Time) {
+        let frontier = [frontier];
+        let frontier = AntichainRef::new(&frontier);
+        fn compact<Tr: TraceReader<Time = Time>>(
+            trace: &mut Option<TraceAgent<Tr>>,
+            frontier: AntichainRef<'_, Time>,
+        ) {
+            if let Some(trace) = trace.as_mut() {
+                trace.set_logical_compaction(frontier);
+                trace.set_physical_compaction(frontier);
+            }
+        }
+        compact(&mut self.lots, frontier);
+        compact(&mut self.positions, frontier);
+        compact(&mut self.valuations, frontier);
+        compact(&mut self.breaks, frontier);
+        compact(&mut self.gaps, frontier);
+        compact(&mut self.trades, frontier);
+        compact(&mut self.corrections, frontier);
+    }
+
+    /// The rows of `table`, imported into `scope` from its shared trace.
+    pub fn import<'scope>(
+        &mut self,
+        table: Table,
+        scope: Scope<'scope, Time>,
+    ) -> Result<VecCollection<'scope, Time, Row, Diff>, MissingTable> {
+        let missing = || MissingTable(table.name());
+        Ok(match table {
+            Table::Lots => {
+                let trace = self.lots.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|k, v| lot_row(k, v))
+            }
+            Table::Positions => {
+                let trace = self.positions.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|k, v| position_row(k, v))
+            }
+            Table::Valuations => {
+                let trace = self.valuations.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|k, _| valuation_row(k))
+            }
+            Table::Breaks => {
+                let trace = self.breaks.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|k, _| break_row(k))
+            }
+            Table::Gaps => {
+                let trace = self.gaps.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|k, _| gap_row(k))
+            }
+            Table::Trades => {
+                let trace = self.trades.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|_, v| trade_row(v))
+            }
+            Table::Corrections => {
+                let trace = self.corrections.as_mut().ok_or_else(missing)?;
+                trace.import(scope).as_collection(|k, _| correction_row(k))
+            }
+        })
+    }
+}
