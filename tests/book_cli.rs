@@ -278,3 +278,97 @@ fn the_sample_with_ticks_and_statements_is_byte_identical_for_any_batch_size_and
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The columns `keep` (0-based) of a CSV text's lines, rejoined.
+fn columns_of(csv: &str, keep: &[usize]) -> Vec<String> {
+    csv.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            keep.iter()
+                .map(|&i| fields[i])
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn query_answers_agree_with_the_written_files() {
+    let dir = scratch("query");
+    let out_dir = dir.join("out");
+    let sample = |name: &str| format!("{}/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let (trades, methods, prices) = (
+        sample("sample-trades.jsonl"),
+        sample("sample-methods.json"),
+        sample("sample-prices.jsonl"),
+    );
+    let run = |query: &str, out: Option<&Path>| {
+        let mut args = vec![
+            "--trades",
+            &trades,
+            "--methods",
+            &methods,
+            "--prices",
+            &prices,
+            "--workers",
+            "3",
+            "--batch-size",
+            "77",
+            "--query",
+            query,
+        ];
+        if let Some(out) = out {
+            args.extend(["--out", out.to_str().unwrap()]);
+        }
+        let output = book(&args, None);
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{query}: {stderr}");
+        assert!(stderr.contains("lines          5000"), "{stderr}");
+        String::from_utf8(output.stdout).expect("utf-8 answer")
+    };
+    let answer = run(
+        "SELECT position_key, quantity, cost_basis FROM positions ORDER BY position_key",
+        Some(&out_dir),
+    );
+    let positions = std::fs::read_to_string(out_dir.join("positions.csv")).expect("positions.csv");
+    assert_eq!(
+        answer.lines().collect::<Vec<_>>(),
+        columns_of(&positions, &[0, 1, 3])
+    );
+    let valuations =
+        std::fs::read_to_string(out_dir.join("valuations.csv")).expect("valuations.csv");
+    let answer = run(
+        "SELECT v.position_key, v.market_value FROM valuations v \
+         JOIN positions p ON v.position_key = p.position_key ORDER BY 1",
+        None,
+    );
+    assert_eq!(
+        answer.lines().collect::<Vec<_>>(),
+        columns_of(&valuations, &[0, 2])
+    );
+    let lots = std::fs::read_to_string(out_dir.join("lots.csv")).expect("lots.csv");
+    let answer = run("SELECT COUNT(*) AS open_lots FROM lots", None);
+    assert_eq!(answer, format!("open_lots\n{}\n", lots.lines().count() - 1));
+
+    for (query, expected) in [
+        (
+            "SELECT side FROM lots WHERE side LIKE 'L%'",
+            "is not supported (line 1, column 29)",
+        ),
+        ("SELECT * FROM breaks", "table breaks needs --custodian"),
+        (
+            "SELECT quantity / 0 FROM lots",
+            "evaluation error(s); no answer printed",
+        ),
+    ] {
+        let output = book(
+            &["--trades", &trades, "--prices", &prices, "--query", query],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{query} succeeded");
+        assert!(stderr.contains(expected), "{query}: {stderr}");
+        assert!(output.stdout.is_empty(), "{query}: an answer was printed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

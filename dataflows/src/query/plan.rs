@@ -309,11 +309,17 @@ fn compile_select(select: &ast::Select) -> Result<Plan, QueryError> {
         let constraint = match &join.join_operator {
             JoinOperator::Join(c) | JoinOperator::Inner(c) => c,
             other => {
-                let name = format!("{other:?}");
-                let kind = name.split('(').next().unwrap_or("this join");
-                return Err(unsupported(
+                let kind = match other {
+                    JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => "LEFT JOIN",
+                    JoinOperator::Right(_) | JoinOperator::RightOuter(_) => "RIGHT JOIN",
+                    JoinOperator::FullOuter(_) => "FULL JOIN",
+                    JoinOperator::CrossJoin(_) => "CROSS JOIN",
+                    JoinOperator::CrossApply | JoinOperator::OuterApply => "APPLY",
+                    _ => "this join",
+                };
+                return Err(at(
                     join.span(),
-                    &format!("{kind} join (only inner JOIN ... ON)"),
+                    format!("{kind} is not supported: only inner JOIN ... ON"),
                 ));
             }
         };
@@ -838,4 +844,79 @@ fn literal(value: &ast::Value, span: Span) -> Result<Value, QueryError> {
         ast::Value::Null => Value::Null,
         other => return Err(unsupported(span, &format!("the literal {other}"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(sql: &str) -> String {
+        match Plan::compile(sql) {
+            Ok(plan) => panic!("{sql} compiled: {plan:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_construct_and_where_it_is() {
+        let cases = [
+            ("SELECT DISTINCT side FROM lots", "DISTINCT is not supported (line 1, column 1)"),
+            (
+                "SELECT side FROM lots\n  LEFT JOIN positions ON lots.position_key = positions.position_key",
+                "LEFT JOIN is not supported: only inner JOIN ... ON (line 2, column 13)",
+            ),
+            ("SELECT quantity FROM lots LIMIT 5 OFFSET 2", "OFFSET is not supported (line 1, column 42)"),
+            ("SELECT nope FROM lots", "no column nope (line 1, column 8)"),
+            ("SELECT side FROM nowhere", "no table nowhere"),
+            (
+                "SELECT position_key FROM lots JOIN positions ON lots.position_key = positions.position_key",
+                "column position_key is ambiguous",
+            ),
+            (
+                "SELECT side, quantity FROM lots GROUP BY side",
+                "column quantity must appear in GROUP BY or inside an aggregate (line 1, column 14)",
+            ),
+            ("SELECT side FROM lots ORDER BY price", "ORDER BY price: order by a column of the select list"),
+            ("SELECT upper(side) FROM lots", "the function upper (supported: SUM, COUNT, MIN, MAX, AVG, ABS) is not supported (line 1, column 8)"),
+            ("SELECT side FROM lots WHERE side LIKE 'L%'", "the expression `side LIKE 'L%'` is not supported (line 1, column 29)"),
+            ("SELECT a.side FROM lots, positions", "a comma join (write JOIN ... ON) is not supported"),
+            ("SELECT * FROM lots JOIN positions ON lots.quantity > positions.quantity", "JOIN ... ON needs an equality"),
+            ("SELECT SUM(SUM(quantity)) FROM lots", "aggregate inside SUM"),
+            ("DELETE FROM lots", "a statement other than SELECT is not supported"),
+            ("SELEC side FROM lots", "SQL syntax error"),
+        ];
+        for (sql, expected) in cases {
+            let message = error(sql);
+            assert!(message.contains(expected), "{sql}: {message}");
+        }
+    }
+
+    #[test]
+    fn names_resolve_to_combined_row_columns() {
+        let plan = Plan::compile(
+            "SELECT p.position_key, SUM(l.quantity * l.price) AS cost FROM lots l \
+             JOIN positions p ON l.position_key = p.position_key WHERE l.side = 'LONG' \
+             GROUP BY p.position_key HAVING COUNT(*) > 1 ORDER BY cost DESC LIMIT 3",
+        )
+        .expect("compiles");
+        assert_eq!(plan.sources.len(), 2);
+        assert_eq!(plan.sources[1].offset, 6);
+        // lots.position_key (0) = positions.position_key (6, its own column 0).
+        assert_eq!(plan.joins[0].left_key, vec![Expr::Column(0)]);
+        assert_eq!(plan.joins[0].right_key, vec![Expr::Column(0)]);
+        let grouping = plan.grouping.as_ref().expect("grouped");
+        assert_eq!(grouping.keys, vec![Expr::Column(6)]);
+        assert_eq!(grouping.aggregates.len(), 2, "SUM and COUNT(*)");
+        assert_eq!(plan.columns, vec!["position_key", "cost"]);
+        assert_eq!(plan.select, vec![Expr::Column(0), Expr::Column(1)]);
+        assert_eq!(
+            plan.order,
+            vec![OrderItem {
+                column: 1,
+                descending: true,
+                nulls_first: true
+            }]
+        );
+        assert_eq!(plan.limit, Some(3));
+    }
 }

@@ -1,0 +1,195 @@
+//! SQL queries over a run's final tables: hand-computed answers, the same
+//! for every worker count and batch size.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
+
+use std::sync::Arc;
+
+use deltabook_dataflows::query::{csv_line, Plan};
+use deltabook_dataflows::runner::{self, QueryAnswer, RunOptions};
+
+fn trade(id: &str, version: u32, action: &str, key: (&str, &str, &str), rest: &str) -> Vec<u8> {
+    let (account, book, security) = key;
+    format!(
+        r#"{{"trade_id":"{id}","version":{version},"action":"{action}","account_id":"{account}","book_id":"{book}","security_id":"{security}"{rest}}}"#
+    )
+    .into_bytes()
+}
+
+fn fill(side: &str, quantity: &str, price: &str, date: &str) -> String {
+    format!(r#","side":"{side}","quantity":"{quantity}","price":"{price}","trade_date":"{date}""#)
+}
+
+/// The stream every case reads (FIFO everywhere):
+/// - A_B_X: BUY 10 @ 100, BUY 5 @ 110, SELL 12 @ 120 -> open T2 3 @ 110,
+///   realized 10 * 20 + 2 * 10 = 220;
+/// - A_B_Y: SELL 7 @ 50 -> short T4 7 @ 50;
+/// - A_C_X: BUY 1 @ 99.5, then cancelled -> nothing;
+/// - A_C_Z: BUY 2 @ 10, amended to BUY 4 @ 10.25.
+fn events() -> Vec<Vec<u8>> {
+    vec![
+        trade(
+            "T1",
+            1,
+            "NEW",
+            ("A", "B", "X"),
+            &fill("BUY", "10", "100", "2026-01-02"),
+        ),
+        trade(
+            "T5",
+            1,
+            "NEW",
+            ("A", "C", "X"),
+            &fill("BUY", "1", "99.5", "2026-01-02"),
+        ),
+        trade(
+            "T2",
+            1,
+            "NEW",
+            ("A", "B", "X"),
+            &fill("BUY", "5", "110", "2026-01-03"),
+        ),
+        trade(
+            "T6",
+            1,
+            "NEW",
+            ("A", "C", "Z"),
+            &fill("BUY", "2", "10", "2026-01-05"),
+        ),
+        trade(
+            "T4",
+            1,
+            "NEW",
+            ("A", "B", "Y"),
+            &fill("SELL", "7", "50", "2026-01-02"),
+        ),
+        trade(
+            "T3",
+            1,
+            "NEW",
+            ("A", "B", "X"),
+            &fill("SELL", "12", "120", "2026-01-04"),
+        ),
+        trade("T5", 2, "CANCEL", ("A", "C", "X"), ""),
+        trade(
+            "T6",
+            2,
+            "AMEND",
+            ("A", "C", "Z"),
+            &fill("BUY", "4", "10.25", "2026-01-05"),
+        ),
+    ]
+}
+
+fn answer(sql: &str, batch_size: usize, workers: usize) -> QueryAnswer {
+    let plan = Plan::compile(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut options = RunOptions::new(Vec::new(), batch_size, workers);
+    options.query = Some(Arc::new(plan));
+    let outcome = runner::run(Arc::new(events()), &options, None).expect("run");
+    outcome.query.expect("an answer")
+}
+
+/// The answer as CSV lines (header first), checked to be the same for
+/// every worker count and batch size.
+fn csv(sql: &str) -> Vec<String> {
+    let mut seen: Option<Vec<String>> = None;
+    for (batch_size, workers) in [(1, 1), (3, 2), (100, 3), (2, 4)] {
+        let answer = answer(sql, batch_size, workers);
+        assert!(answer.errors.is_empty(), "{sql}: {:?}", answer.errors);
+        let mut lines = vec![answer.columns.join(",")];
+        lines.extend(answer.rows.iter().map(csv_line));
+        match &seen {
+            None => seen = Some(lines),
+            Some(first) => assert_eq!(
+                first, &lines,
+                "{sql}: batch {batch_size}, {workers} workers"
+            ),
+        }
+    }
+    seen.unwrap_or_default()
+}
+
+#[test]
+fn positions_as_in_positions_csv() {
+    assert_eq!(
+        csv("SELECT * FROM positions ORDER BY position_key"),
+        [
+            "position_key,quantity,lot_count,cost_basis,realized_pnl",
+            "A_B_X,3,1,330,220",
+            "A_B_Y,-7,1,-350,0",
+            "A_C_Z,4,1,41,0",
+        ]
+    );
+}
+
+#[test]
+fn join_filter_expression_and_descending_order() {
+    assert_eq!(
+        csv(
+            "SELECT l.lot_id, l.quantity * l.price AS value, p.realized_pnl \
+             FROM lots l JOIN positions p ON l.position_key = p.position_key \
+             WHERE l.side = 'LONG' ORDER BY value DESC"
+        ),
+        ["lot_id,value,realized_pnl", "T2,330,220", "T6,41,0"]
+    );
+}
+
+#[test]
+fn aggregates_over_no_rows_give_one_row() {
+    assert_eq!(
+        csv("SELECT COUNT(*) AS n, SUM(quantity) AS q, AVG(price) AS p FROM lots WHERE price > 1000"),
+        ["n,q,p", "0,,"]
+    );
+}
+
+#[test]
+fn trades_are_the_live_booked_versions() {
+    assert_eq!(
+        csv("SELECT trade_id, version, action, quantity, price, trade_date FROM trades ORDER BY trade_id"),
+        [
+            "trade_id,version,action,quantity,price,trade_date",
+            "T1,1,NEW,10,100,2026-01-02",
+            "T2,1,NEW,5,110,2026-01-03",
+            "T3,1,NEW,12,120,2026-01-04",
+            "T4,1,NEW,7,50,2026-01-02",
+            "T6,2,AMEND,4,10.25,2026-01-05",
+        ]
+    );
+    // (100 + 110 + 10.25) / 3, to 32 places, half to even.
+    assert_eq!(
+        csv("SELECT side, COUNT(*) AS n, AVG(price) AS mean FROM trades GROUP BY side HAVING COUNT(*) > 2 ORDER BY n DESC LIMIT 1"),
+        ["side,n,mean", "BUY,3,73.41666666666666666666666666666667"]
+    );
+}
+
+#[test]
+fn top_k_breaks_ties_by_the_written_row() {
+    assert_eq!(
+        csv("SELECT position_key, lot_count FROM positions ORDER BY lot_count DESC LIMIT 2"),
+        ["position_key,lot_count", "A_B_X,1", "A_B_Y,1"]
+    );
+}
+
+#[test]
+fn every_position_change_is_a_correction_row() {
+    // One line per timestamp: A_C_X is opened, then closed by the cancel.
+    let answer = answer(
+        "SELECT as_of, lots_opened FROM corrections WHERE position_key = 'A_C_X' ORDER BY as_of",
+        1,
+        2,
+    );
+    let lines: Vec<String> = answer.rows.iter().map(csv_line).collect();
+    assert_eq!(
+        lines,
+        [
+            r#"2,"[{""lot_id"":""T5"",""side"":""LONG"",""open_date"":""2026-01-02"",""quantity"":""1"",""price"":""99.5""}]""#,
+            "7,[]",
+        ]
+    );
+}
+
+#[test]
+fn an_evaluation_error_is_reported_not_answered() {
+    let answer = answer("SELECT quantity / (price - price) FROM lots", 2, 2);
+    assert_eq!(answer.errors, ["division by zero"]);
+}
