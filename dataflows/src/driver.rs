@@ -33,7 +33,7 @@ use crate::engine::{
 use crate::gate::Rejection;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
-use crate::query::Tables;
+use crate::query::{Table, TableSet, Tables};
 use crate::reconcile::{
     self, BreakRow, GapRow, LiveStatement, LiveTick, ReconcileInputs, Restored, SequenceRange,
     ValuationRow,
@@ -234,9 +234,11 @@ pub struct DriverOptions {
     /// being captured at every timestamp: for a batch run that only needs
     /// the final state, so no second copy of it is folded beside the traces.
     pub final_state_only: bool,
-    /// Keep shared handles on every table ([`Driver::tables`]) so queries
-    /// can import them: valuations, breaks and gaps are then arranged too.
-    pub share_tables: bool,
+    /// Keep shared handles on these tables ([`Driver::tables`]) so queries
+    /// can import them. Lots and positions are arranged anyway; the others
+    /// are arranged only when named here (trades is a second copy of every
+    /// live trade, corrections all of history).
+    pub share_tables: TableSet,
 }
 
 impl Driver {
@@ -262,7 +264,7 @@ impl Driver {
                 prices: true,
                 statements: true,
                 final_state_only: false,
-                share_tables: false,
+                share_tables: TableSet::NONE,
             },
         )
     }
@@ -301,7 +303,7 @@ impl Driver {
                 methods,
                 event_log: keep == Capture::All,
                 break_inputs: with_statements,
-                trade_versions: share_tables,
+                trade_versions: share_tables.contains(Table::Trades),
             });
             let r = reconcile::build(
                 &e,
@@ -333,14 +335,16 @@ impl Driver {
                 r.live_statements.inner.probe_with(&probe);
                 r.sequence_ranges.inner.probe_with(&probe);
             }
-            if final_state_only || share_tables {
+            if final_state_only || share_tables.contains(Table::Lots) {
                 e.lots.stream.clone().probe_with(&probe);
-                e.positions.stream.clone().probe_with(&probe);
                 tables.lots = Some(e.lots.trace.clone());
+            }
+            if final_state_only || share_tables.contains(Table::Positions) {
+                e.positions.stream.clone().probe_with(&probe);
                 tables.positions = Some(e.positions.trace.clone());
             }
-            if share_tables {
-                if with_prices {
+            {
+                if with_prices && share_tables.contains(Table::Valuations) {
                     let valuations = r
                         .valuations
                         .clone()
@@ -348,24 +352,28 @@ impl Driver {
                     valuations.stream.probe_with(&probe);
                     tables.valuations = Some(valuations.trace);
                 }
-                if with_statements {
+                if with_statements && share_tables.contains(Table::Breaks) {
                     let breaks = r.breaks.clone().arrange_by_self_named("Table: breaks");
                     breaks.stream.probe_with(&probe);
                     tables.breaks = Some(breaks.trace);
                 }
-                let gaps = r.gaps.clone().arrange_by_self_named("Table: gaps");
-                gaps.stream.probe_with(&probe);
-                tables.gaps = Some(gaps.trace);
+                if share_tables.contains(Table::Gaps) {
+                    let gaps = r.gaps.clone().arrange_by_self_named("Table: gaps");
+                    gaps.stream.probe_with(&probe);
+                    tables.gaps = Some(gaps.trace);
+                }
                 if let Some(trades) = &e.trades {
                     trades.stream.clone().probe_with(&probe);
                     tables.trades = Some(trades.trace.clone());
                 }
-                let corrections = e
-                    .corrections
-                    .clone()
-                    .arrange_by_self_named("Table: corrections");
-                corrections.stream.probe_with(&probe);
-                tables.corrections = Some(corrections.trace);
+                if share_tables.contains(Table::Corrections) {
+                    let corrections = e
+                        .corrections
+                        .clone()
+                        .arrange_by_self_named("Table: corrections");
+                    corrections.stream.probe_with(&probe);
+                    tables.corrections = Some(corrections.trace);
+                }
             }
             if !final_state_only {
                 let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
@@ -449,6 +457,11 @@ impl Driver {
             },
             time: start,
         }
+    }
+
+    /// The shared tables (empty unless [`DriverOptions::share_tables`]).
+    pub fn tables(&self) -> Tables {
+        self.completed.tables.clone()
     }
 
     /// The time new input is stamped with.

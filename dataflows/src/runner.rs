@@ -21,10 +21,11 @@ use crate::engine::{DeadLetter, Diff, Fault, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
-use crate::query::{compare_rows, render, EvalError, Plan, Row, Tables};
+use crate::query::{compare_rows, render, EvalError, Plan, Row, TableSet, Tables};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
 use crate::trade::LotMethod;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::Scope;
 
 /// Timestamps a worker may run ahead of its slowest output before it waits.
 const MAX_BATCHES_IN_FLIGHT: u64 = 4;
@@ -99,6 +100,42 @@ pub struct RunOptions {
     pub tolerance: Dec8,
     /// A query answered over the final state ([`BookOutcome::query`]).
     pub query: Option<Arc<Plan>>,
+    /// A custom dataflow attached beside the engine from the start.
+    pub attach: Option<Attach>,
+}
+
+/// A custom dataflow for every worker, built beside the engine before the
+/// first event: the closure gets a scope of its own and the engine's named
+/// tables ([`Tables`]), imports what it reads (`trace.import(scope)`) and
+/// sees every change of them, at the engine's timestamps. It must build
+/// the same dataflow on every worker (timely's rule); each worker's import
+/// holds that worker's part of a table.
+#[derive(Clone)]
+pub struct Attach {
+    tables: TableSet,
+    build: Arc<AttachFn>,
+}
+
+/// The closure of an [`Attach`].
+pub type AttachFn = dyn for<'scope> Fn(Scope<'scope, Time>, &mut Tables) + Send + Sync;
+
+impl Attach {
+    /// `build`, which reads `tables` (only those are shared with it).
+    pub fn new(
+        tables: TableSet,
+        build: impl for<'scope> Fn(Scope<'scope, Time>, &mut Tables) + Send + Sync + 'static,
+    ) -> Attach {
+        Attach {
+            tables,
+            build: Arc::new(build),
+        }
+    }
+}
+
+impl std::fmt::Debug for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attach")
+    }
 }
 
 /// A change of one scope of the lot-method map during a run.
@@ -236,6 +273,7 @@ impl RunOptions {
             workers,
             tolerance: Dec8::ZERO,
             query: None,
+            attach: None,
         }
     }
 }
@@ -628,9 +666,17 @@ fn run_worker(
             prices: inputs.prices,
             statements: inputs.statements,
             final_state_only: true,
-            share_tables: options.query.is_some(),
+            share_tables: options
+                .query
+                .as_ref()
+                .map_or(TableSet::NONE, |plan| plan.tables())
+                .union(options.attach.as_ref().map_or(TableSet::NONE, |a| a.tables)),
         },
     );
+    if let Some(attach) = &options.attach {
+        let mut tables = driver.tables();
+        worker.dataflow::<Time, _, _>(|scope| (attach.build)(scope, &mut tables));
+    }
     if worker.index() == 0 {
         for (scope, method) in &options.methods {
             driver.set_method(scope, Some(*method));

@@ -112,6 +112,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The tables the plan reads.
+    pub fn tables(&self) -> super::tables::TableSet {
+        self.sources.iter().map(|s| s.table).collect()
+    }
+
     /// Parses and compiles `sql`.
     pub fn compile(sql: &str) -> Result<Plan, QueryError> {
         let statements = Parser::parse_sql(&GenericDialect {}, sql)

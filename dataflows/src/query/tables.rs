@@ -133,6 +133,42 @@ impl Table {
     }
 }
 
+/// A set of tables (a bit per [`Table`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSet(u8);
+
+impl TableSet {
+    /// No table.
+    pub const NONE: TableSet = TableSet(0);
+    /// Every table.
+    pub const ALL: TableSet = TableSet((1 << Table::ALL.len()) - 1);
+
+    fn bit(table: Table) -> u8 {
+        1 << (table as u8)
+    }
+
+    /// The set with `table` added.
+    pub fn with(self, table: Table) -> TableSet {
+        TableSet(self.0 | TableSet::bit(table))
+    }
+
+    /// The union.
+    pub fn union(self, other: TableSet) -> TableSet {
+        TableSet(self.0 | other.0)
+    }
+
+    /// True when `table` is in the set.
+    pub fn contains(self, table: Table) -> bool {
+        self.0 & TableSet::bit(table) != 0
+    }
+}
+
+impl FromIterator<Table> for TableSet {
+    fn from_iter<I: IntoIterator<Item = Table>>(tables: I) -> TableSet {
+        tables.into_iter().fold(TableSet::NONE, TableSet::with)
+    }
+}
+
 fn text(id: &str) -> Value {
     Value::Text(Id::from(id))
 }
@@ -312,7 +348,7 @@ pub struct Tables {
 
 /// Why a table could not be imported.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("table {0} is not maintained by this run (valuations need prices, breaks need custodian statements)")]
+#[error("table {0} is not shared by this run (ask for it: RunOptions::query / Attach::new's tables; valuations need prices, breaks need custodian statements)")]
 pub struct MissingTable(pub &'static str);
 
 impl Tables {

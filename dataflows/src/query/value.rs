@@ -20,14 +20,11 @@ pub const DIVISION_SCALE: u32 = 32;
 pub const MAX_SCALE: u32 = 64;
 
 /// A failure while evaluating an expression on a row.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, thiserror::Error,
+)]
+#[error("{0}")]
 pub struct EvalError(pub String);
-
-impl fmt::Display for EvalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 fn overflow(what: &str) -> EvalError {
     EvalError(format!(
