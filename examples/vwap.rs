@@ -47,7 +47,7 @@ fn main() -> Result<()> {
             .import(scope)
             .as_collection(|_trade_id, t| {
                 let signed = match t.side {
-                    Some(Side::Sell) => number(t.quantity).neg(),
+                    Some(Side::Sell) => number(t.quantity).negated(),
                     _ => number(t.quantity),
                 };
                 (
@@ -60,15 +60,18 @@ fn main() -> Result<()> {
                     (Number::ZERO, Number::ZERO, Number::ZERO);
                 for ((q, p, signed), count) in input {
                     let count = Number::from_i128(*count as i128);
-                    // Exact: 256-bit decimals; an overflow is a bug in this example.
+                    // Exact 256-bit decimals; an overflow would leave the sum short,
+                    // and the check against SQL at the end would fail.
                     let add = |sum: Number, x: Number| {
-                        x.mul(count).and_then(|x| sum.add(x)).unwrap_or(sum)
+                        x.checked_mul(count)
+                            .and_then(|x| sum.checked_add(x))
+                            .unwrap_or(sum)
                     };
                     quantity = add(quantity, *q);
-                    notional = add(notional, p.mul(*q).unwrap_or(Number::ZERO));
+                    notional = add(notional, p.checked_mul(*q).unwrap_or(Number::ZERO));
                     net = add(net, *signed);
                 }
-                output.push(((notional.div(quantity).ok(), net), 1));
+                output.push(((notional.checked_div(quantity).ok(), net), 1));
             })
             .inspect(move |((security, figures), time, diff)| {
                 if *diff > 0 {
@@ -105,14 +108,18 @@ fn main() -> Result<()> {
             expected
                 .entry(security.clone())
                 .or_insert((Number::ZERO, Number::ZERO, Number::ZERO));
-        entry.0 = entry.0.add(*q)?;
-        entry.1 = entry.1.add(*n)?;
-        let signed = if side.as_str() == "SELL" { q.neg() } else { *q };
-        entry.2 = entry.2.add(signed)?;
+        entry.0 = entry.0.checked_add(*q)?;
+        entry.1 = entry.1.checked_add(*n)?;
+        let signed = if side.as_str() == "SELL" {
+            q.negated()
+        } else {
+            *q
+        };
+        entry.2 = entry.2.checked_add(signed)?;
     }
     let expected: BTreeMap<Id, Figures> = expected
         .into_iter()
-        .map(|(security, (q, n, net))| (security, (n.div(q).ok(), net)))
+        .map(|(security, (q, n, net))| (security, (n.checked_div(q).ok(), net)))
         .collect();
     let live = live.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let mut ours: BTreeMap<Id, Figures> = BTreeMap::new();

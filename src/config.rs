@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use deltabook_dataflows::query::{Table, TableSet};
 use serde::Deserialize;
 
 /// Most timely workers a run may ask for.
@@ -109,6 +110,38 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
+/// Live SQL queries (`POST /query` on the HTTP endpoint).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueriesConfig {
+    /// Tables shared with queries, comma-separated (`trades` keeps a second
+    /// copy of every live trade; `corrections` keeps all of history).
+    pub tables: String,
+    /// Most live queries at once.
+    pub max_subscribers: usize,
+    /// Most updates queued for one subscriber; a subscriber that falls
+    /// this far behind is cut off.
+    pub subscriber_queue_updates: usize,
+}
+
+impl QueriesConfig {
+    /// The shared tables.
+    pub fn table_set(&self) -> Result<TableSet> {
+        let mut set = TableSet::NONE;
+        for name in self
+            .tables
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let table =
+                Table::named(name).with_context(|| format!("queries.tables: no table {name:?}"))?;
+            set = set.with(table);
+        }
+        Ok(set)
+    }
+}
+
 /// Outbox publishers.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +171,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Publishers.
     pub publisher: PublisherConfig,
+    /// Live queries.
+    pub queries: QueriesConfig,
 }
 
 /// `config/default.toml`, compiled into the binary: the configuration used
@@ -240,6 +275,11 @@ impl Config {
         anyhow::ensure!(
             self.postgres.write_batch_rows >= 1,
             "postgres.write_batch_rows must be >= 1"
+        );
+        self.queries.table_set()?;
+        anyhow::ensure!(
+            self.queries.subscriber_queue_updates >= 1,
+            "queries.subscriber_queue_updates must be >= 1"
         );
         Ok(())
     }

@@ -7,5 +7,6 @@ pub mod generate;
 pub mod kafka;
 pub mod market_data;
 pub mod methods_file;
+pub mod query_client;
 pub mod service;
 pub mod verify;

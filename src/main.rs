@@ -119,6 +119,23 @@ enum Command {
         #[arg(long = "set")]
         sets: Vec<String>,
     },
+    /// Subscribes to a live SQL query of a running service (`POST /query`
+    /// on its HTTP endpoint): a table redrawn as it changes on a terminal,
+    /// JSON lines when piped.
+    Query {
+        /// The query (SELECT over trades, lots, positions, valuations,
+        /// breaks, gaps, corrections).
+        sql: String,
+        /// Print the snapshot only, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Configuration file (its http.listen is the service to ask).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides, `section.key=value`.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+    },
     /// Prints the corrections topic from the beginning, one event per line.
     Tail {
         /// Configuration file (default: the built-in config/default.toml).
@@ -294,6 +311,15 @@ fn main() -> Result<()> {
                 println!("verify: DIFFERENCES");
                 std::process::exit(1);
             }
+        }
+        Command::Query {
+            sql,
+            once,
+            config,
+            sets,
+        } => {
+            let config = deltabook::config::Config::load(config.as_deref(), &sets)?;
+            deltabook::query_client::run(&config.http.listen, &sql, once)?;
         }
         Command::Tail {
             config,

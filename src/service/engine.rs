@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use deltabook_dataflows::driver::{Capture, Driver, TimestampOutput};
+use deltabook_dataflows::driver::{Capture, Driver, DriverOptions, TimestampOutput};
 use deltabook_dataflows::engine::{DeadLetter, RestoredTrade, Time};
 use deltabook_dataflows::reconcile::Restored;
 use deltabook_dataflows::trade::LotMethod;
@@ -31,6 +31,7 @@ use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use tokio::sync::mpsc::Sender;
 
 use super::metrics::Metrics;
+use super::queries::{QueryRegistry, WorkerQueries};
 use super::source::{PartitionReader, SourceMessage};
 use crate::config::Config;
 
@@ -105,6 +106,8 @@ struct Shared {
     clock: AtomicU64,
     /// Every time before this is committed (or had nothing to commit).
     committed: Arc<AtomicU64>,
+    /// Live queries to attach.
+    queries: Arc<QueryRegistry>,
 }
 
 /// Starts the workers on their own thread; the handle yields when every
@@ -116,6 +119,7 @@ pub fn spawn(
     committed: Arc<AtomicU64>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
+    queries: Arc<QueryRegistry>,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
     let workers = config.engine.workers;
     let shared = Arc::new(Shared {
@@ -128,6 +132,7 @@ pub fn spawn(
         output,
         metrics,
         stop,
+        queries,
     });
     Ok(std::thread::Builder::new()
         .name("deltabook-engine".into())
@@ -169,8 +174,20 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let peers = worker.peers();
     let engine = &shared.config.engine;
     let kafka = &shared.config.kafka;
-    let mut driver =
-        Driver::with_tolerance(worker, shared.start_time, Capture::All, engine.tolerance());
+    let mut driver = Driver::with_options(
+        worker,
+        shared.start_time,
+        Capture::All,
+        DriverOptions {
+            tolerance: engine.tolerance(),
+            prices: true,
+            statements: true,
+            final_state_only: false,
+            share_tables: shared.config.queries.table_set()?,
+        },
+    );
+    let tables = driver.tables();
+    let mut queries = WorkerQueries::default();
     if index == 0 {
         let snapshot = shared
             .snapshot
@@ -248,9 +265,18 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
         }
         worker.step();
+        queries.poll(worker, &tables, &shared.queries, driver.frontier());
+        if index == 0 {
+            shared
+                .metrics
+                .queries_attached
+                .set(shared.queries.attached() as i64);
+        }
         reporter.report(&mut driver)?;
         reader.report_lag();
     }
+    // Live queries end with the service.
+    queries.stop(worker, &tables, &shared.queries);
     // Stopping: close the current time and finish what was read.
     let next = driver.time() + 1;
     cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);

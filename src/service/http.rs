@@ -7,13 +7,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use super::metrics::Metrics;
+use super::queries::{self, QueryRegistry};
+use deltabook_dataflows::query::TableSet;
 
 /// Longest a request may take before it is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +58,27 @@ struct AppState {
     metrics: Metrics,
     readiness: Readiness,
     healthy: Arc<AtomicBool>,
+    queries: LiveQueries,
+}
+
+/// What `POST /query` needs: the registry and its limits.
+#[derive(Clone)]
+pub struct LiveQueries {
+    /// Where subscriptions are registered for the engine.
+    pub registry: Arc<QueryRegistry>,
+    /// The tables the engine shares.
+    pub tables: TableSet,
+    /// `queries.max_subscribers`.
+    pub max_subscribers: usize,
+    /// `queries.subscriber_queue_updates`.
+    pub queue: usize,
+}
+
+/// `?once` on `POST /query`.
+#[derive(serde::Deserialize)]
+struct QueryParams {
+    #[serde(default)]
+    once: bool,
 }
 
 /// Binds `listen` (failing at once, so a service never runs without its
@@ -74,12 +97,19 @@ pub async fn serve(
     metrics: Metrics,
     readiness: Readiness,
     healthy: Arc<AtomicBool>,
+    queries: LiveQueries,
 ) -> Result<()> {
     let state = AppState {
         metrics,
         readiness,
         healthy,
+        queries,
     };
+    // A subscription's body streams for as long as the client stays, so
+    // it is routed outside the request timeout.
+    let live = Router::new()
+        .route("/query", post(subscribe))
+        .with_state(state.clone());
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/health", get(health))
@@ -88,11 +118,52 @@ pub async fn serve(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .with_state(state);
+        .with_state(state)
+        .merge(live);
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "http: /metrics /health /ready");
+        tracing::info!(%address, "http: /metrics /health /ready /query");
     }
     axum::serve(listener, app).await.context("http server")
+}
+
+/// `POST /query[?once=true]`, the SQL text as the body: a live
+/// subscription streamed as JSON lines (see `queries::body_stream`);
+/// 400 with `{"error": ...}` for a query that is refused.
+async fn subscribe(
+    State(state): State<AppState>,
+    Query(params): Query<QueryParams>,
+    sql: String,
+) -> axum::response::Response {
+    let live = &state.queries;
+    match live
+        .registry
+        .subscribe(&sql, live.tables, live.max_subscribers, live.queue)
+    {
+        Ok((subscription, events)) => {
+            tracing::info!(id = subscription.id, sql = %sql, "live query attached");
+            let body = queries::body_stream(subscription, events, params.once, live.queue);
+            (
+                [(header::CONTENT_TYPE, "application/x-ndjson")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
+        Err(error) => {
+            let status = match error {
+                queries::SubscribeError::Full(_) | queries::SubscribeError::Stopping => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let body = format!("{}\n", serde_json::json!({ "error": error.to_string() }));
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/x-ndjson")],
+                body,
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn metrics_page(State(state): State<AppState>) -> impl IntoResponse {

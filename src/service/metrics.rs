@@ -39,6 +39,8 @@ pub struct Metrics {
     pub open_gaps: IntGauge,
     /// Seconds since the oldest open gap's row was written.
     pub oldest_open_gap_seconds: IntGauge,
+    /// Live SQL queries attached to the engine.
+    pub queries_attached: IntGauge,
 }
 
 impl Metrics {
@@ -103,6 +105,10 @@ impl Metrics {
                 "oldest_open_gap_seconds",
                 "Seconds since the oldest open gap was last written",
             )?,
+            queries_attached: IntGauge::new(
+                "queries_attached",
+                "Live SQL queries attached to the engine",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.trades_consumed.clone()))?;
@@ -124,6 +130,7 @@ impl Metrics {
         m.registry.register(Box::new(m.open_gaps.clone()))?;
         m.registry
             .register(Box::new(m.oldest_open_gap_seconds.clone()))?;
+        m.registry.register(Box::new(m.queries_attached.clone()))?;
         Ok(m)
     }
 

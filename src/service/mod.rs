@@ -19,6 +19,7 @@ pub mod http;
 pub mod lock;
 pub mod metrics;
 pub mod publish;
+pub mod queries;
 pub mod retry;
 pub mod source;
 pub mod valuations;
@@ -73,10 +74,17 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));
     let listener = http::bind(&config.http.listen).await?;
+    let query_registry = Arc::new(queries::QueryRegistry::default());
+    let live_queries = http::LiveQueries {
+        registry: query_registry.clone(),
+        tables: config.queries.table_set()?,
+        max_subscribers: config.queries.max_subscribers,
+        queue: config.queries.subscriber_queue_updates,
+    };
     {
         let (metrics, readiness, healthy) = (metrics.clone(), readiness.clone(), healthy.clone());
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, metrics, readiness, healthy).await {
+            if let Err(e) = http::serve(listener, metrics, readiness, healthy, live_queries).await {
                 tracing::error!(error = %format!("{e:#}"), "http server stopped");
             }
         });
@@ -149,6 +157,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         committed_through,
         metrics.clone(),
         stop.clone(),
+        query_registry,
     )?;
     let mut publishers = tokio::task::JoinSet::new();
     for outbox in [

@@ -90,7 +90,7 @@ impl Expr {
                 .ok_or_else(|| EvalError(format!("internal: no column {i}"))),
             Expr::Literal(v) => Ok(v.clone()),
             Expr::Neg(e) => {
-                Ok(number(&e.eval(row)?, "-")?.map_or(Value::Null, |n| Value::Number(n.neg())))
+                Ok(number(&e.eval(row)?, "-")?.map_or(Value::Null, |n| Value::Number(n.negated())))
             }
             Expr::Abs(e) => {
                 Ok(number(&e.eval(row)?, "ABS")?.map_or(Value::Null, |n| Value::Number(n.abs())))
@@ -159,10 +159,10 @@ fn binary(op: BinOp, l: &Value, r: &Value) -> Result<Value, EvalError> {
         Ok(from_bool(l.compare(r)?.map(pick)))
     };
     match op {
-        BinOp::Add => arith(Number::add, "+"),
-        BinOp::Sub => arith(Number::sub, "-"),
-        BinOp::Mul => arith(Number::mul, "*"),
-        BinOp::Div => arith(Number::div, "/"),
+        BinOp::Add => arith(Number::checked_add, "+"),
+        BinOp::Sub => arith(Number::checked_sub, "-"),
+        BinOp::Mul => arith(Number::checked_mul, "*"),
+        BinOp::Div => arith(Number::checked_div, "/"),
         BinOp::Eq => compare(|o| o == Ordering::Equal),
         BinOp::NotEq => compare(|o| o != Ordering::Equal),
         BinOp::Lt => compare(|o| o == Ordering::Less),
@@ -248,9 +248,9 @@ impl Accumulator {
                         value.type_name()
                     )));
                 };
-                let added = n.mul(Number::from_i128(times))?;
+                let added = n.checked_mul(Number::from_i128(times))?;
                 self.sum = Some(match self.sum {
-                    Some(s) => s.add(added)?,
+                    Some(s) => s.checked_add(added)?,
                     None => added,
                 });
             }
@@ -278,7 +278,7 @@ impl Accumulator {
             AggFunc::Sum => self.sum.map_or(Value::Null, Value::Number),
             AggFunc::Avg => match self.sum {
                 Some(sum) if self.count > 0 => {
-                    Value::Number(sum.div(Number::from_i128(self.count))?)
+                    Value::Number(sum.checked_div(Number::from_i128(self.count))?)
                 }
                 _ => Value::Null,
             },

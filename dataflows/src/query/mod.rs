@@ -22,5 +22,5 @@ pub mod value;
 
 pub use plan::{Plan, QueryError};
 pub use render::{compare_rows, csv_field, csv_line, render, Rendered};
-pub use tables::{MissingTable, Table, TableSet, Tables};
+pub use tables::{ImportButton, MissingTable, Table, TableSet, Tables};
 pub use value::{EvalError, Number, Row, Value};

@@ -710,7 +710,9 @@ impl<'a> Scope<'a> {
                 let inner = Box::new(self.compile(inner, mode)?);
                 match op {
                     UnaryOperator::Minus => match *inner {
-                        Expr::Literal(Value::Number(n)) => Expr::Literal(Value::Number(n.neg())),
+                        Expr::Literal(Value::Number(n)) => {
+                            Expr::Literal(Value::Number(n.negated()))
+                        }
                         other => Expr::Neg(Box::new(other)),
                     },
                     UnaryOperator::Plus => *inner,

@@ -9,7 +9,7 @@ use timely::dataflow::Scope;
 
 use super::expr::{Accumulator, Expr};
 use super::plan::{OrderItem, Plan};
-use super::tables::{MissingTable, Tables};
+use super::tables::{ImportButton, MissingTable, Tables};
 use super::value::{EvalError, Row, Value};
 use crate::engine::{Diff, Time};
 use differential_dataflow::AsCollection;
@@ -21,6 +21,9 @@ pub struct Rendered<'scope> {
     pub rows: VecCollection<'scope, Time, Row, Diff>,
     /// Errors (an answer with errors is not an answer).
     pub errors: VecCollection<'scope, Time, EvalError, Diff>,
+    /// The imports' shutdown buttons: pressed on every worker, the query's
+    /// dataflow finishes and is removed.
+    pub shutdown: Vec<ImportButton>,
 }
 
 type Evaluated<T> = Result<T, EvalError>;
@@ -51,8 +54,11 @@ pub fn render<'scope>(
 ) -> Result<Rendered<'scope>, MissingTable> {
     let mut errors = Vec::new();
     let mut inputs = Vec::new();
+    let mut shutdown = Vec::new();
     for source in &plan.sources {
-        inputs.push(tables.import(source.table, scope)?);
+        let (rows, button) = tables.import(source.table, scope)?;
+        inputs.push(rows);
+        shutdown.push(button);
     }
     let mut inputs = inputs.into_iter();
     let Some(mut rows) = inputs.next() else {
@@ -149,7 +155,11 @@ pub fn render<'scope>(
             .to_stream(scope)
             .as_collection(),
     };
-    Ok(Rendered { rows, errors })
+    Ok(Rendered {
+        rows,
+        errors,
+        shutdown,
+    })
 }
 
 /// The aggregates of one group; the marker row (no values) counts nothing.

@@ -1,10 +1,11 @@
 //! The engine's collections as named tables: their columns (those of the
 //! spec's files), their rows, and the shared traces a query imports.
 
-use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::operators::arrange::{ShutdownButton, TraceAgent};
 use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::VecCollection;
+use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Scope;
 use timely::progress::frontier::AntichainRef;
 
@@ -374,42 +375,55 @@ impl Tables {
         compact(&mut self.corrections, frontier);
     }
 
-    /// The rows of `table`, imported into `scope` from its shared trace.
+    /// The rows of `table`, imported into `scope` from its shared trace, and
+    /// the import's shutdown button (pressing it on every worker ends the
+    /// importing dataflow).
     pub fn import<'scope>(
         &mut self,
         table: Table,
         scope: Scope<'scope, Time>,
-    ) -> Result<VecCollection<'scope, Time, Row, Diff>, MissingTable> {
+    ) -> Result<(VecCollection<'scope, Time, Row, Diff>, ImportButton), MissingTable> {
         let missing = || MissingTable(table.name());
+        let name = table.name();
         Ok(match table {
             Table::Lots => {
                 let trace = self.lots.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|k, v| lot_row(k, v))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(lot_row), button)
             }
             Table::Positions => {
                 let trace = self.positions.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|k, v| position_row(k, v))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(position_row), button)
             }
             Table::Valuations => {
                 let trace = self.valuations.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|k, _| valuation_row(k))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(|k, _| valuation_row(k)), button)
             }
             Table::Breaks => {
                 let trace = self.breaks.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|k, _| break_row(k))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(|k, _| break_row(k)), button)
             }
             Table::Gaps => {
                 let trace = self.gaps.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|k, _| gap_row(k))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(|k, _| gap_row(k)), button)
             }
             Table::Trades => {
                 let trace = self.trades.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|_, v| trade_row(v))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(|_, v| trade_row(v)), button)
             }
             Table::Corrections => {
                 let trace = self.corrections.as_mut().ok_or_else(missing)?;
-                trace.import(scope).as_collection(|k, _| correction_row(k))
+                let (arranged, button) = trace.import_core(scope, name);
+                (arranged.as_collection(|k, _| correction_row(k)), button)
             }
         })
     }
 }
+
+/// Stops one import (see [`Tables::import`]).
+pub type ImportButton = ShutdownButton<CapabilitySet<Time>>;

@@ -117,19 +117,19 @@ impl Number {
     }
 
     /// Exact sum.
-    pub fn add(self, other: Number) -> Result<Number, EvalError> {
+    pub fn checked_add(self, other: Number) -> Result<Number, EvalError> {
         let (a, b, scale) = self.aligned(other).ok_or_else(|| overflow("+"))?;
         let sum = a.checked_add(b).ok_or_else(|| overflow("+"))?;
         Ok(Number::new(sum, scale))
     }
 
     /// Exact difference.
-    pub fn sub(self, other: Number) -> Result<Number, EvalError> {
-        self.add(other.neg())
+    pub fn checked_sub(self, other: Number) -> Result<Number, EvalError> {
+        self.checked_add(other.negated())
     }
 
     /// Exact product.
-    pub fn mul(self, other: Number) -> Result<Number, EvalError> {
+    pub fn checked_mul(self, other: Number) -> Result<Number, EvalError> {
         let product = self
             .mantissa
             .checked_mul(other.mantissa)
@@ -144,7 +144,7 @@ impl Number {
     }
 
     /// Quotient to [`DIVISION_SCALE`] fractional digits, half to even.
-    pub fn div(self, other: Number) -> Result<Number, EvalError> {
+    pub fn checked_div(self, other: Number) -> Result<Number, EvalError> {
         if other.is_zero() {
             return Err(EvalError("division by zero".into()));
         }
@@ -183,7 +183,7 @@ impl Number {
     }
 
     /// `-self`.
-    pub fn neg(self) -> Number {
+    pub fn negated(self) -> Number {
         Number {
             mantissa: -self.mantissa,
             scale: self.scale,
@@ -193,7 +193,7 @@ impl Number {
     /// `|self|`.
     pub fn abs(self) -> Number {
         if self.mantissa < I256::ZERO {
-            self.neg()
+            self.negated()
         } else {
             self
         }
@@ -375,7 +375,7 @@ mod tests {
 
     fn n(text: &str) -> Number {
         match text.strip_prefix('-') {
-            Some(rest) => Number::parse(rest).map(Number::neg),
+            Some(rest) => Number::parse(rest).map(Number::negated),
             None => Number::parse(text),
         }
         .unwrap_or_else(|| panic!("bad number {text}"))
@@ -388,25 +388,28 @@ mod tests {
         assert_eq!(n("-0.05").to_string(), "-0.05");
         assert_eq!(n("1.5"), n("1.50"));
         assert_eq!(
-            n("0.1").add(n("0.2")).map(|x| x.to_string()),
+            n("0.1").checked_add(n("0.2")).map(|x| x.to_string()),
             Ok("0.3".into())
         );
         assert_eq!(
-            n("1.25").mul(n("-4")).map(|x| x.to_string()),
+            n("1.25").checked_mul(n("-4")).map(|x| x.to_string()),
             Ok("-5".into())
         );
         assert_eq!(
-            n("3").sub(n("3.5")).map(|x| x.to_string()),
+            n("3").checked_sub(n("3.5")).map(|x| x.to_string()),
             Ok("-0.5".into())
         );
-        let third = n("1").div(n("3")).map(|x| x.to_string());
+        let third = n("1").checked_div(n("3")).map(|x| x.to_string());
         assert_eq!(third, Ok(format!("0.{}", "3".repeat(32))));
-        let two_thirds = n("2").div(n("3")).map(|x| x.to_string());
+        let two_thirds = n("2").checked_div(n("3")).map(|x| x.to_string());
         assert_eq!(two_thirds, Ok(format!("0.{}7", "6".repeat(31))));
-        assert_eq!(n("10").div(n("4")).map(|x| x.to_string()), Ok("2.5".into()));
-        assert!(n("1").div(Number::ZERO).is_err());
+        assert_eq!(
+            n("10").checked_div(n("4")).map(|x| x.to_string()),
+            Ok("2.5".into())
+        );
+        assert!(n("1").checked_div(Number::ZERO).is_err());
         let big = Number::new(I256::MAX, 0);
-        assert!(big.add(n("1")).is_err());
+        assert!(big.checked_add(n("1")).is_err());
     }
 
     #[test]
@@ -417,7 +420,7 @@ mod tests {
         // 10^70 does not fit at scale 30; it is still the larger.
         let huge = Number::new(pow10(70).unwrap_or(I256::MAX), 0);
         assert!(huge > n("0.000000000000000000000000000001"));
-        assert!(huge.neg() < n("-0.000000000000000000000000000001"));
+        assert!(huge.negated() < n("-0.000000000000000000000000000001"));
     }
 
     #[test]

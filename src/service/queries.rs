@@ -1,0 +1,592 @@
+//! Live SQL subscriptions (`POST /query`), like Materialize's SUBSCRIBE:
+//! a consistent snapshot at one engine timestamp, then every change as
+//! `(row, diff, time)`, and a progress mark each time a timestamp closes.
+//!
+//! The HTTP handler compiles the query and appends a [`Subscription`] to
+//! the [`QueryRegistry`]. Every engine worker attaches the registry's
+//! subscriptions in registry order ([`WorkerQueries::poll`]), so all
+//! workers build the same dataflows in the same order (timely's rule): a
+//! dataflow of its own that imports the engine's shared traces. Its
+//! updates go into the subscription's bounded queue; worker 0 adds the
+//! progress marks from the dataflow's probe. A subscriber that leaves, or
+//! lets the queue fill, is detached: every worker presses its imports'
+//! shutdown buttons and the dataflow finishes and is removed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use deltabook_dataflows::engine::{Diff, Time};
+use deltabook_dataflows::query::{
+    render, EvalError, ImportButton, Plan, Row, TableSet, Tables, Value,
+};
+use differential_dataflow::VecCollection;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use tokio::sync::mpsc;
+
+/// What a subscription's dataflow sends to its HTTP stream.
+#[derive(Debug)]
+pub enum QueryEvent {
+    /// A row changed by `diff` at `time`.
+    Update(Row, Time, Diff),
+    /// Every update before this time has been sent.
+    Progress(Time),
+    /// A row could not be evaluated (it is left out of the answer).
+    Error(String),
+    /// The query could not be attached (every worker reports the same).
+    Failed(String),
+}
+
+/// One live query.
+pub struct Subscription {
+    /// Registry order (also its id).
+    pub id: u64,
+    /// The compiled query.
+    pub plan: Plan,
+    /// Dropped when the query is closed, so the subscriber's stream ends
+    /// once it has read what was queued.
+    sender: Mutex<Option<mpsc::Sender<QueryEvent>>>,
+    /// Set by the subscriber leaving, by a full queue or by a failure: every
+    /// worker then detaches the query.
+    closed: AtomicBool,
+    /// Set when the queue was full (the subscriber was too slow).
+    overflowed: AtomicBool,
+}
+
+impl Subscription {
+    /// Queues `event`; a full queue cuts the subscriber off, a closed one
+    /// (the subscriber left) detaches the query.
+    fn send(&self, event: QueryEvent) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut sender) = self.sender.lock() else {
+            return;
+        };
+        let Some(queue) = sender.as_ref() else {
+            return;
+        };
+        match queue.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::Relaxed);
+                self.closed.store(true, Ordering::Relaxed);
+                *sender = None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.closed.store(true, Ordering::Relaxed);
+                *sender = None;
+            }
+        }
+    }
+
+    /// Asks every worker to detach the query, and ends the subscriber's
+    /// stream after what is queued.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        if let Ok(mut sender) = self.sender.lock() {
+            *sender = None;
+        }
+    }
+
+    /// True once the queue was full.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
+}
+
+/// The live queries of a service, in attach order (append-only; detached
+/// entries stay so every worker's position in it stays valid).
+#[derive(Default)]
+pub struct QueryRegistry {
+    /// The subscriptions, and whether the registry is frozen (stopping).
+    subscriptions: Mutex<(Vec<Arc<Subscription>>, bool)>,
+    attached: AtomicU64,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The query does not compile.
+    #[error("{0}")]
+    Query(#[from] deltabook_dataflows::query::QueryError),
+    /// It reads a table this service does not share.
+    #[error("table {0} is not shared by this service (queries.tables)")]
+    NotShared(&'static str),
+    /// Too many subscribers.
+    #[error("too many live queries (queries.max_subscribers = {0})")]
+    Full(usize),
+    /// The service is stopping.
+    #[error("the service is stopping")]
+    Stopping,
+}
+
+impl QueryRegistry {
+    /// Compiles `sql` and registers it; the receiver gets its events.
+    pub fn subscribe(
+        &self,
+        sql: &str,
+        shared: TableSet,
+        max_subscribers: usize,
+        queue: usize,
+    ) -> Result<(Arc<Subscription>, mpsc::Receiver<QueryEvent>), SubscribeError> {
+        let plan = Plan::compile(sql)?;
+        if let Some(source) = plan.sources.iter().find(|s| !shared.contains(s.table)) {
+            return Err(SubscribeError::NotShared(source.table.name()));
+        }
+        let mut registry = self
+            .subscriptions
+            .lock()
+            .map_err(|_| SubscribeError::Stopping)?;
+        let (subscriptions, frozen) = &mut *registry;
+        if *frozen {
+            return Err(SubscribeError::Stopping);
+        }
+        let live = subscriptions
+            .iter()
+            .filter(|s| !s.closed.load(Ordering::Relaxed))
+            .count();
+        if live >= max_subscribers {
+            return Err(SubscribeError::Full(max_subscribers));
+        }
+        let (sender, receiver) = mpsc::channel(queue.max(1));
+        let subscription = Arc::new(Subscription {
+            id: subscriptions.len() as u64,
+            plan,
+            sender: Mutex::new(Some(sender)),
+            closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+        });
+        subscriptions.push(Arc::clone(&subscription));
+        Ok((subscription, receiver))
+    }
+
+    fn since(&self, next: usize) -> Vec<Arc<Subscription>> {
+        self.subscriptions
+            .lock()
+            .map(|s| s.0.get(next..).map(<[_]>::to_vec).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Refuses new subscriptions from now on (the service is stopping), so
+    /// every worker attaches the same ones before it stops.
+    pub fn freeze(&self) {
+        if let Ok(mut registry) = self.subscriptions.lock() {
+            registry.1 = true;
+        }
+    }
+
+    /// Live queries attached now (worker 0's count).
+    pub fn attached(&self) -> u64 {
+        self.attached.load(Ordering::Relaxed)
+    }
+}
+
+/// One attached query on one worker.
+struct Attached {
+    subscription: Arc<Subscription>,
+    probe: ProbeHandle<Time>,
+    shutdown: Vec<ImportButton>,
+    progress_sent: Option<Time>,
+}
+
+/// One worker's side of the registry.
+#[derive(Default)]
+pub struct WorkerQueries {
+    next: usize,
+    attached: Vec<Attached>,
+}
+
+impl WorkerQueries {
+    /// Attaches new subscriptions (in registry order), sends progress
+    /// marks (worker 0) and detaches closed ones. Call between steps, with
+    /// the engine's completed frontier (`Driver::frontier`): a query
+    /// attached now has its snapshot at the time before it, and its first
+    /// progress mark is at or after it.
+    pub fn poll(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        tables: &Tables,
+        registry: &QueryRegistry,
+        completed: Option<Time>,
+    ) {
+        for subscription in registry.since(self.next) {
+            self.next += 1;
+            let snapshot_before = completed.unwrap_or(Time::MAX);
+            self.attach(
+                worker,
+                tables,
+                subscription,
+                &registry.attached,
+                snapshot_before,
+            );
+        }
+        let leader = worker.index() == 0;
+        self.attached.retain_mut(|query| {
+            if query.subscription.closed.load(Ordering::Relaxed) {
+                for button in &mut query.shutdown {
+                    button.press();
+                }
+                if leader {
+                    registry.attached.fetch_sub(1, Ordering::Relaxed);
+                }
+                return false;
+            }
+            if leader {
+                let frontier = query.probe.with_frontier(|f| f.first().copied());
+                if let Some(time) = frontier {
+                    if query.progress_sent.is_none_or(|sent| time > sent) {
+                        query.progress_sent = Some(time);
+                        query.subscription.send(QueryEvent::Progress(time));
+                    }
+                }
+            }
+            true
+        });
+    }
+
+    /// The service is stopping: attaches what this worker has not yet
+    /// (the registry is frozen, so every worker attaches the same), then
+    /// detaches everything, so every query's dataflow finishes.
+    pub fn stop(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        tables: &Tables,
+        registry: &QueryRegistry,
+    ) {
+        registry.freeze();
+        for subscription in registry.since(0) {
+            subscription.close();
+        }
+        self.poll(worker, tables, registry, None);
+    }
+
+    fn attach(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        tables: &Tables,
+        subscription: Arc<Subscription>,
+        attached_count: &AtomicU64,
+        snapshot_before: Time,
+    ) {
+        let probe = ProbeHandle::new();
+        let mut tables = tables.clone();
+        let built = worker.dataflow::<Time, _, _>(|scope| {
+            let rendered = render(&subscription.plan, &mut tables, scope)?;
+            send_updates(rendered.rows, &subscription, &probe, QueryEvent::Update);
+            send_updates(
+                rendered.errors,
+                &subscription,
+                &probe,
+                |e: EvalError, _, _| QueryEvent::Error(e.0),
+            );
+            Ok::<_, deltabook_dataflows::query::MissingTable>(rendered.shutdown)
+        });
+        match built {
+            Ok(shutdown) => {
+                if worker.index() == 0 {
+                    attached_count.fetch_add(1, Ordering::Relaxed);
+                }
+                self.attached.push(Attached {
+                    subscription,
+                    probe,
+                    shutdown,
+                    // The traces hold every update before `snapshot_before`:
+                    // the probe passing it completes the snapshot.
+                    progress_sent: Some(snapshot_before.saturating_sub(1)),
+                });
+            }
+            Err(missing) => {
+                if worker.index() == 0 {
+                    subscription.send(QueryEvent::Failed(missing.to_string()));
+                }
+                subscription.close();
+            }
+        }
+    }
+}
+
+/// Sends each update of `collection` to the subscriber, then probes it.
+fn send_updates<'scope, D: differential_dataflow::Data>(
+    collection: VecCollection<'scope, Time, D, Diff>,
+    subscription: &Arc<Subscription>,
+    probe: &ProbeHandle<Time>,
+    event: impl Fn(D, Time, Diff) -> QueryEvent + 'static,
+) {
+    let subscription = Arc::clone(subscription);
+    collection
+        .inspect(move |(data, time, diff)| {
+            subscription.send(event(data.clone(), *time, *diff));
+        })
+        .probe_with(probe);
+}
+
+/// A value as JSON: decimals as strings in the spec's normal form (as in
+/// every other output), dates as `YYYY-MM-DD`, NULL as null.
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+fn row_json(row: &Row) -> serde_json::Value {
+    serde_json::Value::Array(row.iter().map(value_json).collect())
+}
+
+fn line(value: serde_json::Value) -> Result<axum::body::Bytes, Infallible> {
+    let mut text = value.to_string();
+    text.push('\n');
+    Ok(axum::body::Bytes::from(text))
+}
+
+/// Closes the subscription when the HTTP stream is dropped (the client left).
+struct CloseOnDrop(Arc<Subscription>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The HTTP body of a subscription, one JSON object per line:
+/// `{"columns": [...]}`; the snapshot as `{"time", "diff", "row"}` updates
+/// consolidated at the time before the first progress mark; then every
+/// update as it happens; `{"progress": t}` each time all updates before
+/// `t` were sent; `{"error": ...}` for a row that could not be evaluated;
+/// and a last `{"error": ...}` when the subscriber is cut off. With `once`
+/// the body ends after the snapshot's progress mark. Dropping the body
+/// (the client left) detaches the query.
+pub fn body_stream(
+    subscription: Arc<Subscription>,
+    events: mpsc::Receiver<QueryEvent>,
+    once: bool,
+    queue: usize,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, Infallible>> + Send {
+    let mut state = BodyState {
+        guard: CloseOnDrop(Arc::clone(&subscription)),
+        events,
+        snapshot: Some(HashMap::new()),
+        pending: std::collections::VecDeque::new(),
+        done: false,
+        once,
+        queue,
+    };
+    state
+        .pending
+        .push_back(serde_json::json!({ "columns": subscription.plan.columns }));
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(value) = state.pending.pop_front() {
+                return Some((line(value), state));
+            }
+            if state.done {
+                return None;
+            }
+            match state.events.recv().await {
+                Some(event) => state.take(event),
+                None => {
+                    state.done = true;
+                    if state.guard.0.overflowed() {
+                        let message = format!(
+                            "subscriber too slow: more than {} updates queued; cut off (the query is detached)",
+                            state.queue
+                        );
+                        state
+                            .pending
+                            .push_back(serde_json::json!({ "error": message }));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A subscription body's state between polls.
+struct BodyState {
+    guard: CloseOnDrop,
+    events: mpsc::Receiver<QueryEvent>,
+    /// The snapshot's updates until the first progress mark.
+    snapshot: Option<HashMap<Row, Diff>>,
+    pending: std::collections::VecDeque<serde_json::Value>,
+    done: bool,
+    once: bool,
+    queue: usize,
+}
+
+impl BodyState {
+    fn take(&mut self, event: QueryEvent) {
+        match event {
+            QueryEvent::Failed(message) => {
+                if !message.is_empty() {
+                    self.pending
+                        .push_back(serde_json::json!({ "error": message }));
+                    self.finish();
+                }
+            }
+            QueryEvent::Error(message) => {
+                self.pending
+                    .push_back(serde_json::json!({ "error": message }));
+            }
+            QueryEvent::Update(row, time, diff) => match self.snapshot.as_mut() {
+                Some(rows) => *rows.entry(row).or_insert(0) += diff,
+                None => self.pending.push_back(
+                    serde_json::json!({ "time": time, "diff": diff, "row": row_json(&row) }),
+                ),
+            },
+            QueryEvent::Progress(time) => {
+                if let Some(rows) = self.snapshot.take() {
+                    let at = time.saturating_sub(1);
+                    let mut rows: Vec<(Row, Diff)> =
+                        rows.into_iter().filter(|(_, d)| *d != 0).collect();
+                    rows.sort();
+                    for (row, diff) in rows {
+                        self.pending.push_back(
+                            serde_json::json!({ "time": at, "diff": diff, "row": row_json(&row) }),
+                        );
+                    }
+                    self.pending
+                        .push_back(serde_json::json!({ "progress": time }));
+                    if self.once {
+                        self.finish();
+                    }
+                } else {
+                    self.pending
+                        .push_back(serde_json::json!({ "progress": time }));
+                }
+            }
+        }
+    }
+
+    /// Ends the body after what is pending, and detaches the query.
+    fn finish(&mut self) {
+        self.done = true;
+        self.guard.0.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn number(n: i128) -> Value {
+        Value::Number(deltabook_dataflows::query::Number::from_i128(n))
+    }
+
+    /// Subscribes, sends `events`, then (unless `keep_open`) closes as the
+    /// engine does when it detaches; returns the body's lines.
+    async fn lines_for(
+        events: Vec<QueryEvent>,
+        queue: usize,
+        once: bool,
+    ) -> Vec<serde_json::Value> {
+        let registry = QueryRegistry::default();
+        let (subscription, receiver) = registry
+            .subscribe("SELECT lot_count FROM positions", TableSet::ALL, 4, queue)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for event in events {
+            subscription.send(event);
+        }
+        if !once {
+            subscription.close();
+        }
+        let body = body_stream(Arc::clone(&subscription), receiver, once, queue);
+        let chunks =
+            tokio::time::timeout(std::time::Duration::from_secs(5), body.collect::<Vec<_>>())
+                .await
+                .unwrap_or_else(|_| panic!("the body did not end"));
+        chunks
+            .into_iter()
+            .flat_map(|chunk| {
+                let text = String::from_utf8_lossy(&chunk.unwrap_or_default()).to_string();
+                text.lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_default())
+                    .collect::<Vec<serde_json::Value>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_is_consolidated_at_one_time_then_changes_stream() {
+        let lines = lines_for(
+            vec![
+                QueryEvent::Update(vec![number(1)], 3, 1),
+                QueryEvent::Update(vec![number(1)], 4, -1),
+                QueryEvent::Update(vec![number(2)], 4, 1),
+                QueryEvent::Progress(5),
+                QueryEvent::Update(vec![number(3)], 5, 1),
+                QueryEvent::Progress(6),
+            ],
+            100,
+            false,
+        )
+        .await;
+        assert_eq!(
+            lines,
+            [
+                serde_json::json!({"columns": ["lot_count"]}),
+                serde_json::json!({"time": 4, "diff": 1, "row": ["2"]}),
+                serde_json::json!({"progress": 5}),
+                serde_json::json!({"time": 5, "diff": 1, "row": ["3"]}),
+                serde_json::json!({"progress": 6}),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn once_ends_after_the_snapshot() {
+        let lines = lines_for(
+            vec![
+                QueryEvent::Update(vec![number(7)], 1, 1),
+                QueryEvent::Progress(2),
+                QueryEvent::Update(vec![number(8)], 2, 1),
+            ],
+            100,
+            true,
+        )
+        .await;
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[2], serde_json::json!({"progress": 2}));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_the_subscriber_off_with_a_message() {
+        let lines = lines_for(
+            (1..=3)
+                .map(|t| QueryEvent::Update(vec![number(t)], 1, 1))
+                .collect(),
+            2,
+            false,
+        )
+        .await;
+        let last = lines
+            .last()
+            .and_then(|l| l.get("error"))
+            .and_then(|e| e.as_str());
+        assert!(
+            last.is_some_and(|m| m.starts_with("subscriber too slow: more than 2 updates queued")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn refusals_before_attaching() {
+        let registry = QueryRegistry::default();
+        let shared = TableSet::NONE.with(deltabook_dataflows::query::Table::Lots);
+        let refused = |sql: &str, max: usize| match registry.subscribe(sql, shared, max, 10) {
+            Ok(_) => panic!("{sql} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(refused("SELECT * FROM trades", 4).contains("table trades is not shared"));
+        assert!(refused("SELECT DISTINCT side FROM lots", 4).contains("DISTINCT"));
+        assert!(registry
+            .subscribe("SELECT * FROM lots", shared, 1, 10)
+            .is_ok());
+        assert!(refused("SELECT * FROM lots", 1).contains("too many live queries"));
+        registry.freeze();
+        assert!(refused("SELECT * FROM lots", 4).contains("stopping"));
+    }
+}
