@@ -30,7 +30,7 @@ static ALLOCATOR: suites::alloc::CountingAlloc = suites::alloc::CountingAlloc;
     about = "deltabook's benchmarks, each with its baseline"
 )]
 struct Args {
-    /// `ingest`, `gate`, `latency`, `ticks`, `all`, `e2e`, `restart` or `pg-writes`.
+    /// `ingest`, `gate`, `latency`, `ticks`, `all`, `e2e`, `restart`, `pg-writes` or `queries`.
     #[arg(default_value = "all")]
     suite: String,
     /// Lines of the ingest benchmark; trades of e2e's produce and backlog
@@ -93,6 +93,7 @@ fn main() -> Result<()> {
         "e2e",
         "restart",
         "pg-writes",
+        "queries",
     ];
     anyhow::ensure!(
         known.contains(&suite),
@@ -103,6 +104,9 @@ fn main() -> Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     if suite == "ingest" || suite == "all" {
         suites::ingest::run_suite(&args.data_dir, args.trades)?;
+    }
+    if suite == "queries" {
+        suites::queries::run_suite(&args.data_dir, args.trades)?;
     }
     if suite == "gate" || suite == "all" {
         suites::gate::run_suite(&args.data_dir, args.trades)?;

@@ -9,6 +9,7 @@ pub mod gate;
 pub mod ingest;
 pub mod latency;
 pub mod pg_writes;
+pub mod queries;
 pub mod restart;
 pub mod ticks;
 pub mod ticks_e2e;

@@ -257,6 +257,9 @@ pub struct QueryAnswer {
     pub errors: Vec<String>,
     /// Seconds from attaching the query to its complete answer.
     pub seconds: f64,
+    /// Seconds from attaching the query to its first answer row (on any
+    /// worker); `None` for an empty answer.
+    pub first_row_seconds: Option<f64>,
 }
 
 impl RunOptions {
@@ -297,6 +300,7 @@ struct Captured {
     query_rows: Vec<(Row, Diff)>,
     query_errors: Vec<(EvalError, Diff)>,
     query_seconds: f64,
+    query_first_row_seconds: Option<f64>,
 }
 
 impl Captured {
@@ -465,6 +469,7 @@ pub fn run_with<S: EventSource>(
     let mut query_rows: HashMap<Row, isize> = HashMap::new();
     let mut query_errors: HashMap<EvalError, isize> = HashMap::new();
     let mut query_seconds = 0.0f64;
+    let mut query_first_row: Option<f64> = None;
     let mut failure = None;
     for result in guards.join() {
         let captured = match result
@@ -509,6 +514,9 @@ pub fn run_with<S: EventSource>(
             *query_errors.entry(error).or_insert(0) += diff;
         }
         query_seconds = query_seconds.max(captured.query_seconds);
+        if let Some(first) = captured.query_first_row_seconds {
+            query_first_row = Some(query_first_row.map_or(first, |f: f64| f.min(first)));
+        }
     }
     let read = reader
         .join()
@@ -531,7 +539,9 @@ pub fn run_with<S: EventSource>(
     outcome.breaks = consolidate(breaks)?;
     outcome.gaps = consolidate(gaps)?;
     if let Some(plan) = &query {
-        outcome.query = Some(query_answer(plan, query_rows, query_errors, query_seconds)?);
+        let mut answer = query_answer(plan, query_rows, query_errors, query_seconds)?;
+        answer.first_row_seconds = query_first_row;
+        outcome.query = Some(answer);
     }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
@@ -752,31 +762,41 @@ fn run_worker(
     captured.positions.extend(positions);
     if let Some(plan) = &options.query {
         let started = Instant::now();
-        let (rows, errors) = answer_query(worker, plan, closed.tables())?;
+        let (rows, errors, first_row) = answer_query(worker, plan, closed.tables())?;
         captured.query_rows = rows;
         captured.query_errors = errors;
         captured.query_seconds = started.elapsed().as_secs_f64();
+        captured.query_first_row_seconds =
+            first_row.map(|at| at.duration_since(started).as_secs_f64());
     }
     Ok(captured)
 }
 
 /// This worker's part of `plan`'s answer over the finished tables: a
-/// dataflow of its own that imports them, run to completion.
+/// dataflow of its own that imports them, run to completion; and when its
+/// first row arrived.
 #[allow(clippy::type_complexity)]
 fn answer_query(
     worker: &mut timely::worker::Worker,
     plan: &Plan,
     mut tables: Tables,
-) -> Result<(Vec<(Row, Diff)>, Vec<(EvalError, Diff)>), String> {
+) -> Result<(Vec<(Row, Diff)>, Vec<(EvalError, Diff)>, Option<Instant>), String> {
+    let first_row: Rc<std::cell::Cell<Option<Instant>>> = Rc::default();
     let rows: Rc<RefCell<Vec<(Row, Diff)>>> = Rc::default();
     let errors: Rc<RefCell<Vec<(EvalError, Diff)>>> = Rc::default();
     let probe = ProbeHandle::new();
     let built = worker.dataflow::<Time, _, _>(|scope| -> Result<(), String> {
         let rendered = render(plan, &mut tables, scope).map_err(|e| e.to_string())?;
         let sink = Rc::clone(&rows);
+        let first = Rc::clone(&first_row);
         rendered
             .rows
-            .inspect(move |(row, _, diff)| sink.borrow_mut().push((row.clone(), *diff)))
+            .inspect(move |(row, _, diff)| {
+                if first.get().is_none() {
+                    first.set(Some(Instant::now()));
+                }
+                sink.borrow_mut().push((row.clone(), *diff))
+            })
             .probe_with(&probe);
         let sink = Rc::clone(&errors);
         rendered
@@ -792,7 +812,7 @@ fn answer_query(
     }
     let rows = std::mem::take(&mut *rows.borrow_mut());
     let errors = std::mem::take(&mut *errors.borrow_mut());
-    Ok((rows, errors))
+    Ok((rows, errors, first_row.get()))
 }
 
 /// The correction writer's thread: merges the workers' corrections into

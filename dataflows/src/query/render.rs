@@ -4,15 +4,24 @@
 //! becomes an error record instead.
 
 use differential_dataflow::VecCollection;
+use std::collections::hash_map::{Entry, HashMap};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::Scope;
 
-use super::expr::{Accumulator, Expr};
+use super::expr::{Accumulator, AggFunc, Expr};
 use super::plan::{OrderItem, Plan};
 use super::tables::{ImportButton, MissingTable, Tables};
+use super::value::Number;
 use super::value::{EvalError, Row, Value};
 use crate::engine::{Diff, Time};
+use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
+use serde::{Deserialize, Serialize};
 
 /// A query's answer as collections: its rows, and the evaluation errors
 /// met on the way (each with its multiplicity).
@@ -28,13 +37,27 @@ pub struct Rendered<'scope> {
 
 type Evaluated<T> = Result<T, EvalError>;
 
-/// Splits a collection of results into values and errors.
+/// Splits a collection of results into values and errors, moving each
+/// update to one of two outputs (no copy of the stream).
 fn split<'scope, T: differential_dataflow::Data>(
     results: VecCollection<'scope, Time, Evaluated<T>, Diff>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
 ) -> VecCollection<'scope, Time, T, Diff> {
-    errors.push(results.clone().flat_map(|r| r.err()));
-    results.flat_map(|r| r.ok())
+    let mut parts = results
+        .inner
+        .partition(2, |(result, time, diff)| {
+            (u64::from(result.is_err()), (result, time, diff))
+        })
+        .into_iter();
+    let (Some(ok), Some(err)) = (parts.next(), parts.next()) else {
+        unreachable!("partition(2) gives two streams")
+    };
+    errors.push(
+        err.flat_map(|(r, t, d)| r.err().map(|e| (e, t, d)))
+            .as_collection(),
+    );
+    ok.flat_map(|(r, t, d)| r.ok().map(|v| (v, t, d)))
+        .as_collection()
 }
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Evaluated<Row> {
@@ -46,34 +69,48 @@ fn passes(filter: &Expr, row: &[Value]) -> Evaluated<bool> {
     Ok(filter.eval(row)? == Value::Bool(true))
 }
 
-/// Builds `plan` in `scope`, importing the tables it reads from `tables`.
-pub fn render<'scope>(
+/// Whether a row passes `filter`: `None` drops it (FALSE or NULL).
+fn kept(filter: Option<&Expr>, row: &[Value]) -> Option<Evaluated<()>> {
+    match filter.map(|f| passes(f, row)) {
+        None | Some(Ok(true)) => Some(Ok(())),
+        Some(Ok(false)) => None,
+        Some(Err(e)) => Some(Err(e)),
+    }
+}
+
+/// The sources joined, each combined row passed through `stage` (which may
+/// drop it). A single-table plan runs `stage` inside the import itself, so
+/// no collection of whole rows is ever built.
+fn combined<'scope, T: differential_dataflow::Data>(
     plan: &Plan,
     tables: &mut Tables,
     scope: Scope<'scope, Time>,
-) -> Result<Rendered<'scope>, MissingTable> {
-    let mut errors = Vec::new();
-    let mut inputs = Vec::new();
-    let mut shutdown = Vec::new();
-    for source in &plan.sources {
-        let (rows, button) = tables.import(source.table, scope)?;
-        inputs.push(rows);
-        shutdown.push(button);
-    }
-    let mut inputs = inputs.into_iter();
-    let Some(mut rows) = inputs.next() else {
+    errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
+    shutdown: &mut Vec<ImportButton>,
+    mut stage: impl FnMut(Row) -> Option<Evaluated<T>> + 'static,
+) -> Result<VecCollection<'scope, Time, T, Diff>, MissingTable> {
+    let Some((first, others)) = plan.sources.split_first() else {
         return Err(MissingTable("(none)"));
     };
-    for (join, right) in plan.joins.iter().zip(inputs) {
+    if others.is_empty() {
+        let (results, button) = tables.import_map(first.table, scope, stage)?;
+        shutdown.push(button);
+        return Ok(split(results, errors));
+    }
+    let (mut rows, button) = tables.import(first.table, scope)?;
+    shutdown.push(button);
+    for (join, source) in plan.joins.iter().zip(others) {
+        let (right, button) = tables.import(source.table, scope)?;
+        shutdown.push(button);
         let left_key = join.left_key.clone();
         let right_key = join.right_key.clone();
         let left = split(
             rows.map(move |row| eval_all(&left_key, &row).map(|k| (k, row))),
-            &mut errors,
+            errors,
         );
         let right = split(
             right.map(move |row| eval_all(&right_key, &row).map(|k| (k, row))),
-            &mut errors,
+            errors,
         );
         // SQL equality: a NULL key joins nothing.
         let left = left.filter(|(k, _)| !k.contains(&Value::Null));
@@ -83,53 +120,157 @@ pub fn render<'scope>(
             row
         });
     }
-    if let Some(filter) = plan.filter.clone() {
-        let checked = rows.map(move |row| passes(&filter, &row).map(|keep| (keep, row)));
-        rows = split(checked, &mut errors).flat_map(|(keep, row)| keep.then_some(row));
-    }
-    if let Some(grouping) = plan.grouping.clone() {
-        let keys = grouping.keys.clone();
-        let args: Vec<Option<Expr>> = grouping.aggregates.iter().map(|a| a.arg.clone()).collect();
-        let keyed = split(
-            rows.map(move |row| {
-                let key = eval_all(&keys, &row)?;
-                let values = args
-                    .iter()
-                    .map(|a| a.as_ref().map_or(Ok(Value::Bool(true)), |e| e.eval(&row)))
-                    .collect::<Evaluated<Row>>()?;
-                Ok((key, Some(values)))
-            }),
-            &mut errors,
-        );
-        // Without GROUP BY there is one group even over no rows (COUNT = 0):
-        // a marker row keeps it present.
-        let keyed = if grouping.keys.is_empty() {
-            let marker = if scope.index() == 0 {
-                vec![((Row::new(), None::<Row>), 0 as Time, 1 as Diff)]
-            } else {
-                Vec::new()
-            };
-            let marker = marker.to_stream(scope).as_collection();
-            keyed.concat(marker)
-        } else {
-            keyed
-        };
-        let funcs: Vec<_> = grouping.aggregates.iter().map(|a| a.func).collect();
-        let grouped = keyed.reduce(move |key: &Row, input, output| {
-            let result = aggregate(&funcs, input);
-            output.push((
-                result.map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>()),
-                1,
-            ));
-        });
-        rows = split(grouped.map(|(_, r)| r), &mut errors);
-        if let Some(having) = grouping.having {
-            let checked = rows.map(move |row| passes(&having, &row).map(|keep| (keep, row)));
-            rows = split(checked, &mut errors).flat_map(|(keep, row)| keep.then_some(row));
+    Ok(split(rows.flat_map(move |row| stage(row)), errors))
+}
+
+/// Adds up the totals of each `(group, time)` within every batch, where
+/// they are read (a combiner): a million rows of a thousand groups leave
+/// as a thousand updates per batch, before the exchange and arrangement.
+fn pre_aggregate<'scope>(
+    totals: VecCollection<'scope, Time, (Row, Totals), Diff>,
+) -> VecCollection<'scope, Time, (Row, Totals), Diff> {
+    totals
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "PreAggregate", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut sums: HashMap<(Row, Time), Totals> = HashMap::new();
+                    for ((key, totals), time, diff) in data.drain(..) {
+                        let totals = totals.multiply(&diff);
+                        match sums.entry((key, time)) {
+                            Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&totals),
+                            Entry::Vacant(slot) => {
+                                slot.insert(totals);
+                            }
+                        }
+                    }
+                    let mut session = output.session(&cap);
+                    for ((key, time), totals) in sums {
+                        if !totals.is_zero() {
+                            session.give(((key, totals), time, 1 as Diff));
+                        }
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
+
+/// One collection holding a single marker update (on worker 0) at time 0.
+fn marker<'scope, D: differential_dataflow::Data>(
+    scope: Scope<'scope, Time>,
+    marker: D,
+) -> VecCollection<'scope, Time, D, Diff> {
+    let updates = if scope.index() == 0 {
+        vec![(marker, 0 as Time, 1 as Diff)]
+    } else {
+        Vec::new()
+    };
+    updates.to_stream(scope).as_collection()
+}
+
+/// Builds `plan` in `scope`, importing the tables it reads from `tables`.
+pub fn render<'scope>(
+    plan: &Plan,
+    tables: &mut Tables,
+    scope: Scope<'scope, Time>,
+) -> Result<Rendered<'scope>, MissingTable> {
+    let mut errors = Vec::new();
+    let mut shutdown = Vec::new();
+    let filter = plan.filter.clone();
+    let mut rows = match plan.grouping.clone() {
+        None => {
+            let select = plan.select.clone();
+            combined(
+                plan,
+                tables,
+                scope,
+                &mut errors,
+                &mut shutdown,
+                move |row| match kept(filter.as_ref(), &row)? {
+                    Ok(()) => Some(eval_all(&select, &row)),
+                    Err(e) => Some(Err(e)),
+                },
+            )?
         }
-    }
-    let select = plan.select.clone();
-    rows = split(rows.map(move |row| eval_all(&select, &row)), &mut errors);
+        Some(grouping) => {
+            let keys = grouping.keys.clone();
+            let args: Vec<Option<Expr>> =
+                grouping.aggregates.iter().map(|a| a.arg.clone()).collect();
+            let funcs: Vec<_> = grouping.aggregates.iter().map(|a| a.func).collect();
+            let abelian = funcs
+                .iter()
+                .all(|f| matches!(f, AggFunc::Sum | AggFunc::Count | AggFunc::Avg));
+            let global = grouping.keys.is_empty();
+            let grouped = if abelian {
+                // SUM, COUNT and AVG as differences: a change costs O(1) per
+                // group (count_total), not a re-read of the group.
+                let mut totals = combined(
+                    plan,
+                    tables,
+                    scope,
+                    &mut errors,
+                    &mut shutdown,
+                    move |row| {
+                        Some(kept(filter.as_ref(), &row)?.and_then(|()| {
+                            let key = eval_all(&keys, &row)?;
+                            Ok((key, Totals::of_args(&args, &row)?))
+                        }))
+                    },
+                )?;
+                // Without GROUP BY there is one group even over no rows
+                // (COUNT = 0): a marker keeps it present.
+                if global {
+                    totals = totals.concat(marker(scope, (Row::new(), Totals::marker())));
+                }
+                pre_aggregate(totals)
+                    .explode(|(key, totals)| std::iter::once((key, totals)))
+                    .count_total()
+                    .map(move |(key, totals)| {
+                        totals
+                            .finish(&funcs)
+                            .map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>())
+                    })
+            } else {
+                let mut keyed = combined(
+                    plan,
+                    tables,
+                    scope,
+                    &mut errors,
+                    &mut shutdown,
+                    move |row| {
+                        Some(kept(filter.as_ref(), &row)?.and_then(|()| {
+                            let key = eval_all(&keys, &row)?;
+                            let values = args
+                                .iter()
+                                .map(|a| a.as_ref().map_or(Ok(Value::Bool(true)), |e| e.eval(&row)))
+                                .collect::<Evaluated<Row>>()?;
+                            Ok((key, Some(values)))
+                        }))
+                    },
+                )?;
+                if global {
+                    keyed = keyed.concat(marker(scope, (Row::new(), None::<Row>)));
+                }
+                keyed
+                    .reduce(move |key: &Row, input, output| {
+                        let result = aggregate(&funcs, input);
+                        output.push((
+                            result.map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>()),
+                            1,
+                        ));
+                    })
+                    .map(|(_, r)| r)
+            };
+            let mut rows = split(grouped, &mut errors);
+            if let Some(having) = grouping.having {
+                let checked = rows.map(move |row| passes(&having, &row).map(|keep| (keep, row)));
+                rows = split(checked, &mut errors).flat_map(|(keep, row)| keep.then_some(row));
+            }
+            let select = plan.select.clone();
+            split(rows.map(move |row| eval_all(&select, &row)), &mut errors)
+        }
+    };
     if let Some(limit) = plan.limit {
         let order = plan.order.clone();
         rows = rows
@@ -160,6 +301,134 @@ pub fn render<'scope>(
         errors,
         shutdown,
     })
+}
+
+/// The running totals of a group's abelian aggregates, as a differential
+/// difference: rows, and per aggregate its non-NULL values and their sum.
+/// Adding two is exact; an overflow is kept as a flag that turns the
+/// group's answer into an error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Totals {
+    /// The marker row of a query without GROUP BY (one group even over no rows).
+    marker: i64,
+    rows: i64,
+    per: Vec<(i64, Number)>,
+    overflow: bool,
+}
+
+impl Totals {
+    /// The marker of a query without GROUP BY.
+    fn marker() -> Totals {
+        Totals {
+            marker: 1,
+            ..Totals::default()
+        }
+    }
+
+    /// One row's totals: per aggregate argument (`None`: `COUNT(*)`), one
+    /// value if it is not NULL, and its sum if it is a number (SUM and AVG
+    /// of a non-number are refused at finish time by type, here by value).
+    fn of_args(args: &[Option<Expr>], row: &[Value]) -> Evaluated<Totals> {
+        let per = args
+            .iter()
+            .map(|arg| {
+                let Some(arg) = arg else {
+                    return Ok((1, Number::ZERO));
+                };
+                Ok(match arg.eval(row)? {
+                    Value::Null => (0, Number::ZERO),
+                    Value::Number(n) => (1, n),
+                    // COUNT(x) of a non-number counts it.
+                    _ => (1, Number::ZERO),
+                })
+            })
+            .collect::<Evaluated<Vec<_>>>()?;
+        Ok(Totals {
+            marker: 0,
+            rows: 1,
+            per,
+            overflow: false,
+        })
+    }
+
+    /// The aggregates' values.
+    fn finish(&self, funcs: &[AggFunc]) -> Evaluated<Row> {
+        if self.overflow {
+            return Err(EvalError(
+                "numeric overflow in an aggregate (exact arithmetic, 256-bit)".into(),
+            ));
+        }
+        funcs
+            .iter()
+            .enumerate()
+            .map(|(i, func)| {
+                let (count, sum) = self.per.get(i).copied().unwrap_or((0, Number::ZERO));
+                Ok(match func {
+                    AggFunc::Count => Value::Number(Number::from_i128(i128::from(count))),
+                    AggFunc::Sum if count == 0 => Value::Null,
+                    AggFunc::Sum => Value::Number(sum),
+                    AggFunc::Avg if count == 0 => Value::Null,
+                    AggFunc::Avg => {
+                        Value::Number(sum.checked_div(Number::from_i128(i128::from(count)))?)
+                    }
+                    AggFunc::Min | AggFunc::Max => {
+                        return Err(EvalError("internal: MIN/MAX are not totals".into()))
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+impl IsZero for Totals {
+    fn is_zero(&self) -> bool {
+        self.marker == 0
+            && self.rows == 0
+            && !self.overflow
+            && self.per.iter().all(|(c, s)| *c == 0 && s.is_zero())
+    }
+}
+
+impl Semigroup for Totals {
+    fn plus_equals(&mut self, rhs: &Totals) {
+        self.marker += rhs.marker;
+        self.rows += rhs.rows;
+        self.overflow |= rhs.overflow;
+        if self.per.len() < rhs.per.len() {
+            self.per.resize(rhs.per.len(), (0, Number::ZERO));
+        }
+        for (mine, theirs) in self.per.iter_mut().zip(&rhs.per) {
+            mine.0 += theirs.0;
+            match mine.1.checked_add(theirs.1) {
+                Ok(sum) => mine.1 = sum,
+                Err(_) => self.overflow = true,
+            }
+        }
+    }
+}
+
+impl Monoid for Totals {
+    fn zero() -> Totals {
+        Totals::default()
+    }
+}
+
+impl Multiply<Diff> for Totals {
+    type Output = Totals;
+    fn multiply(mut self, times: &Diff) -> Totals {
+        let times_i64 = *times as i64;
+        let factor = Number::from_i128(*times as i128);
+        self.marker *= times_i64;
+        self.rows *= times_i64;
+        for (count, sum) in &mut self.per {
+            *count *= times_i64;
+            match sum.checked_mul(factor) {
+                Ok(product) => *sum = product,
+                Err(_) => self.overflow = true,
+            }
+        }
+        self
+    }
 }
 
 /// The aggregates of one group; the marker row (no values) counts nothing.

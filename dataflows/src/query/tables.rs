@@ -383,43 +383,73 @@ impl Tables {
         table: Table,
         scope: Scope<'scope, Time>,
     ) -> Result<(VecCollection<'scope, Time, Row, Diff>, ImportButton), MissingTable> {
+        self.import_map(table, scope, Some)
+    }
+
+    /// [`Tables::import`] with `logic` applied to each row as it is read
+    /// (`None` drops it), so a filter or projection builds no collection
+    /// of whole rows.
+    pub fn import_map<'scope, T: differential_dataflow::Data>(
+        &mut self,
+        table: Table,
+        scope: Scope<'scope, Time>,
+        mut logic: impl FnMut(Row) -> Option<T> + 'static,
+    ) -> Result<(VecCollection<'scope, Time, T, Diff>, ImportButton), MissingTable> {
         let missing = || MissingTable(table.name());
         let name = table.name();
         Ok(match table {
             Table::Lots => {
                 let trace = self.lots.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(lot_row), button)
+                (
+                    arranged.flat_map_ref(move |k, v| logic(lot_row(k, v))),
+                    button,
+                )
             }
             Table::Positions => {
                 let trace = self.positions.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(position_row), button)
+                (
+                    arranged.flat_map_ref(move |k, v| logic(position_row(k, v))),
+                    button,
+                )
             }
             Table::Valuations => {
                 let trace = self.valuations.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(|k, _| valuation_row(k)), button)
+                (
+                    arranged.flat_map_ref(move |k, _| logic(valuation_row(k))),
+                    button,
+                )
             }
             Table::Breaks => {
                 let trace = self.breaks.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(|k, _| break_row(k)), button)
+                (
+                    arranged.flat_map_ref(move |k, _| logic(break_row(k))),
+                    button,
+                )
             }
             Table::Gaps => {
                 let trace = self.gaps.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(|k, _| gap_row(k)), button)
+                (arranged.flat_map_ref(move |k, _| logic(gap_row(k))), button)
             }
             Table::Trades => {
                 let trace = self.trades.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(|_, v| trade_row(v)), button)
+                (
+                    arranged.flat_map_ref(move |_, v| logic(trade_row(v))),
+                    button,
+                )
             }
             Table::Corrections => {
                 let trace = self.corrections.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = trace.import_core(scope, name);
-                (arranged.as_collection(|k, _| correction_row(k)), button)
+                (
+                    arranged.flat_map_ref(move |k, _| logic(correction_row(k))),
+                    button,
+                )
             }
         })
     }

@@ -57,14 +57,39 @@ impl Number {
     };
 
     /// `mantissa * 10^-scale`, normalised.
-    pub fn new(mut mantissa: I256, mut scale: u32) -> Number {
+    pub fn new(mantissa: I256, scale: u32) -> Number {
+        if mantissa == I256::ZERO {
+            return Number::ZERO;
+        }
+        // Most numbers fit 64 bits, where division by ten is a multiplication.
+        if let Ok(small) = i64::try_from(mantissa) {
+            let (negative, mut magnitude, mut scale) = (small < 0, small.unsigned_abs(), scale);
+            while scale > 0 && magnitude % 10 == 0 {
+                magnitude /= 10;
+                scale -= 1;
+            }
+            let value = I256::from(magnitude);
+            return Number {
+                mantissa: if negative { -value } else { value },
+                scale,
+            };
+        }
+        if let Ok(mut small) = i128::try_from(mantissa) {
+            let mut scale = scale;
+            while scale > 0 && small % 10 == 0 {
+                small /= 10;
+                scale -= 1;
+            }
+            return Number {
+                mantissa: I256::from(small),
+                scale,
+            };
+        }
+        let (mut mantissa, mut scale) = (mantissa, scale);
         let ten = I256::from(10u8);
         while scale > 0 && mantissa % ten == I256::ZERO {
             mantissa /= ten;
             scale -= 1;
-        }
-        if mantissa == I256::ZERO {
-            scale = 0;
         }
         Number { mantissa, scale }
     }
