@@ -79,6 +79,18 @@ fn queries_attached(port: u16) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits until `/metrics` reports `n` attached queries.
+fn wait_attached(port: u16, n: i64) {
+    let started = Instant::now();
+    while queries_attached(port) != Some(n) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{n} queries never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_live_query_follows_the_stream_to_book_s_answer() {
     let env = Env::new("lq");
@@ -106,14 +118,7 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
             }
         })
     };
-    let started = Instant::now();
-    while queries_attached(env.http_port) != Some(1) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the query never attached"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_attached(env.http_port, 1);
     env.produce(&sample());
     env.wait_committed(sample_lines().len() as i64, Duration::from_secs(120));
     let started = Instant::now();
@@ -207,14 +212,7 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
         .stderr(Stdio::null())
         .spawn()
         .expect("deltabook query");
-    let started = Instant::now();
-    while queries_attached(env.http_port) != Some(1) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the query never attached"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_attached(env.http_port, 1);
     engine.signal("TERM");
     let status = engine.wait_exit(Duration::from_secs(60));
     assert!(

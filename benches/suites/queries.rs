@@ -34,8 +34,16 @@ struct Run {
 }
 
 fn ingest(path: &Path, queries: usize) -> Result<Run> {
+    // DELTABOOK_BENCH_QUERY_SHAPE=i attaches only shape i (to find the
+    // expensive one); by default all five, in turn.
+    let only: Option<usize> = std::env::var("DELTABOOK_BENCH_QUERY_SHAPE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let plans: Vec<Plan> = SHAPES
         .iter()
+        .enumerate()
+        .filter(|(i, _)| only.is_none_or(|o| o == *i))
+        .map(|(_, sql)| sql)
         .map(|sql| Plan::compile(sql))
         .collect::<Result<_, _>>()?;
     let source = Arc::new(JsonlFile::open(path)?);

@@ -460,8 +460,17 @@ impl Driver {
     }
 
     /// The shared tables (empty unless [`DriverOptions::share_tables`]).
+    /// A clone is a set of new trace handles, which hold the traces'
+    /// compaction where they are until dropped: keep one only while
+    /// building a dataflow that imports them.
     pub fn tables(&self) -> Tables {
         self.completed.tables.clone()
+    }
+
+    /// The shared tables, borrowed (no new handles): what a long-lived
+    /// caller reads, so the traces keep compacting.
+    pub fn shared_tables(&self) -> &Tables {
+        &self.completed.tables
     }
 
     /// The time new input is stamped with.

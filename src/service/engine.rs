@@ -186,7 +186,6 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             share_tables: shared.config.queries.table_set()?,
         },
     );
-    let tables = driver.tables();
     let mut queries = WorkerQueries::default();
     if index == 0 {
         let snapshot = shared
@@ -265,7 +264,12 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
         }
         worker.step();
-        queries.poll(worker, &tables, &shared.queries, driver.frontier());
+        queries.poll(
+            worker,
+            driver.shared_tables(),
+            &shared.queries,
+            driver.frontier(),
+        );
         if index == 0 {
             shared
                 .metrics
@@ -276,7 +280,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         reader.report_lag();
     }
     // Live queries end with the service.
-    queries.stop(worker, &tables, &shared.queries);
+    queries.stop(worker, driver.shared_tables(), &shared.queries);
     // Stopping: close the current time and finish what was read.
     let next = driver.time() + 1;
     cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
