@@ -87,7 +87,7 @@ fn combined<'scope, T: differential_dataflow::Data>(
     scope: Scope<'scope, Time>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
     shutdown: &mut Vec<ImportButton>,
-    mut stage: impl FnMut(Row) -> Option<Evaluated<T>> + 'static,
+    stage: impl FnMut(Row) -> Option<Evaluated<T>> + 'static,
 ) -> Result<VecCollection<'scope, Time, T, Diff>, MissingTable> {
     let Some((first, others)) = plan.sources.split_first() else {
         return Err(MissingTable("(none)"));
@@ -120,7 +120,7 @@ fn combined<'scope, T: differential_dataflow::Data>(
             row
         });
     }
-    Ok(split(rows.flat_map(move |row| stage(row)), errors))
+    Ok(split(rows.flat_map(stage), errors))
 }
 
 /// Adds up the totals of each `(group, time)` within every batch, where
