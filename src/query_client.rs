@@ -159,8 +159,8 @@ struct View {
     columns: Vec<String>,
     rows: BTreeMap<Vec<String>, i64>,
     time: Option<u64>,
-    errors: usize,
-    cut_off: Option<String>,
+    /// The last `{"error"}` line: the command fails with it.
+    last_error: Option<String>,
 }
 
 impl View {
@@ -170,16 +170,14 @@ impl View {
             columns: Vec::new(),
             rows: BTreeMap::new(),
             time: None,
-            errors: 0,
-            cut_off: None,
+            last_error: None,
         }
     }
 
     fn take(&mut self, text: &str, value: &Value) -> Result<()> {
         if let Some(message) = value.get("error").and_then(Value::as_str) {
             eprintln!("error: {message}");
-            self.errors += 1;
-            self.cut_off = Some(message.to_string());
+            self.last_error = Some(message.to_string());
             return Ok(());
         }
         if !self.terminal {
@@ -245,7 +243,7 @@ impl View {
     }
 
     fn finish(&self) -> Result<()> {
-        match &self.cut_off {
+        match &self.last_error {
             Some(message) => bail!("the query ended with an error: {message}"),
             None => Ok(()),
         }

@@ -188,7 +188,8 @@ struct Attached {
     subscription: Arc<Subscription>,
     probe: ProbeHandle<Time>,
     shutdown: Vec<ImportButton>,
-    progress_sent: Option<Time>,
+    /// The last progress mark sent (at first: the time before the snapshot's).
+    progress_sent: Time,
 }
 
 /// One worker's side of the registry.
@@ -236,8 +237,8 @@ impl WorkerQueries {
             if leader {
                 let frontier = query.probe.with_frontier(|f| f.first().copied());
                 if let Some(time) = frontier {
-                    if query.progress_sent.is_none_or(|sent| time > sent) {
-                        query.progress_sent = Some(time);
+                    if time > query.progress_sent {
+                        query.progress_sent = time;
                         query.subscription.send(QueryEvent::Progress(time));
                     }
                 }
@@ -294,7 +295,7 @@ impl WorkerQueries {
                     shutdown,
                     // The traces hold every update before `snapshot_before`:
                     // the probe passing it completes the snapshot.
-                    progress_sent: Some(snapshot_before.saturating_sub(1)),
+                    progress_sent: snapshot_before.saturating_sub(1),
                 });
             }
             Err(missing) => {

@@ -343,7 +343,7 @@ fn ymd_at(bytes: &[u8]) -> Option<(u32, u32, u32)> {
 }
 
 /// A `YYYY-MM-DD` date of field `name`; the error says what is wrong.
-pub(super) fn date_value(name: &str, text: &str) -> Result<Date, String> {
+pub(crate) fn date_value(name: &str, text: &str) -> Result<Date, String> {
     let bytes = text.as_bytes();
     let Some((year, month, day)) = ymd_at(bytes).filter(|_| bytes.len() == 10) else {
         return Err(format!("{name} {} is not YYYY-MM-DD", quote(text)));

@@ -13,7 +13,7 @@ use sqlparser::tokenizer::Span;
 
 use super::expr::{AggFunc, Aggregate, BinOp, Expr};
 use super::tables::Table;
-use super::value::{parse_date, Number, Value};
+use super::value::{date_of_text, Number, Value};
 
 /// Why a query was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -700,9 +700,7 @@ impl<'a> Scope<'a> {
                     ast::Value::SingleQuotedString(s) => s,
                     _ => return Err(at(span, "DATE needs a 'YYYY-MM-DD' string")),
                 };
-                Expr::Literal(Value::Date(
-                    parse_date(text).ok_or_else(|| at(span, format!("not a date: '{text}'")))?,
-                ))
+                Expr::Literal(Value::Date(date_of_text(text).map_err(|e| at(span, e.0))?))
             }
             ast::Expr::IsNull(e) => Expr::IsNull(Box::new(self.compile(e, mode)?), false),
             ast::Expr::IsNotNull(e) => Expr::IsNull(Box::new(self.compile(e, mode)?), true),

@@ -8,7 +8,6 @@ use std::fmt;
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::date_exists;
 use crate::decimal::{Amount, Dec8, AMOUNT_SCALE_DIGITS, DEC8_SCALE_DIGITS};
 use crate::id::Id;
 use crate::trade::Date;
@@ -344,40 +343,20 @@ impl Value {
         }))
     }
 
-    /// The order of ORDER BY: NULL after every value; otherwise
-    /// [`Value::compare`], and across types by type.
+    /// The order of ORDER BY between two non-NULL values (where NULLs go
+    /// is the ORDER BY item's to say): [`Value::compare`], and across
+    /// types that do not compare, by type.
     pub fn sort_cmp(&self, other: &Value) -> Ordering {
-        match (self, other) {
-            (Value::Null, Value::Null) => Ordering::Equal,
-            (Value::Null, _) => Ordering::Greater,
-            (_, Value::Null) => Ordering::Less,
-            _ => match self.compare(other) {
-                Ok(Some(order)) => order,
-                _ => self.cmp(other),
-            },
+        match self.compare(other) {
+            Ok(Some(order)) => order,
+            _ => self.cmp(other),
         }
     }
 }
 
-/// Reads a `YYYY-MM-DD` text as a date.
+/// Reads a `YYYY-MM-DD` text as a date (the gate's rule: the date must exist).
 pub fn date_of_text(text: &str) -> Result<Date, EvalError> {
-    parse_date(text).ok_or_else(|| EvalError(format!("not a date (YYYY-MM-DD): '{text}'")))
-}
-
-/// `YYYY-MM-DD` of an existing calendar date.
-pub fn parse_date(text: &str) -> Option<Date> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return None;
-    }
-    let part = |range: std::ops::Range<usize>| -> Option<u32> {
-        let s = text.get(range)?;
-        s.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let (year, month, day) = (part(0..4)?, part(5..7)?, part(8..10)?);
-    date_exists(year, month, day).then(|| Date::from_ymd(year, month, day))
+    crate::gate::date_value("date", text).map_err(EvalError)
 }
 
 impl fmt::Display for Value {
