@@ -122,6 +122,15 @@ pub struct QueriesConfig {
     /// Most updates queued for one subscriber; a subscriber that falls
     /// this far behind is cut off.
     pub subscriber_queue_updates: usize,
+    /// `AS KNOWN AT` is answered from memory for the last this many engine
+    /// timestamps (the shared traces keep every change in them); older
+    /// times are answered from the event store.
+    #[serde(default = "default_history_timestamps")]
+    pub history_timestamps: u64,
+}
+
+fn default_history_timestamps() -> u64 {
+    10_000
 }
 
 impl QueriesConfig {

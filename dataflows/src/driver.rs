@@ -185,6 +185,9 @@ struct Completed {
     /// The shared traces: lots and positions for a driver that reads the
     /// final state at the end, every table for one that shares them.
     tables: Tables,
+    /// The traces keep every time from this one on (`AS KNOWN AT`);
+    /// `Time::MAX`: they compact to the completed frontier.
+    history_from: Time,
 }
 
 /// Every `(key, value)` of a finished trace with its net multiplicity
@@ -214,7 +217,7 @@ impl Completed {
     fn take(&mut self) -> Vec<(Time, TimestampOutput)> {
         let frontier = self.frontier();
         if let Some(f) = frontier {
-            self.tables.compact_to(f);
+            self.tables.compact_to(f.min(self.history_from));
         }
         take_before(&self.outputs, frontier)
     }
@@ -296,6 +299,12 @@ impl Driver {
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
             let (methods_input, methods) = scope.new_collection::<(Id, LotMethod), Diff>();
+            if share_tables.contains(Table::Trades) {
+                // AS OF DATE books the shared trades again under this map.
+                let arranged = methods.clone().arrange_by_key_named("Table: methods");
+                arranged.stream.clone().probe_with(&probe);
+                tables.methods = Some(arranged.trace);
+            }
             let e = engine::build(EngineInputs {
                 raw: raw.to_stream(scope),
                 rejected: rejected.to_stream(scope),
@@ -454,6 +463,7 @@ impl Driver {
                 probe,
                 outputs,
                 tables,
+                history_from: Time::MAX,
             },
             time: start,
         }
@@ -465,6 +475,14 @@ impl Driver {
     /// building a dataflow that imports them.
     pub fn tables(&self) -> Tables {
         self.completed.tables.clone()
+    }
+
+    /// From now on the shared traces distinguish every time from `from`
+    /// on (their compaction stops there), so `AS KNOWN AT` any of those
+    /// times can be answered from them. Moving it later lets them compact
+    /// again; `Time::MAX` restores compaction to the completed frontier.
+    pub fn keep_history_from(&mut self, from: Time) {
+        self.completed.history_from = from;
     }
 
     /// The shared tables, borrowed (no new handles): what a long-lived

@@ -683,6 +683,9 @@ fn run_worker(
                 .union(options.attach.as_ref().map_or(TableSet::NONE, |a| a.tables)),
         },
     );
+    if let Some(known_at) = options.query.as_ref().and_then(|p| p.as_of.known_at) {
+        driver.keep_history_from(known_at);
+    }
     if let Some(attach) = &options.attach {
         let mut tables = driver.tables();
         worker.dataflow::<Time, _, _>(|scope| (attach.build)(scope, &mut tables));
@@ -786,7 +789,7 @@ fn answer_query(
     let errors: Rc<RefCell<Vec<(EvalError, Diff)>>> = Rc::default();
     let probe = ProbeHandle::new();
     let built = worker.dataflow::<Time, _, _>(|scope| -> Result<(), String> {
-        let rendered = render(plan, &mut tables, scope).map_err(|e| e.to_string())?;
+        let rendered = render(plan, &mut tables, scope, 0).map_err(|e| e.to_string())?;
         let sink = Rc::clone(&rows);
         let first = Rc::clone(&first_row);
         rendered

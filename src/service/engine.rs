@@ -213,7 +213,15 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let max_in_flight = engine.max_uncommitted_timestamps as u64;
     let mut reporter = Reporter::new(index, shared.start_time, &shared.output);
     let mut batch = Batch::default();
+    let history_timestamps = shared.config.queries.history_timestamps;
     while !shared.stop.load(Ordering::Relaxed) {
+        // Before anything compacts: the traces keep the last
+        // `history_timestamps` times, and any an AS KNOWN AT query holds.
+        driver.keep_history_from(
+            shared
+                .queries
+                .history_from(driver.frontier(), history_timestamps),
+        );
         // Adaptive batching: a time is only closed while fewer than
         // `max_in_flight` are uncommitted; until then the open batch keeps
         // growing (to `max_messages`), so a slow sink gets fewer, bigger

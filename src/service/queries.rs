@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use deltabook_dataflows::engine::{Diff, Time};
 use deltabook_dataflows::query::{
-    render, EvalError, ImportButton, Plan, Row, TableSet, Tables, Value,
+    render, EvalError, ImportButton, Plan, RenderError, Row, Table, TableSet, Tables, Value,
 };
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -52,6 +52,8 @@ pub struct Subscription {
     closed: AtomicBool,
     /// Set when the queue was full (the subscriber was too slow).
     overflowed: AtomicBool,
+    /// Workers that have detached the query.
+    detached_workers: std::sync::atomic::AtomicUsize,
 }
 
 impl Subscription {
@@ -103,6 +105,26 @@ pub struct QueryRegistry {
     /// The subscriptions, and whether the registry is frozen (stopping).
     subscriptions: Mutex<(Vec<Arc<Subscription>>, bool)>,
     attached: AtomicU64,
+    /// How far back the shared traces keep history (`AS KNOWN AT`).
+    history: Mutex<History>,
+}
+
+/// The shared traces' history: the latest compaction any worker applied,
+/// and the times `AS KNOWN AT` queries still need (each with a count).
+#[derive(Default)]
+struct History {
+    floor: Time,
+    holds: std::collections::BTreeMap<Time, usize>,
+}
+
+/// Where an `AS KNOWN AT` query is answered from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KnownAt {
+    /// The query looks at the present, or at a time the traces still keep
+    /// (held for it until it is detached).
+    InMemory,
+    /// A time the traces have compacted away (from the event store).
+    Forgotten,
 }
 
 /// Why a subscription was refused.
@@ -120,10 +142,77 @@ pub enum SubscribeError {
     /// The service is stopping.
     #[error("the service is stopping")]
     Stopping,
+    /// `AS KNOWN AT` a time older than the history kept in memory.
+    #[error(
+        "AS KNOWN AT a time older than the history kept in memory (queries.history_timestamps)"
+    )]
+    Forgotten,
 }
 
 impl QueryRegistry {
-    /// Compiles `sql` and registers it; the receiver gets its events.
+    /// Where a worker's shared traces may compact to now: `window`
+    /// timestamps behind its completed `frontier`, and never past a time a
+    /// registered `AS KNOWN AT` query still needs. Every worker calls it
+    /// before compacting ([`deltabook_dataflows::driver::Driver::keep_history_from`]).
+    pub fn history_from(&self, frontier: Option<Time>, window: u64) -> Time {
+        let Ok(mut history) = self.history.lock() else {
+            return 0;
+        };
+        let mut from = frontier.map_or(Time::MAX, |f| f.saturating_sub(window));
+        if let Some((&held, _)) = history.holds.first_key_value() {
+            from = from.min(held);
+        }
+        history.floor = history.floor.max(from);
+        from
+    }
+
+    /// Holds the traces' history at `known_at` for a query, if no worker
+    /// has compacted past it.
+    fn hold(&self, known_at: Time) -> KnownAt {
+        let Ok(mut history) = self.history.lock() else {
+            return KnownAt::Forgotten;
+        };
+        if known_at < history.floor {
+            return KnownAt::Forgotten;
+        }
+        *history.holds.entry(known_at).or_insert(0) += 1;
+        KnownAt::InMemory
+    }
+
+    /// One worker has detached `subscription`: the last of `peers` to do
+    /// so releases the history it held (every worker has imported the
+    /// traces by then).
+    fn detached(&self, subscription: &Subscription, peers: usize) {
+        let detached = subscription.detached_workers.fetch_add(1, Ordering::AcqRel) + 1;
+        if let (Some(t), true) = (subscription.plan.as_of.known_at, detached == peers) {
+            self.release(t);
+        }
+    }
+
+    fn release(&self, known_at: Time) {
+        if let Ok(mut history) = self.history.lock() {
+            if let Some(count) = history.holds.get_mut(&known_at) {
+                *count -= 1;
+                if *count == 0 {
+                    history.holds.remove(&known_at);
+                }
+            }
+        }
+    }
+
+    /// Where `plan` is answered from: [`KnownAt::InMemory`] holds the
+    /// traces for it (released when the subscription is detached).
+    pub fn place(&self, plan: &Plan) -> KnownAt {
+        match plan.as_of.known_at {
+            None => KnownAt::InMemory,
+            Some(t) => self.hold(t),
+        }
+    }
+
+    /// Compiles `sql` and registers it; the receiver gets its events. An
+    /// `AS KNOWN AT` older than the history kept in memory is refused
+    /// here ([`SubscribeError::Forgotten`]); the HTTP handler answers
+    /// those from the event store instead.
     pub fn subscribe(
         &self,
         sql: &str,
@@ -132,8 +221,42 @@ impl QueryRegistry {
         queue: usize,
     ) -> Result<(Arc<Subscription>, mpsc::Receiver<QueryEvent>), SubscribeError> {
         let plan = Plan::compile(sql)?;
-        if let Some(source) = plan.sources.iter().find(|s| !shared.contains(s.table)) {
-            return Err(SubscribeError::NotShared(source.table.name()));
+        match self.place(&plan) {
+            KnownAt::InMemory => self.subscribe_plan(plan, shared, max_subscribers, queue),
+            KnownAt::Forgotten => Err(SubscribeError::Forgotten),
+        }
+    }
+
+    /// Registers a compiled plan that [`QueryRegistry::place`] placed in
+    /// memory (its hold, if any, is released when the subscription is
+    /// detached, or now if it is refused).
+    pub fn subscribe_plan(
+        &self,
+        plan: Plan,
+        shared: TableSet,
+        max_subscribers: usize,
+        queue: usize,
+    ) -> Result<(Arc<Subscription>, mpsc::Receiver<QueryEvent>), SubscribeError> {
+        let known_at = plan.as_of.known_at;
+        let registered = self.register(plan, shared, max_subscribers, queue);
+        if let (Err(_), Some(t)) = (&registered, known_at) {
+            self.release(t);
+        }
+        registered
+    }
+
+    fn register(
+        &self,
+        plan: Plan,
+        shared: TableSet,
+        max_subscribers: usize,
+        queue: usize,
+    ) -> Result<(Arc<Subscription>, mpsc::Receiver<QueryEvent>), SubscribeError> {
+        if let Some(table) = Table::ALL
+            .into_iter()
+            .find(|t| plan.tables().contains(*t) && !shared.contains(*t))
+        {
+            return Err(SubscribeError::NotShared(table.name()));
         }
         let mut registry = self
             .subscriptions
@@ -157,6 +280,7 @@ impl QueryRegistry {
             sender: Mutex::new(Some(sender)),
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            detached_workers: Default::default(),
         });
         subscriptions.push(Arc::clone(&subscription));
         Ok((subscription, receiver))
@@ -215,31 +339,36 @@ impl WorkerQueries {
         for subscription in registry.since(self.next) {
             self.next += 1;
             let snapshot_before = completed.unwrap_or(Time::MAX);
-            self.attach(
-                worker,
-                tables,
-                subscription,
-                &registry.attached,
-                snapshot_before,
-            );
+            self.attach(worker, tables, subscription, registry, snapshot_before);
         }
         let leader = worker.index() == 0;
+        let peers = worker.peers();
         self.attached.retain_mut(|query| {
-            if query.subscription.closed.load(Ordering::Relaxed) {
+            let subscription = &query.subscription;
+            if subscription.closed.load(Ordering::Relaxed) {
                 for button in &mut query.shutdown {
                     button.press();
                 }
                 if leader {
                     registry.attached.fetch_sub(1, Ordering::Relaxed);
                 }
+                registry.detached(subscription, peers);
                 return false;
             }
             if leader {
                 let frontier = query.probe.with_frontier(|f| f.first().copied());
-                if let Some(time) = frontier {
+                let mark = match subscription.plan.as_of.known_at {
+                    None => frontier,
+                    // Complete (one mark, the snapshot's) once the engine passed `t`.
+                    Some(t) => match frontier {
+                        Some(f) if f <= t => None,
+                        _ => Some(t.saturating_add(1)),
+                    },
+                };
+                if let Some(time) = mark {
                     if time > query.progress_sent {
                         query.progress_sent = time;
-                        query.subscription.send(QueryEvent::Progress(time));
+                        subscription.send(QueryEvent::Progress(time));
                     }
                 }
             }
@@ -268,13 +397,13 @@ impl WorkerQueries {
         worker: &mut timely::worker::Worker,
         tables: &Tables,
         subscription: Arc<Subscription>,
-        attached_count: &AtomicU64,
+        registry: &QueryRegistry,
         snapshot_before: Time,
     ) {
         let probe = ProbeHandle::new();
         let mut tables = tables.clone();
         let built = worker.dataflow::<Time, _, _>(|scope| {
-            let rendered = render(&subscription.plan, &mut tables, scope)?;
+            let rendered = render(&subscription.plan, &mut tables, scope, snapshot_before)?;
             send_updates(rendered.rows, &subscription, &probe, QueryEvent::Update);
             send_updates(
                 rendered.errors,
@@ -282,20 +411,24 @@ impl WorkerQueries {
                 &probe,
                 |e: EvalError, _, _| QueryEvent::Error(e.0),
             );
-            Ok::<_, deltabook_dataflows::query::MissingTable>(rendered.shutdown)
+            Ok::<_, RenderError>(rendered.shutdown)
         });
         match built {
             Ok(shutdown) => {
                 if worker.index() == 0 {
-                    attached_count.fetch_add(1, Ordering::Relaxed);
+                    registry.attached.fetch_add(1, Ordering::Relaxed);
                 }
+                let known_at = subscription.plan.as_of.known_at;
                 self.attached.push(Attached {
                     subscription,
                     probe,
                     shutdown,
                     // The traces hold every update before `snapshot_before`:
-                    // the probe passing it completes the snapshot.
-                    progress_sent: snapshot_before.saturating_sub(1),
+                    // the probe passing it completes the snapshot. An
+                    // `AS KNOWN AT t` snapshot completes at `t + 1`.
+                    progress_sent: snapshot_before
+                        .saturating_sub(1)
+                        .min(known_at.unwrap_or(Time::MAX)),
                 });
             }
             Err(missing) => {
@@ -303,6 +436,7 @@ impl WorkerQueries {
                     subscription.send(QueryEvent::Failed(missing.to_string()));
                 }
                 subscription.close();
+                registry.detached(&subscription, worker.peers());
             }
         }
     }

@@ -136,6 +136,35 @@ pub struct EngineInputs<'scope> {
     pub trade_versions: bool,
 }
 
+/// Books live trade versions again, apart from the engine: each update of
+/// `trades` (a version entering, +1, or leaving, -1; a CANCEL or an
+/// unbookable version is skipped) goes through the same booking stage
+/// under the lot-method map `methods`. Returns its lots and positions by
+/// position key. What `AS OF DATE` reads: the engine's own booking of
+/// the trades dated up to a day.
+pub fn book_again<'scope>(
+    trades: VecCollection<'scope, Time, TradeVersion, Diff>,
+    methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
+) -> (
+    VecCollection<'scope, Time, (Id, Lot), Diff>,
+    VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
+) {
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::operators::vec::Map;
+    let input = trades
+        .inner
+        .flat_map(|(version, time, diff)| {
+            // Leaving as a whole trade with diff -1, not by key: the stage
+            // nets a timestamp's updates first, so a trade that enters and
+            // leaves in one timestamp (two batches of one snapshot) is fine.
+            let input = BookInput::Insert(version.booked()?, None);
+            Some(((version.position_key(), input), time, diff))
+        })
+        .as_collection();
+    let book = book_stage::book(input, methods, false);
+    (book.lots, book.positions)
+}
+
 /// Builds the engine over its inputs.
 pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
     let EngineInputs {

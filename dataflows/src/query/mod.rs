@@ -14,13 +14,17 @@
 //! rounded (to 32 places, half to even). Anything else is refused with a
 //! [`QueryError`] naming the construct and its line and column.
 
+pub mod as_of;
 pub mod expr;
 pub mod plan;
+pub mod reader;
 pub mod render;
 pub mod tables;
 pub mod value;
 
+pub use as_of::AsOf;
 pub use plan::{Plan, QueryError};
+pub use reader::RenderError;
 pub use render::{compare_rows, csv_field, csv_line, render, Rendered};
-pub use tables::{ImportButton, MissingTable, Table, TableSet, Tables};
+pub use tables::{ImportButton, Interval, MissingTable, Table, TableSet, Tables};
 pub use value::{EvalError, Number, Row, Value};

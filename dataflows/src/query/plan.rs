@@ -11,6 +11,7 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Span;
 
+use super::as_of::{split_as_of, AsOf};
 use super::expr::{AggFunc, Aggregate, BinOp, Expr};
 use super::tables::Table;
 use super::value::{date_of_text, Number, Value};
@@ -109,17 +110,28 @@ pub struct Plan {
     pub order: Vec<OrderItem>,
     /// LIMIT.
     pub limit: Option<u64>,
+    /// `AS OF DATE` / `AS KNOWN AT`, when given.
+    pub as_of: AsOf,
 }
 
 impl Plan {
-    /// The tables the plan reads.
+    /// The tables the plan reads (`AS OF DATE` over lots or positions
+    /// reads the live trades, to book them again).
     pub fn tables(&self) -> super::tables::TableSet {
-        self.sources.iter().map(|s| s.table).collect()
+        let read: super::tables::TableSet = self.sources.iter().map(|s| s.table).collect();
+        let rebooks = self.as_of.date.is_some()
+            && (read.contains(Table::Lots) || read.contains(Table::Positions));
+        if rebooks {
+            read.with(Table::Trades)
+        } else {
+            read
+        }
     }
 
     /// Parses and compiles `sql`.
     pub fn compile(sql: &str) -> Result<Plan, QueryError> {
-        let statements = Parser::parse_sql(&GenericDialect {}, sql)
+        let split = split_as_of(sql)?;
+        let statements = Parser::parse_sql(&GenericDialect {}, split.statement)
             .map_err(|e| QueryError::Syntax(e.to_string()))?;
         let [statement] = statements.as_slice() else {
             return Err(QueryError::Syntax(format!(
@@ -133,7 +145,21 @@ impl Plan {
                 "a statement other than SELECT",
             ));
         };
-        compile_query(query)
+        let mut plan = compile_query(query)?;
+        plan.as_of = split.as_of;
+        if let Some(at) = split.date_at {
+            if let Some(source) = plan.sources.iter().find(|s| !s.table.has_business_date()) {
+                return Err(QueryError::At {
+                    message: format!(
+                        "AS OF DATE applies to trades, lots and positions, not to {}",
+                        source.table.name()
+                    ),
+                    line: at.line,
+                    column: at.column,
+                });
+            }
+        }
+        Ok(plan)
     }
 }
 
@@ -486,6 +512,7 @@ fn compile_select(select: &ast::Select) -> Result<Plan, QueryError> {
         columns,
         order: Vec::new(),
         limit: None,
+        as_of: AsOf::default(),
     })
 }
 

@@ -14,6 +14,7 @@ use timely::dataflow::Scope;
 
 use super::expr::{Accumulator, AggFunc, Expr};
 use super::plan::{OrderItem, Plan};
+use super::reader::{Reader, RenderError};
 use super::tables::{ImportButton, MissingTable, Tables};
 use super::value::Number;
 use super::value::{EvalError, Row, Value};
@@ -83,25 +84,20 @@ fn kept(filter: Option<&Expr>, row: &[Value]) -> Option<Evaluated<()>> {
 /// no collection of whole rows is ever built.
 fn combined<'scope, T: differential_dataflow::Data>(
     plan: &Plan,
-    tables: &mut Tables,
-    scope: Scope<'scope, Time>,
+    reader: &mut Reader<'_, 'scope>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
-    shutdown: &mut Vec<ImportButton>,
     stage: impl FnMut(Row) -> Option<Evaluated<T>> + 'static,
 ) -> Result<VecCollection<'scope, Time, T, Diff>, MissingTable> {
     let Some((first, others)) = plan.sources.split_first() else {
         return Err(MissingTable("(none)"));
     };
     if others.is_empty() {
-        let (results, button) = tables.import_map(first.table, scope, stage)?;
-        shutdown.push(button);
+        let results = reader.rows_map(first.table, stage)?;
         return Ok(split(results, errors));
     }
-    let (mut rows, button) = tables.import(first.table, scope)?;
-    shutdown.push(button);
+    let mut rows = reader.rows(first.table)?;
     for (join, source) in plan.joins.iter().zip(others) {
-        let (right, button) = tables.import(source.table, scope)?;
-        shutdown.push(button);
+        let right = reader.rows(source.table)?;
         let left_key = join.left_key.clone();
         let right_key = join.right_key.clone();
         let left = split(
@@ -170,28 +166,29 @@ fn marker<'scope, D: differential_dataflow::Data>(
 }
 
 /// Builds `plan` in `scope`, importing the tables it reads from `tables`.
+/// Its snapshot of the present is at `since` (the engine's completed
+/// frontier: updates before it are read as at it); `AS KNOWN AT t` reads
+/// every update kept up to `t` instead, and its dataflow completes once
+/// the engine passes `t`.
 pub fn render<'scope>(
     plan: &Plan,
     tables: &mut Tables,
     scope: Scope<'scope, Time>,
-) -> Result<Rendered<'scope>, MissingTable> {
+    since: Time,
+) -> Result<Rendered<'scope>, RenderError> {
     let mut errors = Vec::new();
-    let mut shutdown = Vec::new();
+    let mut reader = Reader::new(tables, scope, plan.as_of, since)?;
+    let reader = &mut reader;
     let filter = plan.filter.clone();
     let mut rows = match plan.grouping.clone() {
         None => {
             let select = plan.select.clone();
-            combined(
-                plan,
-                tables,
-                scope,
-                &mut errors,
-                &mut shutdown,
-                move |row| match kept(filter.as_ref(), &row)? {
+            combined(plan, reader, &mut errors, move |row| {
+                match kept(filter.as_ref(), &row)? {
                     Ok(()) => Some(eval_all(&select, &row)),
                     Err(e) => Some(Err(e)),
-                },
-            )?
+                }
+            })?
         }
         Some(grouping) => {
             let keys = grouping.keys.clone();
@@ -205,19 +202,12 @@ pub fn render<'scope>(
             let grouped = if abelian {
                 // SUM, COUNT and AVG as differences: a change costs O(1) per
                 // group (count_total), not a re-read of the group.
-                let mut totals = combined(
-                    plan,
-                    tables,
-                    scope,
-                    &mut errors,
-                    &mut shutdown,
-                    move |row| {
-                        Some(kept(filter.as_ref(), &row)?.and_then(|()| {
-                            let key = eval_all(&keys, &row)?;
-                            Ok((key, Totals::of_args(&args, &row)?))
-                        }))
-                    },
-                )?;
+                let mut totals = combined(plan, reader, &mut errors, move |row| {
+                    Some(kept(filter.as_ref(), &row)?.and_then(|()| {
+                        let key = eval_all(&keys, &row)?;
+                        Ok((key, Totals::of_args(&args, &row)?))
+                    }))
+                })?;
                 // Without GROUP BY there is one group even over no rows
                 // (COUNT = 0): a marker keeps it present.
                 if global {
@@ -232,23 +222,16 @@ pub fn render<'scope>(
                             .map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>())
                     })
             } else {
-                let mut keyed = combined(
-                    plan,
-                    tables,
-                    scope,
-                    &mut errors,
-                    &mut shutdown,
-                    move |row| {
-                        Some(kept(filter.as_ref(), &row)?.and_then(|()| {
-                            let key = eval_all(&keys, &row)?;
-                            let values = args
-                                .iter()
-                                .map(|a| a.as_ref().map_or(Ok(Value::Bool(true)), |e| e.eval(&row)))
-                                .collect::<Evaluated<Row>>()?;
-                            Ok((key, Some(values)))
-                        }))
-                    },
-                )?;
+                let mut keyed = combined(plan, reader, &mut errors, move |row| {
+                    Some(kept(filter.as_ref(), &row)?.and_then(|()| {
+                        let key = eval_all(&keys, &row)?;
+                        let values = args
+                            .iter()
+                            .map(|a| a.as_ref().map_or(Ok(Value::Bool(true)), |e| e.eval(&row)))
+                            .collect::<Evaluated<Row>>()?;
+                        Ok((key, Some(values)))
+                    }))
+                })?;
                 if global {
                     keyed = keyed.concat(marker(scope, (Row::new(), None::<Row>)));
                 }
@@ -299,7 +282,7 @@ pub fn render<'scope>(
     Ok(Rendered {
         rows,
         errors,
-        shutdown,
+        shutdown: std::mem::take(&mut reader.shutdown),
     })
 }
 

@@ -7,7 +7,7 @@ use differential_dataflow::trace::TraceReader;
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Scope;
-use timely::progress::frontier::AntichainRef;
+use timely::progress::frontier::{Antichain, AntichainRef};
 
 use super::value::{Number, Row, Value};
 use crate::calendar::civil_from_days;
@@ -17,7 +17,7 @@ use crate::engine::{Diff, Time};
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
-use crate::trade::{Instant, TradeVersion};
+use crate::trade::{Instant, LotMethod, TradeVersion};
 
 /// A table a query can read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,6 +70,12 @@ impl Table {
         Table::ALL
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// True for the tables `AS OF DATE` restricts: those derived from the
+    /// live trades alone (`trades`, `lots`, `positions`).
+    pub fn has_business_date(self) -> bool {
+        matches!(self, Table::Trades | Table::Lots | Table::Positions)
     }
 
     /// Its columns, in the order of its file's header.
@@ -345,6 +351,44 @@ pub struct Tables {
     pub trades: Option<PositionTrace<TradeVersion>>,
     /// `corrections`.
     pub corrections: Option<RowTrace<Correction>>,
+    /// The lot-method map, by scope (not a table: `AS OF DATE` books the
+    /// live trades again under it). Shared with `trades`.
+    pub methods: Option<PositionTrace<LotMethod>>,
+}
+
+/// Which updates of a shared trace an import reads: `[since, until)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interval {
+    /// Updates before this time are read as at it (the trace's own
+    /// compaction frontier, if later, wins): the snapshot's time.
+    pub since: Time,
+    /// Updates at or after this time are not read, and the import ends
+    /// once the trace passes it (`None`: read everything, never end).
+    pub until: Option<Time>,
+}
+
+/// Imports `trace` restricted to `interval`.
+fn import_interval<'scope, Tr>(
+    trace: &mut TraceAgent<Tr>,
+    scope: Scope<'scope, Time>,
+    name: &str,
+    interval: Interval,
+) -> (
+    differential_dataflow::operators::arrange::Arranged<
+        'scope,
+        differential_dataflow::trace::wrappers::frontier::TraceFrontier<TraceAgent<Tr>>,
+    >,
+    ImportButton,
+)
+where
+    Tr: TraceReader<Time = Time> + 'static,
+{
+    let compacted = trace.get_logical_compaction().first().copied();
+    let since = compacted.map_or(interval.since, |c| c.max(interval.since));
+    let until = interval
+        .until
+        .map_or_else(Antichain::new, Antichain::from_elem);
+    trace.import_frontier_core(scope, name, Antichain::from_elem(since), until)
 }
 
 /// Why a table could not be imported.
@@ -373,6 +417,33 @@ impl Tables {
         compact(&mut self.gaps, frontier);
         compact(&mut self.trades, frontier);
         compact(&mut self.corrections, frontier);
+        compact(&mut self.methods, frontier);
+    }
+
+    /// The oldest time every shared trace still distinguishes (an
+    /// `AS KNOWN AT` earlier than it cannot be answered from them).
+    pub fn history_since(&mut self) -> Time {
+        fn since<Tr: TraceReader<Time = Time>>(trace: &mut Option<TraceAgent<Tr>>) -> Time {
+            trace.as_mut().map_or(0, |t| {
+                t.get_logical_compaction()
+                    .first()
+                    .copied()
+                    .unwrap_or(Time::MAX)
+            })
+        }
+        [
+            since(&mut self.lots),
+            since(&mut self.positions),
+            since(&mut self.valuations),
+            since(&mut self.breaks),
+            since(&mut self.gaps),
+            since(&mut self.trades),
+            since(&mut self.corrections),
+            since(&mut self.methods),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
     }
 
     /// The rows of `table`, imported into `scope` from its shared trace, and
@@ -383,16 +454,17 @@ impl Tables {
         table: Table,
         scope: Scope<'scope, Time>,
     ) -> Result<(VecCollection<'scope, Time, Row, Diff>, ImportButton), MissingTable> {
-        self.import_map(table, scope, Some)
+        self.import_map(table, scope, Interval::default(), Some)
     }
 
-    /// [`Tables::import`] with `logic` applied to each row as it is read
-    /// (`None` drops it), so a filter or projection builds no collection
-    /// of whole rows.
+    /// [`Tables::import`] of the updates in `interval`, with `logic`
+    /// applied to each row as it is read (`None` drops it), so a filter or
+    /// projection builds no collection of whole rows.
     pub fn import_map<'scope, T: differential_dataflow::Data>(
         &mut self,
         table: Table,
         scope: Scope<'scope, Time>,
+        interval: Interval,
         mut logic: impl FnMut(Row) -> Option<T> + 'static,
     ) -> Result<(VecCollection<'scope, Time, T, Diff>, ImportButton), MissingTable> {
         let missing = || MissingTable(table.name());
@@ -400,7 +472,7 @@ impl Tables {
         Ok(match table {
             Table::Lots => {
                 let trace = self.lots.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (
                     arranged.flat_map_ref(move |k, v| logic(lot_row(k, v))),
                     button,
@@ -408,7 +480,7 @@ impl Tables {
             }
             Table::Positions => {
                 let trace = self.positions.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (
                     arranged.flat_map_ref(move |k, v| logic(position_row(k, v))),
                     button,
@@ -416,7 +488,7 @@ impl Tables {
             }
             Table::Valuations => {
                 let trace = self.valuations.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (
                     arranged.flat_map_ref(move |k, _| logic(valuation_row(k))),
                     button,
@@ -424,7 +496,7 @@ impl Tables {
             }
             Table::Breaks => {
                 let trace = self.breaks.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (
                     arranged.flat_map_ref(move |k, _| logic(break_row(k))),
                     button,
@@ -432,12 +504,12 @@ impl Tables {
             }
             Table::Gaps => {
                 let trace = self.gaps.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (arranged.flat_map_ref(move |k, _| logic(gap_row(k))), button)
             }
             Table::Trades => {
                 let trace = self.trades.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (
                     arranged.flat_map_ref(move |_, v| logic(trade_row(v))),
                     button,
@@ -445,13 +517,51 @@ impl Tables {
             }
             Table::Corrections => {
                 let trace = self.corrections.as_mut().ok_or_else(missing)?;
-                let (arranged, button) = trace.import_core(scope, name);
+                let (arranged, button) = import_interval(trace, scope, name, interval);
                 (
                     arranged.flat_map_ref(move |k, _| logic(correction_row(k))),
                     button,
                 )
             }
         })
+    }
+}
+
+impl Tables {
+    /// The live trade versions in `interval`, each through `logic` (`None`
+    /// drops it): what `AS OF DATE` filters and books again.
+    pub fn import_trade_versions<'scope, T: differential_dataflow::Data>(
+        &mut self,
+        scope: Scope<'scope, Time>,
+        interval: Interval,
+        mut logic: impl FnMut(&TradeVersion) -> Option<T> + 'static,
+    ) -> Result<(VecCollection<'scope, Time, T, Diff>, ImportButton), MissingTable> {
+        let trace = self
+            .trades
+            .as_mut()
+            .ok_or(MissingTable(Table::Trades.name()))?;
+        let (arranged, button) = import_interval(trace, scope, "trade versions", interval);
+        Ok((arranged.flat_map_ref(move |_, v| logic(v)), button))
+    }
+
+    /// The lot-method map `(scope, method)` in `interval`.
+    pub fn import_methods<'scope>(
+        &mut self,
+        scope: Scope<'scope, Time>,
+        interval: Interval,
+    ) -> Result<
+        (
+            VecCollection<'scope, Time, (Id, LotMethod), Diff>,
+            ImportButton,
+        ),
+        MissingTable,
+    > {
+        let trace = self.methods.as_mut().ok_or(MissingTable("methods"))?;
+        let (arranged, button) = import_interval(trace, scope, "methods", interval);
+        Ok((
+            arranged.flat_map_ref(|scope, method| Some((scope.clone(), *method))),
+            button,
+        ))
     }
 }
 

@@ -1,0 +1,144 @@
+//! Where a query's rows come from: the shared traces read now, as known at
+//! an earlier engine timestamp (`AS KNOWN AT`), and/or as of a business
+//! date (`AS OF DATE`, which books the live trades dated up to it again).
+
+use differential_dataflow::VecCollection;
+use timely::dataflow::Scope;
+
+use super::as_of::AsOf;
+use super::tables::{lot_row, position_row, trade_row, ImportButton, Interval, MissingTable};
+use super::tables::{Table, Tables};
+use super::value::Row;
+use crate::engine::{book_again, Diff, Time};
+
+/// Why a query could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// It reads a table the run does not share.
+    #[error(transparent)]
+    Missing(#[from] MissingTable),
+    /// `AS KNOWN AT` a time the shared traces have compacted away.
+    #[error(
+        "AS KNOWN AT {known_at} is older than the history kept in memory (from timestamp {since})"
+    )]
+    Forgotten {
+        /// The time asked for.
+        known_at: Time,
+        /// The oldest time the traces still distinguish.
+        since: Time,
+    },
+}
+
+/// Reads a query's tables into one dataflow, under its [`AsOf`]; keeps
+/// every import's shutdown button.
+pub(super) struct Reader<'t, 'scope> {
+    tables: &'t mut Tables,
+    scope: Scope<'scope, Time>,
+    as_of: AsOf,
+    interval: Interval,
+    /// Lots and positions booked again for `AS OF DATE`, built once per query.
+    rebooked: Option<(
+        VecCollection<'scope, Time, Row, Diff>,
+        VecCollection<'scope, Time, Row, Diff>,
+    )>,
+    /// The imports' shutdown buttons.
+    pub shutdown: Vec<ImportButton>,
+}
+
+impl<'t, 'scope> Reader<'t, 'scope> {
+    /// A reader whose snapshot of the present is at `since` (updates
+    /// before it are read as at it). `AS KNOWN AT t` reads instead every
+    /// update the traces keep up to `t` and nothing after, which needs
+    /// the traces to distinguish `t` still.
+    pub fn new(
+        tables: &'t mut Tables,
+        scope: Scope<'scope, Time>,
+        as_of: AsOf,
+        since: Time,
+    ) -> Result<Reader<'t, 'scope>, RenderError> {
+        let interval = match as_of.known_at {
+            None => Interval { since, until: None },
+            Some(known_at) => {
+                let kept_since = tables.history_since();
+                if known_at < kept_since {
+                    return Err(RenderError::Forgotten {
+                        known_at,
+                        since: kept_since,
+                    });
+                }
+                Interval {
+                    since: 0,
+                    until: Some(known_at.saturating_add(1)),
+                }
+            }
+        };
+        Ok(Reader {
+            tables,
+            scope,
+            as_of,
+            interval,
+            rebooked: None,
+            shutdown: Vec::new(),
+        })
+    }
+
+    /// The rows of `table`, each through `logic` (`None` drops it).
+    pub fn rows_map<T: differential_dataflow::Data>(
+        &mut self,
+        table: Table,
+        mut logic: impl FnMut(Row) -> Option<T> + 'static,
+    ) -> Result<VecCollection<'scope, Time, T, Diff>, MissingTable> {
+        let Some(date) = self.as_of.date.filter(|_| table.has_business_date()) else {
+            let (rows, button) = self
+                .tables
+                .import_map(table, self.scope, self.interval, logic)?;
+            self.shutdown.push(button);
+            return Ok(rows);
+        };
+        if table == Table::Trades {
+            let (rows, button) =
+                self.tables
+                    .import_trade_versions(self.scope, self.interval, move |v| {
+                        v.trade_date
+                            .is_some_and(|d| d <= date)
+                            .then(|| logic(trade_row(v)))
+                            .flatten()
+                    })?;
+            self.shutdown.push(button);
+            return Ok(rows);
+        }
+        let (lots, positions) = match &self.rebooked {
+            Some(rebooked) => rebooked.clone(),
+            None => {
+                let (trades, button) =
+                    self.tables
+                        .import_trade_versions(self.scope, self.interval, move |v| {
+                            v.trade_date.is_some_and(|d| d <= date).then(|| v.clone())
+                        })?;
+                self.shutdown.push(button);
+                let (methods, button) = self.tables.import_methods(self.scope, self.interval)?;
+                self.shutdown.push(button);
+                let (lots, positions) = book_again(trades, methods);
+                let rebooked = (
+                    lots.map(|(key, lot)| lot_row(&key, &lot)),
+                    positions.map(|(key, summary)| position_row(&key, &summary)),
+                );
+                self.rebooked.insert(rebooked).clone()
+            }
+        };
+        let rows = if table == Table::Lots {
+            lots
+        } else {
+            positions
+        };
+        Ok(rows.flat_map(logic))
+    }
+
+    /// The rows of `table`, whole.
+    pub fn rows(
+        &mut self,
+        table: Table,
+    ) -> Result<VecCollection<'scope, Time, Row, Diff>, MissingTable> {
+        self.rows_map(table, Some)
+    }
+}
