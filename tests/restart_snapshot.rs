@@ -153,6 +153,7 @@ fn snapshot(outputs: &BTreeMap<Time, TimestampOutput>, upto: Time) -> Snapshot {
         .map(|live| RestoredTrade {
             fingerprints: prints.remove(&live.trade_id).unwrap_or_default(),
             live,
+            whole: None,
         })
         .collect();
     let upto_outputs = || outputs.range(..=upto).map(|(_, o)| o);

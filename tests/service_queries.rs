@@ -23,14 +23,13 @@ const SQL: &str = "SELECT position_key, COUNT(*) AS lots, SUM(quantity) AS qty, 
 /// `book --query` over the sample: the answer's rows as JSON arrays of
 /// strings (the subscription's row form).
 fn book_answer(sql: &str) -> BTreeMap<Vec<String>, i64> {
+    book_answer_for(&sample(), sql)
+}
+
+/// `book --query` over `file`.
+fn book_answer_for(file: &std::path::Path, sql: &str) -> BTreeMap<Vec<String>, i64> {
     let out = Command::new(env!("CARGO_BIN_EXE_deltabook"))
-        .args([
-            "book",
-            "--trades",
-            sample().to_str().unwrap(),
-            "--query",
-            sql,
-        ])
+        .args(["book", "--trades", file.to_str().unwrap(), "--query", sql])
         .output()
         .expect("book --query");
     assert!(
@@ -226,5 +225,148 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
             "the client's stream did not end with the service"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bitemporal_trade(
+    id: &str,
+    version: u32,
+    action: &str,
+    side: &str,
+    qty: &str,
+    price: &str,
+    date: &str,
+) -> String {
+    format!(
+        r#"{{"trade_id":"{id}","version":{version},"action":"{action}","account_id":"BT","book_id":"B","security_id":"X","side":"{side}","quantity":"{qty}","price":"{price}","trade_date":"{date}"}}"#
+    )
+}
+
+/// Writes `lines` as a file of the test's own.
+fn write_lines(env: &Env, name: &str, lines: &[String]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("deltabook-{}-{name}.jsonl", env.name));
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    path
+}
+
+/// The snapshot `deltabook query --once` prints.
+fn service_answer(env: &Env, sql: &str) -> Result<BTreeMap<Vec<String>, i64>, String> {
+    let out = env
+        .command(&["query", "--once", sql])
+        .output()
+        .expect("deltabook query");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let (rows, progress) = fold(&lines);
+    assert_eq!(progress.len(), 1, "{sql}: one progress mark: {lines:?}");
+    Ok(rows)
+}
+
+#[test]
+fn as_known_at_and_as_of_date_from_memory_and_from_the_event_store() {
+    let env = Env::new("bt");
+    let mut engine = env.start_engine();
+    wait_ready(env.http_port, Duration::from_secs(60));
+    // First the trades, then (after they are committed) a backdated
+    // amendment of T1 and a backdated insert T4.
+    let first = [
+        bitemporal_trade("T0", 1, "NEW", "BUY", "1", "50", "2025-12-31"),
+        bitemporal_trade("T1", 1, "NEW", "BUY", "10", "100", "2026-01-02"),
+        bitemporal_trade("T2", 1, "NEW", "BUY", "10", "120", "2026-01-05"),
+        bitemporal_trade("T3", 1, "NEW", "SELL", "5", "130", "2026-01-06"),
+    ];
+    let later = [
+        bitemporal_trade("T1", 2, "AMEND", "BUY", "10", "90", "2026-01-02"),
+        bitemporal_trade("T4", 1, "NEW", "BUY", "3", "95", "2026-01-03"),
+    ];
+    let first_file = write_lines(&env, "first", &first);
+    let later_file = write_lines(&env, "later", &later);
+    let all_file = write_lines(&env, "all", &[&first[..], &later[..]].concat());
+    env.produce(&first_file);
+    env.wait_committed(first.len() as i64, Duration::from_secs(120));
+    // Every change of the first part is at or before the last correction's time.
+    let known_at: i64 = env.query(async |c| {
+        c.query_one("SELECT max(as_of) FROM corrections", &[])
+            .await
+            .expect("max as_of")
+            .get(0)
+    });
+    env.produce(&later_file);
+    env.wait_committed((first.len() + later.len()) as i64, Duration::from_secs(120));
+
+    let positions = "SELECT * FROM positions";
+    let dated = "SELECT * FROM positions AS OF DATE '2026-01-04'";
+    let lots_dated = "SELECT lot_id, quantity, price FROM lots AS OF DATE '2026-01-04'";
+    let cases = |env: &Env| {
+        // Hand-computed in dataflows/tests/query_as_of.rs; here the
+        // service must agree with `book` over the same events.
+        let before =
+            service_answer(env, &format!("{positions} AS KNOWN AT {known_at}")).expect("known at");
+        assert_eq!(
+            before,
+            book_answer_for(&first_file, positions),
+            "AS KNOWN AT {known_at}"
+        );
+        assert_eq!(
+            before.keys().next().map(|r| r.join(",")),
+            Some("BT_B_X,16,2,1800,200".to_string())
+        );
+        let now = service_answer(env, dated).expect("as of date");
+        assert_eq!(now, book_answer_for(&all_file, dated));
+        assert_eq!(
+            now.keys().next().map(|r| r.join(",")),
+            Some("BT_B_X,14,3,1235,0".to_string())
+        );
+        assert_eq!(
+            service_answer(env, lots_dated).expect("lots as of date"),
+            book_answer_for(&all_file, lots_dated)
+        );
+        let both = service_answer(env, &format!("{dated} AS KNOWN AT {known_at}")).expect("both");
+        assert_eq!(both, book_answer_for(&first_file, dated));
+        assert_eq!(
+            both.keys().next().map(|r| r.join(",")),
+            Some("BT_B_X,11,2,1050,0".to_string())
+        );
+    };
+    // From memory: the traces keep the last queries.history_timestamps
+    // (10,000) timestamps, so a table the event store cannot rebuild answers too.
+    cases(&env);
+    assert!(service_answer(
+        &env,
+        &format!("SELECT COUNT(*) FROM valuations AS KNOWN AT {known_at}")
+    )
+    .is_ok());
+
+    // Restarted with no history kept: AS KNOWN AT comes from the event
+    // store, and AS OF DATE reads the restored live trades whole.
+    engine.signal("TERM");
+    assert!(engine
+        .wait_exit(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let mut engine =
+        EngineProcess::spawn(env.command(&["run", "--set", "queries.history_timestamps=0"]));
+    wait_ready(env.http_port, Duration::from_secs(60));
+    cases(&env);
+    let refused = service_answer(
+        &env,
+        &format!("SELECT COUNT(*) FROM valuations AS KNOWN AT {known_at}"),
+    )
+    .expect_err("valuations are not in the event store");
+    assert!(
+        refused.contains("valuations cannot be rebuilt from the event store"),
+        "{refused}"
+    );
+    engine.signal("TERM");
+    assert!(engine
+        .wait_exit(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    for file in [first_file, later_file, all_file] {
+        let _ = std::fs::remove_file(file);
     }
 }

@@ -54,7 +54,7 @@ fn ingest(path: &Path, queries: usize) -> Result<Run> {
         let tables = TableSet::NONE.with(Table::Lots).with(Table::Positions);
         options.attach = Some(Attach::new(tables, move |scope, tables| {
             for plan in plans.iter().cycle().take(queries) {
-                if let Ok(rendered) = render(plan, tables, scope) {
+                if let Ok(rendered) = render(plan, tables, scope, 0) {
                     // Consumed, so every operator runs to the end.
                     rendered.rows.probe();
                 }

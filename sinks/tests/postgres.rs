@@ -325,6 +325,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
                 booked: Some((key.clone().into(), booked)),
             },
             fingerprints: vec![(1, 0x0123_4567_89ab_cdef_0011_2233_4455_6677)],
+            whole: None,
         }]
     );
     assert_eq!(

@@ -13,9 +13,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
+use super::history;
 use super::metrics::Metrics;
-use super::queries::{self, QueryRegistry};
-use deltabook_dataflows::query::TableSet;
+use super::queries::{self, KnownAt, QueryRegistry};
+use deltabook_dataflows::engine::Time;
+use deltabook_dataflows::query::{Plan, TableSet};
 
 /// Longest a request may take before it is answered 408.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,6 +74,8 @@ pub struct LiveQueries {
     pub max_subscribers: usize,
     /// `queries.subscriber_queue_updates`.
     pub queue: usize,
+    /// Where `AS KNOWN AT` older than memory is answered from (the event store).
+    pub postgres_url: String,
 }
 
 /// `?once` on `POST /query`.
@@ -128,25 +132,33 @@ pub async fn serve(
 
 /// `POST /query[?once=true]`, the SQL text as the body: a live
 /// subscription streamed as JSON lines (see `queries::body_stream`);
-/// 400 with `{"error": ...}` for a query that is refused.
+/// 400 with `{"error": ...}` for a query that is refused. An `AS KNOWN AT`
+/// query is a snapshot only (its answer never changes): from the shared
+/// traces while they keep that time, else from the event store
+/// (`history::answer`), in the same line format.
 async fn subscribe(
     State(state): State<AppState>,
     Query(params): Query<QueryParams>,
     sql: String,
 ) -> axum::response::Response {
     let live = &state.queries;
+    let plan = match Plan::compile(&sql) {
+        Ok(plan) => plan,
+        Err(error) => return refused(StatusCode::BAD_REQUEST, &error.to_string()),
+    };
+    let once = params.once || plan.as_of.known_at.is_some();
+    let placed = live.registry.place(&plan);
+    if let (KnownAt::Forgotten, Some(known_at)) = (&placed, plan.as_of.known_at) {
+        return from_event_store(live, &plan, known_at, &sql).await;
+    }
     match live
         .registry
-        .subscribe(&sql, live.tables, live.max_subscribers, live.queue)
+        .subscribe_plan(plan, live.tables, live.max_subscribers, live.queue)
     {
         Ok((subscription, events)) => {
             tracing::info!(id = subscription.id, sql = %sql, "live query attached");
-            let body = queries::body_stream(subscription, events, params.once, live.queue);
-            (
-                [(header::CONTENT_TYPE, "application/x-ndjson")],
-                axum::body::Body::from_stream(body),
-            )
-                .into_response()
+            let body = queries::body_stream(subscription, events, once, live.queue);
+            ndjson(axum::body::Body::from_stream(body))
         }
         Err(error) => {
             let status = match error {
@@ -155,15 +167,60 @@ async fn subscribe(
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            let body = format!("{}\n", serde_json::json!({ "error": error.to_string() }));
-            (
-                status,
-                [(header::CONTENT_TYPE, "application/x-ndjson")],
-                body,
-            )
-                .into_response()
+            refused(status, &error.to_string())
         }
     }
+}
+
+/// An `AS KNOWN AT` answer rebuilt from the event store, as one body.
+async fn from_event_store(
+    live: &LiveQueries,
+    plan: &Plan,
+    known_at: Time,
+    sql: &str,
+) -> axum::response::Response {
+    if let Some(message) = history::refusal(plan, known_at) {
+        return refused(StatusCode::BAD_REQUEST, &message);
+    }
+    tracing::info!(sql = %sql, known_at, "AS KNOWN AT from the event store");
+    match history::answer(&live.postgres_url, plan, known_at).await {
+        Ok((rows, errors)) => {
+            let mut body = String::new();
+            let mut push = |value: serde_json::Value| {
+                body.push_str(&value.to_string());
+                body.push('\n');
+            };
+            push(serde_json::json!({ "columns": plan.columns }));
+            for (row, diff) in &rows {
+                push(
+                    serde_json::json!({ "time": known_at, "diff": diff, "row": queries::row_json(row) }),
+                );
+            }
+            for error in errors {
+                push(serde_json::json!({ "error": error }));
+            }
+            push(serde_json::json!({ "progress": known_at.saturating_add(1) }));
+            ndjson(axum::body::Body::from(body))
+        }
+        Err(error) => refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("AS KNOWN AT {known_at} from the event store: {error:#}"),
+        ),
+    }
+}
+
+fn ndjson(body: axum::body::Body) -> axum::response::Response {
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+fn refused(status: StatusCode, message: &str) -> axum::response::Response {
+    let body = format!("{}\n", serde_json::json!({ "error": message }));
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
 }
 
 async fn metrics_page(State(state): State<AppState>) -> impl IntoResponse {

@@ -15,6 +15,7 @@
 pub mod assemble;
 pub mod commit;
 pub mod engine;
+pub mod history;
 pub mod http;
 pub mod lock;
 pub mod metrics;
@@ -37,6 +38,7 @@ use self::engine::EngineStart;
 use self::metrics::Metrics;
 use self::retry::Backoff;
 use crate::config::Config;
+use deltabook_dataflows::query::Table;
 
 /// Runs the service until SIGINT / SIGTERM (or until it is fenced).
 pub fn run(config: Config) -> Result<()> {
@@ -80,6 +82,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         tables: config.queries.table_set()?,
         max_subscribers: config.queries.max_subscribers,
         queue: config.queries.subscriber_queue_updates,
+        postgres_url: config.postgres.url.clone(),
     };
     {
         let (metrics, readiness, healthy) = (metrics.clone(), readiness.clone(), healthy.clone());
@@ -112,7 +115,9 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
 
     readiness.set_stage("loading the restart snapshot");
     let loading = Instant::now();
-    let snapshot = postgres::load_snapshot(&mut client)
+    // The `trades` table of queries needs each live version whole.
+    let whole_versions = config.queries.table_set()?.contains(Table::Trades);
+    let snapshot = postgres::load_snapshot_with(&mut client, whole_versions)
         .await
         .context("loading the restart snapshot")?;
     tracing::info!(

@@ -158,7 +158,9 @@ impl QueryRegistry {
         let Ok(mut history) = self.history.lock() else {
             return 0;
         };
-        let mut from = frontier.map_or(Time::MAX, |f| f.saturating_sub(window));
+        // At least the last closed time stays distinct: a query's snapshot
+        // is read at it (see `WorkerQueries::poll`).
+        let mut from = frontier.map_or(Time::MAX, |f| f.saturating_sub(window.max(1)));
         if let Some((&held, _)) = history.holds.first_key_value() {
             from = from.min(held);
         }
@@ -403,7 +405,11 @@ impl WorkerQueries {
         let probe = ProbeHandle::new();
         let mut tables = tables.clone();
         let built = worker.dataflow::<Time, _, _>(|scope| {
-            let rendered = render(&subscription.plan, &mut tables, scope, snapshot_before)?;
+            // The snapshot is read at the last closed time, so operators
+            // that wait for a time to close (GROUP BY, AS OF DATE's
+            // booking) answer it at once.
+            let snapshot_at = snapshot_before.saturating_sub(1);
+            let rendered = render(&subscription.plan, &mut tables, scope, snapshot_at)?;
             send_updates(rendered.rows, &subscription, &probe, QueryEvent::Update);
             send_updates(
                 rendered.errors,
@@ -467,7 +473,8 @@ fn value_json(value: &Value) -> serde_json::Value {
     }
 }
 
-fn row_json(row: &Row) -> serde_json::Value {
+/// A row as a JSON array (decimals as strings, NULL as null).
+pub fn row_json(row: &Row) -> serde_json::Value {
     serde_json::Value::Array(row.iter().map(value_json).collect())
 }
 

@@ -136,6 +136,12 @@ pub struct EngineInputs<'scope> {
     pub trade_versions: bool,
 }
 
+/// Lots and positions by position key, as [`book_again`] books them.
+pub type Rebooked<'scope> = (
+    VecCollection<'scope, Time, (Id, Lot), Diff>,
+    VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
+);
+
 /// Books live trade versions again, apart from the engine: each update of
 /// `trades` (a version entering, +1, or leaving, -1; a CANCEL or an
 /// unbookable version is skipped) goes through the same booking stage
@@ -145,10 +151,7 @@ pub struct EngineInputs<'scope> {
 pub fn book_again<'scope>(
     trades: VecCollection<'scope, Time, TradeVersion, Diff>,
     methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
-) -> (
-    VecCollection<'scope, Time, (Id, Lot), Diff>,
-    VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
-) {
+) -> Rebooked<'scope> {
     use differential_dataflow::AsCollection;
     use timely::dataflow::operators::vec::Map;
     let input = trades

@@ -126,6 +126,9 @@ pub struct RestoredTrade {
     pub live: LiveTrade,
     /// `(version, fingerprint)` of every accepted version, the live one included.
     pub fingerprints: Vec<(u64, u128)>,
+    /// The live version whole, when it is booked and the restart loaded it
+    /// (for the `trades` table of queries; booking needs only `live`).
+    pub whole: Option<TradeVersion>,
 }
 
 /// One update of the booking stage's input collection.
@@ -384,6 +387,7 @@ impl VersionState {
         let RestoredTrade {
             live: trade,
             fingerprints,
+            whole,
         } = restored;
         let at = self.booked_at(trade.booked.as_ref());
         let slot = self.trades.slot_of(&trade.trade_id);
@@ -392,6 +396,13 @@ impl VersionState {
         // A snapshot's fingerprints include its live version, the highest.
         debug_assert_eq!(state.prints.highest_version(), trade.version);
         state.booked = at;
+        if self.trade_versions && trade.booked.is_some() {
+            if let Some(whole) = whole {
+                debug_assert_eq!(whole.version, trade.version);
+                emit.trades
+                    .push((trade.trade_id.clone(), Some(whole), time));
+            }
+        }
         if let Some((position, booked)) = trade.booked {
             emit.book
                 .push(((position, BookInput::Insert(booked, None)), time, 1));

@@ -37,10 +37,7 @@ pub(super) struct Reader<'t, 'scope> {
     as_of: AsOf,
     interval: Interval,
     /// Lots and positions booked again for `AS OF DATE`, built once per query.
-    rebooked: Option<(
-        VecCollection<'scope, Time, Row, Diff>,
-        VecCollection<'scope, Time, Row, Diff>,
-    )>,
+    rebooked: Option<[VecCollection<'scope, Time, Row, Diff>; 2]>,
     /// The imports' shutdown buttons.
     pub shutdown: Vec<ImportButton>,
 }
@@ -107,7 +104,7 @@ impl<'t, 'scope> Reader<'t, 'scope> {
             self.shutdown.push(button);
             return Ok(rows);
         }
-        let (lots, positions) = match &self.rebooked {
+        let [lots, positions] = match &self.rebooked {
             Some(rebooked) => rebooked.clone(),
             None => {
                 let (trades, button) =
@@ -119,10 +116,10 @@ impl<'t, 'scope> Reader<'t, 'scope> {
                 let (methods, button) = self.tables.import_methods(self.scope, self.interval)?;
                 self.shutdown.push(button);
                 let (lots, positions) = book_again(trades, methods);
-                let rebooked = (
+                let rebooked = [
                     lots.map(|(key, lot)| lot_row(&key, &lot)),
                     positions.map(|(key, summary)| position_row(&key, &summary)),
-                );
+                ];
                 self.rebooked.insert(rebooked).clone()
             }
         };

@@ -549,13 +549,7 @@ impl Tables {
         &mut self,
         scope: Scope<'scope, Time>,
         interval: Interval,
-    ) -> Result<
-        (
-            VecCollection<'scope, Time, (Id, LotMethod), Diff>,
-            ImportButton,
-        ),
-        MissingTable,
-    > {
+    ) -> Result<Imported<'scope, (Id, LotMethod)>, MissingTable> {
         let trace = self.methods.as_mut().ok_or(MissingTable("methods"))?;
         let (arranged, button) = import_interval(trace, scope, "methods", interval);
         Ok((
@@ -564,6 +558,9 @@ impl Tables {
         ))
     }
 }
+
+/// An imported collection and its import's shutdown button.
+pub type Imported<'scope, T> = (VecCollection<'scope, Time, T, Diff>, ImportButton);
 
 /// Stops one import (see [`Tables::import`]).
 pub type ImportButton = ShutdownButton<CapabilitySet<Time>>;

@@ -31,7 +31,7 @@ use tokio_postgres::{Client, NoTls};
 pub use commit::commit_timestamp;
 pub use fence::take_over;
 pub use migrate::{migrate, MIGRATIONS};
-pub use snapshot::{committed_time, load_progress, load_snapshot, Snapshot};
+pub use snapshot::{committed_time, load_progress, load_snapshot, load_snapshot_with, Snapshot};
 
 /// Events per engine timestamp (event_ver = time << 20 | index).
 pub const MAX_EVENTS_PER_TIMESTAMP: usize = 1 << 20;

@@ -7,7 +7,7 @@ use std::pin::pin;
 
 use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::engine::{LiveTrade, RestoredTrade, SourceRef};
-use deltabook_dataflows::gate::{PriceTick, Statement};
+use deltabook_dataflows::gate::{parse_event, PriceTick, Statement};
 use deltabook_dataflows::id::Id;
 use deltabook_dataflows::reconcile::{Restored, SequenceState};
 use deltabook_dataflows::trade::{BookedTrade, Date, Instant, LotKey, LotMethod, Side};
@@ -71,6 +71,17 @@ pub async fn committed_time(client: &impl GenericClient) -> Result<u64, PgError>
 /// Loads everything a restart needs (one row per trade, not per event).
 /// Read in one repeatable-read transaction, so the parts agree.
 pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
+    load_snapshot_with(client, false).await
+}
+
+/// [`load_snapshot`]; with `whole_versions`, each booked live trade's
+/// version is also read whole (its event from `event_store`, parsed again)
+/// into [`RestoredTrade::whole`], for a service that shares the `trades`
+/// table with queries.
+pub async fn load_snapshot_with(
+    client: &mut Client,
+    whole_versions: bool,
+) -> Result<Snapshot, PgError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -114,8 +125,15 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
                     ),
                 });
             }
-            trades.push(RestoredTrade { live, fingerprints });
+            trades.push(RestoredTrade {
+                live,
+                fingerprints,
+                whole: None,
+            });
         }
+    }
+    if whole_versions {
+        load_whole_versions(&tx, &mut trades).await?;
     }
     let mut methods = Vec::new();
     for row in tx
@@ -139,6 +157,43 @@ pub async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
         methods,
         reconciliation,
     })
+}
+
+/// Fills [`RestoredTrade::whole`] of every booked trade from the event
+/// store: the accepted event of its live version, parsed by the gate.
+async fn load_whole_versions(
+    client: &impl GenericClient,
+    trades: &mut [RestoredTrade],
+) -> Result<(), PgError> {
+    let mut payloads: std::collections::HashMap<String, Vec<u8>> = client
+        .query(
+            "SELECT l.trade_id, e.payload FROM live_trades l
+               JOIN event_store e ON e.trade_id = l.trade_id AND e.version = l.version
+              WHERE l.position_key IS NOT NULL AND e.kind = 'trade'",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for trade in trades.iter_mut().filter(|t| t.live.booked.is_some()) {
+        let id = &trade.live.trade_id;
+        let payload = payloads
+            .remove(id.as_str())
+            .ok_or_else(|| PgError::Corrupt {
+                what: "event_store",
+                detail: format!(
+                    "no event for the live version {} of {id}",
+                    trade.live.version
+                ),
+            })?;
+        let version = parse_event(&payload).map_err(|e| PgError::Corrupt {
+            what: "event_store.payload",
+            detail: format!("{id}: {e:?}"),
+        })?;
+        trade.whole = Some(version);
+    }
+    Ok(())
 }
 
 /// Reconciliation's restart state: the live tick per security, the live
