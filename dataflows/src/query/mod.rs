@@ -10,7 +10,8 @@
 //! NOT`, `IS [NOT] NULL`, `ABS`, literals including `DATE 'YYYY-MM-DD'`)
 //! `FROM` one table or inner equi-`JOIN ... ON`s, `WHERE`, `GROUP BY` with
 //! `SUM COUNT MIN MAX AVG`, `HAVING`, `ORDER BY` (output columns) and
-//! `LIMIT` (top-k). Numbers are exact decimals; only a quotient is
+//! `LIMIT` (top-k), and the bitemporal clauses `AS OF DATE 'YYYY-MM-DD'`
+//! and `AS KNOWN AT t` at the end ([`as_of`], [`reader`]). Numbers are exact decimals; only a quotient is
 //! rounded (to 32 places, half to even). Anything else is refused with a
 //! [`QueryError`] naming the construct and its line and column.
 
