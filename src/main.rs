@@ -76,6 +76,16 @@ enum Command {
         /// kafka.message_max_bytes.
         #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
         max_line_bytes: u64,
+        /// Run as one process of a timely cluster: a file of `host:port`
+        /// lines, one per process (timely's hostfile). Every process runs
+        /// the same command over the same files with its own --process and
+        /// the same --workers (threads per process); state is exchanged by
+        /// key over TCP, and process 0 alone writes the outputs.
+        #[arg(long, requires = "process")]
+        hosts: Option<PathBuf>,
+        /// This process's index in --hosts, from 0.
+        #[arg(long, requires = "hosts")]
+        process: Option<usize>,
     },
     /// Runs the real-time service: Kafka in, PostgreSQL and Kafka out.
     Run {
@@ -202,6 +212,8 @@ fn main() -> Result<()> {
             batch_size,
             workers,
             max_line_bytes,
+            hosts,
+            process,
         } => {
             let methods = match methods {
                 Some(path) => parse_methods(
@@ -217,6 +229,11 @@ fn main() -> Result<()> {
                 let plan = book_file::query_plan(sql, prices.is_some(), custodian.is_some())?;
                 options.query = Some(std::sync::Arc::new(plan));
             }
+            if let (Some(hosts), Some(process)) = (&hosts, process) {
+                options.cluster = Some(book_file::cluster(hosts, process)?);
+            }
+            // In a cluster, process 0 gathers every output and alone writes.
+            let out = out.filter(|_| process.unwrap_or(0) == 0);
             if let Some(out) = &out {
                 book_file::stream_corrections_to(&mut options, out)?;
             } else {
@@ -224,6 +241,13 @@ fn main() -> Result<()> {
             }
             let mut outcome =
                 book_file::run_book(&trades, prices.as_deref(), custodian.as_deref(), &options)?;
+            if let Some(process @ 1..) = process {
+                eprintln!(
+                    "process {process}: {} lines read; process 0 writes the outputs",
+                    outcome.lines
+                );
+                return Ok(());
+            }
             if let Some(out) = &out {
                 book_file::write_outputs(&mut outcome, out)?;
             }

@@ -372,3 +372,74 @@ fn query_answers_agree_with_the_written_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two free loopback ports (bound, then released for the cluster).
+fn free_ports() -> [u16; 2] {
+    let listeners = [(); 2].map(|()| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    listeners.map(|l| l.local_addr().expect("address").port())
+}
+
+#[test]
+fn two_processes_of_two_workers_write_exactly_one_process_s_outputs() {
+    let dir = scratch("cluster");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let arg = |name: &str| data.join(name).to_str().unwrap().to_string();
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "book",
+            "--trades",
+            &arg("sample-trades.jsonl"),
+            "--methods",
+            &arg("sample-methods.json"),
+            "--prices",
+            &arg("sample-prices.jsonl"),
+            "--custodian",
+            &arg("sample-custodian.jsonl"),
+            "--batch-size",
+            "5",
+            "--workers",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let single = dir.join("single");
+    let out = deltabook().args(common(&single)).output().expect("book");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let hosts = dir.join("hosts");
+    let [a, b] = free_ports();
+    std::fs::write(&hosts, format!("127.0.0.1:{a}\n127.0.0.1:{b}\n")).expect("hosts");
+    let cluster = dir.join("cluster");
+    let spawn = |process: &str| {
+        deltabook()
+            .args(common(&cluster))
+            .args(["--hosts", hosts.to_str().unwrap(), "--process", process])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("book --process")
+    };
+    let second = spawn("1");
+    let first = spawn("0");
+    for (name, child) in [("process 0", first), ("process 1", second)] {
+        let out = child.wait_with_output().expect("cluster process");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let expected = outputs(&single);
+    assert!(expected
+        .iter()
+        .any(|(name, bytes)| name == "corrections.jsonl" && !bytes.is_empty()));
+    assert_eq!(outputs(&cluster), expected, "2 processes x 2 workers");
+    let _ = std::fs::remove_dir_all(&dir);
+}

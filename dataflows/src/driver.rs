@@ -17,6 +17,7 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::core::Exchange as _;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
@@ -242,6 +243,11 @@ pub struct DriverOptions {
     /// are arranged only when named here (trades is a second copy of every
     /// live trade, corrections all of history).
     pub share_tables: TableSet,
+    /// Every captured output is moved to worker 0 (which alone then
+    /// reports them), so a cluster of processes has one place that sees a
+    /// timestamp's whole output. Lots and positions need
+    /// `final_state_only: false` (the final-state read is per worker).
+    pub gather: bool,
 }
 
 impl Driver {
@@ -268,6 +274,7 @@ impl Driver {
                 statements: true,
                 final_state_only: false,
                 share_tables: TableSet::NONE,
+                gather: false,
             },
         )
     }
@@ -287,6 +294,7 @@ impl Driver {
             statements: with_statements,
             final_state_only,
             share_tables,
+            gather,
         } = options;
         let mut tables = Tables::default();
         let mut raw = InputHandleVec::<Time, RawEvent>::new();
@@ -297,6 +305,11 @@ impl Driver {
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
+        let sink = Sink {
+            outputs: Rc::clone(&outputs),
+            probe: probe.clone(),
+            gather,
+        };
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
             let (methods_input, methods) = scope.new_collection::<(Id, LotMethod), Diff>();
             if share_tables.contains(Table::Trades) {
@@ -324,21 +337,15 @@ impl Driver {
                 },
             );
             if keep == Capture::All {
-                capture(r.live_ticks.inner, &outputs, &probe, |o, (row, t, d)| {
+                capture(r.live_ticks.inner, &sink, |o, (row, t, d)| {
                     o.at(t).live_ticks.push((row, d))
                 });
-                capture(
-                    r.live_statements.inner,
-                    &outputs,
-                    &probe,
-                    |o, (row, t, d)| o.at(t).live_statements.push((row, d)),
-                );
-                capture(
-                    r.sequence_ranges.inner,
-                    &outputs,
-                    &probe,
-                    |o, (row, t, d)| o.at(t).sequence_ranges.push((row, d)),
-                );
+                capture(r.live_statements.inner, &sink, |o, (row, t, d)| {
+                    o.at(t).live_statements.push((row, d))
+                });
+                capture(r.sequence_ranges.inner, &sink, |o, (row, t, d)| {
+                    o.at(t).sequence_ranges.push((row, d))
+                });
             } else {
                 r.live_ticks.inner.probe_with(&probe);
                 r.live_statements.inner.probe_with(&probe);
@@ -386,59 +393,48 @@ impl Driver {
             }
             if !final_state_only {
                 let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
-                capture(lots, &outputs, &probe, |o, (row, t, d)| {
-                    o.at(t).lots.push((row, d))
-                });
+                capture(lots, &sink, |o, (row, t, d)| o.at(t).lots.push((row, d)));
                 let positions = e
                     .positions
                     .as_collection(|k, v| (k.clone(), v.clone()))
                     .inner;
-                capture(positions, &outputs, &probe, |o, (row, t, d)| {
+                capture(positions, &sink, |o, (row, t, d)| {
                     o.at(t).positions.push((row, d))
                 });
             }
             let keep_corrections = keep != Capture::StateCountingCorrections;
-            capture(
-                e.corrections.inner,
-                &outputs,
-                &probe,
-                move |o, (c, t, _)| {
-                    let entry = o.at(t);
-                    entry.correction_count += 1;
-                    if keep_corrections {
-                        entry.corrections.push(c);
-                    }
-                },
-            );
+            capture(e.corrections.inner, &sink, move |o, (c, t, _)| {
+                let entry = o.at(t);
+                entry.correction_count += 1;
+                if keep_corrections {
+                    entry.corrections.push(c);
+                }
+            });
             if keep == Capture::All {
-                capture_stamped(e.accepted, &outputs, &probe, |out, a| out.accepted.push(a));
-                capture_stamped(e.live, &outputs, &probe, |out, l| out.live.push(l));
+                capture_stamped(e.accepted, &sink, |out, a| out.accepted.push(a));
+                capture_stamped(e.live, &sink, |out, l| out.live.push(l));
             } else {
                 e.accepted.probe_with(&probe);
                 e.live.probe_with(&probe);
             }
-            capture_stamped(e.dead_letters, &outputs, &probe, |out, d| {
-                out.dead_letters.push(d)
-            });
-            capture_stamped(e.duplicates, &outputs, &probe, |out, s| {
-                out.duplicates.push(s)
-            });
-            capture(r.valuations.inner, &outputs, &probe, |o, (row, t, d)| {
+            capture_stamped(e.dead_letters, &sink, |out, d| out.dead_letters.push(d));
+            capture_stamped(e.duplicates, &sink, |out, s| out.duplicates.push(s));
+            capture(r.valuations.inner, &sink, |o, (row, t, d)| {
                 o.at(t).valuations.push((row, d))
             });
-            capture(r.breaks.inner, &outputs, &probe, |o, (row, t, d)| {
+            capture(r.breaks.inner, &sink, |o, (row, t, d)| {
                 o.at(t).breaks.push((row, d))
             });
-            capture(r.gaps.inner, &outputs, &probe, |o, (row, t, d)| {
+            capture(r.gaps.inner, &sink, |o, (row, t, d)| {
                 o.at(t).gaps.push((row, d))
             });
-            capture_stamped(r.rejected_prices, &outputs, &probe, |out, d| {
+            capture_stamped(r.rejected_prices, &sink, |out, d| {
                 out.rejected_prices.push(d)
             });
-            capture_stamped(r.rejected_custodian, &outputs, &probe, |out, d| {
+            capture_stamped(r.rejected_custodian, &sink, |out, d| {
                 out.rejected_custodian.push(d)
             });
-            capture_stamped(e.faults, &outputs, &probe, |out, f| out.faults.push(f));
+            capture_stamped(e.faults, &sink, |out, f| out.faults.push(f));
             e.booked.inner.probe_with(&probe);
             methods_input
         });
@@ -673,13 +669,37 @@ impl AtTime for BTreeMap<Time, TimestampOutput> {
 /// Consumes every update of a collection's stream (moving, not cloning,
 /// its records) into the per-time outputs, and attaches the probe after it,
 /// so the probe passes a time only once its updates are recorded.
-fn capture<'scope, D: Clone + 'static>(
+/// Where captured outputs go: this worker's per-timestamp outputs, the
+/// probe every capture passes, and whether every output is gathered on
+/// worker 0 first ([`DriverOptions::gather`]).
+struct Sink {
+    outputs: Outputs,
+    probe: ProbeHandle<Time>,
+    gather: bool,
+}
+
+impl Sink {
+    /// `stream`, moved to worker 0 when gathering.
+    fn route<'scope, D: timely::ExchangeData>(
+        &self,
+        stream: StreamVec<'scope, Time, D>,
+    ) -> StreamVec<'scope, Time, D> {
+        if self.gather {
+            stream.exchange(|_| 0)
+        } else {
+            stream
+        }
+    }
+}
+
+fn capture<'scope, D: timely::ExchangeData>(
     stream: StreamVec<'scope, Time, (D, Time, Diff)>,
-    outputs: &Outputs,
-    probe: &ProbeHandle<Time>,
+    sink: &Sink,
     mut record: impl FnMut(&mut BTreeMap<Time, TimestampOutput>, (D, Time, Diff)) + 'static,
 ) {
-    let sink = Rc::clone(outputs);
+    let probe = &sink.probe;
+    let stream = sink.route(stream);
+    let sink = Rc::clone(&sink.outputs);
     stream
         .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Capture", move |_, _| {
             move |input, _output| {
@@ -696,13 +716,14 @@ fn capture<'scope, D: Clone + 'static>(
 
 /// Like [`capture`], for a plain stream whose records belong to the time
 /// they are stamped with.
-fn capture_stamped<'scope, D: Clone + 'static>(
+fn capture_stamped<'scope, D: timely::ExchangeData>(
     stream: StreamVec<'scope, Time, D>,
-    outputs: &Outputs,
-    probe: &ProbeHandle<Time>,
+    sink: &Sink,
     mut record: impl FnMut(&mut TimestampOutput, D) + 'static,
 ) {
-    let sink = Rc::clone(outputs);
+    let probe = &sink.probe;
+    let stream = sink.route(stream);
+    let sink = Rc::clone(&sink.outputs);
     stream
         .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Capture", move |_, _| {
             move |input, _output| {

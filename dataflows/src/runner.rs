@@ -102,6 +102,22 @@ pub struct RunOptions {
     pub query: Option<Arc<Plan>>,
     /// A custom dataflow attached beside the engine from the start.
     pub attach: Option<Attach>,
+    /// Run as one process of a timely cluster (`workers` threads in each).
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// One process of a cluster run: every process runs the same command
+/// over the same input with the same `workers`, and reads the input's
+/// events for its own workers only (event i goes to worker
+/// (i-1) % (processes x workers) of the cluster). Every output is
+/// gathered on worker 0, so process 0's outcome is the whole run's and
+/// the others' is empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (timely's hostfile).
+    pub addresses: Vec<String>,
 }
 
 /// A custom dataflow for every worker, built beside the engine before the
@@ -277,6 +293,7 @@ impl RunOptions {
             tolerance: Dec8::ZERO,
             query: None,
             attach: None,
+            cluster: None,
         }
     }
 }
@@ -304,9 +321,17 @@ struct Captured {
 }
 
 impl Captured {
-    /// Lots and positions are not in `output`: the driver reads them once
-    /// from their traces at the end ([`DriverOptions::final_state_only`]).
+    /// Lots and positions are in `output` only in a cluster run; otherwise
+    /// the driver reads them once from their traces at the end
+    /// ([`DriverOptions::final_state_only`]).
     fn fold(&mut self, output: TimestampOutput, keep_corrections: bool) {
+        // Present only in a cluster run (gathered as they change).
+        for (row, diff) in output.lots {
+            *self.lots.entry(row).or_insert(0) += diff;
+        }
+        for (row, diff) in output.positions {
+            *self.positions.entry(row).or_insert(0) += diff;
+        }
         for (row, diff) in output.valuations {
             *self.valuations.entry(row).or_insert(0) += diff;
         }
@@ -405,6 +430,18 @@ pub fn run_with<S: EventSource>(
     if options.max_event_bytes == 0 {
         return Err(RunError::Options("max_event_bytes must be at least 1"));
     }
+    if let Some(cluster) = &options.cluster {
+        if cluster.process >= cluster.addresses.len() {
+            return Err(RunError::Options(
+                "the process index must be below the number of hosts",
+            ));
+        }
+        if options.query.is_some() || options.attach.is_some() {
+            return Err(RunError::Options(
+                "queries and attached dataflows run in one process (no --hosts)",
+            ));
+        }
+    }
     let started = Instant::now();
     let workers = options.workers;
     let inputs = InputKinds {
@@ -444,11 +481,24 @@ pub fn run_with<S: EventSource>(
     };
     let query = options.query.clone();
     let options = options.clone();
-    let config = timely::Config::process(workers);
+    let config = match &options.cluster {
+        None => timely::Config::process(workers),
+        Some(cluster) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: cluster.process,
+                addresses: cluster.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    };
     // The closure owns the one sender kept here, so the writer sees its
     // channel close once every worker is done.
     let guards = timely::execute(config, move |worker| -> Result<Captured, String> {
-        let index = worker.index();
+        // Receivers are this process's (worker indices are the cluster's).
+        let index = worker.index() % workers;
         let merge_tx = merge_tx.clone();
         let input = receivers
             .lock()
@@ -559,6 +609,15 @@ fn read_batches<S: EventSource + ?Sized>(
     mut progress: Option<ProgressFn>,
 ) -> Result<u64, String> {
     let workers = senders.len();
+    // This process's workers are [base, base + workers) of `total`.
+    let (base, total) = match &options.cluster {
+        None => (0, workers),
+        Some(cluster) => (cluster.process * workers, cluster.addresses.len() * workers),
+    };
+    let local = |line_no: u64| {
+        let global = ((line_no - 1) % total as u64) as usize;
+        global.checked_sub(base).filter(|i| *i < workers)
+    };
     let mut pending_changes: Vec<&MethodChange> = options.method_changes.iter().collect();
     pending_changes.sort_by_key(|c| std::cmp::Reverse(c.at_event));
     let new_batches = |time: Time| -> Vec<Batch> {
@@ -595,13 +654,17 @@ fn read_batches<S: EventSource + ?Sized>(
                 .is_some_and(|c| c.at_event <= line_no)
             {
                 if let Some(change) = pending_changes.pop() {
-                    batches[0]
-                        .methods
-                        .push((Id::from(change.scope.as_str()), change.method));
+                    // Worker 0 of the cluster applies every method change.
+                    if base == 0 {
+                        batches[0]
+                            .methods
+                            .push((Id::from(change.scope.as_str()), change.method));
+                    }
                 }
             }
-            let batch = &mut batches[((line_no - 1) % workers as u64) as usize];
-            batch.trades.push(line_no, event);
+            if let Some(i) = local(line_no) {
+                batches[i].trades.push(line_no, event);
+            }
         }
         for (kind, lines) in [(1, prices.as_mut()), (2, statements.as_mut())] {
             let Some(lines) = lines else { continue };
@@ -611,7 +674,14 @@ fn read_batches<S: EventSource + ?Sized>(
                 any = true;
                 counts[kind] += 1;
                 let line_no = counts[kind];
-                let batch = &mut batches[((line_no - 1) % workers as u64) as usize];
+                // An over-long tick or statement changes no state and is
+                // reported where it is read: by process 0 in a cluster.
+                let owner = match event {
+                    SourceLine::TooLong(_) => (base == 0).then_some(0),
+                    SourceLine::Event(_) => local(line_no),
+                };
+                let Some(i) = owner else { continue };
+                let batch = &mut batches[i];
                 match kind {
                     1 => batch.prices.push(line_no, event),
                     _ => batch.statements.push(line_no, event),
@@ -643,7 +713,9 @@ fn run_worker(
 ) -> Result<Captured, String> {
     let mut captured = Captured::default();
     let keep = options.keep_corrections && merge_tx.is_none();
-    let index = worker.index();
+    // The correction writer counts this process's workers.
+    let index = worker.index() % options.workers;
+    let gather = options.cluster.is_some();
     // Hands a completed timestamp's corrections to the writer (when
     // streaming), then folds the rest. A closed channel means the writer
     // failed; the run reports its error.
@@ -675,7 +747,10 @@ fn run_worker(
             tolerance: options.tolerance,
             prices: inputs.prices,
             statements: inputs.statements,
-            final_state_only: true,
+            // A cluster gathers every output on worker 0, lots and
+            // positions as they change (the final read is per worker).
+            final_state_only: !gather,
+            gather,
             share_tables: options
                 .query
                 .as_ref()

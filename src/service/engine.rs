@@ -184,6 +184,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             statements: true,
             final_state_only: false,
             share_tables: shared.config.queries.table_set()?,
+            gather: false,
         },
     );
     let mut queries = WorkerQueries::default();
