@@ -388,6 +388,29 @@ impl Drop for Progress {
     }
 }
 
+/// The cluster of `book --hosts FILE --process P`: `FILE` holds one
+/// `host:port` per line (blank lines and `#` comments skipped).
+pub fn cluster(
+    hosts: &Path,
+    process: usize,
+) -> Result<deltabook_dataflows::runner::ClusterOptions> {
+    let text =
+        std::fs::read_to_string(hosts).with_context(|| format!("reading {}", hosts.display()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        process < addresses.len(),
+        "--process {process} is not below the {} hosts of {}",
+        addresses.len(),
+        hosts.display()
+    );
+    Ok(deltabook_dataflows::runner::ClusterOptions { process, addresses })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,27 +443,4 @@ mod tests {
         );
         assert_eq!(lines(b"\r\n", 10), vec![event("\r")]);
     }
-}
-
-/// The cluster of `book --hosts FILE --process P`: `FILE` holds one
-/// `host:port` per line (blank lines and `#` comments skipped).
-pub fn cluster(
-    hosts: &Path,
-    process: usize,
-) -> Result<deltabook_dataflows::runner::ClusterOptions> {
-    let text =
-        std::fs::read_to_string(hosts).with_context(|| format!("reading {}", hosts.display()))?;
-    let addresses: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    anyhow::ensure!(
-        process < addresses.len(),
-        "--process {process} is not below the {} hosts of {}",
-        addresses.len(),
-        hosts.display()
-    );
-    Ok(deltabook_dataflows::runner::ClusterOptions { process, addresses })
 }
