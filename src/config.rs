@@ -182,6 +182,55 @@ pub struct Config {
     pub publisher: PublisherConfig,
     /// Live queries.
     pub queries: QueriesConfig,
+    /// Running as one process of a cluster.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `deltabook run` as N processes x `engine.workers` workers (timely's
+/// own networking): a hosts file of `host:port` lines, one per process,
+/// and this process's index in it. Process 0 is the service (writer lock,
+/// committer, publishers, HTTP); the others run workers only.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The hosts file; empty: a single process.
+    #[serde(default)]
+    pub hosts_file: String,
+    /// This process's index in the hosts file, from 0.
+    #[serde(default)]
+    pub process: usize,
+}
+
+impl ClusterConfig {
+    /// Every process's `host:port`, in process order; `None` for a single
+    /// process.
+    pub fn addresses(&self) -> Result<Option<Vec<String>>> {
+        if self.hosts_file.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.hosts_file)
+            .with_context(|| format!("reading cluster.hosts_file {}", self.hosts_file))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(
+            self.process < addresses.len(),
+            "cluster.process {} is not below the {} hosts of {}",
+            self.process,
+            addresses.len(),
+            self.hosts_file
+        );
+        Ok(Some(addresses))
+    }
+
+    /// Processes in the cluster (1 for a single process).
+    pub fn processes(&self) -> Result<usize> {
+        Ok(self.addresses()?.map_or(1, |a| a.len()))
+    }
 }
 
 /// `config/default.toml`, compiled into the binary: the configuration used
@@ -286,6 +335,7 @@ impl Config {
             "postgres.write_batch_rows must be >= 1"
         );
         self.queries.table_set()?;
+        self.cluster.addresses()?;
         anyhow::ensure!(
             self.queries.subscriber_queue_updates >= 1,
             "queries.subscriber_queue_updates must be >= 1"

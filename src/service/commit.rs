@@ -59,7 +59,9 @@ impl Committer {
             healthy,
             valuations,
         } = self;
-        let mut assembler = Assembler::new(config.engine.workers, first_time);
+        // Every worker of the cluster reports (the others' through worker 0).
+        let workers = config.engine.workers * config.cluster.processes()?;
+        let mut assembler = Assembler::new(workers, first_time);
         let mut client = None;
         let mut last_gauges: Option<Instant> = None;
         while let Some(message) = input.recv().await {

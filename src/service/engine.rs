@@ -25,11 +25,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use deltabook_dataflows::driver::{Capture, Driver, DriverOptions, TimestampOutput};
 use deltabook_dataflows::engine::{DeadLetter, RestoredTrade, Time};
+use deltabook_dataflows::query::TableSet;
 use deltabook_dataflows::reconcile::Restored;
 use deltabook_dataflows::trade::LotMethod;
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use tokio::sync::mpsc::Sender;
 
+use super::cluster::{self, ClusterLink, ProcessState, Relayed};
 use super::metrics::Metrics;
 use super::queries::{QueryRegistry, WorkerQueries};
 use super::source::{PartitionReader, SourceMessage};
@@ -88,6 +90,38 @@ pub struct EngineStart {
     pub reconciliation: Vec<Restored>,
     /// Next offsets to read.
     pub offsets: Vec<SourceOffset>,
+    /// A process of a cluster other than process 0: no snapshot; the
+    /// committed time and offsets are read from PostgreSQL once the
+    /// cluster is connected.
+    pub remote: bool,
+}
+
+impl Shared {
+    /// The last committed time and next offsets (see `Shared::progress`).
+    fn progress(&self) -> Result<(Time, Vec<SourceOffset>)> {
+        if let Some(progress) = self.progress.get() {
+            return Ok(progress.clone());
+        }
+        let _loading = self
+            .loading
+            .lock()
+            .map_err(|_| anyhow!("progress lock poisoned"))?;
+        if let Some(progress) = self.progress.get() {
+            return Ok(progress.clone());
+        }
+        let url = self.config.postgres.url.clone();
+        let (offsets, time) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async move {
+                let client = deltabook_sinks::postgres::connect(&url).await?;
+                deltabook_sinks::postgres::load_progress(&client).await
+            })
+            .map_err(|e| anyhow!("reading the committed offsets: {e}"))?;
+        self.clock.fetch_max(time + 1, Ordering::AcqRel);
+        self.committed.fetch_max(time + 1, Ordering::AcqRel);
+        Ok(self.progress.get_or_init(|| (time, offsets)).clone())
+    }
 }
 
 /// The restored trades, lot-method map and reconciliation state.
@@ -96,18 +130,23 @@ type Snapshot = (Vec<RestoredTrade>, Vec<(String, LotMethod)>, Vec<Restored>);
 /// Shared by the workers.
 struct Shared {
     config: Config,
-    start_time: Time,
-    offsets: Vec<SourceOffset>,
+    /// The last committed time and the next offsets to read: from the
+    /// snapshot on process 0; read by the other processes of a cluster once
+    /// connected (process 0 has then taken over as the writer).
+    progress: std::sync::OnceLock<(Time, Vec<SourceOffset>)>,
+    loading: Mutex<()>,
     /// Taken by worker 0.
     snapshot: Mutex<Option<Snapshot>>,
     output: Sender<EngineMessage>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
-    clock: AtomicU64,
+    clock: Arc<AtomicU64>,
     /// Every time before this is committed (or had nothing to commit).
     committed: Arc<AtomicU64>,
     /// Live queries to attach.
     queries: Arc<QueryRegistry>,
+    /// Every process's address when the engine is a cluster.
+    cluster: Option<Vec<String>>,
 }
 
 /// Starts the workers on their own thread; the handle yields when every
@@ -122,22 +161,41 @@ pub fn spawn(
     queries: Arc<QueryRegistry>,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
     let workers = config.engine.workers;
+    let cluster = config.cluster.addresses()?;
+    let timely_config = match &cluster {
+        None => timely::Config::process(workers),
+        Some(addresses) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: config.cluster.process,
+                addresses: addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    };
     let shared = Arc::new(Shared {
-        start_time: start.start_time,
-        offsets: start.offsets,
+        progress: if start.remote {
+            std::sync::OnceLock::new()
+        } else {
+            std::sync::OnceLock::from((start.start_time, start.offsets))
+        },
+        loading: Mutex::new(()),
         snapshot: Mutex::new(Some((start.trades, start.methods, start.reconciliation))),
-        clock: AtomicU64::new(start.start_time + 1),
+        clock: Arc::new(AtomicU64::new(start.start_time + 1)),
         committed,
         config,
         output,
         metrics,
         stop,
         queries,
+        cluster,
     });
     Ok(std::thread::Builder::new()
         .name("deltabook-engine".into())
         .spawn(move || {
-            let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let guards = timely::execute(timely_config, move |worker| {
                 let result = run_worker(worker, &shared);
                 if result.is_err() {
                     // The others stop too, so the dataflow can finish.
@@ -170,23 +228,43 @@ struct Batch {
 }
 
 fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()> {
+    // In a cluster, indices are the cluster's: worker 0 is process 0's first.
     let index = worker.index();
     let peers = worker.peers();
+    let in_cluster = shared.cluster.is_some();
+    let (start_time, offsets) = shared.progress()?;
     let engine = &shared.config.engine;
     let kafka = &shared.config.kafka;
     let mut driver = Driver::with_options(
         worker,
-        shared.start_time,
+        start_time,
         Capture::All,
         DriverOptions {
             tolerance: engine.tolerance(),
             prices: true,
             statements: true,
             final_state_only: false,
-            share_tables: shared.config.queries.table_set()?,
-            gather: false,
+            // Queries attach on process 0 only, so a cluster shares no tables.
+            share_tables: if in_cluster {
+                TableSet::NONE
+            } else {
+                shared.config.queries.table_set()?
+            },
+            // A cluster gathers every output on worker 0, for one commit.
+            gather: in_cluster,
         },
     );
+    let mut link = in_cluster.then(|| {
+        ClusterLink::build(
+            worker,
+            ProcessState {
+                clock: Arc::clone(&shared.clock),
+                committed: Arc::clone(&shared.committed),
+                stop: Arc::clone(&shared.stop),
+                output: shared.output.clone(),
+            },
+        )
+    });
     let mut queries = WorkerQueries::default();
     if index == 0 {
         let snapshot = shared
@@ -206,13 +284,14 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             }
         }
     }
-    driver.advance_to(shared.start_time + 1);
-    let mut reader =
-        PartitionReader::new(kafka, index, peers, &shared.offsets, shared.metrics.clone())?;
+    driver.advance_to(start_time + 1);
+    let mut reader = PartitionReader::new(kafka, index, peers, &offsets, shared.metrics.clone())?;
     let linger = Duration::from_millis(kafka.batch_linger_ms);
     let max_messages = (kafka.batch_max_messages / peers).max(1);
     let max_in_flight = engine.max_uncommitted_timestamps as u64;
-    let mut reporter = Reporter::new(index, shared.start_time, &shared.output);
+    let mut reporter = Reporter::new(index, start_time, &shared.output);
+    // Workers of the other processes report through worker 0.
+    let remote = in_cluster && shared.config.cluster.process > 0;
     let mut batch = Batch::default();
     let history_timestamps = shared.config.queries.history_timestamps;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -236,7 +315,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         }
         if !room && batch.messages >= max_messages {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            reporter.report(&mut driver)?;
+            reporter.report(&mut driver, relay(&mut link, remote))?;
             continue;
         }
         // Wait for a message at most until the batch is due (never spin:
@@ -269,7 +348,11 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             .is_some_and(|first| first.elapsed() >= linger);
         if clock > driver.time() || room && (batch.messages >= max_messages || lingered) {
             let next = (driver.time() + 1).max(clock);
-            shared.clock.fetch_max(next, Ordering::AcqRel);
+            if shared.clock.fetch_max(next, Ordering::AcqRel) < next {
+                if let Some(link) = link.as_mut() {
+                    link.clock(next);
+                }
+            }
             cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
         }
         worker.step();
@@ -285,8 +368,15 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
                 .queries_attached
                 .set(shared.queries.attached() as i64);
         }
-        reporter.report(&mut driver)?;
+        if let (Some(link), 0) = (link.as_mut(), index) {
+            link.committed(shared.committed.load(Ordering::Acquire));
+        }
+        reporter.report(&mut driver, relay(&mut link, remote))?;
         reader.report_lag();
+    }
+    if let Some(link) = link.as_mut() {
+        // Whoever stops first stops the cluster.
+        link.stop();
     }
     // Live queries end with the service.
     queries.stop(worker, driver.shared_tables(), &shared.queries);
@@ -296,9 +386,25 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let mut closed = driver.close();
     while !closed.done() {
         worker.step();
-        reporter.deliver(closed.take_completed(), closed.frontier())?;
+        reporter.deliver(
+            closed.take_completed(),
+            closed.frontier(),
+            relay(&mut link, remote),
+        )?;
     }
-    reporter.deliver(closed.take_completed(), None)
+    reporter.deliver(closed.take_completed(), None, relay(&mut link, remote))?;
+    // The relayed reports leave with the control dataflow's last steps.
+    drop(link);
+    Ok(())
+}
+
+/// Where a worker's reports go: `None` to the committer's channel, else
+/// through worker 0 (a worker of another process than the committer's).
+fn relay(
+    link: &mut Option<ClusterLink>,
+    remote: bool,
+) -> Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>> {
+    link.as_mut().filter(|_| remote).map(|l| &mut l.relay)
 }
 
 /// Closes the driver's current time (recording what was read for it) and
@@ -342,9 +448,13 @@ impl<'a> Reporter<'a> {
         }
     }
 
-    fn report(&mut self, driver: &mut Driver) -> Result<()> {
+    fn report(
+        &mut self,
+        driver: &mut Driver,
+        relay: Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>>,
+    ) -> Result<()> {
         let completed = driver.take_completed();
-        self.deliver(completed, driver.frontier())
+        self.deliver(completed, driver.frontier(), relay)
     }
 
     /// Sends the parts of every time before `frontier` (all when `None`),
@@ -353,6 +463,7 @@ impl<'a> Reporter<'a> {
         &mut self,
         completed: Vec<(Time, TimestampOutput)>,
         frontier: Option<Time>,
+        mut relay: Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>>,
     ) -> Result<()> {
         let limit = frontier.unwrap_or(Time::MAX);
         let mut parts: BTreeMap<Time, (TimestampOutput, BatchInput)> = BTreeMap::new();
@@ -367,26 +478,39 @@ impl<'a> Reporter<'a> {
             if time <= self.start_time {
                 continue; // The snapshot's rebuild, not news.
             }
-            self.send(EngineMessage::Part {
+            let part = EngineMessage::Part {
                 worker: self.worker,
                 time,
                 output: Box::new(output),
                 input,
-            })?;
+            };
+            self.send(part, relay.as_deref_mut())?;
         }
         if limit > self.reported {
             self.reported = limit;
-            self.send(EngineMessage::Frontier {
+            let frontier = EngineMessage::Frontier {
                 worker: self.worker,
                 time: limit,
-            })?;
+            };
+            self.send(frontier, relay)?;
         }
         Ok(())
     }
 
-    fn send(&self, message: EngineMessage) -> Result<()> {
-        self.output
-            .blocking_send(message)
-            .map_err(|_| anyhow!("the committer stopped"))
+    fn send(
+        &self,
+        message: EngineMessage,
+        relay: Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>>,
+    ) -> Result<()> {
+        match relay {
+            Some(relay) => {
+                cluster::send_now(relay, Relayed::from_message(message));
+                Ok(())
+            }
+            None => self
+                .output
+                .blocking_send(message)
+                .map_err(|_| anyhow!("the committer stopped")),
+        }
     }
 }

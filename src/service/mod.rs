@@ -13,6 +13,7 @@
 //! uncommitted, so when PostgreSQL falls behind, consumption pauses.
 
 pub mod assemble;
+pub mod cluster;
 pub mod commit;
 pub mod engine;
 pub mod history;
@@ -38,7 +39,7 @@ use self::engine::EngineStart;
 use self::metrics::Metrics;
 use self::retry::Backoff;
 use crate::config::Config;
-use deltabook_dataflows::query::Table;
+use deltabook_dataflows::query::{Table, TableSet};
 
 /// Runs the service until SIGINT / SIGTERM (or until it is fenced).
 pub fn run(config: Config) -> Result<()> {
@@ -72,6 +73,10 @@ pub async fn connect_with_retry(config: &Config, metrics: &Metrics, what: &str) 
 /// timestamps in flight and returns. Returns an error when this instance is
 /// fenced by another (it then stops at once, committing nothing more).
 pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    if config.cluster.process > 0 {
+        return serve_workers(config, shutdown).await;
+    }
+    let in_cluster = config.cluster.addresses()?.is_some();
     let metrics = Metrics::new()?;
     let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));
@@ -79,7 +84,12 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let query_registry = Arc::new(queries::QueryRegistry::default());
     let live_queries = http::LiveQueries {
         registry: query_registry.clone(),
-        tables: config.queries.table_set()?,
+        // Queries attach on every worker; a cluster's are not all here.
+        tables: if in_cluster {
+            TableSet::NONE
+        } else {
+            config.queries.table_set()?
+        },
         max_subscribers: config.queries.max_subscribers,
         queue: config.queries.subscriber_queue_updates,
         postgres_url: config.postgres.url.clone(),
@@ -116,7 +126,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     readiness.set_stage("loading the restart snapshot");
     let loading = Instant::now();
     // The `trades` table of queries needs each live version whole.
-    let whole_versions = config.queries.table_set()?.contains(Table::Trades);
+    let whole_versions = !in_cluster && config.queries.table_set()?.contains(Table::Trades);
     let snapshot = postgres::load_snapshot_with(&mut client, whole_versions)
         .await
         .context("loading the restart snapshot")?;
@@ -134,9 +144,13 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         methods: snapshot.methods,
         reconciliation: snapshot.reconciliation,
         offsets: snapshot.offsets,
+        remote: false,
     };
 
-    let capacity = config.engine.max_uncommitted_timestamps * config.engine.workers * 4;
+    let capacity = config.engine.max_uncommitted_timestamps
+        * config.engine.workers
+        * config.cluster.processes()?
+        * 4;
     let (engine_tx, engine_rx) = tokio::sync::mpsc::channel(capacity.max(16));
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(Notify::new());
@@ -233,6 +247,48 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
             Err(e)
         }
     }
+}
+
+/// A process of a cluster other than process 0: its workers only. They
+/// read their Kafka partitions and exchange state with the cluster; every
+/// output and report goes to process 0, which commits. Stops when told
+/// (`shutdown`, or a stop from another process), or fails when the
+/// cluster breaks (then every process must be restarted).
+async fn serve_workers(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let metrics = Metrics::new()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Nobody reads this channel: this process's workers relay to worker 0.
+    let (engine_tx, _unread) = tokio::sync::mpsc::channel(1);
+    tracing::info!(
+        process = config.cluster.process,
+        workers = config.engine.workers,
+        "cluster process: connecting"
+    );
+    let engine = engine::spawn(
+        config,
+        EngineStart {
+            remote: true,
+            ..EngineStart::default()
+        },
+        engine_tx,
+        Arc::new(AtomicU64::new(0)),
+        metrics,
+        stop.clone(),
+        Arc::new(queries::QueryRegistry::default()),
+    )?;
+    let done = tokio::task::spawn_blocking(move || engine.join());
+    tokio::pin!(done);
+    let joined = tokio::select! {
+        _ = shutdown => {
+            stop.store(true, Ordering::Relaxed);
+            (&mut done).await
+        }
+        joined = &mut done => joined,
+    };
+    joined?.map_err(|_| anyhow!("engine panicked"))?
 }
 
 async fn shutdown_signal() {

@@ -94,7 +94,7 @@ impl PgError {
 }
 
 /// A lot-method change as the event store keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MethodEvent {
     /// Engine time.
     pub time: u64,
@@ -111,7 +111,7 @@ pub struct MethodEvent {
 }
 
 /// The next offset to read of one source partition.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SourceOffset {
     /// Topic.
     pub topic: String,
