@@ -60,9 +60,16 @@ struct Args {
     /// e2e, restart: service configuration to start from (default: built in).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// e2e: worker counts of the backlog phase.
+    /// e2e: worker counts of the backlog phase (one process each).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
+    /// e2e: cluster shapes of the backlog phase as PROCESSESxWORKERS
+    /// (e.g. 1x1,1x2,2x1); when given, instead of --workers.
+    #[arg(long, value_delimiter = ',')]
+    shapes: Vec<String>,
+    /// e2e: the phases to run.
+    #[arg(long, value_delimiter = ',', default_value = "produce,backlog,steady")]
+    phases: Vec<String>,
     /// restart: accepted events of each history.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000,5000000")]
     histories: Vec<u64>,
@@ -139,7 +146,8 @@ fn main() -> Result<()> {
             trades: args.trades,
             rate: args.rate,
             seconds: args.seconds,
-            workers: args.workers,
+            shapes: suites::e2e::shapes(&args.shapes, &args.workers)?,
+            phases: args.phases,
         };
         suites::e2e::run_suite(args.config.as_deref(), &args.data_dir, &options)?;
     }

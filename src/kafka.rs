@@ -76,11 +76,22 @@ pub fn idempotent_producer(brokers: &str) -> Result<FutureProducer> {
         .context("creating Kafka producer")
 }
 
+/// The largest message of the engine's output topics (corrections, dead
+/// letters, break events, valuations), set on the topics it creates
+/// (`max.message.bytes`) and on its producers (`message.max.bytes`). A
+/// correction names every cause and lot of one position at one timestamp,
+/// so it grows with the timestamp (`kafka.batch_max_messages`) and the
+/// position's lots: a 1M-trade backlog of the generator's skewed stream
+/// at 50k messages per timestamp has corrections of 1.3 MB, over Kafka's
+/// 1 MiB default.
+pub const OUTPUT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// A transactional producer with `transactional_id`: creating it fences (and
 /// aborts the open transaction of) any older producer with the same id, so
 /// at most one outbox publisher per topic can write at a time.
 pub fn transactional_producer(brokers: &str, transactional_id: &str) -> Result<FutureProducer> {
     let producer: FutureProducer = idempotent_config(brokers)
+        .set("message.max.bytes", OUTPUT_MAX_MESSAGE_BYTES.to_string())
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", "60000")
         .create()
@@ -95,6 +106,7 @@ pub fn transactional_producer(brokers: &str, transactional_id: &str) -> Result<F
 /// conflated valuations).
 pub fn plain_producer(brokers: &str) -> Result<FutureProducer> {
     idempotent_config(brokers)
+        .set("message.max.bytes", OUTPUT_MAX_MESSAGE_BYTES.to_string())
         .create()
         .context("creating Kafka producer")
 }
@@ -182,9 +194,23 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<()> {
             config.valuations_partitions,
         ),
     ];
+    let outputs = [
+        config.corrections_topic.as_str(),
+        config.dlq_topic.as_str(),
+        config.breaks_topic.as_str(),
+        config.valuations_topic.as_str(),
+    ];
+    let max_message = OUTPUT_MAX_MESSAGE_BYTES.to_string();
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(1)))
+        .map(|(name, n)| {
+            let topic = NewTopic::new(name, *n, TopicReplication::Fixed(1));
+            if outputs.contains(name) {
+                topic.set("max.message.bytes", &max_message)
+            } else {
+                topic
+            }
+        })
         .collect();
     let results = admin
         .create_topics(&new, &AdminOptions::new())

@@ -256,3 +256,65 @@ fn a_second_instance_waits_for_the_writer_lock_and_takes_over_without_double_pub
     let _ = second.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_correction_larger_than_kafka_s_default_message_limit_is_published() {
+    // 10,000 trades of one position in one timestamp (a long linger): its
+    // correction names 10,000 causes and lots, about 1.8 MB, over the
+    // 1 MiB Kafka accepts by default. It must still reach the topic, once.
+    let mut env = Env::new("big");
+    env.workers = 1;
+    let dir = std::env::temp_dir().join(format!("deltabook-big-{}", env.name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("one-position.jsonl");
+    let lines: Vec<String> = (0..10_000)
+        .map(|i| {
+            format!(
+                r#"{{"trade_id":"B{i}","version":1,"action":"NEW","account_id":"BIG","book_id":"B","security_id":"X","side":"BUY","quantity":"1","price":"1","trade_date":"2026-01-02"}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    // The test's sets cap timestamps at 500 messages: lift that (later
+    // sets win), and linger long enough for one timestamp to hold them all.
+    let mut command = env.command(&["run"]);
+    for set in [
+        "kafka.batch_linger_ms=5000",
+        "kafka.batch_max_messages=50000",
+    ] {
+        command.arg("--set").arg(set);
+    }
+    let mut engine = EngineProcess::spawn(command);
+    wait_ready(env.http_port, Duration::from_secs(60));
+    env.produce(&file);
+    env.wait_committed(lines.len() as i64, Duration::from_secs(120));
+    let (corrections, largest): (i64, i32) = env.query(async |c| {
+        let row = c
+            .query_one(
+                "SELECT count(*), max(octet_length(event::text)) FROM corrections",
+                &[],
+            )
+            .await
+            .expect("corrections");
+        (row.get(0), row.get(1))
+    });
+    assert!(
+        largest > 1 << 20,
+        "the test needs a correction over 1 MiB (largest {largest} bytes in {corrections})"
+    );
+    let started = Instant::now();
+    loop {
+        let (_, published) = fold_topic(&env);
+        assert!(published as i64 <= corrections, "published twice");
+        if published as i64 == corrections {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{published} of {corrections} corrections published"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = engine.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -41,8 +41,26 @@ pub struct E2eOptions {
     pub rate: u64,
     /// Steady phase: seconds.
     pub seconds: u64,
-    /// Worker counts of the backlog phase.
-    pub workers: Vec<usize>,
+    /// `(processes, workers per process)` of each backlog run.
+    pub shapes: Vec<(usize, usize)>,
+    /// Which of `produce`, `backlog`, `steady` to run.
+    pub phases: Vec<String>,
+}
+
+/// The backlog shapes: `PxW` texts, else one process of each worker count.
+pub fn shapes(texts: &[String], workers: &[usize]) -> Result<Vec<(usize, usize)>> {
+    if texts.is_empty() {
+        return Ok(workers.iter().map(|w| (1, *w)).collect());
+    }
+    texts
+        .iter()
+        .map(|text| {
+            let (p, w) = text
+                .split_once('x')
+                .with_context(|| format!("shape {text:?}: PROCESSESxWORKERS"))?;
+            Ok((p.trim().parse()?, w.trim().parse()?))
+        })
+        .collect()
 }
 
 /// A configuration with topics, database and port of its own.
@@ -121,12 +139,20 @@ pub fn run_suite(base: Option<&Path>, data_dir: &Path, options: &E2eOptions) -> 
         .enable_all()
         .build()?;
     let input = super::ingest::ensure_input(data_dir, 42, 1_000, options.trades)?;
+    let runs = |phase: &str| options.phases.iter().any(|p| p == phase);
     runtime.block_on(async {
-        produce_phase(base, &input, options.trades).await?;
-        for workers in &options.workers {
-            backlog_phase(base, &input, options.trades, *workers).await?;
+        if runs("produce") {
+            produce_phase(base, &input, options.trades).await?;
         }
-        steady_phase(base, options.rate, options.seconds).await
+        if runs("backlog") {
+            for shape in &options.shapes {
+                backlog_phase(base, data_dir, &input, options.trades, *shape).await?;
+            }
+        }
+        if runs("steady") {
+            steady_phase(base, options.rate, options.seconds).await?;
+        }
+        Ok(())
     })
 }
 
@@ -185,14 +211,30 @@ async fn produce_phase(base: Option<&Path>, input: &Path, trades: usize) -> Resu
     Ok(())
 }
 
-/// Phase 2: the service started on a backlog of `trades`.
+/// Phase 2: the service started on a backlog of `trades`, as `processes`
+/// processes of `workers` workers (the other processes of a cluster run
+/// in this process too, talking to process 0 over loopback TCP).
 async fn backlog_phase(
     base: Option<&Path>,
+    data_dir: &Path,
     input: &Path,
     trades: usize,
-    workers: usize,
+    (processes, workers): (usize, usize),
 ) -> Result<()> {
-    let (config, db) = unique_config(base, "bl", &[format!("engine.workers={workers}")])?;
+    let mut sets = vec![format!("engine.workers={workers}")];
+    if processes > 1 {
+        let hosts = data_dir.join("bench-hosts");
+        let mut text = String::new();
+        for _ in 0..processes {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            text.push_str(&format!("127.0.0.1:{port}\n"));
+        }
+        std::fs::write(&hosts, text)?;
+        sets.push(format!("cluster.hosts_file={}", hosts.display()));
+    }
+    let (config, db) = unique_config(base, "bl", &sets)?;
     create_db(&db).await?;
     kafka::ensure_topics(&config.kafka).await?;
     {
@@ -202,6 +244,14 @@ async fn backlog_phase(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let service_config = config.clone();
     let started = Instant::now();
+    // The other processes stop when process 0 does.
+    let others: Vec<_> = (1..processes)
+        .map(|process| {
+            let mut member = config.clone();
+            member.cluster.process = process;
+            tokio::spawn(deltabook::service::serve(member, std::future::pending()))
+        })
+        .collect();
     let service = tokio::spawn(async move {
         deltabook::service::serve(service_config, async move {
             let _ = stop_rx.await;
@@ -240,8 +290,13 @@ async fn backlog_phase(
     let commit = scrape(&config.http.listen, "commit_latency_seconds");
     let _ = stop_tx.send(());
     let _ = service.await;
+    for other in others {
+        let _ = other.await;
+    }
     drop_db(&db).await;
-    println!("| backlog of {trades} trades (1,000 positions), {workers} worker(s) | value |");
+    println!(
+        "| backlog of {trades} trades (1,000 positions), {processes} process(es) x {workers} worker(s) | value |"
+    );
     println!("|---|---:|");
     println!(
         "| consumed, booked and committed to PostgreSQL | {:.0} trades/s ({committed_seconds:.1} s) |",
