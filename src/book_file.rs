@@ -394,20 +394,7 @@ pub fn cluster(
     hosts: &Path,
     process: usize,
 ) -> Result<deltabook_dataflows::runner::ClusterOptions> {
-    let text =
-        std::fs::read_to_string(hosts).with_context(|| format!("reading {}", hosts.display()))?;
-    let addresses: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    anyhow::ensure!(
-        process < addresses.len(),
-        "--process {process} is not below the {} hosts of {}",
-        addresses.len(),
-        hosts.display()
-    );
+    let addresses = crate::config::read_hosts(hosts, process)?;
     Ok(deltabook_dataflows::runner::ClusterOptions { process, addresses })
 }
 

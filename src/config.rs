@@ -202,6 +202,27 @@ pub struct ClusterConfig {
     pub process: usize,
 }
 
+/// A timely hostfile: one `host:port` per process, in process order
+/// (blank lines and `#` comments skipped), with `process` checked to be
+/// one of them.
+pub fn read_hosts(path: &Path, process: usize) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the hosts file {}", path.display()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        process < addresses.len(),
+        "process {process} is not below the {} hosts of {}",
+        addresses.len(),
+        path.display()
+    );
+    Ok(addresses)
+}
+
 impl ClusterConfig {
     /// Every process's `host:port`, in process order; `None` for a single
     /// process.
@@ -209,22 +230,7 @@ impl ClusterConfig {
         if self.hosts_file.is_empty() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&self.hosts_file)
-            .with_context(|| format!("reading cluster.hosts_file {}", self.hosts_file))?;
-        let addresses: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect();
-        anyhow::ensure!(
-            self.process < addresses.len(),
-            "cluster.process {} is not below the {} hosts of {}",
-            self.process,
-            addresses.len(),
-            self.hosts_file
-        );
-        Ok(Some(addresses))
+        read_hosts(Path::new(&self.hosts_file), self.process).map(Some)
     }
 
     /// Processes in the cluster (1 for a single process).
