@@ -271,7 +271,9 @@ fn service_answer(env: &Env, sql: &str) -> Result<BTreeMap<Vec<String>, i64>, St
 #[test]
 fn as_known_at_and_as_of_date_from_memory_and_from_the_event_store() {
     let env = Env::new("bt");
-    let mut engine = env.start_engine();
+    // AS OF DATE reads `trades`, which the service shares only when asked.
+    let shared = "queries.tables=lots,positions,valuations,breaks,gaps,trades";
+    let mut engine = EngineProcess::spawn(env.command(&["run", "--set", shared]));
     wait_ready(env.http_port, Duration::from_secs(60));
     // First the trades, then (after they are committed) a backdated
     // amendment of T1 and a backdated insert T4.
@@ -349,8 +351,13 @@ fn as_known_at_and_as_of_date_from_memory_and_from_the_event_store() {
     assert!(engine
         .wait_exit(Duration::from_secs(60))
         .is_some_and(|s| s.success()));
-    let mut engine =
-        EngineProcess::spawn(env.command(&["run", "--set", "queries.history_timestamps=0"]));
+    let mut engine = EngineProcess::spawn(env.command(&[
+        "run",
+        "--set",
+        "queries.history_timestamps=0",
+        "--set",
+        shared,
+    ]));
     wait_ready(env.http_port, Duration::from_secs(60));
     cases(&env);
     let refused = service_answer(
