@@ -388,16 +388,6 @@ impl Drop for Progress {
     }
 }
 
-/// The cluster of `book --hosts FILE --process P`: `FILE` holds one
-/// `host:port` per line (blank lines and `#` comments skipped).
-pub fn cluster(
-    hosts: &Path,
-    process: usize,
-) -> Result<deltabook_dataflows::runner::ClusterOptions> {
-    let addresses = crate::config::read_hosts(hosts, process)?;
-    Ok(deltabook_dataflows::runner::ClusterOptions { process, addresses })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

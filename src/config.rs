@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use deltabook_dataflows::query::{Table, TableSet};
+use deltabook_dataflows::runner::ClusterOptions;
 use serde::Deserialize;
 
 /// Most timely workers a run may ask for.
@@ -202,10 +203,10 @@ pub struct ClusterConfig {
     pub process: usize,
 }
 
-/// A timely hostfile: one `host:port` per process, in process order
-/// (blank lines and `#` comments skipped), with `process` checked to be
-/// one of them.
-pub fn read_hosts(path: &Path, process: usize) -> Result<Vec<String>> {
+/// Process `process` of the cluster in the timely hostfile `path`: one
+/// `host:port` per process, in process order (blank lines and `#`
+/// comments skipped), with `process` checked to be one of them.
+pub fn cluster_options(path: &Path, process: usize) -> Result<ClusterOptions> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the hosts file {}", path.display()))?;
     let addresses: Vec<String> = text
@@ -220,22 +221,21 @@ pub fn read_hosts(path: &Path, process: usize) -> Result<Vec<String>> {
         addresses.len(),
         path.display()
     );
-    Ok(addresses)
+    Ok(ClusterOptions { process, addresses })
 }
 
 impl ClusterConfig {
-    /// Every process's `host:port`, in process order; `None` for a single
-    /// process.
-    pub fn addresses(&self) -> Result<Option<Vec<String>>> {
+    /// This process's place in the cluster; `None` for a single process.
+    pub fn options(&self) -> Result<Option<ClusterOptions>> {
         if self.hosts_file.is_empty() {
             return Ok(None);
         }
-        read_hosts(Path::new(&self.hosts_file), self.process).map(Some)
+        cluster_options(Path::new(&self.hosts_file), self.process).map(Some)
     }
 
     /// Processes in the cluster (1 for a single process).
     pub fn processes(&self) -> Result<usize> {
-        Ok(self.addresses()?.map_or(1, |a| a.len()))
+        Ok(self.options()?.map_or(1, |c| c.addresses.len()))
     }
 }
 
@@ -341,7 +341,7 @@ impl Config {
             "postgres.write_batch_rows must be >= 1"
         );
         self.queries.table_set()?;
-        self.cluster.addresses()?;
+        self.cluster.options()?;
         anyhow::ensure!(
             self.queries.subscriber_queue_updates >= 1,
             "queries.subscriber_queue_updates must be >= 1"

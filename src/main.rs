@@ -230,7 +230,7 @@ fn main() -> Result<()> {
                 options.query = Some(std::sync::Arc::new(plan));
             }
             if let (Some(hosts), Some(process)) = (&hosts, process) {
-                options.cluster = Some(book_file::cluster(hosts, process)?);
+                options.cluster = Some(deltabook::config::cluster_options(hosts, process)?);
             }
             // In a cluster, process 0 gathers every output and alone writes.
             let out = out.filter(|_| process.unwrap_or(0) == 0);

@@ -666,9 +666,6 @@ impl AtTime for BTreeMap<Time, TimestampOutput> {
     }
 }
 
-/// Consumes every update of a collection's stream (moving, not cloning,
-/// its records) into the per-time outputs, and attaches the probe after it,
-/// so the probe passes a time only once its updates are recorded.
 /// Where captured outputs go: this worker's per-timestamp outputs, the
 /// probe every capture passes, and whether every output is gathered on
 /// worker 0 first ([`DriverOptions::gather`]).
@@ -692,6 +689,9 @@ impl Sink {
     }
 }
 
+/// Consumes every update of a collection's stream (moving, not cloning,
+/// its records) into the per-time outputs, and attaches the probe after it,
+/// so the probe passes a time only once its updates are recorded.
 fn capture<'scope, D: timely::ExchangeData>(
     stream: StreamVec<'scope, Time, (D, Time, Diff)>,
     sink: &Sink,

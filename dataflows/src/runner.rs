@@ -120,6 +120,24 @@ pub struct ClusterOptions {
     pub addresses: Vec<String>,
 }
 
+/// Timely's configuration for `workers` threads: one process, or one
+/// process of `cluster` (TCP to the others).
+pub fn timely_config(workers: usize, cluster: Option<&ClusterOptions>) -> timely::Config {
+    match cluster {
+        None => timely::Config::process(workers),
+        Some(cluster) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: cluster.process,
+                addresses: cluster.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    }
+}
+
 /// A custom dataflow for every worker, built beside the engine before the
 /// first event: the closure gets a scope of its own and the engine's named
 /// tables ([`Tables`]), imports what it reads (`trace.import(scope)`) and
@@ -481,19 +499,7 @@ pub fn run_with<S: EventSource>(
     };
     let query = options.query.clone();
     let options = options.clone();
-    let config = match &options.cluster {
-        None => timely::Config::process(workers),
-        Some(cluster) => timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: cluster.process,
-                addresses: cluster.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        },
-    };
+    let config = timely_config(workers, options.cluster.as_ref());
     // The closure owns the one sender kept here, so the writer sees its
     // channel close once every worker is done.
     let guards = timely::execute(config, move |worker| -> Result<Captured, String> {

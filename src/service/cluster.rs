@@ -141,19 +141,22 @@ pub fn send_now<D: timely::ExchangeData + Clone>(input: &mut InputHandleVec<Time
     input.advance_to(next);
 }
 
+/// Where a worker of another process than the committer's sends its
+/// reports: to worker 0, which hands them to the committer.
+pub type Relay = InputHandleVec<Time, Relayed>;
+
 /// One worker's end of the cluster's control dataflow.
 pub struct ClusterLink {
     control: InputHandleVec<Time, Control>,
-    /// Reports for worker 0 (used by workers of the other processes).
-    pub relay: InputHandleVec<Time, Relayed>,
     committed_sent: Time,
     stop_sent: bool,
 }
 
 impl ClusterLink {
     /// Builds the control dataflow on `worker` (every worker, in the same
-    /// order relative to its other dataflows).
-    pub fn build(worker: &mut timely::worker::Worker, state: ProcessState) -> ClusterLink {
+    /// order relative to its other dataflows); returns this worker's end
+    /// and its relay to worker 0.
+    pub fn build(worker: &mut timely::worker::Worker, state: ProcessState) -> (ClusterLink, Relay) {
         let mut control = InputHandleVec::<Time, Control>::new();
         let mut relay = InputHandleVec::<Time, Relayed>::new();
         worker.dataflow::<Time, _, _>(|scope| {
@@ -195,12 +198,12 @@ impl ClusterLink {
                 },
             );
         });
-        ClusterLink {
+        let link = ClusterLink {
             control,
-            relay,
             committed_sent: 0,
             stop_sent: false,
-        }
+        };
+        (link, relay)
     }
 
     /// Tells every worker that this one cut to `time`.

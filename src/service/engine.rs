@@ -31,7 +31,7 @@ use deltabook_dataflows::trade::LotMethod;
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use tokio::sync::mpsc::Sender;
 
-use super::cluster::{self, ClusterLink, ProcessState, Relayed};
+use super::cluster::{self, ClusterLink, ProcessState, Relay, Relayed};
 use super::metrics::Metrics;
 use super::queries::{QueryRegistry, WorkerQueries};
 use super::source::{PartitionReader, SourceMessage};
@@ -96,17 +96,39 @@ pub struct EngineStart {
     pub remote: bool,
 }
 
+/// The restored trades, lot-method map and reconciliation state.
+type Snapshot = (Vec<RestoredTrade>, Vec<(String, LotMethod)>, Vec<Restored>);
+
+/// Shared by the workers.
+struct Shared {
+    config: Config,
+    /// The last committed time and the next offsets to read: from the
+    /// snapshot on process 0; read by the other processes of a cluster once
+    /// connected (process 0 has then taken over as the writer).
+    progress: Mutex<Option<(Time, Vec<SourceOffset>)>>,
+    /// Taken by worker 0.
+    snapshot: Mutex<Option<Snapshot>>,
+    output: Sender<EngineMessage>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    clock: Arc<AtomicU64>,
+    /// Every time before this is committed (or had nothing to commit).
+    committed: Arc<AtomicU64>,
+    /// Live queries to attach.
+    queries: Arc<QueryRegistry>,
+    /// The engine is one process of a cluster.
+    in_cluster: bool,
+}
+
 impl Shared {
-    /// The last committed time and next offsets (see `Shared::progress`).
+    /// The last committed time and next offsets (see `Shared::progress`):
+    /// the first worker to ask in a process that has none reads them.
     fn progress(&self) -> Result<(Time, Vec<SourceOffset>)> {
-        if let Some(progress) = self.progress.get() {
-            return Ok(progress.clone());
-        }
-        let _loading = self
-            .loading
+        let mut progress = self
+            .progress
             .lock()
             .map_err(|_| anyhow!("progress lock poisoned"))?;
-        if let Some(progress) = self.progress.get() {
+        if let Some(progress) = progress.as_ref() {
             return Ok(progress.clone());
         }
         let url = self.config.postgres.url.clone();
@@ -120,33 +142,8 @@ impl Shared {
             .map_err(|e| anyhow!("reading the committed offsets: {e}"))?;
         self.clock.fetch_max(time + 1, Ordering::AcqRel);
         self.committed.fetch_max(time + 1, Ordering::AcqRel);
-        Ok(self.progress.get_or_init(|| (time, offsets)).clone())
+        Ok(progress.insert((time, offsets)).clone())
     }
-}
-
-/// The restored trades, lot-method map and reconciliation state.
-type Snapshot = (Vec<RestoredTrade>, Vec<(String, LotMethod)>, Vec<Restored>);
-
-/// Shared by the workers.
-struct Shared {
-    config: Config,
-    /// The last committed time and the next offsets to read: from the
-    /// snapshot on process 0; read by the other processes of a cluster once
-    /// connected (process 0 has then taken over as the writer).
-    progress: std::sync::OnceLock<(Time, Vec<SourceOffset>)>,
-    loading: Mutex<()>,
-    /// Taken by worker 0.
-    snapshot: Mutex<Option<Snapshot>>,
-    output: Sender<EngineMessage>,
-    metrics: Metrics,
-    stop: Arc<AtomicBool>,
-    clock: Arc<AtomicU64>,
-    /// Every time before this is committed (or had nothing to commit).
-    committed: Arc<AtomicU64>,
-    /// Live queries to attach.
-    queries: Arc<QueryRegistry>,
-    /// Every process's address when the engine is a cluster.
-    cluster: Option<Vec<String>>,
 }
 
 /// Starts the workers on their own thread; the handle yields when every
@@ -161,27 +158,10 @@ pub fn spawn(
     queries: Arc<QueryRegistry>,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
     let workers = config.engine.workers;
-    let cluster = config.cluster.addresses()?;
-    let timely_config = match &cluster {
-        None => timely::Config::process(workers),
-        Some(addresses) => timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: config.cluster.process,
-                addresses: addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        },
-    };
+    let cluster = config.cluster.options()?;
+    let timely_config = deltabook_dataflows::runner::timely_config(workers, cluster.as_ref());
     let shared = Arc::new(Shared {
-        progress: if start.remote {
-            std::sync::OnceLock::new()
-        } else {
-            std::sync::OnceLock::from((start.start_time, start.offsets))
-        },
-        loading: Mutex::new(()),
+        progress: Mutex::new((!start.remote).then_some((start.start_time, start.offsets))),
         snapshot: Mutex::new(Some((start.trades, start.methods, start.reconciliation))),
         clock: Arc::new(AtomicU64::new(start.start_time + 1)),
         committed,
@@ -190,7 +170,7 @@ pub fn spawn(
         metrics,
         stop,
         queries,
-        cluster,
+        in_cluster: cluster.is_some(),
     });
     Ok(std::thread::Builder::new()
         .name("deltabook-engine".into())
@@ -231,7 +211,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     // In a cluster, indices are the cluster's: worker 0 is process 0's first.
     let index = worker.index();
     let peers = worker.peers();
-    let in_cluster = shared.cluster.is_some();
+    let in_cluster = shared.in_cluster;
     let (start_time, offsets) = shared.progress()?;
     let engine = &shared.config.engine;
     let kafka = &shared.config.kafka;
@@ -254,17 +234,21 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             gather: in_cluster,
         },
     );
-    let mut link = in_cluster.then(|| {
-        ClusterLink::build(
-            worker,
-            ProcessState {
-                clock: Arc::clone(&shared.clock),
-                committed: Arc::clone(&shared.committed),
-                stop: Arc::clone(&shared.stop),
-                output: shared.output.clone(),
-            },
-        )
-    });
+    // Workers of the other processes than the committer's report through
+    // worker 0.
+    let remote = in_cluster && shared.config.cluster.process > 0;
+    let (mut link, relay) = if in_cluster {
+        let state = ProcessState {
+            clock: Arc::clone(&shared.clock),
+            committed: Arc::clone(&shared.committed),
+            stop: Arc::clone(&shared.stop),
+            output: shared.output.clone(),
+        };
+        let (link, relay) = ClusterLink::build(worker, state);
+        (Some(link), Some(relay).filter(|_| remote))
+    } else {
+        (None, None)
+    };
     let mut queries = WorkerQueries::default();
     if index == 0 {
         let snapshot = shared
@@ -289,19 +273,21 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let linger = Duration::from_millis(kafka.batch_linger_ms);
     let max_messages = (kafka.batch_max_messages / peers).max(1);
     let max_in_flight = engine.max_uncommitted_timestamps as u64;
-    let mut reporter = Reporter::new(index, start_time, &shared.output);
-    // Workers of the other processes report through worker 0.
-    let remote = in_cluster && shared.config.cluster.process > 0;
+    let mut reporter = Reporter::new(index, start_time, &shared.output, relay);
     let mut batch = Batch::default();
     let history_timestamps = shared.config.queries.history_timestamps;
+    let mut history_for = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        // Before anything compacts: the traces keep the last
-        // `history_timestamps` times, and any an AS KNOWN AT query holds.
-        driver.keep_history_from(
-            shared
-                .queries
-                .history_from(driver.frontier(), history_timestamps),
-        );
+        // Before the traces compact past a new frontier: they keep the
+        // last `history_timestamps` times, and any an AS KNOWN AT query
+        // holds (a hold registered meanwhile is at or after the floor
+        // already set, which the old setting never passes).
+        let frontier = driver.frontier();
+        if history_for != Some(frontier) {
+            history_for = Some(frontier);
+            let from = shared.queries.history_from(frontier, history_timestamps);
+            driver.keep_history_from(from);
+        }
         // Adaptive batching: a time is only closed while fewer than
         // `max_in_flight` are uncommitted; until then the open batch keeps
         // growing (to `max_messages`), so a slow sink gets fewer, bigger
@@ -315,7 +301,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         }
         if !room && batch.messages >= max_messages {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            reporter.report(&mut driver, relay(&mut link, remote))?;
+            reporter.report(&mut driver)?;
             continue;
         }
         // Wait for a message at most until the batch is due (never spin:
@@ -371,7 +357,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         if let (Some(link), 0) = (link.as_mut(), index) {
             link.committed(shared.committed.load(Ordering::Acquire));
         }
-        reporter.report(&mut driver, relay(&mut link, remote))?;
+        reporter.report(&mut driver)?;
         reader.report_lag();
     }
     if let Some(link) = link.as_mut() {
@@ -386,25 +372,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     let mut closed = driver.close();
     while !closed.done() {
         worker.step();
-        reporter.deliver(
-            closed.take_completed(),
-            closed.frontier(),
-            relay(&mut link, remote),
-        )?;
+        reporter.deliver(closed.take_completed(), closed.frontier())?;
     }
-    reporter.deliver(closed.take_completed(), None, relay(&mut link, remote))?;
-    // The relayed reports leave with the control dataflow's last steps.
-    drop(link);
-    Ok(())
-}
-
-/// Where a worker's reports go: `None` to the committer's channel, else
-/// through worker 0 (a worker of another process than the committer's).
-fn relay(
-    link: &mut Option<ClusterLink>,
-    remote: bool,
-) -> Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>> {
-    link.as_mut().filter(|_| remote).map(|l| &mut l.relay)
+    reporter.deliver(closed.take_completed(), None)
 }
 
 /// Closes the driver's current time (recording what was read for it) and
@@ -435,26 +405,31 @@ struct Reporter<'a> {
     inputs: BTreeMap<Time, BatchInput>,
     reported: Time,
     output: &'a Sender<EngineMessage>,
+    /// Set on a worker of another process than the committer's: its
+    /// reports go through worker 0 instead of `output`.
+    relay: Option<Relay>,
 }
 
 impl<'a> Reporter<'a> {
-    fn new(worker: usize, start_time: Time, output: &'a Sender<EngineMessage>) -> Reporter<'a> {
+    fn new(
+        worker: usize,
+        start_time: Time,
+        output: &'a Sender<EngineMessage>,
+        relay: Option<Relay>,
+    ) -> Reporter<'a> {
         Reporter {
             worker,
             start_time,
             inputs: BTreeMap::new(),
             reported: start_time + 1,
             output,
+            relay,
         }
     }
 
-    fn report(
-        &mut self,
-        driver: &mut Driver,
-        relay: Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>>,
-    ) -> Result<()> {
+    fn report(&mut self, driver: &mut Driver) -> Result<()> {
         let completed = driver.take_completed();
-        self.deliver(completed, driver.frontier(), relay)
+        self.deliver(completed, driver.frontier())
     }
 
     /// Sends the parts of every time before `frontier` (all when `None`),
@@ -463,7 +438,6 @@ impl<'a> Reporter<'a> {
         &mut self,
         completed: Vec<(Time, TimestampOutput)>,
         frontier: Option<Time>,
-        mut relay: Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>>,
     ) -> Result<()> {
         let limit = frontier.unwrap_or(Time::MAX);
         let mut parts: BTreeMap<Time, (TimestampOutput, BatchInput)> = BTreeMap::new();
@@ -484,7 +458,7 @@ impl<'a> Reporter<'a> {
                 output: Box::new(output),
                 input,
             };
-            self.send(part, relay.as_deref_mut())?;
+            self.send(part)?;
         }
         if limit > self.reported {
             self.reported = limit;
@@ -492,17 +466,13 @@ impl<'a> Reporter<'a> {
                 worker: self.worker,
                 time: limit,
             };
-            self.send(frontier, relay)?;
+            self.send(frontier)?;
         }
         Ok(())
     }
 
-    fn send(
-        &self,
-        message: EngineMessage,
-        relay: Option<&mut timely::dataflow::InputHandleVec<Time, Relayed>>,
-    ) -> Result<()> {
-        match relay {
+    fn send(&mut self, message: EngineMessage) -> Result<()> {
+        match self.relay.as_mut() {
             Some(relay) => {
                 cluster::send_now(relay, Relayed::from_message(message));
                 Ok(())

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use deltabook_dataflows::engine::Time;
+use deltabook_dataflows::engine::{Diff, Time};
 use deltabook_dataflows::query::{Plan, Row, Table};
 use deltabook_dataflows::runner::{self, RunOptions};
 use deltabook_dataflows::trade::LotMethod;
@@ -52,7 +52,7 @@ pub async fn answer(
     postgres_url: &str,
     plan: &Plan,
     known_at: Time,
-) -> Result<(Vec<(Row, i64)>, Vec<String>)> {
+) -> Result<(Vec<(Row, Diff)>, Vec<String>)> {
     let client = postgres::connect(postgres_url)
         .await
         .context("connecting to PostgreSQL for the event store")?;
@@ -105,7 +105,7 @@ pub async fn answer(
         .query
         .ok_or_else(|| anyhow!("the replay gave no answer"))?;
     // Rows come repeated, in order: as (row, count).
-    let mut rows: Vec<(Row, i64)> = Vec::new();
+    let mut rows: Vec<(Row, Diff)> = Vec::new();
     for row in answer.rows {
         match rows.last_mut() {
             Some((last, count)) if *last == row => *count += 1,

@@ -147,8 +147,7 @@ async fn subscribe(
         Err(error) => return refused(StatusCode::BAD_REQUEST, &error.to_string()),
     };
     let once = params.once || plan.as_of.known_at.is_some();
-    let placed = live.registry.place(&plan);
-    if let (KnownAt::Forgotten, Some(known_at)) = (&placed, plan.as_of.known_at) {
+    if let KnownAt::Forgotten(known_at) = live.registry.place(&plan) {
         return from_event_store(live, &plan, known_at, &sql).await;
     }
     match live
@@ -185,22 +184,22 @@ async fn from_event_store(
     tracing::info!(sql = %sql, known_at, "AS KNOWN AT from the event store");
     match history::answer(&live.postgres_url, plan, known_at).await {
         Ok((rows, errors)) => {
-            let mut body = String::new();
-            let mut push = |value: serde_json::Value| {
-                body.push_str(&value.to_string());
-                body.push('\n');
-            };
-            push(serde_json::json!({ "columns": plan.columns }));
-            for (row, diff) in &rows {
-                push(
-                    serde_json::json!({ "time": known_at, "diff": diff, "row": queries::row_json(row) }),
-                );
-            }
-            for error in errors {
-                push(serde_json::json!({ "error": error }));
-            }
-            push(serde_json::json!({ "progress": known_at.saturating_add(1) }));
-            ndjson(axum::body::Body::from(body))
+            // The lines of a snapshot-only subscription.
+            let lines = std::iter::once(queries::columns_line(&plan.columns))
+                .chain(
+                    rows.iter()
+                        .map(|(row, diff)| queries::update_line(known_at, *diff, row)),
+                )
+                .chain(errors.iter().map(|e| queries::error_line(e)))
+                .chain(std::iter::once(queries::progress_line(
+                    known_at.saturating_add(1),
+                )));
+            ndjson(
+                lines
+                    .map(|line| format!("{line}\n"))
+                    .collect::<String>()
+                    .into(),
+            )
         }
         Err(error) => refused(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -214,13 +213,8 @@ fn ndjson(body: axum::body::Body) -> axum::response::Response {
 }
 
 fn refused(status: StatusCode, message: &str) -> axum::response::Response {
-    let body = format!("{}\n", serde_json::json!({ "error": message }));
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        body,
-    )
-        .into_response()
+    let body = format!("{}\n", queries::error_line(message));
+    (status, ndjson(body.into())).into_response()
 }
 
 async fn metrics_page(State(state): State<AppState>) -> impl IntoResponse {

@@ -76,7 +76,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     if config.cluster.process > 0 {
         return serve_workers(config, shutdown).await;
     }
-    let in_cluster = config.cluster.addresses()?.is_some();
+    let in_cluster = config.cluster.options()?.is_some();
     let metrics = Metrics::new()?;
     let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));

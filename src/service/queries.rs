@@ -123,8 +123,9 @@ pub enum KnownAt {
     /// The query looks at the present, or at a time the traces still keep
     /// (held for it until it is detached).
     InMemory,
-    /// A time the traces have compacted away (from the event store).
-    Forgotten,
+    /// `AS KNOWN AT` this time, which the traces have compacted away (from
+    /// the event store).
+    Forgotten(Time),
 }
 
 /// Why a subscription was refused.
@@ -168,19 +169,6 @@ impl QueryRegistry {
         from
     }
 
-    /// Holds the traces' history at `known_at` for a query, if no worker
-    /// has compacted past it.
-    fn hold(&self, known_at: Time) -> KnownAt {
-        let Ok(mut history) = self.history.lock() else {
-            return KnownAt::Forgotten;
-        };
-        if known_at < history.floor {
-            return KnownAt::Forgotten;
-        }
-        *history.holds.entry(known_at).or_insert(0) += 1;
-        KnownAt::InMemory
-    }
-
     /// One worker has detached `subscription`: the last of `peers` to do
     /// so releases the history it held (every worker has imported the
     /// traces by then).
@@ -202,13 +190,21 @@ impl QueryRegistry {
         }
     }
 
-    /// Where `plan` is answered from: [`KnownAt::InMemory`] holds the
-    /// traces for it (released when the subscription is detached).
+    /// Where `plan` is answered from. [`KnownAt::InMemory`] holds the
+    /// traces' history at its `AS KNOWN AT` time, if no worker has
+    /// compacted past it (released when the subscription is detached).
     pub fn place(&self, plan: &Plan) -> KnownAt {
-        match plan.as_of.known_at {
-            None => KnownAt::InMemory,
-            Some(t) => self.hold(t),
+        let Some(known_at) = plan.as_of.known_at else {
+            return KnownAt::InMemory;
+        };
+        let Ok(mut history) = self.history.lock() else {
+            return KnownAt::Forgotten(known_at);
+        };
+        if known_at < history.floor {
+            return KnownAt::Forgotten(known_at);
         }
+        *history.holds.entry(known_at).or_insert(0) += 1;
+        KnownAt::InMemory
     }
 
     /// Compiles `sql` and registers it; the receiver gets its events. An
@@ -225,7 +221,7 @@ impl QueryRegistry {
         let plan = Plan::compile(sql)?;
         match self.place(&plan) {
             KnownAt::InMemory => self.subscribe_plan(plan, shared, max_subscribers, queue),
-            KnownAt::Forgotten => Err(SubscribeError::Forgotten),
+            KnownAt::Forgotten(_) => Err(SubscribeError::Forgotten),
         }
     }
 
@@ -474,8 +470,28 @@ fn value_json(value: &Value) -> serde_json::Value {
 }
 
 /// A row as a JSON array (decimals as strings, NULL as null).
-pub fn row_json(row: &Row) -> serde_json::Value {
+fn row_json(row: &Row) -> serde_json::Value {
     serde_json::Value::Array(row.iter().map(value_json).collect())
+}
+
+/// The first line of a body: the answer's column names.
+pub fn columns_line(columns: &[String]) -> serde_json::Value {
+    serde_json::json!({ "columns": columns })
+}
+
+/// A row that changed by `diff` at `time`.
+pub fn update_line(time: Time, diff: Diff, row: &Row) -> serde_json::Value {
+    serde_json::json!({ "time": time, "diff": diff, "row": row_json(row) })
+}
+
+/// Every update before `time` has been sent.
+pub fn progress_line(time: Time) -> serde_json::Value {
+    serde_json::json!({ "progress": time })
+}
+
+/// An error: a row that could not be evaluated, or why the body ends.
+pub fn error_line(message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": message })
 }
 
 fn line(value: serde_json::Value) -> Result<axum::body::Bytes, Infallible> {
@@ -518,7 +534,7 @@ pub fn body_stream(
     };
     state
         .pending
-        .push_back(serde_json::json!({ "columns": subscription.plan.columns }));
+        .push_back(columns_line(&subscription.plan.columns));
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(value) = state.pending.pop_front() {
@@ -536,9 +552,7 @@ pub fn body_stream(
                             "subscriber too slow: more than {} updates queued; cut off (the query is detached)",
                             state.queue
                         );
-                        state
-                            .pending
-                            .push_back(serde_json::json!({ "error": message }));
+                        state.pending.push_back(error_line(&message));
                     }
                 }
             }
@@ -563,20 +577,14 @@ impl BodyState {
         match event {
             QueryEvent::Failed(message) => {
                 if !message.is_empty() {
-                    self.pending
-                        .push_back(serde_json::json!({ "error": message }));
+                    self.pending.push_back(error_line(&message));
                     self.finish();
                 }
             }
-            QueryEvent::Error(message) => {
-                self.pending
-                    .push_back(serde_json::json!({ "error": message }));
-            }
+            QueryEvent::Error(message) => self.pending.push_back(error_line(&message)),
             QueryEvent::Update(row, time, diff) => match self.snapshot.as_mut() {
                 Some(rows) => *rows.entry(row).or_insert(0) += diff,
-                None => self.pending.push_back(
-                    serde_json::json!({ "time": time, "diff": diff, "row": row_json(&row) }),
-                ),
+                None => self.pending.push_back(update_line(time, diff, &row)),
             },
             QueryEvent::Progress(time) => {
                 if let Some(rows) = self.snapshot.take() {
@@ -585,18 +593,14 @@ impl BodyState {
                         rows.into_iter().filter(|(_, d)| *d != 0).collect();
                     rows.sort();
                     for (row, diff) in rows {
-                        self.pending.push_back(
-                            serde_json::json!({ "time": at, "diff": diff, "row": row_json(&row) }),
-                        );
+                        self.pending.push_back(update_line(at, diff, &row));
                     }
-                    self.pending
-                        .push_back(serde_json::json!({ "progress": time }));
+                    self.pending.push_back(progress_line(time));
                     if self.once {
                         self.finish();
                     }
                 } else {
-                    self.pending
-                        .push_back(serde_json::json!({ "progress": time }));
+                    self.pending.push_back(progress_line(time));
                 }
             }
         }

@@ -396,12 +396,11 @@ impl VersionState {
         // A snapshot's fingerprints include its live version, the highest.
         debug_assert_eq!(state.prints.highest_version(), trade.version);
         state.booked = at;
-        if self.trade_versions && trade.booked.is_some() {
-            if let Some(whole) = whole {
-                debug_assert_eq!(whole.version, trade.version);
-                emit.trades
-                    .push((trade.trade_id.clone(), Some(whole), time));
-            }
+        // Only a booked trade is restored whole (`RestoredTrade::whole`).
+        if let (true, Some(whole)) = (self.trade_versions, whole) {
+            debug_assert_eq!(whole.version, trade.version);
+            emit.trades
+                .push((trade.trade_id.clone(), Some(whole), time));
         }
         if let Some((position, booked)) = trade.booked {
             emit.book

@@ -10,7 +10,7 @@
 use sqlparser::dialect::GenericDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
-use super::plan::QueryError;
+use super::plan::{error_at, QueryError};
 use super::value::date_of_text;
 use crate::engine::Time;
 use crate::trade::Date;
@@ -25,21 +25,6 @@ pub struct AsOf {
     /// `AS KNOWN AT t`: every table as it stood when engine timestamp `t`
     /// closed (updates at later timestamps are not read).
     pub known_at: Option<Time>,
-}
-
-impl AsOf {
-    /// True when the query looks at the present: neither clause given.
-    pub fn is_now(&self) -> bool {
-        self.date.is_none() && self.known_at.is_none()
-    }
-}
-
-fn error_at(location: Location, message: impl Into<String>) -> QueryError {
-    QueryError::At {
-        message: message.into(),
-        line: location.line,
-        column: location.column,
-    }
 }
 
 fn is_word(token: &Token, word: &str) -> bool {
@@ -92,8 +77,7 @@ pub fn split_as_of(sql: &str) -> Result<Split<'_>, QueryError> {
         .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
         .collect();
     // A trailing semicolon stays with the statement.
-    let semicolon = matches!(tokens.last(), Some(t) if t.token == Token::SemiColon);
-    if semicolon {
+    if tokens.last().is_some_and(|t| t.token == Token::SemiColon) {
         tokens.pop();
     }
     let mut as_of = AsOf::default();

@@ -9,7 +9,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::Span;
+use sqlparser::tokenizer::{Location, Span};
 
 use super::as_of::{split_as_of, AsOf};
 use super::expr::{AggFunc, Aggregate, BinOp, Expr};
@@ -35,10 +35,15 @@ pub enum QueryError {
 }
 
 fn at(span: Span, message: impl Into<String>) -> QueryError {
+    error_at(span.start, message)
+}
+
+/// A refusal at `location` (1-based line and column).
+pub(super) fn error_at(location: Location, message: impl Into<String>) -> QueryError {
     QueryError::At {
         message: message.into(),
-        line: span.start.line,
-        column: span.start.column,
+        line: location.line,
+        column: location.column,
     }
 }
 
@@ -149,14 +154,13 @@ impl Plan {
         plan.as_of = split.as_of;
         if let Some(at) = split.date_at {
             if let Some(source) = plan.sources.iter().find(|s| !s.table.has_business_date()) {
-                return Err(QueryError::At {
-                    message: format!(
+                return Err(error_at(
+                    at,
+                    format!(
                         "AS OF DATE applies to trades, lots and positions, not to {}",
                         source.table.name()
                     ),
-                    line: at.line,
-                    column: at.column,
-                });
+                ));
             }
         }
         Ok(plan)

@@ -10,6 +10,7 @@ use super::tables::{lot_row, position_row, trade_row, ImportButton, Interval, Mi
 use super::tables::{Table, Tables};
 use super::value::Row;
 use crate::engine::{book_again, Diff, Time};
+use crate::trade::{Date, TradeVersion};
 
 /// Why a query could not be built.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +28,11 @@ pub enum RenderError {
         /// The oldest time the traces still distinguish.
         since: Time,
     },
+}
+
+/// True when `version` is dated on or before `date` (`AS OF DATE`).
+fn dated_by(version: &TradeVersion, date: Date) -> bool {
+    version.trade_date.is_some_and(|d| d <= date)
 }
 
 /// Reads a query's tables into one dataflow, under its [`AsOf`]; keeps
@@ -96,10 +102,7 @@ impl<'t, 'scope> Reader<'t, 'scope> {
             let (rows, button) =
                 self.tables
                     .import_trade_versions(self.scope, self.interval, move |v| {
-                        v.trade_date
-                            .is_some_and(|d| d <= date)
-                            .then(|| logic(trade_row(v)))
-                            .flatten()
+                        dated_by(v, date).then(|| logic(trade_row(v))).flatten()
                     })?;
             self.shutdown.push(button);
             return Ok(rows);
@@ -110,7 +113,7 @@ impl<'t, 'scope> Reader<'t, 'scope> {
                 let (trades, button) =
                     self.tables
                         .import_trade_versions(self.scope, self.interval, move |v| {
-                            v.trade_date.is_some_and(|d| d <= date).then(|| v.clone())
+                            dated_by(v, date).then(|| v.clone())
                         })?;
                 self.shutdown.push(button);
                 let (methods, button) = self.tables.import_methods(self.scope, self.interval)?;

@@ -391,59 +391,70 @@ where
     trace.import_frontier_core(scope, name, Antichain::from_elem(since), until)
 }
 
+/// What compaction asks of a shared trace, whatever its type.
+trait SharedTrace {
+    /// Compacts it (logically and physically) to `frontier`; nothing when absent.
+    fn compact_to(&mut self, frontier: AntichainRef<'_, Time>);
+    /// Its logical compaction frontier (`Time::MAX` when fully compacted);
+    /// `None` when absent.
+    fn since(&mut self) -> Option<Time>;
+}
+
+impl<Tr: TraceReader<Time = Time>> SharedTrace for Option<TraceAgent<Tr>> {
+    fn compact_to(&mut self, frontier: AntichainRef<'_, Time>) {
+        if let Some(trace) = self.as_mut() {
+            trace.set_logical_compaction(frontier);
+            trace.set_physical_compaction(frontier);
+        }
+    }
+
+    fn since(&mut self) -> Option<Time> {
+        self.as_mut().map(|trace| {
+            trace
+                .get_logical_compaction()
+                .first()
+                .copied()
+                .unwrap_or(Time::MAX)
+        })
+    }
+}
+
 /// Why a table could not be imported.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("table {0} is not shared by this run (ask for it: RunOptions::query / Attach::new's tables; valuations need prices, breaks need custodian statements)")]
 pub struct MissingTable(pub &'static str);
 
 impl Tables {
+    /// Every shared trace, whatever its type (absent ones included).
+    fn traces(&mut self) -> [&mut dyn SharedTrace; 8] {
+        [
+            &mut self.lots,
+            &mut self.positions,
+            &mut self.valuations,
+            &mut self.breaks,
+            &mut self.gaps,
+            &mut self.trades,
+            &mut self.corrections,
+            &mut self.methods,
+        ]
+    }
+
     /// Lets every trace forget distinctions between times before `frontier`.
     pub fn compact_to(&mut self, frontier: Time) {
         let frontier = [frontier];
-        let frontier = AntichainRef::new(&frontier);
-        fn compact<Tr: TraceReader<Time = Time>>(
-            trace: &mut Option<TraceAgent<Tr>>,
-            frontier: AntichainRef<'_, Time>,
-        ) {
-            if let Some(trace) = trace.as_mut() {
-                trace.set_logical_compaction(frontier);
-                trace.set_physical_compaction(frontier);
-            }
+        for trace in self.traces() {
+            trace.compact_to(AntichainRef::new(&frontier));
         }
-        compact(&mut self.lots, frontier);
-        compact(&mut self.positions, frontier);
-        compact(&mut self.valuations, frontier);
-        compact(&mut self.breaks, frontier);
-        compact(&mut self.gaps, frontier);
-        compact(&mut self.trades, frontier);
-        compact(&mut self.corrections, frontier);
-        compact(&mut self.methods, frontier);
     }
 
     /// The oldest time every shared trace still distinguishes (an
     /// `AS KNOWN AT` earlier than it cannot be answered from them).
     pub fn history_since(&mut self) -> Time {
-        fn since<Tr: TraceReader<Time = Time>>(trace: &mut Option<TraceAgent<Tr>>) -> Time {
-            trace.as_mut().map_or(0, |t| {
-                t.get_logical_compaction()
-                    .first()
-                    .copied()
-                    .unwrap_or(Time::MAX)
-            })
-        }
-        [
-            since(&mut self.lots),
-            since(&mut self.positions),
-            since(&mut self.valuations),
-            since(&mut self.breaks),
-            since(&mut self.gaps),
-            since(&mut self.trades),
-            since(&mut self.corrections),
-            since(&mut self.methods),
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
+        self.traces()
+            .into_iter()
+            .filter_map(|trace| trace.since())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The rows of `table`, imported into `scope` from its shared trace, and
@@ -453,7 +464,7 @@ impl Tables {
         &mut self,
         table: Table,
         scope: Scope<'scope, Time>,
-    ) -> Result<(VecCollection<'scope, Time, Row, Diff>, ImportButton), MissingTable> {
+    ) -> Result<Imported<'scope, Row>, MissingTable> {
         self.import_map(table, scope, Interval::default(), Some)
     }
 
@@ -466,7 +477,7 @@ impl Tables {
         scope: Scope<'scope, Time>,
         interval: Interval,
         mut logic: impl FnMut(Row) -> Option<T> + 'static,
-    ) -> Result<(VecCollection<'scope, Time, T, Diff>, ImportButton), MissingTable> {
+    ) -> Result<Imported<'scope, T>, MissingTable> {
         let missing = || MissingTable(table.name());
         let name = table.name();
         Ok(match table {
@@ -525,9 +536,7 @@ impl Tables {
             }
         })
     }
-}
 
-impl Tables {
     /// The live trade versions in `interval`, each through `logic` (`None`
     /// drops it): what `AS OF DATE` filters and books again.
     pub fn import_trade_versions<'scope, T: differential_dataflow::Data>(
@@ -535,7 +544,7 @@ impl Tables {
         scope: Scope<'scope, Time>,
         interval: Interval,
         mut logic: impl FnMut(&TradeVersion) -> Option<T> + 'static,
-    ) -> Result<(VecCollection<'scope, Time, T, Diff>, ImportButton), MissingTable> {
+    ) -> Result<Imported<'scope, T>, MissingTable> {
         let trace = self
             .trades
             .as_mut()
