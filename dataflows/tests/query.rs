@@ -193,3 +193,42 @@ fn an_evaluation_error_is_reported_not_answered() {
     let answer = answer("SELECT quantity / (price - price) FROM lots", 2, 2);
     assert_eq!(answer.errors, ["division by zero"]);
 }
+
+#[test]
+fn group_totals_follow_amendments_and_cancels_at_every_batch_size() {
+    // T5 (A_C_X) is booked, then cancelled: its group leaves the answer.
+    // T6 is booked as 2 @ 10, then amended to 4 @ 10.25.
+    assert_eq!(
+        csv("SELECT position_key, COUNT(*) AS n, SUM(quantity * price) AS notional, \
+             AVG(quantity) AS mean FROM trades GROUP BY position_key ORDER BY position_key"),
+        [
+            "position_key,n,notional,mean",
+            // 10 * 100 + 5 * 110 + 12 * 120; (10 + 5 + 12) / 3
+            "A_B_X,3,2990,9",
+            "A_B_Y,1,350,7",
+            "A_C_Z,1,41,4",
+        ]
+    );
+}
+
+#[test]
+fn a_join_reads_only_the_columns_it_needs_and_answers_the_same() {
+    // Lots joined to their position, grouped by the position's quantity
+    // sign: the rows are built with only the joined and read columns.
+    assert_eq!(
+        csv("SELECT p.quantity > 0 AS long, SUM(l.quantity) AS q, COUNT(*) AS n \
+             FROM lots l JOIN positions p ON l.position_key = p.position_key \
+             GROUP BY p.quantity > 0 ORDER BY long"),
+        ["long,q,n", "false,7,1", "true,7,2"]
+    );
+}
+
+#[test]
+fn a_sum_of_text_is_an_error_not_a_zero() {
+    let answer = answer("SELECT side, SUM(side) FROM lots GROUP BY side", 2, 2);
+    assert!(answer.rows.is_empty(), "{:?}", answer.rows);
+    assert!(!answer.errors.is_empty());
+    for error in &answer.errors {
+        assert_eq!(error, "SUM/AVG need numbers, got text");
+    }
+}

@@ -122,7 +122,8 @@ impl Expr {
         e
     }
 
-    fn visit_columns(&self, f: &mut impl FnMut(usize)) {
+    /// Calls `f` with the index of every column the expression reads.
+    pub fn visit_columns(&self, f: &mut impl FnMut(usize)) {
         match self {
             Expr::Column(i) => f(*i),
             Expr::Literal(_) => {}

@@ -17,10 +17,12 @@
 
 pub mod as_of;
 pub mod expr;
+pub mod fold;
 pub mod plan;
 pub mod reader;
 pub mod render;
 pub mod tables;
+mod totals;
 pub mod value;
 
 pub use as_of::AsOf;

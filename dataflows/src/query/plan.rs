@@ -13,6 +13,7 @@ use sqlparser::tokenizer::{Location, Span};
 
 use super::as_of::{split_as_of, AsOf};
 use super::expr::{AggFunc, Aggregate, BinOp, Expr};
+use super::fold::Columns;
 use super::tables::Table;
 use super::value::{date_of_text, Number, Value};
 
@@ -131,6 +132,40 @@ impl Plan {
         } else {
             read
         }
+    }
+
+    /// Per source, the columns of its table the query reads (its rows are
+    /// built with only these; the others stay NULL).
+    pub fn columns_read(&self) -> Vec<Columns> {
+        let mut read = vec![Columns::NONE; self.sources.len()];
+        // A column of the combined row, to its source's own index.
+        let mut mark = |combined: usize| {
+            let owner = self.sources.iter().rposition(|s| s.offset <= combined);
+            if let Some(owner) = owner {
+                read[owner] = read[owner].with(combined - self.sources[owner].offset);
+            }
+        };
+        let mut over_combined: Vec<&Expr> = self.filter.iter().collect();
+        for join in &self.joins {
+            over_combined.extend(&join.left_key);
+        }
+        match &self.grouping {
+            Some(grouping) => {
+                over_combined.extend(&grouping.keys);
+                over_combined.extend(grouping.aggregates.iter().filter_map(|a| a.arg.as_ref()));
+            }
+            None => over_combined.extend(&self.select),
+        }
+        for expr in over_combined {
+            expr.visit_columns(&mut mark);
+        }
+        // A join's right key reads the joined source's own row.
+        for (join, source) in self.joins.iter().zip(self.sources.iter().skip(1)) {
+            for expr in &join.right_key {
+                expr.visit_columns(&mut |own| mark(source.offset + own));
+            }
+        }
+        read
     }
 
     /// Parses and compiles `sql`.

@@ -8,7 +8,8 @@ use timely::dataflow::Scope;
 use super::as_of::AsOf;
 use super::tables::{lot_row, position_row, trade_row, ImportButton, Interval, MissingTable};
 use super::tables::{Table, Tables};
-use super::value::Row;
+use super::fold::{fold_rows, Columns, MapRows, RowFold};
+use super::value::{Row, Value};
 use crate::engine::{book_again, Diff, Time};
 use crate::trade::{Date, TradeVersion};
 
@@ -85,16 +86,18 @@ impl<'t, 'scope> Reader<'t, 'scope> {
         })
     }
 
-    /// The rows of `table`, each through `logic` (`None` drops it).
-    pub fn rows_map<T: differential_dataflow::Data>(
+    /// The rows of `table`, read by `fold` (only `columns` are computed
+    /// where rows are built from the shared traces).
+    pub fn rows_fold<F: RowFold>(
         &mut self,
         table: Table,
-        mut logic: impl FnMut(Row) -> Option<T> + 'static,
-    ) -> Result<VecCollection<'scope, Time, T, Diff>, MissingTable> {
+        columns: Columns,
+        fold: F,
+    ) -> Result<VecCollection<'scope, Time, F::Out, Diff>, MissingTable> {
         let Some(date) = self.as_of.date.filter(|_| table.has_business_date()) else {
-            let (rows, button) = self
-                .tables
-                .import_map(table, self.scope, self.interval, logic)?;
+            let (rows, button) =
+                self.tables
+                    .import_fold(table, self.scope, self.interval, columns, fold)?;
             self.shutdown.push(button);
             return Ok(rows);
         };
@@ -102,10 +105,10 @@ impl<'t, 'scope> Reader<'t, 'scope> {
             let (rows, button) =
                 self.tables
                     .import_trade_versions(self.scope, self.interval, move |v| {
-                        dated_by(v, date).then(|| logic(trade_row(v))).flatten()
+                        dated_by(v, date).then(|| trade_row(v))
                     })?;
             self.shutdown.push(button);
-            return Ok(rows);
+            return Ok(fold_rows(rows, fold));
         }
         let [lots, positions] = match &self.rebooked {
             Some(rebooked) => rebooked.clone(),
@@ -131,14 +134,16 @@ impl<'t, 'scope> Reader<'t, 'scope> {
         } else {
             positions
         };
-        Ok(rows.flat_map(logic))
+        Ok(fold_rows(rows, fold))
     }
 
-    /// The rows of `table`, whole.
+    /// The rows of `table` (only `columns` computed).
     pub fn rows(
         &mut self,
         table: Table,
+        columns: Columns,
     ) -> Result<VecCollection<'scope, Time, Row, Diff>, MissingTable> {
-        self.rows_map(table, Some)
+        let whole = MapRows::new(|row: &[Value]| Some(row.to_vec()));
+        self.rows_fold(table, columns, whole)
     }
 }

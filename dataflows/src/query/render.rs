@@ -3,26 +3,20 @@
 //! BY ... LIMIT as a top-k `reduce`. A row an expression cannot evaluate on
 //! becomes an error record instead.
 
-use differential_dataflow::VecCollection;
-use std::collections::hash_map::{Entry, HashMap};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::Scope;
 
 use super::expr::{Accumulator, AggFunc, Expr};
+use super::fold::{fold_rows, MapRows, RowFold};
 use super::plan::{OrderItem, Plan};
 use super::reader::{Reader, RenderError};
 use super::tables::{ImportButton, MissingTable, Tables};
-use super::value::Number;
+use super::totals::{GroupTotals, Totals};
 use super::value::{EvalError, Row, Value};
 use crate::engine::{Diff, Time};
-use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
-use differential_dataflow::operators::CountTotal;
-use differential_dataflow::AsCollection;
-use serde::{Deserialize, Serialize};
 
 /// A query's answer as collections: its rows, and the evaluation errors
 /// met on the way (each with its multiplicity).
@@ -79,25 +73,25 @@ fn kept(filter: Option<&Expr>, row: &[Value]) -> Option<Evaluated<()>> {
     }
 }
 
-/// The sources joined, each combined row passed through `stage` (which may
-/// drop it). A single-table plan runs `stage` inside the import itself, so
-/// no collection of whole rows is ever built.
-fn combined<'scope, T: differential_dataflow::Data>(
+/// The sources joined, the combined rows read by `fold`. A single-table
+/// plan folds inside the import itself, so no collection of whole rows is
+/// ever built; every table's rows hold only the columns the plan reads.
+fn folded<'scope, F: RowFold>(
     plan: &Plan,
     reader: &mut Reader<'_, 'scope>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
-    stage: impl FnMut(Row) -> Option<Evaluated<T>> + 'static,
-) -> Result<VecCollection<'scope, Time, T, Diff>, MissingTable> {
+    fold: F,
+) -> Result<VecCollection<'scope, Time, F::Out, Diff>, MissingTable> {
+    let columns = plan.columns_read();
     let Some((first, others)) = plan.sources.split_first() else {
         return Err(MissingTable("(none)"));
     };
     if others.is_empty() {
-        let results = reader.rows_map(first.table, stage)?;
-        return Ok(split(results, errors));
+        return reader.rows_fold(first.table, columns[0], fold);
     }
-    let mut rows = reader.rows(first.table)?;
-    for (join, source) in plan.joins.iter().zip(others) {
-        let right = reader.rows(source.table)?;
+    let mut rows = reader.rows(first.table, columns[0])?;
+    for ((join, source), columns) in plan.joins.iter().zip(others).zip(&columns[1..]) {
+        let right = reader.rows(source.table, *columns)?;
         let left_key = join.left_key.clone();
         let right_key = join.right_key.clone();
         let left = split(
@@ -116,40 +110,7 @@ fn combined<'scope, T: differential_dataflow::Data>(
             row
         });
     }
-    Ok(split(rows.flat_map(stage), errors))
-}
-
-/// Adds up the totals of each `(group, time)` within every batch, where
-/// they are read (a combiner): a million rows of a thousand groups leave
-/// as a thousand updates per batch, before the exchange and arrangement.
-fn pre_aggregate<'scope>(
-    totals: VecCollection<'scope, Time, (Row, Totals), Diff>,
-) -> VecCollection<'scope, Time, (Row, Totals), Diff> {
-    totals
-        .inner
-        .unary::<CapacityContainerBuilder<Vec<_>>, _, _, _>(Pipeline, "PreAggregate", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut sums: HashMap<(Row, Time), Totals> = HashMap::new();
-                    for ((key, totals), time, diff) in data.drain(..) {
-                        let totals = totals.multiply(&diff);
-                        match sums.entry((key, time)) {
-                            Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&totals),
-                            Entry::Vacant(slot) => {
-                                slot.insert(totals);
-                            }
-                        }
-                    }
-                    let mut session = output.session(&cap);
-                    for ((key, time), totals) in sums {
-                        if !totals.is_zero() {
-                            session.give(((key, totals), time, 1 as Diff));
-                        }
-                    }
-                });
-            }
-        })
-        .as_collection()
+    Ok(fold_rows(rows, fold))
 }
 
 /// One collection holding a single marker update (on worker 0) at time 0.
@@ -183,12 +144,11 @@ pub fn render<'scope>(
     let mut rows = match plan.grouping.clone() {
         None => {
             let select = plan.select.clone();
-            combined(plan, reader, &mut errors, move |row| {
-                match kept(filter.as_ref(), &row)? {
-                    Ok(()) => Some(eval_all(&select, &row)),
-                    Err(e) => Some(Err(e)),
-                }
-            })?
+            let fold = MapRows::new(move |row: &[Value]| match kept(filter.as_ref(), row)? {
+                Ok(()) => Some(eval_all(&select, row)),
+                Err(e) => Some(Err(e)),
+            });
+            split(folded(plan, reader, &mut errors, fold)?, &mut errors)
         }
         Some(grouping) => {
             let keys = grouping.keys.clone();
@@ -201,19 +161,16 @@ pub fn render<'scope>(
             let global = grouping.keys.is_empty();
             let grouped = if abelian {
                 // SUM, COUNT and AVG as differences: a change costs O(1) per
-                // group (count_total), not a re-read of the group.
-                let mut totals = combined(plan, reader, &mut errors, move |row| {
-                    Some(kept(filter.as_ref(), &row)?.and_then(|()| {
-                        let key = eval_all(&keys, &row)?;
-                        Ok((key, Totals::of_args(&args, &row)?))
-                    }))
-                })?;
+                // group (count_total), not a re-read of the group; each
+                // batch is added up per group where it is read.
+                let fold = GroupTotals::new(filter, keys, &grouping.aggregates);
+                let mut totals = split(folded(plan, reader, &mut errors, fold)?, &mut errors);
                 // Without GROUP BY there is one group even over no rows
                 // (COUNT = 0): a marker keeps it present.
                 if global {
                     totals = totals.concat(marker(scope, (Row::new(), Totals::marker())));
                 }
-                pre_aggregate(totals)
+                totals
                     .explode(|(key, totals)| std::iter::once((key, totals)))
                     .count_total()
                     .map(move |(key, totals)| {
@@ -222,16 +179,17 @@ pub fn render<'scope>(
                             .map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>())
                     })
             } else {
-                let mut keyed = combined(plan, reader, &mut errors, move |row| {
-                    Some(kept(filter.as_ref(), &row)?.and_then(|()| {
-                        let key = eval_all(&keys, &row)?;
+                let fold = MapRows::new(move |row: &[Value]| {
+                    Some(kept(filter.as_ref(), row)?.and_then(|()| {
+                        let key = eval_all(&keys, row)?;
                         let values = args
                             .iter()
-                            .map(|a| a.as_ref().map_or(Ok(Value::Bool(true)), |e| e.eval(&row)))
+                            .map(|a| a.as_ref().map_or(Ok(Value::Bool(true)), |e| e.eval(row)))
                             .collect::<Evaluated<Row>>()?;
                         Ok((key, Some(values)))
                     }))
-                })?;
+                });
+                let mut keyed = split(folded(plan, reader, &mut errors, fold)?, &mut errors);
                 if global {
                     keyed = keyed.concat(marker(scope, (Row::new(), None::<Row>)));
                 }
@@ -284,134 +242,6 @@ pub fn render<'scope>(
         errors,
         shutdown: std::mem::take(&mut reader.shutdown),
     })
-}
-
-/// The running totals of a group's abelian aggregates, as a differential
-/// difference: rows, and per aggregate its non-NULL values and their sum.
-/// Adding two is exact; an overflow is kept as a flag that turns the
-/// group's answer into an error.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct Totals {
-    /// The marker row of a query without GROUP BY (one group even over no rows).
-    marker: i64,
-    rows: i64,
-    per: Vec<(i64, Number)>,
-    overflow: bool,
-}
-
-impl Totals {
-    /// The marker of a query without GROUP BY.
-    fn marker() -> Totals {
-        Totals {
-            marker: 1,
-            ..Totals::default()
-        }
-    }
-
-    /// One row's totals: per aggregate argument (`None`: `COUNT(*)`), one
-    /// value if it is not NULL, and its sum if it is a number (SUM and AVG
-    /// of a non-number are refused at finish time by type, here by value).
-    fn of_args(args: &[Option<Expr>], row: &[Value]) -> Evaluated<Totals> {
-        let per = args
-            .iter()
-            .map(|arg| {
-                let Some(arg) = arg else {
-                    return Ok((1, Number::ZERO));
-                };
-                Ok(match arg.eval(row)? {
-                    Value::Null => (0, Number::ZERO),
-                    Value::Number(n) => (1, n),
-                    // COUNT(x) of a non-number counts it.
-                    _ => (1, Number::ZERO),
-                })
-            })
-            .collect::<Evaluated<Vec<_>>>()?;
-        Ok(Totals {
-            marker: 0,
-            rows: 1,
-            per,
-            overflow: false,
-        })
-    }
-
-    /// The aggregates' values.
-    fn finish(&self, funcs: &[AggFunc]) -> Evaluated<Row> {
-        if self.overflow {
-            return Err(EvalError(
-                "numeric overflow in an aggregate (exact arithmetic, 256-bit)".into(),
-            ));
-        }
-        funcs
-            .iter()
-            .enumerate()
-            .map(|(i, func)| {
-                let (count, sum) = self.per.get(i).copied().unwrap_or((0, Number::ZERO));
-                Ok(match func {
-                    AggFunc::Count => Value::Number(Number::from_i128(i128::from(count))),
-                    AggFunc::Sum if count == 0 => Value::Null,
-                    AggFunc::Sum => Value::Number(sum),
-                    AggFunc::Avg if count == 0 => Value::Null,
-                    AggFunc::Avg => {
-                        Value::Number(sum.checked_div(Number::from_i128(i128::from(count)))?)
-                    }
-                    AggFunc::Min | AggFunc::Max => {
-                        return Err(EvalError("internal: MIN/MAX are not totals".into()))
-                    }
-                })
-            })
-            .collect()
-    }
-}
-
-impl IsZero for Totals {
-    fn is_zero(&self) -> bool {
-        self.marker == 0
-            && self.rows == 0
-            && !self.overflow
-            && self.per.iter().all(|(c, s)| *c == 0 && s.is_zero())
-    }
-}
-
-impl Semigroup for Totals {
-    fn plus_equals(&mut self, rhs: &Totals) {
-        self.marker += rhs.marker;
-        self.rows += rhs.rows;
-        self.overflow |= rhs.overflow;
-        if self.per.len() < rhs.per.len() {
-            self.per.resize(rhs.per.len(), (0, Number::ZERO));
-        }
-        for (mine, theirs) in self.per.iter_mut().zip(&rhs.per) {
-            mine.0 += theirs.0;
-            match mine.1.checked_add(theirs.1) {
-                Ok(sum) => mine.1 = sum,
-                Err(_) => self.overflow = true,
-            }
-        }
-    }
-}
-
-impl Monoid for Totals {
-    fn zero() -> Totals {
-        Totals::default()
-    }
-}
-
-impl Multiply<Diff> for Totals {
-    type Output = Totals;
-    fn multiply(mut self, times: &Diff) -> Totals {
-        let times_i64 = *times as i64;
-        let factor = Number::from_i128(*times as i128);
-        self.marker *= times_i64;
-        self.rows *= times_i64;
-        for (count, sum) in &mut self.per {
-            *count *= times_i64;
-            match sum.checked_mul(factor) {
-                Ok(product) => *sum = product,
-                Err(_) => self.overflow = true,
-            }
-        }
-        self
-    }
 }
 
 /// The aggregates of one group; the marker row (no values) counts nothing.

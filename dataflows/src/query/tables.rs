@@ -9,6 +9,7 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Scope;
 use timely::progress::frontier::{Antichain, AntichainRef};
 
+use super::fold::{fold_arranged, whole_row, Columns, MapRows, RowBuilder, RowFold};
 use super::value::{Number, Row, Value};
 use crate::calendar::civil_from_days;
 use crate::correction::Correction;
@@ -180,85 +181,92 @@ fn text(id: &str) -> Value {
     Value::Text(Id::from(id))
 }
 
-/// A row of `lots`.
-pub fn lot_row(position_key: &Id, lot: &Lot) -> Row {
-    vec![
-        text(position_key),
-        text(&lot.lot_id),
-        text(lot.side.as_str()),
-        Value::Date(lot.open_date),
-        Value::Number(Number::from_dec8(lot.quantity)),
-        Value::Number(Number::from_dec8(lot.price)),
-    ]
+/// Fills a row of `lots`.
+pub fn fill_lot_row(row: &mut RowBuilder<'_>, position_key: &Id, lot: &Lot) {
+    row.column(|| text(position_key));
+    row.column(|| text(&lot.lot_id));
+    row.column(|| text(lot.side.as_str()));
+    row.column(|| Value::Date(lot.open_date));
+    row.column(|| Value::Number(Number::from_dec8(lot.quantity)));
+    row.column(|| Value::Number(Number::from_dec8(lot.price)));
 }
 
-/// A row of `positions`.
-pub fn position_row(position_key: &Id, summary: &PositionSummary) -> Row {
-    vec![
-        text(position_key),
-        Value::Number(Number::from_dec8(summary.quantity)),
-        Value::Number(Number::from_i128(i128::from(summary.lot_count))),
-        Value::Number(Number::from_amount(summary.cost_basis)),
-        Value::Number(Number::from_amount(summary.realized_pnl)),
-    ]
+/// Fills a row of `positions`.
+pub fn fill_position_row(row: &mut RowBuilder<'_>, position_key: &Id, summary: &PositionSummary) {
+    row.column(|| text(position_key));
+    row.column(|| Value::Number(Number::from_dec8(summary.quantity)));
+    row.column(|| Value::Number(Number::from_i128(i128::from(summary.lot_count))));
+    row.column(|| Value::Number(Number::from_amount(summary.cost_basis)));
+    row.column(|| Value::Number(Number::from_amount(summary.realized_pnl)));
 }
 
-/// A row of `valuations`.
-pub fn valuation_row(row: &ValuationRow) -> Row {
-    vec![
-        text(&row.position_key),
-        Value::Number(Number::from_dec8(row.price)),
-        Value::Number(Number::from_amount(row.market_value)),
-        Value::Number(Number::from_amount(row.unrealized_pnl)),
-    ]
+/// Fills a row of `valuations`.
+pub fn fill_valuation_row(row: &mut RowBuilder<'_>, valuation: &ValuationRow) {
+    row.column(|| text(&valuation.position_key));
+    row.column(|| Value::Number(Number::from_dec8(valuation.price)));
+    row.column(|| Value::Number(Number::from_amount(valuation.market_value)));
+    row.column(|| Value::Number(Number::from_amount(valuation.unrealized_pnl)));
 }
 
-/// A row of `breaks`.
-pub fn break_row(row: &BreakRow) -> Row {
-    vec![
-        text(&row.position_key),
-        Value::Date(row.as_of_date),
-        text(row.kind.as_str()),
-        Value::Number(Number::from_dec8(row.internal_quantity)),
-        Value::Number(Number::from_dec8(row.custodian_quantity)),
-        Value::Number(Number::from_dec8(row.difference)),
-    ]
+/// Fills a row of `breaks`.
+pub fn fill_break_row(row: &mut RowBuilder<'_>, found: &BreakRow) {
+    row.column(|| text(&found.position_key));
+    row.column(|| Value::Date(found.as_of_date));
+    row.column(|| text(found.kind.as_str()));
+    row.column(|| Value::Number(Number::from_dec8(found.internal_quantity)));
+    row.column(|| Value::Number(Number::from_dec8(found.custodian_quantity)));
+    row.column(|| Value::Number(Number::from_dec8(found.difference)));
 }
 
-/// A row of `gaps`.
-pub fn gap_row(row: &GapRow) -> Row {
-    vec![
-        text(&row.account_id),
-        Value::Number(Number::from_i128(i128::from(row.first_missing))),
-        Value::Number(Number::from_i128(i128::from(row.last_missing))),
-    ]
+/// Fills a row of `gaps`.
+pub fn fill_gap_row(row: &mut RowBuilder<'_>, gap: &GapRow) {
+    row.column(|| text(&gap.account_id));
+    row.column(|| Value::Number(Number::from_i128(i128::from(gap.first_missing))));
+    row.column(|| Value::Number(Number::from_i128(i128::from(gap.last_missing))));
 }
 
-/// A row of `trades`.
-pub fn trade_row(version: &TradeVersion) -> Row {
+/// Fills a row of `trades`.
+pub fn fill_trade_row(row: &mut RowBuilder<'_>, version: &TradeVersion) {
     let number = |n: Option<Dec8>| n.map_or(Value::Null, |n| Value::Number(Number::from_dec8(n)));
     let optional = |t: &Option<Id>| t.as_deref().map_or(Value::Null, text);
-    vec![
-        Value::Text(version.position_key()),
-        text(&version.trade_id),
-        Value::Number(Number::from_i128(i128::from(version.version))),
-        text(version.action.as_str()),
-        text(&version.account_id),
-        text(&version.book_id),
-        text(&version.security_id),
-        version.side.map_or(Value::Null, |s| text(s.as_str())),
-        number(version.quantity),
-        number(version.price),
-        optional(&version.currency),
-        version.trade_date.map_or(Value::Null, Value::Date),
+    row.column(|| Value::Text(version.position_key()));
+    row.column(|| text(&version.trade_id));
+    row.column(|| Value::Number(Number::from_i128(i128::from(version.version))));
+    row.column(|| text(version.action.as_str()));
+    row.column(|| text(&version.account_id));
+    row.column(|| text(&version.book_id));
+    row.column(|| text(&version.security_id));
+    row.column(|| version.side.map_or(Value::Null, |s| text(s.as_str())));
+    row.column(|| number(version.quantity));
+    row.column(|| number(version.price));
+    row.column(|| optional(&version.currency));
+    row.column(|| version.trade_date.map_or(Value::Null, Value::Date));
+    row.column(|| {
         version
             .trade_time
-            .map_or(Value::Null, |t| text(&instant_text(t))),
+            .map_or(Value::Null, |t| text(&instant_text(t)))
+    });
+    row.column(|| {
         version.sequence.map_or(Value::Null, |s| {
             Value::Number(Number::from_i128(i128::from(s)))
-        }),
-        optional(&version.correlation_id),
-    ]
+        })
+    });
+    row.column(|| optional(&version.correlation_id));
+}
+
+/// A whole row of `lots`.
+pub fn lot_row(position_key: &Id, lot: &Lot) -> Row {
+    whole_row(|row| fill_lot_row(row, position_key, lot))
+}
+
+/// A whole row of `positions`.
+pub fn position_row(position_key: &Id, summary: &PositionSummary) -> Row {
+    whole_row(|row| fill_position_row(row, position_key, summary))
+}
+
+/// A whole row of `trades`.
+pub fn trade_row(version: &TradeVersion) -> Row {
+    whole_row(|row| fill_trade_row(row, version))
 }
 
 /// An instant as RFC 3339 in UTC, fractional seconds without trailing
@@ -294,8 +302,8 @@ pub fn instant_text(instant: Instant) -> String {
     out
 }
 
-/// A row of `corrections`.
-pub fn correction_row(correction: &Correction) -> Row {
+/// Fills a row of `corrections`.
+pub fn fill_correction_row(row: &mut RowBuilder<'_>, correction: &Correction) {
     let json = correction.to_json().ok();
     let field = |name: &str| match json.as_ref().and_then(|j| j.get(name)) {
         Some(serde_json::Value::String(s)) => text(s),
@@ -306,21 +314,19 @@ pub fn correction_row(correction: &Correction) -> Row {
         Some(other) => text(&other.to_string()),
     };
     let mut parts = correction.position_key.splitn(3, '_');
-    let mut part = || text(parts.next().unwrap_or_default());
-    vec![
-        text(&correction.position_key),
-        part(),
-        part(),
-        part(),
-        Value::Number(Number::from_i128(i128::from(correction.as_of))),
-        field("cause"),
-        field("before"),
-        field("after"),
-        // NULL when the delta overflows (the event itself then fails to render).
-        field("delta"),
-        field("lots_closed"),
-        field("lots_opened"),
-    ]
+    row.column(|| text(&correction.position_key));
+    for _ in 0..3 {
+        let part = parts.next().unwrap_or_default();
+        row.column(|| text(part));
+    }
+    row.column(|| Value::Number(Number::from_i128(i128::from(correction.as_of))));
+    row.column(|| field("cause"));
+    row.column(|| field("before"));
+    row.column(|| field("after"));
+    // NULL when the delta overflows (the event itself then fails to render).
+    row.column(|| field("delta"));
+    row.column(|| field("lots_closed"));
+    row.column(|| field("lots_opened"));
 }
 
 /// A trace keyed by position (or, for `trades`, by trade id).
@@ -465,74 +471,74 @@ impl Tables {
         table: Table,
         scope: Scope<'scope, Time>,
     ) -> Result<Imported<'scope, Row>, MissingTable> {
-        self.import_map(table, scope, Interval::default(), Some)
+        let whole = MapRows::new(|row: &[Value]| Some(row.to_vec()));
+        self.import_fold(table, scope, Interval::default(), Columns::ALL, whole)
     }
 
-    /// [`Tables::import`] of the updates in `interval`, with `logic`
-    /// applied to each row as it is read (`None` drops it), so a filter or
-    /// projection builds no collection of whole rows.
-    pub fn import_map<'scope, T: differential_dataflow::Data>(
+    /// [`Tables::import`] of the updates in `interval`, read by `fold` batch
+    /// by batch: each row is built once into a reused buffer, with only
+    /// `columns` computed (NULL in the others), so a filter, projection or
+    /// aggregate builds no collection of whole rows.
+    pub fn import_fold<'scope, F: RowFold>(
         &mut self,
         table: Table,
         scope: Scope<'scope, Time>,
         interval: Interval,
-        mut logic: impl FnMut(Row) -> Option<T> + 'static,
-    ) -> Result<Imported<'scope, T>, MissingTable> {
+        columns: Columns,
+        fold: F,
+    ) -> Result<Imported<'scope, F::Out>, MissingTable> {
         let missing = || MissingTable(table.name());
         let name = table.name();
         Ok(match table {
             Table::Lots => {
                 let trace = self.lots.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (
-                    arranged.flat_map_ref(move |k, v| logic(lot_row(k, v))),
-                    button,
-                )
+                let fill = |k: &Id, v: &Lot, row: &mut RowBuilder<'_>| fill_lot_row(row, k, v);
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Positions => {
                 let trace = self.positions.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (
-                    arranged.flat_map_ref(move |k, v| logic(position_row(k, v))),
-                    button,
-                )
+                let fill = |k: &Id, v: &PositionSummary, row: &mut RowBuilder<'_>| {
+                    fill_position_row(row, k, v)
+                };
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Valuations => {
                 let trace = self.valuations.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (
-                    arranged.flat_map_ref(move |k, _| logic(valuation_row(k))),
-                    button,
-                )
+                let fill = |k: &ValuationRow, _: &(), row: &mut RowBuilder<'_>| {
+                    fill_valuation_row(row, k)
+                };
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Breaks => {
                 let trace = self.breaks.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (
-                    arranged.flat_map_ref(move |k, _| logic(break_row(k))),
-                    button,
-                )
+                let fill = |k: &BreakRow, _: &(), row: &mut RowBuilder<'_>| fill_break_row(row, k);
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Gaps => {
                 let trace = self.gaps.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (arranged.flat_map_ref(move |k, _| logic(gap_row(k))), button)
+                let fill = |k: &GapRow, _: &(), row: &mut RowBuilder<'_>| fill_gap_row(row, k);
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Trades => {
                 let trace = self.trades.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (
-                    arranged.flat_map_ref(move |_, v| logic(trade_row(v))),
-                    button,
-                )
+                let fill = |_: &Id, v: &TradeVersion, row: &mut RowBuilder<'_>| {
+                    fill_trade_row(row, v)
+                };
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Corrections => {
                 let trace = self.corrections.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                (
-                    arranged.flat_map_ref(move |k, _| logic(correction_row(k))),
-                    button,
-                )
+                let fill = |k: &Correction, _: &(), row: &mut RowBuilder<'_>| {
+                    fill_correction_row(row, k)
+                };
+                (fold_arranged(arranged, columns, fill, fold), button)
             }
         })
     }

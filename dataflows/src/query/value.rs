@@ -40,12 +40,32 @@ pub struct Number {
     scale: u32,
 }
 
+/// `10^exp` for every `exp` that fits `i128` (up to 38), built at compile time.
+const POW10_I128: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
 fn pow10(exp: u32) -> Option<I256> {
-    let mut value = I256::ONE;
-    for _ in 0..exp {
+    if let Some(small) = POW10_I128.get(exp as usize) {
+        return Some(I256::from(*small));
+    }
+    let mut value = I256::from(POW10_I128[38]);
+    for _ in 38..exp {
         value = value.checked_mul(I256::from(10u8))?;
     }
     Some(value)
+}
+
+/// The mantissa as `i64` when it fits (the common case: arithmetic on it
+/// then runs in `i128`, exactly, without 256-bit operations).
+fn small(mantissa: I256) -> Option<i64> {
+    i64::try_from(mantissa).ok()
 }
 
 impl Number {
@@ -142,6 +162,17 @@ impl Number {
 
     /// Exact sum.
     pub fn checked_add(self, other: Number) -> Result<Number, EvalError> {
+        // Fast path: both fit 64 bits and their scales differ by at most 18
+        // digits, so the aligned sum is exact in 128 bits.
+        if let (Some(a), Some(b)) = (small(self.mantissa), small(other.mantissa)) {
+            let scale = self.scale.max(other.scale);
+            let (up_a, up_b) = (scale - self.scale, scale - other.scale);
+            if up_a <= 18 && up_b <= 18 {
+                let sum = i128::from(a) * POW10_I128[up_a as usize]
+                    + i128::from(b) * POW10_I128[up_b as usize];
+                return Ok(Number::new(I256::from(sum), scale));
+            }
+        }
         let (a, b, scale) = self.aligned(other).ok_or_else(|| overflow("+"))?;
         let sum = a.checked_add(b).ok_or_else(|| overflow("+"))?;
         Ok(Number::new(sum, scale))
@@ -154,10 +185,14 @@ impl Number {
 
     /// Exact product.
     pub fn checked_mul(self, other: Number) -> Result<Number, EvalError> {
-        let product = self
-            .mantissa
-            .checked_mul(other.mantissa)
-            .ok_or_else(|| overflow("*"))?;
+        let product = match (small(self.mantissa), small(other.mantissa)) {
+            // Exact in 128 bits.
+            (Some(a), Some(b)) => I256::from(i128::from(a) * i128::from(b)),
+            _ => self
+                .mantissa
+                .checked_mul(other.mantissa)
+                .ok_or_else(|| overflow("*"))?,
+        };
         let number = Number::new(product, self.scale + other.scale);
         if number.scale > MAX_SCALE {
             return Err(EvalError(format!(
@@ -212,6 +247,14 @@ impl Number {
             mantissa: -self.mantissa,
             scale: self.scale,
         }
+    }
+
+    /// `-self`, `None` when it does not fit (the most negative mantissa).
+    pub fn checked_neg(self) -> Option<Number> {
+        Some(Number {
+            mantissa: self.mantissa.checked_neg()?,
+            scale: self.scale,
+        })
     }
 
     /// `|self|`.

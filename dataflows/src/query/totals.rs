@@ -1,0 +1,276 @@
+//! SUM, COUNT and AVG as differential differences: each group's running
+//! [`Totals`], and [`GroupTotals`], the fold that adds up a batch's rows
+//! per group and time where they are read, so a million rows of a
+//! thousand groups leave their table as a thousand updates per batch.
+
+use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::expr::{AggFunc, Aggregate, Expr};
+use super::fold::RowFold;
+use super::value::{EvalError, Number, Row, Value};
+use crate::engine::{Diff, Time};
+
+type Evaluated<T> = Result<T, EvalError>;
+
+/// The running totals of a group's abelian aggregates, as a differential
+/// difference: rows, and per aggregate its non-NULL values and their sum.
+/// Adding two is exact; an overflow is kept as a flag that turns the
+/// group's answer into an error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(super) struct Totals {
+    /// The marker row of a query without GROUP BY (one group even over no rows).
+    marker: i64,
+    rows: i64,
+    per: Vec<(i64, Number)>,
+    overflow: bool,
+}
+
+impl Totals {
+    /// The marker of a query without GROUP BY.
+    pub(super) fn marker() -> Totals {
+        Totals {
+            marker: 1,
+            ..Totals::default()
+        }
+    }
+
+    /// Adds `diff` rows whose aggregate arguments gave `values` (per
+    /// argument: 1 and the number, 1 and zero for a non-number, 0 and zero
+    /// for NULL).
+    fn add_rows(&mut self, diff: Diff, values: &[(i64, Number)]) {
+        let times = diff as i64;
+        self.rows += times;
+        if self.per.len() < values.len() {
+            self.per.resize(values.len(), (0, Number::ZERO));
+        }
+        for ((count, sum), (present, value)) in self.per.iter_mut().zip(values) {
+            *count += present * times;
+            let term = match diff {
+                1 => Some(*value),
+                -1 => value.checked_neg(),
+                _ => value.checked_mul(Number::from_i128(diff as i128)).ok(),
+            };
+            match term.and_then(|term| sum.checked_add(term).ok()) {
+                Some(total) => *sum = total,
+                None => self.overflow = true,
+            }
+        }
+    }
+
+    /// The aggregates' values.
+    pub(super) fn finish(&self, funcs: &[AggFunc]) -> Evaluated<Row> {
+        if self.overflow {
+            return Err(EvalError(
+                "numeric overflow in an aggregate (exact arithmetic, 256-bit)".into(),
+            ));
+        }
+        funcs
+            .iter()
+            .enumerate()
+            .map(|(i, func)| {
+                let (count, sum) = self.per.get(i).copied().unwrap_or((0, Number::ZERO));
+                Ok(match func {
+                    AggFunc::Count => Value::Number(Number::from_i128(i128::from(count))),
+                    AggFunc::Sum if count == 0 => Value::Null,
+                    AggFunc::Sum => Value::Number(sum),
+                    AggFunc::Avg if count == 0 => Value::Null,
+                    AggFunc::Avg => {
+                        Value::Number(sum.checked_div(Number::from_i128(i128::from(count)))?)
+                    }
+                    AggFunc::Min | AggFunc::Max => {
+                        return Err(EvalError("internal: MIN/MAX are not totals".into()))
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+impl IsZero for Totals {
+    fn is_zero(&self) -> bool {
+        self.marker == 0
+            && self.rows == 0
+            && !self.overflow
+            && self.per.iter().all(|(c, s)| *c == 0 && s.is_zero())
+    }
+}
+
+impl Semigroup for Totals {
+    fn plus_equals(&mut self, rhs: &Totals) {
+        self.marker += rhs.marker;
+        self.rows += rhs.rows;
+        self.overflow |= rhs.overflow;
+        if self.per.len() < rhs.per.len() {
+            self.per.resize(rhs.per.len(), (0, Number::ZERO));
+        }
+        for (mine, theirs) in self.per.iter_mut().zip(&rhs.per) {
+            mine.0 += theirs.0;
+            match mine.1.checked_add(theirs.1) {
+                Ok(sum) => mine.1 = sum,
+                Err(_) => self.overflow = true,
+            }
+        }
+    }
+}
+
+impl Monoid for Totals {
+    fn zero() -> Totals {
+        Totals::default()
+    }
+}
+
+impl Multiply<Diff> for Totals {
+    type Output = Totals;
+    fn multiply(mut self, times: &Diff) -> Totals {
+        match *times {
+            1 => return self,
+            -1 => {
+                self.marker = -self.marker;
+                self.rows = -self.rows;
+                for (count, sum) in &mut self.per {
+                    *count = -*count;
+                    match sum.checked_neg() {
+                        Some(negated) => *sum = negated,
+                        None => self.overflow = true,
+                    }
+                }
+                return self;
+            }
+            _ => {}
+        }
+        let times_i64 = *times as i64;
+        let factor = Number::from_i128(*times as i128);
+        self.marker *= times_i64;
+        self.rows *= times_i64;
+        for (count, sum) in &mut self.per {
+            *count *= times_i64;
+            match sum.checked_mul(factor) {
+                Ok(product) => *sum = product,
+                Err(_) => self.overflow = true,
+            }
+        }
+        self
+    }
+}
+
+
+/// The fold of a GROUP BY whose aggregates are all SUM, COUNT or AVG: the
+/// rows of one input batch that pass the filter, added up per time and
+/// group; a row an expression fails on becomes an error update.
+pub(super) struct GroupTotals {
+    filter: Option<Expr>,
+    keys: Vec<Expr>,
+    /// Per aggregate: its argument (`None`: `COUNT(*)`) and whether it
+    /// adds the values up (SUM, AVG), which then must be numbers.
+    args: Vec<(Option<Expr>, bool)>,
+    /// Per time met in the batch, the totals per group. The maps are
+    /// reused from batch to batch; only `groups[..used]` are current.
+    groups: Vec<(Time, FxHashMap<Row, Totals>)>,
+    used: usize,
+    errors: Vec<(EvalError, Time, Diff)>,
+    /// The current row's group key and argument values (reused buffers).
+    key: Row,
+    values: Vec<(i64, Number)>,
+}
+
+/// A reused group map keeps at most this many slots between batches, so
+/// one huge batch does not hold its memory for the query's lifetime.
+const KEPT_GROUP_SLOTS: usize = 1 << 16;
+
+impl GroupTotals {
+    /// Groups by `keys` the rows passing `filter`, totalling the arguments
+    /// of `aggregates` (SUM, COUNT and AVG only).
+    pub(super) fn new(filter: Option<Expr>, keys: Vec<Expr>, aggregates: &[Aggregate]) -> Self {
+        GroupTotals {
+            filter,
+            keys,
+            args: aggregates
+                .iter()
+                .map(|a| (a.arg.clone(), matches!(a.func, AggFunc::Sum | AggFunc::Avg)))
+                .collect(),
+            groups: Vec::new(),
+            used: 0,
+            errors: Vec::new(),
+            key: Row::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, row: &[Value], time: Time, diff: Diff) -> Evaluated<()> {
+        if let Some(filter) = &self.filter {
+            if filter.eval(row)? != Value::Bool(true) {
+                return Ok(());
+            }
+        }
+        self.key.clear();
+        for key in &self.keys {
+            self.key.push(key.eval(row)?);
+        }
+        self.values.clear();
+        for (arg, sums) in &self.args {
+            self.values.push(match arg {
+                None => (1, Number::ZERO),
+                Some(arg) => match arg.eval(row)? {
+                    Value::Null => (0, Number::ZERO),
+                    Value::Number(n) => (1, n),
+                    other if *sums => {
+                        return Err(EvalError(format!(
+                            "SUM/AVG need numbers, got {}",
+                            other.type_name()
+                        )))
+                    }
+                    // COUNT(x) of a non-number counts it.
+                    _ => (1, Number::ZERO),
+                },
+            });
+        }
+        let slot = match self.groups[..self.used].iter().position(|(t, _)| *t == time) {
+            Some(slot) => slot,
+            None => {
+                if self.used == self.groups.len() {
+                    self.groups.push((time, FxHashMap::default()));
+                } else {
+                    self.groups[self.used].0 = time;
+                }
+                self.used += 1;
+                self.used - 1
+            }
+        };
+        let groups = &mut self.groups[slot].1;
+        if let Some(totals) = groups.get_mut(self.key.as_slice()) {
+            totals.add_rows(diff, &self.values);
+        } else {
+            let mut totals = Totals::default();
+            totals.add_rows(diff, &self.values);
+            groups.insert(self.key.clone(), totals);
+        }
+        Ok(())
+    }
+}
+
+impl RowFold for GroupTotals {
+    type Out = Evaluated<(Row, Totals)>;
+
+    fn update(&mut self, row: &[Value], time: Time, diff: Diff) {
+        if let Err(error) = self.add(row, time, diff) {
+            self.errors.push((error, time, diff));
+        }
+    }
+
+    fn flush(&mut self, emit: &mut dyn FnMut(Self::Out, Time, Diff)) {
+        for (time, groups) in &mut self.groups[..self.used] {
+            for (key, totals) in groups.drain() {
+                if !totals.is_zero() {
+                    emit(Ok((key, totals)), *time, 1);
+                }
+            }
+            groups.shrink_to(KEPT_GROUP_SLOTS);
+        }
+        self.used = 0;
+        for (error, time, diff) in self.errors.drain(..) {
+            emit(Err(error), time, diff);
+        }
+    }
+}
