@@ -26,14 +26,16 @@ const SHAPES: [&str; 5] = [
      JOIN positions p ON l.position_key = p.position_key GROUP BY l.position_key",
 ];
 
-/// One ingest run with `queries` live queries attached.
 struct Run {
     seconds: f64,
     lines: u64,
     end_heap_bytes: u64,
 }
 
-fn ingest(path: &Path, queries: usize) -> Result<Run> {
+/// One ingest run with `queries` live queries attached; `share` makes the
+/// engine share `lots` and `positions` even with no query (the service's
+/// state with `queries.tables` set and nobody subscribed).
+fn ingest(path: &Path, queries: usize, share: bool) -> Result<Run> {
     // DELTABOOK_BENCH_QUERY_SHAPE=i attaches only shape i (to find the
     // expensive one); by default all five, in turn.
     let only: Option<usize> = std::env::var("DELTABOOK_BENCH_QUERY_SHAPE")
@@ -50,7 +52,7 @@ fn ingest(path: &Path, queries: usize) -> Result<Run> {
     let mut options = RunOptions::new(Vec::new(), 10_000, 1);
     options.keep_corrections = false;
     options.probe_at_end = Some(alloc::live_bytes);
-    if queries > 0 {
+    if queries > 0 || share {
         let tables = TableSet::NONE.with(Table::Lots).with(Table::Positions);
         options.attach = Some(Attach::new(tables, move |scope, tables| {
             for plan in plans.iter().cycle().take(queries) {
@@ -104,27 +106,35 @@ pub fn run_suite(data_dir: &Path, trades: usize) -> Result<()> {
     );
     println!("| run | lines/s | heap at end |");
     println!("|---|---:|---:|");
-    let mut best = [f64::MAX; 2];
-    let mut heap = [0u64; 2];
+    // Three kinds of run: no table shared, lots and positions shared with
+    // no query, 20 queries.
+    const KINDS: [(&str, usize, bool); 3] = [
+        ("0 queries, nothing shared", 0, false),
+        ("0 queries, tables shared", 0, true),
+        ("20 queries", 20, true),
+    ];
+    let mut best = [f64::MAX; 3];
+    let mut heap = [0u64; 3];
     // Alternated, best of two each: the machine's speed drifts.
-    for round in 0..4 {
-        let queries = if round % 2 == 0 { 0 } else { 20 };
-        let run = ingest(&path, queries)?;
-        let slot = usize::from(queries > 0);
-        best[slot] = best[slot].min(run.seconds);
-        heap[slot] = run.end_heap_bytes;
-        println!(
-            "| {queries} queries (round {}) | {:.0} | {:.1} MB |",
-            round / 2 + 1,
-            run.lines as f64 / run.seconds,
-            run.end_heap_bytes as f64 / 1e6
-        );
+    for round in 0..2 {
+        for (slot, (name, queries, share)) in KINDS.iter().enumerate() {
+            let run = ingest(&path, *queries, *share)?;
+            best[slot] = best[slot].min(run.seconds);
+            heap[slot] = run.end_heap_bytes;
+            println!(
+                "| {name} (round {}) | {:.0} | {:.1} MB |",
+                round + 1,
+                run.lines as f64 / run.seconds,
+                run.end_heap_bytes as f64 / 1e6
+            );
+        }
     }
     println!(
-        "\n20 queries / 0 queries, best of two each: {:.3} of the throughput; \
-         heap per attached query: {:.2} MB\n",
-        best[0] / best[1],
-        heap[1].saturating_sub(heap[0]) as f64 / 20.0 / 1e6
+        "\n20 queries / 0 queries, best of two each: {:.3} of the throughput against \
+         nothing shared, {:.3} against the tables shared; heap per attached query: {:.2} MB\n",
+        best[0] / best[2],
+        best[1] / best[2],
+        heap[2].saturating_sub(heap[1]) as f64 / 20.0 / 1e6
     );
 
     let buys = ensure_buys(data_dir, 1_000_000)?;

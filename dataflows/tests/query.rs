@@ -232,3 +232,37 @@ fn a_sum_of_text_is_an_error_not_a_zero() {
         assert_eq!(error, "SUM/AVG need numbers, got text");
     }
 }
+
+#[test]
+fn totals_taken_before_a_join_report_errors_only_for_rows_that_survive() {
+    // A_B_X's lot (3 @ 110) divides by zero, but its position is long and
+    // the filter keeps short positions only: no error, as when joining first.
+    let sql = |filter: &str| {
+        format!(
+            "SELECT p.position_key, SUM(l.quantity / (l.price - 110)) AS s, COUNT(*) AS n \
+             FROM lots l JOIN positions p ON l.position_key = p.position_key \
+             WHERE {filter} GROUP BY p.position_key ORDER BY p.position_key"
+        )
+    };
+    // 7 / (50 - 110), to 32 places, half to even.
+    assert_eq!(
+        csv(&sql("p.quantity < 0")),
+        ["position_key,s,n", "A_B_Y,-0.11666666666666666666666666666667,1"]
+    );
+    let kept = answer(&sql("p.quantity > 0"), 2, 2);
+    assert_eq!(kept.errors, ["division by zero"]);
+}
+
+#[test]
+fn totals_before_joins_count_each_joined_row() {
+    // Joined twice to positions of the same key: every lot row meets one
+    // position row per join, so totals are not multiplied; COUNT(*) over
+    // the lots of long positions: A_B_X (1 lot) and A_C_Z (1 lot).
+    assert_eq!(
+        csv("SELECT COUNT(*) AS n, SUM(l.quantity * l.price) AS v FROM lots l \
+             JOIN positions p ON l.position_key = p.position_key \
+             JOIN positions q ON p.position_key = q.position_key \
+             WHERE q.quantity > 0"),
+        ["n,v", "2,371"]
+    );
+}

@@ -19,6 +19,7 @@ pub mod as_of;
 pub mod expr;
 pub mod fold;
 pub mod plan;
+mod pushdown;
 pub mod reader;
 pub mod render;
 pub mod tables;

@@ -12,6 +12,7 @@ use timely::dataflow::Scope;
 use super::expr::{Accumulator, AggFunc, Expr};
 use super::fold::{fold_rows, MapRows, RowFold};
 use super::plan::{OrderItem, Plan};
+use super::pushdown;
 use super::reader::{Reader, RenderError};
 use super::tables::{ImportButton, MissingTable, Tables};
 use super::totals::{GroupTotals, Totals};
@@ -34,7 +35,7 @@ type Evaluated<T> = Result<T, EvalError>;
 
 /// Splits a collection of results into values and errors, moving each
 /// update to one of two outputs (no copy of the stream).
-fn split<'scope, T: differential_dataflow::Data>(
+pub(super) fn split<'scope, T: differential_dataflow::Data>(
     results: VecCollection<'scope, Time, Evaluated<T>, Diff>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
 ) -> VecCollection<'scope, Time, T, Diff> {
@@ -55,12 +56,12 @@ fn split<'scope, T: differential_dataflow::Data>(
         .as_collection()
 }
 
-fn eval_all(exprs: &[Expr], row: &[Value]) -> Evaluated<Row> {
+pub(super) fn eval_all(exprs: &[Expr], row: &[Value]) -> Evaluated<Row> {
     exprs.iter().map(|e| e.eval(row)).collect()
 }
 
 /// True when `filter` is TRUE on `row` (NULL and FALSE drop it).
-fn passes(filter: &Expr, row: &[Value]) -> Evaluated<bool> {
+pub(super) fn passes(filter: &Expr, row: &[Value]) -> Evaluated<bool> {
     Ok(filter.eval(row)? == Value::Bool(true))
 }
 
@@ -163,15 +164,22 @@ pub fn render<'scope>(
                 // SUM, COUNT and AVG as differences: a change costs O(1) per
                 // group (count_total), not a re-read of the group; each
                 // batch is added up per group where it is read.
-                let fold = GroupTotals::new(filter, keys, &grouping.aggregates);
-                let mut totals = split(folded(plan, reader, &mut errors, fold)?, &mut errors);
+                let mut totals = if pushdown::applies(plan, &grouping) {
+                    pushdown::grouped_totals(plan, &grouping, reader, &mut errors)?
+                } else {
+                    let fold = GroupTotals::new(filter, keys, &grouping.aggregates);
+                    split(folded(plan, reader, &mut errors, fold)?, &mut errors)
+                        .explode(|(key, totals)| std::iter::once((key, totals)))
+                };
                 // Without GROUP BY there is one group even over no rows
                 // (COUNT = 0): a marker keeps it present.
                 if global {
-                    totals = totals.concat(marker(scope, (Row::new(), Totals::marker())));
+                    totals = totals.concat(
+                        marker(scope, (Row::new(), Totals::marker()))
+                            .explode(|(key, totals)| std::iter::once((key, totals))),
+                    );
                 }
                 totals
-                    .explode(|(key, totals)| std::iter::once((key, totals)))
                     .count_total()
                     .map(move |(key, totals)| {
                         totals

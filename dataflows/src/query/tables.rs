@@ -183,8 +183,8 @@ fn text(id: &str) -> Value {
 
 /// Fills a row of `lots`.
 pub fn fill_lot_row(row: &mut RowBuilder<'_>, position_key: &Id, lot: &Lot) {
-    row.column(|| text(position_key));
-    row.column(|| text(&lot.lot_id));
+    row.column(|| Value::Text(position_key.clone()));
+    row.column(|| Value::Text(lot.lot_id.clone()));
     row.column(|| text(lot.side.as_str()));
     row.column(|| Value::Date(lot.open_date));
     row.column(|| Value::Number(Number::from_dec8(lot.quantity)));
@@ -193,7 +193,7 @@ pub fn fill_lot_row(row: &mut RowBuilder<'_>, position_key: &Id, lot: &Lot) {
 
 /// Fills a row of `positions`.
 pub fn fill_position_row(row: &mut RowBuilder<'_>, position_key: &Id, summary: &PositionSummary) {
-    row.column(|| text(position_key));
+    row.column(|| Value::Text(position_key.clone()));
     row.column(|| Value::Number(Number::from_dec8(summary.quantity)));
     row.column(|| Value::Number(Number::from_i128(i128::from(summary.lot_count))));
     row.column(|| Value::Number(Number::from_amount(summary.cost_basis)));
@@ -202,7 +202,7 @@ pub fn fill_position_row(row: &mut RowBuilder<'_>, position_key: &Id, summary: &
 
 /// Fills a row of `valuations`.
 pub fn fill_valuation_row(row: &mut RowBuilder<'_>, valuation: &ValuationRow) {
-    row.column(|| text(&valuation.position_key));
+    row.column(|| Value::Text(valuation.position_key.clone()));
     row.column(|| Value::Number(Number::from_dec8(valuation.price)));
     row.column(|| Value::Number(Number::from_amount(valuation.market_value)));
     row.column(|| Value::Number(Number::from_amount(valuation.unrealized_pnl)));
@@ -210,7 +210,7 @@ pub fn fill_valuation_row(row: &mut RowBuilder<'_>, valuation: &ValuationRow) {
 
 /// Fills a row of `breaks`.
 pub fn fill_break_row(row: &mut RowBuilder<'_>, found: &BreakRow) {
-    row.column(|| text(&found.position_key));
+    row.column(|| Value::Text(found.position_key.clone()));
     row.column(|| Value::Date(found.as_of_date));
     row.column(|| text(found.kind.as_str()));
     row.column(|| Value::Number(Number::from_dec8(found.internal_quantity)));
@@ -220,7 +220,7 @@ pub fn fill_break_row(row: &mut RowBuilder<'_>, found: &BreakRow) {
 
 /// Fills a row of `gaps`.
 pub fn fill_gap_row(row: &mut RowBuilder<'_>, gap: &GapRow) {
-    row.column(|| text(&gap.account_id));
+    row.column(|| Value::Text(gap.account_id.clone()));
     row.column(|| Value::Number(Number::from_i128(i128::from(gap.first_missing))));
     row.column(|| Value::Number(Number::from_i128(i128::from(gap.last_missing))));
 }
@@ -230,12 +230,12 @@ pub fn fill_trade_row(row: &mut RowBuilder<'_>, version: &TradeVersion) {
     let number = |n: Option<Dec8>| n.map_or(Value::Null, |n| Value::Number(Number::from_dec8(n)));
     let optional = |t: &Option<Id>| t.as_deref().map_or(Value::Null, text);
     row.column(|| Value::Text(version.position_key()));
-    row.column(|| text(&version.trade_id));
+    row.column(|| Value::Text(version.trade_id.clone()));
     row.column(|| Value::Number(Number::from_i128(i128::from(version.version))));
     row.column(|| text(version.action.as_str()));
-    row.column(|| text(&version.account_id));
-    row.column(|| text(&version.book_id));
-    row.column(|| text(&version.security_id));
+    row.column(|| Value::Text(version.account_id.clone()));
+    row.column(|| Value::Text(version.book_id.clone()));
+    row.column(|| Value::Text(version.security_id.clone()));
     row.column(|| version.side.map_or(Value::Null, |s| text(s.as_str())));
     row.column(|| number(version.quantity));
     row.column(|| number(version.price));
@@ -314,7 +314,7 @@ pub fn fill_correction_row(row: &mut RowBuilder<'_>, correction: &Correction) {
         Some(other) => text(&other.to_string()),
     };
     let mut parts = correction.position_key.splitn(3, '_');
-    row.column(|| text(&correction.position_key));
+    row.column(|| Value::Text(correction.position_key.clone()));
     for _ in 0..3 {
         let part = parts.next().unwrap_or_default();
         row.column(|| text(part));

@@ -4,7 +4,10 @@
 //! thousand groups leave their table as a thousand updates per batch.
 
 use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
+
+/// Group totals by key.
+type FxHashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{AggFunc, Aggregate, Expr};
@@ -17,7 +20,9 @@ type Evaluated<T> = Result<T, EvalError>;
 /// The running totals of a group's abelian aggregates, as a differential
 /// difference: rows, and per aggregate its non-NULL values and their sum.
 /// Adding two is exact; an overflow is kept as a flag that turns the
-/// group's answer into an error.
+/// group's answer into an error. Rows whose arguments failed to evaluate
+/// can be carried too (per message, a count), so that an error is
+/// reported only if its rows survive the joins and the filter after.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(super) struct Totals {
     /// The marker row of a query without GROUP BY (one group even over no rows).
@@ -25,6 +30,8 @@ pub(super) struct Totals {
     rows: i64,
     per: Vec<(i64, Number)>,
     overflow: bool,
+    /// Failed rows per error message, sorted, no zero count.
+    errors: Vec<(EvalError, i64)>,
 }
 
 impl Totals {
@@ -33,6 +40,26 @@ impl Totals {
         Totals {
             marker: 1,
             ..Totals::default()
+        }
+    }
+
+    /// The number of rows added up (with multiplicity).
+    pub(super) fn rows(&self) -> i64 {
+        self.rows
+    }
+
+    /// Adds `count` rows that failed with `error`.
+    fn add_error(&mut self, error: EvalError, count: i64) {
+        self.rows += count;
+        match self.errors.binary_search_by(|(e, _)| e.cmp(&error)) {
+            Ok(at) => {
+                self.errors[at].1 += count;
+                if self.errors[at].1 == 0 {
+                    self.errors.remove(at);
+                }
+            }
+            Err(at) if count != 0 => self.errors.insert(at, (error, count)),
+            Err(_) => {}
         }
     }
 
@@ -61,6 +88,9 @@ impl Totals {
 
     /// The aggregates' values.
     pub(super) fn finish(&self, funcs: &[AggFunc]) -> Evaluated<Row> {
+        if let Some((error, _)) = self.errors.first() {
+            return Err(error.clone());
+        }
         if self.overflow {
             return Err(EvalError(
                 "numeric overflow in an aggregate (exact arithmetic, 256-bit)".into(),
@@ -93,6 +123,7 @@ impl IsZero for Totals {
         self.marker == 0
             && self.rows == 0
             && !self.overflow
+            && self.errors.is_empty()
             && self.per.iter().all(|(c, s)| *c == 0 && s.is_zero())
     }
 }
@@ -102,6 +133,10 @@ impl Semigroup for Totals {
         self.marker += rhs.marker;
         self.rows += rhs.rows;
         self.overflow |= rhs.overflow;
+        for (error, count) in &rhs.errors {
+            self.add_error(error.clone(), *count);
+            self.rows -= count;
+        }
         if self.per.len() < rhs.per.len() {
             self.per.resize(rhs.per.len(), (0, Number::ZERO));
         }
@@ -129,6 +164,9 @@ impl Multiply<Diff> for Totals {
             -1 => {
                 self.marker = -self.marker;
                 self.rows = -self.rows;
+                for (_, count) in &mut self.errors {
+                    *count = -*count;
+                }
                 for (count, sum) in &mut self.per {
                     *count = -*count;
                     match sum.checked_neg() {
@@ -144,6 +182,10 @@ impl Multiply<Diff> for Totals {
         let factor = Number::from_i128(*times as i128);
         self.marker *= times_i64;
         self.rows *= times_i64;
+        for (_, count) in &mut self.errors {
+            *count *= times_i64;
+        }
+        self.errors.retain(|(_, count)| *count != 0);
         for (count, sum) in &mut self.per {
             *count *= times_i64;
             match sum.checked_mul(factor) {
@@ -155,7 +197,6 @@ impl Multiply<Diff> for Totals {
     }
 }
 
-
 /// The fold of a GROUP BY whose aggregates are all SUM, COUNT or AVG: the
 /// rows of one input batch that pass the filter, added up per time and
 /// group; a row an expression fails on becomes an error update.
@@ -165,6 +206,10 @@ pub(super) struct GroupTotals {
     /// Per aggregate: its argument (`None`: `COUNT(*)`) and whether it
     /// adds the values up (SUM, AVG), which then must be numbers.
     args: Vec<(Option<Expr>, bool)>,
+    /// Whether an argument's error is carried in the group's totals
+    /// (reported only if the group survives what follows) instead of
+    /// emitted at once.
+    defer_errors: bool,
     /// Per time met in the batch, the totals per group. The maps are
     /// reused from batch to batch; only `groups[..used]` are current.
     groups: Vec<(Time, FxHashMap<Row, Totals>)>,
@@ -190,6 +235,7 @@ impl GroupTotals {
                 .iter()
                 .map(|a| (a.arg.clone(), matches!(a.func, AggFunc::Sum | AggFunc::Avg)))
                 .collect(),
+            defer_errors: false,
             groups: Vec::new(),
             used: 0,
             errors: Vec::new(),
@@ -198,16 +244,32 @@ impl GroupTotals {
         }
     }
 
-    fn add(&mut self, row: &[Value], time: Time, diff: Diff) -> Evaluated<()> {
-        if let Some(filter) = &self.filter {
-            if filter.eval(row)? != Value::Bool(true) {
-                return Ok(());
+    /// The same fold, carrying the aggregates' argument errors in the
+    /// totals (for totals taken before joins and a filter).
+    pub(super) fn deferring_errors(mut self) -> Self {
+        self.defer_errors = true;
+        self
+    }
+
+    /// The totals of the current row's group at `time`.
+    fn group(&mut self, time: Time) -> &mut Totals {
+        let slot = match self.groups[..self.used].iter().position(|(t, _)| *t == time) {
+            Some(slot) => slot,
+            None => {
+                if self.used == self.groups.len() {
+                    self.groups.push((time, FxHashMap::default()));
+                } else {
+                    self.groups[self.used].0 = time;
+                }
+                self.used += 1;
+                self.used - 1
             }
-        }
-        self.key.clear();
-        for key in &self.keys {
-            self.key.push(key.eval(row)?);
-        }
+        };
+        self.groups[slot].1.entry_ref(self.key.as_slice()).or_default()
+    }
+
+    /// The arguments' values on `row`, into `self.values`.
+    fn evaluate_args(&mut self, row: &[Value]) -> Evaluated<()> {
         self.values.clear();
         for (arg, sums) in &self.args {
             self.values.push(match arg {
@@ -226,25 +288,27 @@ impl GroupTotals {
                 },
             });
         }
-        let slot = match self.groups[..self.used].iter().position(|(t, _)| *t == time) {
-            Some(slot) => slot,
-            None => {
-                if self.used == self.groups.len() {
-                    self.groups.push((time, FxHashMap::default()));
-                } else {
-                    self.groups[self.used].0 = time;
-                }
-                self.used += 1;
-                self.used - 1
+        Ok(())
+    }
+
+    fn add(&mut self, row: &[Value], time: Time, diff: Diff) -> Evaluated<()> {
+        if let Some(filter) = &self.filter {
+            if filter.eval(row)? != Value::Bool(true) {
+                return Ok(());
             }
-        };
-        let groups = &mut self.groups[slot].1;
-        if let Some(totals) = groups.get_mut(self.key.as_slice()) {
-            totals.add_rows(diff, &self.values);
-        } else {
-            let mut totals = Totals::default();
-            totals.add_rows(diff, &self.values);
-            groups.insert(self.key.clone(), totals);
+        }
+        self.key.clear();
+        for key in &self.keys {
+            self.key.push(key.eval(row)?);
+        }
+        match self.evaluate_args(row) {
+            Ok(()) => {
+                let values = std::mem::take(&mut self.values);
+                self.group(time).add_rows(diff, &values);
+                self.values = values;
+            }
+            Err(error) if self.defer_errors => self.group(time).add_error(error, diff as i64),
+            Err(error) => return Err(error),
         }
         Ok(())
     }
