@@ -221,22 +221,18 @@ pub fn render<'scope>(
         }
     };
     if let Some(limit) = plan.limit {
-        let order = plan.order.clone();
+        let limit = isize::try_from(limit).unwrap_or(isize::MAX);
+        // Two stages, as a tree: the top k of each of TOP_K_BUCKETS buckets
+        // of rows (by hash), then the top k of those. A change re-sorts
+        // one bucket and the k x buckets finalists, not every row.
+        let (first, last) = (plan.order.clone(), plan.order.clone());
         rows = rows
-            .map(|row| ((), row))
+            .map(|row| (bucket_of(&row), row))
             .reduce(move |_, input: &[(&Row, Diff)], output| {
-                let mut sorted: Vec<(&Row, Diff)> = input.to_vec();
-                sorted.sort_by(|a, b| compare_rows(&order, a.0, b.0));
-                let mut left = i64::try_from(limit).unwrap_or(i64::MAX) as isize;
-                for (row, count) in sorted {
-                    if left <= 0 {
-                        break;
-                    }
-                    let take = count.min(left);
-                    output.push((row.clone(), take));
-                    left -= take;
-                }
+                top_k(&first, limit, input, output)
             })
+            .map(|(_, row)| ((), row))
+            .reduce(move |_, input: &[(&Row, Diff)], output| top_k(&last, limit, input, output))
             .map(|((), row)| row);
     }
     let errors = match errors.split_first() {
@@ -264,9 +260,54 @@ fn aggregate(funcs: &[super::expr::AggFunc], input: &[(&Option<Row>, Diff)]) -> 
     accs.iter().map(Accumulator::finish).collect()
 }
 
+/// Buckets of the first top-k stage.
+const TOP_K_BUCKETS: u64 = 64;
+
+/// A row's top-k bucket: a hash that is the same on every worker and run.
+fn bucket_of(row: &Row) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = rustc_hash::FxHasher::default();
+    row.hash(&mut hasher);
+    hasher.finish() % TOP_K_BUCKETS
+}
+
+/// The first `limit` rows of `input` (counting multiplicities) in
+/// [`compare_rows`] order. The written rows, which break ties, are made
+/// only for rows that tie on the ORDER BY values.
+fn top_k(order: &[OrderItem], limit: isize, input: &[(&Row, Diff)], output: &mut Vec<(Row, Diff)>) {
+    let mut sorted: Vec<(&Row, Diff)> = input.to_vec();
+    sorted.sort_by(|a, b| compare_by_order(order, a.0, b.0));
+    let mut left = limit;
+    let mut start = 0;
+    while start < sorted.len() && left > 0 {
+        let tied = sorted[start..]
+            .iter()
+            .take_while(|(row, _)| compare_by_order(order, sorted[start].0, row).is_eq())
+            .count();
+        let run = &mut sorted[start..start + tied];
+        if tied > 1 {
+            run.sort_by_cached_key(|(row, _)| csv_line(row));
+        }
+        for (row, count) in run.iter() {
+            if left <= 0 {
+                break;
+            }
+            let take = (*count).min(left);
+            output.push(((*row).clone(), take));
+            left -= take;
+        }
+        start += tied;
+    }
+}
+
 /// ORDER BY's order, then byte-wise order of the written row, so the
 /// order of every row is decided.
 pub fn compare_rows(order: &[OrderItem], a: &Row, b: &Row) -> std::cmp::Ordering {
+    compare_by_order(order, a, b).then_with(|| csv_line(a).cmp(&csv_line(b)))
+}
+
+/// ORDER BY's order alone (rows may tie).
+fn compare_by_order(order: &[OrderItem], a: &Row, b: &Row) -> std::cmp::Ordering {
     for item in order {
         let (x, y) = (&a[item.column], &b[item.column]);
         let ordering = match (x == &Value::Null, y == &Value::Null) {
@@ -298,7 +339,7 @@ pub fn compare_rows(order: &[OrderItem], a: &Row, b: &Row) -> std::cmp::Ordering
             return ordering;
         }
     }
-    csv_line(a).cmp(&csv_line(b))
+    std::cmp::Ordering::Equal
 }
 
 /// One row as a CSV line (no newline): values in the spec's normal form,
@@ -320,5 +361,65 @@ pub fn csv_field(text: &str) -> String {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::value::Number;
+    use proptest::prelude::*;
+
+    fn row(score: i64, name: u8) -> Row {
+        vec![
+            Value::Number(Number::from_i128(i128::from(score))),
+            Value::Text(format!("n{name}").into()),
+        ]
+    }
+
+    proptest! {
+        /// The top k, tie-broken by the written row, counted with
+        /// multiplicities, equals sorting everything by `compare_rows`;
+        /// and the top k of per-bucket top ks is the same.
+        #[test]
+        fn top_k_is_the_first_k_of_the_full_order(
+            rows in proptest::collection::vec((0i64..4, 0u8..6, 1isize..3), 0..40),
+            limit in 1isize..10,
+            descending in any::<bool>(),
+        ) {
+            let order = [OrderItem { column: 0, descending, nulls_first: false }];
+            let mut merged: std::collections::BTreeMap<Row, Diff> = Default::default();
+            for (score, name, count) in &rows {
+                *merged.entry(row(*score, *name)).or_default() += count;
+            }
+            let input: Vec<(&Row, Diff)> = merged.iter().map(|(r, c)| (r, *c)).collect();
+            let mut expected: Vec<(&Row, Diff)> = input.clone();
+            expected.sort_by(|a, b| compare_rows(&order, a.0, b.0));
+            let mut want = Vec::new();
+            let mut left = limit;
+            for (r, c) in expected {
+                if left <= 0 { break; }
+                want.push((r.clone(), c.min(left)));
+                left -= c.min(left);
+            }
+            let mut got = Vec::new();
+            top_k(&order, limit, &input, &mut got);
+            prop_assert_eq!(&got, &want);
+            // Two stages: per bucket, then over the finalists.
+            let mut finalists: std::collections::BTreeMap<Row, Diff> = Default::default();
+            for bucket in 0..TOP_K_BUCKETS {
+                let part: Vec<(&Row, Diff)> =
+                    input.iter().copied().filter(|(r, _)| bucket_of(r) == bucket).collect();
+                let mut out = Vec::new();
+                top_k(&order, limit, &part, &mut out);
+                for (r, c) in out {
+                    *finalists.entry(r).or_default() += c;
+                }
+            }
+            let finalists: Vec<(&Row, Diff)> = finalists.iter().map(|(r, c)| (r, *c)).collect();
+            let mut two_stage = Vec::new();
+            top_k(&order, limit, &finalists, &mut two_stage);
+            prop_assert_eq!(two_stage, want);
+        }
     }
 }
