@@ -222,17 +222,10 @@ pub fn render<'scope>(
     };
     if let Some(limit) = plan.limit {
         let limit = isize::try_from(limit).unwrap_or(isize::MAX);
-        // Two stages, as a tree: the top k of each of TOP_K_BUCKETS buckets
-        // of rows (by hash), then the top k of those. A change re-sorts
-        // one bucket and the k x buckets finalists, not every row.
-        let (first, last) = (plan.order.clone(), plan.order.clone());
+        let order = plan.order.clone();
         rows = rows
-            .map(|row| (bucket_of(&row), row))
-            .reduce(move |_, input: &[(&Row, Diff)], output| {
-                top_k(&first, limit, input, output)
-            })
-            .map(|(_, row)| ((), row))
-            .reduce(move |_, input: &[(&Row, Diff)], output| top_k(&last, limit, input, output))
+            .map(|row| ((), row))
+            .reduce(move |_, input: &[(&Row, Diff)], output| top_k(&order, limit, input, output))
             .map(|((), row)| row);
     }
     let errors = match errors.split_first() {
@@ -258,17 +251,6 @@ fn aggregate(funcs: &[super::expr::AggFunc], input: &[(&Option<Row>, Diff)]) -> 
         }
     }
     accs.iter().map(Accumulator::finish).collect()
-}
-
-/// Buckets of the first top-k stage.
-const TOP_K_BUCKETS: u64 = 64;
-
-/// A row's top-k bucket: a hash that is the same on every worker and run.
-fn bucket_of(row: &Row) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = rustc_hash::FxHasher::default();
-    row.hash(&mut hasher);
-    hasher.finish() % TOP_K_BUCKETS
 }
 
 /// The first `limit` rows of `input` (counting multiplicities) in
@@ -379,8 +361,7 @@ mod tests {
 
     proptest! {
         /// The top k, tie-broken by the written row, counted with
-        /// multiplicities, equals sorting everything by `compare_rows`;
-        /// and the top k of per-bucket top ks is the same.
+        /// multiplicities, equals sorting everything by `compare_rows`.
         #[test]
         fn top_k_is_the_first_k_of_the_full_order(
             rows in proptest::collection::vec((0i64..4, 0u8..6, 1isize..3), 0..40),
@@ -404,22 +385,7 @@ mod tests {
             }
             let mut got = Vec::new();
             top_k(&order, limit, &input, &mut got);
-            prop_assert_eq!(&got, &want);
-            // Two stages: per bucket, then over the finalists.
-            let mut finalists: std::collections::BTreeMap<Row, Diff> = Default::default();
-            for bucket in 0..TOP_K_BUCKETS {
-                let part: Vec<(&Row, Diff)> =
-                    input.iter().copied().filter(|(r, _)| bucket_of(r) == bucket).collect();
-                let mut out = Vec::new();
-                top_k(&order, limit, &part, &mut out);
-                for (r, c) in out {
-                    *finalists.entry(r).or_default() += c;
-                }
-            }
-            let finalists: Vec<(&Row, Diff)> = finalists.iter().map(|(r, c)| (r, *c)).collect();
-            let mut two_stage = Vec::new();
-            top_k(&order, limit, &finalists, &mut two_stage);
-            prop_assert_eq!(two_stage, want);
+            prop_assert_eq!(got, want);
         }
     }
 }
