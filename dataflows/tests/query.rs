@@ -199,8 +199,10 @@ fn group_totals_follow_amendments_and_cancels_at_every_batch_size() {
     // T5 (A_C_X) is booked, then cancelled: its group leaves the answer.
     // T6 is booked as 2 @ 10, then amended to 4 @ 10.25.
     assert_eq!(
-        csv("SELECT position_key, COUNT(*) AS n, SUM(quantity * price) AS notional, \
-             AVG(quantity) AS mean FROM trades GROUP BY position_key ORDER BY position_key"),
+        csv(
+            "SELECT position_key, COUNT(*) AS n, SUM(quantity * price) AS notional, \
+             AVG(quantity) AS mean FROM trades GROUP BY position_key ORDER BY position_key"
+        ),
         [
             "position_key,n,notional,mean",
             // 10 * 100 + 5 * 110 + 12 * 120; (10 + 5 + 12) / 3
@@ -216,9 +218,11 @@ fn a_join_reads_only_the_columns_it_needs_and_answers_the_same() {
     // Lots joined to their position, grouped by the position's quantity
     // sign: the rows are built with only the joined and read columns.
     assert_eq!(
-        csv("SELECT p.quantity > 0 AS long, SUM(l.quantity) AS q, COUNT(*) AS n \
+        csv(
+            "SELECT p.quantity > 0 AS long, SUM(l.quantity) AS q, COUNT(*) AS n \
              FROM lots l JOIN positions p ON l.position_key = p.position_key \
-             GROUP BY p.quantity > 0 ORDER BY long"),
+             GROUP BY p.quantity > 0 ORDER BY long"
+        ),
         ["long,q,n", "false,7,1", "true,7,2"]
     );
 }
@@ -247,7 +251,10 @@ fn totals_taken_before_a_join_report_errors_only_for_rows_that_survive() {
     // 7 / (50 - 110), to 32 places, half to even.
     assert_eq!(
         csv(&sql("p.quantity < 0")),
-        ["position_key,s,n", "A_B_Y,-0.11666666666666666666666666666667,1"]
+        [
+            "position_key,s,n",
+            "A_B_Y,-0.11666666666666666666666666666667,1"
+        ]
     );
     let kept = answer(&sql("p.quantity > 0"), 2, 2);
     assert_eq!(kept.errors, ["division by zero"]);
@@ -259,10 +266,12 @@ fn totals_before_joins_count_each_joined_row() {
     // position row per join, so totals are not multiplied; COUNT(*) over
     // the lots of long positions: A_B_X (1 lot) and A_C_Z (1 lot).
     assert_eq!(
-        csv("SELECT COUNT(*) AS n, SUM(l.quantity * l.price) AS v FROM lots l \
+        csv(
+            "SELECT COUNT(*) AS n, SUM(l.quantity * l.price) AS v FROM lots l \
              JOIN positions p ON l.position_key = p.position_key \
              JOIN positions q ON p.position_key = q.position_key \
-             WHERE q.quantity > 0"),
+             WHERE q.quantity > 0"
+        ),
         ["n,v", "2,371"]
     );
 }

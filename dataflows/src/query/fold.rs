@@ -5,8 +5,8 @@
 //! and time per batch, never as a collection of whole rows.
 
 use differential_dataflow::operators::arrange::Arranged;
-use differential_dataflow::trace::{BatchCursor, BatchKey, BatchVal, Cursor, Navigable};
 use differential_dataflow::trace::TraceReader;
+use differential_dataflow::trace::{BatchCursor, BatchKey, BatchVal, Cursor, Navigable};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;

@@ -12,7 +12,7 @@
 //! reported only if its rows survive the joins and the filter.
 
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::vec::Map;
 
 use super::expr::Expr;
 use super::fold::Columns;
@@ -65,25 +65,7 @@ fn split_partial<'scope, T: differential_dataflow::Data>(
     results: Partial<'scope, Evaluated<T>>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
 ) -> Partial<'scope, T> {
-    let mut parts = results
-        .inner
-        .partition(2, |(result, time, totals)| {
-            (u64::from(result.is_err()), (result, time, totals))
-        })
-        .into_iter();
-    let (Some(ok), Some(err)) = (parts.next(), parts.next()) else {
-        unreachable!("partition(2) gives two streams")
-    };
-    errors.push(
-        err.flat_map(|(result, time, totals)| {
-            result
-                .err()
-                .map(|error| (error, time, totals.rows() as Diff))
-        })
-        .as_collection(),
-    );
-    ok.flat_map(|(result, time, totals)| result.ok().map(|value| (value, time, totals)))
-        .as_collection()
+    super::render::split_weighted(results, errors, |totals| totals.rows() as Diff)
 }
 
 /// The group keys of the joined rows, with their partial totals as the
@@ -116,40 +98,20 @@ pub(super) fn grouped_totals<'scope>(
         })
         .as_collection();
     // 2. Each join: partial totals times the joined rows' multiplicities.
-    for ((join, source), columns) in plan
-        .joins
-        .iter()
-        .zip(&plan.sources[1..])
-        .zip(&columns[1..])
-    {
+    for ((join, source), columns) in plan.joins.iter().zip(&plan.sources[1..]).zip(&columns[1..]) {
         let right = reader.rows(source.table, *columns)?;
-        let left_key = join.left_key.clone();
-        let right_key = join.right_key.clone();
-        let left = split_partial(
-            rows.map(move |row| super::render::eval_all(&left_key, &row).map(|k| (k, row))),
-            errors,
-        );
-        let right = super::render::split(
-            right.map(move |row| super::render::eval_all(&right_key, &row).map(|k| (k, row))),
-            errors,
-        );
-        // SQL equality: a NULL key joins nothing.
-        let left = left.filter(|(k, _)| !k.contains(&Value::Null));
-        rows = left.join_map(right, |_key, l: &Row, r: &Row| {
-            let mut row = l.clone();
-            row.extend(r.iter().cloned());
-            row
-        });
+        rows = super::render::join_rows(rows, right, join, errors, |totals| totals.rows() as Diff);
     }
     // 3. The filter and the group keys over the joined rows.
     let filter = plan.filter.clone();
     let group_keys = grouping.keys.clone();
-    let keyed = rows.flat_map(move |row| {
-        match filter.as_ref().map(|f| super::render::passes(f, &row)) {
-            Some(Ok(false)) => None,
-            Some(Err(error)) => Some(Err(error)),
-            None | Some(Ok(true)) => Some(super::render::eval_all(&group_keys, &row)),
-        }
-    });
+    let keyed =
+        rows.flat_map(
+            move |row| match filter.as_ref().map(|f| super::render::passes(f, &row)) {
+                Some(Ok(false)) => None,
+                Some(Err(error)) => Some(Err(error)),
+                None | Some(Ok(true)) => Some(super::render::eval_all(&group_keys, &row)),
+            },
+        );
     Ok(split_partial(keyed, errors))
 }

@@ -6,9 +6,9 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::Scope;
 
 use super::as_of::AsOf;
+use super::fold::{fold_rows, Columns, MapRows, RowFold};
 use super::tables::{lot_row, position_row, trade_row, ImportButton, Interval, MissingTable};
 use super::tables::{Table, Tables};
-use super::fold::{fold_rows, Columns, MapRows, RowFold};
 use super::value::{Row, Value};
 use crate::engine::{book_again, Diff, Time};
 use crate::trade::{Date, TradeVersion};

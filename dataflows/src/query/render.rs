@@ -11,7 +11,7 @@ use timely::dataflow::Scope;
 
 use super::expr::{Accumulator, AggFunc, Expr};
 use super::fold::{fold_rows, MapRows, RowFold};
-use super::plan::{OrderItem, Plan};
+use super::plan::{Join, OrderItem, Plan};
 use super::pushdown;
 use super::reader::{Reader, RenderError};
 use super::tables::{ImportButton, MissingTable, Tables};
@@ -39,6 +39,19 @@ pub(super) fn split<'scope, T: differential_dataflow::Data>(
     results: VecCollection<'scope, Time, Evaluated<T>, Diff>,
     errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
 ) -> VecCollection<'scope, Time, T, Diff> {
+    split_weighted(results, errors, |diff| *diff)
+}
+
+/// [`split`] for any difference type: an error counts `rows(difference)`.
+pub(super) fn split_weighted<'scope, T, R>(
+    results: VecCollection<'scope, Time, Evaluated<T>, R>,
+    errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
+    rows: fn(&R) -> Diff,
+) -> VecCollection<'scope, Time, T, R>
+where
+    T: differential_dataflow::Data,
+    R: differential_dataflow::difference::Semigroup + 'static,
+{
     let mut parts = results
         .inner
         .partition(2, |(result, time, diff)| {
@@ -49,7 +62,7 @@ pub(super) fn split<'scope, T: differential_dataflow::Data>(
         unreachable!("partition(2) gives two streams")
     };
     errors.push(
-        err.flat_map(|(r, t, d)| r.err().map(|e| (e, t, d)))
+        err.flat_map(move |(r, t, d)| r.err().map(|e| (e, t, rows(&d))))
             .as_collection(),
     );
     ok.flat_map(|(r, t, d)| r.ok().map(|v| (v, t, d)))
@@ -93,25 +106,45 @@ fn folded<'scope, F: RowFold>(
     let mut rows = reader.rows(first.table, columns[0])?;
     for ((join, source), columns) in plan.joins.iter().zip(others).zip(&columns[1..]) {
         let right = reader.rows(source.table, *columns)?;
-        let left_key = join.left_key.clone();
-        let right_key = join.right_key.clone();
-        let left = split(
-            rows.map(move |row| eval_all(&left_key, &row).map(|k| (k, row))),
-            errors,
-        );
-        let right = split(
-            right.map(move |row| eval_all(&right_key, &row).map(|k| (k, row))),
-            errors,
-        );
-        // SQL equality: a NULL key joins nothing.
-        let left = left.filter(|(k, _)| !k.contains(&Value::Null));
-        rows = left.join_map(right, |_key, l: &Row, r: &Row| {
-            let mut row = l.clone();
-            row.extend(r.iter().cloned());
-            row
-        });
+        rows = join_rows(rows, right, join, errors, |diff| *diff);
     }
     Ok(fold_rows(rows, fold))
+}
+
+/// One equi-join step: `left`'s rows (weighted by any difference `R`)
+/// joined with `right`'s on `join`'s keys, each joined row `left ++ right`
+/// weighted by `R` times the right row's multiplicity. A key that fails
+/// to evaluate is an error (counting `rows(R)` rows); a NULL key joins
+/// nothing, as SQL's equality.
+pub(super) fn join_rows<'scope, R>(
+    left: VecCollection<'scope, Time, Row, R>,
+    right: VecCollection<'scope, Time, Row, Diff>,
+    join: &Join,
+    errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
+    rows: fn(&R) -> Diff,
+) -> VecCollection<'scope, Time, Row, R>
+where
+    R: differential_dataflow::ExchangeData
+        + differential_dataflow::difference::Semigroup
+        + differential_dataflow::difference::Multiply<Diff, Output = R>,
+{
+    let left_key = join.left_key.clone();
+    let right_key = join.right_key.clone();
+    let left = split_weighted(
+        left.map(move |row| eval_all(&left_key, &row).map(|k| (k, row))),
+        errors,
+        rows,
+    );
+    let right = split(
+        right.map(move |row| eval_all(&right_key, &row).map(|k| (k, row))),
+        errors,
+    );
+    let left = left.filter(|(k, _)| !k.contains(&Value::Null));
+    left.join_map(right, |_key, l: &Row, r: &Row| {
+        let mut row = l.clone();
+        row.extend(r.iter().cloned());
+        row
+    })
 }
 
 /// One collection holding a single marker update (on worker 0) at time 0.
@@ -179,13 +212,11 @@ pub fn render<'scope>(
                             .explode(|(key, totals)| std::iter::once((key, totals))),
                     );
                 }
-                totals
-                    .count_total()
-                    .map(move |(key, totals)| {
-                        totals
-                            .finish(&funcs)
-                            .map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>())
-                    })
+                totals.count_total().map(move |(key, totals)| {
+                    totals
+                        .finish(&funcs)
+                        .map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>())
+                })
             } else {
                 let fold = MapRows::new(move |row: &[Value]| {
                     Some(kept(filter.as_ref(), row)?.and_then(|()| {

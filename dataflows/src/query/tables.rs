@@ -507,9 +507,8 @@ impl Tables {
             Table::Valuations => {
                 let trace = self.valuations.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                let fill = |k: &ValuationRow, _: &(), row: &mut RowBuilder<'_>| {
-                    fill_valuation_row(row, k)
-                };
+                let fill =
+                    |k: &ValuationRow, _: &(), row: &mut RowBuilder<'_>| fill_valuation_row(row, k);
                 (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Breaks => {
@@ -527,17 +526,15 @@ impl Tables {
             Table::Trades => {
                 let trace = self.trades.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                let fill = |_: &Id, v: &TradeVersion, row: &mut RowBuilder<'_>| {
-                    fill_trade_row(row, v)
-                };
+                let fill =
+                    |_: &Id, v: &TradeVersion, row: &mut RowBuilder<'_>| fill_trade_row(row, v);
                 (fold_arranged(arranged, columns, fill, fold), button)
             }
             Table::Corrections => {
                 let trace = self.corrections.as_mut().ok_or_else(missing)?;
                 let (arranged, button) = import_interval(trace, scope, name, interval);
-                let fill = |k: &Correction, _: &(), row: &mut RowBuilder<'_>| {
-                    fill_correction_row(row, k)
-                };
+                let fill =
+                    |k: &Correction, _: &(), row: &mut RowBuilder<'_>| fill_correction_row(row, k);
                 (fold_arranged(arranged, columns, fill, fold), button)
             }
         })

@@ -253,7 +253,10 @@ impl GroupTotals {
 
     /// The totals of the current row's group at `time`.
     fn group(&mut self, time: Time) -> &mut Totals {
-        let slot = match self.groups[..self.used].iter().position(|(t, _)| *t == time) {
+        let slot = match self.groups[..self.used]
+            .iter()
+            .position(|(t, _)| *t == time)
+        {
             Some(slot) => slot,
             None => {
                 if self.used == self.groups.len() {
@@ -265,7 +268,10 @@ impl GroupTotals {
                 self.used - 1
             }
         };
-        self.groups[slot].1.entry_ref(self.key.as_slice()).or_default()
+        self.groups[slot]
+            .1
+            .entry_ref(self.key.as_slice())
+            .or_default()
     }
 
     /// The arguments' values on `row`, into `self.values`.
