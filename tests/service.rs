@@ -318,3 +318,40 @@ fn a_correction_larger_than_kafka_s_default_message_limit_is_published() {
     let _ = engine.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A zombie (an earlier writer, paused while this one took over) that
+/// starts producers with the outbox topics' transactional ids fences the
+/// writer's producers. The writer, still the writer in PostgreSQL, takes
+/// its topics back and publishes every correction and dead letter exactly
+/// once; it does not stop.
+#[test]
+fn the_writer_takes_its_topics_back_from_a_zombie_producer() {
+    let env = Env::new("zp");
+    let config = env.config();
+    let lines = sample_lines();
+    let (_dir, parts) = split_into_files(&env.name, &lines, 2);
+    let mut engine = env.start_engine();
+    env.produce(&parts[0]);
+    env.wait_committed(lines.len().div_ceil(2) as i64, Duration::from_secs(120));
+    let zombies: Vec<_> = [
+        &config.kafka.corrections_topic,
+        &config.kafka.dlq_topic,
+        &config.kafka.breaks_topic,
+    ]
+    .into_iter()
+    .map(|topic| {
+        let id = deltabook::service::publish::transactional_id(topic);
+        kafka::transactional_producer(BROKERS, &id).expect("a zombie producer")
+    })
+    .collect();
+    env.produce(&parts[1]);
+    env.wait_committed(lines.len() as i64, Duration::from_secs(180));
+    check_against_book(&env);
+    let still_running = engine.wait_exit(Duration::from_millis(100)).is_none();
+    drop(zombies);
+    let _ = engine.kill();
+    assert!(
+        still_running,
+        "the writer stopped instead of taking its topics back"
+    );
+}

@@ -187,6 +187,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         publishers.spawn(publish::run(
             outbox,
             config.clone(),
+            writer_epoch,
             metrics.clone(),
             committed.clone(),
             stop.clone(),

@@ -144,35 +144,75 @@ impl Outbox {
     }
 }
 
-/// Publishes `outbox` until `stop` is set. Every failure is retried with
-/// backoff, except being fenced, which returns [`Fenced`].
+/// How many times one publisher takes its topic back from another
+/// producer (a zombie of an earlier writer) before it gives up.
+const MAX_TAKEBACKS: u32 = 10;
+
+/// True when `writer_epoch` is still the writer's epoch in PostgreSQL.
+async fn still_the_writer(config: &Config, writer_epoch: i64) -> Result<bool> {
+    let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
+    let current: i64 = client
+        .query_one("SELECT epoch FROM writer", &[])
+        .await
+        .context("reading the writer epoch")?
+        .get(0);
+    Ok(current == writer_epoch)
+}
+
+/// Publishes `outbox` until `stop` is set, for the writer of epoch
+/// `writer_epoch`. Every failure is retried with backoff. Before each
+/// (re)start it checks that this instance is still the writer: a zombie
+/// (an earlier writer, paused while another took over) returns [`Fenced`]
+/// instead of starting a producer, which would fence the writer's. When
+/// the writer's own producer is fenced by such a zombie, it takes the
+/// topic back (at most [`MAX_TAKEBACKS`] times): starting its producer
+/// fences the zombie's, and it resumes after what the topic holds.
 pub async fn run(
     outbox: Outbox,
     config: Config,
+    writer_epoch: i64,
     metrics: Metrics,
     committed: Arc<Notify>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
     let (topic, partitions) = outbox.topic(&config);
     let mut backoff = Backoff::new(&config.retry);
+    let mut takebacks = 0;
     while !stop.load(Ordering::Relaxed) {
-        match publish_until_error(
-            outbox, &config, &topic, partitions, &metrics, &committed, &stop,
-        )
-        .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if e.downcast_ref::<Fenced>().is_some() => return Err(e),
-            Err(e) => {
-                metrics
-                    .retries
-                    .with_label_values(&[&format!("publish_{topic}")])
-                    .inc();
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %format!("{e:#}"), %topic, ?delay, "publisher restarting");
-                tokio::time::sleep(delay).await;
+        let failure = match still_the_writer(&config, writer_epoch).await {
+            Ok(false) => {
+                return Err(Fenced {
+                    topic,
+                    detail: format!("writer epoch {writer_epoch} is no longer the writer's"),
+                }
+                .into())
             }
-        }
+            Ok(true) => {
+                match publish_until_error(
+                    outbox, &config, &topic, partitions, &metrics, &committed, &stop,
+                )
+                .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.downcast_ref::<Fenced>().is_some() => {
+                        takebacks += 1;
+                        if takebacks > MAX_TAKEBACKS {
+                            return Err(e);
+                        }
+                        e.context("another producer took the topic; checking who the writer is")
+                    }
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        metrics
+            .retries
+            .with_label_values(&[&format!("publish_{topic}")])
+            .inc();
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %format!("{failure:#}"), %topic, ?delay, "publisher restarting");
+        tokio::time::sleep(delay).await;
     }
     Ok(())
 }
