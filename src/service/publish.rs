@@ -43,7 +43,8 @@ pub enum Outbox {
     BreakEvents,
 }
 
-/// A publisher that must stop: another instance's publisher fenced it.
+/// This publisher's producer was fenced: another producer started with
+/// the topic's transactional id.
 #[derive(Debug, thiserror::Error)]
 #[error("fenced: another publisher took over {topic} ({detail})")]
 pub struct Fenced {
@@ -51,6 +52,17 @@ pub struct Fenced {
     pub topic: String,
     /// What Kafka said.
     pub detail: String,
+}
+
+/// A publisher that must stop: its instance is no longer the writer (the
+/// writer epoch in PostgreSQL moved on).
+#[derive(Debug, thiserror::Error)]
+#[error("fenced: writer epoch {epoch} is no longer the writer's; not publishing {topic}")]
+pub struct NotTheWriter {
+    /// The topic.
+    pub topic: String,
+    /// This instance's writer epoch.
+    pub epoch: i64,
 }
 
 struct Row {
@@ -148,25 +160,15 @@ impl Outbox {
 /// producer (a zombie of an earlier writer) before it gives up.
 const MAX_TAKEBACKS: u32 = 10;
 
-/// True when `writer_epoch` is still the writer's epoch in PostgreSQL.
-async fn still_the_writer(config: &Config, writer_epoch: i64) -> Result<bool> {
-    let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
-    let current: i64 = client
-        .query_one("SELECT epoch FROM writer", &[])
-        .await
-        .context("reading the writer epoch")?
-        .get(0);
-    Ok(current == writer_epoch)
-}
-
 /// Publishes `outbox` until `stop` is set, for the writer of epoch
-/// `writer_epoch`. Every failure is retried with backoff. Before each
-/// (re)start it checks that this instance is still the writer: a zombie
-/// (an earlier writer, paused while another took over) returns [`Fenced`]
-/// instead of starting a producer, which would fence the writer's. When
-/// the writer's own producer is fenced by such a zombie, it takes the
-/// topic back (at most [`MAX_TAKEBACKS`] times): starting its producer
-/// fences the zombie's, and it resumes after what the topic holds.
+/// `writer_epoch`. Every failure is retried with backoff. Each (re)start
+/// first checks that this instance is still the writer: a zombie (an
+/// earlier writer, paused while another took over) returns
+/// [`NotTheWriter`] instead of starting a producer, which would fence the
+/// writer's. When the writer's own producer is fenced ([`Fenced`]) by such
+/// a zombie, it takes the topic back (at most [`MAX_TAKEBACKS`] times):
+/// starting its producer fences the zombie's, and it resumes after what
+/// the topic holds.
 pub async fn run(
     outbox: Outbox,
     config: Config,
@@ -175,37 +177,25 @@ pub async fn run(
     committed: Arc<Notify>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
-    let (topic, partitions) = outbox.topic(&config);
+    let (topic, _) = outbox.topic(&config);
     let mut backoff = Backoff::new(&config.retry);
     let mut takebacks = 0;
     while !stop.load(Ordering::Relaxed) {
-        let failure = match still_the_writer(&config, writer_epoch).await {
-            Ok(false) => {
-                return Err(Fenced {
-                    topic,
-                    detail: format!("writer epoch {writer_epoch} is no longer the writer's"),
-                }
-                .into())
-            }
-            Ok(true) => {
-                match publish_until_error(
-                    outbox, &config, &topic, partitions, &metrics, &committed, &stop,
-                )
+        let failure =
+            match publish_until_error(outbox, &config, writer_epoch, &metrics, &committed, &stop)
                 .await
-                {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.downcast_ref::<Fenced>().is_some() => {
-                        takebacks += 1;
-                        if takebacks > MAX_TAKEBACKS {
-                            return Err(e);
-                        }
-                        e.context("another producer took the topic; checking who the writer is")
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is::<NotTheWriter>() => return Err(e),
+                Err(e) if e.is::<Fenced>() => {
+                    takebacks += 1;
+                    if takebacks > MAX_TAKEBACKS {
+                        return Err(e);
                     }
-                    Err(e) => e,
+                    e.context("another producer took the topic; taking it back if still the writer")
                 }
-            }
-            Err(e) => e,
-        };
+                Err(e) => e,
+            };
         metrics
             .retries
             .with_label_values(&[&format!("publish_{topic}")])
@@ -240,15 +230,30 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// One start of a publisher: checks that this instance is still the
+/// writer (epoch `writer_epoch`), then fences older producers of the topic
+/// and publishes until an error (or `stop`).
 async fn publish_until_error(
     outbox: Outbox,
     config: &Config,
-    topic: &str,
-    partitions: i32,
+    writer_epoch: i64,
     metrics: &Metrics,
     committed: &Notify,
     stop: &AtomicBool,
 ) -> Result<()> {
+    let (topic, partitions) = outbox.topic(config);
+    let topic = topic.as_str();
+    let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
+    let current = deltabook_sinks::postgres::fence::current_epoch(&client)
+        .await
+        .context("reading the writer epoch")?;
+    if current != writer_epoch {
+        return Err(NotTheWriter {
+            topic: topic.to_string(),
+            epoch: writer_epoch,
+        }
+        .into());
+    }
     // Fence older publishers first: after this, what is committed on the
     // topic can only grow through this producer.
     let brokers = config.kafka.brokers.clone();
@@ -262,7 +267,6 @@ async fn publish_until_error(
         kafka::last_outbox_ids(&brokers, &tail_topic, partitions, Duration::from_secs(10))
     })
     .await??;
-    let client = deltabook_sinks::postgres::connect(&config.postgres.url).await?;
     let mut cursor = last.iter().copied().min().unwrap_or(-1);
     tracing::info!(%topic, resume_after = ?last, "publisher started");
     while !stop.load(Ordering::Relaxed) {

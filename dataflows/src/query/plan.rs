@@ -134,6 +134,21 @@ impl Plan {
         }
     }
 
+    /// The expressions over the combined row other than the aggregates'
+    /// arguments: WHERE, the joins' left keys, then the group keys (with
+    /// GROUP BY) or the select list (without).
+    pub(super) fn exprs_beside_aggregates(&self) -> Vec<&Expr> {
+        let mut exprs: Vec<&Expr> = self.filter.iter().collect();
+        for join in &self.joins {
+            exprs.extend(&join.left_key);
+        }
+        match &self.grouping {
+            Some(grouping) => exprs.extend(&grouping.keys),
+            None => exprs.extend(&self.select),
+        }
+        exprs
+    }
+
     /// Per source, the columns of its table the query reads (its rows are
     /// built with only these; the others stay NULL).
     pub fn columns_read(&self) -> Vec<Columns> {
@@ -145,16 +160,9 @@ impl Plan {
                 read[owner] = read[owner].with(combined - self.sources[owner].offset);
             }
         };
-        let mut over_combined: Vec<&Expr> = self.filter.iter().collect();
-        for join in &self.joins {
-            over_combined.extend(&join.left_key);
-        }
-        match &self.grouping {
-            Some(grouping) => {
-                over_combined.extend(&grouping.keys);
-                over_combined.extend(grouping.aggregates.iter().filter_map(|a| a.arg.as_ref()));
-            }
-            None => over_combined.extend(&self.select),
+        let mut over_combined = self.exprs_beside_aggregates();
+        if let Some(grouping) = &self.grouping {
+            over_combined.extend(grouping.aggregates.iter().filter_map(|a| a.arg.as_ref()));
         }
         for expr in over_combined {
             expr.visit_columns(&mut mark);

@@ -23,20 +23,13 @@ use super::totals::{GroupTotals, Totals};
 use super::value::{EvalError, Row, Value};
 use crate::engine::{Diff, Time};
 
-type Evaluated<T> = Result<T, EvalError>;
-
 /// A collection whose differences are partial totals.
 type Partial<'scope, D> = VecCollection<'scope, Time, D, Totals>;
 
 /// The columns of the first table that anything but the aggregates reads.
-fn residual_columns(plan: &Plan, grouping: &Grouping, width: usize) -> Vec<usize> {
+fn residual_columns(plan: &Plan, width: usize) -> Vec<usize> {
     let mut read = Columns::NONE;
-    let mut over_combined: Vec<&Expr> = plan.filter.iter().collect();
-    over_combined.extend(&grouping.keys);
-    for join in &plan.joins {
-        over_combined.extend(&join.left_key);
-    }
-    for expr in over_combined {
+    for expr in plan.exprs_beside_aggregates() {
         expr.visit_columns(&mut |i| {
             if i < width {
                 read = read.with(i);
@@ -59,13 +52,9 @@ pub(super) fn applies(plan: &Plan, grouping: &Grouping) -> bool {
         .all(|arg| arg.reads_only(&(0..width)))
 }
 
-/// Moves the errors of `results` to `errors`, each counted as the rows
-/// its partial totals stand for; returns the values.
-fn split_partial<'scope, T: differential_dataflow::Data>(
-    results: Partial<'scope, Evaluated<T>>,
-    errors: &mut Vec<VecCollection<'scope, Time, EvalError, Diff>>,
-) -> Partial<'scope, T> {
-    super::render::split_weighted(results, errors, |totals| totals.rows() as Diff)
+/// The rows a partial total stands for (an error on it counts as many).
+fn partial_rows(totals: &Totals) -> Diff {
+    totals.rows() as Diff
 }
 
 /// The group keys of the joined rows, with their partial totals as the
@@ -82,7 +71,7 @@ pub(super) fn grouped_totals<'scope>(
         return Err(MissingTable("(none)"));
     };
     // 1. The first table added up per its residual columns.
-    let residual = residual_columns(plan, grouping, width);
+    let residual = residual_columns(plan, width);
     let keys = residual.iter().map(|i| Expr::Column(*i)).collect();
     let fold = GroupTotals::new(None, keys, &grouping.aggregates).deferring_errors();
     let partial = reader.rows_fold(first.table, columns[0], fold)?;
@@ -100,7 +89,7 @@ pub(super) fn grouped_totals<'scope>(
     // 2. Each join: partial totals times the joined rows' multiplicities.
     for ((join, source), columns) in plan.joins.iter().zip(&plan.sources[1..]).zip(&columns[1..]) {
         let right = reader.rows(source.table, *columns)?;
-        rows = super::render::join_rows(rows, right, join, errors, |totals| totals.rows() as Diff);
+        rows = super::render::join_rows(rows, right, join, errors, partial_rows);
     }
     // 3. The filter and the group keys over the joined rows.
     let filter = plan.filter.clone();
@@ -113,5 +102,5 @@ pub(super) fn grouped_totals<'scope>(
                 None | Some(Ok(true)) => Some(super::render::eval_all(&group_keys, &row)),
             },
         );
-    Ok(split_partial(keyed, errors))
+    Ok(super::render::split_weighted(keyed, errors, partial_rows))
 }

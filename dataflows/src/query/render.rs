@@ -147,6 +147,14 @@ where
     })
 }
 
+/// Each group's totals moved from the data into the difference, where
+/// `count_total` adds them up.
+fn as_differences<'scope>(
+    totals: VecCollection<'scope, Time, (Row, Totals), Diff>,
+) -> VecCollection<'scope, Time, Row, Totals> {
+    totals.explode(|(key, totals)| std::iter::once((key, totals)))
+}
+
 /// One collection holding a single marker update (on worker 0) at time 0.
 fn marker<'scope, D: differential_dataflow::Data>(
     scope: Scope<'scope, Time>,
@@ -201,16 +209,15 @@ pub fn render<'scope>(
                     pushdown::grouped_totals(plan, &grouping, reader, &mut errors)?
                 } else {
                     let fold = GroupTotals::new(filter, keys, &grouping.aggregates);
-                    split(folded(plan, reader, &mut errors, fold)?, &mut errors)
-                        .explode(|(key, totals)| std::iter::once((key, totals)))
+                    as_differences(split(folded(plan, reader, &mut errors, fold)?, &mut errors))
                 };
                 // Without GROUP BY there is one group even over no rows
                 // (COUNT = 0): a marker keeps it present.
                 if global {
-                    totals = totals.concat(
-                        marker(scope, (Row::new(), Totals::marker()))
-                            .explode(|(key, totals)| std::iter::once((key, totals))),
-                    );
+                    totals = totals.concat(as_differences(marker(
+                        scope,
+                        (Row::new(), Totals::marker()),
+                    )));
                 }
                 totals.count_total().map(move |(key, totals)| {
                     totals

@@ -304,8 +304,13 @@ pub fn instant_text(instant: Instant) -> String {
 
 /// Fills a row of `corrections`.
 pub fn fill_correction_row(row: &mut RowBuilder<'_>, correction: &Correction) {
-    let json = correction.to_json().ok();
-    let field = |name: &str| match json.as_ref().and_then(|j| j.get(name)) {
+    // Rendered once, and only if a JSON-valued column is read.
+    let json = std::cell::OnceCell::new();
+    let field = |name: &str| match json
+        .get_or_init(|| correction.to_json().ok())
+        .as_ref()
+        .and_then(|j| j.get(name))
+    {
         Some(serde_json::Value::String(s)) => text(s),
         Some(serde_json::Value::Number(n)) => {
             Number::parse(&n.to_string()).map_or(Value::Null, Value::Number)

@@ -5,9 +5,6 @@
 
 use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
 use rustc_hash::FxBuildHasher;
-
-/// Group totals by key.
-type FxHashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{AggFunc, Aggregate, Expr};
@@ -16,6 +13,18 @@ use super::value::{EvalError, Number, Row, Value};
 use crate::engine::{Diff, Time};
 
 type Evaluated<T> = Result<T, EvalError>;
+
+/// Group totals by key (hashbrown, for lookups by a borrowed key).
+type FxHashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
+
+/// `value * times`, exactly; `None` on overflow. ±1 does not multiply.
+fn scaled(value: Number, times: Diff) -> Option<Number> {
+    match times {
+        1 => Some(value),
+        -1 => value.checked_neg(),
+        _ => value.checked_mul(Number::from_i128(times as i128)).ok(),
+    }
+}
 
 /// The running totals of a group's abelian aggregates, as a differential
 /// difference: rows, and per aggregate its non-NULL values and their sum.
@@ -51,6 +60,12 @@ impl Totals {
     /// Adds `count` rows that failed with `error`.
     fn add_error(&mut self, error: EvalError, count: i64) {
         self.rows += count;
+        self.count_error(error, count);
+    }
+
+    /// Adds `count` to `error`'s count (keeping the list sorted and free of
+    /// zero counts), leaving `rows` alone.
+    fn count_error(&mut self, error: EvalError, count: i64) {
         match self.errors.binary_search_by(|(e, _)| e.cmp(&error)) {
             Ok(at) => {
                 self.errors[at].1 += count;
@@ -74,12 +89,7 @@ impl Totals {
         }
         for ((count, sum), (present, value)) in self.per.iter_mut().zip(values) {
             *count += present * times;
-            let term = match diff {
-                1 => Some(*value),
-                -1 => value.checked_neg(),
-                _ => value.checked_mul(Number::from_i128(diff as i128)).ok(),
-            };
-            match term.and_then(|term| sum.checked_add(term).ok()) {
+            match scaled(*value, diff).and_then(|term| sum.checked_add(term).ok()) {
                 Some(total) => *sum = total,
                 None => self.overflow = true,
             }
@@ -134,8 +144,7 @@ impl Semigroup for Totals {
         self.rows += rhs.rows;
         self.overflow |= rhs.overflow;
         for (error, count) in &rhs.errors {
-            self.add_error(error.clone(), *count);
-            self.rows -= count;
+            self.count_error(error.clone(), *count);
         }
         if self.per.len() < rhs.per.len() {
             self.per.resize(rhs.per.len(), (0, Number::ZERO));
@@ -159,38 +168,21 @@ impl Monoid for Totals {
 impl Multiply<Diff> for Totals {
     type Output = Totals;
     fn multiply(mut self, times: &Diff) -> Totals {
-        match *times {
-            1 => return self,
-            -1 => {
-                self.marker = -self.marker;
-                self.rows = -self.rows;
-                for (_, count) in &mut self.errors {
-                    *count = -*count;
-                }
-                for (count, sum) in &mut self.per {
-                    *count = -*count;
-                    match sum.checked_neg() {
-                        Some(negated) => *sum = negated,
-                        None => self.overflow = true,
-                    }
-                }
-                return self;
-            }
-            _ => {}
+        if *times == 1 {
+            return self;
         }
-        let times_i64 = *times as i64;
-        let factor = Number::from_i128(*times as i128);
-        self.marker *= times_i64;
-        self.rows *= times_i64;
+        let factor = *times as i64;
+        self.marker *= factor;
+        self.rows *= factor;
         for (_, count) in &mut self.errors {
-            *count *= times_i64;
+            *count *= factor;
         }
         self.errors.retain(|(_, count)| *count != 0);
         for (count, sum) in &mut self.per {
-            *count *= times_i64;
-            match sum.checked_mul(factor) {
-                Ok(product) => *sum = product,
-                Err(_) => self.overflow = true,
+            *count *= factor;
+            match scaled(*sum, *times) {
+                Some(product) => *sum = product,
+                None => self.overflow = true,
             }
         }
         self
@@ -341,6 +333,51 @@ impl RowFold for GroupTotals {
         self.used = 0;
         for (error, time, diff) in self.errors.drain(..) {
             emit(Err(error), time, diff);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Totals of `rows` (value per aggregate, or an error), each `diff` times.
+    fn totals_of(rows: &[(i64, u32, bool, isize)]) -> Totals {
+        let mut totals = Totals::default();
+        for (mantissa, scale, fails, diff) in rows {
+            if *fails {
+                totals.add_error(EvalError(format!("e{}", mantissa % 3)), *diff as i64);
+            } else {
+                let value = Number::new(ethnum::I256::from(*mantissa), *scale);
+                totals.add_rows(*diff, &[(1, value), (0, Number::ZERO)]);
+            }
+        }
+        totals
+    }
+
+    proptest! {
+        /// Totals form an abelian group under `plus_equals`, with
+        /// `multiply` as repeated addition: a total minus itself is zero,
+        /// times 3 is itself added three times, and the order of
+        /// addition does not matter.
+        #[test]
+        fn totals_add_up_as_an_abelian_group(
+            a in proptest::collection::vec((-1_000_000i64..1_000_000, 0u32..12, any::<bool>(), -3isize..4), 0..8),
+            b in proptest::collection::vec((-1_000_000i64..1_000_000, 0u32..12, any::<bool>(), -3isize..4), 0..8),
+        ) {
+            let (ta, tb) = (totals_of(&a), totals_of(&b));
+            let mut minus = ta.clone();
+            minus.plus_equals(&ta.clone().multiply(&-1));
+            prop_assert!(minus.is_zero(), "{minus:?}");
+            let mut thrice = ta.clone();
+            thrice.plus_equals(&ta);
+            thrice.plus_equals(&ta);
+            prop_assert_eq!(ta.clone().multiply(&3), thrice);
+            let (mut ab, mut ba) = (ta.clone(), tb.clone());
+            ab.plus_equals(&tb);
+            ba.plus_equals(&ta);
+            prop_assert_eq!(ab, ba);
         }
     }
 }

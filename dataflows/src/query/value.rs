@@ -420,6 +420,30 @@ impl fmt::Display for Value {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The 64-bit fast paths of `+` and `*` give what 256-bit
+        /// arithmetic gives, at and past the edges where they apply
+        /// (mantissas near the i64 limits, scales up to 31 apart; a
+        /// product's scale stays within MAX_SCALE).
+        #[test]
+        fn fast_paths_agree_with_256_bit_arithmetic(
+            a in prop_oneof![any::<i64>(), -1000i64..1000],
+            b in prop_oneof![any::<i64>(), -1000i64..1000],
+            sa in 0u32..32,
+            sb in 0u32..32,
+        ) {
+            let (x, y) = (Number::new(I256::from(a), sa), Number::new(I256::from(b), sb));
+            let scale = x.scale.max(y.scale);
+            let aligned = |v: Number| v.mantissa * pow10(scale - v.scale).unwrap_or(I256::ZERO);
+            let sum = Number::new(aligned(x) + aligned(y), scale);
+            prop_assert_eq!(x.checked_add(y), Ok(sum));
+            let product = Number::new(x.mantissa * y.mantissa, x.scale + y.scale);
+            prop_assert_eq!(x.checked_mul(y), Ok(product));
+        }
+    }
+
     fn n(text: &str) -> Number {
         match text.strip_prefix('-') {
             Some(rest) => Number::parse(rest).map(Number::negated),

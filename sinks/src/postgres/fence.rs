@@ -6,7 +6,7 @@
 //! updating that row WHERE epoch is its own: an instance whose epoch is
 //! stale can never commit again ([`super::PgError::Fenced`]).
 
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use super::PgError;
 
@@ -22,6 +22,14 @@ pub async fn take_over(client: &Client) -> Result<i64, PgError> {
     Ok(row.get(0))
 }
 
+/// The current writer epoch (the last instance that took over).
+pub async fn current_epoch(client: &impl GenericClient) -> Result<i64, PgError> {
+    Ok(client
+        .query_one("SELECT epoch FROM writer", &[])
+        .await?
+        .get(0))
+}
+
 /// The first statement of every commit: locks the writer row if `epoch` is
 /// still current (records `time` as the last committed), or fails with
 /// [`PgError::Fenced`].
@@ -35,9 +43,8 @@ pub(super) async fn check(tx: &Transaction<'_>, epoch: i64, time: u64) -> Result
     if updated == 1 {
         return Ok(());
     }
-    let current: i64 = tx.query_one("SELECT epoch FROM writer", &[]).await?.get(0);
     Err(PgError::Fenced {
         mine: epoch,
-        current,
+        current: current_epoch(tx).await?,
     })
 }
