@@ -2,7 +2,9 @@
 //! (timely's own networking), against real PostgreSQL and Apache Kafka
 //! from `scripts/services.sh`. The outputs equal one process's (`deltabook
 //! book`) exactly, across a kill -9 of one process in the middle of the
-//! stream: every correction committed and published once.
+//! stream: every correction committed and published once. Live queries
+//! attach to every worker of both processes and answer as `book --query`
+//! does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a failed expectation is the test failing
 
@@ -11,7 +13,16 @@ mod service_env;
 use std::path::Path;
 use std::time::Duration;
 
+use service_env::live::*;
 use service_env::*;
+
+/// Lots per position, added up on both processes.
+const GROUPED: &str = "SELECT position_key, COUNT(*) AS lots, SUM(quantity) AS qty, \
+                       SUM(quantity * price) AS cost FROM lots GROUP BY position_key";
+/// Lots joined to their positions (the partial totals cross processes).
+const JOINED: &str = "SELECT p.lot_count, COUNT(*) AS lots, SUM(l.quantity * l.price) AS cost \
+                      FROM lots l JOIN positions p ON l.position_key = p.position_key \
+                      GROUP BY p.lot_count";
 
 /// Two free loopback ports (bound, then released for the cluster).
 fn free_ports() -> [u16; 2] {
@@ -63,12 +74,66 @@ fn two_processes_of_two_workers_equal_one_process_across_a_kill_9() {
 
     let [mut first, mut second] = start_cluster(&env, &hosts, &dir, 2);
     wait_ready(env.http_port, Duration::from_secs(60));
+    // Live queries attached to the restarted cluster: their snapshot holds
+    // what the first round committed, then they follow the second part.
+    let mut grouped = LiveClient::spawn(&env, GROUPED);
+    wait_attached(env.http_port, 1);
+    let mut joined = LiveClient::spawn(&env, JOINED);
+    wait_attached(env.http_port, 2);
     env.produce(&chunks[1]);
     env.wait_committed(lines.len() as i64, Duration::from_secs(180));
     check_against_book(&env);
     verify_clean(&env);
 
-    // A graceful stop of process 0 stops the whole cluster.
+    for (sql, client) in [(GROUPED, &grouped), (JOINED, &joined)] {
+        let expected = book_answer_for(&sample(), sql);
+        assert!(!expected.is_empty(), "{sql}");
+        let progress = client.wait_for(&expected, Duration::from_secs(60));
+        assert!(
+            progress.windows(2).all(|w| w[0] < w[1]),
+            "{sql}: progress marks increase: {progress:?}"
+        );
+        assert_eq!(
+            service_answer(&env, sql),
+            Ok(expected),
+            "{sql}: the snapshot of a new subscription"
+        );
+    }
+    // A client that leaves is detached on every process (once the engine
+    // next writes to it: new timestamps, same state).
+    grouped.kill();
+    let started = std::time::Instant::now();
+    while queries_attached(env.http_port) != Some(1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the query stayed attached after its client left"
+        );
+        env.produce(&chunks[1]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // AS KNOWN AT the last change: the traces of both processes held that
+    // time for it.
+    let known_at: i64 = env.query(async |c| {
+        c.query_one("SELECT max(as_of) FROM corrections", &[])
+            .await
+            .expect("max as_of")
+            .get(0)
+    });
+    let positions = "SELECT * FROM positions";
+    assert_eq!(
+        service_answer(&env, &format!("{positions} AS KNOWN AT {known_at}")),
+        Ok(book_answer_for(&sample(), positions)),
+        "AS KNOWN AT {known_at}"
+    );
+    let log = std::fs::read_to_string(dir.join("p0-2.log")).expect("process 0's log");
+    assert!(
+        log.contains("live query attached") && !log.contains("from the event store"),
+        "AS KNOWN AT {known_at} is answered from the traces in memory; logs in {}",
+        dir.display()
+    );
+
+    // A graceful stop of process 0 stops the whole cluster, with a live
+    // query attached.
     first.signal("TERM");
     assert!(
         first
@@ -84,5 +149,7 @@ fn two_processes_of_two_workers_equal_one_process_across_a_kill_9() {
         "process 1 stops with it; logs in {}",
         dir.display()
     );
+    // The remaining subscriber's stream ends with the cluster.
+    joined.wait_end(Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&dir);
 }

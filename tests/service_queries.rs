@@ -9,85 +9,17 @@
 mod service_env;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use service_env::live::*;
 use service_env::*;
 
 const SQL: &str = "SELECT position_key, COUNT(*) AS lots, SUM(quantity) AS qty, \
                    SUM(quantity * price) AS cost FROM lots GROUP BY position_key";
 
-/// `book --query` over the sample: the answer's rows as JSON arrays of
-/// strings (the subscription's row form).
+/// `book --query` over the sample.
 fn book_answer(sql: &str) -> BTreeMap<Vec<String>, i64> {
     book_answer_for(&sample(), sql)
-}
-
-/// `book --query` over `file`.
-fn book_answer_for(file: &std::path::Path, sql: &str) -> BTreeMap<Vec<String>, i64> {
-    let out = Command::new(env!("CARGO_BIN_EXE_deltabook"))
-        .args(["book", "--trades", file.to_str().unwrap(), "--query", sql])
-        .output()
-        .expect("book --query");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let mut rows = BTreeMap::new();
-    for line in text.lines().skip(1) {
-        let row: Vec<String> = line.split(',').map(str::to_string).collect();
-        *rows.entry(row).or_insert(0) += 1;
-    }
-    rows
-}
-
-/// Folds subscription lines into rows with their counts; also returns the
-/// progress marks seen.
-fn fold(lines: &[Value]) -> (BTreeMap<Vec<String>, i64>, Vec<u64>) {
-    let mut rows = BTreeMap::new();
-    let mut progress = Vec::new();
-    for line in lines {
-        if let Some(row) = line.get("row").and_then(Value::as_array) {
-            let row: Vec<String> = row
-                .iter()
-                .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
-                .collect();
-            let count = rows.entry(row.clone()).or_insert(0);
-            *count += line["diff"].as_i64().expect("diff");
-            if *count == 0 {
-                rows.remove(&row);
-            }
-        }
-        if let Some(t) = line.get("progress").and_then(Value::as_u64) {
-            progress.push(t);
-        }
-    }
-    (rows, progress)
-}
-
-fn queries_attached(port: u16) -> Option<i64> {
-    let body = http_get(port, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with("deltabook_queries_attached "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// Waits until `/metrics` reports `n` attached queries.
-fn wait_attached(port: u16, n: i64) {
-    let started = Instant::now();
-    while queries_attached(port) != Some(n) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{n} queries never attached"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -99,51 +31,21 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
     assert!(!expected.is_empty());
 
     // Subscribe before any trade arrives; the JSON lines are read as they come.
-    let mut client = env
-        .command(&["query", SQL])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("deltabook query");
-    let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let reader = {
-        let lines = Arc::clone(&lines);
-        let stdout = client.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).expect("a JSON line");
-                lines.lock().unwrap().push(value);
-            }
-        })
-    };
+    let mut client = LiveClient::spawn(&env, SQL);
     wait_attached(env.http_port, 1);
     env.produce(&sample());
     env.wait_committed(sample_lines().len() as i64, Duration::from_secs(120));
-    let started = Instant::now();
-    loop {
-        let (rows, progress) = fold(&lines.lock().unwrap());
-        if rows == expected {
-            assert!(
-                progress.windows(2).all(|w| w[0] < w[1]),
-                "progress marks increase: {progress:?}"
-            );
-            assert!(
-                progress.len() >= 2,
-                "a mark per closed timestamp: {progress:?}"
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the live answer never reached book's: {} rows of {}",
-            rows.len(),
-            expected.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let progress = client.wait_for(&expected, Duration::from_secs(60));
+    assert!(
+        progress.windows(2).all(|w| w[0] < w[1]),
+        "progress marks increase: {progress:?}"
+    );
+    assert!(
+        progress.len() >= 2,
+        "a mark per closed timestamp: {progress:?}"
+    );
     {
-        let lines = lines.lock().unwrap();
+        let lines = client.lines.lock().unwrap();
         assert_eq!(
             lines[0]["columns"],
             serde_json::json!(["position_key", "lots", "qty", "cost"])
@@ -151,36 +53,11 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
     }
 
     // --once: the snapshot at one time, then the command ends.
-    let once = env
-        .command(&["query", "--once", SQL])
-        .output()
-        .expect("deltabook query --once");
-    assert!(
-        once.status.success(),
-        "{}",
-        String::from_utf8_lossy(&once.stderr)
-    );
-    let once: Vec<Value> = String::from_utf8(once.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    let (rows, progress) = fold(&once);
-    assert_eq!(rows, expected, "the snapshot");
-    assert_eq!(progress.len(), 1, "one progress mark ends the snapshot");
-    let snapshot_time = progress[0] - 1;
-    assert!(
-        once.iter()
-            .filter_map(|l| l.get("time").and_then(Value::as_u64))
-            .all(|t| t == snapshot_time),
-        "every snapshot row is at one time"
-    );
+    assert_eq!(service_answer(&env, SQL), Ok(expected), "the snapshot");
 
     // The client leaves: its dataflow is detached once the service next
     // writes to it (the next closed timestamp).
-    client.kill().expect("kill the client");
-    let _ = client.wait();
-    let _ = reader.join();
+    client.kill();
     let started = Instant::now();
     while queries_attached(env.http_port) != Some(0) {
         assert!(
@@ -205,12 +82,7 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
 
     // A graceful stop with a subscriber attached: the query's dataflow
     // ends with the service, and so does the client's stream.
-    let mut client = env
-        .command(&["query", SQL])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("deltabook query");
+    let mut client = LiveClient::spawn(&env, SQL);
     wait_attached(env.http_port, 1);
     engine.signal("TERM");
     let status = engine.wait_exit(Duration::from_secs(60));
@@ -218,14 +90,7 @@ fn a_live_query_follows_the_stream_to_book_s_answer() {
         status.is_some_and(|s| s.success()),
         "the service did not stop cleanly with a live query: {status:?}"
     );
-    let started = Instant::now();
-    while client.try_wait().expect("client status").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the client's stream did not end with the service"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_end(Duration::from_secs(30));
 }
 
 fn bitemporal_trade(
@@ -247,25 +112,6 @@ fn write_lines(env: &Env, name: &str, lines: &[String]) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("deltabook-{}-{name}.jsonl", env.name));
     std::fs::write(&path, lines.join("\n") + "\n").expect("write");
     path
-}
-
-/// The snapshot `deltabook query --once` prints.
-fn service_answer(env: &Env, sql: &str) -> Result<BTreeMap<Vec<String>, i64>, String> {
-    let out = env
-        .command(&["query", "--once", sql])
-        .output()
-        .expect("deltabook query");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    let (rows, progress) = fold(&lines);
-    assert_eq!(progress.len(), 1, "{sql}: one progress mark: {lines:?}");
-    Ok(rows)
 }
 
 #[test]

@@ -32,6 +32,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::InputHandleVec;
 use tokio::sync::mpsc::Sender;
 
+use super::cluster_queries::{QueryControl, QueryInbox};
 use super::engine::{BatchInput, EngineMessage};
 
 /// A message to every worker of the cluster.
@@ -43,6 +44,8 @@ pub enum Control {
     Committed(Time),
     /// A process is stopping: every worker stops.
     Stop,
+    /// Live queries (from worker 0, applied in order by each worker).
+    Query(QueryControl),
 }
 
 /// A remote worker's report for the committer, relayed by worker 0.
@@ -155,8 +158,13 @@ pub struct ClusterLink {
 impl ClusterLink {
     /// Builds the control dataflow on `worker` (every worker, in the same
     /// order relative to its other dataflows); returns this worker's end
-    /// and its relay to worker 0.
-    pub fn build(worker: &mut timely::worker::Worker, state: ProcessState) -> (ClusterLink, Relay) {
+    /// and its relay to worker 0. Live-query instructions are left in
+    /// `queries`, in arrival order.
+    pub fn build(
+        worker: &mut timely::worker::Worker,
+        state: ProcessState,
+        queries: QueryInbox,
+    ) -> (ClusterLink, Relay) {
         let mut control = InputHandleVec::<Time, Control>::new();
         let mut relay = InputHandleVec::<Time, Relayed>::new();
         worker.dataflow::<Time, _, _>(|scope| {
@@ -175,6 +183,9 @@ impl ClusterLink {
                                     applied.committed.fetch_max(t, Ordering::AcqRel);
                                 }
                                 Control::Stop => applied.stop.store(true, Ordering::Relaxed),
+                                Control::Query(instruction) => {
+                                    queries.borrow_mut().push_back(instruction)
+                                }
                             }
                         }
                     });
@@ -217,6 +228,11 @@ impl ClusterLink {
             self.committed_sent = committed;
             send_now(&mut self.control, Control::Committed(committed));
         }
+    }
+
+    /// Worker 0: sends a live-query instruction to every worker.
+    pub fn query(&mut self, instruction: QueryControl) {
+        send_now(&mut self.control, Control::Query(instruction));
     }
 
     /// Tells every worker to stop (once).

@@ -18,6 +18,7 @@
 //! ([`super::assemble`]) commits a time once every worker has passed it.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,13 +26,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use deltabook_dataflows::driver::{Capture, Driver, DriverOptions, TimestampOutput};
 use deltabook_dataflows::engine::{DeadLetter, RestoredTrade, Time};
-use deltabook_dataflows::query::TableSet;
 use deltabook_dataflows::reconcile::Restored;
 use deltabook_dataflows::trade::LotMethod;
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use tokio::sync::mpsc::Sender;
 
 use super::cluster::{self, ClusterLink, ProcessState, Relay, Relayed};
+use super::cluster_queries::{ClusterQueries, QueryAnnouncer, QueryInbox};
 use super::metrics::Metrics;
 use super::queries::{QueryRegistry, WorkerQueries};
 use super::source::{PartitionReader, SourceMessage};
@@ -224,12 +225,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             prices: true,
             statements: true,
             final_state_only: false,
-            // Queries attach on process 0 only, so a cluster shares no tables.
-            share_tables: if in_cluster {
-                TableSet::NONE
-            } else {
-                shared.config.queries.table_set()?
-            },
+            share_tables: shared.config.queries.table_set()?,
             // A cluster gathers every output on worker 0, for one commit.
             gather: in_cluster,
         },
@@ -237,6 +233,8 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     // Workers of the other processes than the committer's report through
     // worker 0.
     let remote = in_cluster && shared.config.cluster.process > 0;
+    let local_workers = shared.config.engine.workers;
+    let inbox = QueryInbox::default();
     let (mut link, relay) = if in_cluster {
         let state = ProcessState {
             clock: Arc::clone(&shared.clock),
@@ -244,12 +242,17 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             stop: Arc::clone(&shared.stop),
             output: shared.output.clone(),
         };
-        let (link, relay) = ClusterLink::build(worker, state);
+        let (link, relay) = ClusterLink::build(worker, state, Rc::clone(&inbox));
         (Some(link), Some(relay).filter(|_| remote))
     } else {
         (None, None)
     };
-    let mut queries = WorkerQueries::default();
+    // One process attaches from the registry; a cluster's workers attach
+    // what worker 0 announces (`cluster_queries`).
+    let mut queries = WorkerQueries::new(local_workers, false);
+    let mut cluster_queries =
+        in_cluster.then(|| ClusterQueries::new(inbox, &mut driver, local_workers, !remote));
+    let mut announcer = (in_cluster && index == 0).then(QueryAnnouncer::default);
     if index == 0 {
         let snapshot = shared
             .snapshot
@@ -283,7 +286,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         // holds (a hold registered meanwhile is at or after the floor
         // already set, which the old setting never passes).
         let frontier = driver.frontier();
-        if history_for != Some(frontier) {
+        if cluster_queries.is_none() && history_for != Some(frontier) {
             history_for = Some(frontier);
             let from = shared.queries.history_from(frontier, history_timestamps);
             driver.keep_history_from(from);
@@ -342,12 +345,25 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
             cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);
         }
         worker.step();
-        queries.poll(
-            worker,
-            driver.shared_tables(),
-            &shared.queries,
-            driver.frontier(),
-        );
+        match (cluster_queries.as_mut(), link.as_mut()) {
+            (Some(cluster_queries), Some(link)) => {
+                if let Some(announcer) = announcer.as_mut() {
+                    announcer.announce(
+                        &shared.queries,
+                        driver.frontier(),
+                        history_timestamps,
+                        |instruction| link.query(instruction),
+                    );
+                }
+                cluster_queries.apply(worker, &mut driver, &shared.queries)?;
+            }
+            _ => queries.poll(
+                worker,
+                driver.shared_tables(),
+                &shared.queries,
+                driver.frontier(),
+            ),
+        }
         if index == 0 {
             shared
                 .metrics
@@ -360,12 +376,18 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         reporter.report(&mut driver)?;
         reader.report_lag();
     }
-    if let Some(link) = link.as_mut() {
-        // Whoever stops first stops the cluster.
-        link.stop();
-    }
     // Live queries end with the service.
-    queries.stop(worker, driver.shared_tables(), &shared.queries);
+    match (cluster_queries.as_mut(), link.as_mut()) {
+        (Some(cluster_queries), Some(link)) => {
+            // Whoever stops first stops the cluster.
+            link.stop();
+            if let Some(announcer) = announcer.as_mut() {
+                announcer.close(&shared.queries, |instruction| link.query(instruction));
+            }
+            cluster_queries.stop(worker, &mut driver, &shared.queries)?;
+        }
+        _ => queries.stop(worker, driver.shared_tables(), &shared.queries),
+    }
     // Stopping: close the current time and finish what was read.
     let next = driver.time() + 1;
     cut(&mut driver, &mut reader, &mut batch, &mut reporter, next);

@@ -14,6 +14,7 @@
 
 pub mod assemble;
 pub mod cluster;
+pub mod cluster_queries;
 pub mod commit;
 pub mod engine;
 pub mod history;
@@ -39,7 +40,7 @@ use self::engine::EngineStart;
 use self::metrics::Metrics;
 use self::retry::Backoff;
 use crate::config::Config;
-use deltabook_dataflows::query::{Table, TableSet};
+use deltabook_dataflows::query::Table;
 
 /// Runs the service until SIGINT / SIGTERM (or until it is fenced).
 pub fn run(config: Config) -> Result<()> {
@@ -76,7 +77,6 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     if config.cluster.process > 0 {
         return serve_workers(config, shutdown).await;
     }
-    let in_cluster = config.cluster.options()?.is_some();
     let metrics = Metrics::new()?;
     let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));
@@ -84,12 +84,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let query_registry = Arc::new(queries::QueryRegistry::default());
     let live_queries = http::LiveQueries {
         registry: query_registry.clone(),
-        // Queries attach on every worker; a cluster's are not all here.
-        tables: if in_cluster {
-            TableSet::NONE
-        } else {
-            config.queries.table_set()?
-        },
+        tables: config.queries.table_set()?,
         max_subscribers: config.queries.max_subscribers,
         queue: config.queries.subscriber_queue_updates,
         postgres_url: config.postgres.url.clone(),
@@ -126,7 +121,7 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     readiness.set_stage("loading the restart snapshot");
     let loading = Instant::now();
     // The `trades` table of queries needs each live version whole.
-    let whole_versions = !in_cluster && config.queries.table_set()?.contains(Table::Trades);
+    let whole_versions = config.queries.table_set()?.contains(Table::Trades);
     let snapshot = postgres::load_snapshot_with(&mut client, whole_versions)
         .await
         .context("loading the restart snapshot")?;

@@ -21,7 +21,8 @@ use deltabook_dataflows::engine::{Diff, Time};
 use deltabook_dataflows::query::{
     render, EvalError, ImportButton, Plan, RenderError, Row, Table, TableSet, Tables, Value,
 };
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::core::Exchange as _;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use tokio::sync::mpsc;
 
@@ -95,6 +96,24 @@ impl Subscription {
     /// True once the queue was full.
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// True once the query is to be detached.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Another process's copy of a cluster's query: it has no subscriber
+    /// (its worker 0 on process 0 sends the updates on).
+    pub fn without_subscriber(id: u64, plan: Plan) -> Subscription {
+        Subscription {
+            id,
+            plan,
+            sender: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            detached_workers: Default::default(),
+        }
     }
 }
 
@@ -284,7 +303,13 @@ impl QueryRegistry {
         Ok((subscription, receiver))
     }
 
-    fn since(&self, next: usize) -> Vec<Arc<Subscription>> {
+    /// Subscription `id`, if registered here.
+    pub(super) fn get(&self, id: u64) -> Option<Arc<Subscription>> {
+        let index = usize::try_from(id).ok()?;
+        self.subscriptions.lock().ok()?.0.get(index).cloned()
+    }
+
+    pub(super) fn since(&self, next: usize) -> Vec<Arc<Subscription>> {
         self.subscriptions
             .lock()
             .map(|s| s.0.get(next..).map(<[_]>::to_vec).unwrap_or_default())
@@ -315,18 +340,35 @@ struct Attached {
 }
 
 /// One worker's side of the registry.
-#[derive(Default)]
 pub struct WorkerQueries {
     next: usize,
     attached: Vec<Attached>,
+    /// This process's workers (the last of them to detach a query
+    /// releases the history it held).
+    local_workers: usize,
+    /// Send every update to worker 0 (a cluster: only process 0 has the
+    /// subscribers).
+    gather: bool,
 }
 
 impl WorkerQueries {
+    /// A worker's queries, in a process of `local_workers` workers; with
+    /// `gather`, each query's updates go to worker 0, which sends them on.
+    pub fn new(local_workers: usize, gather: bool) -> WorkerQueries {
+        WorkerQueries {
+            next: 0,
+            attached: Vec::new(),
+            local_workers,
+            gather,
+        }
+    }
+
     /// Attaches new subscriptions (in registry order), sends progress
     /// marks (worker 0) and detaches closed ones. Call between steps, with
     /// the engine's completed frontier (`Driver::frontier`): a query
     /// attached now has its snapshot at the time before it, and its first
-    /// progress mark is at or after it.
+    /// progress mark is at or after it. (One process; a cluster's workers
+    /// attach what worker 0 tells them, see `super::cluster_queries`.)
     pub fn poll(
         &mut self,
         worker: &mut timely::worker::Worker,
@@ -339,39 +381,70 @@ impl WorkerQueries {
             let snapshot_before = completed.unwrap_or(Time::MAX);
             self.attach(worker, tables, subscription, registry, snapshot_before);
         }
-        let leader = worker.index() == 0;
-        let peers = worker.peers();
-        self.attached.retain_mut(|query| {
+        let closed: Vec<u64> = self
+            .attached
+            .iter()
+            .filter(|q| q.subscription.closed.load(Ordering::Relaxed))
+            .map(|q| q.subscription.id)
+            .collect();
+        for id in closed {
+            self.detach(worker, id, registry);
+        }
+        self.send_progress(worker);
+    }
+
+    /// Worker 0: sends each query's progress mark when its frontier moved.
+    pub(super) fn send_progress(&mut self, worker: &timely::worker::Worker) {
+        if worker.index() != 0 {
+            return;
+        }
+        for query in &mut self.attached {
             let subscription = &query.subscription;
-            if subscription.closed.load(Ordering::Relaxed) {
-                for button in &mut query.shutdown {
-                    button.press();
-                }
-                if leader {
-                    registry.attached.fetch_sub(1, Ordering::Relaxed);
-                }
-                registry.detached(subscription, peers);
-                return false;
-            }
-            if leader {
-                let frontier = query.probe.with_frontier(|f| f.first().copied());
-                let mark = match subscription.plan.as_of.known_at {
-                    None => frontier,
-                    // Complete (one mark, the snapshot's) once the engine passed `t`.
-                    Some(t) => match frontier {
-                        Some(f) if f <= t => None,
-                        _ => Some(t.saturating_add(1)),
-                    },
-                };
-                if let Some(time) = mark {
-                    if time > query.progress_sent {
-                        query.progress_sent = time;
-                        subscription.send(QueryEvent::Progress(time));
-                    }
+            let frontier = query.probe.with_frontier(|f| f.first().copied());
+            let mark = match subscription.plan.as_of.known_at {
+                None => frontier,
+                // Complete (one mark, the snapshot's) once the engine passed `t`.
+                Some(t) => match frontier {
+                    Some(f) if f <= t => None,
+                    _ => Some(t.saturating_add(1)),
+                },
+            };
+            if let Some(time) = mark {
+                if time > query.progress_sent {
+                    query.progress_sent = time;
+                    subscription.send(QueryEvent::Progress(time));
                 }
             }
-            true
-        });
+        }
+    }
+
+    /// Detaches query `id` if it is attached here: its imports' shutdown
+    /// buttons are pressed, so its dataflow finishes and is removed.
+    pub(super) fn detach(
+        &mut self,
+        worker: &timely::worker::Worker,
+        id: u64,
+        registry: &QueryRegistry,
+    ) {
+        let Some(at) = self.attached.iter().position(|q| q.subscription.id == id) else {
+            return;
+        };
+        let mut query = self.attached.swap_remove(at);
+        for button in &mut query.shutdown {
+            button.press();
+        }
+        if worker.index() == 0 {
+            registry.attached.fetch_sub(1, Ordering::Relaxed);
+        }
+        registry.detached(&query.subscription, self.local_workers);
+    }
+
+    /// Detaches every query attached here (the service is stopping).
+    pub(super) fn detach_all(&mut self, worker: &timely::worker::Worker, registry: &QueryRegistry) {
+        let ids: Vec<u64> = self.attached.iter().map(|q| q.subscription.id).collect();
+        for id in ids {
+            self.detach(worker, id, registry);
+        }
     }
 
     /// The service is stopping: attaches what this worker has not yet
@@ -390,7 +463,10 @@ impl WorkerQueries {
         self.poll(worker, tables, registry, None);
     }
 
-    fn attach(
+    /// Builds `subscription`'s dataflow on this worker, its snapshot at
+    /// the time before `snapshot_before`. A query that cannot be built
+    /// (every worker fails alike) is reported by worker 0 and closed.
+    pub(super) fn attach(
         &mut self,
         worker: &mut timely::worker::Worker,
         tables: &Tables,
@@ -400,15 +476,23 @@ impl WorkerQueries {
     ) {
         let probe = ProbeHandle::new();
         let mut tables = tables.clone();
+        let gather = self.gather;
         let built = worker.dataflow::<Time, _, _>(|scope| {
             // The snapshot is read at the last closed time, so operators
             // that wait for a time to close (GROUP BY, AS OF DATE's
             // booking) answer it at once.
             let snapshot_at = snapshot_before.saturating_sub(1);
             let rendered = render(&subscription.plan, &mut tables, scope, snapshot_at)?;
-            send_updates(rendered.rows, &subscription, &probe, QueryEvent::Update);
+            send_updates(
+                rendered.rows,
+                gather,
+                &subscription,
+                &probe,
+                QueryEvent::Update,
+            );
             send_updates(
                 rendered.errors,
+                gather,
                 &subscription,
                 &probe,
                 |e: EvalError, _, _| QueryEvent::Error(e.0),
@@ -438,20 +522,27 @@ impl WorkerQueries {
                     subscription.send(QueryEvent::Failed(missing.to_string()));
                 }
                 subscription.close();
-                registry.detached(&subscription, worker.peers());
+                registry.detached(&subscription, self.local_workers);
             }
         }
     }
 }
 
-/// Sends each update of `collection` to the subscriber, then probes it.
-fn send_updates<'scope, D: differential_dataflow::Data>(
+/// Sends each update of `collection` to the subscriber (from worker 0,
+/// with `gather`), then probes it.
+fn send_updates<'scope, D: differential_dataflow::ExchangeData>(
     collection: VecCollection<'scope, Time, D, Diff>,
+    gather: bool,
     subscription: &Arc<Subscription>,
     probe: &ProbeHandle<Time>,
     event: impl Fn(D, Time, Diff) -> QueryEvent + 'static,
 ) {
     let subscription = Arc::clone(subscription);
+    let collection = if gather {
+        collection.inner.exchange(|_| 0).as_collection()
+    } else {
+        collection
+    };
     collection
         .inspect(move |(data, time, diff)| {
             subscription.send(event(data.clone(), *time, *diff));

@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+pub mod live;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

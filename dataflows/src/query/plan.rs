@@ -118,6 +118,9 @@ pub struct Plan {
     pub limit: Option<u64>,
     /// `AS OF DATE` / `AS KNOWN AT`, when given.
     pub as_of: AsOf,
+    /// The text it was compiled from (the other processes of a cluster
+    /// compile it again to attach the same query).
+    pub sql: String,
 }
 
 impl Plan {
@@ -195,6 +198,7 @@ impl Plan {
         };
         let mut plan = compile_query(query)?;
         plan.as_of = split.as_of;
+        plan.sql = sql.to_string();
         if let Some(at) = split.date_at {
             if let Some(source) = plan.sources.iter().find(|s| !s.table.has_business_date()) {
                 return Err(error_at(
@@ -560,6 +564,7 @@ fn compile_select(select: &ast::Select) -> Result<Plan, QueryError> {
         order: Vec::new(),
         limit: None,
         as_of: AsOf::default(),
+        sql: String::new(),
     })
 }
 
