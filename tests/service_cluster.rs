@@ -38,7 +38,10 @@ fn start_cluster(env: &Env, hosts: &Path, dir: &Path, round: usize) -> [EnginePr
             .arg("--set")
             .arg(format!("cluster.hosts_file={}", hosts.display()))
             .arg("--set")
-            .arg(format!("cluster.process={process}"));
+            .arg(format!("cluster.process={process}"))
+            // `trades` too: the restart snapshot then carries whole versions.
+            .arg("--set")
+            .arg("queries.tables=lots,positions,valuations,breaks,gaps,trades");
         EngineProcess::spawn_logged(command, &dir.join(format!("p{process}-{round}.log")))
     };
     let second = start(1);
@@ -99,6 +102,14 @@ fn two_processes_of_two_workers_equal_one_process_across_a_kill_9() {
             "{sql}: the snapshot of a new subscription"
         );
     }
+    // The live versions, restored on process 0 after the kill and
+    // exchanged to their workers, then the second part's.
+    let trades = "SELECT side, COUNT(*) AS n, SUM(quantity) AS qty FROM trades GROUP BY side";
+    assert_eq!(
+        service_answer(&env, trades),
+        Ok(book_answer_for(&sample(), trades)),
+        "{trades}"
+    );
     // A client that leaves is detached on every process (once the engine
     // next writes to it: new timestamps, same state).
     grouped.kill();
