@@ -1,5 +1,6 @@
 //! Compiled scalar expressions and aggregates, evaluated on one row.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -83,28 +84,36 @@ fn from_bool(b: Option<bool>) -> Value {
 impl Expr {
     /// Evaluates on `row`; NULL propagates as in SQL.
     pub fn eval(&self, row: &[Value]) -> Result<Value, EvalError> {
-        match self {
-            Expr::Column(i) => row
-                .get(*i)
-                .cloned()
-                .ok_or_else(|| EvalError(format!("internal: no column {i}"))),
-            Expr::Literal(v) => Ok(v.clone()),
-            Expr::Neg(e) => {
-                Ok(number(&e.eval(row)?, "-")?.map_or(Value::Null, |n| Value::Number(n.negated())))
-            }
-            Expr::Abs(e) => {
-                Ok(number(&e.eval(row)?, "ABS")?.map_or(Value::Null, |n| Value::Number(n.abs())))
-            }
-            Expr::Not(e) => Ok(from_bool(boolean(&e.eval(row)?, "NOT")?.map(|b| !b))),
+        self.eval_ref(row).map(Cow::into_owned)
+    }
+
+    /// [`Expr::eval`], borrowing a column's or a constant's value instead
+    /// of copying it (most expressions are a column, or an operator over
+    /// columns).
+    pub fn eval_ref<'r>(&'r self, row: &'r [Value]) -> Result<Cow<'r, Value>, EvalError> {
+        Ok(match self {
+            Expr::Column(i) => Cow::Borrowed(
+                row.get(*i)
+                    .ok_or_else(|| EvalError(format!("internal: no column {i}")))?,
+            ),
+            Expr::Literal(v) => Cow::Borrowed(v),
+            Expr::Neg(e) => Cow::Owned(
+                number(&*e.eval_ref(row)?, "-")?
+                    .map_or(Value::Null, |n| Value::Number(n.negated())),
+            ),
+            Expr::Abs(e) => Cow::Owned(
+                number(&*e.eval_ref(row)?, "ABS")?.map_or(Value::Null, |n| Value::Number(n.abs())),
+            ),
+            Expr::Not(e) => Cow::Owned(from_bool(boolean(&*e.eval_ref(row)?, "NOT")?.map(|b| !b))),
             Expr::IsNull(e, negated) => {
-                let null = e.eval(row)? == Value::Null;
-                Ok(Value::Bool(null != *negated))
+                let null = *e.eval_ref(row)? == Value::Null;
+                Cow::Owned(Value::Bool(null != *negated))
             }
             Expr::Binary(op, left, right) => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
-                binary(*op, &l, &r)
+                let (l, r) = (left.eval_ref(row)?, right.eval_ref(row)?);
+                Cow::Owned(binary(*op, &l, &r)?)
             }
-        }
+        })
     }
 
     /// True when the expression reads only columns in `range`.

@@ -75,7 +75,7 @@ pub(super) fn eval_all(exprs: &[Expr], row: &[Value]) -> Evaluated<Row> {
 
 /// True when `filter` is TRUE on `row` (NULL and FALSE drop it).
 pub(super) fn passes(filter: &Expr, row: &[Value]) -> Evaluated<bool> {
-    Ok(filter.eval(row)? == Value::Bool(true))
+    Ok(*filter.eval_ref(row)? == Value::Bool(true))
 }
 
 /// Whether a row passes `filter`: `None` drops it (FALSE or NULL).

@@ -272,9 +272,9 @@ impl GroupTotals {
         for (arg, sums) in &self.args {
             self.values.push(match arg {
                 None => (1, Number::ZERO),
-                Some(arg) => match arg.eval(row)? {
+                Some(arg) => match arg.eval_ref(row)?.as_ref() {
                     Value::Null => (0, Number::ZERO),
-                    Value::Number(n) => (1, n),
+                    Value::Number(n) => (1, *n),
                     other if *sums => {
                         return Err(EvalError(format!(
                             "SUM/AVG need numbers, got {}",
@@ -291,13 +291,13 @@ impl GroupTotals {
 
     fn add(&mut self, row: &[Value], time: Time, diff: Diff) -> Evaluated<()> {
         if let Some(filter) = &self.filter {
-            if filter.eval(row)? != Value::Bool(true) {
+            if *filter.eval_ref(row)? != Value::Bool(true) {
                 return Ok(());
             }
         }
         self.key.clear();
         for key in &self.keys {
-            self.key.push(key.eval(row)?);
+            self.key.push(key.eval_ref(row)?.into_owned());
         }
         match self.evaluate_args(row) {
             Ok(()) => {

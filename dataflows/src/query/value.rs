@@ -77,32 +77,8 @@ impl Number {
 
     /// `mantissa * 10^-scale`, normalised.
     pub fn new(mantissa: I256, scale: u32) -> Number {
-        if mantissa == I256::ZERO {
-            return Number::ZERO;
-        }
-        // Most numbers fit 64 bits, where division by ten is a multiplication.
-        if let Ok(small) = i64::try_from(mantissa) {
-            let (negative, mut magnitude, mut scale) = (small < 0, small.unsigned_abs(), scale);
-            while scale > 0 && magnitude % 10 == 0 {
-                magnitude /= 10;
-                scale -= 1;
-            }
-            let value = I256::from(magnitude);
-            return Number {
-                mantissa: if negative { -value } else { value },
-                scale,
-            };
-        }
-        if let Ok(mut small) = i128::try_from(mantissa) {
-            let mut scale = scale;
-            while scale > 0 && small % 10 == 0 {
-                small /= 10;
-                scale -= 1;
-            }
-            return Number {
-                mantissa: I256::from(small),
-                scale,
-            };
+        if let Ok(small) = i128::try_from(mantissa) {
+            return Number::from_i128_scaled(small, scale);
         }
         let (mut mantissa, mut scale) = (mantissa, scale);
         let ten = I256::from(10u8);
@@ -113,6 +89,47 @@ impl Number {
         Number { mantissa, scale }
     }
 
+    /// `mantissa * 10^-scale`, normalised, for a mantissa that fits 128
+    /// bits (what the 64-bit fast paths and the gate's decimals give):
+    /// trailing zeros are stripped in 64 or 128 bits, never in 256.
+    pub fn from_i128_scaled(mantissa: i128, scale: u32) -> Number {
+        if mantissa == 0 {
+            return Number::ZERO;
+        }
+        // Most numbers fit 64 bits, where division by a constant is a
+        // multiplication; four digits at a time first.
+        if let Ok(small) = i64::try_from(mantissa) {
+            let (negative, mut magnitude, mut scale) = (small < 0, small.unsigned_abs(), scale);
+            while scale >= 4 && magnitude % 10_000 == 0 {
+                magnitude /= 10_000;
+                scale -= 4;
+            }
+            while scale > 0 && magnitude % 10 == 0 {
+                magnitude /= 10;
+                scale -= 1;
+            }
+            // `magnitude` <= 2^63: its negation fits i128 whatever it is.
+            let signed = if negative {
+                -i128::from(magnitude)
+            } else {
+                i128::from(magnitude)
+            };
+            return Number {
+                mantissa: I256::from(signed),
+                scale,
+            };
+        }
+        let (mut small, mut scale) = (mantissa, scale);
+        while scale > 0 && small % 10 == 0 {
+            small /= 10;
+            scale -= 1;
+        }
+        Number {
+            mantissa: I256::from(small),
+            scale,
+        }
+    }
+
     /// An integer.
     pub fn from_i128(value: i128) -> Number {
         Number::new(I256::from(value), 0)
@@ -120,7 +137,7 @@ impl Number {
 
     /// A quantity or price.
     pub fn from_dec8(value: Dec8) -> Number {
-        Number::new(I256::from(value.0), DEC8_SCALE_DIGITS)
+        Number::from_i128_scaled(value.0, DEC8_SCALE_DIGITS)
     }
 
     /// A derived amount.
@@ -170,7 +187,7 @@ impl Number {
             if up_a <= 18 && up_b <= 18 {
                 let sum = i128::from(a) * POW10_I128[up_a as usize]
                     + i128::from(b) * POW10_I128[up_b as usize];
-                return Ok(Number::new(I256::from(sum), scale));
+                return Ok(Number::from_i128_scaled(sum, scale));
             }
         }
         let (a, b, scale) = self.aligned(other).ok_or_else(|| overflow("+"))?;
@@ -185,15 +202,17 @@ impl Number {
 
     /// Exact product.
     pub fn checked_mul(self, other: Number) -> Result<Number, EvalError> {
-        let product = match (small(self.mantissa), small(other.mantissa)) {
+        let scale = self.scale + other.scale;
+        let number = match (small(self.mantissa), small(other.mantissa)) {
             // Exact in 128 bits.
-            (Some(a), Some(b)) => I256::from(i128::from(a) * i128::from(b)),
-            _ => self
-                .mantissa
-                .checked_mul(other.mantissa)
-                .ok_or_else(|| overflow("*"))?,
+            (Some(a), Some(b)) => Number::from_i128_scaled(i128::from(a) * i128::from(b), scale),
+            _ => Number::new(
+                self.mantissa
+                    .checked_mul(other.mantissa)
+                    .ok_or_else(|| overflow("*"))?,
+                scale,
+            ),
         };
-        let number = Number::new(product, self.scale + other.scale);
         if number.scale > MAX_SCALE {
             return Err(EvalError(format!(
                 "a product needs more than {MAX_SCALE} fractional digits"
@@ -441,6 +460,28 @@ mod tests {
             prop_assert_eq!(x.checked_add(y), Ok(sum));
             let product = Number::new(x.mantissa * y.mantissa, x.scale + y.scale);
             prop_assert_eq!(x.checked_mul(y), Ok(product));
+        }
+
+        /// The 64/128-bit normalisation gives the normal form a plain
+        /// 256-bit loop gives (no trailing zero unless the scale is 0, and
+        /// the same value), whatever the trailing zeros and the sign.
+        #[test]
+        fn normalising_in_128_bits_agrees_with_256_bits(
+            digits in prop_oneof![any::<i64>().prop_map(i128::from), any::<i128>(), -1000i128..1000],
+            zeros in 0u32..20,
+            scale in 0u32..40,
+        ) {
+            let Some(mantissa) = 10i128.checked_pow(zeros).and_then(|p| digits.checked_mul(p)) else {
+                return Ok(());
+            };
+            let (mut m, mut s) = (I256::from(mantissa), scale);
+            let ten = I256::from(10u8);
+            while s > 0 && m != I256::ZERO && m % ten == I256::ZERO {
+                m /= ten;
+                s -= 1;
+            }
+            let expected = if m == I256::ZERO { Number::ZERO } else { Number { mantissa: m, scale: s } };
+            prop_assert_eq!(Number::from_i128_scaled(mantissa, scale), expected);
         }
     }
 
