@@ -81,7 +81,8 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
     let readiness = http::Readiness::starting("waiting for the writer lock");
     let healthy = Arc::new(AtomicBool::new(true));
     let listener = http::bind(&config.http.listen).await?;
-    let query_registry = Arc::new(queries::QueryRegistry::default());
+    // No `AS KNOWN AT` is answered from memory before the engine starts.
+    let query_registry = Arc::new(queries::QueryRegistry::before_start());
     let live_queries = http::LiveQueries {
         registry: query_registry.clone(),
         tables: config.queries.table_set()?,
@@ -133,6 +134,9 @@ pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = (
         "snapshot loaded"
     );
     let start_time = snapshot.last_time;
+    // The traces will hold no time before the snapshot's (a restart
+    // forgets the in-memory history).
+    query_registry.history_starts_at(start_time);
     let start = EngineStart {
         start_time,
         trades: snapshot.trades,

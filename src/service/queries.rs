@@ -170,6 +170,27 @@ pub enum SubscribeError {
 }
 
 impl QueryRegistry {
+    /// A registry for a service whose engine has not started: its traces
+    /// hold no history yet, so every `AS KNOWN AT` is answered from the
+    /// event store until [`QueryRegistry::history_starts_at`].
+    pub fn before_start() -> QueryRegistry {
+        let registry = QueryRegistry::default();
+        if let Ok(mut history) = registry.history.lock() {
+            history.floor = Time::MAX;
+        }
+        registry
+    }
+
+    /// The engine starts from the restart snapshot of `start_time`: its
+    /// traces hold that time's state (the snapshot is fed at it) and no
+    /// earlier time, so an `AS KNOWN AT` before it comes from the event
+    /// store. Call before the engine starts.
+    pub fn history_starts_at(&self, start_time: Time) {
+        if let Ok(mut history) = self.history.lock() {
+            history.floor = start_time;
+        }
+    }
+
     /// Where a worker's shared traces may compact to now: `window`
     /// timestamps behind its completed `frontier`, and never past a time a
     /// registered `AS KNOWN AT` query still needs. Every worker calls it
@@ -807,6 +828,21 @@ mod tests {
             last.is_some_and(|m| m.starts_with("subscriber too slow: more than 2 updates queued")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn as_known_at_before_the_restart_snapshot_comes_from_the_event_store() {
+        let plan = |t: u64| {
+            Plan::compile(&format!("SELECT * FROM positions AS KNOWN AT {t}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let registry = QueryRegistry::before_start();
+        assert_eq!(registry.place(&plan(0)), KnownAt::Forgotten(0));
+        assert_eq!(registry.place(&plan(9)), KnownAt::Forgotten(9));
+        registry.history_starts_at(5);
+        assert_eq!(registry.place(&plan(4)), KnownAt::Forgotten(4));
+        assert_eq!(registry.place(&plan(5)), KnownAt::InMemory);
+        assert_eq!(registry.place(&plan(7)), KnownAt::InMemory);
     }
 
     #[test]
