@@ -110,8 +110,9 @@ fn two_processes_of_two_workers_equal_one_process_across_a_kill_9() {
         Ok(book_answer_for(&sample(), trades)),
         "{trades}"
     );
-    // A client that leaves is detached on every process (once the engine
-    // next writes to it: new timestamps, same state).
+    // A client that leaves is detached once the engine next writes to it
+    // (new timestamps, same state): worker 0 sends the detach to every
+    // worker and applies it itself, so its attached count drops.
     grouped.kill();
     let started = std::time::Instant::now();
     while queries_attached(env.http_port) != Some(1) {

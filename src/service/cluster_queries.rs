@@ -3,14 +3,14 @@
 //! every worker of every process, in the same order, over the same
 //! snapshot time, and the traces it imports must not compact past that
 //! time on any process. So worker 0 decides, and tells every worker:
-//! - [`QueryAnnouncer`] (worker 0) turns the registry into
+//! - Worker 0's announcer turns the registry into
 //!   [`QueryControl`] instructions on the cluster's control dataflow
 //!   (`super::cluster`): attach query `id` (its SQL, and the snapshot
 //!   time worker 0 chose), detach it, how far the shared traces may
 //!   compact (it holds the `AS KNOWN AT` times of process 0's registry),
 //!   and finally "no more queries".
 //! - Every worker applies the instructions in the order worker 0 sent them
-//!   ([`ClusterQueries::apply`]): timely delivers one sender's messages in
+//!   ([`ClusterQueries::poll`]): timely delivers one sender's messages in
 //!   order, so every worker attaches the same queries in the same order,
 //!   and a compaction never overtakes the attach of a query that reads
 //!   an older time.
@@ -30,6 +30,7 @@ use deltabook_dataflows::engine::Time;
 use deltabook_dataflows::query::Plan;
 use serde::{Deserialize, Serialize};
 
+use super::cluster::ClusterLink;
 use super::queries::{QueryRegistry, Subscription, WorkerQueries};
 
 /// How long a stopping worker waits for worker 0's last query
@@ -53,11 +54,8 @@ pub enum QueryControl {
     Detach(u64),
     /// The shared traces may compact up to this time.
     HistoryFrom(Time),
-    /// No query is attached after this one: `announced` were, in all.
-    Closed {
-        /// How many `Attach` instructions were sent.
-        announced: u64,
-    },
+    /// No query is attached after this one.
+    Closed,
 }
 
 /// Where a worker's end of the control dataflow leaves the query
@@ -67,7 +65,7 @@ pub type QueryInbox = Rc<RefCell<VecDeque<QueryControl>>>;
 /// Worker 0 of a cluster: tells every worker which queries to attach and
 /// detach, and how far the shared traces may compact.
 #[derive(Default)]
-pub struct QueryAnnouncer {
+struct QueryAnnouncer {
     /// Registry entries announced so far.
     announced: usize,
     /// Announced and not yet detached.
@@ -84,7 +82,7 @@ impl QueryAnnouncer {
     /// `AS KNOWN AT` time), the queries registered since the last call
     /// (their snapshot before `completed`), and a detach for each
     /// announced query that was closed.
-    pub fn announce(
+    fn announce(
         &mut self,
         registry: &QueryRegistry,
         completed: Option<Time>,
@@ -121,7 +119,7 @@ impl QueryAnnouncer {
     /// The service is stopping: refuses new subscriptions, ends the
     /// streams of those never announced, detaches the announced ones and
     /// sends the last instruction.
-    pub fn close(&mut self, registry: &QueryRegistry, mut send: impl FnMut(QueryControl)) {
+    fn close(&mut self, registry: &QueryRegistry, mut send: impl FnMut(QueryControl)) {
         registry.freeze();
         for subscription in registry.since(self.announced) {
             subscription.close();
@@ -130,46 +128,62 @@ impl QueryAnnouncer {
             subscription.close();
             send(QueryControl::Detach(subscription.id));
         }
-        send(QueryControl::Closed {
-            announced: self.announced as u64,
-        });
+        send(QueryControl::Closed);
     }
 }
 
-/// One worker's live queries in a cluster: what worker 0 told it.
+/// One worker's live queries in a cluster: what worker 0 told it (and,
+/// on worker 0, the telling).
 pub struct ClusterQueries {
     inbox: QueryInbox,
     queries: WorkerQueries,
-    /// This worker is on process 0 (which has the registry).
-    on_process_0: bool,
+    /// Worker 0's announcer.
+    announcer: Option<QueryAnnouncer>,
     /// `Closed` arrived.
     closed: bool,
 }
 
 impl ClusterQueries {
-    /// A worker's queries, reading `inbox`; `local_workers` is its
+    /// `worker`'s queries, reading `inbox`; `local_workers` is its
     /// process's worker count. Until the first compaction instruction the
     /// driver keeps all history.
     pub fn new(
+        worker: &timely::worker::Worker,
         inbox: QueryInbox,
         driver: &mut Driver,
         local_workers: usize,
-        on_process_0: bool,
     ) -> ClusterQueries {
         driver.keep_history_from(0);
         ClusterQueries {
             inbox,
             queries: WorkerQueries::new(local_workers, true),
-            on_process_0,
+            announcer: (worker.index() == 0).then(QueryAnnouncer::default),
             closed: false,
         }
     }
 
-    /// Applies the instructions that arrived, in order, then sends
-    /// progress marks (worker 0). A query's SQL that does not compile here
-    /// is an error (the processes run different builds), since this worker
-    /// could not build the dataflow the others build.
-    pub fn apply(
+    /// Call between steps of the engine loop. Worker 0 first announces
+    /// what changed in `registry` (keeping `window` timestamps of
+    /// history); then every worker applies the instructions that arrived,
+    /// in order, and worker 0 sends progress marks. A query's SQL that
+    /// does not compile here is an error (the processes run different
+    /// builds), since this worker could not build the dataflow the others
+    /// build.
+    pub fn poll(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        driver: &mut Driver,
+        registry: &QueryRegistry,
+        link: &mut ClusterLink,
+        window: u64,
+    ) -> Result<()> {
+        if let Some(announcer) = self.announcer.as_mut() {
+            announcer.announce(registry, driver.frontier(), window, |i| link.query(i));
+        }
+        self.apply(worker, driver, registry)
+    }
+
+    fn apply(
         &mut self,
         worker: &mut timely::worker::Worker,
         driver: &mut Driver,
@@ -185,7 +199,8 @@ impl ClusterQueries {
                     sql,
                     snapshot_before,
                 } => {
-                    let subscription = match registry.get(id).filter(|_| self.on_process_0) {
+                    // Only process 0's registry holds subscriptions.
+                    let subscription = match registry.get(id) {
                         Some(subscription) => subscription,
                         None => {
                             let plan = Plan::compile(&sql).map_err(|e| {
@@ -194,27 +209,35 @@ impl ClusterQueries {
                             Arc::new(Subscription::without_subscriber(id, plan))
                         }
                     };
-                    let tables = driver.shared_tables().clone();
-                    self.queries
-                        .attach(worker, &tables, subscription, registry, snapshot_before);
+                    self.queries.attach(
+                        worker,
+                        driver.shared_tables(),
+                        subscription,
+                        registry,
+                        snapshot_before,
+                    );
                 }
                 QueryControl::Detach(id) => self.queries.detach(worker, id, registry),
-                QueryControl::Closed { .. } => self.closed = true,
+                QueryControl::Closed => self.closed = true,
             }
         }
         self.queries.send_progress(worker);
         Ok(())
     }
 
-    /// The service is stopping (after [`QueryAnnouncer::close`] on worker
-    /// 0): steps until worker 0's last instruction arrived, so every
-    /// worker has attached the same queries, then detaches what is left.
+    /// The service is stopping: worker 0 closes the registry and sends its
+    /// last instructions; every worker steps until the last one arrived,
+    /// so all have attached the same queries, then detaches what is left.
     pub fn stop(
         &mut self,
         worker: &mut timely::worker::Worker,
         driver: &mut Driver,
         registry: &QueryRegistry,
+        link: &mut ClusterLink,
     ) -> Result<()> {
+        if let Some(announcer) = self.announcer.as_mut() {
+            announcer.close(registry, |i| link.query(i));
+        }
         let started = Instant::now();
         while !self.closed {
             if started.elapsed() > CLOSE_WAIT {

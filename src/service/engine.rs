@@ -32,7 +32,7 @@ use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
 use tokio::sync::mpsc::Sender;
 
 use super::cluster::{self, ClusterLink, ProcessState, Relay, Relayed};
-use super::cluster_queries::{ClusterQueries, QueryAnnouncer, QueryInbox};
+use super::cluster_queries::{ClusterQueries, QueryInbox};
 use super::metrics::Metrics;
 use super::queries::{QueryRegistry, WorkerQueries};
 use super::source::{PartitionReader, SourceMessage};
@@ -251,8 +251,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
     // what worker 0 announces (`cluster_queries`).
     let mut queries = WorkerQueries::new(local_workers, false);
     let mut cluster_queries =
-        in_cluster.then(|| ClusterQueries::new(inbox, &mut driver, local_workers, !remote));
-    let mut announcer = (in_cluster && index == 0).then(QueryAnnouncer::default);
+        in_cluster.then(|| ClusterQueries::new(worker, inbox, &mut driver, local_workers));
     if index == 0 {
         let snapshot = shared
             .snapshot
@@ -346,17 +345,13 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         }
         worker.step();
         match (cluster_queries.as_mut(), link.as_mut()) {
-            (Some(cluster_queries), Some(link)) => {
-                if let Some(announcer) = announcer.as_mut() {
-                    announcer.announce(
-                        &shared.queries,
-                        driver.frontier(),
-                        history_timestamps,
-                        |instruction| link.query(instruction),
-                    );
-                }
-                cluster_queries.apply(worker, &mut driver, &shared.queries)?;
-            }
+            (Some(cluster_queries), Some(link)) => cluster_queries.poll(
+                worker,
+                &mut driver,
+                &shared.queries,
+                link,
+                history_timestamps,
+            )?,
             _ => queries.poll(
                 worker,
                 driver.shared_tables(),
@@ -381,10 +376,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<()
         (Some(cluster_queries), Some(link)) => {
             // Whoever stops first stops the cluster.
             link.stop();
-            if let Some(announcer) = announcer.as_mut() {
-                announcer.close(&shared.queries, |instruction| link.query(instruction));
-            }
-            cluster_queries.stop(worker, &mut driver, &shared.queries)?;
+            cluster_queries.stop(worker, &mut driver, &shared.queries, link)?;
         }
         _ => queries.stop(worker, driver.shared_tables(), &shared.queries),
     }

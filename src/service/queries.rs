@@ -106,10 +106,14 @@ impl Subscription {
     /// Another process's copy of a cluster's query: it has no subscriber
     /// (its worker 0 on process 0 sends the updates on).
     pub fn without_subscriber(id: u64, plan: Plan) -> Subscription {
+        Subscription::new(id, plan, None)
+    }
+
+    fn new(id: u64, plan: Plan, sender: Option<mpsc::Sender<QueryEvent>>) -> Subscription {
         Subscription {
             id,
             plan,
-            sender: Mutex::new(None),
+            sender: Mutex::new(sender),
             closed: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             detached_workers: Default::default(),
@@ -312,14 +316,11 @@ impl QueryRegistry {
             return Err(SubscribeError::Full(max_subscribers));
         }
         let (sender, receiver) = mpsc::channel(queue.max(1));
-        let subscription = Arc::new(Subscription {
-            id: subscriptions.len() as u64,
+        let subscription = Arc::new(Subscription::new(
+            subscriptions.len() as u64,
             plan,
-            sender: Mutex::new(Some(sender)),
-            closed: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            detached_workers: Default::default(),
-        });
+            Some(sender),
+        ));
         subscriptions.push(Arc::clone(&subscription));
         Ok((subscription, receiver))
     }
@@ -402,15 +403,7 @@ impl WorkerQueries {
             let snapshot_before = completed.unwrap_or(Time::MAX);
             self.attach(worker, tables, subscription, registry, snapshot_before);
         }
-        let closed: Vec<u64> = self
-            .attached
-            .iter()
-            .filter(|q| q.subscription.closed.load(Ordering::Relaxed))
-            .map(|q| q.subscription.id)
-            .collect();
-        for id in closed {
-            self.detach(worker, id, registry);
-        }
+        self.detach_where(worker, registry, Subscription::is_closed);
         self.send_progress(worker);
     }
 
@@ -439,32 +432,45 @@ impl WorkerQueries {
         }
     }
 
-    /// Detaches query `id` if it is attached here: its imports' shutdown
-    /// buttons are pressed, so its dataflow finishes and is removed.
+    /// Detaches query `id` if it is attached here.
     pub(super) fn detach(
         &mut self,
         worker: &timely::worker::Worker,
         id: u64,
         registry: &QueryRegistry,
     ) {
-        let Some(at) = self.attached.iter().position(|q| q.subscription.id == id) else {
-            return;
-        };
-        let mut query = self.attached.swap_remove(at);
-        for button in &mut query.shutdown {
-            button.press();
-        }
-        if worker.index() == 0 {
-            registry.attached.fetch_sub(1, Ordering::Relaxed);
-        }
-        registry.detached(&query.subscription, self.local_workers);
+        self.detach_where(worker, registry, |s| s.id == id);
     }
 
     /// Detaches every query attached here (the service is stopping).
     pub(super) fn detach_all(&mut self, worker: &timely::worker::Worker, registry: &QueryRegistry) {
-        let ids: Vec<u64> = self.attached.iter().map(|q| q.subscription.id).collect();
-        for id in ids {
-            self.detach(worker, id, registry);
+        self.detach_where(worker, registry, |_| true);
+    }
+
+    /// Detaches the attached queries `which` selects: their imports'
+    /// shutdown buttons are pressed, so their dataflows finish and are
+    /// removed.
+    fn detach_where(
+        &mut self,
+        worker: &timely::worker::Worker,
+        registry: &QueryRegistry,
+        which: impl Fn(&Subscription) -> bool,
+    ) {
+        // Called between steps of the engine loop: no allocation.
+        let mut at = 0;
+        while at < self.attached.len() {
+            if !which(&self.attached[at].subscription) {
+                at += 1;
+                continue;
+            }
+            let mut query = self.attached.swap_remove(at);
+            for button in &mut query.shutdown {
+                button.press();
+            }
+            if worker.index() == 0 {
+                registry.attached.fetch_sub(1, Ordering::Relaxed);
+            }
+            registry.detached(&query.subscription, self.local_workers);
         }
     }
 

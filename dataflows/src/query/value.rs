@@ -92,7 +92,7 @@ impl Number {
     /// `mantissa * 10^-scale`, normalised, for a mantissa that fits 128
     /// bits (what the 64-bit fast paths and the gate's decimals give):
     /// trailing zeros are stripped in 64 or 128 bits, never in 256.
-    pub fn from_i128_scaled(mantissa: i128, scale: u32) -> Number {
+    fn from_i128_scaled(mantissa: i128, scale: u32) -> Number {
         if mantissa == 0 {
             return Number::ZERO;
         }
