@@ -72,6 +72,29 @@ impl Dec8 {
         if significant.len() > 29 {
             return Err(DecimalParseError::TooLarge);
         }
+        // The common case: at most 10 integer digits, so the whole value in
+        // units of 10^-8 is below 10^18 and is built in a u64, the scale
+        // of the fraction from a table.
+        let digits_u64 = |part: &[u8]| {
+            part.iter()
+                .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'))
+        };
+        if significant.len() <= 10 {
+            const FRACTION_SCALE: [u64; 9] = [
+                100_000_000,
+                10_000_000,
+                1_000_000,
+                100_000,
+                10_000,
+                1_000,
+                100,
+                10,
+                1,
+            ];
+            let scale = FRACTION_SCALE.get(frac.len()).copied().unwrap_or(1);
+            let units = digits_u64(significant) * DEC8_ONE as u64 + digits_u64(frac) * scale;
+            return Ok(Dec8(i128::from(units)));
+        }
         // Up to 18 digits fit a u64, which is cheaper to accumulate in.
         let digits = |part: &[u8]| match part.len() {
             0..=18 => i128::from(
@@ -277,6 +300,24 @@ impl FromStr for Dec8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The u64 fast path and the i128 path read every accepted form to
+        /// the value of its digits (integer and fraction folded in i128).
+        #[test]
+        fn parse_agrees_with_folding_the_digits(int_part in "[0-9]{1,30}", frac in "([0-9]{1,8})?") {
+            let text = if frac.is_empty() { int_part.clone() } else { format!("{int_part}.{frac}") };
+            let significant = int_part.trim_start_matches('0');
+            let fold = |digits: &str| digits.bytes().fold(0i128, |acc, b| acc * 10 + i128::from(b - b'0'));
+            let expected = if significant.len() > 29 {
+                Err(DecimalParseError::TooLarge)
+            } else {
+                let scale = 10i128.pow(8 - frac.len() as u32);
+                Ok(Dec8(fold(significant) * 100_000_000 + fold(&frac) * scale))
+            };
+            proptest::prop_assert_eq!(Dec8::parse(&text), expected);
+        }
+    }
 
     #[test]
     fn parses_and_normalises() {

@@ -135,9 +135,16 @@ impl Prints {
 /// fingerprints, and the value is stable across processes, toolchains and
 /// releases, so it can be persisted and compared after a restart.
 pub fn fingerprint(version: &TradeVersion) -> u128 {
-    let mut bytes = Vec::with_capacity(160);
-    version.canonical_bytes(&mut bytes);
-    xxhash_rust::xxh3::xxh3_128(&bytes)
+    thread_local! {
+        /// The encoding buffer, reused: one allocation per thread, not per event.
+        static CANONICAL: std::cell::RefCell<Vec<u8>> =
+            std::cell::RefCell::new(Vec::with_capacity(256));
+    }
+    CANONICAL.with_borrow_mut(|bytes| {
+        bytes.clear();
+        version.canonical_bytes(bytes);
+        xxhash_rust::xxh3::xxh3_128(bytes)
+    })
 }
 
 impl DuplicateRule {

@@ -180,13 +180,27 @@ const ID_BYTE: [bool; 256] = {
     table
 };
 
+#[inline]
 pub(super) fn is_id(text: &str) -> bool {
     (1..=64).contains(&text.len()) && text.bytes().all(|b| ID_BYTE[usize::from(b)])
 }
 
 /// A required id: `missing_field` when absent, `bad_id` otherwise wrong.
+/// Inlined with its common case (a valid id) apart, so the id is built in
+/// its place rather than copied out of nested results.
+#[inline(always)]
 fn id_field(fields: &Fields<'_, '_>, name: &str) -> Result<Id, Rejection> {
-    id_value(name, fields.get(name))?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
+    match fields.get(name) {
+        Some(Val::Str(text)) if is_id(text) => Ok(Id::from(text.as_ref())),
+        value => id_field_rejection(name, value),
+    }
+}
+
+/// Why [`id_field`] refused `value` (never a valid id).
+#[cold]
+#[inline(never)]
+fn id_field_rejection(name: &str, value: Option<&Val<'_>>) -> Result<Id, Rejection> {
+    id_value(name, value)?.map_or_else(|| reject(RejectKind::MissingField, name), Ok)
 }
 
 /// An id's value: `None` when absent; not a string or outside the

@@ -221,6 +221,10 @@ impl<'a> Reader<'a> {
     }
 
     /// A string, decoded: borrowed from the input when it has no escape.
+    /// Inlined, with the rare case (an escape, a control character, no
+    /// closing quote) out of line: the common case then stays in registers
+    /// instead of being stored and reloaded by its caller.
+    #[inline(always)]
     fn string(&mut self) -> JsonResult<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.pos;
@@ -234,6 +238,14 @@ impl<'a> Reader<'a> {
             self.pos = end + 1;
             return Ok(Cow::Borrowed(text));
         }
+        self.escaped_string(start)
+    }
+
+    /// The rest of a string that starts at `start` and is not one plain
+    /// run: decoded into an owned string, or the error.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize) -> JsonResult<Cow<'a, str>> {
         let mut out = String::from(self.slice(start, self.pos)?);
         let mut run = self.pos;
         loop {
@@ -263,6 +275,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string, a number, `true`, `false` or `null`.
+    #[inline(always)]
     fn scalar(&mut self) -> JsonResult<Val<'a>> {
         match self.peek() {
             Some(b'"') => Ok(Val::Str(self.string()?)),
@@ -275,6 +288,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An object key and its colon; whitespace before the key already skipped.
+    #[inline(always)]
     fn key(&mut self) -> JsonResult<Cow<'a, str>> {
         let key = self.string()?;
         self.skip_ws();
@@ -339,6 +353,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A member value of the top-level object.
+    #[inline(always)]
     fn value(&mut self) -> JsonResult<Val<'a>> {
         match self.peek() {
             Some(b'{') => self.skip_value().map(|()| Val::Object),

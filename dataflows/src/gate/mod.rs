@@ -107,6 +107,7 @@ pub struct Rejection {
     pub detail: String,
 }
 
+#[cold]
 pub(crate) fn reject<T>(kind: RejectKind, detail: impl Into<String>) -> Result<T, Rejection> {
     Err(Rejection {
         kind,
