@@ -6,8 +6,8 @@
 //! and hands each worker its share through a bounded channel, so a pipe or
 //! FIFO is never split between workers and the file is scanned once.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -517,13 +517,13 @@ pub fn run_with<S: EventSource>(
     .map_err(RunError::Worker)?;
 
     let mut outcome = BookOutcome::default();
-    let mut lots: HashMap<(Id, Lot), isize> = HashMap::new();
-    let mut positions: HashMap<(Id, PositionSummary), isize> = HashMap::new();
-    let mut valuations: HashMap<ValuationRow, isize> = HashMap::new();
-    let mut breaks: HashMap<BreakRow, isize> = HashMap::new();
-    let mut gaps: HashMap<GapRow, isize> = HashMap::new();
-    let mut query_rows: HashMap<Row, isize> = HashMap::new();
-    let mut query_errors: HashMap<EvalError, isize> = HashMap::new();
+    let mut lots: HashMap<(Id, Lot), isize> = HashMap::default();
+    let mut positions: HashMap<(Id, PositionSummary), isize> = HashMap::default();
+    let mut valuations: HashMap<ValuationRow, isize> = HashMap::default();
+    let mut breaks: HashMap<BreakRow, isize> = HashMap::default();
+    let mut gaps: HashMap<GapRow, isize> = HashMap::default();
+    let mut query_rows: HashMap<Row, isize> = HashMap::default();
+    let mut query_errors: HashMap<EvalError, isize> = HashMap::default();
     let mut query_seconds = 0.0f64;
     let mut query_first_row: Option<f64> = None;
     let mut failure = None;
@@ -538,21 +538,11 @@ pub fn run_with<S: EventSource>(
                 continue;
             }
         };
-        for (row, diff) in captured.lots {
-            *lots.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in captured.positions {
-            *positions.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in captured.valuations {
-            *valuations.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in captured.breaks {
-            *breaks.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in captured.gaps {
-            *gaps.entry(row).or_insert(0) += diff;
-        }
+        add_counts(&mut lots, captured.lots);
+        add_counts(&mut positions, captured.positions);
+        add_counts(&mut valuations, captured.valuations);
+        add_counts(&mut breaks, captured.breaks);
+        add_counts(&mut gaps, captured.gaps);
         outcome.rejected_prices.extend(captured.rejected_prices);
         outcome
             .rejected_custodian
@@ -965,6 +955,19 @@ fn query_answer(
 }
 
 /// Keeps rows whose multiplicity is one; any other non-zero count is a bug.
+/// Adds one worker's row counts to the counts so far; the first worker's
+/// map is taken whole (with one worker nothing is hashed again).
+fn add_counts<K: std::hash::Hash + Eq>(into: &mut HashMap<K, isize>, from: HashMap<K, isize>) {
+    if into.is_empty() {
+        *into = from;
+        return;
+    }
+    into.reserve(from.len());
+    for (row, diff) in from {
+        *into.entry(row).or_insert(0) += diff;
+    }
+}
+
 fn consolidate<K: std::fmt::Debug>(rows: HashMap<K, isize>) -> Result<Vec<K>, RunError> {
     let mut out = Vec::with_capacity(rows.len());
     for (row, count) in rows {

@@ -273,6 +273,16 @@ impl VersionState {
     /// Admits one timestamp's events, in source order.
     fn step(&mut self, time: Time, batch: Vec<Parsed>, emit: &mut Emitted) {
         let batch = in_source_order(batch);
+        // Most events make one version live: room for them up front, so
+        // the outputs are not copied as they grow.
+        emit.book.reserve(batch.len());
+        if self.trade_versions {
+            emit.trades.reserve(batch.len());
+        }
+        if self.event_log {
+            emit.accepted.reserve(batch.len());
+            emit.live.reserve(batch.len());
+        }
         for parsed in batch {
             let (source, version, payload) = match parsed {
                 Parsed::Candidate(source, version, payload) => (source, version, payload),
