@@ -89,6 +89,9 @@ fn main() -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // The engine's allocator settings, as the shipped binary runs them.
+    let purge = deltabook::allocator::configure();
+    eprintln!("allocator purge delay: {purge:?}");
     let suite = args.suite.as_str();
     let known = [
         "ingest",

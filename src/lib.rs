@@ -1,6 +1,7 @@
 //! The `deltabook` binary's library half: sources, runtime wiring and the
 //! synthetic data generator, kept here so tests and benchmarks reuse them.
 
+pub mod allocator;
 pub mod book_file;
 pub mod config;
 pub mod generate;

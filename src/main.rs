@@ -200,6 +200,13 @@ fn main() -> Result<()> {
     } else {
         logs.init();
     }
+    match deltabook::allocator::configure() {
+        deltabook::allocator::PurgeDelay::Set => tracing::debug!(
+            purge_delay_ms = deltabook::allocator::PURGE_DELAY_MS,
+            "allocator configured"
+        ),
+        other => tracing::debug!(?other, "allocator purge delay left as it is"),
+    }
     match cli.command {
         Command::Book {
             trades,
