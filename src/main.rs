@@ -200,13 +200,8 @@ fn main() -> Result<()> {
     } else {
         logs.init();
     }
-    match deltabook::allocator::configure() {
-        deltabook::allocator::PurgeDelay::Set => tracing::debug!(
-            purge_delay_ms = deltabook::allocator::PURGE_DELAY_MS,
-            "allocator configured"
-        ),
-        other => tracing::debug!(?other, "allocator purge delay left as it is"),
-    }
+    let purge_delay = deltabook::allocator::configure();
+    tracing::debug!(?purge_delay, "allocator purge delay");
     match cli.command {
         Command::Book {
             trades,

@@ -72,42 +72,38 @@ impl Dec8 {
         if significant.len() > 29 {
             return Err(DecimalParseError::TooLarge);
         }
-        // The common case: at most 10 integer digits, so the whole value in
-        // units of 10^-8 is below 10^18 and is built in a u64, the scale
-        // of the fraction from a table.
+        // Up to 18 digits fit a u64, which is cheaper to accumulate in.
         let digits_u64 = |part: &[u8]| {
             part.iter()
                 .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'))
         };
+        // 10^(8 - places): the fraction's scale (places <= 8, checked above).
+        const FRACTION_SCALE: [u64; 9] = [
+            100_000_000,
+            10_000_000,
+            1_000_000,
+            100_000,
+            10_000,
+            1_000,
+            100,
+            10,
+            1,
+        ];
+        let scale = FRACTION_SCALE.get(frac.len()).copied().unwrap_or(1);
+        // The common case: at most 10 integer digits, so the whole value in
+        // units of 10^-8 is below 10^18 and is built in a u64.
         if significant.len() <= 10 {
-            const FRACTION_SCALE: [u64; 9] = [
-                100_000_000,
-                10_000_000,
-                1_000_000,
-                100_000,
-                10_000,
-                1_000,
-                100,
-                10,
-                1,
-            ];
-            let scale = FRACTION_SCALE.get(frac.len()).copied().unwrap_or(1);
             let units = digits_u64(significant) * DEC8_ONE as u64 + digits_u64(frac) * scale;
             return Ok(Dec8(i128::from(units)));
         }
-        // Up to 18 digits fit a u64, which is cheaper to accumulate in.
-        let digits = |part: &[u8]| match part.len() {
-            0..=18 => i128::from(
-                part.iter()
-                    .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0')),
-            ),
-            _ => part
+        let int_part = match significant.len() {
+            0..=18 => i128::from(digits_u64(significant)),
+            _ => significant
                 .iter()
                 .fold(0i128, |acc, b| acc * 10 + i128::from(b - b'0')),
         };
-        let frac_scale = 10i128.pow(DEC8_SCALE_DIGITS - frac.len() as u32);
         Ok(Dec8(
-            digits(significant) * DEC8_ONE + digits(frac) * frac_scale,
+            int_part * DEC8_ONE + i128::from(digits_u64(frac) * scale),
         ))
     }
 

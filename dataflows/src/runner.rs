@@ -954,7 +954,6 @@ fn query_answer(
     Ok(answer)
 }
 
-/// Keeps rows whose multiplicity is one; any other non-zero count is a bug.
 /// Adds one worker's row counts to the counts so far; the first worker's
 /// map is taken whole (with one worker nothing is hashed again).
 fn add_counts<K: std::hash::Hash + Eq>(into: &mut HashMap<K, isize>, from: HashMap<K, isize>) {
@@ -968,6 +967,7 @@ fn add_counts<K: std::hash::Hash + Eq>(into: &mut HashMap<K, isize>, from: HashM
     }
 }
 
+/// Keeps rows whose multiplicity is one; any other non-zero count is a bug.
 fn consolidate<K: std::fmt::Debug>(rows: HashMap<K, isize>) -> Result<Vec<K>, RunError> {
     let mut out = Vec::with_capacity(rows.len());
     for (row, count) in rows {
