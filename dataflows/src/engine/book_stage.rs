@@ -62,6 +62,9 @@ type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
 /// The operator's outputs: lots, positions, corrections, faults, booked.
 const OUTPUTS: usize = 5;
 
+/// Emptied input buffers kept for reuse (one per timestamp in flight).
+const SPARE_BUFFERS_MAX: usize = 8;
+
 /// One timestamp's results, by output.
 #[derive(Default)]
 struct BookEmitted {
@@ -99,17 +102,18 @@ pub(super) fn book<'scope>(
             ..BookState::default()
         };
         let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
+        // Emptied input buffers, kept for the next timestamps: a buffer grown
+        // once is not grown (copied, and its pages faulted in) again.
+        let mut spare: Vec<Vec<InputUpdate>> = Vec::new();
         move |frontiers| {
             // A collection's container may hold updates at any time at or after its stamp.
             trades_in.for_each_stamp(|cap, data| {
-                stash(&mut pending, &cap, data.flat_map(|b| b.drain(..)), |p| {
-                    &mut p.1
-                });
+                let updates = data.flat_map(|b| b.drain(..));
+                stash(&mut pending, &cap, updates, &mut spare, |p| &mut p.1);
             });
             methods_in.for_each_stamp(|cap, data| {
-                stash(&mut pending, &cap, data.flat_map(|b| b.drain(..)), |p| {
-                    &mut p.2
-                });
+                let updates = data.flat_map(|b| b.drain(..));
+                stash(&mut pending, &cap, updates, &mut spare, |p| &mut p.2);
             });
             let mut lots_h = lots_out.activate();
             let mut positions_h = positions_out.activate();
@@ -120,11 +124,14 @@ pub(super) fn book<'scope>(
                 if frontiers[0].less_equal(&time) || frontiers[1].less_equal(&time) {
                     break;
                 }
-                let Some((caps, trades, method_changes)) = pending.remove(&time) else {
+                let Some((caps, mut trades, method_changes)) = pending.remove(&time) else {
                     break;
                 };
                 let mut out = BookEmitted::default();
-                state.step(time, trades, method_changes, &mut out);
+                state.step(time, trades.drain(..), method_changes, &mut out);
+                if spare.len() < SPARE_BUFFERS_MAX {
+                    spare.push(trades);
+                }
                 lots_h.session(&caps[0]).give_container(&mut out.lots);
                 positions_h
                     .session(&caps[1])
@@ -198,10 +205,13 @@ impl BookState {
     fn step(
         &mut self,
         time: Time,
-        updates: Vec<InputUpdate>,
+        updates: impl Iterator<Item = InputUpdate>,
         method_changes: Vec<MethodUpdate>,
         out: &mut BookEmitted,
     ) {
+        // Room for the outputs up front: most updates open or close a lot.
+        let (updates_len, _) = updates.size_hint();
+        out.lots.reserve(updates_len);
         // Hashed while collecting, then taken in position order, so a
         // position's place in this timestamp's outputs is deterministic.
         let mut work: HashMap<Id, PositionWork> = HashMap::default();
@@ -237,6 +247,8 @@ impl BookState {
         }
         let mut work: Vec<(Id, PositionWork)> = work.into_iter().collect();
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.corrections.reserve(work.len());
+        out.positions.reserve(2 * work.len());
         for (position, mut w) in work {
             if self.faulted.contains(&position) {
                 out.faults.push(fault(
@@ -375,22 +387,31 @@ fn fault(position_key: Id, time: Time, detail: &str) -> Fault {
 /// Buffers updates by their own time (a collection's container may hold
 /// updates at any time at or after its stamp), keeping one capability per
 /// output per time.
+/// A new time's trade buffer is a spare one when there is one.
 fn stash<D>(
     pending: &mut BTreeMap<Time, PendingTime>,
     cap: &InputCapability<Time>,
     updates: impl Iterator<Item = (D, Time, Diff)>,
+    spare: &mut Vec<Vec<InputUpdate>>,
     slot: impl Fn(&mut PendingTime) -> &mut Vec<(D, Time, Diff)>,
 ) {
+    // Updates come in runs of one time: the entry is looked up once per run.
+    let mut current: Option<(Time, &mut PendingTime)> = None;
     for update in updates {
-        let entry = pending.entry(update.1).or_insert_with(|| {
-            (
-                (0..OUTPUTS)
-                    .map(|port| cap.delayed(&update.1, port))
-                    .collect(),
-                Vec::new(),
-                Vec::new(),
-            )
-        });
+        let entry = match current {
+            Some((time, entry)) if time == update.1 => entry,
+            _ => pending.entry(update.1).or_insert_with(|| {
+                (
+                    (0..OUTPUTS)
+                        .map(|port| cap.delayed(&update.1, port))
+                        .collect(),
+                    spare.pop().unwrap_or_default(),
+                    Vec::new(),
+                )
+            }),
+        };
+        let time = update.1;
         slot(entry).push(update);
+        current = Some((time, entry));
     }
 }

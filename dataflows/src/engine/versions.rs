@@ -271,8 +271,8 @@ impl VersionState {
     }
 
     /// Admits one timestamp's events, in source order.
-    fn step(&mut self, time: Time, batch: Vec<Parsed>, emit: &mut Emitted) {
-        let batch = in_source_order(batch);
+    fn step(&mut self, time: Time, batch: &mut Vec<Parsed>, emit: &mut Emitted) {
+        in_source_order(batch);
         // Most events make one version live: room for them up front, so
         // the outputs are not copied as they grow.
         emit.book.reserve(batch.len());
@@ -283,7 +283,7 @@ impl VersionState {
             emit.accepted.reserve(batch.len());
             emit.live.reserve(batch.len());
         }
-        for parsed in batch {
+        for parsed in batch.drain(..) {
             let (source, version, payload) = match parsed {
                 Parsed::Candidate(source, version, payload) => (source, version, payload),
                 Parsed::Rejected(dead) => {
@@ -341,6 +341,8 @@ impl VersionState {
             }
         }
         let mut touched = std::mem::take(&mut self.touched);
+        // A live version replaced in place retracts one booked form and asserts another.
+        emit.book.reserve(2 * touched.len());
         for (slot, new) in touched.drain() {
             self.make_live(slot, new, time, emit);
         }
@@ -450,6 +452,8 @@ pub(super) fn admit<'scope>(
         };
         // Per time: one capability per output, and the events.
         let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Parsed>)> = BTreeMap::new();
+        // Emptied event buffers, kept so a timestamp's buffer is not grown anew.
+        let mut spare: Vec<Vec<Parsed>> = Vec::new();
         move |frontiers| {
             input.for_each_stamp(|cap, data| {
                 let Some(time) = cap.least().copied() else {
@@ -458,7 +462,7 @@ pub(super) fn admit<'scope>(
                 let entry = pending.entry(time).or_insert_with(|| {
                     (
                         (0..OUTPUTS).map(|port| cap.delayed(&time, port)).collect(),
-                        Vec::new(),
+                        spare.pop().unwrap_or_default(),
                     )
                 });
                 for batch in data {
@@ -476,11 +480,14 @@ pub(super) fn admit<'scope>(
                 if frontiers[0].less_equal(&time) {
                     break;
                 }
-                let Some((caps, batch)) = pending.remove(&time) else {
+                let Some((caps, mut batch)) = pending.remove(&time) else {
                     break;
                 };
                 let mut out = Emitted::default();
-                state.step(time, batch, &mut out);
+                state.step(time, &mut batch, &mut out);
+                if spare.len() < SPARE_BUFFERS_MAX {
+                    spare.push(batch);
+                }
                 book_h.session(&caps[0]).give_container(&mut out.book);
                 accepted_h
                     .session(&caps[1])
@@ -513,28 +520,20 @@ pub(super) fn admit<'scope>(
 /// The operator's outputs: book, accepted, rejected, duplicates, live, sequences.
 const OUTPUTS: usize = 7;
 
-/// Sorts events by source position, moving each (large) event once.
-/// Restored trades (which have no source) come first.
-fn in_source_order(batch: Vec<Parsed>) -> Vec<Parsed> {
+/// Emptied event buffers kept for reuse (one per timestamp in flight).
+const SPARE_BUFFERS_MAX: usize = 8;
+
+/// Sorts events by source position (a stable sort, so restored trades,
+/// which have no source, come first in the order they came).
+fn in_source_order(batch: &mut [Parsed]) {
     let source = |p: &Parsed| match p {
         Parsed::Candidate(source, ..) => Some(*source),
         Parsed::Rejected(d) => Some(d.source),
         Parsed::Restore(_) => None,
     };
-    if batch.is_sorted_by_key(source) {
-        return batch;
+    if !batch.is_sorted_by_key(source) {
+        batch.sort_by_key(source);
     }
-    let mut order: Vec<(Option<SourceRef>, usize)> = batch
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (source(p), i))
-        .collect();
-    order.sort_unstable();
-    let mut slots: Vec<Option<Parsed>> = batch.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|(_, i)| slots[i].take())
-        .collect()
 }
 
 #[cfg(test)]
