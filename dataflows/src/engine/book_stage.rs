@@ -62,8 +62,9 @@ type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
 /// The operator's outputs: lots, positions, corrections, faults, booked.
 const OUTPUTS: usize = 5;
 
-/// Emptied input buffers kept for reuse (one per timestamp in flight).
-const SPARE_BUFFERS_MAX: usize = 8;
+/// Emptied input buffers kept for reuse (the buffers of the timestamps in
+/// flight are live anyway; two spare ones cover the next timestamps).
+const SPARE_BUFFERS_MAX: usize = 2;
 
 /// One timestamp's results, by output.
 #[derive(Default)]

@@ -341,8 +341,6 @@ impl VersionState {
             }
         }
         let mut touched = std::mem::take(&mut self.touched);
-        // A live version replaced in place retracts one booked form and asserts another.
-        emit.book.reserve(2 * touched.len());
         for (slot, new) in touched.drain() {
             self.make_live(slot, new, time, emit);
         }
@@ -520,8 +518,9 @@ pub(super) fn admit<'scope>(
 /// The operator's outputs: book, accepted, rejected, duplicates, live, sequences.
 const OUTPUTS: usize = 7;
 
-/// Emptied event buffers kept for reuse (one per timestamp in flight).
-const SPARE_BUFFERS_MAX: usize = 8;
+/// Emptied event buffers kept for reuse (the buffers of the timestamps in
+/// flight are live anyway; two spare ones cover the next timestamps).
+const SPARE_BUFFERS_MAX: usize = 2;
 
 /// Sorts events by source position (a stable sort, so restored trades,
 /// which have no source, come first in the order they came).
