@@ -113,6 +113,10 @@ struct Chunk {
     range: Option<(Dec8, Dec8)>,
     /// The context `open` was computed for; `None` when `open` is stale.
     context: Option<ChunkContext>,
+    /// Every trade before this index has an open quantity of zero (a lower
+    /// bound of the first open trade, exact after a FIFO refresh): a FIFO
+    /// refresh stops there once the new open window is behind it too.
+    first_open: usize,
 }
 
 impl Chunk {
@@ -360,6 +364,9 @@ impl PositionBook {
         }
         chunk.trades.insert(at, trade.clone());
         chunk.open.insert(at, Dec8::ZERO);
+        if at <= chunk.first_open {
+            chunk.first_open += 1;
+        }
         chunk.sums.apply(trade, true)?;
         chunk.range = None;
         chunk.context = None;
@@ -369,8 +376,10 @@ impl PositionBook {
             let mut right = Chunk {
                 trades: chunk.trades.split_off(half),
                 open: chunk.open.split_off(half),
+                first_open: chunk.first_open.saturating_sub(half),
                 ..Chunk::default()
             };
+            chunk.first_open = chunk.first_open.min(half);
             // The left half keeps the whole chunk's room otherwise: most
             // inserts append to the last chunk, so it would stay half empty.
             chunk.trades.shrink_to_fit();
@@ -407,6 +416,9 @@ impl PositionBook {
         let chunk = &mut self.chunks[i];
         let gone = chunk.trades.remove(at);
         let open = chunk.open.remove(at);
+        if at < chunk.first_open {
+            chunk.first_open -= 1;
+        }
         if open > Dec8::ZERO {
             self.retired.push(lot_of(&gone, lot_side(gone.side), open));
         }
@@ -423,6 +435,9 @@ impl PositionBook {
         {
             let next = self.chunks.remove(i + 1);
             let chunk = &mut self.chunks[i];
+            if chunk.first_open >= len {
+                chunk.first_open = len + next.first_open;
+            }
             chunk.sums.add(&next.sums)?;
             chunk.trades.extend(next.trades);
             chunk.open.extend(next.open);
@@ -460,7 +475,14 @@ impl PositionBook {
             if chunk.context.as_ref() == Some(&context) {
                 continue;
             }
+            if self.method == LotMethod::Fifo {
+                refresh_fifo_chunk(chunk, &context, &mut self.retired, &mut self.asserted)?;
+                chunk.context = Some(context);
+                continue;
+            }
             let fresh = open_quantities(&chunk.trades, &context)?;
+            // LIFO may open any trade: the bound falls back to the start.
+            chunk.first_open = 0;
             for ((trade, old), new) in chunk.trades.iter().zip(chunk.open.iter_mut()).zip(fresh) {
                 if *old != new {
                     let side = lot_side(trade.side);
@@ -641,7 +663,70 @@ fn lot_of(trade: &BookedTrade, side: LotSide, quantity: Dec8) -> Lot {
     }
 }
 
-/// The open quantity of each of one chunk's trades under `context`.
+/// FIFO: brings one chunk's open quantities to `context`, walking back from
+/// its last trade and stopping where every earlier trade is closed both
+/// before (`first_open`) and after (the open window starts later): a chunk
+/// costs the trades in or after its open window, not all of them. The lots
+/// that change are added to `retired` (old quantity) and `asserted` (new).
+fn refresh_fifo_chunk(
+    chunk: &mut Chunk,
+    context: &ChunkContext,
+    retired: &mut Vec<Lot>,
+    asserted: &mut Vec<Lot>,
+) -> Result<(), Overflow> {
+    // The open window: units of `side` numbered from `open_from` on, in lot order.
+    let window = match *context {
+        ChunkContext::Fifo { side, open_from } => Some((side, open_from)),
+        _ => None,
+    };
+    // Units of the window's side that end at or before the current trade's end.
+    let mut end = match window {
+        Some((LotSide::Long, _)) => chunk.sums.buy_quantity,
+        Some((LotSide::Short, _)) => chunk.sums.sell_quantity,
+        None => Dec8::ZERO,
+    };
+    let stop_at = chunk.first_open.min(chunk.trades.len());
+    let mut first_open = chunk.trades.len();
+    for i in (0..chunk.trades.len()).rev() {
+        let trade = &chunk.trades[i];
+        let new = match window {
+            Some((side, open_from)) if lot_side(trade.side) == side => {
+                let start = end.sub(trade.quantity)?;
+                let open = if end > open_from {
+                    end.sub(start.max(open_from))?
+                } else {
+                    Dec8::ZERO
+                };
+                end = start;
+                open
+            }
+            _ => Dec8::ZERO,
+        };
+        let old = &mut chunk.open[i];
+        if *old != new {
+            let side = lot_side(trade.side);
+            if *old > Dec8::ZERO {
+                retired.push(lot_of(trade, side, *old));
+            }
+            if new > Dec8::ZERO {
+                asserted.push(lot_of(trade, side, new));
+            }
+            *old = new;
+        }
+        if new > Dec8::ZERO {
+            first_open = i;
+        }
+        let window_is_behind = window.is_none_or(|(_, open_from)| end <= open_from);
+        if i <= stop_at && window_is_behind {
+            break;
+        }
+    }
+    chunk.first_open = first_open;
+    debug_assert!(chunk.open[..first_open].iter().all(|q| q.is_zero()));
+    Ok(())
+}
+
+/// LIFO: the open quantity of each of one chunk's trades under `context`.
 fn open_quantities(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec<Dec8>, Overflow> {
     let mut open = vec![Dec8::ZERO; trades.len()];
     match *context {
