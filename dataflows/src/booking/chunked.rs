@@ -475,24 +475,15 @@ impl PositionBook {
             if chunk.context.as_ref() == Some(&context) {
                 continue;
             }
+            let (retired, asserted) = (&mut self.retired, &mut self.asserted);
             if self.method == LotMethod::Fifo {
-                refresh_fifo_chunk(chunk, &context, &mut self.retired, &mut self.asserted)?;
-                chunk.context = Some(context);
-                continue;
-            }
-            let fresh = open_quantities(&chunk.trades, &context)?;
-            // LIFO may open any trade: the bound falls back to the start.
-            chunk.first_open = 0;
-            for ((trade, old), new) in chunk.trades.iter().zip(chunk.open.iter_mut()).zip(fresh) {
-                if *old != new {
-                    let side = lot_side(trade.side);
-                    if *old > Dec8::ZERO {
-                        self.retired.push(lot_of(trade, side, *old));
-                    }
-                    if new > Dec8::ZERO {
-                        self.asserted.push(lot_of(trade, side, new));
-                    }
-                    *old = new;
+                refresh_fifo_chunk(chunk, &context, retired, asserted)?;
+            } else {
+                let fresh = open_quantities(&chunk.trades, &context)?;
+                // LIFO may open any trade: the bound falls back to the start.
+                chunk.first_open = 0;
+                for ((trade, open), new) in chunk.trades.iter().zip(&mut chunk.open).zip(fresh) {
+                    set_open(trade, open, new, retired, asserted);
                 }
             }
             chunk.context = Some(context);
@@ -663,6 +654,28 @@ fn lot_of(trade: &BookedTrade, side: LotSide, quantity: Dec8) -> Lot {
     }
 }
 
+/// Sets a trade's open quantity to `new`; when it changes, the lot it held
+/// goes to `retired` and the lot it now holds to `asserted`.
+fn set_open(
+    trade: &BookedTrade,
+    open: &mut Dec8,
+    new: Dec8,
+    retired: &mut Vec<Lot>,
+    asserted: &mut Vec<Lot>,
+) {
+    if *open == new {
+        return;
+    }
+    let side = lot_side(trade.side);
+    if *open > Dec8::ZERO {
+        retired.push(lot_of(trade, side, *open));
+    }
+    if new > Dec8::ZERO {
+        asserted.push(lot_of(trade, side, new));
+    }
+    *open = new;
+}
+
 /// FIFO: brings one chunk's open quantities to `context`, walking back from
 /// its last trade and stopping where every earlier trade is closed both
 /// before (`first_open`) and after (the open window starts later): a chunk
@@ -702,17 +715,7 @@ fn refresh_fifo_chunk(
             }
             _ => Dec8::ZERO,
         };
-        let old = &mut chunk.open[i];
-        if *old != new {
-            let side = lot_side(trade.side);
-            if *old > Dec8::ZERO {
-                retired.push(lot_of(trade, side, *old));
-            }
-            if new > Dec8::ZERO {
-                asserted.push(lot_of(trade, side, new));
-            }
-            *old = new;
-        }
+        set_open(trade, &mut chunk.open[i], new, retired, asserted);
         if new > Dec8::ZERO {
             first_open = i;
         }

@@ -19,6 +19,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
+use super::spare_buffers::SpareBuffers;
 use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
@@ -62,10 +63,6 @@ type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
 /// The operator's outputs: lots, positions, corrections, faults, booked.
 const OUTPUTS: usize = 5;
 
-/// Emptied input buffers kept for reuse (the buffers of the timestamps in
-/// flight are live anyway; two spare ones cover the next timestamps).
-const SPARE_BUFFERS_MAX: usize = 2;
-
 /// One timestamp's results, by output.
 #[derive(Default)]
 struct BookEmitted {
@@ -103,9 +100,7 @@ pub(super) fn book<'scope>(
             ..BookState::default()
         };
         let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
-        // Emptied input buffers, kept for the next timestamps: a buffer grown
-        // once is not grown (copied, and its pages faulted in) again.
-        let mut spare: Vec<Vec<InputUpdate>> = Vec::new();
+        let mut spare: SpareBuffers<InputUpdate> = SpareBuffers::default();
         move |frontiers| {
             // A collection's container may hold updates at any time at or after its stamp.
             trades_in.for_each_stamp(|cap, data| {
@@ -130,9 +125,7 @@ pub(super) fn book<'scope>(
                 };
                 let mut out = BookEmitted::default();
                 state.step(time, trades.drain(..), method_changes, &mut out);
-                if spare.len() < SPARE_BUFFERS_MAX {
-                    spare.push(trades);
-                }
+                spare.give_back(trades);
                 lots_h.session(&caps[0]).give_container(&mut out.lots);
                 positions_h
                     .session(&caps[1])
@@ -387,13 +380,12 @@ fn fault(position_key: Id, time: Time, detail: &str) -> Fault {
 
 /// Buffers updates by their own time (a collection's container may hold
 /// updates at any time at or after its stamp), keeping one capability per
-/// output per time.
-/// A new time's trade buffer is a spare one when there is one.
+/// output per time. A new time's trade buffer comes from `spare`.
 fn stash<D>(
     pending: &mut BTreeMap<Time, PendingTime>,
     cap: &InputCapability<Time>,
     updates: impl Iterator<Item = (D, Time, Diff)>,
-    spare: &mut Vec<Vec<InputUpdate>>,
+    spare: &mut SpareBuffers<InputUpdate>,
     slot: impl Fn(&mut PendingTime) -> &mut Vec<(D, Time, Diff)>,
 ) {
     // Updates come in runs of one time: the entry is looked up once per run.
@@ -406,7 +398,7 @@ fn stash<D>(
                     (0..OUTPUTS)
                         .map(|port| cap.delayed(&update.1, port))
                         .collect(),
-                    spare.pop().unwrap_or_default(),
+                    spare.take(),
                     Vec::new(),
                 )
             }),

@@ -26,6 +26,7 @@ mod book_stage;
 mod id_slots;
 mod intake;
 mod reference_stage;
+mod spare_buffers;
 mod versions;
 
 use differential_dataflow::operators::arrange::upsert::arrange_from_upsert;

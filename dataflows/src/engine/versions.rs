@@ -19,6 +19,7 @@ use timely::dataflow::StreamVec;
 
 use super::id_slots::{IdSlots, SlotId};
 use super::intake::Parsed;
+use super::spare_buffers::SpareBuffers;
 use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::{fingerprint, Admission, Prints};
 use crate::id::Id;
@@ -450,8 +451,7 @@ pub(super) fn admit<'scope>(
         };
         // Per time: one capability per output, and the events.
         let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Parsed>)> = BTreeMap::new();
-        // Emptied event buffers, kept so a timestamp's buffer is not grown anew.
-        let mut spare: Vec<Vec<Parsed>> = Vec::new();
+        let mut spare: SpareBuffers<Parsed> = SpareBuffers::default();
         move |frontiers| {
             input.for_each_stamp(|cap, data| {
                 let Some(time) = cap.least().copied() else {
@@ -460,7 +460,7 @@ pub(super) fn admit<'scope>(
                 let entry = pending.entry(time).or_insert_with(|| {
                     (
                         (0..OUTPUTS).map(|port| cap.delayed(&time, port)).collect(),
-                        spare.pop().unwrap_or_default(),
+                        spare.take(),
                     )
                 });
                 for batch in data {
@@ -483,9 +483,7 @@ pub(super) fn admit<'scope>(
                 };
                 let mut out = Emitted::default();
                 state.step(time, &mut batch, &mut out);
-                if spare.len() < SPARE_BUFFERS_MAX {
-                    spare.push(batch);
-                }
+                spare.give_back(batch);
                 book_h.session(&caps[0]).give_container(&mut out.book);
                 accepted_h
                     .session(&caps[1])
@@ -517,10 +515,6 @@ pub(super) fn admit<'scope>(
 
 /// The operator's outputs: book, accepted, rejected, duplicates, live, sequences.
 const OUTPUTS: usize = 7;
-
-/// Emptied event buffers kept for reuse (the buffers of the timestamps in
-/// flight are live anyway; two spare ones cover the next timestamps).
-const SPARE_BUFFERS_MAX: usize = 2;
 
 /// Sorts events by source position (a stable sort, so restored trades,
 /// which have no source, come first in the order they came).
