@@ -17,6 +17,7 @@
 
 pub mod as_of;
 pub mod expr;
+mod fixed_totals;
 pub mod fold;
 pub mod plan;
 mod pushdown;

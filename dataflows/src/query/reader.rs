@@ -6,9 +6,11 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::Scope;
 
 use super::as_of::AsOf;
+use super::fixed_totals::FixedTotals;
 use super::fold::{fold_rows, Columns, MapRows, RowFold};
 use super::tables::{lot_row, position_row, trade_row, ImportButton, Interval, MissingTable};
 use super::tables::{Table, Tables};
+use super::totals::Totals;
 use super::value::{Row, Value};
 use crate::engine::{book_again, Diff, Time};
 use crate::trade::{Date, TradeVersion};
@@ -135,6 +137,26 @@ impl<'t, 'scope> Reader<'t, 'scope> {
             positions
         };
         Ok(fold_rows(rows, fold))
+    }
+
+    /// The GROUP BY totals of `fold` over `table` read by the typed lane;
+    /// `Ok(None)` where rows must be built instead (`AS OF DATE` books the
+    /// table again; a table without a typed lane).
+    pub(super) fn fixed_totals(
+        &mut self,
+        table: Table,
+        fold: FixedTotals,
+    ) -> Result<Option<VecCollection<'scope, Time, (Row, Totals), Diff>>, MissingTable> {
+        if self.as_of.date.is_some() && table.has_business_date() {
+            return Ok(None);
+        }
+        let imported = self
+            .tables
+            .import_fixed_totals(table, self.scope, self.interval, fold)?;
+        Ok(imported.map(|(totals, button)| {
+            self.shutdown.push(button);
+            totals
+        }))
     }
 
     /// The rows of `table` (only `columns` computed).

@@ -10,8 +10,9 @@ use timely::dataflow::operators::ToStream;
 use timely::dataflow::Scope;
 
 use super::expr::{Accumulator, AggFunc, Expr};
+use super::fixed_totals::{FixedTotals, FixedTotalsSpec};
 use super::fold::{fold_rows, MapRows, RowFold};
-use super::plan::{Join, OrderItem, Plan};
+use super::plan::{Grouping, Join, OrderItem, Plan};
 use super::pushdown;
 use super::reader::{Reader, RenderError};
 use super::tables::{ImportButton, MissingTable, Tables};
@@ -168,6 +169,28 @@ fn marker<'scope, D: differential_dataflow::Data>(
     updates.to_stream(scope).as_collection()
 }
 
+/// The GROUP BY totals of a single-table plan by the typed lane
+/// ([`FixedTotalsSpec`]), or `None` when the plan needs the row path.
+fn typed_lane<'scope>(
+    plan: &Plan,
+    grouping: &Grouping,
+    reader: &mut Reader<'_, 'scope>,
+) -> Result<Option<VecCollection<'scope, Time, (Row, Totals), Diff>>, MissingTable> {
+    let [source] = plan.sources.as_slice() else {
+        return Ok(None);
+    };
+    let spec = FixedTotalsSpec::for_query(
+        source.table,
+        plan.filter.as_ref(),
+        &grouping.keys,
+        &grouping.aggregates,
+    );
+    match spec {
+        Some(spec) => reader.fixed_totals(source.table, FixedTotals::new(spec)),
+        None => Ok(None),
+    }
+}
+
 /// Builds `plan` in `scope`, importing the tables it reads from `tables`.
 /// Its snapshot of the present is at `since` (the engine's completed
 /// frontier: updates before it are read as at it); `AS KNOWN AT t` reads
@@ -207,6 +230,8 @@ pub fn render<'scope>(
                 // batch is added up per group where it is read.
                 let mut totals = if pushdown::applies(plan, &grouping) {
                     pushdown::grouped_totals(plan, &grouping, reader, &mut errors)?
+                } else if let Some(totals) = typed_lane(plan, &grouping, reader)? {
+                    as_differences(totals)
                 } else {
                     let fold = GroupTotals::new(filter, keys, &grouping.aggregates);
                     as_differences(split(folded(plan, reader, &mut errors, fold)?, &mut errors))

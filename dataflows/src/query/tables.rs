@@ -9,11 +9,13 @@ use timely::dataflow::operators::CapabilitySet;
 use timely::dataflow::Scope;
 use timely::progress::frontier::{Antichain, AntichainRef};
 
+use super::fixed_totals::{fold_fixed_totals, FixedTotals};
 use super::fold::{fold_arranged, whole_row, Columns, MapRows, RowBuilder, RowFold};
+use super::totals::Totals;
 use super::value::{Number, Row, Value};
 use crate::calendar::civil_from_days;
 use crate::correction::Correction;
-use crate::decimal::Dec8;
+use crate::decimal::{Dec8, DEC8_SCALE_DIGITS};
 use crate::engine::{Diff, Time};
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
@@ -71,6 +73,29 @@ impl Table {
         Table::ALL
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The scale (fractional digits) of column `i` when it is a number
+    /// whose exact integer at that scale fits 128 bits in every record
+    /// (what the typed GROUP BY lane reads, see [`lot_number`] and
+    /// [`position_number`]); `None` for any other column.
+    pub fn fixed_scale(self, i: usize) -> Option<u32> {
+        match (self, i) {
+            (Table::Lots, LOT_QUANTITY | LOT_PRICE) | (Table::Positions, POSITION_QUANTITY) => {
+                Some(DEC8_SCALE_DIGITS)
+            }
+            (Table::Positions, POSITION_LOT_COUNT) => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The columns a record's arrangement key alone determines.
+    pub fn arrangement_key_columns(self) -> Columns {
+        match self {
+            // Keyed by position: the position key is column 0.
+            Table::Lots | Table::Positions => Columns::NONE.with(0),
+            _ => Columns::NONE,
+        }
     }
 
     /// True for the tables `AS OF DATE` restricts: those derived from the
@@ -179,6 +204,35 @@ impl FromIterator<Table> for TableSet {
 
 fn text(id: &str) -> Value {
     Value::Text(Id::from(id))
+}
+
+/// Column `quantity` of `lots`.
+const LOT_QUANTITY: usize = 4;
+/// Column `price` of `lots`.
+const LOT_PRICE: usize = 5;
+/// Column `quantity` of `positions`.
+const POSITION_QUANTITY: usize = 1;
+/// Column `lot_count` of `positions`.
+const POSITION_LOT_COUNT: usize = 2;
+
+/// Numeric column `column` of a lot as an integer at its
+/// [`Table::fixed_scale`]; `None` for the other columns.
+pub fn lot_number(lot: &Lot, column: usize) -> Option<i128> {
+    match column {
+        LOT_QUANTITY => Some(lot.quantity.0),
+        LOT_PRICE => Some(lot.price.0),
+        _ => None,
+    }
+}
+
+/// Numeric column `column` of a position as an integer at its
+/// [`Table::fixed_scale`]; `None` for the other columns.
+pub fn position_number(summary: &PositionSummary, column: usize) -> Option<i128> {
+    match column {
+        POSITION_QUANTITY => Some(summary.quantity.0),
+        POSITION_LOT_COUNT => Some(i128::from(summary.lot_count)),
+        _ => None,
+    }
 }
 
 /// Fills a row of `lots`.
@@ -543,6 +597,39 @@ impl Tables {
                 (fold_arranged(arranged, columns, fill, fold), button)
             }
         })
+    }
+
+    /// The GROUP BY totals of `fold` over `table` in `interval`, read
+    /// straight from the typed records (the typed lane); `Ok(None)` when
+    /// `table` has no typed lane, so the caller takes the row path.
+    pub(super) fn import_fixed_totals<'scope>(
+        &mut self,
+        table: Table,
+        scope: Scope<'scope, Time>,
+        interval: Interval,
+        fold: FixedTotals,
+    ) -> Result<Option<Imported<'scope, (Row, Totals)>>, MissingTable> {
+        let missing = || MissingTable(table.name());
+        let name = table.name();
+        Ok(Some(match table {
+            Table::Lots => {
+                let trace = self.lots.as_mut().ok_or_else(missing)?;
+                let (arranged, button) = import_interval(trace, scope, name, interval);
+                let fill = |k: &Id, v: &Lot, row: &mut RowBuilder<'_>| fill_lot_row(row, k, v);
+                let number = |_: &Id, v: &Lot, column| lot_number(v, column);
+                (fold_fixed_totals(arranged, fill, number, fold), button)
+            }
+            Table::Positions => {
+                let trace = self.positions.as_mut().ok_or_else(missing)?;
+                let (arranged, button) = import_interval(trace, scope, name, interval);
+                let fill = |k: &Id, v: &PositionSummary, row: &mut RowBuilder<'_>| {
+                    fill_position_row(row, k, v)
+                };
+                let number = |_: &Id, v: &PositionSummary, column| position_number(v, column);
+                (fold_fixed_totals(arranged, fill, number, fold), button)
+            }
+            _ => return Ok(None),
+        }))
     }
 
     /// The live trade versions in `interval`, each through `logic` (`None`

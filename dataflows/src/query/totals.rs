@@ -52,6 +52,19 @@ impl Totals {
         }
     }
 
+    /// Totals of `rows` rows with, per aggregate, the rows whose argument
+    /// was not NULL and the arguments' sum; `overflow` when a sum did not
+    /// fit (what the typed lane hands on).
+    pub(super) fn from_sums(rows: i64, per: Vec<(i64, Number)>, overflow: bool) -> Totals {
+        Totals {
+            marker: 0,
+            rows,
+            per,
+            overflow,
+            errors: Vec::new(),
+        }
+    }
+
     /// The number of rows added up (with multiplicity).
     pub(super) fn rows(&self) -> i64 {
         self.rows
