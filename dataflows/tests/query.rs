@@ -275,3 +275,37 @@ fn totals_before_joins_count_each_joined_row() {
         ["n,v", "2,371"]
     );
 }
+
+#[test]
+fn typed_group_totals_answer_as_the_row_path() {
+    // Without WHERE these take the typed lane (totals read from the typed
+    // lots and positions); `WHERE quantity <> 0` (true on every lot and
+    // on these positions' non-flat ones) sends the same query through the
+    // row interpreter. Open lots: A_B_X T2 3 @ 110, A_B_Y T4 short 7 @ 50,
+    // A_C_Z T6 4 @ 10.25.
+    let lots = "SELECT position_key, COUNT(*) AS n, SUM(quantity) AS q, \
+                SUM(quantity * price) AS value, AVG(price) AS mean FROM lots";
+    let order = "GROUP BY position_key ORDER BY position_key";
+    let typed = csv(&format!("{lots} {order}"));
+    assert_eq!(
+        typed,
+        [
+            "position_key,n,q,value,mean",
+            "A_B_X,1,3,330,110",
+            "A_B_Y,1,7,350,50",
+            "A_C_Z,1,4,41,10.25",
+        ]
+    );
+    assert_eq!(typed, csv(&format!("{lots} WHERE quantity <> 0 {order}")));
+    let by_side = "SELECT side, SUM(price * quantity) AS value, COUNT(quantity) AS n FROM lots";
+    let typed = csv(&format!("{by_side} GROUP BY side ORDER BY side"));
+    assert_eq!(typed, ["side,value,n", "LONG,371,2", "SHORT,350,1"]);
+    assert_eq!(
+        typed,
+        csv(&format!("{by_side} WHERE quantity <> 0 GROUP BY side ORDER BY side"))
+    );
+    let positions = "SELECT SUM(quantity) AS q, SUM(lot_count) AS lots, COUNT(*) AS n FROM positions";
+    let typed = csv(positions);
+    assert_eq!(typed, ["q,lots,n", "0,3,3"]);
+    assert_eq!(typed, csv(&format!("{positions} WHERE quantity <> 0")));
+}
