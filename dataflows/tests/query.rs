@@ -302,9 +302,12 @@ fn typed_group_totals_answer_as_the_row_path() {
     assert_eq!(typed, ["side,value,n", "LONG,371,2", "SHORT,350,1"]);
     assert_eq!(
         typed,
-        csv(&format!("{by_side} WHERE quantity <> 0 GROUP BY side ORDER BY side"))
+        csv(&format!(
+            "{by_side} WHERE quantity <> 0 GROUP BY side ORDER BY side"
+        ))
     );
-    let positions = "SELECT SUM(quantity) AS q, SUM(lot_count) AS lots, COUNT(*) AS n FROM positions";
+    let positions =
+        "SELECT SUM(quantity) AS q, SUM(lot_count) AS lots, COUNT(*) AS n FROM positions";
     let typed = csv(positions);
     assert_eq!(typed, ["q,lots,n", "0,3,3"]);
     assert_eq!(typed, csv(&format!("{positions} WHERE quantity <> 0")));
