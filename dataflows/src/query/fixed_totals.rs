@@ -29,6 +29,9 @@ use crate::engine::{Diff, Time};
 
 type FxHashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 
+/// Each group's totals as a collection (what the typed lane emits).
+pub(super) type GroupTotalsCollection<'scope> = VecCollection<'scope, Time, (Row, Totals), Diff>;
+
 /// An aggregate's argument as the typed lane computes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FixedArg {

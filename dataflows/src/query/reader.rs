@@ -6,11 +6,10 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::Scope;
 
 use super::as_of::AsOf;
-use super::fixed_totals::FixedTotals;
+use super::fixed_totals::{FixedTotals, GroupTotalsCollection};
 use super::fold::{fold_rows, Columns, MapRows, RowFold};
 use super::tables::{lot_row, position_row, trade_row, ImportButton, Interval, MissingTable};
 use super::tables::{Table, Tables};
-use super::totals::Totals;
 use super::value::{Row, Value};
 use crate::engine::{book_again, Diff, Time};
 use crate::trade::{Date, TradeVersion};
@@ -146,7 +145,7 @@ impl<'t, 'scope> Reader<'t, 'scope> {
         &mut self,
         table: Table,
         fold: FixedTotals,
-    ) -> Result<Option<VecCollection<'scope, Time, (Row, Totals), Diff>>, MissingTable> {
+    ) -> Result<Option<GroupTotalsCollection<'scope>>, MissingTable> {
         if self.as_of.date.is_some() && table.has_business_date() {
             return Ok(None);
         }

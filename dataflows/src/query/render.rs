@@ -10,7 +10,7 @@ use timely::dataflow::operators::ToStream;
 use timely::dataflow::Scope;
 
 use super::expr::{Accumulator, AggFunc, Expr};
-use super::fixed_totals::{FixedTotals, FixedTotalsSpec};
+use super::fixed_totals::{FixedTotals, FixedTotalsSpec, GroupTotalsCollection};
 use super::fold::{fold_rows, MapRows, RowFold};
 use super::plan::{Grouping, Join, OrderItem, Plan};
 use super::pushdown;
@@ -175,7 +175,7 @@ fn typed_lane<'scope>(
     plan: &Plan,
     grouping: &Grouping,
     reader: &mut Reader<'_, 'scope>,
-) -> Result<Option<VecCollection<'scope, Time, (Row, Totals), Diff>>, MissingTable> {
+) -> Result<Option<GroupTotalsCollection<'scope>>, MissingTable> {
     let [source] = plan.sources.as_slice() else {
         return Ok(None);
     };
