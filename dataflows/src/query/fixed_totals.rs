@@ -14,14 +14,12 @@
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::{BatchCursor, BatchKey, BatchVal, Cursor, Navigable};
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use ethnum::I256;
 use rustc_hash::FxBuildHasher;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 
 use super::expr::{AggFunc, Aggregate, BinOp, Expr};
-use super::fold::{Columns, RowBuilder};
+use super::fold::{fold_records, Columns, RecordFold, RowBuilder};
 use super::tables::Table;
 use super::totals::Totals;
 use super::value::{Number, Row, Value};
@@ -116,12 +114,23 @@ impl FixedTotalsSpec {
 
 /// One aggregate's running total in a group: the rows with a non-NULL
 /// argument and their sum, kept as an exact integer at the argument's
-/// scale while it fits 256 bits and carried into a [`Number`] when not.
-#[derive(Clone, Copy, Debug, Default)]
+/// scale while it fits 256 bits; what did not fit is carried in an
+/// arbitrary-scale [`Number`].
+#[derive(Clone, Copy, Debug)]
 struct Sum {
     count: i64,
     fixed: I256,
-    carried: Option<Number>,
+    carried: Number,
+}
+
+impl Default for Sum {
+    fn default() -> Sum {
+        Sum {
+            count: 0,
+            fixed: I256::ZERO,
+            carried: Number::ZERO,
+        }
+    }
 }
 
 /// The running totals of one group at one time.
@@ -155,46 +164,12 @@ impl GroupSums {
                 Some(total) => sum.fixed = total,
                 None => {
                     // Carry what fits into the arbitrary-scale sum.
-                    let carried = sum.carried.unwrap_or(Number::ZERO);
-                    match carried.checked_add(Number::new(sum.fixed, *scale)) {
-                        Ok(total) => sum.carried = Some(total),
+                    match sum.carried.checked_add(Number::new(sum.fixed, *scale)) {
+                        Ok(total) => sum.carried = total,
                         Err(_) => self.overflow = true,
                     }
                     sum.fixed = term;
                 }
-            }
-        }
-    }
-
-    /// Adds another group's totals at the same time.
-    fn merge(&mut self, other: &GroupSums, scales: &[(FixedArg, u32)]) {
-        self.rows += other.rows;
-        self.overflow |= other.overflow;
-        if self.per.len() < other.per.len() {
-            self.per.resize(other.per.len(), Sum::default());
-        }
-        for ((mine, theirs), (_, scale)) in self.per.iter_mut().zip(&other.per).zip(scales) {
-            mine.count += theirs.count;
-            let carried = [mine.carried, theirs.carried]
-                .into_iter()
-                .flatten()
-                .try_fold(Number::ZERO, |total, n| total.checked_add(n));
-            match (carried, mine.fixed.checked_add(theirs.fixed)) {
-                (Ok(carried), Some(fixed)) => {
-                    mine.carried = Some(carried);
-                    mine.fixed = fixed;
-                }
-                (Ok(carried), None) => {
-                    let both = carried
-                        .checked_add(Number::new(mine.fixed, *scale))
-                        .and_then(|total| total.checked_add(Number::new(theirs.fixed, *scale)));
-                    match both {
-                        Ok(total) => mine.carried = Some(total),
-                        Err(_) => self.overflow = true,
-                    }
-                    mine.fixed = I256::ZERO;
-                }
-                (Err(_), _) => self.overflow = true,
             }
         }
     }
@@ -207,14 +182,13 @@ impl GroupSums {
             .iter()
             .zip(scales)
             .map(|(sum, (_, scale))| {
-                let fixed = Number::new(sum.fixed, *scale);
-                let total = match sum.carried {
-                    None => fixed,
-                    Some(carried) => carried.checked_add(fixed).unwrap_or_else(|_| {
+                let total = sum
+                    .carried
+                    .checked_add(Number::new(sum.fixed, *scale))
+                    .unwrap_or_else(|_| {
                         overflow = true;
                         Number::ZERO
-                    }),
-                };
+                    });
                 (sum.count, total)
             })
             .collect();
@@ -223,12 +197,15 @@ impl GroupSums {
 }
 
 /// The typed lane's fold: per time, the totals per group of the updates
-/// read since the last flush, with the group last added to kept apart so
-/// that a run of records of one group costs no hash lookup.
+/// read since the last flush. The group last added to is remembered, so
+/// a run of records of one group costs no hash lookup.
 pub(super) struct FixedTotals {
     spec: FixedTotalsSpec,
-    groups: Vec<(Time, FxHashMap<Row, GroupSums>)>,
-    current: Option<(Time, Row, GroupSums)>,
+    /// Per time met, each group's index in `sums`.
+    groups: Vec<(Time, FxHashMap<Row, usize>)>,
+    sums: Vec<GroupSums>,
+    /// The time, key and index of the group last added to.
+    current: Option<(Time, Row, usize)>,
     terms: Vec<Option<I256>>,
 }
 
@@ -238,6 +215,7 @@ impl FixedTotals {
         FixedTotals {
             spec,
             groups: Vec::new(),
+            sums: Vec::new(),
             current: None,
             terms: Vec::new(),
         }
@@ -262,21 +240,19 @@ impl FixedTotals {
     /// Adds `diff` records of group `key` at `time`, whose arguments are in
     /// `self.terms`.
     fn add(&mut self, key: &[Value], time: Time, diff: Diff) {
-        let same = matches!(&self.current, Some((t, k, _)) if *t == time && k.as_slice() == key);
-        if !same {
-            self.put_back_current();
-            self.current = Some((time, key.to_vec(), GroupSums::default()));
-        }
-        if let Some((_, _, sums)) = &mut self.current {
-            sums.add(&self.terms, &self.spec.args, diff);
-        }
+        let index = match &self.current {
+            Some((t, k, index)) if *t == time && k.as_slice() == key => *index,
+            _ => {
+                let index = self.group_index(key, time);
+                self.current = Some((time, key.to_vec(), index));
+                index
+            }
+        };
+        self.sums[index].add(&self.terms, &self.spec.args, diff);
     }
 
-    /// Moves the current group's totals into its time's map.
-    fn put_back_current(&mut self) {
-        let Some((time, key, sums)) = self.current.take() else {
-            return;
-        };
+    /// The index in `sums` of group `key` at `time`, made if new.
+    fn group_index(&mut self, key: &[Value], time: Time) -> usize {
         let slot = match self.groups.iter().position(|(t, _)| *t == time) {
             Some(slot) => slot,
             None => {
@@ -284,25 +260,27 @@ impl FixedTotals {
                 self.groups.len() - 1
             }
         };
-        match self.groups[slot].1.get_mut(key.as_slice()) {
-            Some(group) => group.merge(&sums, &self.spec.args),
-            None => {
-                self.groups[slot].1.insert(key, sums);
-            }
+        let groups = &mut self.groups[slot].1;
+        if let Some(index) = groups.get(key) {
+            return *index;
         }
+        self.sums.push(GroupSums::default());
+        groups.insert(key.to_vec(), self.sums.len() - 1);
+        self.sums.len() - 1
     }
 
     /// Emits the totals folded since the last flush (none that are zero).
     fn flush(&mut self, emit: &mut dyn FnMut((Row, Totals), Time, Diff)) {
-        self.put_back_current();
+        self.current = None;
         for (time, groups) in self.groups.drain(..) {
-            for (key, sums) in groups {
-                let totals = sums.totals(&self.spec.args);
+            for (key, index) in groups {
+                let totals = self.sums[index].totals(&self.spec.args);
                 if !differential_dataflow::difference::IsZero::is_zero(&totals) {
                     emit((key, totals), time, 1);
                 }
             }
         }
+        self.sums.clear();
     }
 }
 
@@ -314,16 +292,63 @@ fn product(a: i128, b: i128) -> I256 {
     }
 }
 
-/// Reads the batches of `arranged` into `fold`: `fill` builds a record's
-/// key columns (only those) as values, `number(key, value, column)` reads
-/// a numeric column as an integer at the column's fixed scale. Flushed
-/// after every input message, as [`super::fold::fold_arranged`].
+/// The typed lane reading an arrangement's records: `fill` builds a
+/// record's key columns (only those) as values, `number(key, value,
+/// column)` reads a numeric column as an integer at its fixed scale.
+struct FixedRecords<L, N> {
+    fill: L,
+    number: N,
+    fold: FixedTotals,
+    /// The key's columns, and whether they are built once per arrangement key.
+    columns: Columns,
+    per_arrangement_key: bool,
+    row: Row,
+    key: Row,
+}
+
+impl<Tr, L, N> RecordFold<Tr> for FixedRecords<L, N>
+where
+    Tr: TraceReader,
+    Tr::Batch: Navigable,
+    L: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, &mut RowBuilder<'_>) + 'static,
+    N: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, usize) -> Option<i128> + 'static,
+{
+    type Out = (Row, Totals);
+
+    fn record(&mut self, key: BatchKey<'_, Tr>, val: BatchVal<'_, Tr>, first_of_key: bool) {
+        if first_of_key || !self.per_arrangement_key {
+            (self.fill)(key, val, &mut RowBuilder::new(&mut self.row, self.columns));
+            self.key.clear();
+            let row = &self.row;
+            self.key.extend(
+                self.fold
+                    .spec
+                    .keys
+                    .iter()
+                    .map(|i| row.get(*i).cloned().unwrap_or(Value::Null)),
+            );
+        }
+        let number = &mut self.number;
+        self.fold.evaluate(|column| number(key, val, column));
+    }
+
+    fn update(&mut self, time: Time, diff: Diff) {
+        self.fold.add(&self.key, time, diff);
+    }
+
+    fn flush(&mut self, emit: &mut dyn FnMut((Row, Totals), Time, Diff)) {
+        self.fold.flush(emit);
+    }
+}
+
+/// The totals of `fold` over the batches of `arranged` (see
+/// [`FixedRecords`] for `fill` and `number`).
 pub(super) fn fold_fixed_totals<'scope, Tr, L, N>(
     arranged: Arranged<'scope, Tr>,
-    mut fill: L,
-    mut number: N,
-    mut fold: FixedTotals,
-) -> VecCollection<'scope, Time, (Row, Totals), Diff>
+    fill: L,
+    number: N,
+    fold: FixedTotals,
+) -> GroupTotalsCollection<'scope>
 where
     Tr: TraceReader<Time = Time> + Clone + 'static,
     Tr::Batch: Navigable,
@@ -331,53 +356,16 @@ where
     L: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, &mut RowBuilder<'_>) + 'static,
     N: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, usize) -> Option<i128> + 'static,
 {
-    let columns = fold.spec.key_columns();
-    let per_arrangement_key = fold.spec.key_from_arrangement_key();
-    let key_positions = fold.spec.keys.clone();
-    arranged
-        .stream
-        .unary(Pipeline, "FixedTotals", move |_, _| {
-            let mut row = Row::new();
-            let mut key_row = Row::new();
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    for span in data.iter() {
-                        let Some(batch) = span.inner.as_ref() else {
-                            continue;
-                        };
-                        let mut cursor = batch.cursor();
-                        while let Some(key) = cursor.get_key(batch) {
-                            let mut key_built = false;
-                            while let Some(val) = cursor.get_val(batch) {
-                                if !(per_arrangement_key && key_built) {
-                                    fill(key, val, &mut RowBuilder::new(&mut row, columns));
-                                    key_row.clear();
-                                    key_row.extend(
-                                        key_positions
-                                            .iter()
-                                            .map(|i| row.get(*i).cloned().unwrap_or(Value::Null)),
-                                    );
-                                    key_built = true;
-                                }
-                                fold.evaluate(|column| number(key, val, column));
-                                cursor.map_times(batch, |time, diff| {
-                                    fold.add(
-                                        &key_row,
-                                        BatchCursor::<Tr>::owned_time(time),
-                                        BatchCursor::<Tr>::owned_diff(diff),
-                                    );
-                                });
-                                cursor.step_val(batch);
-                            }
-                            cursor.step_key(batch);
-                        }
-                    }
-                    let mut session = output.session(&cap);
-                    fold.flush(&mut |out, time, diff| session.give((out, time, diff)));
-                });
-            }
-        })
-        .as_collection()
+    let records = FixedRecords {
+        columns: fold.spec.key_columns(),
+        per_arrangement_key: fold.spec.key_from_arrangement_key(),
+        fill,
+        number,
+        fold,
+        row: Row::new(),
+        key: Row::new(),
+    };
+    fold_records(arranged, "FixedTotals", records)
 }
 
 #[cfg(test)]
@@ -467,12 +455,10 @@ mod tests {
             sums.add(&[Some(term)], &args, 1);
         }
         assert!(
-            sums.per[0].carried.is_some(),
+            !sums.per[0].carried.is_zero(),
             "the fixed sum overflowed and carried"
         );
-        let mut other = GroupSums::default();
-        other.add(&[Some(term)], &args, -1);
-        sums.merge(&other, &args);
+        sums.add(&[Some(term)], &args, -1);
         let expected = Totals::from_sums(
             3,
             vec![(3, Number::new(two_200 * I256::from(3u8), 0))],

@@ -117,26 +117,40 @@ where
     }
 }
 
-/// Reads the batches of `arranged`: each `(key, value)` becomes a row by
-/// `fill` (only `columns` computed), each of its updates goes to `fold`,
-/// and the fold is flushed after every input message.
-pub fn fold_arranged<'scope, Tr, F, L>(
+/// What reads an arrangement's batches record by record ([`fold_records`]).
+pub trait RecordFold<Tr>: 'static
+where
+    Tr: TraceReader,
+    Tr::Batch: Navigable,
+{
+    /// What it emits.
+    type Out: differential_dataflow::Data;
+    /// The next record of a batch; `first_of_key` for the first one under
+    /// its key in that batch.
+    fn record(&mut self, key: BatchKey<'_, Tr>, val: BatchVal<'_, Tr>, first_of_key: bool);
+    /// One update of the record last given.
+    fn update(&mut self, time: Time, diff: Diff);
+    /// Emits what was folded since the last flush; called once per input
+    /// message, after its updates, with the message's capability held.
+    fn flush(&mut self, emit: &mut dyn FnMut(Self::Out, Time, Diff));
+}
+
+/// Reads the batches of `arranged` into `fold`, record by record in key
+/// order, and flushes it after every input message.
+pub fn fold_records<'scope, Tr, F>(
     arranged: Arranged<'scope, Tr>,
-    columns: Columns,
-    mut fill: L,
+    name: &str,
     mut fold: F,
 ) -> VecCollection<'scope, Time, F::Out, Diff>
 where
     Tr: TraceReader<Time = Time> + Clone + 'static,
     Tr::Batch: Navigable,
     BatchCursor<Tr>: Cursor<Time = Time, Diff = Diff>,
-    F: RowFold,
-    L: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, &mut RowBuilder<'_>) + 'static,
+    F: RecordFold<Tr>,
 {
     arranged
         .stream
-        .unary(Pipeline, "FoldRows", move |_, _| {
-            let mut row = Row::new();
+        .unary(Pipeline, name, move |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {
                     for span in data.iter() {
@@ -145,11 +159,12 @@ where
                         };
                         let mut cursor = batch.cursor();
                         while let Some(key) = cursor.get_key(batch) {
+                            let mut first_of_key = true;
                             while let Some(val) = cursor.get_val(batch) {
-                                fill(key, val, &mut RowBuilder::new(&mut row, columns));
+                                fold.record(key, val, first_of_key);
+                                first_of_key = false;
                                 cursor.map_times(batch, |time, diff| {
                                     fold.update(
-                                        &row,
                                         BatchCursor::<Tr>::owned_time(time),
                                         BatchCursor::<Tr>::owned_diff(diff),
                                     );
@@ -165,6 +180,63 @@ where
             }
         })
         .as_collection()
+}
+
+/// A [`RowFold`] reading an arrangement: each record becomes a row by
+/// `fill` (only `columns` computed) in one reused buffer.
+struct RowsOf<L, F> {
+    fill: L,
+    columns: Columns,
+    row: Row,
+    fold: F,
+}
+
+impl<Tr, L, F> RecordFold<Tr> for RowsOf<L, F>
+where
+    Tr: TraceReader,
+    Tr::Batch: Navigable,
+    BatchCursor<Tr>: Cursor<Time = Time, Diff = Diff>,
+    F: RowFold,
+    L: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, &mut RowBuilder<'_>) + 'static,
+{
+    type Out = F::Out;
+
+    fn record(&mut self, key: BatchKey<'_, Tr>, val: BatchVal<'_, Tr>, _: bool) {
+        (self.fill)(key, val, &mut RowBuilder::new(&mut self.row, self.columns));
+    }
+
+    fn update(&mut self, time: Time, diff: Diff) {
+        self.fold.update(&self.row, time, diff);
+    }
+
+    fn flush(&mut self, emit: &mut dyn FnMut(F::Out, Time, Diff)) {
+        self.fold.flush(emit);
+    }
+}
+
+/// Reads the batches of `arranged`: each `(key, value)` becomes a row by
+/// `fill` (only `columns` computed), each of its updates goes to `fold`,
+/// and the fold is flushed after every input message.
+pub fn fold_arranged<'scope, Tr, F, L>(
+    arranged: Arranged<'scope, Tr>,
+    columns: Columns,
+    fill: L,
+    fold: F,
+) -> VecCollection<'scope, Time, F::Out, Diff>
+where
+    Tr: TraceReader<Time = Time> + Clone + 'static,
+    Tr::Batch: Navigable,
+    BatchCursor<Tr>: Cursor<Time = Time, Diff = Diff>,
+    F: RowFold,
+    L: FnMut(BatchKey<'_, Tr>, BatchVal<'_, Tr>, &mut RowBuilder<'_>) + 'static,
+{
+    let rows = RowsOf {
+        fill,
+        columns,
+        row: Row::new(),
+        fold,
+    };
+    fold_records(arranged, "FoldRows", rows)
 }
 
 /// [`fold_arranged`] for a collection of whole rows (joined rows, or the

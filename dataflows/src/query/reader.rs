@@ -87,6 +87,11 @@ impl<'t, 'scope> Reader<'t, 'scope> {
         })
     }
 
+    /// The `AS OF DATE` that `table` is booked again for, if any.
+    fn rebooked_date(&self, table: Table) -> Option<Date> {
+        self.as_of.date.filter(|_| table.has_business_date())
+    }
+
     /// The rows of `table`, read by `fold` (only `columns` are computed
     /// where rows are built from the shared traces).
     pub fn rows_fold<F: RowFold>(
@@ -95,7 +100,7 @@ impl<'t, 'scope> Reader<'t, 'scope> {
         columns: Columns,
         fold: F,
     ) -> Result<VecCollection<'scope, Time, F::Out, Diff>, MissingTable> {
-        let Some(date) = self.as_of.date.filter(|_| table.has_business_date()) else {
+        let Some(date) = self.rebooked_date(table) else {
             let (rows, button) =
                 self.tables
                     .import_fold(table, self.scope, self.interval, columns, fold)?;
@@ -146,7 +151,7 @@ impl<'t, 'scope> Reader<'t, 'scope> {
         table: Table,
         fold: FixedTotals,
     ) -> Result<Option<GroupTotalsCollection<'scope>>, MissingTable> {
-        if self.as_of.date.is_some() && table.has_business_date() {
+        if self.rebooked_date(table).is_some() {
             return Ok(None);
         }
         let imported = self
