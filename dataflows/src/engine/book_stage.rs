@@ -147,7 +147,8 @@ pub(super) fn book<'scope>(
     }
 }
 
-/// Work for one position at one timestamp.
+/// Work for one position at one timestamp (its buffers are reused: empty
+/// between timestamps).
 #[derive(Default)]
 struct PositionWork {
     /// Booked trades asserted (+1), and (once resolved) retracted (-1).
@@ -158,6 +159,16 @@ struct PositionWork {
     method_change: Option<LotMethod>,
 }
 
+impl PositionWork {
+    /// Empties the buffers, keeping their room.
+    fn clear(&mut self) {
+        self.trades.clear();
+        self.removed.clear();
+        self.causes.clear();
+        self.method_change = None;
+    }
+}
+
 #[derive(Default)]
 struct BookState {
     /// Emit the break rule's dated quantities (`EngineInputs::break_inputs`).
@@ -166,6 +177,11 @@ struct BookState {
     faulted: HashSet<Id>,
     /// The lot-method map.
     methods: MethodMap,
+    /// Work buffers, one per position changed at a timestamp (reused).
+    work_pool: Vec<PositionWork>,
+    /// One position's net trades leaving and entering (reused).
+    removed: Vec<BookedTrade>,
+    inserted: Vec<BookedTrade>,
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -206,11 +222,13 @@ impl BookState {
         // Room for the outputs up front: most updates open or close a lot.
         let (updates_len, _) = updates.size_hint();
         out.lots.reserve(updates_len);
-        // Hashed while collecting, then taken in position order, so a
-        // position's place in this timestamp's outputs is deterministic.
-        let mut work: HashMap<Id, PositionWork> = HashMap::default();
+        // Hashed while collecting (an index into this stage's pool of work
+        // buffers, kept across timestamps), then taken in position order, so
+        // a position's place in this timestamp's outputs is deterministic.
+        let mut work: HashMap<Id, usize> = HashMap::default();
+        let pool = &mut self.work_pool;
         for ((position, input), _, diff) in updates {
-            let w = work.entry(position).or_default();
+            let w = work_for(&mut work, pool, position);
             match input {
                 BookInput::Insert(trade, change) => {
                     if let Some(change) = change {
@@ -235,16 +253,19 @@ impl BookState {
             for (position, book) in &self.books {
                 let method = resolve(&self.methods, position);
                 if method != book.method() {
-                    work.entry(position.clone()).or_default().method_change = Some(method);
+                    work_for(&mut work, pool, position.clone()).method_change = Some(method);
                 }
             }
         }
-        let mut work: Vec<(Id, PositionWork)> = work.into_iter().collect();
+        let mut work: Vec<(Id, usize)> = work.into_iter().collect();
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out.corrections.reserve(work.len());
         out.positions.reserve(2 * work.len());
-        for (position, mut w) in work {
+        for (position, slot) in work {
+            let w = &mut self.work_pool[slot];
+            let method_change = w.method_change.take();
             if self.faulted.contains(&position) {
+                w.clear();
                 out.faults.push(fault(
                     position,
                     time,
@@ -264,6 +285,7 @@ impl BookState {
             // The book holds the one copy of each live trade: a leaving
             // trade is found by its key.
             if let Err(error) = resolve_removed(book, &w.removed, &mut w.trades) {
+                w.clear();
                 self.books.remove(&position);
                 self.faulted.insert(position.clone());
                 out.faults.push(fault(position, time, &error.to_string()));
@@ -271,20 +293,35 @@ impl BookState {
             }
             // The net change: a trade retracted and asserted unchanged cancels out.
             consolidate(&mut w.trades);
-            let mut removed = Vec::new();
-            let mut inserted = Vec::new();
-            for (trade, diff) in w.trades {
+            let (removed, inserted) = (&mut self.removed, &mut self.inserted);
+            removed.clear();
+            inserted.clear();
+            for (trade, diff) in w.trades.drain(..) {
                 let side = if diff < 0 {
-                    &mut removed
+                    &mut *removed
                 } else {
-                    &mut inserted
+                    &mut *inserted
                 };
                 side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()));
             }
-            let method = w.method_change.unwrap_or(book.method());
+            w.removed.clear();
+            // The cause, read before the change: a trade is backdated when it
+            // sorts before the last trade the position held.
+            let mut cause: Vec<Cause> =
+                method_change.map(Cause::MethodChange).into_iter().collect();
+            w.causes.sort();
+            w.causes.dedup();
+            let last_key = book.last_key();
+            cause.extend(w.causes.drain(..).map(|c| Cause::Trade {
+                backdated: last_key.is_some_and(|last| c.key < *last),
+                trade_id: c.trade_id,
+                version: c.version,
+                action: c.action,
+                correlation_id: c.correlation_id,
+            }));
+            let method = method_change.unwrap_or(book.method());
             let before = book.summary().clone();
-            let last_key = book.last_key().cloned();
-            let changes = match book.apply(method, &removed, &inserted) {
+            let changes = match book.apply(method, removed, inserted) {
                 Ok(changes) => changes,
                 Err(error) => {
                     self.books.remove(&position);
@@ -295,7 +332,7 @@ impl BookState {
             };
             // What the break rule reads: the booked trades that changed.
             if self.break_inputs {
-                for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
+                for (trades, diff) in [(&*removed, -1), (&*inserted, 1)] {
                     for trade in trades {
                         let dated = (trade.key.trade_date, trade.signed_quantity());
                         out.booked.push(((position.clone(), dated), time, diff));
@@ -326,20 +363,6 @@ impl BookState {
                         .push(((position.clone(), after.clone()), time, 1));
                 }
             }
-            let mut cause: Vec<Cause> = w
-                .method_change
-                .map(Cause::MethodChange)
-                .into_iter()
-                .collect();
-            w.causes.sort();
-            w.causes.dedup();
-            cause.extend(w.causes.into_iter().map(|c| Cause::Trade {
-                backdated: last_key.as_ref().is_some_and(|last| c.key < *last),
-                trade_id: c.trade_id,
-                version: c.version,
-                action: c.action,
-                correlation_id: c.correlation_id,
-            }));
             let correction = Correction {
                 position_key: position,
                 as_of: time,
@@ -352,6 +375,22 @@ impl BookState {
             out.corrections.push((correction, time, 1));
         }
     }
+}
+
+/// The work buffers of `position` at this timestamp: its slot in `work`,
+/// taken from `pool` (which grows to the most positions one timestamp has
+/// changed, at most its batch of updates).
+fn work_for<'pool>(
+    work: &mut HashMap<Id, usize>,
+    pool: &'pool mut Vec<PositionWork>,
+    position: Id,
+) -> &'pool mut PositionWork {
+    let next = work.len();
+    let slot = *work.entry(position).or_insert(next);
+    if slot == pool.len() {
+        pool.push(PositionWork::default());
+    }
+    &mut pool[slot]
 }
 
 /// Adds each trade that leaves (by key) to `trades` with diff -1, as the
