@@ -15,6 +15,7 @@
 //! rounded (to 32 places, half to even). Anything else is refused with a
 //! [`QueryError`] naming the construct and its line and column.
 
+mod accumulate;
 pub mod as_of;
 pub mod expr;
 mod fixed_totals;

@@ -58,7 +58,7 @@ fn partial_rows(totals: &Totals) -> Diff {
 }
 
 /// The group keys of the joined rows, with their partial totals as the
-/// differences (to be summed by `count_total`).
+/// differences (to be summed by `accumulate_totals`).
 pub(super) fn grouped_totals<'scope>(
     plan: &Plan,
     grouping: &Grouping,

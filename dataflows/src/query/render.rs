@@ -3,12 +3,12 @@
 //! BY ... LIMIT as a top-k `reduce`. A row an expression cannot evaluate on
 //! becomes an error record instead.
 
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::ToStream;
 use timely::dataflow::Scope;
 
+use super::accumulate::accumulate_totals;
 use super::expr::{Accumulator, AggFunc, Expr};
 use super::fixed_totals::{FixedTotals, FixedTotalsSpec, GroupTotalsCollection};
 use super::fold::{fold_rows, MapRows, RowFold};
@@ -149,7 +149,7 @@ where
 }
 
 /// Each group's totals moved from the data into the difference, where
-/// `count_total` adds them up.
+/// `accumulate_totals` adds them up.
 fn as_differences<'scope>(
     totals: VecCollection<'scope, Time, (Row, Totals), Diff>,
 ) -> VecCollection<'scope, Time, Row, Totals> {
@@ -226,7 +226,7 @@ pub fn render<'scope>(
             let global = grouping.keys.is_empty();
             let grouped = if abelian {
                 // SUM, COUNT and AVG as differences: a change costs O(1) per
-                // group (count_total), not a re-read of the group; each
+                // group (accumulate_totals), not a re-read of the group; each
                 // batch is added up per group where it is read.
                 let mut totals = if pushdown::applies(plan, &grouping) {
                     pushdown::grouped_totals(plan, &grouping, reader, &mut errors)?
@@ -244,7 +244,7 @@ pub fn render<'scope>(
                         (Row::new(), Totals::marker()),
                     )));
                 }
-                totals.count_total().map(move |(key, totals)| {
+                accumulate_totals(totals).map(move |(key, totals)| {
                     totals
                         .finish(&funcs)
                         .map(|aggs| key.iter().cloned().chain(aggs).collect::<Row>())
