@@ -20,6 +20,7 @@ pub mod as_of;
 pub mod expr;
 mod fixed_totals;
 pub mod fold;
+mod live_top_k;
 pub mod plan;
 mod pushdown;
 pub mod reader;

@@ -12,6 +12,7 @@ use super::accumulate::accumulate_totals;
 use super::expr::{Accumulator, AggFunc, Expr};
 use super::fixed_totals::{FixedTotals, FixedTotalsSpec, GroupTotalsCollection};
 use super::fold::{fold_rows, MapRows, RowFold};
+use super::live_top_k::top_k_live;
 use super::plan::{Grouping, Join, OrderItem, Plan};
 use super::pushdown;
 use super::reader::{Reader, RenderError};
@@ -285,11 +286,7 @@ pub fn render<'scope>(
     };
     if let Some(limit) = plan.limit {
         let limit = isize::try_from(limit).unwrap_or(isize::MAX);
-        let order = plan.order.clone();
-        rows = rows
-            .map(|row| ((), row))
-            .reduce(move |_, input: &[(&Row, Diff)], output| top_k(&order, limit, input, output))
-            .map(|((), row)| row);
+        rows = top_k_live(rows, plan.order.clone(), limit);
     }
     let errors = match errors.split_first() {
         Some((first, rest)) => first.clone().concatenate(rest.iter().cloned()),
@@ -318,8 +315,15 @@ fn aggregate(funcs: &[super::expr::AggFunc], input: &[(&Option<Row>, Diff)]) -> 
 
 /// The first `limit` rows of `input` (counting multiplicities) in
 /// [`compare_rows`] order. The written rows, which break ties, are made
-/// only for rows that tie on the ORDER BY values.
-fn top_k(order: &[OrderItem], limit: isize, input: &[(&Row, Diff)], output: &mut Vec<(Row, Diff)>) {
+/// only for rows that tie on the ORDER BY values. The reference that
+/// [`top_k_live`] is tested against (as a `reduce` on one key).
+#[cfg(test)]
+pub(super) fn top_k(
+    order: &[OrderItem],
+    limit: isize,
+    input: &[(&Row, Diff)],
+    output: &mut Vec<(Row, Diff)>,
+) {
     let mut sorted: Vec<(&Row, Diff)> = input.to_vec();
     sorted.sort_by(|a, b| compare_by_order(order, a.0, b.0));
     let mut left = limit;
@@ -352,7 +356,7 @@ pub fn compare_rows(order: &[OrderItem], a: &Row, b: &Row) -> std::cmp::Ordering
 }
 
 /// ORDER BY's order alone (rows may tie).
-fn compare_by_order(order: &[OrderItem], a: &Row, b: &Row) -> std::cmp::Ordering {
+pub(super) fn compare_by_order(order: &[OrderItem], a: &Row, b: &Row) -> std::cmp::Ordering {
     for item in order {
         let (x, y) = (&a[item.column], &b[item.column]);
         let ordering = match (x == &Value::Null, y == &Value::Null) {

@@ -293,6 +293,17 @@ impl Ord for Number {
             Ordering::Equal => {}
             unequal => return unequal,
         }
+        // Fast path (as `checked_add`'s): both fit 64 bits and their scales
+        // differ by at most 18 digits, so both align exactly in 128 bits.
+        if let (Some(a), Some(b)) = (small(self.mantissa), small(other.mantissa)) {
+            let scale = self.scale.max(other.scale);
+            let (up_a, up_b) = (scale - self.scale, scale - other.scale);
+            if up_a <= 18 && up_b <= 18 {
+                let a = i128::from(a) * POW10_I128[up_a as usize];
+                let b = i128::from(b) * POW10_I128[up_b as usize];
+                return a.cmp(&b);
+            }
+        }
         match self.aligned(*other) {
             Some((a, b, _)) => a.cmp(&b),
             // The one that does not fit at the common scale is the larger
@@ -442,7 +453,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// The 64-bit fast paths of `+` and `*` give what 256-bit
+        /// The 64-bit fast paths of `+`, `*` and the order give what 256-bit
         /// arithmetic gives, at and past the edges where they apply
         /// (mantissas near the i64 limits, scales up to 31 apart; a
         /// product's scale stays within MAX_SCALE).
@@ -460,6 +471,9 @@ mod tests {
             prop_assert_eq!(x.checked_add(y), Ok(sum));
             let product = Number::new(x.mantissa * y.mantissa, x.scale + y.scale);
             prop_assert_eq!(x.checked_mul(y), Ok(product));
+            // The order: the aligned mantissas' order (exact in 256 bits
+            // for scales this close).
+            prop_assert_eq!(x.cmp(&y), aligned(x).cmp(&aligned(y)));
         }
 
         /// The 64/128-bit normalisation gives the normal form a plain
