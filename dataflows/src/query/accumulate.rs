@@ -11,21 +11,16 @@
 //! group whose total moved, the old total retracted and the new one
 //! asserted (a zero total is no row), which is what `count_total` emits.
 
-use std::collections::BTreeMap;
-
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 
+use super::completed_times::CompletedTimes;
 use super::totals::Totals;
 use super::value::Row;
 use crate::engine::{Diff, Time};
-
-/// One completed time's changes, and the capability to emit at it.
-type PendingTime = (Capability<Time>, Vec<(Row, Totals)>);
 
 /// The current total of each group of `changes` (a collection whose
 /// differences are the groups' totals), as `(group, total)` rows: at every
@@ -44,25 +39,16 @@ pub(super) fn accumulate_totals<'scope>(
         .inner
         .unary_frontier(route, "AccumulateTotals", |_capability, _info| {
             let mut totals: FxHashMap<Row, Totals> = FxHashMap::default();
-            let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
+            let mut pending: CompletedTimes<(Row, Totals)> = CompletedTimes::default();
             // One time's changes, summed per group (reused).
             let mut summed: FxHashMap<Row, Totals> = FxHashMap::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for (group, time, change) in data.drain(..) {
-                        let entry = pending
-                            .entry(time)
-                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
-                        entry.1.push((group, change));
+                        pending.push(&capability, time, (group, change));
                     }
                 });
-                while let Some(time) = pending.keys().next().copied() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let Some((capability, changes)) = pending.remove(&time) else {
-                        break;
-                    };
+                while let Some((time, capability, changes)) = pending.next_completed(frontier) {
                     for (group, change) in changes {
                         match summed.get_mut(&group) {
                             Some(sum) => sum.plus_equals(&change),
@@ -103,11 +89,11 @@ pub(super) fn accumulate_totals<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::completed_times::captured_updates;
     use crate::query::value::{Number, Value};
-    use differential_dataflow::consolidation::consolidate_updates;
     use differential_dataflow::input::Input;
     use differential_dataflow::operators::CountTotal;
-    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::capture::Capture;
 
     type Update = ((Row, Totals), Time, Diff);
 
@@ -137,11 +123,7 @@ mod tests {
             while worker.step() {}
             (ours, theirs)
         });
-        let mut ours: Vec<Update> = ours.extract().into_iter().flat_map(|(_, u)| u).collect();
-        let mut theirs: Vec<Update> = theirs.extract().into_iter().flat_map(|(_, u)| u).collect();
-        consolidate_updates(&mut ours);
-        consolidate_updates(&mut theirs);
-        (ours, theirs)
+        (captured_updates(ours), captured_updates(theirs))
     }
 
     proptest::proptest! {

@@ -17,8 +17,8 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 
+use super::completed_times::CompletedTimes;
 use super::plan::OrderItem;
 use super::render::{compare_by_order, csv_line};
 use super::value::Row;
@@ -87,9 +87,6 @@ fn first(rows: &BTreeMap<Ranked, Diff>, limit: Diff) -> Vec<(Row, Diff)> {
     answer
 }
 
-/// One completed time's changes, and the capability to emit at it.
-type PendingTime = (Capability<Time>, Vec<(Row, Diff)>);
-
 /// The first `limit` rows of `rows` (counting multiplicities) in `order`,
 /// ties broken by the written row, as a live collection: at each time the
 /// answer changes, the rows that left it are retracted and the rows that
@@ -113,23 +110,14 @@ pub(super) fn top_k_live<'scope>(
             #[allow(clippy::mutable_key_type)]
             let mut held: BTreeMap<Ranked, Diff> = BTreeMap::new();
             let mut answer: Vec<(Row, Diff)> = Vec::new();
-            let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
+            let mut pending: CompletedTimes<(Row, Diff)> = CompletedTimes::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     for (row, time, diff) in data.drain(..) {
-                        let entry = pending
-                            .entry(time)
-                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
-                        entry.1.push((row, diff));
+                        pending.push(&capability, time, (row, diff));
                     }
                 });
-                while let Some(time) = pending.keys().next().copied() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let Some((capability, mut changes)) = pending.remove(&time) else {
-                        break;
-                    };
+                while let Some((time, capability, mut changes)) = pending.next_completed(frontier) {
                     consolidate(&mut changes);
                     if changes.is_empty() {
                         continue;
@@ -173,10 +161,10 @@ pub(super) fn top_k_live<'scope>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::completed_times::captured_updates;
     use crate::query::value::{Number, Value};
-    use differential_dataflow::consolidation::consolidate_updates;
     use differential_dataflow::input::Input;
-    use timely::dataflow::operators::capture::{Capture, Extract};
+    use timely::dataflow::operators::capture::Capture;
 
     type Update = (Row, Time, Diff);
 
@@ -218,11 +206,7 @@ mod tests {
             while worker.step() {}
             (ours, theirs)
         });
-        let mut ours: Vec<Update> = ours.extract().into_iter().flat_map(|(_, u)| u).collect();
-        let mut theirs: Vec<Update> = theirs.extract().into_iter().flat_map(|(_, u)| u).collect();
-        consolidate_updates(&mut ours);
-        consolidate_updates(&mut theirs);
-        (ours, theirs)
+        (captured_updates(ours), captured_updates(theirs))
     }
 
     proptest::proptest! {

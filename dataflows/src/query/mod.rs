@@ -17,6 +17,7 @@
 
 mod accumulate;
 pub mod as_of;
+mod completed_times;
 pub mod expr;
 mod fixed_totals;
 pub mod fold;
