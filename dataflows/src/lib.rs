@@ -11,6 +11,7 @@ pub mod driver;
 pub mod engine;
 pub mod gate;
 pub mod id;
+mod ordered;
 pub mod position;
 pub mod query;
 pub mod reconcile;

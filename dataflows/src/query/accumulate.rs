@@ -9,87 +9,89 @@
 //! keeps exactly that: one `Totals` per group. At each completed time it
 //! adds that time's changes to their groups in time order and emits, per
 //! group whose total moved, the old total retracted and the new one
-//! asserted (a zero total is no row), which is what `count_total` emits.
+//! asserted (a zero total is no row): the collection `count_total` gives.
 
 use differential_dataflow::difference::{IsZero, Semigroup};
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{Hashable, VecCollection};
 use rustc_hash::FxHashMap;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 
-use super::completed_times::CompletedTimes;
 use super::totals::Totals;
 use super::value::Row;
 use crate::engine::{Diff, Time};
+use crate::ordered::in_time_order;
 
 /// The current total of each group of `changes` (a collection whose
 /// differences are the groups' totals), as `(group, total)` rows: at every
 /// time a group's total changes, its old row is retracted and its new one
 /// asserted; a group whose total is zero has no row.
 ///
-/// Guarantees the same output updates as differential's `count_total` on
-/// the same input. Groups are routed to workers by their hash; each worker
-/// holds the totals of its groups (one `Totals` each) and one buffer per
-/// time not yet complete.
+/// Guarantees the same collection at every time as differential's
+/// `count_total` on the same input. Groups are routed to workers by their
+/// hash ([`in_time_order`]); each worker holds one `Totals` per group.
 pub(super) fn accumulate_totals<'scope>(
     changes: VecCollection<'scope, Time, Row, Totals>,
 ) -> VecCollection<'scope, Time, (Row, Totals), Diff> {
-    let route = Exchange::new(|update: &(Row, Time, Totals)| update.0.hashed());
-    changes
-        .inner
-        .unary_frontier(route, "AccumulateTotals", |_capability, _info| {
-            let mut totals: FxHashMap<Row, Totals> = FxHashMap::default();
-            let mut pending: CompletedTimes<(Row, Totals)> = CompletedTimes::default();
-            // One time's changes, summed per group (reused).
-            let mut summed: FxHashMap<Row, Totals> = FxHashMap::default();
-            move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (group, time, change) in data.drain(..) {
-                        pending.push(&capability, time, (group, change));
-                    }
-                });
-                while let Some((time, capability, changes)) = pending.next_completed(frontier) {
-                    for (group, change) in changes {
-                        match summed.get_mut(&group) {
-                            Some(sum) => sum.plus_equals(&change),
-                            None => {
-                                summed.insert(group, change);
-                            }
-                        }
-                    }
-                    let mut session = output.session(&capability);
-                    for (group, change) in summed.drain() {
-                        if change.is_zero() {
-                            continue;
-                        }
-                        match totals.get_mut(&group) {
-                            Some(total) => {
-                                if !total.is_zero() {
-                                    session.give(((group.clone(), total.clone()), time, -1));
-                                }
-                                total.plus_equals(&change);
-                                if total.is_zero() {
-                                    totals.remove(&group);
-                                } else {
-                                    session.give(((group, total.clone()), time, 1));
-                                }
-                            }
-                            None => {
-                                session.give(((group.clone(), change.clone()), time, 1));
-                                totals.insert(group, change);
-                            }
-                        }
-                    }
+    in_time_order(
+        changes.inner,
+        "AccumulateTotals",
+        |group: &Row| group.hashed(),
+        CurrentTotals::default(),
+        CurrentTotals::apply,
+    )
+}
+
+/// Each group's current total (never zero: a group at zero is removed),
+/// and one time's changes summed per group (reused).
+#[derive(Default)]
+struct CurrentTotals {
+    totals: FxHashMap<Row, Totals>,
+    summed: FxHashMap<Row, Totals>,
+}
+
+impl CurrentTotals {
+    /// Adds one time's changes and emits each moved group's old row (-1)
+    /// and new row (+1).
+    fn apply(
+        &mut self,
+        time: Time,
+        changes: Vec<(Row, Totals)>,
+        out: &mut Vec<((Row, Totals), Time, Diff)>,
+    ) {
+        for (group, change) in changes {
+            match self.summed.get_mut(&group) {
+                Some(sum) => sum.plus_equals(&change),
+                None => {
+                    self.summed.insert(group, change);
                 }
             }
-        })
-        .as_collection()
+        }
+        for (group, change) in self.summed.drain() {
+            if change.is_zero() {
+                continue;
+            }
+            match self.totals.get_mut(&group) {
+                Some(total) => {
+                    out.push(((group.clone(), total.clone()), time, -1));
+                    total.plus_equals(&change);
+                    if total.is_zero() {
+                        self.totals.remove(&group);
+                    } else {
+                        out.push(((group, total.clone()), time, 1));
+                    }
+                }
+                None => {
+                    out.push(((group.clone(), change.clone()), time, 1));
+                    self.totals.insert(group, change);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::completed_times::captured_updates;
+    use crate::query::test_support::captured_updates;
     use crate::query::value::{Number, Value};
     use differential_dataflow::input::Input;
     use differential_dataflow::operators::CountTotal;

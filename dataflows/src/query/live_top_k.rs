@@ -14,15 +14,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::consolidation::consolidate;
-use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use differential_dataflow::VecCollection;
 
-use super::completed_times::CompletedTimes;
 use super::plan::OrderItem;
 use super::render::{compare_by_order, csv_line};
 use super::value::Row;
 use crate::engine::{Diff, Time};
+use crate::ordered::in_time_order;
 
 /// A row's place in the answer: its ORDER BY values, then its written
 /// form (ties), then the row itself (rows written alike). This is the
@@ -30,7 +28,7 @@ use crate::engine::{Diff, Time};
 /// sorted (its input came in row order, and its sorts were stable). The
 /// written form is made only when two rows tie on the ORDER BY values,
 /// and then once per row.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Ranked {
     order: Arc<[OrderItem]>,
     row: Row,
@@ -72,7 +70,7 @@ impl PartialEq for Ranked {
 impl Eq for Ranked {}
 
 /// The first `limit` rows (with multiplicity) of `rows`, in answer order.
-#[allow(clippy::mutable_key_type)] // see `held` in `top_k_live`
+#[allow(clippy::mutable_key_type)] // see `TopK::held`
 fn first(rows: &BTreeMap<Ranked, Diff>, limit: Diff) -> Vec<(Row, Diff)> {
     let mut answer = Vec::new();
     let mut left = limit;
@@ -95,73 +93,79 @@ fn first(rows: &BTreeMap<Ranked, Diff>, limit: Diff) -> Vec<(Row, Diff)> {
 /// Guarantees the same collection at every time as a `reduce` of all rows
 /// on one key by [`compare_rows`](super::render::compare_rows), provided
 /// each ORDER BY column holds values of one type (or NULL), so that the
-/// order is total. Every row goes to worker 0, which holds one map entry
-/// per distinct row.
+/// order is total. Every row goes to worker 0 ([`in_time_order`]), which
+/// holds one map entry per distinct row.
 pub(super) fn top_k_live<'scope>(
     rows: VecCollection<'scope, Time, Row, Diff>,
     order: Vec<OrderItem>,
     limit: Diff,
 ) -> VecCollection<'scope, Time, Row, Diff> {
-    let to_one_worker = Exchange::new(|_: &(Row, Time, Diff)| 0u64);
-    rows.inner
-        .unary_frontier(to_one_worker, "TopK", move |_capability, _info| {
-            let order: Arc<[OrderItem]> = order.into();
-            // The written form is a cache of the row: it never changes a key's place.
-            #[allow(clippy::mutable_key_type)]
-            let mut held: BTreeMap<Ranked, Diff> = BTreeMap::new();
-            let mut answer: Vec<(Row, Diff)> = Vec::new();
-            let mut pending: CompletedTimes<(Row, Diff)> = CompletedTimes::default();
-            move |(input, frontier), output| {
-                input.for_each(|capability, data| {
-                    for (row, time, diff) in data.drain(..) {
-                        pending.push(&capability, time, (row, diff));
-                    }
-                });
-                while let Some((time, capability, mut changes)) = pending.next_completed(frontier) {
-                    consolidate(&mut changes);
-                    if changes.is_empty() {
-                        continue;
-                    }
-                    for (row, diff) in changes {
-                        let key = Ranked {
-                            order: Arc::clone(&order),
-                            row,
-                            line: OnceCell::new(),
-                        };
-                        match held.get_mut(&key) {
-                            Some(count) => {
-                                *count += diff;
-                                if *count == 0 {
-                                    held.remove(&key);
-                                }
-                            }
-                            None => {
-                                held.insert(key, diff);
-                            }
-                        }
-                    }
-                    let fresh = first(&held, limit);
-                    let mut moved: Vec<(Row, Diff)> = answer
-                        .iter()
-                        .map(|(row, count)| (row.clone(), -count))
-                        .chain(fresh.iter().cloned())
-                        .collect();
-                    consolidate(&mut moved);
-                    answer = fresh;
-                    let mut session = output.session(&capability);
-                    for (row, diff) in moved {
-                        session.give((row, time, diff));
+    let state = TopK {
+        order: order.into(),
+        limit,
+        held: BTreeMap::new(),
+        answer: Vec::new(),
+    };
+    in_time_order(rows.inner, "TopK", |_: &Row| 0, state, TopK::apply)
+}
+
+/// Every row held, in answer order, and the answer last emitted.
+struct TopK {
+    order: Arc<[OrderItem]>,
+    limit: Diff,
+    /// The written form inside a key is a cache of its row: it never
+    /// changes the key's place.
+    #[allow(clippy::mutable_key_type)]
+    held: BTreeMap<Ranked, Diff>,
+    answer: Vec<(Row, Diff)>,
+}
+
+impl TopK {
+    /// Applies one time's changes and emits the rows that left the answer
+    /// (-) and entered it (+).
+    fn apply(
+        &mut self,
+        time: Time,
+        mut changes: Vec<(Row, Diff)>,
+        out: &mut Vec<(Row, Time, Diff)>,
+    ) {
+        consolidate(&mut changes);
+        if changes.is_empty() {
+            return;
+        }
+        for (row, diff) in changes {
+            let key = Ranked {
+                order: Arc::clone(&self.order),
+                row,
+                line: OnceCell::new(),
+            };
+            match self.held.get_mut(&key) {
+                Some(count) => {
+                    *count += diff;
+                    if *count == 0 {
+                        self.held.remove(&key);
                     }
                 }
+                None => {
+                    self.held.insert(key, diff);
+                }
             }
-        })
-        .as_collection()
+        }
+        let fresh = first(&self.held, self.limit);
+        let old = std::mem::replace(&mut self.answer, fresh);
+        out.extend(old.into_iter().map(|(row, count)| (row, time, -count)));
+        out.extend(
+            self.answer
+                .iter()
+                .map(|(row, count)| (row.clone(), time, *count)),
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::completed_times::captured_updates;
+    use crate::query::test_support::captured_updates;
     use crate::query::value::{Number, Value};
     use differential_dataflow::input::Input;
     use timely::dataflow::operators::capture::Capture;

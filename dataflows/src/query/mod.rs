@@ -17,7 +17,6 @@
 
 mod accumulate;
 pub mod as_of;
-mod completed_times;
 pub mod expr;
 mod fixed_totals;
 pub mod fold;
@@ -36,3 +35,26 @@ pub use reader::RenderError;
 pub use render::{compare_rows, csv_field, csv_line, render, Rendered};
 pub use tables::{ImportButton, Interval, MissingTable, Table, TableSet, Tables};
 pub use value::{EvalError, Number, Row, Value};
+
+/// Test support for the query operators.
+#[cfg(test)]
+mod test_support {
+    use crate::engine::{Diff, Time};
+    use timely::dataflow::operators::capture::{Event, Extract};
+
+    /// What `capture` of a stream of updates hands back.
+    pub(super) type Captured<D> = std::sync::mpsc::Receiver<Event<Time, Vec<(D, Time, Diff)>>>;
+
+    /// The updates a captured stream of updates carried, consolidated.
+    pub(super) fn captured_updates<D: Ord + 'static>(
+        captured: Captured<D>,
+    ) -> Vec<(D, Time, Diff)> {
+        let mut updates: Vec<_> = captured
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect();
+        differential_dataflow::consolidation::consolidate_updates(&mut updates);
+        updates
+    }
+}

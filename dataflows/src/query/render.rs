@@ -1,7 +1,8 @@
 //! A [`Plan`] as differential operators over imported tables: equi-joins
-//! with `join_map`, WHERE with `flat_map`, GROUP BY with `reduce`, ORDER
-//! BY ... LIMIT as a top-k `reduce`. A row an expression cannot evaluate on
-//! becomes an error record instead.
+//! with `join_map`, WHERE with `flat_map`, GROUP BY with running totals
+//! (SUM / COUNT / AVG, [`accumulate_totals`]) or `reduce` (MIN / MAX),
+//! ORDER BY ... LIMIT with [`top_k_live`]. A row an expression cannot
+//! evaluate on becomes an error record instead.
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::{Map, Partition};

@@ -172,6 +172,24 @@ impl Number {
         self.mantissa.checked_mul(pow10(scale - self.scale)?)
     }
 
+    /// Both mantissas at the larger scale in 128 bits, when both fit 64
+    /// bits and the scales differ by at most 18 digits (then the aligned
+    /// values, and their sum, are exact in 128 bits): the fast path of `+`
+    /// and of the order.
+    fn aligned_small(self, other: Number) -> Option<(i128, i128, u32)> {
+        let (a, b) = (small(self.mantissa)?, small(other.mantissa)?);
+        let scale = self.scale.max(other.scale);
+        let (up_a, up_b) = (scale - self.scale, scale - other.scale);
+        if up_a > 18 || up_b > 18 {
+            return None;
+        }
+        Some((
+            i128::from(a) * POW10_I128[up_a as usize],
+            i128::from(b) * POW10_I128[up_b as usize],
+            scale,
+        ))
+    }
+
     fn aligned(self, other: Number) -> Option<(I256, I256, u32)> {
         let scale = self.scale.max(other.scale);
         Some((self.at_scale(scale)?, other.at_scale(scale)?, scale))
@@ -179,16 +197,9 @@ impl Number {
 
     /// Exact sum.
     pub fn checked_add(self, other: Number) -> Result<Number, EvalError> {
-        // Fast path: both fit 64 bits and their scales differ by at most 18
-        // digits, so the aligned sum is exact in 128 bits.
-        if let (Some(a), Some(b)) = (small(self.mantissa), small(other.mantissa)) {
-            let scale = self.scale.max(other.scale);
-            let (up_a, up_b) = (scale - self.scale, scale - other.scale);
-            if up_a <= 18 && up_b <= 18 {
-                let sum = i128::from(a) * POW10_I128[up_a as usize]
-                    + i128::from(b) * POW10_I128[up_b as usize];
-                return Ok(Number::from_i128_scaled(sum, scale));
-            }
+        // Fast path: aligned in 128 bits, where the sum is exact too.
+        if let Some((a, b, scale)) = self.aligned_small(other) {
+            return Ok(Number::from_i128_scaled(a + b, scale));
         }
         let (a, b, scale) = self.aligned(other).ok_or_else(|| overflow("+"))?;
         let sum = a.checked_add(b).ok_or_else(|| overflow("+"))?;
@@ -293,16 +304,8 @@ impl Ord for Number {
             Ordering::Equal => {}
             unequal => return unequal,
         }
-        // Fast path (as `checked_add`'s): both fit 64 bits and their scales
-        // differ by at most 18 digits, so both align exactly in 128 bits.
-        if let (Some(a), Some(b)) = (small(self.mantissa), small(other.mantissa)) {
-            let scale = self.scale.max(other.scale);
-            let (up_a, up_b) = (scale - self.scale, scale - other.scale);
-            if up_a <= 18 && up_b <= 18 {
-                let a = i128::from(a) * POW10_I128[up_a as usize];
-                let b = i128::from(b) * POW10_I128[up_b as usize];
-                return a.cmp(&b);
-            }
+        if let Some((a, b, _)) = self.aligned_small(*other) {
+            return a.cmp(&b);
         }
         match self.aligned(*other) {
             Some((a, b, _)) => a.cmp(&b),

@@ -17,11 +17,11 @@ use std::ops::Bound::{Excluded, Included};
 use differential_dataflow::{Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 
-use super::ordered::in_time_order;
 use super::{account_of, BreakKind, BreakRow};
 use crate::decimal::Dec8;
 use crate::engine::{Diff, Time};
 use crate::id::Id;
+use crate::ordered::in_time_order;
 use crate::trade::Date;
 
 /// One update into the breaks stage.

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use differential_dataflow::{Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 
-use super::ordered::in_time_order;
 use super::GapRow;
 use crate::engine::{Diff, Time};
 use crate::id::Id;
+use crate::ordered::in_time_order;
 
 /// An account's sequence state: min(S), max(S) and the gaps between.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

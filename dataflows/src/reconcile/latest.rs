@@ -10,8 +10,8 @@ use std::hash::Hash;
 use differential_dataflow::{Hashable, VecCollection};
 use timely::ExchangeData;
 
-use super::ordered::in_time_order;
 use crate::engine::{Diff, Time};
+use crate::ordered::in_time_order;
 
 /// `(key, order, value)` values in, `(key, (order, value))` of the greatest
 /// order per key out, as a collection (a key's entry is retracted when it is

@@ -24,7 +24,6 @@ pub use events::{break_events, break_json, BreakChange, BreakEvent};
 pub use gaps::SequenceState;
 use gaps::{SequenceInput, SequenceRow};
 mod latest;
-mod ordered;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};

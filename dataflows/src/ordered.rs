@@ -1,8 +1,9 @@
 //! A stateful operator that sees each timestamp's updates once the
 //! timestamp is complete, in time order, on the worker that owns their key.
 //! The stages of reconciliation keep their own state this way (live price,
-//! live statement, as-of sums, sequence gaps) instead of re-reading a key's
-//! whole history per change, as a `reduce` would.
+//! live statement, as-of sums, sequence gaps), and so do live queries'
+//! GROUP BY totals and top-k, instead of re-reading a key's whole history
+//! per change, as a `reduce` or `count_total` would.
 
 use std::collections::BTreeMap;
 
@@ -17,32 +18,33 @@ use timely::ExchangeData;
 use crate::engine::{Diff, Time};
 
 /// A timestamp's capability and its updates so far.
-type Pending<D> = (Capability<Time>, Vec<(D, Diff)>);
+type Pending<D, R> = (Capability<Time>, Vec<(D, R)>);
 
 /// Runs `logic(state, time, updates, out)` for each complete timestamp, in
 /// time order, on the worker `route` sends each update to. `updates` are the
-/// timestamp's `(data, diff)` pairs in no particular order (the logic must
-/// not depend on it); `out` collects the differential updates to emit at
-/// that time.
-pub(super) fn in_time_order<'scope, D, O, S>(
-    stream: StreamVec<'scope, Time, (D, Time, Diff)>,
+/// timestamp's `(data, difference)` pairs in no particular order (the logic
+/// must not depend on it); `out` collects the differential updates to emit
+/// at that time (consolidated before they leave).
+pub(crate) fn in_time_order<'scope, D, R, O, S>(
+    stream: StreamVec<'scope, Time, (D, Time, R)>,
     name: &str,
     route: impl Fn(&D) -> u64 + 'static,
     mut state: S,
-    mut logic: impl FnMut(&mut S, Time, Vec<(D, Diff)>, &mut Vec<(O, Time, Diff)>) + 'static,
+    mut logic: impl FnMut(&mut S, Time, Vec<(D, R)>, &mut Vec<(O, Time, Diff)>) + 'static,
 ) -> VecCollection<'scope, Time, O, Diff>
 where
     D: ExchangeData + Clone,
+    R: ExchangeData + Clone,
     O: ExchangeData + Clone + Ord,
     S: 'static,
 {
-    let pact = Exchange::new(move |u: &(D, Time, Diff)| route(&u.0));
+    let pact = Exchange::new(move |u: &(D, Time, R)| route(&u.0));
     stream
         .unary_frontier::<CapacityContainerBuilder<Vec<(O, Time, Diff)>>, _, _, _>(
             pact,
             name,
             move |_capability, _info| {
-                let mut pending: BTreeMap<Time, Pending<D>> = BTreeMap::new();
+                let mut pending: BTreeMap<Time, Pending<D, R>> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
                         for (d, t, r) in data.flat_map(|b| b.drain(..)) {
