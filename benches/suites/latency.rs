@@ -206,8 +206,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         r.gaps.inner.probe_with(&probe);
                     }
                     e.booked.inner.probe_with(&probe);
-                    e.lots.stream.probe_with(&probe);
-                    e.positions.stream.probe_with(&probe);
+                    e.lots.inner.probe_with(&probe);
+                    e.positions.inner.probe_with(&probe);
                     e.corrections.inner.probe_with(&probe);
                     e.dead_letters.probe_with(&probe);
                 }

@@ -7,14 +7,13 @@
 //! it, so it is complete for this worker.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::trace::cursor::{cursor_list, Cursor};
-use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::trace::TraceReader;
+use differential_dataflow::VecCollection;
+use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::Exchange as _;
@@ -22,7 +21,6 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, StreamVec};
-use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use crate::correction::Correction;
@@ -183,31 +181,64 @@ pub struct Driver {
 struct Completed {
     probe: ProbeHandle<Time>,
     outputs: Outputs,
-    /// The shared traces: lots and positions for a driver that reads the
-    /// final state at the end, every table for one that shares them.
+    /// The shared traces (the tables named by [`DriverOptions::share_tables`]).
     tables: Tables,
+    /// Lots and positions as they stand on this worker (folded only
+    /// under [`DriverOptions::final_state_only`]).
+    final_state: FinalState,
     /// The traces keep every time from this one on (`AS KNOWN AT`);
     /// `Time::MAX`: they compact to the completed frontier.
     history_from: Time,
 }
 
-/// Every `(key, value)` of a finished trace with its net multiplicity
-/// (rows that net to zero left out).
-fn final_rows<V: Clone + Ord + 'static>(
-    trace: &mut TraceAgent<ValSpine<Id, V, Time, Diff>>,
-) -> Vec<((Id, V), Diff)> {
-    let Some(batches) = trace.batches_through(AntichainRef::new(&[])) else {
-        return Vec::new();
-    };
-    let (mut cursor, storage) = cursor_list(batches);
-    cursor
-        .to_vec(&storage, |k| k.clone(), |v| v.clone())
-        .into_iter()
-        .filter_map(|(row, times)| {
-            let net: Diff = times.iter().map(|(_, d)| d).sum();
-            (net != 0).then_some((row, net))
-        })
-        .collect()
+/// Net multiplicity per row; a row whose count returns to zero leaves.
+type Counts<D> = Rc<RefCell<FxHashMap<D, Diff>>>;
+
+/// This worker's lots and positions as they stand, folded from their
+/// changes as they complete: what a final-state run reads at the end,
+/// without an arrangement (and its batcher and merges) that nothing else
+/// reads.
+#[derive(Default)]
+struct FinalState {
+    lots: Counts<(Id, Lot)>,
+    positions: Counts<(Id, PositionSummary)>,
+}
+
+/// Folds every update of `changes` into `counts` on this worker, ahead of
+/// `probe`: once the probe passes a time, its updates are in `counts`.
+fn fold_counts<'scope, D: differential_dataflow::Data + std::hash::Hash>(
+    changes: VecCollection<'scope, Time, D, Diff>,
+    counts: &Counts<D>,
+    probe: &ProbeHandle<Time>,
+) {
+    let counts = Rc::clone(counts);
+    changes
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "Final state",
+            move |_, _| {
+                move |input, _output| {
+                    input.for_each(|_time, data| {
+                        let mut counts = counts.borrow_mut();
+                        for (row, _, diff) in data.drain(..) {
+                            match counts.entry(row) {
+                                Entry::Occupied(mut slot) => {
+                                    *slot.get_mut() += diff;
+                                    if *slot.get() == 0 {
+                                        slot.remove();
+                                    }
+                                }
+                                Entry::Vacant(slot) => {
+                                    slot.insert(diff);
+                                }
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .probe_with(probe);
 }
 
 impl Completed {
@@ -233,14 +264,16 @@ pub struct DriverOptions {
     pub prices: bool,
     /// Custodian statements will be fed (breaks are built).
     pub statements: bool,
-    /// Lots and positions are read once, from their traces, when the run
-    /// is over ([`ClosedDriver::final_lots_and_positions`]), instead of
-    /// being captured at every timestamp: for a batch run that only needs
-    /// the final state, so no second copy of it is folded beside the traces.
+    /// Lots and positions are folded into per-worker counts as they change
+    /// and read once when the run is over
+    /// ([`ClosedDriver::final_lots_and_positions`]), instead of being
+    /// arranged and captured at every timestamp: for a batch run that only
+    /// needs the final state. They are arranged only if shared.
     pub final_state_only: bool,
     /// Keep shared handles on these tables ([`Driver::tables`]) so queries
-    /// can import them. Lots and positions are arranged anyway; the others
-    /// are arranged only when named here (trades is a second copy of every
+    /// can import them. Lots and positions are arranged anyway unless
+    /// [`DriverOptions::final_state_only`]; the others are arranged only
+    /// when named here (trades is a second copy of every
     /// live trade, corrections all of history).
     pub share_tables: TableSet,
     /// Every captured output is moved to worker 0 (which alone then
@@ -304,6 +337,7 @@ impl Driver {
         let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
+        let final_state = FinalState::default();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
         let sink = Sink {
             outputs: Rc::clone(&outputs),
@@ -351,13 +385,36 @@ impl Driver {
                 r.live_statements.inner.probe_with(&probe);
                 r.sequence_ranges.inner.probe_with(&probe);
             }
-            if final_state_only || share_tables.contains(Table::Lots) {
-                e.lots.stream.clone().probe_with(&probe);
-                tables.lots = Some(e.lots.trace.clone());
+            // Lots and positions are arranged only where read as tables:
+            // by queries, and by the per-timestamp capture (consolidated
+            // by the arrangement). A final-state run folds their changes
+            // into this worker's counts instead.
+            let lots = (!final_state_only || share_tables.contains(Table::Lots)).then(|| {
+                e.lots
+                    .clone()
+                    .arrange_by_key_named("Arrange: lots by position")
+            });
+            let positions =
+                (!final_state_only || share_tables.contains(Table::Positions)).then(|| {
+                    e.positions
+                        .clone()
+                        .arrange_by_key_named("Arrange: positions by position")
+                });
+            if share_tables.contains(Table::Lots) {
+                if let Some(lots) = &lots {
+                    lots.stream.clone().probe_with(&probe);
+                    tables.lots = Some(lots.trace.clone());
+                }
             }
-            if final_state_only || share_tables.contains(Table::Positions) {
-                e.positions.stream.clone().probe_with(&probe);
-                tables.positions = Some(e.positions.trace.clone());
+            if share_tables.contains(Table::Positions) {
+                if let Some(positions) = &positions {
+                    positions.stream.clone().probe_with(&probe);
+                    tables.positions = Some(positions.trace.clone());
+                }
+            }
+            if final_state_only {
+                fold_counts(e.lots, &final_state.lots, &probe);
+                fold_counts(e.positions, &final_state.positions, &probe);
             }
             {
                 if with_prices && share_tables.contains(Table::Valuations) {
@@ -391,13 +448,10 @@ impl Driver {
                     tables.corrections = Some(corrections.trace);
                 }
             }
-            if !final_state_only {
-                let lots = e.lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
+            if let (false, Some(lots), Some(positions)) = (final_state_only, lots, positions) {
+                let lots = lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
                 capture(lots, &sink, |o, (row, t, d)| o.at(t).lots.push((row, d)));
-                let positions = e
-                    .positions
-                    .as_collection(|k, v| (k.clone(), v.clone()))
-                    .inner;
+                let positions = positions.as_collection(|k, v| (k.clone(), v.clone())).inner;
                 capture(positions, &sink, |o, (row, t, d)| {
                     o.at(t).positions.push((row, d))
                 });
@@ -459,6 +513,7 @@ impl Driver {
                 probe,
                 outputs,
                 tables,
+                final_state,
                 history_from: Time::MAX,
             },
             time: start,
@@ -621,18 +676,18 @@ impl ClosedDriver {
         self.completed.take()
     }
 
-    /// This worker's final lots and positions with their net multiplicity,
-    /// read from the traces once [`ClosedDriver::done`]; empty unless the
+    /// This worker's final lots and positions with their net multiplicity
+    /// (none nets to zero), once [`ClosedDriver::done`]; empty unless the
     /// driver was built with [`DriverOptions::final_state_only`].
     #[allow(clippy::type_complexity)]
     pub fn final_lots_and_positions(
         &mut self,
-    ) -> (Vec<((Id, Lot), Diff)>, Vec<((Id, PositionSummary), Diff)>) {
-        let tables = &mut self.completed.tables;
-        match (tables.lots.as_mut(), tables.positions.as_mut()) {
-            (Some(lots), Some(positions)) => (final_rows(lots), final_rows(positions)),
-            _ => (Vec::new(), Vec::new()),
-        }
+    ) -> (
+        FxHashMap<(Id, Lot), Diff>,
+        FxHashMap<(Id, PositionSummary), Diff>,
+    ) {
+        let state = &self.completed.final_state;
+        (state.lots.take(), state.positions.take())
     }
 
     /// The shared tables (empty unless [`DriverOptions::share_tables`]).

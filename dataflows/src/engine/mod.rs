@@ -7,8 +7,8 @@
 //!                                                                           └─► book_input
 //! book_input = (position_key, +insert booked trade | -remove by key, each with its cause)
 //! book_input ──exchange(position_key)──┐
-//! methods ──broadcast──────────────────┴► book ──┬─► lots         [arranged by position]
-//!                                                ├─► positions    [arranged by position]
+//! methods ──broadcast──────────────────┴► book ──┬─► lots         (by position; arranged by the driver where read)
+//!                                                ├─► positions    (by position; arranged by the driver where read)
 //!                                                ├─► corrections
 //!                                                ├─► booked       (dated quantities; read by the break rule)
 //!                                                └─► faults
@@ -89,10 +89,14 @@ pub struct Engine<'scope> {
     /// would be a copy of every live trade that nothing reads. Empty unless
     /// [`EngineInputs::break_inputs`].
     pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
-    /// Open lots by position key.
-    pub lots: Arrangement<'scope, Id, Lot>,
-    /// Position summaries by position key (rows of `positions.csv`).
-    pub positions: Arrangement<'scope, Id, PositionSummary>,
+    /// Open lots by position key, as changes: per position and
+    /// timestamp, the lots closed (-1) and opened (+1). Not arranged here:
+    /// the driver arranges it only where something reads it as a table
+    /// (a query, the service's per-timestamp capture).
+    pub lots: VecCollection<'scope, Time, (Id, Lot), Diff>,
+    /// Position summaries by position key (rows of `positions.csv`), as
+    /// changes; arranged like [`Engine::lots`], only where read.
+    pub positions: VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
     /// Correction events, each asserted once at its `as_of`.
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
     /// Rejected events, at the time their batch was ingested.
@@ -198,10 +202,8 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
     let book = book_stage::book(intake.book_input, methods, break_inputs);
     Engine {
         booked: book.booked,
-        lots: book.lots.arrange_by_key_named("Arrange: lots by position"),
-        positions: book
-            .positions
-            .arrange_by_key_named("Arrange: positions by position"),
+        lots: book.lots,
+        positions: book.positions,
         corrections: book.corrections,
         dead_letters: intake.dead_letters,
         duplicates: intake.duplicates,

@@ -260,7 +260,7 @@ pub fn build<'scope>(
     } = inputs;
     let restored = restored.map(|r| as_inserts(r, "Reconcile: restored"));
 
-    let scope = engine.positions.stream.scope();
+    let scope = engine.positions.inner.scope();
     let (live_ticks, valuations, rejected_prices) = match prices {
         Some(prices) => valuation_part(engine, prices, restored.as_ref()),
         None => empty_part(scope),
@@ -368,10 +368,10 @@ fn valuation_part<'scope>(
         });
     let live_prices = live.map(|(security, (_, price))| (security, price));
 
-    let by_security = engine.positions.clone().as_collection(|position, summary| {
+    let by_security = engine.positions.clone().map(|(position, summary)| {
         (
-            Id::from(security_of(position)),
-            (position.clone(), summary.quantity, summary.cost_basis),
+            Id::from(security_of(&position)),
+            (position, summary.quantity, summary.cost_basis),
         )
     });
     let valuations = by_security
