@@ -206,8 +206,15 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         r.gaps.inner.probe_with(&probe);
                     }
                     e.booked.inner.probe_with(&probe);
-                    e.lots.inner.probe_with(&probe);
-                    e.positions.inner.probe_with(&probe);
+                    // Arranged, as the service's driver arranges them.
+                    e.lots
+                        .arrange_by_key_named("Arrange: lots by position")
+                        .stream
+                        .probe_with(&probe);
+                    e.positions
+                        .arrange_by_key_named("Arrange: positions by position")
+                        .stream
+                        .probe_with(&probe);
                     e.corrections.inner.probe_with(&probe);
                     e.dead_letters.probe_with(&probe);
                 }
