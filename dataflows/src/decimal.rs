@@ -204,28 +204,58 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
-/// Writes `digits` (an unsigned integer in decimal) scaled by 10^-scale,
-/// normalised: no trailing zeros, no exponent, no `-0`.
+/// Room for the decimal digits of any unsigned 256-bit integer (78).
+const MAX_DIGITS: usize = 78;
+
+/// The decimal digits of `value`, written right-aligned into `buf`
+/// without allocating: 64-bit division while the value fits 64 bits.
+fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &str {
+    let mut at = buf.len();
+    while value > u128::from(u64::MAX) {
+        at -= 1;
+        buf[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    let mut small = value as u64;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (small % 10) as u8;
+        small /= 10;
+        if small == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+/// Writes `digits` (an unsigned integer in decimal, no leading zeros)
+/// scaled by 10^-scale, normalised: no trailing zeros, no exponent, no
+/// `-0`. Allocates nothing.
 fn write_scaled(
     f: &mut fmt::Formatter<'_>,
     negative: bool,
-    digits: String,
+    digits: &str,
     scale: usize,
 ) -> fmt::Result {
-    let digits = if digits.len() <= scale {
-        format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+    // Integer part, zeros that lead the fraction, the fraction's digits.
+    let (int_part, zeros, frac_part) = if digits.len() > scale {
+        let split = digits.len() - scale;
+        (&digits[..split], 0, &digits[split..])
     } else {
-        digits
+        ("0", scale - digits.len(), digits)
     };
-    let (int_part, frac_part) = digits.split_at(digits.len() - scale);
     let frac_part = frac_part.trim_end_matches('0');
-    let is_zero = int_part.bytes().all(|b| b == b'0') && frac_part.is_empty();
+    let is_zero = int_part == "0" && frac_part.is_empty();
     if negative && !is_zero {
         f.write_str("-")?;
     }
     f.write_str(int_part)?;
     if !frac_part.is_empty() {
         f.write_str(".")?;
+        // `zeros` < scale <= 16 (the widest scale, `AMOUNT_SCALE_DIGITS`).
+        const ZEROS: &str = "0000000000000000";
+        f.write_str(ZEROS.get(..zeros).unwrap_or(ZEROS))?;
         f.write_str(frac_part)?;
     }
     Ok(())
@@ -233,23 +263,25 @@ fn write_scaled(
 
 impl fmt::Display for Dec8 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_scaled(
-            f,
-            self.0 < 0,
-            self.0.unsigned_abs().to_string(),
-            DEC8_SCALE_DIGITS as usize,
-        )
+        let mut buf = [0u8; MAX_DIGITS];
+        let digits = u128_digits(self.0.unsigned_abs(), &mut buf);
+        write_scaled(f, self.0 < 0, digits, DEC8_SCALE_DIGITS as usize)
     }
 }
 
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_scaled(
-            f,
-            self.0.is_negative(),
-            self.0.unsigned_abs().to_string(),
-            AMOUNT_SCALE_DIGITS as usize,
-        )
+        let magnitude = self.0.unsigned_abs();
+        let negative = self.0.is_negative();
+        let scale = AMOUNT_SCALE_DIGITS as usize;
+        match u128::try_from(magnitude) {
+            Ok(small) => {
+                let mut buf = [0u8; MAX_DIGITS];
+                write_scaled(f, negative, u128_digits(small, &mut buf), scale)
+            }
+            // Past 128 bits (beyond any single trade's notional): rare.
+            Err(_) => write_scaled(f, negative, &magnitude.to_string(), scale),
+        }
     }
 }
 
@@ -302,7 +334,7 @@ impl FromStr for Dec8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::strategy::Strategy;
+    use proptest::strategy::{Just, Strategy};
 
     proptest::proptest! {
         /// The u64 fast path and the i128 path read every accepted form to
@@ -341,6 +373,57 @@ mod tests {
         ) {
             let expected = I256::from(a).checked_mul(I256::from(b)).map(Amount);
             proptest::prop_assert_eq!(Dec8(a).checked_mul(Dec8(b)), expected);
+        }
+    }
+
+    /// The formatting before the allocation-free one: digits as a
+    /// string, padded, split and trimmed.
+    fn reference_text(negative: bool, digits: String, scale: usize) -> String {
+        let digits = if digits.len() <= scale {
+            format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+        } else {
+            digits
+        };
+        let (int_part, frac_part) = digits.split_at(digits.len() - scale);
+        let frac_part = frac_part.trim_end_matches('0');
+        let is_zero = int_part.bytes().all(|b| b == b'0') && frac_part.is_empty();
+        let sign = if negative && !is_zero { "-" } else { "" };
+        if frac_part.is_empty() {
+            format!("{sign}{int_part}")
+        } else {
+            format!("{sign}{int_part}.{frac_part}")
+        }
+    }
+
+    proptest::proptest! {
+        /// Both decimals print as the reference formatting does, on both
+        /// sides of the 64- and 128-bit boundaries and with either sign.
+        #[test]
+        fn display_agrees_with_the_reference_formatting(
+            value in proptest::prop_oneof![
+                -1_000_000_000i128..1_000_000_000,
+                proptest::num::i64::ANY.prop_map(i128::from),
+                proptest::num::i128::ANY,
+                (-3i128..3).prop_map(|d| i128::from(u64::MAX) + d),
+                (-3i128..3).prop_map(|d| -i128::from(u64::MAX) + d),
+                Just(i128::MIN),
+            ],
+            times in proptest::prop_oneof![Just(1i128), proptest::num::i128::ANY],
+        ) {
+            let dec = Dec8(value);
+            proptest::prop_assert_eq!(
+                dec.to_string(),
+                reference_text(value < 0, value.unsigned_abs().to_string(), 8)
+            );
+            let amount = Amount(I256::from(value) * I256::from(times));
+            proptest::prop_assert_eq!(
+                amount.to_string(),
+                reference_text(
+                    amount.0.is_negative(),
+                    amount.0.unsigned_abs().to_string(),
+                    16
+                )
+            );
         }
     }
 
