@@ -26,12 +26,13 @@ use timely::worker::Worker;
 use crate::correction::Correction;
 use crate::decimal::Dec8;
 use crate::engine::{
-    self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent, RestoredTrade,
-    SourceRef, Time,
+    self, AcceptedEvent, Arrangement, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent,
+    RestoredTrade, SourceRef, Time,
 };
 use crate::gate::Rejection;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
+use crate::query::tables::PositionTrace;
 use crate::query::{Table, TableSet, Tables};
 use crate::reconcile::{
     self, BreakRow, GapRow, LiveStatement, LiveTick, ReconcileInputs, Restored, SequenceRange,
@@ -202,6 +203,28 @@ type Counts<D> = Rc<RefCell<FxHashMap<D, Diff>>>;
 struct FinalState {
     lots: Counts<(Id, Lot)>,
     positions: Counts<(Id, PositionSummary)>,
+}
+
+/// `changes` arranged by position key when `captured` (the per-timestamp
+/// capture reads it) or shared; a shared arrangement's trace goes into
+/// `shared` and its stream passes `probe`. `None`: nothing reads it as a
+/// table, so nothing is arranged.
+fn arrange_where_read<'scope, V: differential_dataflow::ExchangeData + std::hash::Hash>(
+    changes: &VecCollection<'scope, Time, (Id, V), Diff>,
+    name: &str,
+    captured: bool,
+    shared: Option<&mut Option<PositionTrace<V>>>,
+    probe: &ProbeHandle<Time>,
+) -> Option<Arrangement<'scope, Id, V>> {
+    if !captured && shared.is_none() {
+        return None;
+    }
+    let arranged = changes.clone().arrange_by_key_named(name);
+    if let Some(shared) = shared {
+        arranged.stream.clone().probe_with(probe);
+        *shared = Some(arranged.trace.clone());
+    }
+    Some(arranged)
 }
 
 /// Folds every update of `changes` into `counts` on this worker, ahead of
@@ -389,29 +412,24 @@ impl Driver {
             // by queries, and by the per-timestamp capture (consolidated
             // by the arrangement). A final-state run folds their changes
             // into this worker's counts instead.
-            let lots = (!final_state_only || share_tables.contains(Table::Lots)).then(|| {
-                e.lots
-                    .clone()
-                    .arrange_by_key_named("Arrange: lots by position")
-            });
-            let positions =
-                (!final_state_only || share_tables.contains(Table::Positions)).then(|| {
-                    e.positions
-                        .clone()
-                        .arrange_by_key_named("Arrange: positions by position")
-                });
-            if share_tables.contains(Table::Lots) {
-                if let Some(lots) = &lots {
-                    lots.stream.clone().probe_with(&probe);
-                    tables.lots = Some(lots.trace.clone());
-                }
-            }
-            if share_tables.contains(Table::Positions) {
-                if let Some(positions) = &positions {
-                    positions.stream.clone().probe_with(&probe);
-                    tables.positions = Some(positions.trace.clone());
-                }
-            }
+            let lots = arrange_where_read(
+                &e.lots,
+                "Arrange: lots by position",
+                !final_state_only,
+                share_tables
+                    .contains(Table::Lots)
+                    .then_some(&mut tables.lots),
+                &probe,
+            );
+            let positions = arrange_where_read(
+                &e.positions,
+                "Arrange: positions by position",
+                !final_state_only,
+                share_tables
+                    .contains(Table::Positions)
+                    .then_some(&mut tables.positions),
+                &probe,
+            );
             if final_state_only {
                 fold_counts(e.lots, &final_state.lots, &probe);
                 fold_counts(e.positions, &final_state.positions, &probe);
@@ -681,7 +699,7 @@ impl ClosedDriver {
     /// driver was built with [`DriverOptions::final_state_only`].
     #[allow(clippy::type_complexity)]
     pub fn final_lots_and_positions(
-        &mut self,
+        &self,
     ) -> (
         FxHashMap<(Id, Lot), Diff>,
         FxHashMap<(Id, PositionSummary), Diff>,
