@@ -698,6 +698,18 @@ fn read_batches<S: EventSource + ?Sized>(
     Ok(counts[0])
 }
 
+/// Longest a waiting worker sleeps before it looks again (a message from
+/// another worker wakes it sooner).
+const WAIT_PARK: Duration = Duration::from_millis(1);
+
+/// One step of a worker that waits for the dataflow (its own in-flight
+/// timestamps, or another worker's part): it parks when it has nothing to
+/// do instead of spinning, leaving the core to the workers, the reader and
+/// the correction writer it waits for.
+fn wait_step(worker: &mut timely::worker::Worker) {
+    worker.step_or_park(Some(WAIT_PARK));
+}
+
 /// One worker: feeds its batches to the engine and folds each completed
 /// timestamp's outputs.
 fn run_worker(
@@ -806,7 +818,7 @@ fn run_worker(
         driver.advance_to(batch.time + 1);
         worker.step();
         while driver.less_than((batch.time + 1).saturating_sub(MAX_BATCHES_IN_FLIGHT)) {
-            worker.step();
+            wait_step(worker);
         }
         let completed = driver.take_completed();
         fold(&mut captured, completed, driver.frontier());
@@ -817,7 +829,7 @@ fn run_worker(
         let end = driver.time() + 1;
         driver.advance_to(end);
         while driver.less_than(end) {
-            worker.step();
+            wait_step(worker);
         }
         let completed = driver.take_completed();
         fold(&mut captured, completed, driver.frontier());
@@ -827,7 +839,7 @@ fn run_worker(
     }
     let mut closed = driver.close();
     while !closed.done() {
-        worker.step();
+        wait_step(worker);
     }
     let completed = closed.take_completed();
     fold(&mut captured, completed, None);
