@@ -7,13 +7,11 @@
 //! it, so it is complete for this worker.
 
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::VecCollection;
-use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::Exchange as _;
@@ -41,7 +39,8 @@ use crate::reconcile::{
 use crate::trade::LotMethod;
 
 /// Everything the engine produced at one timestamp on one worker. Lots and
-/// positions are differential updates (`-1` retracts, `+1` asserts).
+/// positions are differential updates (`-1` retracts, `+1` asserts),
+/// consolidated per timestamp unless [`DriverOptions::final_state_only`].
 #[derive(Clone, Debug, Default)]
 pub struct TimestampOutput {
     /// Lot rows retracted and asserted.
@@ -184,25 +183,9 @@ struct Completed {
     outputs: Outputs,
     /// The shared traces (the tables named by [`DriverOptions::share_tables`]).
     tables: Tables,
-    /// Lots and positions as they stand on this worker (folded only
-    /// under [`DriverOptions::final_state_only`]).
-    final_state: FinalState,
     /// The traces keep every time from this one on (`AS KNOWN AT`);
     /// `Time::MAX`: they compact to the completed frontier.
     history_from: Time,
-}
-
-/// Net multiplicity per row; a row whose count returns to zero leaves.
-type Counts<D> = Rc<RefCell<FxHashMap<D, Diff>>>;
-
-/// This worker's lots and positions as they stand, folded from their
-/// changes as they complete: what a final-state run reads at the end,
-/// without an arrangement (and its batcher and merges) that nothing else
-/// reads.
-#[derive(Default)]
-struct FinalState {
-    lots: Counts<(Id, Lot)>,
-    positions: Counts<(Id, PositionSummary)>,
 }
 
 /// `changes` arranged by position key when `captured` (the per-timestamp
@@ -225,43 +208,6 @@ fn arrange_where_read<'scope, V: differential_dataflow::ExchangeData + std::hash
         *shared = Some(arranged.trace.clone());
     }
     Some(arranged)
-}
-
-/// Folds every update of `changes` into `counts` on this worker, ahead of
-/// `probe`: once the probe passes a time, its updates are in `counts`.
-fn fold_counts<'scope, D: differential_dataflow::Data + std::hash::Hash>(
-    changes: VecCollection<'scope, Time, D, Diff>,
-    counts: &Counts<D>,
-    probe: &ProbeHandle<Time>,
-) {
-    let counts = Rc::clone(counts);
-    changes
-        .inner
-        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Pipeline,
-            "Final state",
-            move |_, _| {
-                move |input, _output| {
-                    input.for_each(|_time, data| {
-                        let mut counts = counts.borrow_mut();
-                        for (row, _, diff) in data.drain(..) {
-                            match counts.entry(row) {
-                                Entry::Occupied(mut slot) => {
-                                    *slot.get_mut() += diff;
-                                    if *slot.get() == 0 {
-                                        slot.remove();
-                                    }
-                                }
-                                Entry::Vacant(slot) => {
-                                    slot.insert(diff);
-                                }
-                            }
-                        }
-                    });
-                }
-            },
-        )
-        .probe_with(probe);
 }
 
 impl Completed {
@@ -287,11 +233,12 @@ pub struct DriverOptions {
     pub prices: bool,
     /// Custodian statements will be fed (breaks are built).
     pub statements: bool,
-    /// Lots and positions are folded into per-worker counts as they change
-    /// and read once when the run is over
-    /// ([`ClosedDriver::final_lots_and_positions`]), instead of being
-    /// arranged and captured at every timestamp: for a batch run that only
-    /// needs the final state. They are arranged only if shared.
+    /// Lots and positions are captured as the booking stage emits them
+    /// (per position and timestamp, the rows leaving and entering; not
+    /// consolidated across positions or workers), instead of through an
+    /// arrangement that consolidates each timestamp: for a batch run that
+    /// sums them into the final state and reads nothing else of them. They
+    /// are arranged only if shared.
     pub final_state_only: bool,
     /// Keep shared handles on these tables ([`Driver::tables`]) so queries
     /// can import them. Lots and positions are arranged anyway unless
@@ -301,8 +248,7 @@ pub struct DriverOptions {
     pub share_tables: TableSet,
     /// Every captured output is moved to worker 0 (which alone then
     /// reports them), so a cluster of processes has one place that sees a
-    /// timestamp's whole output. Lots and positions need
-    /// `final_state_only: false` (the final-state read is per worker).
+    /// timestamp's whole output.
     pub gather: bool,
 }
 
@@ -360,7 +306,6 @@ impl Driver {
         let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
-        let final_state = FinalState::default();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
         let sink = Sink {
             outputs: Rc::clone(&outputs),
@@ -409,9 +354,10 @@ impl Driver {
                 r.sequence_ranges.inner.probe_with(&probe);
             }
             // Lots and positions are arranged only where read as tables:
-            // by queries, and by the per-timestamp capture (consolidated
-            // by the arrangement). A final-state run folds their changes
-            // into this worker's counts instead.
+            // by queries, and by the per-timestamp capture of a run that
+            // commits each timestamp (consolidated by the arrangement). A
+            // final-state run captures the booking stage's changes as they
+            // are; its consumer sums them.
             let lots = arrange_where_read(
                 &e.lots,
                 "Arrange: lots by position",
@@ -430,10 +376,6 @@ impl Driver {
                     .then_some(&mut tables.positions),
                 &probe,
             );
-            if final_state_only {
-                fold_counts(e.lots, &final_state.lots, &probe);
-                fold_counts(e.positions, &final_state.positions, &probe);
-            }
             {
                 if with_prices && share_tables.contains(Table::Valuations) {
                     let valuations = r
@@ -466,14 +408,20 @@ impl Driver {
                     tables.corrections = Some(corrections.trace);
                 }
             }
-            if let (false, Some(lots), Some(positions)) = (final_state_only, lots, positions) {
-                let lots = lots.as_collection(|k, v| (k.clone(), v.clone())).inner;
-                capture(lots, &sink, |o, (row, t, d)| o.at(t).lots.push((row, d)));
-                let positions = positions.as_collection(|k, v| (k.clone(), v.clone())).inner;
-                capture(positions, &sink, |o, (row, t, d)| {
-                    o.at(t).positions.push((row, d))
-                });
-            }
+            let lots = match (final_state_only, lots) {
+                (false, Some(arranged)) => arranged.as_collection(|k, v| (k.clone(), v.clone())),
+                _ => e.lots,
+            };
+            capture(lots.inner, &sink, |o, (row, t, d)| {
+                o.at(t).lots.push((row, d))
+            });
+            let positions = match (final_state_only, positions) {
+                (false, Some(arranged)) => arranged.as_collection(|k, v| (k.clone(), v.clone())),
+                _ => e.positions,
+            };
+            capture(positions.inner, &sink, |o, (row, t, d)| {
+                o.at(t).positions.push((row, d))
+            });
             let keep_corrections = keep != Capture::StateCountingCorrections;
             capture(e.corrections.inner, &sink, move |o, (c, t, _)| {
                 let entry = o.at(t);
@@ -531,7 +479,6 @@ impl Driver {
                 probe,
                 outputs,
                 tables,
-                final_state,
                 history_from: Time::MAX,
             },
             time: start,
@@ -692,20 +639,6 @@ impl ClosedDriver {
     /// The outputs of every completed time not taken yet, in time order.
     pub fn take_completed(&mut self) -> Vec<(Time, TimestampOutput)> {
         self.completed.take()
-    }
-
-    /// This worker's final lots and positions with their net multiplicity
-    /// (none nets to zero), once [`ClosedDriver::done`]; empty unless the
-    /// driver was built with [`DriverOptions::final_state_only`].
-    #[allow(clippy::type_complexity)]
-    pub fn final_lots_and_positions(
-        &self,
-    ) -> (
-        FxHashMap<(Id, Lot), Diff>,
-        FxHashMap<(Id, PositionSummary), Diff>,
-    ) {
-        let state = &self.completed.final_state;
-        (state.lots.take(), state.positions.take())
     }
 
     /// The shared tables (empty unless [`DriverOptions::share_tables`]).

@@ -8,6 +8,7 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -339,26 +340,15 @@ struct Captured {
 }
 
 impl Captured {
-    /// Lots and positions are in `output` only in a cluster run; otherwise
-    /// the driver reads them once from their traces at the end
-    /// ([`DriverOptions::final_state_only`]).
+    /// Lots and positions are summed into this worker's final state (as
+    /// the booking stage emitted them, [`DriverOptions::final_state_only`],
+    /// or consolidated and gathered in a cluster run).
     fn fold(&mut self, output: TimestampOutput, keep_corrections: bool) {
-        // Present only in a cluster run (gathered as they change).
-        for (row, diff) in output.lots {
-            *self.lots.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in output.positions {
-            *self.positions.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in output.valuations {
-            *self.valuations.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in output.breaks {
-            *self.breaks.entry(row).or_insert(0) += diff;
-        }
-        for (row, diff) in output.gaps {
-            *self.gaps.entry(row).or_insert(0) += diff;
-        }
+        add_updates(&mut self.lots, output.lots);
+        add_updates(&mut self.positions, output.positions);
+        add_updates(&mut self.valuations, output.valuations);
+        add_updates(&mut self.breaks, output.breaks);
+        add_updates(&mut self.gaps, output.gaps);
         self.rejected_prices.extend(output.rejected_prices);
         self.rejected_custodian.extend(output.rejected_custodian);
         self.correction_count += output.correction_count;
@@ -843,9 +833,6 @@ fn run_worker(
     }
     let completed = closed.take_completed();
     fold(&mut captured, completed, None);
-    let (lots, positions) = closed.final_lots_and_positions();
-    captured.lots.extend(lots);
-    captured.positions.extend(positions);
     if let Some(plan) = &options.query {
         let started = Instant::now();
         let (rows, errors, first_row) = answer_query(worker, plan, closed.tables())?;
@@ -964,6 +951,24 @@ fn query_answer(
     errors.sort();
     answer.errors = errors;
     Ok(answer)
+}
+
+/// Adds updates to per-row counts; a row whose count returns to zero
+/// leaves (lots open and close all run long: the map holds what is open).
+fn add_updates<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, isize>, updates: Vec<(K, isize)>) {
+    for (row, diff) in updates {
+        match counts.entry(row) {
+            Entry::Occupied(mut slot) => {
+                *slot.get_mut() += diff;
+                if *slot.get() == 0 {
+                    slot.remove();
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(diff);
+            }
+        }
+    }
 }
 
 /// Adds one worker's row counts to the counts so far; the first worker's

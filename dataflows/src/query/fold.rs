@@ -4,7 +4,6 @@
 //! GROUP BY of SUM / COUNT / AVG so leaves a table as one update per group
 //! and time per batch, never as a collection of whole rows.
 
-use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::trace::{BatchCursor, BatchKey, BatchVal, Cursor, Navigable};
@@ -111,11 +110,7 @@ where
         }
     }
 
-    /// Emits the batch's results consolidated: a row whose read columns
-    /// did not change (a position whose quantity moved, read for its key
-    /// alone) leaves as nothing, not as a retraction and an assertion.
     fn flush(&mut self, emit: &mut dyn FnMut(T, Time, Diff)) {
-        consolidate_updates(&mut self.pending);
         for (out, time, diff) in self.pending.drain(..) {
             emit(out, time, diff);
         }
