@@ -106,26 +106,27 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-/// Appends `value`'s `Display` form, quoted (decimals and dates: digits,
-/// `-` and `.` only, nothing to escape).
-fn json_display(out: &mut Vec<u8>, value: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = write!(out, "\"{value}\"");
+/// Appends `write`'s text in quotes (decimals and dates: digits, `-` and
+/// `.` only, nothing to escape).
+fn json_quoted(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    out.push(b'"');
+    write(out);
+    out.push(b'"');
 }
 
 /// Appends an integer as JSON.
-fn json_int(out: &mut Vec<u8>, value: impl std::fmt::Display) {
-    use std::io::Write;
-    let _ = write!(out, "{value}");
+fn json_int(out: &mut Vec<u8>, value: impl Serialize) {
+    // Writing an integer into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &value);
 }
 
 fn write_summary(out: &mut Vec<u8>, quantity: &Dec8, cost: &Amount, pnl: &Amount, lots: i128) {
     out.extend_from_slice(b"{\"quantity\":");
-    json_display(out, quantity);
+    json_quoted(out, |o| quantity.append_to(o));
     out.extend_from_slice(b",\"cost_basis\":");
-    json_display(out, cost);
+    json_quoted(out, |o| cost.append_to(o));
     out.extend_from_slice(b",\"realized_pnl\":");
-    json_display(out, pnl);
+    json_quoted(out, |o| pnl.append_to(o));
     out.extend_from_slice(b",\"lot_count\":");
     json_int(out, lots);
     out.push(b'}');
@@ -142,11 +143,11 @@ fn write_lots(out: &mut Vec<u8>, lots: &[Lot]) {
         out.extend_from_slice(b",\"side\":");
         json_str(out, lot.side.as_str());
         out.extend_from_slice(b",\"open_date\":");
-        json_display(out, lot.open_date);
+        json_quoted(out, |o| lot.open_date.append_to(o));
         out.extend_from_slice(b",\"quantity\":");
-        json_display(out, lot.quantity);
+        json_quoted(out, |o| lot.quantity.append_to(o));
         out.extend_from_slice(b",\"price\":");
-        json_display(out, lot.price);
+        json_quoted(out, |o| lot.price.append_to(o));
         out.push(b'}');
     }
     out.push(b']');

@@ -207,9 +207,29 @@ impl<'de> Deserialize<'de> for Amount {
 /// Room for the decimal digits of any unsigned 256-bit integer (78).
 const MAX_DIGITS: usize = 78;
 
+/// Where a decimal's text goes: a formatter (`Display`) or a byte buffer
+/// (the JSON and CSV writers, without the formatting machinery).
+trait TextSink {
+    fn put(&mut self, text: &[u8]) -> fmt::Result;
+}
+
+impl TextSink for fmt::Formatter<'_> {
+    fn put(&mut self, text: &[u8]) -> fmt::Result {
+        // Only ASCII digits, `-` and `.` reach here.
+        self.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl TextSink for Vec<u8> {
+    fn put(&mut self, text: &[u8]) -> fmt::Result {
+        self.extend_from_slice(text);
+        Ok(())
+    }
+}
+
 /// The decimal digits of `value`, written right-aligned into `buf`
 /// without allocating: 64-bit division while the value fits 64 bits.
-fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &str {
+fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &[u8] {
     let mut at = buf.len();
     while value > u128::from(u64::MAX) {
         at -= 1;
@@ -225,63 +245,92 @@ fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &str {
             break;
         }
     }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+    &buf[at..]
 }
 
 /// Writes `digits` (an unsigned integer in decimal, no leading zeros)
 /// scaled by 10^-scale, normalised: no trailing zeros, no exponent, no
 /// `-0`. Allocates nothing.
 fn write_scaled(
-    f: &mut fmt::Formatter<'_>,
+    out: &mut impl TextSink,
     negative: bool,
-    digits: &str,
+    digits: &[u8],
     scale: usize,
 ) -> fmt::Result {
     // Integer part, zeros that lead the fraction, the fraction's digits.
-    let (int_part, zeros, frac_part) = if digits.len() > scale {
+    let (int_part, zeros, frac_part): (&[u8], usize, &[u8]) = if digits.len() > scale {
         let split = digits.len() - scale;
         (&digits[..split], 0, &digits[split..])
     } else {
-        ("0", scale - digits.len(), digits)
+        (b"0", scale - digits.len(), digits)
     };
-    let frac_part = frac_part.trim_end_matches('0');
-    let is_zero = int_part == "0" && frac_part.is_empty();
+    let kept = frac_part
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(0, |i| i + 1);
+    let frac_part = &frac_part[..kept];
+    let is_zero = int_part == b"0" && frac_part.is_empty();
     if negative && !is_zero {
-        f.write_str("-")?;
+        out.put(b"-")?;
     }
-    f.write_str(int_part)?;
+    out.put(int_part)?;
     if !frac_part.is_empty() {
-        f.write_str(".")?;
+        out.put(b".")?;
         // `zeros` < scale <= 16 (the widest scale, `AMOUNT_SCALE_DIGITS`).
-        const ZEROS: &str = "0000000000000000";
-        f.write_str(ZEROS.get(..zeros).unwrap_or(ZEROS))?;
-        f.write_str(frac_part)?;
+        const ZEROS: &[u8] = b"0000000000000000";
+        out.put(ZEROS.get(..zeros).unwrap_or(ZEROS))?;
+        out.put(frac_part)?;
     }
     Ok(())
 }
 
-impl fmt::Display for Dec8 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Dec8 {
+    fn write_text(&self, out: &mut impl TextSink) -> fmt::Result {
         let mut buf = [0u8; MAX_DIGITS];
         let digits = u128_digits(self.0.unsigned_abs(), &mut buf);
-        write_scaled(f, self.0 < 0, digits, DEC8_SCALE_DIGITS as usize)
+        write_scaled(out, self.0 < 0, digits, DEC8_SCALE_DIGITS as usize)
+    }
+
+    /// Appends exactly the `Display` text to `out`, without the formatting
+    /// machinery (the output writers' hot path).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = self.write_text(out);
     }
 }
 
-impl fmt::Display for Amount {
+impl fmt::Display for Dec8 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_text(f)
+    }
+}
+
+impl Amount {
+    fn write_text(&self, out: &mut impl TextSink) -> fmt::Result {
         let magnitude = self.0.unsigned_abs();
         let negative = self.0.is_negative();
         let scale = AMOUNT_SCALE_DIGITS as usize;
         match u128::try_from(magnitude) {
             Ok(small) => {
                 let mut buf = [0u8; MAX_DIGITS];
-                write_scaled(f, negative, u128_digits(small, &mut buf), scale)
+                write_scaled(out, negative, u128_digits(small, &mut buf), scale)
             }
             // Past 128 bits (beyond any single trade's notional): rare.
-            Err(_) => write_scaled(f, negative, &magnitude.to_string(), scale),
+            Err(_) => write_scaled(out, negative, magnitude.to_string().as_bytes(), scale),
         }
+    }
+
+    /// Appends exactly the `Display` text to `out`, without the formatting
+    /// machinery (the output writers' hot path).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = self.write_text(out);
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_text(f)
     }
 }
 
@@ -415,6 +464,9 @@ mod tests {
                 dec.to_string(),
                 reference_text(value < 0, value.unsigned_abs().to_string(), 8)
             );
+            let mut bytes = Vec::new();
+            dec.append_to(&mut bytes);
+            proptest::prop_assert_eq!(bytes, dec.to_string().into_bytes());
             let amount = Amount(I256::from(value) * I256::from(times));
             proptest::prop_assert_eq!(
                 amount.to_string(),
@@ -424,6 +476,9 @@ mod tests {
                     16
                 )
             );
+            let mut bytes = b"prefix ".to_vec();
+            amount.append_to(&mut bytes);
+            proptest::prop_assert_eq!(bytes, format!("prefix {amount}").into_bytes());
         }
     }
 

@@ -72,6 +72,33 @@ impl Date {
     }
 }
 
+impl Date {
+    /// Appends exactly the `Display` text to `out`, without the formatting
+    /// machinery (the output writers' hot path).
+    pub fn append_to(self, out: &mut Vec<u8>) {
+        let (y, m, d) = self.ymd();
+        if y > 9999 {
+            use std::io::Write;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{self}");
+            return;
+        }
+        let digit = |v: u32| b'0' + (v % 10) as u8;
+        out.extend_from_slice(&[
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(m / 10),
+            digit(m),
+            b'-',
+            digit(d / 10),
+            digit(d),
+        ]);
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = self.ymd();
@@ -127,7 +154,15 @@ pub struct TradeVersion {
 impl TradeVersion {
     /// `{account_id}_{book_id}_{security_id}`.
     pub fn position_key(&self) -> Id {
-        crate::id::format_id!("{}_{}_{}", self.account_id, self.book_id, self.security_id)
+        let parts = [&self.account_id, &self.book_id, &self.security_id];
+        let mut key = Id::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 2);
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                key.push('_');
+            }
+            key.push_str(part);
+        }
+        key
     }
 
     /// A canonical byte encoding of every field (strings length-prefixed,
@@ -281,6 +316,29 @@ impl LotMethod {
             LotMethod::Fifo => "FIFO",
             LotMethod::Lifo => "LIFO",
             LotMethod::Hifo => "HIFO",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Date;
+
+    /// The writers' byte path gives exactly the `Display` text, including
+    /// years past four digits and the smallest ones.
+    #[test]
+    fn a_dates_bytes_are_its_display_text() {
+        for date in [
+            Date(1_01_01),
+            Date(1970_01_01),
+            Date(2026_12_31),
+            Date(9999_12_31),
+            Date(10000_01_01),
+            Date(u32::MAX),
+        ] {
+            let mut bytes = b"x".to_vec();
+            date.append_to(&mut bytes);
+            assert_eq!(bytes, format!("x{date}").into_bytes());
         }
     }
 }

@@ -333,6 +333,16 @@ impl PositionBook {
 
     /// Index of the chunk that holds (or would hold) `key`.
     fn chunk_for(&self, key: &LotKey) -> usize {
+        // Most trades arrive in lot order: at or past the last chunk's
+        // first key is the last chunk (what the search below gives too).
+        let last = self.chunks.len().saturating_sub(1);
+        if self.chunks[last..]
+            .first()
+            .and_then(Chunk::first_key)
+            .is_some_and(|k| k <= key)
+        {
+            return last;
+        }
         let after = self
             .chunks
             .partition_point(|c| c.first_key().is_some_and(|k| k <= key));
@@ -346,7 +356,12 @@ impl PositionBook {
         self.touched = true;
         let i = self.chunk_for(&trade.key);
         let chunk = &mut self.chunks[i];
-        let at = chunk.trades.partition_point(|t| t.key < trade.key);
+        // An in-order trade goes last: what the search gives, in one comparison.
+        let at = if chunk.trades.last().is_none_or(|t| t.key < trade.key) {
+            chunk.trades.len()
+        } else {
+            chunk.trades.partition_point(|t| t.key < trade.key)
+        };
         if chunk.trades.get(at).is_some_and(|t| t.key == trade.key) {
             return Err(BookError::Invariant(format!(
                 "inserting {:?}, which is booked already",

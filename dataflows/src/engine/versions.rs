@@ -21,7 +21,7 @@ use super::id_slots::{IdSlots, SlotId};
 use super::intake::Parsed;
 use super::spare_buffers::SpareBuffers;
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::gate::{fingerprint, Admission, Prints};
+use crate::gate::{fingerprint, Prints, Verdict};
 use crate::id::Id;
 use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, TradeVersion};
 
@@ -249,7 +249,7 @@ struct VersionState {
     positions: IdSlots<()>,
     /// Per timestamp: trade slot -> the newest version accepted now (kept
     /// to reuse its memory).
-    touched: HashMap<SlotId, TradeVersion>,
+    touched: HashMap<SlotId, Box<TradeVersion>>,
 }
 
 impl VersionState {
@@ -301,8 +301,8 @@ impl VersionState {
             let (_, state) = self.trades.get_mut(slot);
             // The live version, unless this timestamp touched the trade already.
             let live_version = state.prints.highest_version();
-            match state.prints.admit(*version, print) {
-                Admission::Accepted(version) => {
+            match state.prints.verdict(&version, print) {
+                Verdict::Accepted => {
                     if let Some(sequence) = version.sequence {
                         emit.sequences.push((version.account_id.clone(), sequence));
                     }
@@ -333,8 +333,8 @@ impl VersionState {
                         }
                     }
                 }
-                Admission::Duplicate(_) => emit.duplicates.push(source),
-                Admission::Rejected(reason) => emit.rejected.push(DeadLetter {
+                Verdict::Duplicate => emit.duplicates.push(source),
+                Verdict::Rejected(reason) => emit.rejected.push(DeadLetter {
                     source,
                     reason,
                     payload,
@@ -353,7 +353,7 @@ impl VersionState {
     /// with the new version as their cause (the new version's position when
     /// it is booked, and the old position when the trade left it), and
     /// reports the new live version.
-    fn make_live(&mut self, slot: SlotId, new: TradeVersion, time: Time, emit: &mut Emitted) {
+    fn make_live(&mut self, slot: SlotId, new: Box<TradeVersion>, time: Time, emit: &mut Emitted) {
         let new_booked = new.booked().map(|b| (new.position_key(), b));
         let new_at = self.booked_at(new_booked.as_ref());
         let (trade_id, state) = self.trades.get_mut(slot);
@@ -378,7 +378,7 @@ impl VersionState {
             emit.book.push(((position.clone(), insert), time, 1));
         }
         if self.trade_versions {
-            let live = new_booked.is_some().then(|| new.clone());
+            let live = new_booked.is_some().then(|| (*new).clone());
             emit.trades.push((new.trade_id.clone(), live, time));
         }
         if self.event_log {

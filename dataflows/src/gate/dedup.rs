@@ -18,6 +18,17 @@ pub enum Admission {
     Rejected(Rejection),
 }
 
+/// [`Admission`] without the version: what [`Prints::verdict`] decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// First acceptance of this `(trade_id, version)` (now remembered).
+    Accepted,
+    /// Equal to the accepted copy: acknowledged, ignored.
+    Duplicate,
+    /// `conflicting_duplicate`: the first copy stays.
+    Rejected(Rejection),
+}
+
 /// Stateful gate: [`parse_event`] plus the duplicate / conflicting-duplicate
 /// rule, which depends on arrival order. Remembers a 128-bit fingerprint of
 /// every accepted `(trade_id, version)`; the first copy accepted stays.
@@ -103,13 +114,23 @@ impl Prints {
     /// fingerprint, else `Rejected` with `conflicting_duplicate`, the first
     /// copy staying.
     pub fn admit(&mut self, version: TradeVersion, print: u128) -> Admission {
+        match self.verdict(&version, print) {
+            Verdict::Accepted => Admission::Accepted(version),
+            Verdict::Duplicate => Admission::Duplicate(version),
+            Verdict::Rejected(rejection) => Admission::Rejected(rejection),
+        }
+    }
+
+    /// [`Prints::admit`] without taking the version: the verdict only, so
+    /// a caller that keeps the version (boxed) never moves it.
+    pub fn verdict(&mut self, version: &TradeVersion, print: u128) -> Verdict {
         match self.get(version.version) {
             None => {
                 self.push(version.version, print);
-                Admission::Accepted(version)
+                Verdict::Accepted
             }
-            Some(known) if known == print => Admission::Duplicate(version),
-            Some(_) => Admission::Rejected(Rejection {
+            Some(known) if known == print => Verdict::Duplicate,
+            Some(_) => Verdict::Rejected(Rejection {
                 kind: RejectKind::ConflictingDuplicate,
                 detail: format!(
                     "{} v{} already accepted with different content",

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use crate::trade::TradeVersion;
-pub use dedup::{fingerprint, Admission, DuplicateRule, Prints};
+pub use dedup::{fingerprint, Admission, DuplicateRule, Prints, Verdict};
 pub(crate) use fields::date_value;
 pub use fields::parse_event;
 pub use market::{parse_price_tick, parse_statement, PriceTick, Statement};
