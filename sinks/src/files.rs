@@ -26,17 +26,22 @@ pub enum FileSinkError {
 pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(Id, Lot)]) -> Result<(), FileSinkError> {
     lots.sort_by(|a, b| (&a.0, &a.1.lot_id).cmp(&(&b.0, &b.1.lot_id)));
     writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
+    // Each row is built in one reused buffer, values without the
+    // formatting machinery (`append_to`), and written at once.
+    let mut row = Vec::with_capacity(128);
     for (key, lot) in lots.iter() {
-        writeln!(
-            out,
-            "{},{},{},{},{},{}",
-            key,
-            lot.lot_id,
-            lot.side.as_str(),
-            lot.open_date,
-            lot.quantity,
-            lot.price
-        )?;
+        row.clear();
+        for text in [key.as_str(), lot.lot_id.as_str(), lot.side.as_str()] {
+            row.extend_from_slice(text.as_bytes());
+            row.push(b',');
+        }
+        lot.open_date.append_to(&mut row);
+        row.push(b',');
+        lot.quantity.append_to(&mut row);
+        row.push(b',');
+        lot.price.append_to(&mut row);
+        row.push(b'\n');
+        out.write_all(&row)?;
     }
     Ok(())
 }
@@ -52,12 +57,21 @@ pub fn write_positions_csv(
         out,
         "position_key,quantity,lot_count,cost_basis,realized_pnl"
     )?;
+    let mut row = Vec::with_capacity(128);
     for (key, s) in positions.iter().filter(|(_, s)| !s.is_omitted()) {
-        writeln!(
-            out,
-            "{},{},{},{},{}",
-            key, s.quantity, s.lot_count, s.cost_basis, s.realized_pnl
-        )?;
+        row.clear();
+        row.extend_from_slice(key.as_bytes());
+        row.push(b',');
+        s.quantity.append_to(&mut row);
+        row.push(b',');
+        // Writing an integer into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut row, &s.lot_count);
+        row.push(b',');
+        s.cost_basis.append_to(&mut row);
+        row.push(b',');
+        s.realized_pnl.append_to(&mut row);
+        row.push(b'\n');
+        out.write_all(&row)?;
     }
     Ok(())
 }
