@@ -236,14 +236,26 @@ fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &[u8] {
         buf[at] = b'0' + (value % 10) as u8;
         value /= 10;
     }
+    // Two digits per division below 64 bits.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut small = value as u64;
-    loop {
+    while small >= 100 {
+        let pair = (small % 100) as usize * 2;
+        small /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if small >= 10 {
+        let pair = small as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        buf[at] = b'0' + (small % 10) as u8;
-        small /= 10;
-        if small == 0 {
-            break;
-        }
+        buf[at] = b'0' + small as u8;
     }
     &buf[at..]
 }
