@@ -339,15 +339,9 @@ impl Driver {
                 },
             );
             if keep == Capture::All {
-                capture(r.live_ticks.inner, &sink, |o, (row, t, d)| {
-                    o.at(t).live_ticks.push((row, d))
-                });
-                capture(r.live_statements.inner, &sink, |o, (row, t, d)| {
-                    o.at(t).live_statements.push((row, d))
-                });
-                capture(r.sequence_ranges.inner, &sink, |o, (row, t, d)| {
-                    o.at(t).sequence_ranges.push((row, d))
-                });
+                capture_rows(r.live_ticks.inner, &sink, |o| &mut o.live_ticks);
+                capture_rows(r.live_statements.inner, &sink, |o| &mut o.live_statements);
+                capture_rows(r.sequence_ranges.inner, &sink, |o| &mut o.sequence_ranges);
             } else {
                 r.live_ticks.inner.probe_with(&probe);
                 r.live_statements.inner.probe_with(&probe);
@@ -412,22 +406,19 @@ impl Driver {
                 (false, Some(arranged)) => arranged.as_collection(|k, v| (k.clone(), v.clone())),
                 _ => e.lots,
             };
-            capture(lots.inner, &sink, |o, (row, t, d)| {
-                o.at(t).lots.push((row, d))
-            });
+            capture_rows(lots.inner, &sink, |o| &mut o.lots);
             let positions = match (final_state_only, positions) {
                 (false, Some(arranged)) => arranged.as_collection(|k, v| (k.clone(), v.clone())),
                 _ => e.positions,
             };
-            capture(positions.inner, &sink, |o, (row, t, d)| {
-                o.at(t).positions.push((row, d))
-            });
+            capture_rows(positions.inner, &sink, |o| &mut o.positions);
             let keep_corrections = keep != Capture::StateCountingCorrections;
-            capture(e.corrections.inner, &sink, move |o, (c, t, _)| {
-                let entry = o.at(t);
-                entry.correction_count += 1;
-                if keep_corrections {
-                    entry.corrections.push(c);
+            capture(e.corrections.inner, &sink, move |entry, run| {
+                for (c, _, _) in run {
+                    entry.correction_count += 1;
+                    if keep_corrections {
+                        entry.corrections.push(c);
+                    }
                 }
             });
             if keep == Capture::All {
@@ -439,15 +430,9 @@ impl Driver {
             }
             capture_stamped(e.dead_letters, &sink, |out, d| out.dead_letters.push(d));
             capture_stamped(e.duplicates, &sink, |out, s| out.duplicates.push(s));
-            capture(r.valuations.inner, &sink, |o, (row, t, d)| {
-                o.at(t).valuations.push((row, d))
-            });
-            capture(r.breaks.inner, &sink, |o, (row, t, d)| {
-                o.at(t).breaks.push((row, d))
-            });
-            capture(r.gaps.inner, &sink, |o, (row, t, d)| {
-                o.at(t).gaps.push((row, d))
-            });
+            capture_rows(r.valuations.inner, &sink, |o| &mut o.valuations);
+            capture_rows(r.breaks.inner, &sink, |o| &mut o.breaks);
+            capture_rows(r.gaps.inner, &sink, |o| &mut o.gaps);
             capture_stamped(r.rejected_prices, &sink, |out, d| {
                 out.rejected_prices.push(d)
             });
@@ -701,7 +686,7 @@ impl Sink {
 fn capture<'scope, D: timely::ExchangeData>(
     stream: StreamVec<'scope, Time, (D, Time, Diff)>,
     sink: &Sink,
-    mut record: impl FnMut(&mut BTreeMap<Time, TimestampOutput>, (D, Time, Diff)) + 'static,
+    mut record: impl FnMut(&mut TimestampOutput, &mut dyn Iterator<Item = (D, Time, Diff)>) + 'static,
 ) {
     let probe = &sink.probe;
     let stream = sink.route(stream);
@@ -711,13 +696,35 @@ fn capture<'scope, D: timely::ExchangeData>(
             move |input, _output| {
                 input.for_each(|_time, data| {
                     let mut outputs = sink.borrow_mut();
-                    for update in data.drain(..) {
-                        record(&mut outputs, update);
+                    // A container holds one time as a rule (each stage
+                    // emits per time): its updates go in as one run, the
+                    // time looked up once and the room reserved at once.
+                    match data.first().map(|u| u.1) {
+                        Some(t) if data.iter().all(|u| u.1 == t) => {
+                            record(outputs.at(t), &mut data.drain(..));
+                        }
+                        _ => {
+                            for update in data.drain(..) {
+                                let t = update.1;
+                                record(outputs.at(t), &mut std::iter::once(update));
+                            }
+                        }
                     }
                 });
             }
         })
         .probe_with(probe);
+}
+
+/// [`capture`] into one per-time list of `(row, diff)`, the one `field` picks.
+fn capture_rows<'scope, D: timely::ExchangeData>(
+    stream: StreamVec<'scope, Time, (D, Time, Diff)>,
+    sink: &Sink,
+    field: impl Fn(&mut TimestampOutput) -> &mut Vec<(D, Diff)> + 'static,
+) {
+    capture(stream, sink, move |entry, run| {
+        field(entry).extend(run.map(|(row, _, diff)| (row, diff)));
+    });
 }
 
 /// Like [`capture`], for a plain stream whose records belong to the time
