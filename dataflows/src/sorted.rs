@@ -7,7 +7,18 @@ use differential_dataflow::consolidation::consolidate;
 /// present in both (as many times as it is in both) is dropped from both.
 /// Both outputs come sorted. This is `new - old` as a differential
 /// collection, consolidated.
-pub fn diff_sorted<T: Ord + Clone>(old: Vec<T>, new: Vec<T>) -> (Vec<T>, Vec<T>) {
+pub fn diff_sorted<T: Ord + Clone>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>) {
+    // Nothing can cancel when one side is empty: the other, sorted, is the
+    // answer (the booking's common case: a buy only opens, so no buffer
+    // of updates is built and split again).
+    if old.is_empty() || new.is_empty() {
+        for side in [&mut old, &mut new] {
+            if !side.is_sorted() {
+                side.sort();
+            }
+        }
+        return (old, new);
+    }
     let mut updates: Vec<(T, isize)> = old
         .into_iter()
         .map(|t| (t, -1))
@@ -38,5 +49,6 @@ mod tests {
         );
         assert_eq!(diff_sorted(Vec::<u8>::new(), vec![1]), (vec![], vec![1]));
         assert_eq!(diff_sorted(vec![3, 1], vec![]), (vec![1, 3], vec![]));
+        assert_eq!(diff_sorted(vec![], vec![2, 1, 2]), (vec![], vec![1, 2, 2]));
     }
 }
