@@ -104,7 +104,8 @@ impl<R: BufRead> BoundedLines<R> {
                 }
                 break;
             }
-            let (chunk, found) = match buffer.iter().position(|b| *b == b'\n') {
+            // memchr: the newline search a word (or vector) at a time.
+            let (chunk, found) = match memchr::memchr(b'\n', buffer) {
                 Some(at) => (&buffer[..at], true),
                 None => (buffer, false),
             };
