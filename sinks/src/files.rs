@@ -26,22 +26,15 @@ pub enum FileSinkError {
 pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(Id, Lot)]) -> Result<(), FileSinkError> {
     lots.sort_by(|a, b| (&a.0, &a.1.lot_id).cmp(&(&b.0, &b.1.lot_id)));
     writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
-    // Each row is built in one reused buffer, values without the
-    // formatting machinery (`append_to`), and written at once.
-    let mut row = Vec::with_capacity(128);
+    let mut row = CsvRow::default();
     for (key, lot) in lots.iter() {
-        row.clear();
-        for text in [key.as_str(), lot.lot_id.as_str(), lot.side.as_str()] {
-            row.extend_from_slice(text.as_bytes());
-            row.push(b',');
-        }
-        lot.open_date.append_to(&mut row);
-        row.push(b',');
-        lot.quantity.append_to(&mut row);
-        row.push(b',');
-        lot.price.append_to(&mut row);
-        row.push(b'\n');
-        out.write_all(&row)?;
+        row.text(key)
+            .text(&lot.lot_id)
+            .text(lot.side.as_str())
+            .field(|b| lot.open_date.append_to(b))
+            .field(|b| lot.quantity.append_to(b))
+            .field(|b| lot.price.append_to(b))
+            .write_to(out)?;
     }
     Ok(())
 }
@@ -57,23 +50,51 @@ pub fn write_positions_csv(
         out,
         "position_key,quantity,lot_count,cost_basis,realized_pnl"
     )?;
-    let mut row = Vec::with_capacity(128);
+    let mut row = CsvRow::default();
     for (key, s) in positions.iter().filter(|(_, s)| !s.is_omitted()) {
-        row.clear();
-        row.extend_from_slice(key.as_bytes());
-        row.push(b',');
-        s.quantity.append_to(&mut row);
-        row.push(b',');
-        // Writing an integer into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut row, &s.lot_count);
-        row.push(b',');
-        s.cost_basis.append_to(&mut row);
-        row.push(b',');
-        s.realized_pnl.append_to(&mut row);
-        row.push(b'\n');
-        out.write_all(&row)?;
+        row.text(key)
+            .field(|b| s.quantity.append_to(b))
+            // Writing an integer into a Vec cannot fail.
+            .field(|b| drop(serde_json::to_writer(b, &s.lot_count)))
+            .field(|b| s.cost_basis.append_to(b))
+            .field(|b| s.realized_pnl.append_to(b))
+            .write_to(out)?;
     }
     Ok(())
+}
+
+/// One CSV row built in a reused buffer, its values written without the
+/// formatting machinery (`append_to`), then written out at once.
+#[derive(Default)]
+struct CsvRow {
+    bytes: Vec<u8>,
+    fields: usize,
+}
+
+impl CsvRow {
+    /// Appends a field (a comma before every field but the first).
+    fn field(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> &mut CsvRow {
+        if self.fields > 0 {
+            self.bytes.push(b',');
+        }
+        self.fields += 1;
+        write(&mut self.bytes);
+        self
+    }
+
+    /// Appends a text field as it is (the spec's CSV files quote nothing).
+    fn text(&mut self, text: &str) -> &mut CsvRow {
+        self.field(|b| b.extend_from_slice(text.as_bytes()))
+    }
+
+    /// Writes the row and its newline, and starts an empty one.
+    fn write_to(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        self.bytes.push(b'\n');
+        let written = out.write_all(&self.bytes);
+        self.bytes.clear();
+        self.fields = 0;
+        written
+    }
 }
 
 /// Writes `rejected.jsonl`: `{"line": N, "reason": "KIND: detail"}` sorted by line.
