@@ -24,8 +24,8 @@ use timely::worker::Worker;
 use crate::correction::Correction;
 use crate::decimal::Dec8;
 use crate::engine::{
-    self, AcceptedEvent, Arrangement, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent,
-    RestoredTrade, SourceRef, Time,
+    self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent, RestoredTrade,
+    SourceRef, Time,
 };
 use crate::gate::Rejection;
 use crate::id::Id;
@@ -188,26 +188,34 @@ struct Completed {
     history_from: Time,
 }
 
-/// `changes` arranged by position key when `captured` (the per-timestamp
-/// capture reads it) or shared; a shared arrangement's trace goes into
-/// `shared` and its stream passes `probe`. `None`: nothing reads it as a
-/// table, so nothing is arranged.
-fn arrange_where_read<'scope, V: differential_dataflow::ExchangeData + std::hash::Hash>(
-    changes: &VecCollection<'scope, Time, (Id, V), Diff>,
+/// What the per-timestamp capture reads of `changes` (lots or positions),
+/// arranged by position key only where something reads it as a table:
+/// - a run that commits each timestamp captures the arrangement's
+///   consolidated updates;
+/// - a final-state run (`final_state_only`) captures the changes as the
+///   booking stage emitted them (its consumer sums them);
+/// - a shared table (`shared`) gets the arrangement's trace, its stream
+///   passing `probe`.
+fn table_changes<'scope, V: differential_dataflow::ExchangeData + std::hash::Hash>(
+    changes: VecCollection<'scope, Time, (Id, V), Diff>,
     name: &str,
-    captured: bool,
+    final_state_only: bool,
     shared: Option<&mut Option<PositionTrace<V>>>,
     probe: &ProbeHandle<Time>,
-) -> Option<Arrangement<'scope, Id, V>> {
-    if !captured && shared.is_none() {
-        return None;
+) -> VecCollection<'scope, Time, (Id, V), Diff> {
+    if final_state_only && shared.is_none() {
+        return changes;
     }
     let arranged = changes.clone().arrange_by_key_named(name);
     if let Some(shared) = shared {
         arranged.stream.clone().probe_with(probe);
         *shared = Some(arranged.trace.clone());
     }
-    Some(arranged)
+    if final_state_only {
+        changes
+    } else {
+        arranged.as_collection(|k, v| (k.clone(), v.clone()))
+    }
 }
 
 impl Completed {
@@ -347,24 +355,21 @@ impl Driver {
                 r.live_statements.inner.probe_with(&probe);
                 r.sequence_ranges.inner.probe_with(&probe);
             }
-            // Lots and positions are arranged only where read as tables:
-            // by queries, and by the per-timestamp capture of a run that
-            // commits each timestamp (consolidated by the arrangement). A
-            // final-state run captures the booking stage's changes as they
-            // are; its consumer sums them.
-            let lots = arrange_where_read(
-                &e.lots,
+            // Lots and positions are arranged only where read as tables
+            // (`table_changes`).
+            let lots = table_changes(
+                e.lots,
                 "Arrange: lots by position",
-                !final_state_only,
+                final_state_only,
                 share_tables
                     .contains(Table::Lots)
                     .then_some(&mut tables.lots),
                 &probe,
             );
-            let positions = arrange_where_read(
-                &e.positions,
+            let positions = table_changes(
+                e.positions,
                 "Arrange: positions by position",
-                !final_state_only,
+                final_state_only,
                 share_tables
                     .contains(Table::Positions)
                     .then_some(&mut tables.positions),
@@ -402,15 +407,7 @@ impl Driver {
                     tables.corrections = Some(corrections.trace);
                 }
             }
-            let lots = match (final_state_only, lots) {
-                (false, Some(arranged)) => arranged.as_collection(|k, v| (k.clone(), v.clone())),
-                _ => e.lots,
-            };
             capture_rows(lots.inner, &sink, |o| &mut o.lots);
-            let positions = match (final_state_only, positions) {
-                (false, Some(arranged)) => arranged.as_collection(|k, v| (k.clone(), v.clone())),
-                _ => e.positions,
-            };
             capture_rows(positions.inner, &sink, |o| &mut o.positions);
             let keep_corrections = keep != Capture::StateCountingCorrections;
             capture(e.corrections.inner, &sink, move |entry, run| {

@@ -955,7 +955,10 @@ fn query_answer(
 
 /// Adds updates to per-row counts; a row whose count returns to zero
 /// leaves (lots open and close all run long: the map holds what is open).
-fn add_updates<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, isize>, updates: Vec<(K, isize)>) {
+fn add_updates<K: std::hash::Hash + Eq>(
+    counts: &mut HashMap<K, isize>,
+    updates: impl IntoIterator<Item = (K, isize)>,
+) {
     for (row, diff) in updates {
         match counts.entry(row) {
             Entry::Occupied(mut slot) => {
@@ -979,9 +982,7 @@ fn add_counts<K: std::hash::Hash + Eq>(into: &mut HashMap<K, isize>, from: HashM
         return;
     }
     into.reserve(from.len());
-    for (row, diff) in from {
-        *into.entry(row).or_insert(0) += diff;
-    }
+    add_updates(into, from);
 }
 
 /// Keeps rows whose multiplicity is one; any other non-zero count is a bug.

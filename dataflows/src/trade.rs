@@ -155,24 +155,26 @@ impl TradeVersion {
     /// `{account_id}_{book_id}_{security_id}`.
     pub fn position_key(&self) -> Id {
         let parts = [&self.account_id, &self.book_id, &self.security_id];
-        // Joined in a stack buffer (three ids of the gate's longest, 64
-        // bytes, and two `_`), then made an `Id` in one step.
+        let formatted = || crate::id::format_id!("{}_{}_{}", parts[0], parts[1], parts[2]);
+        // Joined in a stack buffer (room for three ids of 64 ASCII
+        // characters, the gate's longest, and two `_`), then made an `Id`
+        // in one step; longer keys (non-ASCII ids) are formatted.
         let mut buf = [0u8; 3 * 64 + 2];
-        let mut len = 0;
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + 2;
+        let Some(key) = buf.get_mut(..len) else {
+            return formatted();
+        };
+        let mut at = 0;
         for (i, part) in parts.into_iter().enumerate() {
-            let sep = usize::from(i > 0);
-            let Some(room) = buf.get_mut(len..len + sep + part.len()) else {
-                return crate::id::format_id!("{}_{}_{}", parts[0], parts[1], parts[2]);
-            };
-            room[..sep].fill(b'_');
-            room[sep..].copy_from_slice(part.as_bytes());
-            len += sep + part.len();
+            if i > 0 {
+                key[at] = b'_';
+                at += 1;
+            }
+            key[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
         }
-        // Valid UTF-8: whole ids joined by an ASCII byte.
-        std::str::from_utf8(&buf[..len]).map_or_else(
-            |_| crate::id::format_id!("{}_{}_{}", parts[0], parts[1], parts[2]),
-            Id::new,
-        )
+        // Always valid UTF-8 (whole ids joined by an ASCII byte).
+        std::str::from_utf8(key).map_or_else(|_| formatted(), Id::new)
     }
 
     /// A canonical byte encoding of every field (strings length-prefixed,

@@ -335,13 +335,13 @@ impl PositionBook {
     fn chunk_for(&self, key: &LotKey) -> usize {
         // Most trades arrive in lot order: at or past the last chunk's
         // first key is the last chunk (what the search below gives too).
-        let last = self.chunks.len().saturating_sub(1);
-        if self.chunks[last..]
-            .first()
+        if self
+            .chunks
+            .last()
             .and_then(Chunk::first_key)
             .is_some_and(|k| k <= key)
         {
-            return last;
+            return self.chunks.len() - 1;
         }
         let after = self
             .chunks
@@ -595,10 +595,9 @@ impl PositionBook {
 
     /// Cancels lots both retracted and asserted, and refreshes the summary.
     fn finish(&mut self) -> Result<LotChanges, BookError> {
-        let mut closed = std::mem::take(&mut self.retired);
-        let mut opened = std::mem::take(&mut self.asserted);
-        closed.sort_unstable();
-        opened.sort_unstable();
+        // `diff_sorted` sorts both sides itself.
+        let closed = std::mem::take(&mut self.retired);
+        let opened = std::mem::take(&mut self.asserted);
         let (closed, opened) = diff_sorted(closed, opened);
         let changes = LotChanges { closed, opened };
         let mut summary = self.summary.clone();
