@@ -6,7 +6,9 @@
 //! shortens one gap, or opens one beyond the ends. Cost per value:
 //! O(log gaps). The same three things are what a restart restores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use differential_dataflow::{Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -101,6 +103,12 @@ impl AccountSequences {
 
 /// Sequence values (and restored states) in; gap rows and per-account
 /// ranges out.
+///
+/// Per timestamp, restored states go first (a restart feeds them alone, at
+/// its start time), then each account's new values in ascending order, so
+/// a run of in-order values only extends the range: no gap opens and
+/// closes again within the timestamp. Each account's gap changes are
+/// netted before they leave; the result does not depend on arrival order.
 pub(super) fn sequence_gaps<'scope>(
     inputs: VecCollection<'scope, Time, SequenceInput, Diff>,
 ) -> VecCollection<'scope, Time, SequenceRow, Diff> {
@@ -108,37 +116,39 @@ pub(super) fn sequence_gaps<'scope>(
         inputs.inner,
         "Reconcile: sequence gaps",
         |input: &SequenceInput| input.account().hashed(),
-        HashMap::<Id, AccountSequences>::new(),
-        |accounts, time, mut updates, out| {
-            // Restores first: a restart feeds them at its start time, alone.
-            updates.sort();
-            updates.reverse();
-            let mut ranges_before: HashMap<Id, Option<(u64, u64)>> = HashMap::new();
+        HashMap::<Id, AccountSequences>::default(),
+        |accounts, time, updates, out| {
+            let mut restores = Vec::new();
+            let mut values: HashMap<Id, Vec<u64>> = HashMap::default();
             for (input, diff) in updates {
                 if diff <= 0 {
                     continue;
                 }
-                let account = Id::from(input.account());
+                match input {
+                    SequenceInput::Value(account, s) => values.entry(account).or_default().push(s),
+                    SequenceInput::Restore(restored) => restores.push(restored),
+                }
+            }
+            let mut ranges_before: HashMap<Id, Option<(u64, u64)>> = HashMap::default();
+            let mut changes = Vec::new();
+            for restored in restores {
+                let account = restored.account_id;
                 let state = accounts.entry(account.clone()).or_default();
                 ranges_before.entry(account.clone()).or_insert(state.range);
-                let mut changes = Vec::new();
-                match input {
-                    SequenceInput::Value(_, s) => state.add(s, &mut changes),
-                    SequenceInput::Restore(restored) => {
-                        state.range = Some((restored.min, restored.max));
-                        for (first, last) in restored.gaps {
-                            state.open(first, last, &mut changes);
-                        }
-                    }
+                state.range = Some((restored.min, restored.max));
+                for (first, last) in restored.gaps {
+                    state.open(first, last, &mut changes);
                 }
-                for ((first, last), d) in changes {
-                    let row = GapRow {
-                        account_id: account.clone(),
-                        first_missing: first,
-                        last_missing: last,
-                    };
-                    out.push((SequenceRow::Gap(row), time, d));
+                emit_gap_changes(&account, &mut changes, time, out);
+            }
+            for (account, mut seen) in values {
+                seen.sort_unstable();
+                let state = accounts.entry(account.clone()).or_default();
+                ranges_before.entry(account.clone()).or_insert(state.range);
+                for s in seen {
+                    state.add(s, &mut changes);
                 }
+                emit_gap_changes(&account, &mut changes, time, out);
             }
             for (account, before) in ranges_before {
                 let after = accounts.get(&account).and_then(|a| a.range);
@@ -154,6 +164,25 @@ pub(super) fn sequence_gaps<'scope>(
             }
         },
     )
+}
+
+/// Nets one account's gap `changes` (closed -1, opened +1) and pushes what
+/// is left as gap rows at `time`; leaves `changes` empty.
+fn emit_gap_changes(
+    account: &Id,
+    changes: &mut Vec<((u64, u64), Diff)>,
+    time: Time,
+    out: &mut Vec<(SequenceRow, Time, Diff)>,
+) {
+    differential_dataflow::consolidation::consolidate(changes);
+    for ((first, last), d) in changes.drain(..) {
+        let row = GapRow {
+            account_id: account.clone(),
+            first_missing: first,
+            last_missing: last,
+        };
+        out.push((SequenceRow::Gap(row), time, d));
+    }
 }
 
 #[cfg(test)]
