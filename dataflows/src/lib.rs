@@ -16,5 +16,6 @@ pub mod position;
 pub mod query;
 pub mod reconcile;
 pub mod runner;
+mod shared_events;
 pub mod sorted;
 pub mod trade;

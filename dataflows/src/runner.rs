@@ -3,8 +3,10 @@
 //! The caller supplies the events (a file reader, a vector in a test), so
 //! this module performs no I/O itself. The events are read ONCE, by one
 //! reader thread, which cuts them into batches (one engine timestamp each)
-//! and hands each worker its share through a bounded channel, so a pipe or
-//! FIFO is never split between workers and the file is scanned once.
+//! and hands them to the workers through bounded channels, so a pipe or
+//! FIFO is never split between workers and the file is scanned once. A
+//! batch's trade events are shared by the workers, each taking chunks of
+//! them as it has time (`shared_events.rs`).
 
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
@@ -24,6 +26,7 @@ use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::query::{compare_rows, render, EvalError, Plan, Row, TableSet, Tables};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
+use crate::shared_events::{SharedEvents, SharedEventsBuilder, CHUNK_LINES};
 use crate::trade::LotMethod;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
@@ -110,7 +113,8 @@ pub struct RunOptions {
 /// One process of a cluster run: every process runs the same command
 /// over the same input with the same `workers`, and reads the input's
 /// events for its own workers only (event i goes to worker
-/// (i-1) % (processes x workers) of the cluster). Every output is
+/// (i-1) % (processes x workers) of the cluster; a process's workers share
+/// its trade events). Every output is
 /// gathered on worker 0, so process 0's outcome is the whole run's and
 /// the others' is empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,12 +380,17 @@ struct Lines {
     too_long: Vec<(SourceRef, u64)>,
 }
 
+/// Where line `line_no` (counted from 1) of a file is.
+fn line_source(line_no: u64) -> SourceRef {
+    SourceRef {
+        partition: 0,
+        offset: line_no,
+    }
+}
+
 impl Lines {
     fn push(&mut self, line_no: u64, line: SourceLine) {
-        let source = SourceRef {
-            partition: 0,
-            offset: line_no,
-        };
+        let source = line_source(line_no);
         match line {
             SourceLine::Event(bytes) => self.events.push((source, bytes)),
             SourceLine::TooLong(length) => self.too_long.push((source, length)),
@@ -393,7 +402,11 @@ impl Lines {
 #[derive(Default)]
 struct Batch {
     time: Time,
-    trades: Lines,
+    /// The timestamp's trade events, shared by this process's workers
+    /// (each takes chunks of them, [`SharedEvents`]).
+    trades: Arc<SharedEvents>,
+    /// Trade lines over the length limit: (where, length).
+    trades_too_long: Vec<(SourceRef, u64)>,
     prices: Lines,
     statements: Lines,
     /// Lot-method changes at this time (worker 0 only).
@@ -583,8 +596,10 @@ pub fn run_with<S: EventSource>(
     Ok(outcome)
 }
 
-/// The reader: every event once, cut into batches; event i goes to worker
-/// (i-1) % workers; method changes go to worker 0. Timestamp t holds lines
+/// The reader: every event once, cut into batches. A batch's trade events
+/// are shared by this process's workers in chunks ([`SharedEvents`]); of the
+/// other lines (prices, statements, over-long trade lines) event i goes to
+/// worker (i-1) % workers; method changes go to worker 0. Timestamp t holds lines
 /// (t-1)*batch_size+1 ..= t*batch_size of each input (trades, prices,
 /// custodian statements). Returns the trade events read.
 fn read_batches<S: EventSource + ?Sized>(
@@ -626,6 +641,13 @@ fn read_batches<S: EventSource + ?Sized>(
     let mut statements = extra.custodian.as_ref().map(|s| s.events(max).fuse());
     let mut counts = [0u64; 3];
     let mut time: Time = 1;
+    // One worker takes a timestamp's events whole; several share them in chunks.
+    let chunk_lines = if workers > 1 {
+        CHUNK_LINES
+    } else {
+        options.batch_size
+    };
+    let mut trade_events = SharedEventsBuilder::new(chunk_lines);
     loop {
         let mut batches = new_batches(time);
         let mut any = false;
@@ -649,7 +671,12 @@ fn read_batches<S: EventSource + ?Sized>(
                 }
             }
             if let Some(i) = local(line_no) {
-                batches[i].trades.push(line_no, event);
+                match event {
+                    SourceLine::Event(bytes) => trade_events.push((line_source(line_no), bytes)),
+                    SourceLine::TooLong(length) => batches[i]
+                        .trades_too_long
+                        .push((line_source(line_no), length)),
+                }
             }
         }
         for (kind, lines) in [(1, prices.as_mut()), (2, statements.as_mut())] {
@@ -676,6 +703,10 @@ fn read_batches<S: EventSource + ?Sized>(
         }
         if !any && batches.iter().all(|b| b.methods.is_empty()) {
             break;
+        }
+        let shared = Arc::new(trade_events.finish());
+        for batch in &mut batches {
+            batch.trades = Arc::clone(&shared);
         }
         if !send(batches) {
             return Err("a worker stopped early".into());
@@ -777,10 +808,15 @@ fn run_worker(
         for (scope, method) in &batch.methods {
             driver.set_method(scope, *method);
         }
-        for (source, payload) in batch.trades.events {
-            driver.send(source, payload);
+        // Chunks of the timestamp's trade events, the dataflow stepped
+        // after each: a worker behind on the positions it owns takes fewer.
+        while let Some(chunk) = batch.trades.take() {
+            for (source, payload) in chunk {
+                driver.send(source, payload);
+            }
+            worker.step();
         }
-        for (source, length) in batch.trades.too_long {
+        for (source, length) in batch.trades_too_long {
             driver.reject(
                 source,
                 too_long(length, options.max_event_bytes),
