@@ -277,8 +277,14 @@ impl BookState {
                 out.faults.push(fault(position, time, &error.to_string()));
                 continue;
             }
-            // The net change: a trade retracted and asserted unchanged cancels out.
-            consolidate(&mut w.trades);
+            // The net change: a trade retracted and asserted unchanged
+            // cancels out. Without a retraction (a removal by key, or a -1
+            // from `book_again`) there is nothing to cancel: a trade enters
+            // a position at most once per timestamp, and the book takes its
+            // inserts in any order.
+            if w.trades.iter().any(|(_, diff)| *diff < 0) {
+                consolidate(&mut w.trades);
+            }
             let (removed, inserted) = (&mut self.removed, &mut self.inserted);
             removed.clear();
             inserted.clear();
