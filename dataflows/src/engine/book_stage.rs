@@ -19,7 +19,6 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use super::spare_buffers::SpareBuffers;
 use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
@@ -56,9 +55,18 @@ pub(super) struct BookStreams<'scope> {
 type InputUpdate = ((Id, BookInput), Time, Diff);
 type BookedUpdate = ((Id, (Date, Dec8)), Time, Diff);
 type MethodUpdate = ((Id, LotMethod), Time, Diff);
-/// One timestamp's buffered input: a capability per output to emit at it,
-/// trade/cause updates and method-map updates.
-type PendingTime = (Vec<Capability<Time>>, Vec<InputUpdate>, Vec<MethodUpdate>);
+/// One timestamp's buffered input.
+struct PendingTime {
+    /// A capability per output to emit at the time.
+    caps: Vec<Capability<Time>>,
+    /// Trade/cause updates, in the containers they came in (each of this
+    /// time only, as the versions stage emits them), so none is copied.
+    trades: Vec<Vec<InputUpdate>>,
+    /// Trade/cause updates that came in a container of several times.
+    loose: Vec<InputUpdate>,
+    /// Method-map updates.
+    methods: Vec<MethodUpdate>,
+}
 
 /// The operator's outputs: lots, positions, corrections, faults, booked.
 const OUTPUTS: usize = 5;
@@ -100,16 +108,16 @@ pub(super) fn book<'scope>(
             ..BookState::default()
         };
         let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
-        let mut spare: SpareBuffers<InputUpdate> = SpareBuffers::default();
         move |frontiers| {
             // A collection's container may hold updates at any time at or after its stamp.
             trades_in.for_each_stamp(|cap, data| {
-                let updates = data.flat_map(|b| b.drain(..));
-                stash(&mut pending, &cap, updates, &mut spare, |p| &mut p.1);
+                for container in data {
+                    stash_trades(&mut pending, &cap, container);
+                }
             });
             methods_in.for_each_stamp(|cap, data| {
                 let updates = data.flat_map(|b| b.drain(..));
-                stash(&mut pending, &cap, updates, &mut spare, |p| &mut p.2);
+                stash(&mut pending, &cap, updates, |p| &mut p.methods);
             });
             let mut lots_h = lots_out.activate();
             let mut positions_h = positions_out.activate();
@@ -120,12 +128,19 @@ pub(super) fn book<'scope>(
                 if frontiers[0].less_equal(&time) || frontiers[1].less_equal(&time) {
                     break;
                 }
-                let Some((caps, mut trades, method_changes)) = pending.remove(&time) else {
+                let Some(PendingTime {
+                    caps,
+                    trades,
+                    loose,
+                    methods,
+                }) = pending.remove(&time)
+                else {
                     break;
                 };
+                let count = loose.len() + trades.iter().map(Vec::len).sum::<usize>();
+                let updates = trades.into_iter().flatten().chain(loose);
                 let mut out = BookEmitted::default();
-                state.step(time, trades.drain(..), method_changes, &mut out);
-                spare.give_back(trades);
+                state.step(time, updates, count, methods, &mut out);
                 lots_h.session(&caps[0]).give_container(&mut out.lots);
                 positions_h
                     .session(&caps[1])
@@ -199,16 +214,17 @@ fn resolve(methods: &MethodMap, position_key: &str) -> LotMethod {
 }
 
 impl BookState {
+    /// Applies one timestamp's `count` trade updates and its method changes.
     fn step(
         &mut self,
         time: Time,
         updates: impl Iterator<Item = InputUpdate>,
+        count: usize,
         method_changes: Vec<MethodUpdate>,
         out: &mut BookEmitted,
     ) {
         // Room for the outputs up front: most updates open or close a lot.
-        let (updates_len, _) = updates.size_hint();
-        out.lots.reserve(updates_len);
+        out.lots.reserve(count);
         // Hashed while collecting (an index into `pool`, so the work itself
         // never moves), then taken in position order, so a position's place
         // in this timestamp's outputs is deterministic. Dropped after the
@@ -410,14 +426,45 @@ fn fault(position_key: Id, time: Time, detail: &str) -> Fault {
     }
 }
 
+/// The buffered input at `time`, with one capability per output made from `cap`.
+fn pending_at<'a>(
+    pending: &'a mut BTreeMap<Time, PendingTime>,
+    cap: &InputCapability<Time>,
+    time: Time,
+) -> &'a mut PendingTime {
+    pending.entry(time).or_insert_with(|| PendingTime {
+        caps: (0..OUTPUTS).map(|port| cap.delayed(&time, port)).collect(),
+        trades: Vec::new(),
+        loose: Vec::new(),
+        methods: Vec::new(),
+    })
+}
+
+/// Buffers one container of trade updates: whole when all its updates are
+/// at one time (the rule), else update by update ([`stash`]).
+fn stash_trades(
+    pending: &mut BTreeMap<Time, PendingTime>,
+    cap: &InputCapability<Time>,
+    container: &mut Vec<InputUpdate>,
+) {
+    let Some(time) = container.first().map(|u| u.1) else {
+        return;
+    };
+    if container.iter().all(|u| u.1 == time) {
+        let whole = std::mem::take(container);
+        pending_at(pending, cap, time).trades.push(whole);
+    } else {
+        stash(pending, cap, container.drain(..), |p| &mut p.loose);
+    }
+}
+
 /// Buffers updates by their own time (a collection's container may hold
 /// updates at any time at or after its stamp), keeping one capability per
-/// output per time. A new time's trade buffer comes from `spare`.
+/// output per time.
 fn stash<D>(
     pending: &mut BTreeMap<Time, PendingTime>,
     cap: &InputCapability<Time>,
     updates: impl Iterator<Item = (D, Time, Diff)>,
-    spare: &mut SpareBuffers<InputUpdate>,
     slot: impl Fn(&mut PendingTime) -> &mut Vec<(D, Time, Diff)>,
 ) {
     // Updates come in runs of one time: the entry is looked up once per run.
@@ -425,15 +472,7 @@ fn stash<D>(
     for update in updates {
         let entry = match current {
             Some((time, entry)) if time == update.1 => entry,
-            _ => pending.entry(update.1).or_insert_with(|| {
-                (
-                    (0..OUTPUTS)
-                        .map(|port| cap.delayed(&update.1, port))
-                        .collect(),
-                    spare.take(),
-                    Vec::new(),
-                )
-            }),
+            _ => pending_at(pending, cap, update.1),
         };
         let time = update.1;
         slot(entry).push(update);
