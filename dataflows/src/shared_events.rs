@@ -19,6 +19,10 @@ use crate::engine::RawEvent;
 /// (an atomic add and an uncontended lock) is noise beside parsing it.
 pub const CHUNK_LINES: usize = 512;
 
+/// Most events a chunk reserves room for up front (a one-worker run's chunk
+/// is its whole batch, whose size the user chooses); past it, it grows.
+const RESERVE_EVENTS_MAX: usize = 1 << 16;
+
 /// A timestamp's trade events in chunks, each taken once.
 #[derive(Debug, Default)]
 pub struct SharedEvents {
@@ -63,7 +67,8 @@ impl SharedEventsBuilder {
     /// Adds the next event.
     pub fn push(&mut self, event: RawEvent) {
         if self.current.capacity() == 0 {
-            self.current.reserve_exact(self.chunk_lines);
+            self.current
+                .reserve_exact(self.chunk_lines.min(RESERVE_EVENTS_MAX));
         }
         self.current.push(event);
         if self.current.len() >= self.chunk_lines {
