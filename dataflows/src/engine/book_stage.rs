@@ -319,7 +319,9 @@ impl BookState {
                 .map(Cause::MethodChange)
                 .into_iter()
                 .collect();
-            w.causes.sort();
+            // Unstable is enough: causes that compare equal are equal in
+            // every field, and `dedup` keeps one of them.
+            w.causes.sort_unstable();
             w.causes.dedup();
             let last_key = book.last_key();
             cause.extend(w.causes.into_iter().map(|c| Cause::Trade {
