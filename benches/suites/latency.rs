@@ -9,7 +9,9 @@ use std::time::Instant;
 use deltabook_dataflows::booking::reference;
 use deltabook_dataflows::calendar::{civil_from_days, days_from_civil};
 use deltabook_dataflows::decimal::Dec8;
-use deltabook_dataflows::engine::{self, DeadLetter, EngineInputs, RestoredTrade, SourceRef, Time};
+use deltabook_dataflows::engine::{
+    self, DeadLetter, EngineInputs, RestoredTrade, SourceRef, TableChanges, Time,
+};
 use deltabook_dataflows::gate::parse_event;
 use deltabook_dataflows::reconcile::{self, ReconcileInputs};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
@@ -190,6 +192,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         event_log: false,
                         break_inputs: booking == Booking::IncrementalWithBreaks,
                         trade_versions: false,
+                        table_changes: TableChanges::ALL,
                     });
                     if booking == Booking::IncrementalWithBreaks {
                         let r = reconcile::build(

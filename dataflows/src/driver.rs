@@ -24,8 +24,8 @@ use timely::worker::Worker;
 use crate::correction::Correction;
 use crate::decimal::Dec8;
 use crate::engine::{
-    self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, LiveTrade, RawEvent, RestoredTrade,
-    SourceRef, Time,
+    self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, FinalBooks, FinalTables, LiveTrade,
+    RawEvent, RestoredTrade, SourceRef, TableChanges, Time,
 };
 use crate::gate::Rejection;
 use crate::id::Id;
@@ -186,6 +186,9 @@ struct Completed {
     /// The traces keep every time from this one on (`AS KNOWN AT`);
     /// `Time::MAX`: they compact to the completed frontier.
     history_from: Time,
+    /// The booking stage's books, when a table is read from them at the
+    /// end instead of captured as changes ([`DriverOptions::final_state_only`]).
+    books: Option<FinalBooks>,
 }
 
 /// What the per-timestamp capture reads of `changes` (lots or positions),
@@ -241,12 +244,14 @@ pub struct DriverOptions {
     pub prices: bool,
     /// Custodian statements will be fed (breaks are built).
     pub statements: bool,
-    /// Lots and positions are captured as the booking stage emits them
-    /// (per position and timestamp, the rows leaving and entering; not
-    /// consolidated across positions or workers), instead of through an
-    /// arrangement that consolidates each timestamp: for a batch run that
-    /// sums them into the final state and reads nothing else of them. They
-    /// are arranged only if shared.
+    /// For a batch run that reads lots and positions only once, at the
+    /// end: a table nothing else reads (not shared, and for positions, no
+    /// valuations) does not leave the booking stage as changes at all and
+    /// is read from its books ([`ClosedDriver::final_tables`]); the others
+    /// are captured as the stage emits them (per position and timestamp,
+    /// the rows leaving and entering; not consolidated), instead of
+    /// through an arrangement that consolidates each timestamp. They are
+    /// arranged only if shared.
     pub final_state_only: bool,
     /// Keep shared handles on these tables ([`Driver::tables`]) so queries
     /// can import them. Lots and positions are arranged anyway unless
@@ -315,6 +320,12 @@ impl Driver {
         let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
+        // What nothing reads as changes is read from the books at the end.
+        let as_changes = TableChanges {
+            lots: !final_state_only || share_tables.contains(Table::Lots),
+            positions: !final_state_only || share_tables.contains(Table::Positions) || with_prices,
+        };
+        let mut books = None;
         let sink = Sink {
             outputs: Rc::clone(&outputs),
             probe: probe.clone(),
@@ -336,7 +347,11 @@ impl Driver {
                 event_log: keep == Capture::All,
                 break_inputs: with_statements,
                 trade_versions: share_tables.contains(Table::Trades),
+                table_changes: as_changes,
             });
+            if as_changes != TableChanges::ALL {
+                books = Some(e.books.clone());
+            }
             let r = reconcile::build(
                 &e,
                 ReconcileInputs {
@@ -462,6 +477,7 @@ impl Driver {
                 outputs,
                 tables,
                 history_from: Time::MAX,
+                books,
             },
             time: start,
         }
@@ -626,6 +642,18 @@ impl ClosedDriver {
     /// The shared tables (empty unless [`DriverOptions::share_tables`]).
     pub fn tables(&self) -> Tables {
         self.completed.tables.clone()
+    }
+
+    /// Lots and positions of this worker that were not captured as
+    /// changes ([`DriverOptions::final_state_only`]), read from the
+    /// booking stage's books; both empty otherwise. Call once, when
+    /// [`ClosedDriver::done`]: it takes the books.
+    pub fn final_tables(&self) -> FinalTables {
+        self.completed
+            .books
+            .as_ref()
+            .map(FinalBooks::take)
+            .unwrap_or_default()
     }
 }
 

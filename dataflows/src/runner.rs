@@ -326,6 +326,10 @@ impl RunOptions {
 struct Captured {
     lots: HashMap<(Id, Lot), isize>,
     positions: HashMap<(Id, PositionSummary), isize>,
+    /// The lots and positions read from the books at the end, where they
+    /// were not captured as changes (`ClosedDriver::final_tables`).
+    final_lots: Vec<(Id, Lot)>,
+    final_positions: Vec<(Id, PositionSummary)>,
     valuations: HashMap<ValuationRow, isize>,
     breaks: HashMap<BreakRow, isize>,
     gaps: HashMap<GapRow, isize>,
@@ -522,6 +526,10 @@ pub fn run_with<S: EventSource>(
     let mut outcome = BookOutcome::default();
     let mut lots: HashMap<(Id, Lot), isize> = HashMap::default();
     let mut positions: HashMap<(Id, PositionSummary), isize> = HashMap::default();
+    // Each worker's final lots and positions read from its books: disjoint
+    // (a position is booked by one worker), so they are only joined.
+    let mut final_lots: Vec<Vec<(Id, Lot)>> = Vec::new();
+    let mut final_positions: Vec<Vec<(Id, PositionSummary)>> = Vec::new();
     let mut valuations: HashMap<ValuationRow, isize> = HashMap::default();
     let mut breaks: HashMap<BreakRow, isize> = HashMap::default();
     let mut gaps: HashMap<GapRow, isize> = HashMap::default();
@@ -543,6 +551,8 @@ pub fn run_with<S: EventSource>(
         };
         add_counts(&mut lots, captured.lots);
         add_counts(&mut positions, captured.positions);
+        final_lots.push(captured.final_lots);
+        final_positions.push(captured.final_positions);
         add_counts(&mut valuations, captured.valuations);
         add_counts(&mut breaks, captured.breaks);
         add_counts(&mut gaps, captured.gaps);
@@ -583,7 +593,11 @@ pub fn run_with<S: EventSource>(
     }
     outcome.corrections_streamed = streamed;
     outcome.lots = consolidate(lots)?;
+    outcome.lots.extend(final_lots.into_iter().flatten());
     outcome.positions = consolidate(positions)?;
+    outcome
+        .positions
+        .extend(final_positions.into_iter().flatten());
     outcome.valuations = consolidate(valuations)?;
     outcome.breaks = consolidate(breaks)?;
     outcome.gaps = consolidate(gaps)?;
@@ -869,6 +883,7 @@ fn run_worker(
     }
     let completed = closed.take_completed();
     fold(&mut captured, completed, None);
+    (captured.final_lots, captured.final_positions) = closed.final_tables();
     if let Some(plan) = &options.query {
         let started = Instant::now();
         let (rows, errors, first_row) = answer_query(worker, plan, closed.tables())?;

@@ -281,3 +281,72 @@ fn many_chunks_single_changes_match_reference() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A change that fails part way (after its removals and some inserts,
+    /// an insert under a key that is booked, or two buys whose quantities
+    /// overflow the sums; sometimes with a method switch) leaves the book
+    /// half-changed; `lots_before_failed_apply` gives the lots the book
+    /// held before it, as the reference books them.
+    #[test]
+    fn lots_before_a_failed_apply_are_the_last_good_lots(
+        raw in pool_strategy(),
+        history in proptest::collection::vec(0usize..80, 1..40),
+        change in proptest::collection::vec((0usize..80, any::<bool>()), 1..10),
+        fail_on_insert in any::<bool>(),
+        method_pick in 0u8..4,
+        small in any::<bool>(),
+    ) {
+        let pool = pool_trades(&raw);
+        let methods = [LotMethod::Fifo, LotMethod::Lifo, LotMethod::Hifo];
+        let method = methods[usize::from(method_pick) % 3];
+        let mut book = if small {
+            PositionBook::with_limits(method, 4, 2)
+        } else {
+            PositionBook::new(method)
+        };
+        let mut live = vec![false; pool.len()];
+        let mut first = Vec::new();
+        for i in history {
+            let i = i % pool.len();
+            if !live[i] { live[i] = true; first.push(pool[i].clone()); }
+        }
+        book.apply(method, &[], &first).expect("no overflow");
+        let current: Vec<BookedTrade> = pool.iter().zip(&live).filter(|(_, l)| **l).map(|(t, _)| t.clone()).collect();
+        let expected = reference::book(method, &current).expect("no overflow").lots;
+        prop_assert_eq!(book.lots(), expected.clone());
+
+        let (mut removed, mut inserted) = (Vec::new(), Vec::new());
+        let mut seen = std::collections::HashSet::new();
+        for (index, insert) in change {
+            let i = index % pool.len();
+            if !seen.insert(i) { continue; }
+            if insert && !live[i] { inserted.push(pool[i].clone()); }
+            if !insert && live[i] { removed.push(pool[i].clone()); }
+        }
+        let still_live = pool.iter().enumerate().find(|(i, t)| live[*i] && !removed.contains(t));
+        match (fail_on_insert, still_live) {
+            (true, Some((_, t))) => {
+                // Booked already: the same key with another quantity.
+                let mut twin = t.clone();
+                twin.quantity = d("7777");
+                inserted.push(twin);
+            }
+            _ => {
+                // The second of these enters the book, then overflows its sums.
+                for (id, day) in [("HUGE1", 9), ("HUGE2", 1)] {
+                    let mut huge = trade(id, day, Buy, "1", "1");
+                    huge.quantity = Dec8(i128::MAX / 2 + 1);
+                    inserted.push(huge);
+                }
+            }
+        }
+        let switch_to = methods[(usize::from(method_pick) + 1) % 3];
+        let new_method = if method_pick == 3 { switch_to } else { method };
+        prop_assert!(book.apply(new_method, &removed, &inserted).is_err());
+        let before = book.lots_before_failed_apply(method, &removed, &inserted).expect("no overflow");
+        prop_assert_eq!(before, expected);
+    }
+}

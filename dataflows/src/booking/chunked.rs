@@ -266,6 +266,42 @@ impl PositionBook {
         lots
     }
 
+    /// The open lots this book held before an [`PositionBook::apply`] of
+    /// `removed` and `inserted` that failed part way, `method` being the
+    /// book's method before that call: its trades with whatever part of
+    /// the change was made undone, booked afresh. The book itself is left
+    /// as it is (the caller discards it). A full re-book, so for faults
+    /// only; booking is a function of the trades and the method, so these
+    /// are the lots the book last reported.
+    pub fn lots_before_failed_apply(
+        &self,
+        method: LotMethod,
+        removed: &[BookedTrade],
+        inserted: &[BookedTrade],
+    ) -> Result<Vec<Lot>, BookError> {
+        let mut trades: std::collections::BTreeMap<&LotKey, &BookedTrade> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.trades.iter())
+            .map(|t| (&t.key, t))
+            .collect();
+        // An inserted trade that made it in leaves; a removed one that
+        // left comes back (a trade replaced under its key is in both).
+        for trade in inserted {
+            if trades.get(&trade.key) == Some(&trade) {
+                trades.remove(&trade.key);
+            }
+        }
+        for trade in removed {
+            trades.entry(&trade.key).or_insert(trade);
+        }
+        let trades: Vec<BookedTrade> = trades.into_values().cloned().collect();
+        let mut book =
+            PositionBook::with_limits(method, self.chunk_max_trades, self.hifo_tail_trades);
+        book.apply(method, &[], &trades)?;
+        Ok(book.lots())
+    }
+
     /// Applies one engine timestamp's changes: `removed` trades leave the
     /// book, `inserted` ones enter it (a trade in both is replaced), and the
     /// method becomes `method` (re-booking everything if it changed).

@@ -3,8 +3,10 @@
 //! timestamp's trade changes and method changes, and emits exactly the lot
 //! and summary rows that changed plus one correction per changed position.
 
+use std::cell::RefCell;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -41,15 +43,96 @@ pub struct Fault {
     pub detail: String,
 }
 
+/// Which of the booking stage's tables leave it as changes (per position
+/// and timestamp, the rows retracted and asserted). A table that does not
+/// leave as changes is empty as a collection, and read once at the end
+/// from the books themselves ([`FinalBooks`]): nothing is copied or
+/// summed per change for a run that reads only the final table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableChanges {
+    /// Open lots leave as changes.
+    pub lots: bool,
+    /// Position summaries leave as changes.
+    pub positions: bool,
+}
+
+impl TableChanges {
+    /// Both tables leave as changes.
+    pub const ALL: TableChanges = TableChanges {
+        lots: true,
+        positions: true,
+    };
+}
+
+/// A position quarantined by a fault: what it last published.
+struct LastGood {
+    lots: Vec<Lot>,
+    summary: PositionSummary,
+}
+
+/// The final state of one worker's books, read once its dataflow is done.
+#[derive(Clone)]
+pub struct FinalBooks {
+    state: Rc<RefCell<BookState>>,
+}
+
+/// Open lots and position summaries by position key, in no particular order.
+pub type FinalTables = (Vec<(Id, Lot)>, Vec<(Id, PositionSummary)>);
+
+impl FinalBooks {
+    /// Of the tables that do not leave the stage as changes, the open lots
+    /// and the (not omitted) position summaries of every position this
+    /// worker booked; a position quarantined by a fault has the lots and
+    /// summary it last published. They are the integral of the changes the
+    /// stage would have emitted; a table that leaves as changes is empty
+    /// here. Only complete once the dataflow is done; it takes the books
+    /// (a second call finds none).
+    pub fn take(&self) -> FinalTables {
+        let mut state = self.state.borrow_mut();
+        let TableChanges {
+            lots: lots_as_changes,
+            positions: positions_as_changes,
+        } = state.tables;
+        let books = std::mem::take(&mut state.books);
+        let last_good = std::mem::take(&mut state.last_good);
+        let mut lots = Vec::new();
+        let mut positions = Vec::new();
+        let mut add = |position: Id, open: Vec<Lot>, summary: &PositionSummary| {
+            if !lots_as_changes {
+                lots.extend(open.into_iter().map(|lot| (position.clone(), lot)));
+            }
+            if !positions_as_changes && !summary.is_omitted() {
+                positions.push((position, summary.clone()));
+            }
+        };
+        for (position, book) in books {
+            let open = if lots_as_changes {
+                Vec::new()
+            } else {
+                book.lots()
+            };
+            add(position, open, book.summary());
+        }
+        for (position, good) in last_good {
+            add(position, good.lots, &good.summary);
+        }
+        (lots, positions)
+    }
+}
+
 /// Outputs of the booking stage.
 pub(super) struct BookStreams<'scope> {
+    /// Empty unless [`TableChanges::lots`].
     pub lots: VecCollection<'scope, Time, (Id, Lot), Diff>,
     /// `(trade_date, signed quantity)` of each booked trade, by position
     /// (empty unless `break_inputs`).
     pub booked: VecCollection<'scope, Time, (Id, (Date, Dec8)), Diff>,
+    /// Empty unless [`TableChanges::positions`].
     pub positions: VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
     pub faults: StreamVec<'scope, Time, Fault>,
+    /// The books, for the tables that do not leave as changes.
+    pub books: FinalBooks,
 }
 
 type InputUpdate = ((Id, BookInput), Time, Diff);
@@ -85,6 +168,7 @@ pub(super) fn book<'scope>(
     input: VecCollection<'scope, Time, (Id, BookInput), Diff>,
     methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
     break_inputs: bool,
+    tables: TableChanges,
 ) -> BookStreams<'scope> {
     let mut builder = OperatorBuilder::new("Book".to_owned(), input.inner.scope());
     let route = Exchange::new(|u: &InputUpdate| u.0 .0.hashed());
@@ -102,11 +186,15 @@ pub(super) fn book<'scope>(
         OutputBuilder::<_, CapacityContainerBuilder<_>>::from(corrections_out);
     let mut faults_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(faults_out);
     let mut booked_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(booked_out);
-    builder.build(move |_initial| {
-        let mut state = BookState {
+    let books = FinalBooks {
+        state: Rc::new(RefCell::new(BookState {
             break_inputs,
+            tables,
             ..BookState::default()
-        };
+        })),
+    };
+    let state = Rc::clone(&books.state);
+    builder.build(move |_initial| {
         let mut pending: BTreeMap<Time, PendingTime> = BTreeMap::new();
         move |frontiers| {
             // A collection's container may hold updates at any time at or after its stamp.
@@ -140,7 +228,9 @@ pub(super) fn book<'scope>(
                 let count = loose.len() + trades.iter().map(Vec::len).sum::<usize>();
                 let updates = trades.into_iter().flatten().chain(loose);
                 let mut out = BookEmitted::default();
-                state.step(time, updates, count, methods, &mut out);
+                state
+                    .borrow_mut()
+                    .step(time, updates, count, methods, &mut out);
                 lots_h.session(&caps[0]).give_container(&mut out.lots);
                 positions_h
                     .session(&caps[1])
@@ -159,6 +249,7 @@ pub(super) fn book<'scope>(
         positions: positions.as_collection(),
         corrections: corrections.as_collection(),
         faults,
+        books,
     }
 }
 
@@ -173,17 +264,36 @@ struct PositionWork {
     method_change: Option<LotMethod>,
 }
 
-#[derive(Default)]
 struct BookState {
     /// Emit the break rule's dated quantities (`EngineInputs::break_inputs`).
     break_inputs: bool,
+    /// Which tables leave as changes.
+    tables: TableChanges,
     books: HashMap<Id, PositionBook>,
     faulted: HashSet<Id>,
+    /// What each quarantined position last published, kept when a table
+    /// is read from the books ([`FinalBooks`]) instead of its changes.
+    last_good: HashMap<Id, LastGood>,
     /// The lot-method map.
     methods: MethodMap,
     /// One position's net trades leaving and entering (reused).
     removed: Vec<BookedTrade>,
     inserted: Vec<BookedTrade>,
+}
+
+impl Default for BookState {
+    fn default() -> BookState {
+        BookState {
+            break_inputs: false,
+            tables: TableChanges::ALL,
+            books: HashMap::default(),
+            faulted: HashSet::new(),
+            last_good: HashMap::default(),
+            methods: MethodMap::new(),
+            removed: Vec::new(),
+            inserted: Vec::new(),
+        }
+    }
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -262,6 +372,7 @@ impl BookState {
                 }
             }
         }
+        let keep_last_good = self.keeps_last_good();
         let mut work: Vec<(Id, usize)> = work.into_iter().collect();
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out.corrections.reserve(work.len());
@@ -288,9 +399,12 @@ impl BookState {
             // The book holds the one copy of each live trade: a leaving
             // trade is found by its key.
             if let Err(error) = resolve_removed(book, &w.removed, &mut w.trades) {
-                self.books.remove(&position);
-                self.faulted.insert(position.clone());
-                out.faults.push(fault(position, time, &error.to_string()));
+                // Nothing was applied: the book holds its last good state.
+                let last_good = LastGood {
+                    lots: book.lots(),
+                    summary: book.summary().clone(),
+                };
+                self.quarantine(position, time, &error, Ok(last_good), out);
                 continue;
             }
             // The net change: a trade retracted and asserted unchanged
@@ -331,14 +445,27 @@ impl BookState {
                 action: c.action,
                 correlation_id: c.correlation_id,
             }));
-            let method = w.method_change.unwrap_or(book.method());
+            let method_before = book.method();
+            let method = w.method_change.unwrap_or(method_before);
             let before = book.summary().clone();
             let changes = match book.apply(method, removed, inserted) {
                 Ok(changes) => changes,
                 Err(error) => {
-                    self.books.remove(&position);
-                    self.faulted.insert(position.clone());
-                    out.faults.push(fault(position, time, &error.to_string()));
+                    // The book is part way through the change: its last
+                    // good lots are re-booked, only if something reads them.
+                    let last_good = if keep_last_good {
+                        book.lots_before_failed_apply(method_before, removed, inserted)
+                            .map(|lots| LastGood {
+                                lots,
+                                summary: before,
+                            })
+                    } else {
+                        Ok(LastGood {
+                            lots: Vec::new(),
+                            summary: before,
+                        })
+                    };
+                    self.quarantine(position, time, &error, last_good, out);
                     continue;
                 }
             };
@@ -359,13 +486,15 @@ impl BookState {
             if changes.is_empty() && before == after {
                 continue;
             }
-            for lot in &changes.closed {
-                out.lots.push(((position.clone(), lot.clone()), time, -1));
+            if self.tables.lots {
+                for lot in &changes.closed {
+                    out.lots.push(((position.clone(), lot.clone()), time, -1));
+                }
+                for lot in &changes.opened {
+                    out.lots.push(((position.clone(), lot.clone()), time, 1));
+                }
             }
-            for lot in &changes.opened {
-                out.lots.push(((position.clone(), lot.clone()), time, 1));
-            }
-            if before != after {
+            if self.tables.positions && before != after {
                 if !before.is_omitted() {
                     out.positions
                         .push(((position.clone(), before.clone()), time, -1));
@@ -386,6 +515,42 @@ impl BookState {
             };
             out.corrections.push((correction, time, 1));
         }
+    }
+}
+
+impl BookState {
+    /// A table is read from the books at the end, so a quarantined
+    /// position's last good state must be kept.
+    fn keeps_last_good(&self) -> bool {
+        !(self.tables.lots && self.tables.positions)
+    }
+
+    /// Quarantines `position` after `error` at `time`: its book goes, the
+    /// fault is reported, and (when a table is read from the books) its
+    /// `last_good` state is kept; if that could not be rebuilt, the fault
+    /// says so and the position keeps no lots.
+    fn quarantine(
+        &mut self,
+        position: Id,
+        time: Time,
+        error: &BookError,
+        last_good: Result<LastGood, BookError>,
+        out: &mut BookEmitted,
+    ) {
+        self.books.remove(&position);
+        self.faulted.insert(position.clone());
+        let mut detail = error.to_string();
+        if self.keeps_last_good() {
+            match last_good {
+                Ok(good) => {
+                    self.last_good.insert(position.clone(), good);
+                }
+                Err(rebook) => {
+                    detail.push_str(&format!("; its last lots could not be re-booked: {rebook}"));
+                }
+            }
+        }
+        out.faults.push(fault(position, time, &detail));
     }
 }
 
@@ -479,5 +644,147 @@ fn stash<D>(
         let time = update.1;
         slot(entry).push(update);
         current = Some((time, entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed expectation is the test failing
+
+    use super::*;
+    use crate::trade::Side;
+
+    fn trade(id: &str, day: u32, side: Side, quantity: u32, price: u32) -> BookedTrade {
+        let dec = |n: u32| n.to_string().parse::<Dec8>().expect("a decimal");
+        BookedTrade {
+            key: LotKey {
+                trade_date: Date::from_ymd(2026, 1, day),
+                trade_time: None,
+                trade_id: Id::from(id),
+            },
+            side,
+            quantity: dec(quantity),
+            price: dec(price),
+        }
+    }
+
+    fn insert(position: &str, trade: BookedTrade, time: Time) -> InputUpdate {
+        (
+            (Id::from(position), BookInput::Insert(trade, None)),
+            time,
+            1,
+        )
+    }
+
+    fn remove(position: &str, key: LotKey, time: Time) -> InputUpdate {
+        ((Id::from(position), BookInput::Remove(key, None)), time, -1)
+    }
+
+    /// The emitted lots and positions summed, the books' final tables, the faults.
+    type Run = (
+        Vec<(Id, Lot)>,
+        Vec<(Id, PositionSummary)>,
+        FinalTables,
+        Vec<Fault>,
+    );
+
+    /// Runs `steps` through a stage whose tables leave as `tables`.
+    fn run(tables: TableChanges, steps: &[(Vec<InputUpdate>, Vec<MethodUpdate>)]) -> Run {
+        let mut state = BookState {
+            tables,
+            ..BookState::default()
+        };
+        let (mut lots, mut positions, mut faults) = (Vec::new(), Vec::new(), Vec::new());
+        for (time, (updates, methods)) in (1..).zip(steps) {
+            let mut out = BookEmitted::default();
+            state.step(
+                time,
+                updates.clone().into_iter(),
+                updates.len(),
+                methods.clone(),
+                &mut out,
+            );
+            lots.extend(out.lots.into_iter().map(|(row, _, diff)| (row, diff)));
+            positions.extend(out.positions.into_iter().map(|(row, _, diff)| (row, diff)));
+            faults.extend(out.faults);
+        }
+        consolidate(&mut lots);
+        consolidate(&mut positions);
+        assert!(lots.iter().all(|(_, d)| *d == 1));
+        assert!(positions.iter().all(|(_, d)| *d == 1));
+        let books = FinalBooks {
+            state: Rc::new(RefCell::new(state)),
+        };
+        let mut tables = books.take();
+        tables.0.sort();
+        tables.1.sort();
+        let lots = lots.into_iter().map(|(row, _)| row).collect();
+        let positions = positions.into_iter().map(|(row, _)| row).collect();
+        (lots, positions, tables, faults)
+    }
+
+    /// The books' final tables are the integral of the changes the stage
+    /// emits, quarantined positions included: `P2` faults with nothing
+    /// applied (a removal of a key it does not hold), `P1` part way
+    /// through a change (a valid insert, then one under a booked key),
+    /// after a switch to HIFO.
+    #[test]
+    fn final_books_are_the_integral_of_the_emitted_changes() {
+        use Side::{Buy, Sell};
+        let t = |id, day, side, q, p| trade(id, day, side, q, p);
+        let steps = vec![
+            (
+                vec![
+                    insert("P1", t("A", 2, Buy, 100, 10), 1),
+                    insert("P1", t("B", 3, Buy, 50, 12), 1),
+                    insert("P2", t("C", 2, Buy, 10, 5), 1),
+                    insert("P3", t("D", 2, Buy, 10, 5), 1),
+                ],
+                vec![],
+            ),
+            (
+                vec![
+                    insert("P1", t("E", 4, Sell, 120, 11), 2),
+                    insert("P2", t("F", 3, Sell, 4, 6), 2),
+                    insert("P3", t("G", 3, Sell, 10, 7), 2),
+                ],
+                vec![((Id::from("P1"), LotMethod::Hifo), 2, 1)],
+            ),
+            (
+                vec![
+                    remove("P2", t("nope", 9, Buy, 1, 1).key, 3),
+                    insert("P1", t("H", 5, Buy, 30, 9), 3),
+                    insert("P1", t("A", 2, Buy, 1, 1), 3),
+                    insert("P3", t("I", 5, Buy, 1, 2), 3),
+                ],
+                vec![],
+            ),
+            (
+                vec![
+                    insert("P1", t("J", 6, Buy, 5, 9), 4),
+                    insert("P2", t("K", 6, Buy, 5, 9), 4),
+                ],
+                vec![],
+            ),
+        ];
+        let (lots, positions, _, emitted_faults) = run(TableChanges::ALL, &steps);
+        let none = TableChanges {
+            lots: false,
+            positions: false,
+        };
+        let (no_lots, no_positions, (final_lots, final_positions), faults) = run(none, &steps);
+        assert!(no_lots.is_empty() && no_positions.is_empty());
+        assert_eq!(final_lots, lots);
+        assert_eq!(final_positions, positions);
+        assert_eq!(faults, emitted_faults);
+        let faulted: Vec<(&str, Time)> = faults
+            .iter()
+            .map(|f| (f.position_key.as_str(), f.time))
+            .collect();
+        assert_eq!(faulted, [("P1", 3), ("P2", 3), ("P1", 4), ("P2", 4)]);
+        // The quarantined positions keep lots; P3 is flat with a realized P&L.
+        assert!(lots.iter().any(|(p, _)| p == "P1"));
+        assert!(lots.iter().any(|(p, _)| p == "P2"));
+        assert!(positions.iter().any(|(p, _)| p == "P3"));
     }
 }

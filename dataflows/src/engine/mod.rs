@@ -43,7 +43,7 @@ use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{Date, LotMethod, TradeVersion};
 
-pub use book_stage::Fault;
+pub use book_stage::{Fault, FinalBooks, FinalTables, TableChanges};
 pub use reference_stage::build_reference_booking;
 pub use versions::{AcceptedEvent, BookInput, CauseEntry, LiveChange, LiveTrade, RestoredTrade};
 
@@ -92,10 +92,13 @@ pub struct Engine<'scope> {
     /// Open lots by position key, as changes: per position and
     /// timestamp, the lots closed (-1) and opened (+1). Not arranged here:
     /// the driver arranges it only where something reads it as a table
-    /// (a query, the service's per-timestamp capture).
+    /// (a query, the service's per-timestamp capture). Empty unless
+    /// [`EngineInputs::table_changes`] says `lots` (then [`Engine::books`]
+    /// has the final lots).
     pub lots: VecCollection<'scope, Time, (Id, Lot), Diff>,
     /// Position summaries by position key (rows of `positions.csv`), as
-    /// changes; arranged like [`Engine::lots`], only where read.
+    /// changes; arranged like [`Engine::lots`], only where read. Empty
+    /// unless [`EngineInputs::table_changes`] says `positions`.
     pub positions: VecCollection<'scope, Time, (Id, PositionSummary), Diff>,
     /// Correction events, each asserted once at its `as_of`.
     pub corrections: VecCollection<'scope, Time, Correction, Diff>,
@@ -117,6 +120,9 @@ pub struct Engine<'scope> {
     /// [`EngineInputs::trade_versions`] (it is a second copy of every live
     /// trade, which only queries read).
     pub trades: Option<Arrangement<'scope, Id, TradeVersion>>,
+    /// The booking stage's books: the final lots and positions of a table
+    /// that does not leave as changes, read once the dataflow is done.
+    pub books: FinalBooks,
 }
 
 /// The streams the engine reads.
@@ -139,6 +145,10 @@ pub struct EngineInputs<'scope> {
     pub break_inputs: bool,
     /// Build [`Engine::trades`].
     pub trade_versions: bool,
+    /// Which of lots and positions leave as changes ([`Engine::lots`],
+    /// [`Engine::positions`]); the others are read from [`Engine::books`]
+    /// at the end. Valuations read positions as changes.
+    pub table_changes: TableChanges,
 }
 
 /// Lots and positions by position key, as [`book_again`] books them.
@@ -169,7 +179,7 @@ pub fn book_again<'scope>(
             Some(((version.position_key(), input), time, diff))
         })
         .as_collection();
-    let book = book_stage::book(input, methods, false);
+    let book = book_stage::book(input, methods, false, TableChanges::ALL);
     (book.lots, book.positions)
 }
 
@@ -183,6 +193,7 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         event_log,
         break_inputs,
         trade_versions,
+        table_changes,
     } = inputs;
     let intake = intake::intake(
         raw,
@@ -199,7 +210,7 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
             _,
         >(intake.trades.clone(), "Arrange: trades by id")
     });
-    let book = book_stage::book(intake.book_input, methods, break_inputs);
+    let book = book_stage::book(intake.book_input, methods, break_inputs, table_changes);
     Engine {
         booked: book.booked,
         lots: book.lots,
@@ -212,5 +223,6 @@ pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
         live: intake.live,
         sequences: intake.sequences,
         trades,
+        books: book.books,
     }
 }
