@@ -527,8 +527,8 @@ impl BookState {
 
     /// Quarantines `position` after `error` at `time`: its book goes, the
     /// fault is reported, and (when a table is read from the books) its
-    /// `last_good` state is kept; if that could not be rebuilt, the fault
-    /// says so and the position keeps no lots.
+    /// `last_good` state is kept; if that could not be re-booked, the
+    /// fault says so and the final tables have no row of the position.
     fn quarantine(
         &mut self,
         position: Id,
@@ -731,38 +731,37 @@ mod tests {
     #[test]
     fn final_books_are_the_integral_of_the_emitted_changes() {
         use Side::{Buy, Sell};
-        let t = |id, day, side, q, p| trade(id, day, side, q, p);
         let steps = vec![
             (
                 vec![
-                    insert("P1", t("A", 2, Buy, 100, 10), 1),
-                    insert("P1", t("B", 3, Buy, 50, 12), 1),
-                    insert("P2", t("C", 2, Buy, 10, 5), 1),
-                    insert("P3", t("D", 2, Buy, 10, 5), 1),
+                    insert("P1", trade("A", 2, Buy, 100, 10), 1),
+                    insert("P1", trade("B", 3, Buy, 50, 12), 1),
+                    insert("P2", trade("C", 2, Buy, 10, 5), 1),
+                    insert("P3", trade("D", 2, Buy, 10, 5), 1),
                 ],
                 vec![],
             ),
             (
                 vec![
-                    insert("P1", t("E", 4, Sell, 120, 11), 2),
-                    insert("P2", t("F", 3, Sell, 4, 6), 2),
-                    insert("P3", t("G", 3, Sell, 10, 7), 2),
+                    insert("P1", trade("E", 4, Sell, 120, 11), 2),
+                    insert("P2", trade("F", 3, Sell, 4, 6), 2),
+                    insert("P3", trade("G", 3, Sell, 10, 7), 2),
                 ],
                 vec![((Id::from("P1"), LotMethod::Hifo), 2, 1)],
             ),
             (
                 vec![
-                    remove("P2", t("nope", 9, Buy, 1, 1).key, 3),
-                    insert("P1", t("H", 5, Buy, 30, 9), 3),
-                    insert("P1", t("A", 2, Buy, 1, 1), 3),
-                    insert("P3", t("I", 5, Buy, 1, 2), 3),
+                    remove("P2", trade("nope", 9, Buy, 1, 1).key, 3),
+                    insert("P1", trade("H", 5, Buy, 30, 9), 3),
+                    insert("P1", trade("A", 2, Buy, 1, 1), 3),
+                    insert("P3", trade("I", 5, Buy, 1, 2), 3),
                 ],
                 vec![],
             ),
             (
                 vec![
-                    insert("P1", t("J", 6, Buy, 5, 9), 4),
-                    insert("P2", t("K", 6, Buy, 5, 9), 4),
+                    insert("P1", trade("J", 6, Buy, 5, 9), 4),
+                    insert("P2", trade("K", 6, Buy, 5, 9), 4),
                 ],
                 vec![],
             ),
