@@ -95,8 +95,20 @@ impl FinalBooks {
         } = state.tables;
         let books = std::mem::take(&mut state.books);
         let last_good = std::mem::take(&mut state.last_good);
+        // Sized up front: grown by doubling, the lists touched twice the memory.
         let mut lots = Vec::new();
+        if !lots_as_changes {
+            // A hint only: a count past usize reserves nothing.
+            let open = books
+                .values()
+                .map(|b| usize::try_from(b.summary().lot_count).unwrap_or(0));
+            let quarantined = last_good.values().map(|g| g.lots.len());
+            lots.reserve_exact(open.chain(quarantined).sum());
+        }
         let mut positions = Vec::new();
+        if !positions_as_changes {
+            positions.reserve_exact(books.len() + last_good.len());
+        }
         let mut add = |position: Id, open: Vec<Lot>, summary: &PositionSummary| {
             if !lots_as_changes {
                 lots.extend(open.into_iter().map(|lot| (position.clone(), lot)));
@@ -334,7 +346,9 @@ impl BookState {
         out: &mut BookEmitted,
     ) {
         // Room for the outputs up front: most updates open or close a lot.
-        out.lots.reserve(count);
+        if self.tables.lots {
+            out.lots.reserve(count);
+        }
         // Hashed while collecting (an index into `pool`, so the work itself
         // never moves), then taken in position order, so a position's place
         // in this timestamp's outputs is deterministic. Dropped after the
@@ -376,7 +390,9 @@ impl BookState {
         let mut work: Vec<(Id, usize)> = work.into_iter().collect();
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out.corrections.reserve(work.len());
-        out.positions.reserve(2 * work.len());
+        if self.tables.positions {
+            out.positions.reserve(2 * work.len());
+        }
         for (position, slot) in work {
             let mut w = std::mem::take(&mut pool[slot]);
             if self.faulted.contains(&position) {
