@@ -186,9 +186,9 @@ struct Completed {
     /// The traces keep every time from this one on (`AS KNOWN AT`);
     /// `Time::MAX`: they compact to the completed frontier.
     history_from: Time,
-    /// The booking stage's books, when a table is read from them at the
-    /// end instead of captured as changes ([`DriverOptions::final_state_only`]).
-    books: Option<FinalBooks>,
+    /// The booking stage's books, which give the tables not captured as
+    /// changes at the end ([`DriverOptions::final_state_only`]).
+    books: FinalBooks,
 }
 
 /// What the per-timestamp capture reads of `changes` (lots or positions),
@@ -325,7 +325,7 @@ impl Driver {
             lots: !final_state_only || share_tables.contains(Table::Lots),
             positions: !final_state_only || share_tables.contains(Table::Positions) || with_prices,
         };
-        let mut books = None;
+        let mut books = FinalBooks::default();
         let sink = Sink {
             outputs: Rc::clone(&outputs),
             probe: probe.clone(),
@@ -349,9 +349,7 @@ impl Driver {
                 trade_versions: share_tables.contains(Table::Trades),
                 table_changes: as_changes,
             });
-            if as_changes != TableChanges::ALL {
-                books = Some(e.books.clone());
-            }
+            books = e.books.clone();
             let r = reconcile::build(
                 &e,
                 ReconcileInputs {
@@ -649,11 +647,7 @@ impl ClosedDriver {
     /// booking stage's books; both empty otherwise. Call once, when
     /// [`ClosedDriver::done`]: it takes the books.
     pub fn final_tables(&self) -> FinalTables {
-        self.completed
-            .books
-            .as_ref()
-            .map(FinalBooks::take)
-            .unwrap_or_default()
+        self.completed.books.take()
     }
 }
 

@@ -348,9 +348,10 @@ struct Captured {
 }
 
 impl Captured {
-    /// Lots and positions are summed into this worker's final state (as
-    /// the booking stage emitted them, [`DriverOptions::final_state_only`],
-    /// or consolidated and gathered in a cluster run).
+    /// Lots and positions that leave the booking stage as changes are
+    /// summed into this worker's final state (as the stage emitted them,
+    /// [`DriverOptions::final_state_only`], or consolidated and gathered in
+    /// a cluster run); the others are read from the books at the end.
     fn fold(&mut self, output: TimestampOutput, keep_corrections: bool) {
         add_updates(&mut self.lots, output.lots);
         add_updates(&mut self.positions, output.positions);
@@ -526,10 +527,6 @@ pub fn run_with<S: EventSource>(
     let mut outcome = BookOutcome::default();
     let mut lots: HashMap<(Id, Lot), isize> = HashMap::default();
     let mut positions: HashMap<(Id, PositionSummary), isize> = HashMap::default();
-    // Each worker's final lots and positions read from its books: disjoint
-    // (a position is booked by one worker), so they are only joined.
-    let mut final_lots: Vec<Vec<(Id, Lot)>> = Vec::new();
-    let mut final_positions: Vec<Vec<(Id, PositionSummary)>> = Vec::new();
     let mut valuations: HashMap<ValuationRow, isize> = HashMap::default();
     let mut breaks: HashMap<BreakRow, isize> = HashMap::default();
     let mut gaps: HashMap<GapRow, isize> = HashMap::default();
@@ -551,8 +548,10 @@ pub fn run_with<S: EventSource>(
         };
         add_counts(&mut lots, captured.lots);
         add_counts(&mut positions, captured.positions);
-        final_lots.push(captured.final_lots);
-        final_positions.push(captured.final_positions);
+        // Read from each worker's books: disjoint (a position is booked
+        // by one worker), so they are only joined.
+        outcome.lots.extend(captured.final_lots);
+        outcome.positions.extend(captured.final_positions);
         add_counts(&mut valuations, captured.valuations);
         add_counts(&mut breaks, captured.breaks);
         add_counts(&mut gaps, captured.gaps);
@@ -592,12 +591,8 @@ pub fn run_with<S: EventSource>(
             .map_err(RunError::Corrections)?;
     }
     outcome.corrections_streamed = streamed;
-    outcome.lots = consolidate(lots)?;
-    outcome.lots.extend(final_lots.into_iter().flatten());
-    outcome.positions = consolidate(positions)?;
-    outcome
-        .positions
-        .extend(final_positions.into_iter().flatten());
+    outcome.lots.extend(consolidate(lots)?);
+    outcome.positions.extend(consolidate(positions)?);
     outcome.valuations = consolidate(valuations)?;
     outcome.breaks = consolidate(breaks)?;
     outcome.gaps = consolidate(gaps)?;

@@ -64,6 +64,13 @@ impl TableChanges {
     };
 }
 
+impl Default for TableChanges {
+    /// [`TableChanges::ALL`]: what every reader but a final-state run needs.
+    fn default() -> TableChanges {
+        TableChanges::ALL
+    }
+}
+
 /// A position quarantined by a fault: what it last published.
 struct LastGood {
     lots: Vec<Lot>,
@@ -71,7 +78,8 @@ struct LastGood {
 }
 
 /// The final state of one worker's books, read once its dataflow is done.
-#[derive(Clone)]
+/// The default is a handle on no books (both tables leave as changes).
+#[derive(Clone, Default)]
 pub struct FinalBooks {
     state: Rc<RefCell<BookState>>,
 }
@@ -276,6 +284,7 @@ struct PositionWork {
     method_change: Option<LotMethod>,
 }
 
+#[derive(Default)]
 struct BookState {
     /// Emit the break rule's dated quantities (`EngineInputs::break_inputs`).
     break_inputs: bool,
@@ -291,21 +300,6 @@ struct BookState {
     /// One position's net trades leaving and entering (reused).
     removed: Vec<BookedTrade>,
     inserted: Vec<BookedTrade>,
-}
-
-impl Default for BookState {
-    fn default() -> BookState {
-        BookState {
-            break_inputs: false,
-            tables: TableChanges::ALL,
-            books: HashMap::default(),
-            faulted: HashSet::new(),
-            last_good: HashMap::default(),
-            methods: MethodMap::new(),
-            removed: Vec::new(),
-            inserted: Vec::new(),
-        }
-    }
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -386,7 +380,6 @@ impl BookState {
                 }
             }
         }
-        let keep_last_good = self.keeps_last_good();
         let mut work: Vec<(Id, usize)> = work.into_iter().collect();
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out.corrections.reserve(work.len());
@@ -415,9 +408,15 @@ impl BookState {
             // The book holds the one copy of each live trade: a leaving
             // trade is found by its key.
             if let Err(error) = resolve_removed(book, &w.removed, &mut w.trades) {
-                // Nothing was applied: the book holds its last good state.
+                // Nothing was applied: the book holds its last good state
+                // (its lots are listed only if read from the books).
+                let lots = if self.tables.lots {
+                    Vec::new()
+                } else {
+                    book.lots()
+                };
                 let last_good = LastGood {
-                    lots: book.lots(),
+                    lots,
                     summary: book.summary().clone(),
                 };
                 self.quarantine(position, time, &error, Ok(last_good), out);
@@ -468,19 +467,16 @@ impl BookState {
                 Ok(changes) => changes,
                 Err(error) => {
                     // The book is part way through the change: its last
-                    // good lots are re-booked, only if something reads them.
-                    let last_good = if keep_last_good {
-                        book.lots_before_failed_apply(method_before, removed, inserted)
-                            .map(|lots| LastGood {
-                                lots,
-                                summary: before,
-                            })
+                    // good lots are re-booked, only if read from the books.
+                    let lots = if self.tables.lots {
+                        Ok(Vec::new())
                     } else {
-                        Ok(LastGood {
-                            lots: Vec::new(),
-                            summary: before,
-                        })
+                        book.lots_before_failed_apply(method_before, removed, inserted)
                     };
+                    let last_good = lots.map(|lots| LastGood {
+                        lots,
+                        summary: before,
+                    });
                     self.quarantine(position, time, &error, last_good, out);
                     continue;
                 }
@@ -532,9 +528,7 @@ impl BookState {
             out.corrections.push((correction, time, 1));
         }
     }
-}
 
-impl BookState {
     /// A table is read from the books at the end, so a quarantined
     /// position's last good state must be kept.
     fn keeps_last_good(&self) -> bool {
@@ -797,9 +791,11 @@ mod tests {
             .map(|f| (f.position_key.as_str(), f.time))
             .collect();
         assert_eq!(faulted, [("P1", 3), ("P2", 3), ("P1", 4), ("P2", 4)]);
-        // The quarantined positions keep lots; P3 is flat with a realized P&L.
-        assert!(lots.iter().any(|(p, _)| p == "P1"));
-        assert!(lots.iter().any(|(p, _)| p == "P2"));
-        assert!(positions.iter().any(|(p, _)| p == "P3"));
+        // Both quarantined positions keep lots and summaries in the
+        // final tables; P3, flat after time 2, reopens at time 3.
+        for position in ["P1", "P2", "P3"] {
+            assert!(lots.iter().any(|(p, _)| p == position), "{position}");
+            assert!(positions.iter().any(|(p, _)| p == position), "{position}");
+        }
     }
 }
