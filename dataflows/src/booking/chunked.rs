@@ -325,11 +325,42 @@ impl PositionBook {
             self.switch_method(method);
             first_changed = None;
         }
-        for trade in removed {
-            self.remove(trade)?;
-        }
-        for trade in inserted {
-            self.insert(trade)?;
+        if !removed.is_empty() && sorted_by_key(removed) && sorted_by_key(inserted) {
+            // An amendment that keeps its place in lot order leaves and
+            // enters under one key: it is swapped in place, sparing the two
+            // shifts of its chunk's later trades (up to ~200 KB) that a
+            // removal and an insertion cost. Removals still come first.
+            let (mut r, mut i) = (0, 0);
+            let mut entering = Vec::new();
+            while let (Some(gone), Some(new)) = (removed.get(r), inserted.get(i)) {
+                match gone.key.cmp(&new.key) {
+                    std::cmp::Ordering::Equal => {
+                        self.replace(gone, new)?;
+                        (r, i) = (r + 1, i + 1);
+                    }
+                    std::cmp::Ordering::Less => {
+                        self.remove(gone)?;
+                        r += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        entering.push(new);
+                        i += 1;
+                    }
+                }
+            }
+            for trade in &removed[r..] {
+                self.remove(trade)?;
+            }
+            for trade in entering.into_iter().chain(&inserted[i..]) {
+                self.insert(trade)?;
+            }
+        } else {
+            for trade in removed {
+                self.remove(trade)?;
+            }
+            for trade in inserted {
+                self.insert(trade)?;
+            }
         }
         if self.method == LotMethod::Hifo {
             self.rebook_hifo(first_changed.as_ref())?;
@@ -387,6 +418,9 @@ impl PositionBook {
 
     fn insert(&mut self, trade: &BookedTrade) -> Result<(), BookError> {
         if self.chunks.is_empty() {
+            // Room for exactly one: a first push would make room for four
+            // 272-byte chunks, and most positions never split.
+            self.chunks.reserve_exact(1);
             self.chunks.push(Chunk::default());
         }
         self.touched = true;
@@ -444,7 +478,9 @@ impl PositionBook {
         Ok(())
     }
 
-    fn remove(&mut self, trade: &BookedTrade) -> Result<(), BookError> {
+    /// The chunk and index where `trade` is booked: an error unless the
+    /// book holds exactly that trade under its key.
+    fn locate(&self, trade: &BookedTrade) -> Result<(usize, usize), BookError> {
         let not_booked =
             || BookError::Invariant(format!("removing {:?} that is not booked", trade.key));
         if self.chunks.is_empty() {
@@ -463,6 +499,34 @@ impl PositionBook {
                 trade.key
             )));
         }
+        Ok((i, at))
+    }
+
+    /// Puts `new` where `gone` is booked (both have one key): what removing
+    /// `gone` and inserting `new` does, without moving any other trade.
+    /// The chunk's first-open bound stays valid: only the replaced trade's
+    /// open quantity changes, to zero until the refresh.
+    fn replace(&mut self, gone: &BookedTrade, new: &BookedTrade) -> Result<(), BookError> {
+        debug_assert!(gone.key == new.key);
+        let (i, at) = self.locate(gone)?;
+        self.touched = true;
+        let chunk = &mut self.chunks[i];
+        let open = std::mem::replace(&mut chunk.open[at], Dec8::ZERO);
+        if open > Dec8::ZERO {
+            self.retired.push(lot_of(gone, lot_side(gone.side), open));
+        }
+        chunk.trades[at] = new.clone();
+        chunk.sums.apply(gone, false)?;
+        chunk.sums.apply(new, true)?;
+        chunk.range = None;
+        chunk.context = None;
+        self.totals.apply(gone, false)?;
+        self.totals.apply(new, true)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, trade: &BookedTrade) -> Result<(), BookError> {
+        let (i, at) = self.locate(trade)?;
         self.touched = true;
         let chunk = &mut self.chunks[i];
         let gone = chunk.trades.remove(at);
@@ -724,6 +788,12 @@ fn set_open(
         asserted.push(lot_of(trade, side, new));
     }
     *open = new;
+}
+
+/// True when `trades` are in lot order (as the booking stage passes a
+/// change that removes any trade: consolidated, so sorted).
+fn sorted_by_key(trades: &[BookedTrade]) -> bool {
+    trades.windows(2).all(|w| w[0].key <= w[1].key)
 }
 
 /// FIFO: brings one chunk's open quantities to `context`, walking back from
