@@ -355,11 +355,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// Amendments that keep a trade's lot-order key (another side, quantity
-    /// or price under the same date, time and id) are swapped in place when
-    /// the change comes in lot order, as the booking stage passes it, and
-    /// by removal and insertion otherwise. Either way the book equals the
-    /// reference replay and reports exactly the lots that differ from the
-    /// previous step's.
+    /// or price under the same date, time and id) are swapped in place,
+    /// whether the change comes in lot order (as the booking stage passes
+    /// it) or not. The book equals the reference replay and reports exactly
+    /// the lots that differ from the previous step's.
     #[test]
     fn amendments_under_one_key_equal_reference(
         raw in pool_strategy(),
