@@ -176,18 +176,12 @@ pub struct PositionBook {
     /// `None` under FIFO and LIFO, so those books do not carry it.
     hifo: Option<Box<HifoBook>>,
     /// The trades a HIFO booking keeps after its checkpoint.
-    hifo_tail_trades: usize,
-    /// Sums over all chunks.
-    totals: ChunkSums,
+    hifo_tail_trades: u32,
     summary: PositionSummary,
-    /// Lots retracted during the current `apply`.
-    retired: Vec<Lot>,
-    /// Lots asserted during the current `apply`.
-    asserted: Vec<Lot>,
     /// A trade entered or left, or the method changed, during the current `apply`.
     touched: bool,
     /// Split a chunk past this many trades; merge one below an eighth of it.
-    chunk_max_trades: usize,
+    chunk_max_trades: u32,
 }
 
 impl Default for PositionBook {
@@ -216,14 +210,16 @@ impl PositionBook {
             method,
             chunks: Vec::new(),
             hifo: None,
-            hifo_tail_trades,
-            totals: ChunkSums::default(),
+            hifo_tail_trades: u32::try_from(hifo_tail_trades).unwrap_or(u32::MAX),
             summary: PositionSummary::default(),
-            retired: Vec::new(),
-            asserted: Vec::new(),
             touched: false,
-            chunk_max_trades: chunk_max_trades.max(2),
+            chunk_max_trades: u32::try_from(chunk_max_trades.max(2)).unwrap_or(u32::MAX),
         }
+    }
+
+    /// Split a chunk past this many trades.
+    fn chunk_max(&self) -> usize {
+        self.chunk_max_trades as usize
     }
 
     /// The lot method the book is under.
@@ -297,7 +293,7 @@ impl PositionBook {
         }
         let trades: Vec<BookedTrade> = trades.into_values().cloned().collect();
         let mut book =
-            PositionBook::with_limits(method, self.chunk_max_trades, self.hifo_tail_trades);
+            PositionBook::with_limits(method, self.chunk_max(), self.hifo_tail_trades as usize);
         book.apply(method, &[], &trades)?;
         Ok(book.lots())
     }
@@ -321,8 +317,12 @@ impl PositionBook {
             .map(|t| &t.key)
             .min()
             .cloned();
+        // Lots retracted (`closed`) and asserted (`opened`) on the way,
+        // netted by `finish`. Held here, not in the book: most books are
+        // small and idle, and two empty lists cost each of them 48 bytes.
+        let mut lots = LotChanges::default();
         if method != self.method {
-            self.switch_method(method);
+            self.switch_method(method, &mut lots);
             first_changed = None;
         }
         if removed.is_empty() {
@@ -349,12 +349,12 @@ impl PositionBook {
             // Removals first, as when nothing is swapped.
             for (gone, new) in leaving.iter().zip(&replaced_by) {
                 if new.is_none() {
-                    self.remove(gone)?;
+                    self.remove(gone, &mut lots)?;
                 }
             }
             for (gone, new) in leaving.iter().zip(&replaced_by) {
                 if let Some(new) = new {
-                    self.replace(gone, new)?;
+                    self.replace(gone, new, &mut lots)?;
                 }
             }
             for trade in entering {
@@ -362,25 +362,25 @@ impl PositionBook {
             }
         }
         if self.method == LotMethod::Hifo {
-            self.rebook_hifo(first_changed.as_ref())?;
+            self.rebook_hifo(first_changed.as_ref(), &mut lots)?;
         } else {
-            self.refresh_chunks()?;
+            self.refresh_chunks(&mut lots)?;
         }
         self.touched = false;
-        self.finish()
+        self.finish(lots)
     }
 
     /// Moves the book to another method. Chunk lots are kept as the "before"
     /// state when staying with FIFO/LIFO, so only lots that really differ
     /// are reported.
-    fn switch_method(&mut self, method: LotMethod) {
+    fn switch_method(&mut self, method: LotMethod, lots: &mut LotChanges) {
         let leaving_hifo = self.method == LotMethod::Hifo;
         let entering_hifo = method == LotMethod::Hifo;
         self.method = method;
         self.touched = true;
         if leaving_hifo {
             if let Some(hifo) = self.hifo.take() {
-                self.retired.extend(hifo.lots().cloned());
+                lots.closed.extend(hifo.lots().cloned());
             }
         }
         for chunk in &mut self.chunks {
@@ -388,8 +388,7 @@ impl PositionBook {
             if entering_hifo {
                 for (trade, open) in chunk.trades.iter().zip(chunk.open.iter_mut()) {
                     if *open > Dec8::ZERO {
-                        self.retired
-                            .push(lot_of(trade, lot_side(trade.side), *open));
+                        lots.closed.push(lot_of(trade, lot_side(trade.side), *open));
                         *open = Dec8::ZERO;
                     }
                 }
@@ -423,6 +422,7 @@ impl PositionBook {
             self.chunks.push(Chunk::default());
         }
         self.touched = true;
+        let chunk_max = self.chunk_max();
         let i = self.chunk_for(&trade.key);
         let chunk = &mut self.chunks[i];
         // An in-order trade goes last: what the search gives, in one comparison.
@@ -454,8 +454,7 @@ impl PositionBook {
         chunk.sums.apply(trade, true)?;
         chunk.range = None;
         chunk.context = None;
-        self.totals.apply(trade, true)?;
-        if chunk.trades.len() > self.chunk_max_trades {
+        if chunk.trades.len() > chunk_max {
             let half = chunk.trades.len() / 2;
             let mut right = Chunk {
                 trades: chunk.trades.split_off(half),
@@ -505,26 +504,29 @@ impl PositionBook {
     /// `gone` and inserting `new` does, without moving any other trade.
     /// The chunk's first-open bound stays valid: only the replaced trade's
     /// open quantity changes, to zero until the refresh.
-    fn replace(&mut self, gone: &BookedTrade, new: &BookedTrade) -> Result<(), BookError> {
+    fn replace(
+        &mut self,
+        gone: &BookedTrade,
+        new: &BookedTrade,
+        lots: &mut LotChanges,
+    ) -> Result<(), BookError> {
         debug_assert!(gone.key == new.key);
         let (i, at) = self.locate(gone)?;
         self.touched = true;
         let chunk = &mut self.chunks[i];
         let open = std::mem::replace(&mut chunk.open[at], Dec8::ZERO);
         if open > Dec8::ZERO {
-            self.retired.push(lot_of(gone, lot_side(gone.side), open));
+            lots.closed.push(lot_of(gone, lot_side(gone.side), open));
         }
         chunk.trades[at] = new.clone();
         chunk.sums.apply(gone, false)?;
         chunk.sums.apply(new, true)?;
         chunk.range = None;
         chunk.context = None;
-        self.totals.apply(gone, false)?;
-        self.totals.apply(new, true)?;
         Ok(())
     }
 
-    fn remove(&mut self, trade: &BookedTrade) -> Result<(), BookError> {
+    fn remove(&mut self, trade: &BookedTrade, lots: &mut LotChanges) -> Result<(), BookError> {
         let (i, at) = self.locate(trade)?;
         self.touched = true;
         let chunk = &mut self.chunks[i];
@@ -534,18 +536,17 @@ impl PositionBook {
             chunk.first_open -= 1;
         }
         if open > Dec8::ZERO {
-            self.retired.push(lot_of(&gone, lot_side(gone.side), open));
+            lots.closed.push(lot_of(&gone, lot_side(gone.side), open));
         }
         chunk.sums.apply(&gone, false)?;
         chunk.range = None;
         chunk.context = None;
-        self.totals.apply(&gone, false)?;
         let len = chunk.trades.len();
         if len == 0 {
             self.chunks.remove(i);
-        } else if len < self.chunk_max_trades / 8
+        } else if len < self.chunk_max() / 8
             && i + 1 < self.chunks.len()
-            && len + self.chunks[i + 1].trades.len() <= self.chunk_max_trades
+            && len + self.chunks[i + 1].trades.len() <= self.chunk_max()
         {
             let next = self.chunks.remove(i + 1);
             let chunk = &mut self.chunks[i];
@@ -563,24 +564,28 @@ impl PositionBook {
     /// HIFO: re-book from the checkpoint before `first_changed` (the whole
     /// position when it is before the checkpoint or `None`), and report the
     /// lots that differ from the previous booking.
-    fn rebook_hifo(&mut self, first_changed: Option<&LotKey>) -> Result<(), Overflow> {
+    fn rebook_hifo(
+        &mut self,
+        first_changed: Option<&LotKey>,
+        lots: &mut LotChanges,
+    ) -> Result<(), Overflow> {
         if !self.touched {
             return Ok(());
         }
         let trades = Segments::new(self.chunks.iter().map(|c| c.trades.as_slice()).collect());
-        let tail = self.hifo_tail_trades;
+        let tail = self.hifo_tail_trades as usize;
         let hifo = self
             .hifo
             .get_or_insert_with(|| Box::new(HifoBook::with_tail(tail)));
         let (closed, opened) = hifo.rebook(&trades, first_changed)?;
-        self.retired.extend(closed);
-        self.asserted.extend(opened);
+        lots.closed.extend(closed);
+        lots.opened.extend(opened);
         Ok(())
     }
 
     /// FIFO / LIFO: compute every chunk's context; recompute the open
     /// quantities of the chunks that changed or whose context moved.
-    fn refresh_chunks(&mut self) -> Result<(), Overflow> {
+    fn refresh_chunks(&mut self, lots: &mut LotChanges) -> Result<(), Overflow> {
         let contexts = match self.method {
             LotMethod::Fifo => self.fifo_contexts()?,
             _ => self.lifo_contexts()?,
@@ -589,7 +594,7 @@ impl PositionBook {
             if chunk.context.as_ref() == Some(&context) {
                 continue;
             }
-            let (retired, asserted) = (&mut self.retired, &mut self.asserted);
+            let (retired, asserted) = (&mut lots.closed, &mut lots.opened);
             if self.method == LotMethod::Fifo {
                 refresh_fifo_chunk(chunk, &context, retired, asserted)?;
             } else {
@@ -605,8 +610,20 @@ impl PositionBook {
         Ok(())
     }
 
+    /// Sums over all chunks: a few additions per chunk, which every change
+    /// walks anyway for the contexts. Kept in no field, so a book of one
+    /// chunk (most positions) does not carry its sums twice.
+    fn totals(&self) -> Result<ChunkSums, Overflow> {
+        let mut totals = ChunkSums::default();
+        for chunk in &self.chunks {
+            totals.add(&chunk.sums)?;
+        }
+        Ok(totals)
+    }
+
     fn fifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
-        let net = self.totals.net()?;
+        let totals = self.totals()?;
+        let net = totals.net()?;
         let side = if net > Dec8::ZERO {
             LotSide::Long
         } else {
@@ -614,8 +631,8 @@ impl PositionBook {
         };
         // Open units of `side` are those numbered >= closed_units (numbering all of that side's units in lot order).
         let closed_units = match side {
-            LotSide::Long => self.totals.sell_quantity,
-            LotSide::Short => self.totals.buy_quantity,
+            LotSide::Long => totals.sell_quantity,
+            LotSide::Short => totals.buy_quantity,
         };
         let mut before = Dec8::ZERO;
         let mut contexts = Vec::with_capacity(self.chunks.len());
@@ -636,7 +653,7 @@ impl PositionBook {
     }
 
     fn lifo_contexts(&mut self) -> Result<Vec<ChunkContext>, Overflow> {
-        let net = self.totals.net()?;
+        let net = self.totals()?.net()?;
         let side = if net > Dec8::ZERO {
             LotSide::Long
         } else {
@@ -692,12 +709,11 @@ impl PositionBook {
         Ok(contexts)
     }
 
-    /// Cancels lots both retracted and asserted, and refreshes the summary.
-    fn finish(&mut self) -> Result<LotChanges, BookError> {
+    /// Cancels the lots both retracted and asserted in `lots`, and
+    /// refreshes the summary.
+    fn finish(&mut self, lots: LotChanges) -> Result<LotChanges, BookError> {
         // `diff_sorted` sorts both sides itself.
-        let closed = std::mem::take(&mut self.retired);
-        let opened = std::mem::take(&mut self.asserted);
-        let (closed, opened) = diff_sorted(closed, opened);
+        let (closed, opened) = diff_sorted(lots.closed, lots.opened);
         let changes = LotChanges { closed, opened };
         let mut summary = self.summary.clone();
         for lot in &changes.closed {
@@ -714,12 +730,12 @@ impl PositionBook {
                 .add(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count += 1;
         }
-        summary.realized_pnl = self
-            .totals
+        let totals = self.totals()?;
+        summary.realized_pnl = totals
             .sell_notional
-            .sub(self.totals.buy_notional)?
+            .sub(totals.buy_notional)?
             .add(summary.cost_basis)?;
-        let net = self.totals.net()?;
+        let net = totals.net()?;
         if summary.quantity != net {
             return Err(BookError::Invariant(format!(
                 "open lots hold {} but the trades net {net}",
