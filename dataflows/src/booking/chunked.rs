@@ -247,9 +247,19 @@ impl PositionBook {
 
     /// The live trade booked under `key`, if any.
     pub fn get(&self, key: &LotKey) -> Option<&BookedTrade> {
-        let chunk = self.chunks.get(self.chunk_for(key))?;
-        let at = chunk.trades.binary_search_by(|t| t.key.cmp(key)).ok()?;
-        chunk.trades.get(at)
+        let (i, at) = self.find(key)?;
+        Some(&self.chunks[i].trades[at])
+    }
+
+    /// The chunk and index of the trade booked under `key`, if any.
+    fn find(&self, key: &LotKey) -> Option<(usize, usize)> {
+        let i = self.chunk_for(key);
+        let at = self
+            .chunks
+            .get(i)?
+            .trades
+            .binary_search_by(|t| t.key.cmp(key));
+        Some((i, at.ok()?))
     }
 
     /// Every open lot, sorted by `lot_id`.
@@ -346,28 +356,25 @@ impl PositionBook {
                     _ => entering.push(new),
                 }
             }
-            // Removals first, as when nothing is swapped.
-            for (gone, new) in leaving.iter().zip(&replaced_by) {
-                if new.is_none() {
-                    self.remove(gone, &mut lots)?;
-                }
-            }
-            for (gone, new) in leaving.iter().zip(&replaced_by) {
-                if let Some(new) = new {
-                    self.replace(gone, new, &mut lots)?;
+            for (gone, new) in leaving.into_iter().zip(replaced_by) {
+                match new {
+                    Some(new) => self.replace(gone, new, &mut lots)?,
+                    None => self.remove(gone, &mut lots)?,
                 }
             }
             for trade in entering {
                 self.insert(trade)?;
             }
         }
+        // Summed once for the contexts and the summary.
+        let totals = self.totals()?;
         if self.method == LotMethod::Hifo {
             self.rebook_hifo(first_changed.as_ref(), &mut lots)?;
         } else {
-            self.refresh_chunks(&mut lots)?;
+            self.refresh_chunks(&totals, &mut lots)?;
         }
         self.touched = false;
-        self.finish(lots)
+        self.finish(&totals, lots)
     }
 
     /// Moves the book to another method. Chunk lots are kept as the "before"
@@ -479,18 +486,9 @@ impl PositionBook {
     /// The chunk and index where `trade` is booked: an error unless the
     /// book holds exactly that trade under its key.
     fn locate(&self, trade: &BookedTrade) -> Result<(usize, usize), BookError> {
-        let not_booked =
-            || BookError::Invariant(format!("removing {:?} that is not booked", trade.key));
-        if self.chunks.is_empty() {
-            return Err(not_booked());
-        }
-        let i = self.chunk_for(&trade.key);
-        let Ok(at) = self.chunks[i]
-            .trades
-            .binary_search_by(|t| t.key.cmp(&trade.key))
-        else {
-            return Err(not_booked());
-        };
+        let (i, at) = self.find(&trade.key).ok_or_else(|| {
+            BookError::Invariant(format!("removing {:?} that is not booked", trade.key))
+        })?;
         if self.chunks[i].trades[at] != *trade {
             return Err(BookError::Invariant(format!(
                 "removing {:?}: the booked trade with that key differs",
@@ -585,10 +583,14 @@ impl PositionBook {
 
     /// FIFO / LIFO: compute every chunk's context; recompute the open
     /// quantities of the chunks that changed or whose context moved.
-    fn refresh_chunks(&mut self, lots: &mut LotChanges) -> Result<(), Overflow> {
+    fn refresh_chunks(
+        &mut self,
+        totals: &ChunkSums,
+        lots: &mut LotChanges,
+    ) -> Result<(), Overflow> {
         let contexts = match self.method {
-            LotMethod::Fifo => self.fifo_contexts()?,
-            _ => self.lifo_contexts()?,
+            LotMethod::Fifo => self.fifo_contexts(totals)?,
+            _ => self.lifo_contexts(totals)?,
         };
         for (chunk, context) in self.chunks.iter_mut().zip(contexts) {
             if chunk.context.as_ref() == Some(&context) {
@@ -610,9 +612,9 @@ impl PositionBook {
         Ok(())
     }
 
-    /// Sums over all chunks: a few additions per chunk, which every change
-    /// walks anyway for the contexts. Kept in no field, so a book of one
-    /// chunk (most positions) does not carry its sums twice.
+    /// Sums over all chunks: a few additions per chunk, once per change
+    /// (the contexts walk the chunks anyway). Kept in no field, so a book
+    /// of one chunk (most positions) does not carry its sums twice.
     fn totals(&self) -> Result<ChunkSums, Overflow> {
         let mut totals = ChunkSums::default();
         for chunk in &self.chunks {
@@ -621,8 +623,7 @@ impl PositionBook {
         Ok(totals)
     }
 
-    fn fifo_contexts(&self) -> Result<Vec<ChunkContext>, Overflow> {
-        let totals = self.totals()?;
+    fn fifo_contexts(&self, totals: &ChunkSums) -> Result<Vec<ChunkContext>, Overflow> {
         let net = totals.net()?;
         let side = if net > Dec8::ZERO {
             LotSide::Long
@@ -652,8 +653,8 @@ impl PositionBook {
         Ok(contexts)
     }
 
-    fn lifo_contexts(&mut self) -> Result<Vec<ChunkContext>, Overflow> {
-        let net = self.totals()?.net()?;
+    fn lifo_contexts(&mut self, totals: &ChunkSums) -> Result<Vec<ChunkContext>, Overflow> {
+        let net = totals.net()?;
         let side = if net > Dec8::ZERO {
             LotSide::Long
         } else {
@@ -711,7 +712,7 @@ impl PositionBook {
 
     /// Cancels the lots both retracted and asserted in `lots`, and
     /// refreshes the summary.
-    fn finish(&mut self, lots: LotChanges) -> Result<LotChanges, BookError> {
+    fn finish(&mut self, totals: &ChunkSums, lots: LotChanges) -> Result<LotChanges, BookError> {
         // `diff_sorted` sorts both sides itself.
         let (closed, opened) = diff_sorted(lots.closed, lots.opened);
         let changes = LotChanges { closed, opened };
@@ -730,7 +731,6 @@ impl PositionBook {
                 .add(lot.signed_value().ok_or(Overflow)?)?;
             summary.lot_count += 1;
         }
-        let totals = self.totals()?;
         summary.realized_pnl = totals
             .sell_notional
             .sub(totals.buy_notional)?

@@ -117,10 +117,11 @@ impl FinalBooks {
         if !positions_as_changes {
             positions.reserve_exact(books.len() + last_good.len());
         }
+        // `open` is empty when lots leave as changes (neither the books'
+        // lots nor a quarantined position's are listed then).
         let mut add = |position: Id, open: Vec<Lot>, summary: &PositionSummary| {
-            if !lots_as_changes {
-                lots.extend(open.into_iter().map(|lot| (position.clone(), lot)));
-            }
+            debug_assert!(!lots_as_changes || open.is_empty());
+            lots.extend(open.into_iter().map(|lot| (position.clone(), lot)));
             if !positions_as_changes && !summary.is_omitted() {
                 positions.push((position, summary.clone()));
             }
