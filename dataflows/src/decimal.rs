@@ -236,71 +236,110 @@ fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &[u8] {
         buf[at] = b'0' + (value % 10) as u8;
         value /= 10;
     }
-    // Two digits per division below 64 bits.
+    at -= u64_digits(value as u64, &mut buf[..at]);
+    &buf[at..]
+}
+
+/// Writes the decimal digits of `value` (no leading zeros; `0` for zero)
+/// right-aligned at the end of `buf`, two digits per division; returns
+/// their count.
+///
+/// # Panics
+/// When `buf` is shorter than the digits (an engine bug: callers size it).
+fn u64_digits(mut value: u64, buf: &mut [u8]) -> usize {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
-    let mut small = value as u64;
-    while small >= 100 {
-        let pair = (small % 100) as usize * 2;
-        small /= 100;
+    let end = buf.len();
+    let mut at = end;
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
         at -= 2;
         buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
-    if small >= 10 {
-        let pair = small as usize * 2;
+    if value >= 10 {
+        let pair = value as usize * 2;
         at -= 2;
         buf[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     } else {
         at -= 1;
-        buf[at] = b'0' + small as u8;
+        buf[at] = b'0' + value as u8;
     }
-    &buf[at..]
+    end - at
 }
 
-/// Writes `digits` (an unsigned integer in decimal, no leading zeros)
-/// scaled by 10^-scale, normalised: no trailing zeros, no exponent, no
+/// `10^k` for `k` in `0..=19`.
+const POW10: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut k = 1;
+    while k < 20 {
+        table[k] = table[k - 1] * 10;
+        k += 1;
+    }
+    table
+};
+
+/// Writes a decimal whose integer part has the digits `int_digits` (no
+/// leading zeros) and whose fraction is `frac` units of 10^-scale
+/// (`frac < 10^scale`), normalised: no trailing zeros, no exponent, no
 /// `-0`. Allocates nothing.
-fn write_scaled(
+fn write_parts(
     out: &mut impl TextSink,
     negative: bool,
-    digits: &[u8],
+    int_digits: &[u8],
+    frac: u64,
     scale: usize,
 ) -> fmt::Result {
-    // Integer part, zeros that lead the fraction, the fraction's digits.
-    let (int_part, zeros, frac_part): (&[u8], usize, &[u8]) = if digits.len() > scale {
-        let split = digits.len() - scale;
-        (&digits[..split], 0, &digits[split..])
-    } else {
-        (b"0", scale - digits.len(), digits)
-    };
-    let kept = frac_part
-        .iter()
-        .rposition(|&d| d != b'0')
-        .map_or(0, |i| i + 1);
-    let frac_part = &frac_part[..kept];
-    let is_zero = int_part == b"0" && frac_part.is_empty();
-    if negative && !is_zero {
+    debug_assert!(scale <= AMOUNT_SCALE_DIGITS as usize && frac < POW10[scale]);
+    if negative && (frac != 0 || int_digits != b"0") {
         out.put(b"-")?;
     }
-    out.put(int_part)?;
-    if !frac_part.is_empty() {
-        out.put(b".")?;
-        // `zeros` < scale <= 16 (the widest scale, `AMOUNT_SCALE_DIGITS`).
-        const ZEROS: &[u8] = b"0000000000000000";
-        out.put(ZEROS.get(..zeros).unwrap_or(ZEROS))?;
-        out.put(frac_part)?;
+    out.put(int_digits)?;
+    if frac == 0 {
+        return Ok(());
     }
-    Ok(())
+    // The fraction without its trailing zeros, zero-padded on the left to
+    // the places it keeps.
+    // Zeros are stripped 8, 4, 2 and 1 at a time (`frac` is not zero and
+    // below 10^16 at the widest scale, so at most 15 go).
+    let (mut frac, mut places) = (frac, scale);
+    for step in [8, 4, 2, 1] {
+        if frac % POW10[step] == 0 {
+            frac /= POW10[step];
+            places -= step;
+        }
+    }
+    // `.`, then `places` (< 20) digits: zeros, then the fraction's digits.
+    let mut text = [b'0'; 21];
+    text[0] = b'.';
+    let end = 1 + places;
+    u64_digits(frac, &mut text[1..end]);
+    out.put(&text[..end])
+}
+
+/// Splits `magnitude` into its integer part and its fraction in units of
+/// 10^-scale, with 64-bit division when it fits 64 bits.
+fn split_scaled(magnitude: u128, scale: usize) -> (u128, u64) {
+    let unit = POW10[scale];
+    match u64::try_from(magnitude) {
+        Ok(small) => (u128::from(small / unit), small % unit),
+        // The remainder is below `unit`, a u64.
+        Err(_) => (
+            magnitude / u128::from(unit),
+            (magnitude % u128::from(unit)) as u64,
+        ),
+    }
 }
 
 impl Dec8 {
     fn write_text(&self, out: &mut impl TextSink) -> fmt::Result {
+        let scale = DEC8_SCALE_DIGITS as usize;
+        let (int, frac) = split_scaled(self.0.unsigned_abs(), scale);
         let mut buf = [0u8; MAX_DIGITS];
-        let digits = u128_digits(self.0.unsigned_abs(), &mut buf);
-        write_scaled(out, self.0 < 0, digits, DEC8_SCALE_DIGITS as usize)
+        write_parts(out, self.0 < 0, u128_digits(int, &mut buf), frac, scale)
     }
 
     /// Appends exactly the `Display` text to `out`, without the formatting
@@ -324,11 +363,17 @@ impl Amount {
         let scale = AMOUNT_SCALE_DIGITS as usize;
         match u128::try_from(magnitude) {
             Ok(small) => {
+                let (int, frac) = split_scaled(small, scale);
                 let mut buf = [0u8; MAX_DIGITS];
-                write_scaled(out, negative, u128_digits(small, &mut buf), scale)
+                write_parts(out, negative, u128_digits(int, &mut buf), frac, scale)
             }
             // Past 128 bits (beyond any single trade's notional): rare.
-            Err(_) => write_scaled(out, negative, magnitude.to_string().as_bytes(), scale),
+            Err(_) => {
+                let unit = ethnum::U256::from(POW10[scale]);
+                let frac = (magnitude % unit).as_u64();
+                let int = (magnitude / unit).to_string();
+                write_parts(out, negative, int.as_bytes(), frac, scale)
+            }
         }
     }
 
@@ -468,6 +513,9 @@ mod tests {
                 (-3i128..3).prop_map(|d| i128::from(u64::MAX) + d),
                 (-3i128..3).prop_map(|d| -i128::from(u64::MAX) + d),
                 Just(i128::MIN),
+                // Round values: the fraction's trailing zeros are dropped.
+                (proptest::num::i64::ANY, 0u32..=20)
+                    .prop_map(|(v, e)| i128::from(v) * 10i128.pow(e)),
             ],
             times in proptest::prop_oneof![Just(1i128), proptest::num::i128::ANY],
         ) {
