@@ -275,8 +275,8 @@ impl VersionState {
     fn step(&mut self, time: Time, batch: &mut Vec<Parsed>, emit: &mut Emitted) {
         in_source_order(batch);
         // Most events make one version live: room for them up front, so
-        // the outputs are not copied as they grow.
-        emit.book.reserve(batch.len());
+        // the outputs are not copied as they grow (the booking changes
+        // are counted before they are made, below).
         if self.trade_versions {
             emit.trades.reserve(batch.len());
         }
@@ -342,6 +342,14 @@ impl VersionState {
             }
         }
         let mut touched = std::mem::take(&mut self.touched);
+        // Each trade made live leaves its old position (when booked) and
+        // enters its new one (unless cancelled): room for exactly that, or
+        // one more per CANCEL, so the list is never copied as it grows.
+        let leaving = touched
+            .keys()
+            .filter(|&&slot| self.trades.get(slot).1.booked.position != NOT_BOOKED)
+            .count();
+        emit.book.reserve(touched.len() + leaving);
         for (slot, new) in touched.drain() {
             self.make_live(slot, new, time, emit);
         }
