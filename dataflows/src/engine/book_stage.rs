@@ -21,6 +21,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
+use super::position_groups::PositionGroups;
 use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
@@ -274,17 +275,6 @@ pub(super) fn book<'scope>(
     }
 }
 
-/// Work for one position at one timestamp.
-#[derive(Default)]
-struct PositionWork {
-    /// Booked trades asserted (+1), and (once resolved) retracted (-1).
-    trades: Vec<(BookedTrade, Diff)>,
-    /// Keys of trades that leave.
-    removed: Vec<LotKey>,
-    causes: Vec<CauseEntry>,
-    method_change: Option<LotMethod>,
-}
-
 #[derive(Default)]
 struct BookState {
     /// Emit the break rule's dated quantities (`EngineInputs::break_inputs`).
@@ -301,6 +291,11 @@ struct BookState {
     /// One position's net trades leaving and entering (reused).
     removed: Vec<BookedTrade>,
     inserted: Vec<BookedTrade>,
+    /// One position's updates at a timestamp (reused): trades entering
+    /// (+1) and, once resolved, leaving (-1); keys of those leaving; causes.
+    trades: Vec<(BookedTrade, Diff)>,
+    leaving: Vec<LotKey>,
+    causes: Vec<CauseEntry>,
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -318,6 +313,10 @@ fn method_of_scope(methods: &MethodMap, scope: &str) -> Option<LotMethod> {
 
 /// The most specific configured method for a position, FIFO by default.
 fn resolve(methods: &MethodMap, position_key: &str) -> LotMethod {
+    // Most runs configure no method: nothing to look up.
+    if methods.is_empty() {
+        return LotMethod::default();
+    }
     let mut parts = position_key.splitn(3, '_');
     let account = parts.next().unwrap_or_default();
     let book = parts.next().unwrap_or_default();
@@ -344,29 +343,12 @@ impl BookState {
         if self.tables.lots {
             out.lots.reserve(count);
         }
-        // Hashed while collecting (an index into `pool`, so the work itself
-        // never moves), then taken in position order, so a position's place
-        // in this timestamp's outputs is deterministic. Dropped after the
-        // timestamp: kept, its buffers held ~17 bytes per live trade more
-        // at peak on the 1k-position stream.
-        let mut work: HashMap<Id, usize> = HashMap::default();
-        let mut pool: Vec<PositionWork> = Vec::new();
+        // Grouped by position while collecting (one list of updates, so no
+        // list per position), then taken in position order, so a position's
+        // place in this timestamp's outputs is deterministic.
+        let mut grouped = PositionGroups::with_capacity(count);
         for ((position, input), _, diff) in updates {
-            let w = work_for(&mut work, &mut pool, position);
-            match input {
-                BookInput::Insert(trade, change) => {
-                    if let Some(change) = change {
-                        w.causes.push(change.cause(&trade.key));
-                    }
-                    w.trades.push((trade, diff));
-                }
-                BookInput::Remove(key, change) => {
-                    if let Some(change) = change {
-                        w.causes.push(change.cause(&key));
-                    }
-                    w.removed.push(key);
-                }
-            }
+            grouped.push(position, input, diff);
         }
         if !method_changes.is_empty() {
             for ((scope, method), _, diff) in method_changes {
@@ -377,18 +359,41 @@ impl BookState {
             for (position, book) in &self.books {
                 let method = resolve(&self.methods, position);
                 if method != book.method() {
-                    work_for(&mut work, &mut pool, position.clone()).method_change = Some(method);
+                    grouped.group(position.clone()).method_change = Some(method);
                 }
             }
         }
-        let mut work: Vec<(Id, usize)> = work.into_iter().collect();
-        work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        out.corrections.reserve(work.len());
+        let (groups, mut updates) = grouped.into_sorted();
+        out.corrections.reserve(groups.len());
         if self.tables.positions {
-            out.positions.reserve(2 * work.len());
+            out.positions.reserve(2 * groups.len());
         }
-        for (position, slot) in work {
-            let mut w = std::mem::take(&mut pool[slot]);
+        // One position's trades entering (+1) and, once resolved, leaving
+        // (-1), the keys of those leaving, and the causes: reused.
+        let mut trades = std::mem::take(&mut self.trades);
+        let mut leaving = std::mem::take(&mut self.leaving);
+        let mut causes = std::mem::take(&mut self.causes);
+        for group in groups {
+            trades.clear();
+            leaving.clear();
+            causes.clear();
+            for (input, diff) in updates.take(&group) {
+                match input {
+                    BookInput::Insert(trade, change) => {
+                        if let Some(change) = change {
+                            causes.push(change.cause(&trade.key));
+                        }
+                        trades.push((trade, diff));
+                    }
+                    BookInput::Remove(key, change) => {
+                        if let Some(change) = change {
+                            causes.push(change.cause(&key));
+                        }
+                        leaving.push(key);
+                    }
+                }
+            }
+            let position = group.position;
             if self.faulted.contains(&position) {
                 out.faults.push(fault(
                     position,
@@ -408,7 +413,7 @@ impl BookState {
             };
             // The book holds the one copy of each live trade: a leaving
             // trade is found by its key.
-            if let Err(error) = resolve_removed(book, &w.removed, &mut w.trades) {
+            if let Err(error) = resolve_removed(book, &leaving, &mut trades) {
                 // Nothing was applied: the book holds its last good state
                 // (its lots are listed only if read from the books).
                 let lots = if self.tables.lots {
@@ -428,13 +433,13 @@ impl BookState {
             // from `book_again`) there is nothing to cancel: a trade enters
             // a position at most once per timestamp, and the book takes its
             // inserts in any order.
-            if w.trades.iter().any(|(_, diff)| *diff < 0) {
-                consolidate(&mut w.trades);
+            if trades.iter().any(|(_, diff)| *diff < 0) {
+                consolidate(&mut trades);
             }
             let (removed, inserted) = (&mut self.removed, &mut self.inserted);
             removed.clear();
             inserted.clear();
-            for (trade, diff) in w.trades {
+            for (trade, diff) in trades.drain(..) {
                 let side = if diff < 0 {
                     &mut *removed
                 } else {
@@ -444,17 +449,15 @@ impl BookState {
             }
             // The cause, read before the change: a trade is backdated when it
             // sorts before the last trade the position held.
-            let mut cause: Vec<Cause> = w
-                .method_change
-                .map(Cause::MethodChange)
-                .into_iter()
-                .collect();
             // Unstable is enough: causes that compare equal are equal in
             // every field, and `dedup` keeps one of them.
-            w.causes.sort_unstable();
-            w.causes.dedup();
+            causes.sort_unstable();
+            causes.dedup();
+            let mut cause: Vec<Cause> =
+                Vec::with_capacity(usize::from(group.method_change.is_some()) + causes.len());
+            cause.extend(group.method_change.map(Cause::MethodChange));
             let last_key = book.last_key();
-            cause.extend(w.causes.into_iter().map(|c| Cause::Trade {
+            cause.extend(causes.drain(..).map(|c| Cause::Trade {
                 backdated: last_key.is_some_and(|last| c.key < *last),
                 trade_id: c.trade_id,
                 version: c.version,
@@ -462,7 +465,7 @@ impl BookState {
                 correlation_id: c.correlation_id,
             }));
             let method_before = book.method();
-            let method = w.method_change.unwrap_or(method_before);
+            let method = group.method_change.unwrap_or(method_before);
             let before = book.summary().clone();
             let changes = match book.apply(method, removed, inserted) {
                 Ok(changes) => changes,
@@ -528,6 +531,9 @@ impl BookState {
             };
             out.corrections.push((correction, time, 1));
         }
+        self.trades = trades;
+        self.leaving = leaving;
+        self.causes = causes;
     }
 
     /// A table is read from the books at the end, so a quarantined
@@ -563,21 +569,6 @@ impl BookState {
         }
         out.faults.push(fault(position, time, &detail));
     }
-}
-
-/// The work of `position` at this timestamp: its slot in `work`, added to
-/// `pool` when new (at most one per update of the timestamp).
-fn work_for<'pool>(
-    work: &mut HashMap<Id, usize>,
-    pool: &'pool mut Vec<PositionWork>,
-    position: Id,
-) -> &'pool mut PositionWork {
-    let next = work.len();
-    let slot = *work.entry(position).or_insert(next);
-    if slot == pool.len() {
-        pool.push(PositionWork::default());
-    }
-    &mut pool[slot]
 }
 
 /// Adds each trade that leaves (by key) to `trades` with diff -1, as the

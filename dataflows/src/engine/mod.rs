@@ -25,6 +25,7 @@
 mod book_stage;
 mod id_slots;
 mod intake;
+mod position_groups;
 mod reference_stage;
 mod spare_buffers;
 mod versions;

@@ -1,0 +1,219 @@
+//! One timestamp's booking updates grouped by position key, without a list
+//! per position: the updates stay in one list in arrival order, each
+//! linked to the next update of its position, so grouping allocates
+//! nothing per position. Positions are handed out in key order.
+
+use std::hash::{BuildHasher, BuildHasherDefault};
+
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
+
+use super::versions::BookInput;
+use super::Diff;
+use crate::id::Id;
+use crate::trade::LotMethod;
+
+/// [`Link::next`] of a position's last update.
+const END: u32 = u32::MAX;
+
+/// The updates of one timestamp, grouped (see the module docs).
+#[derive(Default)]
+pub(super) struct PositionGroups {
+    /// Indices into `groups`, found by the position key's hash.
+    index: HashTable<u32>,
+    groups: Vec<Group>,
+    updates: Vec<Link>,
+}
+
+/// One position's share of the timestamp.
+pub(super) struct Group {
+    /// The position.
+    pub position: Id,
+    /// The first 16 bytes of the key, big-endian, zero-padded: where two
+    /// keys' prefixes differ, they order as the keys do (a key shorter
+    /// than another it begins is padded with the least byte), so most
+    /// comparisons of the sort never read the keys.
+    prefix: u128,
+    /// The position's first and last update in `updates` (`END`: none).
+    first: u32,
+    last: u32,
+    /// The method the position moves to, when the method map changed it.
+    pub method_change: Option<LotMethod>,
+}
+
+/// An update, until taken, and the index of its position's next one.
+struct Link {
+    update: Option<(BookInput, Diff)>,
+    next: u32,
+}
+
+fn hash_of(position: &str) -> u64 {
+    BuildHasherDefault::<FxHasher>::default().hash_one(position)
+}
+
+impl PositionGroups {
+    /// Room for `updates` updates.
+    pub(super) fn with_capacity(updates: usize) -> PositionGroups {
+        PositionGroups {
+            index: HashTable::new(),
+            groups: Vec::new(),
+            updates: Vec::with_capacity(updates),
+        }
+    }
+
+    /// The group of `position`, created empty if the timestamp had none.
+    ///
+    /// # Panics
+    /// Past `u32::MAX - 1` updates or positions in one timestamp on one
+    /// worker (a batch limit, asserted, not an input error).
+    pub(super) fn group(&mut self, position: Id) -> &mut Group {
+        let hash = hash_of(&position);
+        let PositionGroups { index, groups, .. } = self;
+        let found = index
+            .find(hash, |&g| groups[g as usize].position == position)
+            .copied();
+        let g = match found {
+            Some(g) => g as usize,
+            None => {
+                let g = groups.len();
+                assert!(g < END as usize, "too many positions in one timestamp");
+                let prefix = prefix_of(&position);
+                groups.push(Group {
+                    position,
+                    prefix,
+                    first: END,
+                    last: END,
+                    method_change: None,
+                });
+                index.insert_unique(hash, g as u32, |&g| hash_of(&groups[g as usize].position));
+                g
+            }
+        };
+        &mut self.groups[g]
+    }
+
+    /// Adds `input` (with `diff`) to the updates of `position`.
+    pub(super) fn push(&mut self, position: Id, input: BookInput, diff: Diff) {
+        let at = self.updates.len();
+        assert!(at < END as usize, "too many updates in one timestamp");
+        let at = at as u32;
+        self.updates.push(Link {
+            update: Some((input, diff)),
+            next: END,
+        });
+        let group = self.group(position);
+        let last = std::mem::replace(&mut group.last, at);
+        if last == END {
+            group.first = at;
+        } else {
+            self.updates[last as usize].next = at;
+        }
+    }
+
+    /// The groups in position-key order, each with its updates (taken by
+    /// [`Updates`], in arrival order).
+    pub(super) fn into_sorted(mut self) -> (Vec<Group>, Updates) {
+        self.groups.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| a.position.cmp(&b.position))
+        });
+        (
+            self.groups,
+            Updates {
+                links: self.updates,
+            },
+        )
+    }
+}
+
+/// A key's first 16 bytes as a big-endian number, zero-padded.
+fn prefix_of(position: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let head = &position.as_bytes()[..position.len().min(16)];
+    bytes[..head.len()].copy_from_slice(head);
+    u128::from_be_bytes(bytes)
+}
+
+/// The updates of [`PositionGroups::into_sorted`], taken group by group.
+pub(super) struct Updates {
+    links: Vec<Link>,
+}
+
+impl Updates {
+    /// Takes the updates of `group`, in arrival order. Each update is
+    /// taken once: a group's second call yields nothing.
+    pub(super) fn take<'a>(
+        &'a mut self,
+        group: &Group,
+    ) -> impl Iterator<Item = (BookInput, Diff)> + 'a {
+        let mut at = group.first;
+        std::iter::from_fn(move || {
+            while at != END {
+                let link = &mut self.links[at as usize];
+                at = link.next;
+                if let Some(update) = link.update.take() {
+                    return Some(update);
+                }
+            }
+            None
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trade::{Date, LotKey};
+
+    fn remove(id: &str) -> BookInput {
+        BookInput::Remove(
+            LotKey {
+                trade_date: Date(20260102),
+                trade_time: None,
+                trade_id: Id::from(id),
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn each_position_gets_its_updates_in_arrival_order_and_keys_sort() {
+        let keys = [
+            "B",
+            "A_B_C",
+            "A",
+            "A_B_C_LONGER_THAN_SIXTEEN",
+            "A_B_C_LONGER_THAN",
+            "",
+            "A\0",
+            "B",
+            "A_B_C",
+        ];
+        let mut groups = PositionGroups::with_capacity(keys.len());
+        for (n, key) in keys.iter().enumerate() {
+            groups.push(Id::from(*key), remove(&format!("T{n}")), n as Diff);
+        }
+        groups.group(Id::from("C")).method_change = Some(LotMethod::Hifo);
+        let (sorted, mut updates) = groups.into_sorted();
+        let mut expected: Vec<&str> = keys.to_vec();
+        expected.push("C");
+        expected.sort_unstable();
+        expected.dedup();
+        let got: Vec<&str> = sorted.iter().map(|g| g.position.as_str()).collect();
+        assert_eq!(got, expected);
+        for group in &sorted {
+            let diffs: Vec<Diff> = updates.take(group).map(|(_, d)| d).collect();
+            let arrived: Vec<Diff> = (0..keys.len())
+                .filter(|&n| keys[n] == group.position.as_str())
+                .map(|n| n as Diff)
+                .collect();
+            assert_eq!(diffs, arrived, "{:?}", group.position);
+            assert_eq!(updates.take(group).count(), 0, "taken once");
+            assert_eq!(
+                group.method_change.is_some(),
+                group.position.as_str() == "C"
+            );
+        }
+    }
+}
