@@ -281,7 +281,9 @@ struct BookState {
     break_inputs: bool,
     /// Which tables leave as changes.
     tables: TableChanges,
-    books: HashMap<Id, PositionBook>,
+    /// Boxed: the table moves 32-byte entries when it grows, not whole
+    /// books, and holds the old and new tables at once only of those.
+    books: HashMap<Id, Box<PositionBook>>,
     faulted: HashSet<Id>,
     /// What each quarantined position last published, kept when a table
     /// is read from the books ([`FinalBooks`]) instead of its changes.
@@ -408,7 +410,7 @@ impl BookState {
                 Entry::Occupied(slot) => slot.into_mut(),
                 Entry::Vacant(slot) => {
                     let method = resolve(&self.methods, &position);
-                    slot.insert(PositionBook::new(method))
+                    slot.insert(Box::new(PositionBook::new(method)))
                 }
             };
             // The book holds the one copy of each live trade: a leaving
