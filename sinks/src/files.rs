@@ -24,7 +24,11 @@ pub enum FileSinkError {
 
 /// Writes `lots.csv`: header, then rows sorted by `(position_key, lot_id)`.
 pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(Id, Lot)]) -> Result<(), FileSinkError> {
-    lots.sort_by(|a, b| (&a.0, &a.1.lot_id).cmp(&(&b.0, &b.1.lot_id)));
+    // In place (no scratch copy of the rows): the whole row is the order's
+    // tie-break, so rows that compare equal are equal and the order is
+    // the stable sort's by `(position_key, lot_id)`, which a position
+    // holds once.
+    lots.sort_unstable();
     writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
     let mut row = CsvRow::default();
     for (key, lot) in lots.iter() {
@@ -45,7 +49,9 @@ pub fn write_positions_csv(
     out: &mut impl Write,
     positions: &mut [(Id, PositionSummary)],
 ) -> Result<(), FileSinkError> {
-    positions.sort_by(|a, b| a.0.cmp(&b.0));
+    // In place; the summary breaks ties, so equal rows are equal (a
+    // position key appears once).
+    positions.sort_unstable();
     writeln!(
         out,
         "position_key,quantity,lot_count,cost_basis,realized_pnl"
