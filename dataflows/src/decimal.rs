@@ -271,16 +271,23 @@ fn u64_digits(mut value: u64, buf: &mut [u8]) -> usize {
     end - at
 }
 
-/// `10^k` for `k` in `0..=19`.
-const POW10: [u64; 20] = {
-    let mut table = [1u64; 20];
-    let mut k = 1;
-    while k < 20 {
-        table[k] = table[k - 1] * 10;
-        k += 1;
+/// `10^exp` for every `exp` that fits `i128` (up to 38), built at compile time.
+pub(crate) const POW10_I128: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
     }
     table
 };
+
+/// `10^k` as a `u64`, for `k <= 19`.
+fn pow10_u64(k: usize) -> u64 {
+    debug_assert!(k <= 19);
+    // 10^19 < 2^64: the cast keeps the value.
+    POW10_I128[k] as u64
+}
 
 /// Writes a decimal whose integer part has the digits `int_digits` (no
 /// leading zeros) and whose fraction is `frac` units of 10^-scale
@@ -293,7 +300,7 @@ fn write_parts(
     frac: u64,
     scale: usize,
 ) -> fmt::Result {
-    debug_assert!(scale <= AMOUNT_SCALE_DIGITS as usize && frac < POW10[scale]);
+    debug_assert!(scale <= AMOUNT_SCALE_DIGITS as usize && frac < pow10_u64(scale));
     if negative && (frac != 0 || int_digits != b"0") {
         out.put(b"-")?;
     }
@@ -307,8 +314,8 @@ fn write_parts(
     // below 10^16 at the widest scale, so at most 15 go).
     let (mut frac, mut places) = (frac, scale);
     for step in [8, 4, 2, 1] {
-        if frac % POW10[step] == 0 {
-            frac /= POW10[step];
+        if frac % pow10_u64(step) == 0 {
+            frac /= pow10_u64(step);
             places -= step;
         }
     }
@@ -323,7 +330,7 @@ fn write_parts(
 /// Splits `magnitude` into its integer part and its fraction in units of
 /// 10^-scale, with 64-bit division when it fits 64 bits.
 fn split_scaled(magnitude: u128, scale: usize) -> (u128, u64) {
-    let unit = POW10[scale];
+    let unit = pow10_u64(scale);
     match u64::try_from(magnitude) {
         Ok(small) => (u128::from(small / unit), small % unit),
         // The remainder is below `unit`, a u64.
@@ -369,7 +376,7 @@ impl Amount {
             }
             // Past 128 bits (beyond any single trade's notional): rare.
             Err(_) => {
-                let unit = ethnum::U256::from(POW10[scale]);
+                let unit = ethnum::U256::from(pow10_u64(scale));
                 let frac = (magnitude % unit).as_u64();
                 let int = (magnitude / unit).to_string();
                 write_parts(out, negative, int.as_bytes(), frac, scale)
@@ -514,7 +521,7 @@ mod tests {
                 (-3i128..3).prop_map(|d| -i128::from(u64::MAX) + d),
                 Just(i128::MIN),
                 // Round values: the fraction's trailing zeros are dropped.
-                (proptest::num::i64::ANY, 0u32..=20)
+                (proptest::num::i64::ANY, 0u32..=19)
                     .prop_map(|(v, e)| i128::from(v) * 10i128.pow(e)),
             ],
             times in proptest::prop_oneof![Just(1i128), proptest::num::i128::ANY],

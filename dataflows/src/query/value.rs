@@ -8,7 +8,7 @@ use std::fmt;
 use ethnum::I256;
 use serde::{Deserialize, Serialize};
 
-use crate::decimal::{Amount, Dec8, AMOUNT_SCALE_DIGITS, DEC8_SCALE_DIGITS};
+use crate::decimal::{Amount, Dec8, AMOUNT_SCALE_DIGITS, DEC8_SCALE_DIGITS, POW10_I128};
 use crate::id::Id;
 use crate::trade::Date;
 
@@ -39,17 +39,6 @@ pub struct Number {
     mantissa: I256,
     scale: u32,
 }
-
-/// `10^exp` for every `exp` that fits `i128` (up to 38), built at compile time.
-const POW10_I128: [i128; 39] = {
-    let mut table = [1i128; 39];
-    let mut i = 1;
-    while i < 39 {
-        table[i] = table[i - 1] * 10;
-        i += 1;
-    }
-    table
-};
 
 fn pow10(exp: u32) -> Option<I256> {
     if let Some(small) = POW10_I128.get(exp as usize) {
