@@ -308,10 +308,9 @@ fn write_parts(
     if frac == 0 {
         return Ok(());
     }
-    // The fraction without its trailing zeros, zero-padded on the left to
-    // the places it keeps.
-    // Zeros are stripped 8, 4, 2 and 1 at a time (`frac` is not zero and
-    // below 10^16 at the widest scale, so at most 15 go).
+    // The fraction without its trailing zeros (stripped 8, 4, 2 and 1 at a
+    // time: `frac` is not zero and below 10^16 at the widest scale, so at
+    // most 15 go), zero-padded on the left to the places it keeps.
     let (mut frac, mut places) = (frac, scale);
     for step in [8, 4, 2, 1] {
         if frac % pow10_u64(step) == 0 {
@@ -327,26 +326,35 @@ fn write_parts(
     out.put(&text[..end])
 }
 
-/// Splits `magnitude` into its integer part and its fraction in units of
-/// 10^-scale, with 64-bit division when it fits 64 bits.
-fn split_scaled(magnitude: u128, scale: usize) -> (u128, u64) {
+/// Writes `magnitude` units of 10^-scale ([`write_parts`]), split into
+/// integer part and fraction with 64-bit division when it fits 64 bits.
+fn write_scaled_u128(
+    out: &mut impl TextSink,
+    negative: bool,
+    magnitude: u128,
+    scale: usize,
+) -> fmt::Result {
     let unit = pow10_u64(scale);
-    match u64::try_from(magnitude) {
+    let (int, frac) = match u64::try_from(magnitude) {
         Ok(small) => (u128::from(small / unit), small % unit),
         // The remainder is below `unit`, a u64.
         Err(_) => (
             magnitude / u128::from(unit),
             (magnitude % u128::from(unit)) as u64,
         ),
-    }
+    };
+    let mut buf = [0u8; MAX_DIGITS];
+    write_parts(out, negative, u128_digits(int, &mut buf), frac, scale)
 }
 
 impl Dec8 {
     fn write_text(&self, out: &mut impl TextSink) -> fmt::Result {
-        let scale = DEC8_SCALE_DIGITS as usize;
-        let (int, frac) = split_scaled(self.0.unsigned_abs(), scale);
-        let mut buf = [0u8; MAX_DIGITS];
-        write_parts(out, self.0 < 0, u128_digits(int, &mut buf), frac, scale)
+        write_scaled_u128(
+            out,
+            self.0 < 0,
+            self.0.unsigned_abs(),
+            DEC8_SCALE_DIGITS as usize,
+        )
     }
 
     /// Appends exactly the `Display` text to `out`, without the formatting
@@ -369,11 +377,7 @@ impl Amount {
         let negative = self.0.is_negative();
         let scale = AMOUNT_SCALE_DIGITS as usize;
         match u128::try_from(magnitude) {
-            Ok(small) => {
-                let (int, frac) = split_scaled(small, scale);
-                let mut buf = [0u8; MAX_DIGITS];
-                write_parts(out, negative, u128_digits(int, &mut buf), frac, scale)
-            }
+            Ok(small) => write_scaled_u128(out, negative, small, scale),
             // Past 128 bits (beyond any single trade's notional): rare.
             Err(_) => {
                 let unit = ethnum::U256::from(pow10_u64(scale));

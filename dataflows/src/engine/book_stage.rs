@@ -350,7 +350,7 @@ impl BookState {
         // place in this timestamp's outputs is deterministic.
         let mut grouped = PositionGroups::with_capacity(count);
         for ((position, input), _, diff) in updates {
-            grouped.push(position, input, diff);
+            grouped.push(&position, input, diff);
         }
         if !method_changes.is_empty() {
             for ((scope, method), _, diff) in method_changes {
@@ -361,7 +361,7 @@ impl BookState {
             for (position, book) in &self.books {
                 let method = resolve(&self.methods, position);
                 if method != book.method() {
-                    grouped.group(position.clone()).method_change = Some(method);
+                    grouped.group(position).method_change = Some(method);
                 }
             }
         }

@@ -97,6 +97,11 @@ impl<S> IdSlots<S> {
         (id, state)
     }
 
+    /// Every id and its state, in slot order.
+    pub(super) fn into_iter(self) -> impl Iterator<Item = (Id, S)> {
+        self.chunks.into_iter().flatten()
+    }
+
     /// Number of ids held.
     pub(super) fn len(&self) -> usize {
         match self.chunks.last() {

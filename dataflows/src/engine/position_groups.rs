@@ -1,13 +1,10 @@
 //! One timestamp's booking updates grouped by position key, without a list
 //! per position: the updates stay in one list in arrival order, each
 //! linked to the next update of its position, so grouping allocates
-//! nothing per position. Positions are handed out in key order.
+//! nothing per position. Positions are found through [`IdSlots`] and
+//! handed out in key order.
 
-use std::hash::{BuildHasher, BuildHasherDefault};
-
-use hashbrown::HashTable;
-use rustc_hash::FxHasher;
-
+use super::id_slots::IdSlots;
 use super::versions::BookInput;
 use super::Diff;
 use crate::id::Id;
@@ -17,28 +14,38 @@ use crate::trade::LotMethod;
 const END: u32 = u32::MAX;
 
 /// The updates of one timestamp, grouped (see the module docs).
-#[derive(Default)]
 pub(super) struct PositionGroups {
-    /// Indices into `groups`, found by the position key's hash.
-    index: HashTable<u32>,
-    groups: Vec<Group>,
+    chains: IdSlots<Chain>,
     updates: Vec<Link>,
 }
 
-/// One position's share of the timestamp.
-pub(super) struct Group {
-    /// The position.
-    pub position: Id,
-    /// The first 16 bytes of the key, big-endian, zero-padded: where two
-    /// keys' prefixes differ, they order as the keys do (a key shorter
-    /// than another it begins is padded with the least byte), so most
-    /// comparisons of the sort never read the keys.
-    prefix: u128,
-    /// The position's first and last update in `updates` (`END`: none).
+/// One position's updates in `updates` (`END`: none), and its method change.
+pub(super) struct Chain {
     first: u32,
     last: u32,
     /// The method the position moves to, when the method map changed it.
     pub method_change: Option<LotMethod>,
+}
+
+impl Default for Chain {
+    fn default() -> Chain {
+        Chain {
+            first: END,
+            last: END,
+            method_change: None,
+        }
+    }
+}
+
+/// One position's share of the timestamp, as [`PositionGroups::into_sorted`]
+/// hands it out.
+pub(super) struct Group {
+    /// The position.
+    pub position: Id,
+    /// The method the position moves to, when the method map changed it.
+    pub method_change: Option<LotMethod>,
+    /// Its first update (`END`: none).
+    first: u32,
 }
 
 /// An update, until taken, and the index of its position's next one.
@@ -47,53 +54,28 @@ struct Link {
     next: u32,
 }
 
-fn hash_of(position: &str) -> u64 {
-    BuildHasherDefault::<FxHasher>::default().hash_one(position)
-}
-
 impl PositionGroups {
     /// Room for `updates` updates.
     pub(super) fn with_capacity(updates: usize) -> PositionGroups {
         PositionGroups {
-            index: HashTable::new(),
-            groups: Vec::new(),
+            chains: IdSlots::default(),
             updates: Vec::with_capacity(updates),
         }
     }
 
-    /// The group of `position`, created empty if the timestamp had none.
-    ///
-    /// # Panics
-    /// Past `u32::MAX - 1` updates or positions in one timestamp on one
-    /// worker (a batch limit, asserted, not an input error).
-    pub(super) fn group(&mut self, position: Id) -> &mut Group {
-        let hash = hash_of(&position);
-        let PositionGroups { index, groups, .. } = self;
-        let found = index
-            .find(hash, |&g| groups[g as usize].position == position)
-            .copied();
-        let g = match found {
-            Some(g) => g as usize,
-            None => {
-                let g = groups.len();
-                assert!(g < END as usize, "too many positions in one timestamp");
-                let prefix = prefix_of(&position);
-                groups.push(Group {
-                    position,
-                    prefix,
-                    first: END,
-                    last: END,
-                    method_change: None,
-                });
-                index.insert_unique(hash, g as u32, |&g| hash_of(&groups[g as usize].position));
-                g
-            }
-        };
-        &mut self.groups[g]
+    /// The updates and method change of `position`, created empty if the
+    /// timestamp had none.
+    pub(super) fn group(&mut self, position: &Id) -> &mut Chain {
+        let slot = self.chains.slot_of(position);
+        self.chains.get_mut(slot).1
     }
 
     /// Adds `input` (with `diff`) to the updates of `position`.
-    pub(super) fn push(&mut self, position: Id, input: BookInput, diff: Diff) {
+    ///
+    /// # Panics
+    /// Past `u32::MAX - 1` updates in one timestamp on one worker (a batch
+    /// limit, asserted, not an input error).
+    pub(super) fn push(&mut self, position: &Id, input: BookInput, diff: Diff) {
         let at = self.updates.len();
         assert!(at < END as usize, "too many updates in one timestamp");
         let at = at as u32;
@@ -101,10 +83,10 @@ impl PositionGroups {
             update: Some((input, diff)),
             next: END,
         });
-        let group = self.group(position);
-        let last = std::mem::replace(&mut group.last, at);
+        let chain = self.group(position);
+        let last = std::mem::replace(&mut chain.last, at);
         if last == END {
-            group.first = at;
+            chain.first = at;
         } else {
             self.updates[last as usize].next = at;
         }
@@ -112,14 +94,27 @@ impl PositionGroups {
 
     /// The groups in position-key order, each with its updates (taken by
     /// [`Updates`], in arrival order).
-    pub(super) fn into_sorted(mut self) -> (Vec<Group>, Updates) {
-        self.groups.sort_unstable_by(|a, b| {
-            a.prefix
-                .cmp(&b.prefix)
-                .then_with(|| a.position.cmp(&b.position))
-        });
+    pub(super) fn into_sorted(self) -> (Vec<Group>, Updates) {
+        // Sorted by the key's first 16 bytes (big-endian, zero-padded)
+        // first: where two keys' prefixes differ, they order as the keys
+        // do (a key shorter than another it begins is padded with the
+        // least byte), so most comparisons never read the keys.
+        let mut groups: Vec<(u128, Group)> = self
+            .chains
+            .into_iter()
+            .map(|(position, chain)| {
+                let group = Group {
+                    position,
+                    method_change: chain.method_change,
+                    first: chain.first,
+                };
+                (prefix_of(&group.position), group)
+            })
+            .collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.position.cmp(&b.1.position)));
+        let groups = groups.into_iter().map(|(_, group)| group).collect();
         (
-            self.groups,
+            groups,
             Updates {
                 links: self.updates,
             },
@@ -192,9 +187,9 @@ mod tests {
         ];
         let mut groups = PositionGroups::with_capacity(keys.len());
         for (n, key) in keys.iter().enumerate() {
-            groups.push(Id::from(*key), remove(&format!("T{n}")), n as Diff);
+            groups.push(&Id::from(*key), remove(&format!("T{n}")), n as Diff);
         }
-        groups.group(Id::from("C")).method_change = Some(LotMethod::Hifo);
+        groups.group(&Id::from("C")).method_change = Some(LotMethod::Hifo);
         let (sorted, mut updates) = groups.into_sorted();
         let mut expected: Vec<&str> = keys.to_vec();
         expected.push("C");

@@ -284,6 +284,9 @@ impl VersionState {
             emit.accepted.reserve(batch.len());
             emit.live.reserve(batch.len());
         }
+        // Trades made live now that leave a booked position: with one
+        // entry per trade made live, the booking changes to make room for.
+        let mut leaving = 0usize;
         for parsed in batch.drain(..) {
             let (source, version, payload) = match parsed {
                 Parsed::Candidate(source, version, payload) => (source, version, payload),
@@ -328,6 +331,8 @@ impl VersionState {
                         }
                         None => {
                             if live_version < version.version {
+                                // Where it is booked changes only once it is live.
+                                leaving += usize::from(state.booked.position != NOT_BOOKED);
                                 self.touched.insert(slot, version);
                             }
                         }
@@ -345,10 +350,6 @@ impl VersionState {
         // Each trade made live leaves its old position (when booked) and
         // enters its new one (unless cancelled): room for exactly that, or
         // one more per CANCEL, so the list is never copied as it grows.
-        let leaving = touched
-            .keys()
-            .filter(|&&slot| self.trades.get(slot).1.booked.position != NOT_BOOKED)
-            .count();
         emit.book.reserve(touched.len() + leaving);
         for (slot, new) in touched.drain() {
             self.make_live(slot, new, time, emit);
