@@ -1,4 +1,5 @@
-//! The allocator's settings for the engine: [`configure`].
+//! The allocator's settings for the engine: [`configure`] (every command),
+//! and [`disable_huge_pages`] for batch jobs.
 //!
 //! mimalloc returns memory that stayed free for its purge delay to the
 //! operating system (v3's default: 1 s). The engine frees and allocates its
@@ -9,7 +10,7 @@
 //! delay, for ~5% more peak RSS. Memory that stays free for 10 s is still
 //! returned (`docs/decisions/2026-11-30-allocator-purge-delay.md`).
 
-#![allow(unsafe_code)] // two calls into mimalloc's C API, no pointers involved
+#![allow(unsafe_code)] // calls into mimalloc's C API and prctl(2), no pointers involved
 
 /// mimalloc v3's index of `mi_option_purge_delay` (the Rust bindings name
 /// only v2's indices). [`configure`] checks the option's value before it
@@ -53,9 +54,110 @@ pub fn configure() -> PurgeDelay {
     PurgeDelay::Set
 }
 
+/// What [`disable_huge_pages`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// Transparent huge pages are off for this process (and the processes
+    /// it starts, unless started through [`with_system_huge_pages`]).
+    Disabled,
+    /// `MIMALLOC_ALLOW_THP` is set in the environment: the operator's value
+    /// stays (mimalloc applies it when it starts).
+    FromEnvironment,
+    /// `prctl(PR_SET_THP_DISABLE)` failed with this errno: nothing changed.
+    Failed(i32),
+}
+
+/// Turns transparent huge pages off for this process, unless the operator
+/// set `MIMALLOC_ALLOW_THP`. For batch jobs (`book`, the benchmarks): all
+/// of their heap is fresh memory, and mimalloc asks for huge pages on its
+/// arenas, so each first touch of a 2 MiB region has the kernel zero all of
+/// it. On the 1M-line bench stream that faulted in 60-90 MB that was never
+/// used and spent more in zeroing than the TLB saved
+/// (`docs/decisions/2026-12-02-batch-jobs-without-huge-pages.md`). Not for
+/// the long-running service, whose heap is faulted in once. Call it before
+/// the job allocates its state; memory faulted in before keeps its pages.
+pub fn disable_huge_pages() -> HugePages {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return HugePages::FromEnvironment;
+    }
+    // SAFETY: prctl with integer arguments only.
+    let done = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if done == 0 {
+        HugePages::Disabled
+    } else {
+        HugePages::Failed(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// Undoes [`disable_huge_pages`]: memory faulted in from now on may use
+/// huge pages again (for a benchmark that runs a batch suite, then others).
+pub fn enable_huge_pages() {
+    // SAFETY: prctl with integer arguments only. It fails only on kernels
+    // without the flag, where nothing was disabled.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+}
+
+/// Whether transparent huge pages are off for this process.
+pub fn huge_pages_disabled() -> bool {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+}
+
+/// Starts `command`'s process with the system's huge-page setting rather
+/// than this process's (which a child inherits): for peers a benchmark runs
+/// beside the engine, so that they are measured as they run anywhere.
+pub fn with_system_huge_pages(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls prctl, which is async-signal-safe, in
+    // the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `THP_enabled` flag of a `cat /proc/self/status` started by `command`.
+    fn child_thp_enabled(command: &mut std::process::Command) -> String {
+        let output = command.output().unwrap_or_else(|e| panic!("cat: {e}"));
+        let status = String::from_utf8_lossy(&output.stdout);
+        let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+        line.unwrap_or_else(|| panic!("no THP_enabled in {status}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn huge_pages_go_off_for_the_job_and_its_plain_children_only() {
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            assert_eq!(disable_huge_pages(), HugePages::FromEnvironment);
+            return;
+        }
+        let cat = || {
+            let mut cat = std::process::Command::new("cat");
+            cat.arg("/proc/self/status");
+            cat
+        };
+        assert_eq!(disable_huge_pages(), HugePages::Disabled);
+        assert!(huge_pages_disabled());
+        assert_eq!(child_thp_enabled(&mut cat()), "0", "a child inherits the setting");
+        let mut peer = cat();
+        assert_eq!(child_thp_enabled(with_system_huge_pages(&mut peer)), "1");
+        assert!(huge_pages_disabled(), "the parent keeps its setting");
+        enable_huge_pages();
+        assert!(!huge_pages_disabled());
+        assert_eq!(child_thp_enabled(&mut cat()), "1");
+    }
 
     /// Set by the test below in the copy of the test binary it runs.
     const CHILD: &str = "DELTABOOK_ALLOCATOR_TEST_CHILD";

@@ -217,6 +217,9 @@ fn main() -> Result<()> {
             hosts,
             process,
         } => {
+            // A batch job: its heap is all fresh memory (see the function's docs).
+            let huge_pages = deltabook::allocator::disable_huge_pages();
+            tracing::debug!(?huge_pages, "transparent huge pages");
             let methods = match methods {
                 Some(path) => parse_methods(
                     &std::fs::read_to_string(&path)

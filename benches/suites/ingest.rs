@@ -223,7 +223,8 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
 /// `duckdb` package is missing.
 pub fn duckdb_peer(path: &Path) -> Option<IngestResult> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/duckdb_positions.py");
-    let output = std::process::Command::new("python3")
+    let mut command = std::process::Command::new("python3");
+    let output = deltabook::allocator::with_system_huge_pages(&mut command)
         .arg(&script)
         .arg(path)
         .args(["--threads", "2"])
@@ -259,6 +260,19 @@ pub fn duckdb_peer(path: &Path) -> Option<IngestResult> {
 
 /// Runs the ingest suite and prints a markdown table.
 pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
+    // Batch runs, as `book` runs them; the peer keeps the system's setting.
+    let huge_pages = deltabook::allocator::disable_huge_pages();
+    eprintln!("ingest: transparent huge pages: {huge_pages:?}");
+    let results = run_groups(dir, trades);
+    if huge_pages == deltabook::allocator::HugePages::Disabled {
+        deltabook::allocator::enable_huge_pages();
+    }
+    let results = results?;
+    print_table(&results);
+    Ok(results)
+}
+
+fn run_groups(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
     let mut results = Vec::new();
     for (positions, label) in [
         (1_000usize, "1k positions"),
@@ -298,7 +312,6 @@ pub fn run_suite(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
         }
         results.extend(group);
     }
-    print_table(&results);
     Ok(results)
 }
 
