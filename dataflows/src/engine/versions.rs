@@ -247,9 +247,13 @@ struct VersionState {
     /// Position keys a live trade is booked in, numbered (never removed:
     /// bounded by the positions ever seen).
     positions: IdSlots<()>,
-    /// Per timestamp: trade slot -> the newest version accepted now (kept
-    /// to reuse its memory).
-    touched: HashMap<SlotId, Box<TradeVersion>>,
+    /// Per timestamp: the trades whose live version changes, each with the
+    /// newest version accepted now, in the order they were first touched
+    /// (so that making them live walks the versions and the trade slots
+    /// about in the order they were allocated). Kept to reuse its memory.
+    touched: Vec<(SlotId, Box<TradeVersion>)>,
+    /// Per timestamp: trade slot -> its index in `touched`.
+    touched_at: HashMap<SlotId, usize>,
 }
 
 impl VersionState {
@@ -323,8 +327,9 @@ impl VersionState {
                             payload,
                         });
                     }
-                    match self.touched.get_mut(&slot) {
-                        Some(newest) => {
+                    match self.touched_at.get(&slot) {
+                        Some(&at) => {
+                            let newest = &mut self.touched[at].1;
                             if newest.version < version.version {
                                 *newest = version;
                             }
@@ -333,7 +338,8 @@ impl VersionState {
                             if live_version < version.version {
                                 // Where it is booked changes only once it is live.
                                 leaving += usize::from(state.booked.position != NOT_BOOKED);
-                                self.touched.insert(slot, version);
+                                self.touched_at.insert(slot, self.touched.len());
+                                self.touched.push((slot, version));
                             }
                         }
                     }
@@ -346,12 +352,13 @@ impl VersionState {
                 }),
             }
         }
+        self.touched_at.clear();
         let mut touched = std::mem::take(&mut self.touched);
         // Each trade made live leaves its old position (when booked) and
         // enters its new one (unless cancelled): room for exactly that, or
         // one more per CANCEL, so the list is never copied as it grows.
         emit.book.reserve(touched.len() + leaving);
-        for (slot, new) in touched.drain() {
+        for (slot, new) in touched.drain(..) {
             self.make_live(slot, new, time, emit);
         }
         self.touched = touched;
