@@ -150,7 +150,11 @@ mod tests {
         };
         assert_eq!(disable_huge_pages(), HugePages::Disabled);
         assert!(huge_pages_disabled());
-        assert_eq!(child_thp_enabled(&mut cat()), "0", "a child inherits the setting");
+        assert_eq!(
+            child_thp_enabled(&mut cat()),
+            "0",
+            "a child inherits the setting"
+        );
         let mut peer = cat();
         assert_eq!(child_thp_enabled(with_system_huge_pages(&mut peer)), "1");
         assert!(huge_pages_disabled(), "the parent keeps its setting");
