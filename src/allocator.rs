@@ -71,7 +71,7 @@ pub enum HugePages {
 /// set `MIMALLOC_ALLOW_THP`. For batch jobs (`book`, the benchmarks): all
 /// of their heap is fresh memory, and mimalloc asks for huge pages on its
 /// arenas, so each first touch of a 2 MiB region has the kernel zero all of
-/// it. On the 1M-line bench stream that faulted in 60-90 MB that was never
+/// it. On the 1M-line bench stream that faulted in 50-75 MB that was never
 /// used and spent more in zeroing than the TLB saved
 /// (`docs/decisions/2026-12-02-batch-jobs-without-huge-pages.md`). Not for
 /// the long-running service, whose heap is faulted in once. Call it before
