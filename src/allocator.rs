@@ -97,12 +97,6 @@ pub fn enable_huge_pages() {
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
 }
 
-/// Whether transparent huge pages are off for this process.
-pub fn huge_pages_disabled() -> bool {
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
-}
-
 /// Starts `command`'s process with the system's huge-page setting rather
 /// than this process's (which a child inherits): for peers a benchmark runs
 /// beside the engine, so that they are measured as they run anywhere.
@@ -125,6 +119,12 @@ pub fn with_system_huge_pages(command: &mut std::process::Command) -> &mut std::
 mod tests {
     use super::*;
 
+    /// Whether transparent huge pages are off for this process.
+    fn huge_pages_disabled() -> bool {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+    }
+
     /// The `THP_enabled` flag of a `cat /proc/self/status` started by `command`.
     fn child_thp_enabled(command: &mut std::process::Command) -> String {
         let output = command.output().unwrap_or_else(|e| panic!("cat: {e}"));
@@ -138,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn huge_pages_go_off_for_the_job_and_its_plain_children_only() {
+    fn disabled_huge_pages_hold_for_this_process_and_plain_children_not_peers() {
         if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
             assert_eq!(disable_huge_pages(), HugePages::FromEnvironment);
             return;

@@ -46,6 +46,8 @@ pub(super) struct Group {
     pub method_change: Option<LotMethod>,
     /// Its first update (`END`: none).
     first: u32,
+    /// The key's first 16 bytes (see [`PositionGroups::into_sorted`]).
+    prefix: u128,
 }
 
 /// An update, until taken, and the index of its position's next one.
@@ -99,20 +101,21 @@ impl PositionGroups {
         // first: where two keys' prefixes differ, they order as the keys
         // do (a key shorter than another it begins is padded with the
         // least byte), so most comparisons never read the keys.
-        let mut groups: Vec<(u128, Group)> = self
+        let mut groups: Vec<Group> = self
             .chains
             .into_iter()
-            .map(|(position, chain)| {
-                let group = Group {
-                    position,
-                    method_change: chain.method_change,
-                    first: chain.first,
-                };
-                (prefix_of(&group.position), group)
+            .map(|(position, chain)| Group {
+                prefix: prefix_of(&position),
+                position,
+                method_change: chain.method_change,
+                first: chain.first,
             })
             .collect();
-        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.position.cmp(&b.1.position)));
-        let groups = groups.into_iter().map(|(_, group)| group).collect();
+        groups.sort_unstable_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| a.position.cmp(&b.position))
+        });
         (
             groups,
             Updates {
