@@ -137,10 +137,35 @@ mod tests {
             .to_string()
     }
 
+    /// Runs the test `name` of this test binary again in a child process
+    /// whose environment `set_up` adjusts, and asserts that it passed.
+    fn rerun_in_child(name: &str, set_up: impl FnOnce(&mut std::process::Command)) {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap_or_default());
+        command.args(["--exact", name, "--test-threads=1"]);
+        set_up(&mut command);
+        let child = match command.output() {
+            Ok(child) => child,
+            Err(e) => panic!("could not run the test binary again: {e}"),
+        };
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && stdout.contains("1 passed"),
+            "the child failed: {stdout}"
+        );
+    }
+
     #[test]
     fn disabled_huge_pages_hold_for_this_process_and_plain_children_not_peers() {
         if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+            // The operator's choice is left alone; the rest is checked in
+            // a copy of this test started without it.
             assert_eq!(disable_huge_pages(), HugePages::FromEnvironment);
+            rerun_in_child(
+                "allocator::tests::disabled_huge_pages_hold_for_this_process_and_plain_children_not_peers",
+                |child| {
+                    child.env_remove("MIMALLOC_ALLOW_THP");
+                },
+            );
             return;
         }
         let cat = || {
@@ -182,22 +207,18 @@ mod tests {
         // PURGE_DELAY is the option mimalloc fills from MIMALLOC_PURGE_DELAY:
         // this test again, in a process started with it set.
         let name = "allocator::tests::the_purge_delay_is_set_where_mimalloc_keeps_it";
-        let child = std::process::Command::new(std::env::current_exe().unwrap_or_default())
-            .args(["--exact", name, "--test-threads=1"])
-            .env(CHILD, "1")
-            .env("MIMALLOC_PURGE_DELAY", CHILD_DELAY_MS.to_string())
-            .output();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) => panic!("could not run the test binary again: {e}"),
-        };
-        let stdout = String::from_utf8_lossy(&child.stdout);
-        assert!(
-            child.status.success() && stdout.contains("1 passed"),
-            "the child failed: {stdout}"
-        );
+        rerun_in_child(name, |child| {
+            child
+                .env(CHILD, "1")
+                .env("MIMALLOC_PURGE_DELAY", CHILD_DELAY_MS.to_string());
+        });
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            // The operator's value is left alone; the default is checked
+            // in a copy of this test started without it.
             assert_eq!(configure(), PurgeDelay::FromEnvironment);
+            rerun_in_child(name, |child| {
+                child.env_remove("MIMALLOC_PURGE_DELAY");
+            });
             return;
         }
         assert_eq!(configure(), PurgeDelay::Set);
