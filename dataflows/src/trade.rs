@@ -334,7 +334,8 @@ impl LotMethod {
 
 #[cfg(test)]
 mod tests {
-    use super::{Date, TradeVersion};
+    use super::{Action, Date, Instant, Side, TradeVersion};
+    use crate::decimal::Dec8;
     use crate::id::Id;
 
     /// The stack-buffer join gives `{account}_{book}_{security}` for ids
@@ -358,6 +359,51 @@ mod tests {
         ] {
             assert_eq!(trade(a, b, s).position_key(), format!("{a}_{b}_{s}"));
         }
+    }
+
+    /// The canonical encoding is persisted (as fingerprints) and must not
+    /// change: pinned byte for byte for a version with every field and
+    /// one with none of the optional ones, appended after what `out` held.
+    #[test]
+    fn the_canonical_bytes_are_pinned() {
+        let full = TradeVersion {
+            trade_id: Id::from("T-1"),
+            version: 258,
+            action: Action::Amend,
+            account_id: Id::from("ACC"),
+            book_id: Id::from("EQ"),
+            security_id: Id::from("AIR.PA"),
+            side: Some(Side::Sell),
+            quantity: Some(Dec8(-2)),
+            price: Some(Dec8(i128::MAX)),
+            currency: Some(Id::from("EUR")),
+            trade_date: Some(Date(20260102)),
+            trade_time: Some(Instant {
+                secs: -1,
+                nanos: 999_999_999,
+            }),
+            sequence: Some(u64::MAX - 1),
+            correlation_id: Some(Id::from("C:7")),
+        };
+        let bare = TradeVersion {
+            action: Action::Cancel,
+            side: None,
+            quantity: None,
+            price: None,
+            currency: None,
+            trade_date: None,
+            trade_time: None,
+            sequence: None,
+            correlation_id: None,
+            ..full.clone()
+        };
+        let hex = |version: &TradeVersion| {
+            let mut out = vec![0xAB];
+            version.canonical_bytes(&mut out);
+            out.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(hex(&full), "ab0103000000542d3102010000000000000103000000414343020000004551060000004149522e5041010101feffffffffffffffffffffffffffffff01ffffffffffffffffffffffffffffff7f0103000000455552010625350101ffffffffffffffffffc99a3b01feffffffffffffff0103000000433a37");
+        assert_eq!(hex(&bare), "ab0103000000542d3102010000000000000203000000414343020000004551060000004149522e50410000000000000000");
     }
 
     const SAMPLE: &str = r#"{"trade_id":"T1","version":1,"action":"NEW","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"1","currency":"USD","trade_date":"2026-01-02"}"#;
