@@ -429,9 +429,7 @@ impl PositionBook {
             self.chunks.push(Chunk::default());
         }
         self.touched = true;
-        let chunk_max = self.chunk_max();
         let i = self.chunk_for(&trade.key);
-        let last = i + 1 == self.chunks.len();
         let chunk = &mut self.chunks[i];
         // An in-order trade goes last: what the search gives, in one comparison.
         let at = if chunk.trades.last().is_none_or(|t| t.key < trade.key) {
@@ -462,34 +460,43 @@ impl PositionBook {
         chunk.sums.apply(trade, true)?;
         chunk.range = None;
         chunk.context = None;
-        if chunk.trades.len() > chunk_max {
-            let len = chunk.trades.len();
-            let half = len / 2;
-            // The right half of the last chunk is where in-order trades
-            // keep arriving: room for a whole chunk up front, so it fills
-            // to its next split without a reallocation (each one copies
-            // the chunk). A position that reaches this keeps at most one
-            // such chunk; any other right half gets exactly its trades.
-            let room = if last { chunk_max + 1 } else { len - half };
-            let mut right = Chunk {
-                trades: Vec::with_capacity(room),
-                open: Vec::with_capacity(room),
-                first_open: chunk.first_open.saturating_sub(half),
-                ..Chunk::default()
-            };
-            right.trades.extend(chunk.trades.drain(half..));
-            right.open.extend(chunk.open.drain(half..));
-            chunk.first_open = chunk.first_open.min(half);
-            // The left half keeps the whole chunk's room otherwise: most
-            // inserts append to the last chunk, so it would stay half empty.
-            chunk.trades.shrink_to_fit();
-            chunk.open.shrink_to_fit();
-            for t in &right.trades {
-                right.sums.apply(t, true)?;
-                chunk.sums.apply(t, false)?;
-            }
-            self.chunks.insert(i + 1, right);
+        if chunk.trades.len() > self.chunk_max() {
+            self.split(i)?;
         }
+        Ok(())
+    }
+
+    /// Cuts chunk `i`, grown past the limit, into two halves. The right
+    /// half of the last chunk is where in-order trades keep arriving: it
+    /// gets room for a whole chunk up front, so it fills to its next split
+    /// without a reallocation (each one copies the chunk). Every other half
+    /// holds exactly its trades, so a position keeps at most one chunk
+    /// with spare room.
+    fn split(&mut self, i: usize) -> Result<(), BookError> {
+        let chunk_max = self.chunk_max();
+        let last = i + 1 == self.chunks.len();
+        let chunk = &mut self.chunks[i];
+        let len = chunk.trades.len();
+        let half = len / 2;
+        let room = if last { chunk_max + 1 } else { len - half };
+        let mut right = Chunk {
+            trades: Vec::with_capacity(room),
+            open: Vec::with_capacity(room),
+            first_open: chunk.first_open.saturating_sub(half),
+            ..Chunk::default()
+        };
+        right.trades.extend(chunk.trades.drain(half..));
+        right.open.extend(chunk.open.drain(half..));
+        chunk.first_open = chunk.first_open.min(half);
+        // The left half keeps the whole chunk's room otherwise: most
+        // inserts append to the last chunk, so it would stay half empty.
+        chunk.trades.shrink_to_fit();
+        chunk.open.shrink_to_fit();
+        for t in &right.trades {
+            right.sums.apply(t, true)?;
+            chunk.sums.apply(t, false)?;
+        }
+        self.chunks.insert(i + 1, right);
         Ok(())
     }
 
