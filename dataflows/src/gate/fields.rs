@@ -42,6 +42,29 @@ enum Integer {
 }
 
 fn integer(raw: &str) -> Integer {
+    match plain_integer(raw) {
+        Some(value) => Integer::Value(value),
+        None => checked_integer(raw),
+    }
+}
+
+/// The value of a JSON number written as 1-18 digits (every `version` and
+/// `sequence` of a real feed): it is a `u64` as written, since the reader
+/// admits no leading zero. `None` for any other text, which
+/// [`checked_integer`] reads; on `Some` both agree.
+#[inline(always)]
+fn plain_integer(raw: &str) -> Option<u64> {
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() || bytes.len() > 18 {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |value, &byte| {
+        digit(byte).map(|d| value * 10 + u64::from(d))
+    })
+}
+
+/// [`integer`] of any JSON number text.
+fn checked_integer(raw: &str) -> Integer {
     if raw.contains(['.', 'e', 'E']) {
         return Integer::Fractional;
     }
@@ -156,6 +179,83 @@ proptest::proptest! {
     #[test]
     fn accepted_decimal_agrees_with_the_checks(text in "[0-9]{0,18}(\\.[0-9]{0,10})?|[0-9.x -]{0,12}") {
         proptest::prop_assert_eq!(accepted_decimal(&text), checked_decimal("q", &text).ok());
+    }
+}
+
+#[cfg(test)]
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+    /// The integer fast path reads what the full reading does, or declines.
+    #[test]
+    fn plain_integer_agrees_with_the_checks(text in "-?[0-9]{0,21}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{1,3})?") {
+        if let Some(value) = plain_integer(&text) {
+            proptest::prop_assert!(matches!(checked_integer(&text), Integer::Value(v) if v == value));
+        }
+    }
+
+    /// The date fast path gives what the full checks give, or declines.
+    #[test]
+    fn plain_date_agrees_with_the_checks(text in "[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9-]{8,11}") {
+        if let Some(date) = plain_date(&text) {
+            proptest::prop_assert_eq!(checked_date("d", &text), Ok(date));
+        }
+    }
+
+    /// The instant fast path gives what the full checks give, or declines:
+    /// dates and clock fields anywhere in 0-99, fractions of 0-11 digits,
+    /// every offset form, and stray bytes.
+    #[test]
+    fn plain_instant_agrees_with_the_checks(
+        text in "(000[01]|19[0-9]{2}|20[0-9]{2}|99[0-9]{2})-(0[0-9]|1[0-3])-([0-2][0-9]|3[0-2])(T|T|T|t| )([01][0-9]|2[0-5]):[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?([Zz]|[+-]([01][0-9]|2[0-5]):[0-6][0-9]|[+-][0-9]{4})?[Z0-9]?"
+    ) {
+        if let Some(instant) = plain_instant(&text) {
+            proptest::prop_assert_eq!(checked_instant(&text), Ok(instant));
+        }
+    }
+}
+
+/// The fast paths take the forms real feeds write (they are what they
+/// are for), and decline the ones the full checks must word.
+#[cfg(test)]
+#[test]
+fn the_fast_paths_take_the_common_forms() {
+    for (text, value) in [
+        ("1", 1),
+        ("0", 0),
+        ("123456789012345678", 123_456_789_012_345_678),
+    ] {
+        assert_eq!(plain_integer(text), Some(value), "{text}");
+    }
+    for text in ["1234567890123456789", "-0", "1.0", "1e3", ""] {
+        assert_eq!(plain_integer(text), None, "{text}");
+    }
+    assert_eq!(plain_date("2026-01-02"), Some(Date(20_260_102)));
+    assert_eq!(plain_date("2024-02-29"), Some(Date(20_240_229)));
+    for text in ["2026-02-29", "0000-01-01", "2026-1-02", "2026-01-02 "] {
+        assert_eq!(plain_date(text), None, "{text}");
+    }
+    for text in [
+        "2026-01-02T09:30:29Z",
+        "2026-01-02T09:30:29.4Z",
+        "2026-01-02T09:30:29.444Z",
+        "2026-01-02T09:30:29.123456789Z",
+        "2026-01-02T09:42:23.110174+00:00",
+        "2026-01-02T23:59:59-13:30",
+    ] {
+        let fast = plain_instant(text);
+        assert!(fast.is_some(), "{text}");
+        assert_eq!(fast, checked_instant(text).ok(), "{text}");
+    }
+    for text in [
+        "2026-01-02T09:30:29.Z",
+        "2026-01-02T09:30:29.1234567890Z",
+        "2026-01-02T23:59:60Z",
+        "2026-01-02t09:30:29z",
+        "2026-01-02T09:30:29+24:00",
+        "2026-01-02T09:30:29",
+    ] {
+        assert_eq!(plain_instant(text), None, "{text}");
     }
 }
 
@@ -356,8 +456,127 @@ fn ymd_at(bytes: &[u8]) -> Option<(u32, u32, u32)> {
     ))
 }
 
+/// The digit `byte` stands for, or `None`.
+#[inline(always)]
+fn digit(byte: u8) -> Option<u32> {
+    let value = byte.wrapping_sub(b'0');
+    (value <= 9).then_some(u32::from(value))
+}
+
+/// `d d` as a number.
+#[inline(always)]
+fn two_digits(tens: u8, units: u8) -> Option<u32> {
+    Some(digit(tens)? * 10 + digit(units)?)
+}
+
+/// A real date written `YYYY-MM-DD` in the first 10 bytes, in years
+/// 0001-9999: its parts. `None` for anything else (the slow path then says
+/// what is wrong).
+#[inline(always)]
+fn plain_ymd(bytes: &[u8]) -> Option<(u32, u32, u32)> {
+    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = bytes.first_chunk::<10>()? else {
+        return None;
+    };
+    let year = two_digits(y0, y1)? * 100 + two_digits(y2, y3)?;
+    let (month, day) = (two_digits(m0, m1)?, two_digits(d0, d1)?);
+    date_exists(year, month, day).then_some((year, month, day))
+}
+
+/// The date of a `YYYY-MM-DD` text the gate accepts as it stands. `None`
+/// for any other text, which [`date_value`] checks; on `Some` both agree.
+#[inline(always)]
+fn plain_date(text: &str) -> Option<Date> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 {
+        return None;
+    }
+    let (year, month, day) = plain_ymd(bytes)?;
+    Some(Date::from_ymd(year, month, day))
+}
+
+/// `10^(9 - n)`: the nanoseconds of one unit of an `n`-digit fraction.
+const NANOS_PER_UNIT: [u32; 10] = [
+    1_000_000_000,
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
+
+/// The instant of an RFC 3339 date-time in the forms feeds write
+/// (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1-9 digits, then `Z` or
+/// `+HH:MM` / `-HH:MM`; no leap second): what [`instant_value`] gives.
+/// `None` for any other text, which [`instant_value`] then checks in
+/// full; on `Some` both agree.
+#[inline(always)]
+fn plain_instant(text: &str) -> Option<Instant> {
+    let bytes = text.as_bytes();
+    let (year, month, day) = plain_ymd(bytes)?;
+    let &[b'T', h0, h1, b':', n0, n1, b':', s0, s1] = bytes.get(10..19)? else {
+        return None;
+    };
+    let (hour, minute, second) = (
+        two_digits(h0, h1)?,
+        two_digits(n0, n1)?,
+        two_digits(s0, s1)?,
+    );
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut at = 19;
+    let mut nanos = 0;
+    if bytes.get(at) == Some(&b'.') {
+        let start = at + 1;
+        let mut fraction = 0u32;
+        at = start;
+        while let Some(d) = bytes.get(at).and_then(|b| digit(*b)) {
+            if at - start == 9 {
+                return None;
+            }
+            fraction = fraction * 10 + d;
+            at += 1;
+        }
+        nanos = fraction * NANOS_PER_UNIT.get(at - start).filter(|_| at > start)?;
+    }
+    let offset_secs = match bytes.get(at..)? {
+        [b'Z'] => 0,
+        &[sign @ (b'+' | b'-'), h0, h1, b':', m0, m1] => {
+            let (offset_hour, offset_minute) = (two_digits(h0, h1)?, two_digits(m0, m1)?);
+            if offset_hour > 23 || offset_minute > 59 {
+                return None;
+            }
+            let magnitude = i64::from(offset_hour * 3600 + offset_minute * 60);
+            if sign == b'-' {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(Instant {
+        secs: local - offset_secs,
+        nanos,
+    })
+}
+
 /// A `YYYY-MM-DD` date of field `name`; the error says what is wrong.
 pub(crate) fn date_value(name: &str, text: &str) -> Result<Date, String> {
+    match plain_date(text) {
+        Some(date) => Ok(date),
+        None => checked_date(name, text),
+    }
+}
+
+/// [`date_value`], every check in order.
+fn checked_date(name: &str, text: &str) -> Result<Date, String> {
     let bytes = text.as_bytes();
     let Some((year, month, day)) = ymd_at(bytes).filter(|_| bytes.len() == 10) else {
         return Err(format!("{name} {} is not YYYY-MM-DD", quote(text)));
@@ -373,6 +592,14 @@ pub(crate) fn date_value(name: &str, text: &str) -> Result<Date, String> {
 
 /// RFC 3339 `date-time` -> instant; the error says what is wrong.
 pub(super) fn instant_value(text: &str) -> Result<Instant, &'static str> {
+    match plain_instant(text) {
+        Some(instant) => Ok(instant),
+        None => checked_instant(text),
+    }
+}
+
+/// [`instant_value`], every check in order.
+fn checked_instant(text: &str) -> Result<Instant, &'static str> {
     const FORM: &str = "is not an RFC 3339 date-time YYYY-MM-DDTHH:MM:SS[.f](Z|+HH:MM|-HH:MM)";
     let bytes = text.as_bytes();
     let (year, month, day) = ymd_at(bytes).ok_or(FORM)?;
