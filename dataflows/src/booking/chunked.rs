@@ -117,11 +117,54 @@ struct Chunk {
     /// bound of the first open trade, exact after a FIFO refresh): a FIFO
     /// refresh stops there once the new open window is behind it too.
     first_open: usize,
+    /// Removed trades still in `trades` as ghosts (see [`is_ghost`]), at
+    /// most an eighth of them: FIFO and LIFO books only.
+    ghosts: usize,
+}
+
+/// A removed trade left in its place with quantity zero, so that a removal
+/// does not shift the rest of its chunk (~100 KB in a full one). A ghost
+/// keeps its key (the chunk stays sorted, so searches work unchanged),
+/// holds no open quantity and adds nothing to any sum or running position:
+/// FIFO and LIFO book it as if it were not there. No live trade has
+/// quantity zero (the gate rejects it). HIFO books never hold ghosts.
+fn is_ghost(trade: &BookedTrade) -> bool {
+    trade.quantity.is_zero()
 }
 
 impl Chunk {
     fn first_key(&self) -> Option<&LotKey> {
         self.trades.first().map(|t| &t.key)
+    }
+
+    /// Trades that are not ghosts.
+    fn live_len(&self) -> usize {
+        self.trades.len() - self.ghosts
+    }
+
+    /// Drops the ghosts, keeping every other trade's order and open
+    /// quantity (ghosts hold none, so the context, range and sums stay
+    /// valid): one pass over the chunk.
+    fn purge_ghosts(&mut self) {
+        if self.ghosts == 0 {
+            return;
+        }
+        let first_open = self.first_open.min(self.trades.len());
+        self.first_open = self.trades[..first_open]
+            .iter()
+            .filter(|t| !is_ghost(t))
+            .count();
+        let mut kept = 0;
+        for at in 0..self.trades.len() {
+            if !is_ghost(&self.trades[at]) {
+                self.trades.swap(kept, at);
+                self.open.swap(kept, at);
+                kept += 1;
+            }
+        }
+        self.trades.truncate(kept);
+        self.open.truncate(kept);
+        self.ghosts = 0;
     }
 
     fn x_range(&mut self) -> Result<(Dec8, Dec8), Overflow> {
@@ -239,9 +282,10 @@ impl PositionBook {
 
     /// The latest trade in lot order, if any.
     pub fn last_key(&self) -> Option<&LotKey> {
+        // The last chunk holds a live trade (a chunk of ghosts only is dropped).
         self.chunks
             .last()
-            .and_then(|c| c.trades.last())
+            .and_then(|c| c.trades.iter().rev().find(|t| !is_ghost(t)))
             .map(|t| &t.key)
     }
 
@@ -251,15 +295,13 @@ impl PositionBook {
         Some(&self.chunks[i].trades[at])
     }
 
-    /// The chunk and index of the trade booked under `key`, if any.
+    /// The chunk and index of the trade booked under `key`, if any (a
+    /// ghost is not booked).
     fn find(&self, key: &LotKey) -> Option<(usize, usize)> {
         let i = self.chunk_for(key);
-        let at = self
-            .chunks
-            .get(i)?
-            .trades
-            .binary_search_by(|t| t.key.cmp(key));
-        Some((i, at.ok()?))
+        let trades = &self.chunks.get(i)?.trades;
+        let at = trades.binary_search_by(|t| t.key.cmp(key)).ok()?;
+        (!is_ghost(&trades[at])).then_some((i, at))
     }
 
     /// Every open lot, sorted by `lot_id`.
@@ -289,6 +331,7 @@ impl PositionBook {
             .chunks
             .iter()
             .flat_map(|c| c.trades.iter())
+            .filter(|t| !is_ghost(t))
             .map(|t| (&t.key, t))
             .collect();
         // An inserted trade that made it in leaves; a removed one that
@@ -393,6 +436,8 @@ impl PositionBook {
         for chunk in &mut self.chunks {
             chunk.context = None;
             if entering_hifo {
+                // HIFO reads the trades as they stand: no ghosts.
+                chunk.purge_ghosts();
                 for (trade, open) in chunk.trades.iter().zip(chunk.open.iter_mut()) {
                     if *open > Dec8::ZERO {
                         lots.closed.push(lot_of(trade, lot_side(trade.side), *open));
@@ -437,11 +482,20 @@ impl PositionBook {
         } else {
             chunk.trades.partition_point(|t| t.key < trade.key)
         };
-        if chunk.trades.get(at).is_some_and(|t| t.key == trade.key) {
-            return Err(BookError::Invariant(format!(
-                "inserting {:?}, which is booked already",
-                trade.key
-            )));
+        if let Some(held) = chunk.trades.get_mut(at).filter(|t| t.key == trade.key) {
+            if !is_ghost(held) {
+                return Err(BookError::Invariant(format!(
+                    "inserting {:?}, which is booked already",
+                    trade.key
+                )));
+            }
+            // The trade comes back to its own place (its open quantity is zero).
+            *held = trade.clone();
+            chunk.ghosts -= 1;
+            chunk.sums.apply(trade, true)?;
+            chunk.range = None;
+            chunk.context = None;
+            return Ok(());
         }
         // Grow by half (not double): a chunk's unused room stays under a
         // third of it, which counts for the many small positions.
@@ -476,7 +530,11 @@ impl PositionBook {
         let chunk_max = self.chunk_max();
         let last = i + 1 == self.chunks.len();
         let chunk = &mut self.chunks[i];
+        chunk.purge_ghosts();
         let len = chunk.trades.len();
+        if len <= chunk_max {
+            return Ok(());
+        }
         let half = len / 2;
         let room = if last { chunk_max + 1 } else { len - half };
         let mut right = Chunk {
@@ -541,30 +599,47 @@ impl PositionBook {
         Ok(())
     }
 
+    /// Takes `trade` (booked exactly so: [`PositionBook::locate`]) out of
+    /// the book. FIFO and LIFO leave a ghost in its place, and drop a
+    /// chunk's ghosts once they are more than an eighth of it; HIFO takes
+    /// it out at once.
     fn remove(&mut self, trade: &BookedTrade, lots: &mut LotChanges) -> Result<(), BookError> {
         let (i, at) = self.locate(trade)?;
         self.touched = true;
+        let ghosts = self.method != LotMethod::Hifo;
         let chunk = &mut self.chunks[i];
-        let gone = chunk.trades.remove(at);
-        let open = chunk.open.remove(at);
-        if at < chunk.first_open {
-            chunk.first_open -= 1;
-        }
+        let open = std::mem::replace(&mut chunk.open[at], Dec8::ZERO);
         if open > Dec8::ZERO {
-            lots.closed.push(lot_of(&gone, lot_side(gone.side), open));
+            lots.closed.push(lot_of(trade, lot_side(trade.side), open));
         }
-        chunk.sums.apply(&gone, false)?;
+        chunk.sums.apply(trade, false)?;
         chunk.range = None;
         chunk.context = None;
-        let len = chunk.trades.len();
+        if ghosts {
+            chunk.trades[at].quantity = Dec8::ZERO;
+            chunk.ghosts += 1;
+            if chunk.ghosts * 8 > chunk.trades.len() {
+                chunk.purge_ghosts();
+            }
+        } else {
+            chunk.trades.remove(at);
+            chunk.open.remove(at);
+            if at < chunk.first_open {
+                chunk.first_open -= 1;
+            }
+        }
+        let len = chunk.live_len();
         if len == 0 {
             self.chunks.remove(i);
         } else if len < self.chunk_max() / 8
             && i + 1 < self.chunks.len()
-            && len + self.chunks[i + 1].trades.len() <= self.chunk_max()
+            && len + self.chunks[i + 1].live_len() <= self.chunk_max()
         {
-            let next = self.chunks.remove(i + 1);
+            let mut next = self.chunks.remove(i + 1);
+            next.purge_ghosts();
             let chunk = &mut self.chunks[i];
+            chunk.purge_ghosts();
+            let len = chunk.trades.len();
             if chunk.first_open >= len {
                 chunk.first_open = len + next.first_open;
             }
