@@ -600,14 +600,18 @@ impl PositionBook {
     }
 
     /// Takes `trade` (booked exactly so: [`PositionBook::locate`]) out of
-    /// the book. FIFO and LIFO leave a ghost in its place, and drop a
-    /// chunk's ghosts once they are more than an eighth of it; HIFO takes
-    /// it out at once.
+    /// the book. FIFO and LIFO leave a ghost in its place in a chunk of
+    /// more than 1/16 of the chunk limit (128 trades), and drop a chunk's
+    /// ghosts once they are more than an eighth of it; HIFO, and a smaller
+    /// chunk, take it out at once.
     fn remove(&mut self, trade: &BookedTrade, lots: &mut LotChanges) -> Result<(), BookError> {
         let (i, at) = self.locate(trade)?;
         self.touched = true;
-        let ghosts = self.method != LotMethod::Hifo;
+        // A small chunk shifts little, and a ghost there would cost more
+        // memory than it saves time: most positions are small.
+        let small = self.chunk_max() / 16;
         let chunk = &mut self.chunks[i];
+        let ghosts = self.method != LotMethod::Hifo && chunk.trades.len() > small;
         let open = std::mem::replace(&mut chunk.open[at], Dec8::ZERO);
         if open > Dec8::ZERO {
             lots.closed.push(lot_of(trade, lot_side(trade.side), open));
