@@ -1002,3 +1002,11 @@ fn open_quantities(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec
     }
     Ok(open)
 }
+
+#[cfg(test)]
+#[test]
+fn a_chunk_is_272_bytes_ghost_count_included() {
+    // The ghost count took what was padding: an idle one-chunk position
+    // costs no more than before (docs/ARCHITECTURE.md counts on it).
+    assert_eq!(std::mem::size_of::<Chunk>(), 272);
+}
