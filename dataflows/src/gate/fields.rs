@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use super::json::{read_json, Top, Val};
 use super::{reject, RejectKind, Rejection};
 use crate::calendar::{date_exists, days_from_civil};
-use crate::decimal::{Dec8, DecimalParseError};
+use crate::decimal::{Dec8, DecimalParseError, POW10_I128};
 use crate::id::Id;
 use crate::trade::{Action, Date, Instant, Side, TradeVersion};
 
@@ -494,20 +494,6 @@ fn plain_date(text: &str) -> Option<Date> {
     Some(Date::from_ymd(year, month, day))
 }
 
-/// `10^(9 - n)`: the nanoseconds of one unit of an `n`-digit fraction.
-const NANOS_PER_UNIT: [u32; 10] = [
-    1_000_000_000,
-    100_000_000,
-    10_000_000,
-    1_000_000,
-    100_000,
-    10_000,
-    1_000,
-    100,
-    10,
-    1,
-];
-
 /// The instant of an RFC 3339 date-time in the forms feeds write
 /// (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1-9 digits, then `Z` or
 /// `+HH:MM` / `-HH:MM`; no leap second): what [`instant_value`] gives.
@@ -541,7 +527,12 @@ fn plain_instant(text: &str) -> Option<Instant> {
             fraction = fraction * 10 + d;
             at += 1;
         }
-        nanos = fraction * NANOS_PER_UNIT.get(at - start).filter(|_| at > start)?;
+        // One unit of an n-digit fraction is 10^(9 - n) nanoseconds (n in 1..=9).
+        let places = at - start;
+        let unit = POW10_I128
+            .get(9usize.checked_sub(places)?)
+            .filter(|_| places > 0)?;
+        nanos = fraction * u32::try_from(*unit).ok()?;
     }
     let offset_secs = match bytes.get(at..)? {
         [b'Z'] => 0,
