@@ -203,8 +203,9 @@ proptest::proptest! {
     }
 
     /// The instant fast path gives what the full checks give, or declines:
-    /// dates and clock fields anywhere in 0-99, fractions of 0-11 digits,
-    /// every offset form, and stray bytes.
+    /// years, months, days, hours, minutes, seconds and offsets on both
+    /// sides of their limits, `T`, `t` or a space, fractions of 0-11
+    /// digits, every offset form, and a stray byte at the end.
     #[test]
     fn plain_instant_agrees_with_the_checks(
         text in "(000[01]|19[0-9]{2}|20[0-9]{2}|99[0-9]{2})-(0[0-9]|1[0-3])-([0-2][0-9]|3[0-2])(T|T|T|t| )([01][0-9]|2[0-5]):[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?([Zz]|[+-]([01][0-9]|2[0-5]):[0-6][0-9]|[+-][0-9]{4})?[Z0-9]?"
@@ -483,7 +484,7 @@ fn plain_ymd(bytes: &[u8]) -> Option<(u32, u32, u32)> {
 }
 
 /// The date of a `YYYY-MM-DD` text the gate accepts as it stands. `None`
-/// for any other text, which [`date_value`] checks; on `Some` both agree.
+/// for any other text, which [`checked_date`] checks; on `Some` both agree.
 #[inline(always)]
 fn plain_date(text: &str) -> Option<Date> {
     let bytes = text.as_bytes();
@@ -497,7 +498,7 @@ fn plain_date(text: &str) -> Option<Date> {
 /// The instant of an RFC 3339 date-time in the forms feeds write
 /// (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1-9 digits, then `Z` or
 /// `+HH:MM` / `-HH:MM`; no leap second): what [`instant_value`] gives.
-/// `None` for any other text, which [`instant_value`] then checks in
+/// `None` for any other text, which [`checked_instant`] then checks in
 /// full; on `Some` both agree.
 #[inline(always)]
 fn plain_instant(text: &str) -> Option<Instant> {
