@@ -154,16 +154,9 @@ impl Chunk {
             .iter()
             .filter(|t| !is_ghost(t))
             .count();
-        let mut kept = 0;
-        for at in 0..self.trades.len() {
-            if !is_ghost(&self.trades[at]) {
-                self.trades.swap(kept, at);
-                self.open.swap(kept, at);
-                kept += 1;
-            }
-        }
-        self.trades.truncate(kept);
-        self.open.truncate(kept);
+        let mut live = self.trades.iter().map(|t| !is_ghost(t));
+        self.open.retain(|_| live.next().unwrap_or(true));
+        self.trades.retain(|t| !is_ghost(t));
         self.ghosts = 0;
     }
 
@@ -607,8 +600,8 @@ impl PositionBook {
     fn remove(&mut self, trade: &BookedTrade, lots: &mut LotChanges) -> Result<(), BookError> {
         let (i, at) = self.locate(trade)?;
         self.touched = true;
-        // A small chunk shifts little, and a ghost there would cost more
-        // memory than it saves time: most positions are small.
+        // A small chunk shifts little (most positions are small); measured,
+        // this rule neither saved nor cost instructions or peak heap.
         let small = self.chunk_max() / 16;
         let chunk = &mut self.chunks[i];
         let ghosts = self.method != LotMethod::Hifo && chunk.trades.len() > small;

@@ -446,15 +446,13 @@ fn digits_at(bytes: &[u8], at: usize, n: usize) -> Option<u32> {
 }
 
 /// `YYYY-MM-DD` at the start of `bytes`, not checked for existence.
+#[inline(always)]
 fn ymd_at(bytes: &[u8]) -> Option<(u32, u32, u32)> {
-    if bytes.get(4) != Some(&b'-') || bytes.get(7) != Some(&b'-') {
+    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = bytes.first_chunk::<10>()? else {
         return None;
-    }
-    Some((
-        digits_at(bytes, 0, 4)?,
-        digits_at(bytes, 5, 2)?,
-        digits_at(bytes, 8, 2)?,
-    ))
+    };
+    let year = two_digits(y0, y1)? * 100 + two_digits(y2, y3)?;
+    Some((year, two_digits(m0, m1)?, two_digits(d0, d1)?))
 }
 
 /// The digit `byte` stands for, or `None`.
@@ -475,12 +473,7 @@ fn two_digits(tens: u8, units: u8) -> Option<u32> {
 /// what is wrong).
 #[inline(always)]
 fn plain_ymd(bytes: &[u8]) -> Option<(u32, u32, u32)> {
-    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = bytes.first_chunk::<10>()? else {
-        return None;
-    };
-    let year = two_digits(y0, y1)? * 100 + two_digits(y2, y3)?;
-    let (month, day) = (two_digits(m0, m1)?, two_digits(d0, d1)?);
-    date_exists(year, month, day).then_some((year, month, day))
+    ymd_at(bytes).filter(|&(year, month, day)| date_exists(year, month, day))
 }
 
 /// The date of a `YYYY-MM-DD` text the gate accepts as it stands. `None`
