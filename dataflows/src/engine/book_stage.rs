@@ -10,7 +10,6 @@ use std::rc::Rc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -28,8 +27,9 @@ use crate::booking::chunked::PositionBook;
 use crate::booking::BookError;
 use crate::correction::{Cause, Correction};
 use crate::decimal::Dec8;
-use crate::id::Id;
+use crate::id::{order_prefix, Id};
 use crate::position::{Lot, PositionSummary};
+use crate::sorted::cancel_retractions;
 use crate::trade::{BookedTrade, Date, LotKey, LotMethod};
 
 /// A position whose arithmetic overflowed at `time`. Its last good state
@@ -297,7 +297,10 @@ struct BookState {
     /// (+1) and, once resolved, leaving (-1); keys of those leaving; causes.
     trades: Vec<(BookedTrade, Diff)>,
     leaving: Vec<LotKey>,
-    causes: Vec<CauseEntry>,
+    /// Each cause with its trade id's `order_prefix`, computed once.
+    causes: Vec<(u128, CauseEntry)>,
+    /// Where the retractions are in `trades` (reused by `cancel_retractions`).
+    retracted: Vec<usize>,
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -383,13 +386,13 @@ impl BookState {
                 match input {
                     BookInput::Insert(trade, change) => {
                         if let Some(change) = change {
-                            causes.push(change.cause(&trade.key));
+                            causes.push(prefixed(change.cause(&trade.key)));
                         }
                         trades.push((trade, diff));
                     }
                     BookInput::Remove(key, change) => {
                         if let Some(change) = change {
-                            causes.push(change.cause(&key));
+                            causes.push(prefixed(change.cause(&key)));
                         }
                         leaving.push(key);
                     }
@@ -433,10 +436,11 @@ impl BookState {
             // The net change: a trade retracted and asserted unchanged
             // cancels out. Without a retraction (a removal by key, or a -1
             // from `book_again`) there is nothing to cancel: a trade enters
-            // a position at most once per timestamp, and the book takes its
-            // inserts in any order.
+            // a position at most once per timestamp. The book takes its
+            // removals and inserts in any order, so the few retractions are
+            // matched in place rather than the whole list sorted.
             if trades.iter().any(|(_, diff)| *diff < 0) {
-                consolidate(&mut trades);
+                cancel_retractions(&mut trades, &mut self.retracted);
             }
             let (removed, inserted) = (&mut self.removed, &mut self.inserted);
             removed.clear();
@@ -452,14 +456,16 @@ impl BookState {
             // The cause, read before the change: a trade is backdated when it
             // sorts before the last trade the position held.
             // Unstable is enough: causes that compare equal are equal in
-            // every field, and `dedup` keeps one of them.
+            // every field, and `dedup` keeps one of them. The trade ids'
+            // prefixes are compared first (`order_prefix`: the same order,
+            // without reading the strings unless the prefixes tie).
             causes.sort_unstable();
             causes.dedup();
             let mut cause: Vec<Cause> =
                 Vec::with_capacity(usize::from(group.method_change.is_some()) + causes.len());
             cause.extend(group.method_change.map(Cause::MethodChange));
             let last_key = book.last_key();
-            cause.extend(causes.drain(..).map(|c| Cause::Trade {
+            cause.extend(causes.drain(..).map(|(_, c)| Cause::Trade {
                 backdated: last_key.is_some_and(|last| c.key < *last),
                 trade_id: c.trade_id,
                 version: c.version,
@@ -573,6 +579,12 @@ impl BookState {
     }
 }
 
+/// A cause with its trade id's `order_prefix`: pairs sort as the causes
+/// do (the prefix orders as the id does, and ties fall to the whole cause).
+fn prefixed(cause: CauseEntry) -> (u128, CauseEntry) {
+    (order_prefix(&cause.trade_id), cause)
+}
+
 /// Adds each trade that leaves (by key) to `trades` with diff -1, as the
 /// book holds it; an error (an engine bug) when the book does not hold it.
 fn resolve_removed(
@@ -657,6 +669,7 @@ mod tests {
 
     use super::*;
     use crate::trade::Side;
+    use differential_dataflow::consolidation::consolidate;
 
     fn trade(id: &str, day: u32, side: Side, quantity: u32, price: u32) -> BookedTrade {
         let dec = |n: u32| n.to_string().parse::<Dec8>().expect("a decimal");

@@ -7,7 +7,7 @@
 use super::id_slots::IdSlots;
 use super::versions::BookInput;
 use super::Diff;
-use crate::id::Id;
+use crate::id::{order_prefix, Id};
 use crate::trade::LotMethod;
 
 /// [`Link::next`] of a position's last update.
@@ -105,7 +105,7 @@ impl PositionGroups {
             .chains
             .into_iter()
             .map(|(position, chain)| Group {
-                prefix: prefix_of(&position),
+                prefix: order_prefix(&position),
                 position,
                 method_change: chain.method_change,
                 first: chain.first,
@@ -123,14 +123,6 @@ impl PositionGroups {
             },
         )
     }
-}
-
-/// A key's first 16 bytes as a big-endian number, zero-padded.
-fn prefix_of(position: &str) -> u128 {
-    let mut bytes = [0u8; 16];
-    let head = &position.as_bytes()[..position.len().min(16)];
-    bytes[..head.len()].copy_from_slice(head);
-    u128::from_be_bytes(bytes)
 }
 
 /// The updates of [`PositionGroups::into_sorted`], taken group by group.
