@@ -114,6 +114,10 @@ impl<R: BufRead> BoundedLines<R> {
                 if line.len() + chunk.len() > self.max_bytes {
                     too_long = true;
                     line = Vec::new();
+                } else if line.is_empty() {
+                    // Most lines lie whole in the buffer: one allocation of
+                    // exactly their length, without growing an empty `Vec`.
+                    line = chunk.to_vec();
                 } else {
                     line.extend_from_slice(chunk);
                 }
