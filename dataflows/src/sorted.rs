@@ -1,5 +1,7 @@
-//! Retractions and assertions between two states: each side sorted, then
-//! one merge that drops what both hold.
+//! Retractions against assertions, without consolidating: between two
+//! states ([`diff_sorted`]: each side sorted, then one merge that drops
+//! what both hold), and within one list of updates
+//! ([`cancel_retractions`]: cancelled in place).
 
 use std::cmp::Ordering;
 
