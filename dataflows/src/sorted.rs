@@ -12,12 +12,10 @@ use std::cmp::Ordering;
 /// differential's `consolidate`).
 pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>) {
     // Elements that compare equal are interchangeable here (the outputs
-    // hold one of them either way), so an unstable sort is enough.
-    for side in [&mut old, &mut new] {
-        if !side.is_sorted() {
-            side.sort_unstable();
-        }
-    }
+    // hold one of them either way), so an unstable sort is enough; it
+    // finds a side already sorted in one pass.
+    old.sort_unstable();
+    new.sort_unstable();
     // Nothing can cancel when one side is empty: the other, sorted, is the
     // answer (the booking's common case: a buy only opens).
     if old.is_empty() || new.is_empty() {
@@ -27,14 +25,8 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
         (Vec::with_capacity(old.len()), Vec::with_capacity(new.len()));
     let mut old = old.into_iter().peekable();
     let mut new = new.into_iter().peekable();
-    loop {
-        let order = match (old.peek(), new.peek()) {
-            (Some(a), Some(b)) => a.cmp(b),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => break,
-        };
-        match order {
+    while let (Some(a), Some(b)) = (old.peek(), new.peek()) {
+        match a.cmp(b) {
             Ordering::Less => only_old.extend(old.next()),
             Ordering::Greater => only_new.extend(new.next()),
             Ordering::Equal => {
@@ -43,6 +35,9 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
             }
         }
     }
+    // What is left of either side has nothing to cancel against.
+    only_old.extend(old);
+    only_new.extend(new);
     (only_old, only_new)
 }
 

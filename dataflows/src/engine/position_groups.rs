@@ -46,7 +46,7 @@ pub(super) struct Group {
     pub method_change: Option<LotMethod>,
     /// Its first update (`END`: none).
     first: u32,
-    /// The key's first 16 bytes (see [`PositionGroups::into_sorted`]).
+    /// The key's `order_prefix`.
     prefix: u128,
 }
 
@@ -97,10 +97,8 @@ impl PositionGroups {
     /// The groups in position-key order, each with its updates (taken by
     /// [`Updates`], in arrival order).
     pub(super) fn into_sorted(self) -> (Vec<Group>, Updates) {
-        // Sorted by the key's first 16 bytes (big-endian, zero-padded)
-        // first: where two keys' prefixes differ, they order as the keys
-        // do (a key shorter than another it begins is padded with the
-        // least byte), so most comparisons never read the keys.
+        // Sorted by the key's `order_prefix` first, so most comparisons
+        // never read the keys.
         let mut groups: Vec<Group> = self
             .chains
             .into_iter()
