@@ -16,6 +16,19 @@ pub const DEC8_SCALE_DIGITS: u32 = 8;
 /// Number of fractional digits of an [`Amount`].
 pub const AMOUNT_SCALE_DIGITS: u32 = 16;
 const DEC8_ONE: i128 = 100_000_000;
+/// 10^(8 - places): the scale of a fraction written with `places` digits
+/// (0-8).
+const FRACTION_SCALE: [u64; 9] = [
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
 
 /// An exact decimal with exactly 8 fractional digits, stored as an integer
 /// count of 10^-8 units. Holds every quantity and price the gate accepts
@@ -47,6 +60,62 @@ impl Dec8 {
     /// leading zeros allowed). Decimal places are counted as written, so
     /// `"1.000000000"` is `TooManyDecimals(9)`.
     pub fn parse(text: &str) -> Result<Dec8, DecimalParseError> {
+        match Dec8::parse_plain(text.as_bytes()) {
+            Some(value) => Ok(value),
+            None => Dec8::parse_checked(text),
+        }
+    }
+
+    /// The value of a text of 1-10 digits, optionally followed by `.` and
+    /// 1-8 digits (every quantity and price of a real feed), read in one
+    /// pass and accumulated in a `u64` (below 10^10 * 10^8 = 10^18). `None`
+    /// for any other text, which [`Dec8::parse_checked`] reads; on `Some`
+    /// both agree.
+    #[inline(always)]
+    fn parse_plain(bytes: &[u8]) -> Option<Dec8> {
+        let digit = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|b| b.checked_sub(b'0'))
+                .filter(|d| *d <= 9)
+        };
+        let mut integer = 0u64;
+        let mut at = 0;
+        while let Some(d) = digit(at) {
+            if at == 10 {
+                return None;
+            }
+            integer = integer * 10 + u64::from(d);
+            at += 1;
+        }
+        if at == 0 {
+            return None;
+        }
+        let mut units = integer * DEC8_ONE as u64;
+        if at < bytes.len() {
+            if bytes.get(at) != Some(&b'.') {
+                return None;
+            }
+            let start = at + 1;
+            at = start;
+            let mut fraction = 0u64;
+            while let Some(d) = digit(at) {
+                if at - start == DEC8_SCALE_DIGITS as usize {
+                    return None;
+                }
+                fraction = fraction * 10 + u64::from(d);
+                at += 1;
+            }
+            if at != bytes.len() {
+                return None;
+            }
+            units += fraction * FRACTION_SCALE.get(at - start).filter(|_| at > start)?;
+        }
+        Some(Dec8(i128::from(units)))
+    }
+
+    /// [`Dec8::parse`] of any text, every check in order.
+    fn parse_checked(text: &str) -> Result<Dec8, DecimalParseError> {
         // One pass over the bytes: the integer digits, then `.` and the
         // fractional digits; the checks in the order above.
         let bytes = text.as_bytes();
@@ -77,18 +146,6 @@ impl Dec8 {
             part.iter()
                 .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'))
         };
-        // 10^(8 - places): the fraction's scale (places <= 8, checked above).
-        const FRACTION_SCALE: [u64; 9] = [
-            100_000_000,
-            10_000_000,
-            1_000_000,
-            100_000,
-            10_000,
-            1_000,
-            100,
-            10,
-            1,
-        ];
         let scale = FRACTION_SCALE.get(frac.len()).copied().unwrap_or(1);
         // The common case: at most 10 integer digits, so the whole value in
         // units of 10^-8 is below 10^18 and is built in a u64.
@@ -468,6 +525,22 @@ mod tests {
                 Ok(Dec8(fold(significant) * 100_000_000 + fold(&frac) * scale))
             };
             proptest::prop_assert_eq!(Dec8::parse(&text), expected);
+        }
+
+        /// The one-pass reading agrees with the checked one wherever it
+        /// reads a text at all (digits, dots and other bytes, long and
+        /// short runs), and reads the plain forms.
+        #[test]
+        fn plain_parse_agrees_with_the_checked_one(text in "[0-9]{0,12}(\\.[0-9]{0,10})?|[0-9.a -]{0,14}") {
+            if let Some(value) = Dec8::parse_plain(text.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(value), Dec8::parse_checked(&text));
+            }
+            let plain_form = text.split_once('.').map_or(text.as_str(), |(int, _)| int).len();
+            let places = text.split_once('.').map_or(1, |(_, frac)| frac.len());
+            let well_formed = Dec8::parse_checked(&text).is_ok();
+            if well_formed && (1..=10).contains(&plain_form) && (1..=8).contains(&places) {
+                proptest::prop_assert!(Dec8::parse_plain(text.as_bytes()).is_some(), "{}", text);
+            }
         }
     }
 

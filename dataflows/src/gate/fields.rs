@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::json::{read_json, Top, Val};
+use super::plain::plain_event;
 use super::{reject, RejectKind, Rejection};
 use crate::calendar::{date_exists, days_from_civil};
 use crate::decimal::{Dec8, DecimalParseError, POW10_I128};
@@ -372,7 +373,7 @@ fn enum_field<T: Copy>(
 /// [`Dec8::parse`] reads, when it is not zero and below 10^15. `None` for
 /// anything else, which [`checked_decimal`] then checks in table order; on
 /// `Some` both agree.
-fn accepted_decimal(text: &str) -> Option<Dec8> {
+pub(super) fn accepted_decimal(text: &str) -> Option<Dec8> {
     Dec8::parse(text)
         .ok()
         .filter(|value| !value.is_zero() && *value < Dec8::pow10(15))
@@ -479,7 +480,7 @@ fn plain_ymd(bytes: &[u8]) -> Option<(u32, u32, u32)> {
 /// The date of a `YYYY-MM-DD` text the gate accepts as it stands. `None`
 /// for any other text, which [`checked_date`] checks; on `Some` both agree.
 #[inline(always)]
-fn plain_date(text: &str) -> Option<Date> {
+pub(super) fn plain_date(text: &str) -> Option<Date> {
     let bytes = text.as_bytes();
     if bytes.len() != 10 {
         return None;
@@ -494,7 +495,7 @@ fn plain_date(text: &str) -> Option<Date> {
 /// `None` for any other text, which [`checked_instant`] then checks in
 /// full; on `Some` both agree.
 #[inline(always)]
-fn plain_instant(text: &str) -> Option<Instant> {
+pub(super) fn plain_instant(text: &str) -> Option<Instant> {
     let bytes = text.as_bytes();
     let (year, month, day) = plain_ymd(bytes)?;
     let &[b'T', h0, h1, b':', n0, n1, b':', s0, s1] = bytes.get(10..19)? else {
@@ -706,7 +707,17 @@ pub(super) fn object_checks(
 /// into a [`TradeVersion`] with defaults filled in, or returns the FIRST
 /// failing check of trades.md (JSON, object, repeated key, then the fields in
 /// table order with `bad_version` right after `action`). Never panics.
+/// A plain event is read in one pass ([`plain_event`]); any other, and
+/// every rejection, by [`checked_event`].
 pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
+    match std::str::from_utf8(bytes).ok().and_then(plain_event) {
+        Some(version) => Ok(version),
+        None => checked_event(bytes),
+    }
+}
+
+/// [`parse_event`] of any input, every check in table order.
+pub(super) fn checked_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
     let mut members = Collector::default();
     let top = read_json(bytes, |key, value| members.add(key, value));
     object_checks(top, members.repeated.as_deref(), "event")?;

@@ -33,7 +33,7 @@ impl Val<'_> {
 
 /// Length of the longest prefix of `bytes` with no `"`, no `\\` and no
 /// control character (< 0x20): 8 bytes per step (SWAR), then byte by byte.
-fn plain_run(bytes: &[u8]) -> usize {
+pub(super) fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // A byte of `x` is zero -> its high bit is set in `zero_bytes(x)` (and

@@ -6,6 +6,8 @@
 //! - `json`: the JSON reader (written here rather than taken from
 //!   `serde_json`, so the gate decides exactly what the contract says);
 //! - `fields`: the field rules, in table order;
+//! - `plain`: the one-pass reading of a plain event, which only accepts
+//!   (anything else goes to `fields`);
 //! - `dedup`: the duplicate rule and the version fingerprint.
 //!
 //! Calendar arithmetic is [`crate::calendar`].
@@ -14,6 +16,7 @@ mod dedup;
 mod fields;
 mod json;
 mod market;
+mod plain;
 #[cfg(test)]
 mod tests;
 

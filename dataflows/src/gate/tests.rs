@@ -1317,3 +1317,175 @@ proptest! {
         }
     }
 }
+
+/// Values for a field of [`BASE`]: those a feed writes (accepted), and
+/// near misses of each check (a wrong type, a bad form, a limit, a zero).
+fn plain_field_values(name: &str) -> (Vec<&'static str>, Vec<&'static str>) {
+    match name {
+        "trade_id" | "account_id" | "book_id" | "security_id" => (
+            vec![r#""T-1""#, r#""ACC:9.x""#],
+            vec![r#""""#, r#""a b""#, r#""é""#, "7", "null"],
+        ),
+        "version" | "sequence" => (
+            vec!["1", "2", "10", "123456789012345678", "null"],
+            vec![
+                "0",
+                "9223372036854775808",
+                "01",
+                "1.0",
+                "-1",
+                "1e2",
+                r#""2""#,
+            ],
+        ),
+        "action" => (
+            vec![r#""NEW""#, r#""AMEND""#, r#""CANCEL""#, "null"],
+            vec![r#""new""#, "1"],
+        ),
+        "side" => (
+            vec![r#""BUY""#, r#""SELL""#],
+            vec![r#""HOLD""#, "null", "true"],
+        ),
+        "quantity" | "price" => (
+            vec![
+                r#""10""#,
+                r#""100.5""#,
+                r#""0.00000001""#,
+                r#""999999999999999.99999999""#,
+                r#""0012.50""#,
+            ],
+            vec![
+                r#""0""#,
+                r#""0.0""#,
+                r#""1.""#,
+                r#""1.123456789""#,
+                r#""1000000000000000""#,
+                "10",
+                "null",
+            ],
+        ),
+        "currency" => (vec![r#""USD""#, "null"], vec![r#""usd""#, r#""EURO""#, "1"]),
+        "trade_date" => (
+            vec![r#""2026-01-02""#, r#""2024-02-29""#],
+            vec![r#""2026-02-29""#, r#""2026-1-02""#, "null"],
+        ),
+        "trade_time" => (
+            vec![
+                r#""2026-01-02T10:00:00Z""#,
+                r#""2026-01-02T09:42:23.110174+00:00""#,
+                "null",
+            ],
+            vec![
+                r#""2026-01-02T23:59:60Z""#,
+                r#""2026-01-02 10:00:00Z""#,
+                "5",
+            ],
+        ),
+        _ => (
+            vec![r#""corr-1""#, r#""""#, "null"],
+            vec![r#""é\u00e9""#, "[1]"],
+        ),
+    }
+}
+
+/// Events as feeds write them, with every kind of near miss: each field
+/// of [`BASE`] kept or not, its value mostly one a feed writes and
+/// sometimes a near miss ([`plain_field_values`]), the members shuffled,
+/// whitespace anywhere between tokens, sometimes keys outside the table
+/// (some repeated, some with containers or escapes) or a table key twice.
+fn plain_events() -> impl Strategy<Value = String> {
+    let members = BASE
+        .iter()
+        .map(|(name, _)| {
+            let (good, near) = plain_field_values(name);
+            let value =
+                prop_oneof![24 => prop::sample::select(good), 1 => prop::sample::select(near)];
+            (value, prop::bool::weighted(0.97))
+                .prop_map(move |(value, keep)| keep.then(|| (name.to_string(), value.to_string())))
+        })
+        .collect::<Vec<_>>();
+    let extra = prop::sample::select(vec![
+        None,
+        None,
+        None,
+        None,
+        None,
+        Some(("venue", r#""XNYS""#)),
+        Some(("venue", "null")),
+        Some(("note", r#""a\"b""#)),
+        Some(("n", "12")),
+        Some(("source", r#"{"a":[1]}"#)),
+        Some(("side", r#""BUY""#)),
+    ]);
+    let whitespace = prop::sample::select(vec!["", "", "", " ", "\t", "\r\n "]);
+    (
+        members,
+        prop::collection::vec(extra, 0..6),
+        any::<u64>(),
+        prop::collection::vec(whitespace, 64),
+    )
+        .prop_map(|(members, extras, seed, spaces)| {
+            let mut members: Vec<(String, String)> = members.into_iter().flatten().collect();
+            members.extend(
+                extras
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+            // A deterministic shuffle from the drawn seed.
+            let mut state = seed;
+            for i in (1..members.len()).rev() {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                members.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            let mut space = spaces.iter().cycle();
+            let mut ws = || *space.next().unwrap_or(&"");
+            let body: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("{}\"{k}\"{}:{}{v}{}", ws(), ws(), ws(), ws()))
+                .collect();
+            format!("{}{{{}}}{}", ws(), body.join(","), ws())
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Where the one-pass reading reads an event, the table-order checks
+    /// accept it as the same version; and it reads the plain events they
+    /// accept (no escape, no container, no leap second, at most four
+    /// other keys).
+    #[test]
+    fn the_plain_reading_agrees_with_the_checks(text in plain_events()) {
+        let plain = std::str::from_utf8(text.as_bytes()).ok().and_then(super::plain::plain_event);
+        let checked = super::fields::checked_event(text.as_bytes());
+        if let Some(version) = &plain {
+            prop_assert_eq!(Ok(version), checked.as_ref(), "{}", text);
+        }
+        let plain_form = !text.contains('\\')
+            && !text.contains('[')
+            && text.matches('{').count() == 1
+            && !text.contains(":60");
+        if checked.is_ok() && plain_form {
+            prop_assert!(plain.is_some(), "declined {}", text);
+        }
+    }
+
+    /// The same on objects of the table's fields with random JSON values,
+    /// and on random bytes.
+    #[test]
+    fn the_plain_reading_agrees_with_the_checks_on_random_objects(text in json_object()) {
+        if let Some(version) = super::plain::plain_event(&text) {
+            prop_assert_eq!(Ok(version), super::fields::checked_event(text.as_bytes()), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_plain_reading_agrees_with_the_checks_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Some(version) = std::str::from_utf8(&bytes).ok().and_then(super::plain::plain_event) {
+            prop_assert_eq!(Ok(version), super::fields::checked_event(&bytes));
+        }
+    }
+}
