@@ -108,13 +108,19 @@ pub(super) fn plain_event(text: &str) -> Option<TradeVersion> {
 
 /// The index of the first byte at or after `at` that is not JSON
 /// whitespace (`bytes.len()` if none). Every token starts above `b' '`,
-/// so a token costs one comparison.
+/// so a token right at `at` (the common case) costs one comparison.
 #[inline(always)]
-fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
-    while let Some(&byte) = bytes.get(at) {
-        if byte > b' ' || !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            break;
-        }
+fn skip_ws(bytes: &[u8], at: usize) -> usize {
+    match bytes.get(at) {
+        Some(&byte) if byte > b' ' => at,
+        _ => skip_ws_run(bytes, at),
+    }
+}
+
+/// [`skip_ws`] past a run of whitespace, out of line.
+#[inline(never)]
+fn skip_ws_run(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
         at += 1;
     }
     at
