@@ -535,10 +535,13 @@ mod tests {
             if let Some(value) = Dec8::parse_plain(text.as_bytes()) {
                 proptest::prop_assert_eq!(Ok(value), Dec8::parse_checked(&text));
             }
-            let plain_form = text.split_once('.').map_or(text.as_str(), |(int, _)| int).len();
-            let places = text.split_once('.').map_or(1, |(_, frac)| frac.len());
-            let well_formed = Dec8::parse_checked(&text).is_ok();
-            if well_formed && (1..=10).contains(&plain_form) && (1..=8).contains(&places) {
+            let (int_part, fraction) = match text.split_once('.') {
+                Some((int_part, fraction)) => (int_part, Some(fraction)),
+                None => (text.as_str(), None),
+            };
+            let plain_form = (1..=10).contains(&int_part.len())
+                && fraction.is_none_or(|f| (1..=8).contains(&f.len()));
+            if plain_form && Dec8::parse_checked(&text).is_ok() {
                 proptest::prop_assert!(Dec8::parse_plain(text.as_bytes()).is_some(), "{}", text);
             }
         }
