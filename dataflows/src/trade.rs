@@ -151,6 +151,19 @@ pub struct TradeVersion {
     pub correlation_id: Option<Id>,
 }
 
+/// Where [`TradeVersion::canonical_bytes`] appends its encoding.
+pub trait ByteSink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
 impl TradeVersion {
     /// `{account_id}_{book_id}_{security_id}`.
     pub fn position_key(&self) -> Id {
@@ -181,54 +194,46 @@ impl TradeVersion {
     /// numbers little-endian, absent fields a 0 tag), appended to `out`. Two
     /// versions are equal exactly when their encodings are; the encoding is
     /// part of the persisted format (fingerprints), so it never changes.
-    pub fn canonical_bytes(&self, out: &mut Vec<u8>) {
-        fn text(out: &mut Vec<u8>, s: &str) {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
+    pub fn canonical_bytes(&self, out: &mut impl ByteSink) {
+        fn text<S: ByteSink>(out: &mut S, s: &str) {
+            out.put(&(s.len() as u32).to_le_bytes());
+            out.put(s.as_bytes());
         }
-        fn opt<T>(out: &mut Vec<u8>, value: Option<T>, each: impl FnOnce(&mut Vec<u8>, T)) {
+        fn opt<S: ByteSink, T>(out: &mut S, value: Option<T>, each: impl FnOnce(&mut S, T)) {
             match value {
-                None => out.push(0),
+                None => out.put(&[0]),
                 Some(v) => {
-                    out.push(1);
+                    out.put(&[1]);
                     each(out, v);
                 }
             }
         }
-        out.push(1); // encoding version
+        out.put(&[1]); // encoding version
         text(out, &self.trade_id);
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.push(match self.action {
+        out.put(&self.version.to_le_bytes());
+        out.put(&[match self.action {
             Action::New => 0,
             Action::Amend => 1,
             Action::Cancel => 2,
-        });
+        }]);
         text(out, &self.account_id);
         text(out, &self.book_id);
         text(out, &self.security_id);
         opt(out, self.side, |o, s| {
-            o.push(match s {
+            o.put(&[match s {
                 Side::Buy => 0,
                 Side::Sell => 1,
-            })
+            }])
         });
-        opt(out, self.quantity, |o, q| {
-            o.extend_from_slice(&q.0.to_le_bytes())
-        });
-        opt(out, self.price, |o, p| {
-            o.extend_from_slice(&p.0.to_le_bytes())
-        });
+        opt(out, self.quantity, |o, q| o.put(&q.0.to_le_bytes()));
+        opt(out, self.price, |o, p| o.put(&p.0.to_le_bytes()));
         opt(out, self.currency.as_deref(), text);
-        opt(out, self.trade_date, |o, d| {
-            o.extend_from_slice(&d.0.to_le_bytes())
-        });
+        opt(out, self.trade_date, |o, d| o.put(&d.0.to_le_bytes()));
         opt(out, self.trade_time, |o, t| {
-            o.extend_from_slice(&t.secs.to_le_bytes());
-            o.extend_from_slice(&t.nanos.to_le_bytes());
+            o.put(&t.secs.to_le_bytes());
+            o.put(&t.nanos.to_le_bytes());
         });
-        opt(out, self.sequence, |o, s| {
-            o.extend_from_slice(&s.to_le_bytes())
-        });
+        opt(out, self.sequence, |o, s| o.put(&s.to_le_bytes()));
         opt(out, self.correlation_id.as_deref(), text);
     }
 

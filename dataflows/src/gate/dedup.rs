@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::{parse_event, RejectKind, Rejection};
 use crate::id::Id;
-use crate::trade::TradeVersion;
+use crate::trade::{ByteSink, TradeVersion};
 
 /// Outcome of admitting one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,16 +156,66 @@ impl Prints {
 /// fingerprints, and the value is stable across processes, toolchains and
 /// releases, so it can be persisted and compared after a restart.
 pub fn fingerprint(version: &TradeVersion) -> u128 {
+    // Encoded on the stack when it fits (every version without a long
+    // correlation id), else in a reused buffer: the same bytes either way.
+    let mut stack = StackBytes::default();
+    version.canonical_bytes(&mut stack);
+    if let Some(bytes) = stack.written() {
+        return xxhash_rust::xxh3::xxh3_128(bytes);
+    }
     thread_local! {
         /// The encoding buffer, reused: one allocation per thread, not per event.
         static CANONICAL: std::cell::RefCell<Vec<u8>> =
-            std::cell::RefCell::new(Vec::with_capacity(256));
+            std::cell::RefCell::new(Vec::with_capacity(1024));
     }
     CANONICAL.with_borrow_mut(|bytes| {
         bytes.clear();
         version.canonical_bytes(bytes);
         xxhash_rust::xxh3::xxh3_128(bytes)
     })
+}
+
+/// A fixed buffer on the stack for a version's canonical bytes; it notes
+/// when they do not fit (ids of 64 characters take 4 x 68 bytes, the rest
+/// without a correlation id ~70, so 512 leaves ~170 for a correlation id).
+struct StackBytes {
+    bytes: [u8; 512],
+    len: usize,
+    overflowed: bool,
+}
+
+impl Default for StackBytes {
+    fn default() -> Self {
+        StackBytes {
+            bytes: [0; 512],
+            len: 0,
+            overflowed: false,
+        }
+    }
+}
+
+impl StackBytes {
+    /// The bytes written, or `None` when some did not fit.
+    fn written(&self) -> Option<&[u8]> {
+        if self.overflowed {
+            None
+        } else {
+            self.bytes.get(..self.len)
+        }
+    }
+}
+
+impl ByteSink for StackBytes {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        match self.bytes.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflowed = true,
+        }
+    }
 }
 
 impl DuplicateRule {
@@ -227,6 +277,46 @@ impl DuplicateRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fingerprint is XXH3-128 of the canonical bytes whether they are
+    /// encoded on the stack or (a long correlation id) in the buffer, on
+    /// both sides of the stack buffer's size; and the stack buffer holds
+    /// exactly the bytes when they fit and notes when they do not.
+    #[test]
+    fn fingerprints_hash_the_canonical_bytes_wherever_encoded() {
+        let line = br#"{"trade_id":"T-1","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"2.5","trade_date":"2026-01-02"}"#;
+        let base = parse_event(line).expect("the sample parses");
+        let mut overflowed = 0;
+        for len in [0, 1, 100, 400, 430, 440, 450, 500, 2000] {
+            let version = TradeVersion {
+                correlation_id: (len > 0).then(|| Id::from("c".repeat(len))),
+                ..base.clone()
+            };
+            let mut bytes = Vec::new();
+            version.canonical_bytes(&mut bytes);
+            assert_eq!(
+                fingerprint(&version),
+                xxhash_rust::xxh3::xxh3_128(&bytes),
+                "{len}"
+            );
+            let mut stack = StackBytes::default();
+            version.canonical_bytes(&mut stack);
+            match stack.written() {
+                Some(written) => {
+                    assert!(bytes.len() <= 512, "{len}");
+                    assert_eq!(written, bytes.as_slice(), "{len}");
+                }
+                None => {
+                    assert!(bytes.len() > 512, "{len}");
+                    overflowed += 1;
+                }
+            }
+        }
+        assert!(
+            (1..9).contains(&overflowed),
+            "both encodings exercised: {overflowed}"
+        );
+    }
 
     #[test]
     fn prints_remember_every_version_with_its_full_fingerprint() {
