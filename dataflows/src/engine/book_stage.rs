@@ -453,6 +453,17 @@ impl BookState {
                 };
                 side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()));
             }
+            // The book takes its inserts in any order, but in lot order an
+            // in-order trade goes last in its chunk, while one inserted
+            // before trades of the same change shifts them. With several
+            // workers a position's trades arrive as one run per worker
+            // (each in file order): a hot position's thousand inserts would
+            // shift each other by the half. (Measured in
+            // docs/bench/insert-order-2026-12-03.md: with one worker, where
+            // only backdated trades are out of order, the sort costs ~0.5%
+            // more than it saves; merging runs, or sorting (date, time)
+            // prefixes, cost more.)
+            inserted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             // The cause, read before the change: a trade is backdated when it
             // sorts before the last trade the position held.
             // Unstable is enough: causes that compare equal are equal in
