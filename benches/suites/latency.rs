@@ -9,14 +9,13 @@ use std::time::Instant;
 use deltabook_dataflows::booking::reference;
 use deltabook_dataflows::calendar::{civil_from_days, days_from_civil};
 use deltabook_dataflows::decimal::Dec8;
-use deltabook_dataflows::engine::{
-    self, DeadLetter, EngineInputs, RestoredTrade, SourceRef, TableChanges, Time,
-};
+use deltabook_dataflows::engine::{self, EngineInputs, SourceRef, TableChanges, Time, TradeEvent};
 use deltabook_dataflows::gate::parse_event;
 use deltabook_dataflows::reconcile::{self, ReconcileInputs};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::InputHandleVec;
 
@@ -180,14 +179,12 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                 scope.new_collection::<(deltabook_dataflows::id::Id, LotMethod), isize>();
             match booking {
                 Booking::Incremental | Booking::IncrementalWithBreaks => {
-                    // No restart snapshot, no pre-rejected events: the
-                    // handles close when dropped here.
-                    let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
-                    let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
+                    // The gate reads each raw line inside the dataflow.
+                    let events = raw
+                        .to_stream(scope)
+                        .map(|(source, payload)| TradeEvent::parse(source, payload));
                     let e = engine::build(EngineInputs {
-                        raw: raw.to_stream(scope),
-                        rejected: rejected.to_stream(scope),
-                        restore: restore.to_stream(scope),
+                        events,
                         methods,
                         event_log: false,
                         break_inputs: booking == Booking::IncrementalWithBreaks,

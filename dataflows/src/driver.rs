@@ -1,6 +1,6 @@
 //! The one driver of the engine dataflow, shared by file mode (`book`,
 //! [`crate::runner`]) and the service (`run`): one [`Driver`] per timely
-//! worker builds the dataflow, owns its inputs (raw events, restored trades,
+//! worker builds the dataflow, owns its inputs (trade events, restored trades,
 //! the lot-method map) and collects, per engine timestamp, everything the
 //! engine produced on this worker. A timestamp's [`TimestampOutput`] is
 //! handed out once the probe says the whole dataflow (every worker) is past
@@ -25,7 +25,7 @@ use crate::correction::Correction;
 use crate::decimal::Dec8;
 use crate::engine::{
     self, AcceptedEvent, DeadLetter, Diff, EngineInputs, Fault, FinalBooks, FinalTables, LiveTrade,
-    RawEvent, RestoredTrade, SourceRef, TableChanges, Time,
+    RawEvent, RestoredTrade, SourceRef, TableChanges, Time, TradeEvent,
 };
 use crate::gate::Rejection;
 use crate::id::Id;
@@ -163,9 +163,7 @@ pub enum Capture {
 /// returned by [`Driver::take_completed`] exactly once, after every worker's
 /// part of the dataflow has passed it, in increasing time order.
 pub struct Driver {
-    raw: InputHandleVec<Time, RawEvent>,
-    rejected: InputHandleVec<Time, DeadLetter>,
-    restore: InputHandleVec<Time, RestoredTrade>,
+    events: InputHandleVec<Time, TradeEvent>,
     prices: InputHandleVec<Time, RawEvent>,
     custodian: InputHandleVec<Time, RawEvent>,
     restored: InputHandleVec<Time, Restored>,
@@ -312,12 +310,10 @@ impl Driver {
             gather,
         } = options;
         let mut tables = Tables::default();
-        let mut raw = InputHandleVec::<Time, RawEvent>::new();
+        let mut events = InputHandleVec::<Time, TradeEvent>::new();
         let mut prices = InputHandleVec::<Time, RawEvent>::new();
         let mut custodian = InputHandleVec::<Time, RawEvent>::new();
         let mut restored = InputHandleVec::<Time, Restored>::new();
-        let mut rejected = InputHandleVec::<Time, DeadLetter>::new();
-        let mut restore = InputHandleVec::<Time, RestoredTrade>::new();
         let probe = ProbeHandle::new();
         let outputs: Outputs = Rc::new(RefCell::new(BTreeMap::new()));
         // What nothing reads as changes is read from the books at the end.
@@ -340,9 +336,7 @@ impl Driver {
                 tables.methods = Some(arranged.trace);
             }
             let e = engine::build(EngineInputs {
-                raw: raw.to_stream(scope),
-                rejected: rejected.to_stream(scope),
-                restore: restore.to_stream(scope),
+                events: events.to_stream(scope),
                 methods,
                 event_log: keep == Capture::All,
                 break_inputs: with_statements,
@@ -453,18 +447,14 @@ impl Driver {
             e.booked.inner.probe_with(&probe);
             methods_input
         });
-        raw.advance_to(start);
-        rejected.advance_to(start);
-        restore.advance_to(start);
+        events.advance_to(start);
         prices.advance_to(start);
         custodian.advance_to(start);
         restored.advance_to(start);
         methods.advance_to(start);
         methods.flush();
         Driver {
-            raw,
-            rejected,
-            restore,
+            events,
             prices,
             custodian,
             restored,
@@ -508,20 +498,27 @@ impl Driver {
         self.time
     }
 
-    /// Sends one raw event at the current time.
+    /// Sends one raw event at the current time (the gate reads it here,
+    /// [`TradeEvent::parse`]).
     pub fn send(&mut self, source: SourceRef, payload: Vec<u8>) {
-        self.raw.send((source, payload));
+        self.events.send(TradeEvent::parse(source, payload));
+    }
+
+    /// Sends one event the gate has read already (on another thread) at
+    /// the current time: what [`Driver::send`] of its raw bytes sends.
+    pub fn send_read(&mut self, event: TradeEvent) {
+        self.events.send(event);
     }
 
     /// Rejects an event at the current time without parsing it (a source's
     /// own check, e.g. a line over its length limit): it leaves as a dead
     /// letter, in source order with every other rejection.
     pub fn reject(&mut self, source: SourceRef, reason: Rejection, payload: Vec<u8>) {
-        self.rejected.send(DeadLetter {
+        self.events.send(TradeEvent::Rejected(DeadLetter {
             source,
             reason,
             payload,
-        });
+        }));
     }
 
     /// Feeds one raw price-tick line or message at the current time.
@@ -542,7 +539,7 @@ impl Driver {
 
     /// Sends a restored trade at the current time (a restart's snapshot).
     pub fn restore(&mut self, trade: RestoredTrade) {
-        self.restore.send(trade);
+        self.events.send(TradeEvent::Restore(Box::new(trade)));
     }
 
     /// Sets (`Some`) or removes (`None`) the lot method of `scope` at the
@@ -564,9 +561,7 @@ impl Driver {
             return;
         }
         self.time = time;
-        self.raw.advance_to(time);
-        self.rejected.advance_to(time);
-        self.restore.advance_to(time);
+        self.events.advance_to(time);
         self.prices.advance_to(time);
         self.custodian.advance_to(time);
         self.restored.advance_to(time);
@@ -595,9 +590,7 @@ impl Driver {
     /// everything sent.
     pub fn close(self) -> ClosedDriver {
         let Driver {
-            raw,
-            rejected,
-            restore,
+            events,
             prices,
             custodian,
             restored,
@@ -606,9 +599,7 @@ impl Driver {
             ..
         } = self;
         drop(restored);
-        drop(raw);
-        drop(rejected);
-        drop(restore);
+        drop(events);
         drop(prices);
         drop(custodian);
         drop(methods);

@@ -26,7 +26,7 @@ use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::query::{compare_rows, render, EvalError, Plan, Row, TableSet, Tables};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
-use crate::shared_events::{SharedEvents, SharedEventsBuilder, CHUNK_LINES};
+use crate::shared_events::{EventChunk, SharedEvents, SharedEventsBuilder, CHUNK_LINES};
 use crate::trade::LotMethod;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
@@ -606,7 +606,8 @@ pub fn run_with<S: EventSource>(
 }
 
 /// The reader: every event once, cut into batches. A batch's trade events
-/// are shared by this process's workers in chunks ([`SharedEvents`]); of the
+/// are shared by this process's workers in chunks ([`SharedEvents`]), which
+/// the reader parses too when the workers leave a core free; of the
 /// other lines (prices, statements, over-long trade lines) event i goes to
 /// worker (i-1) % workers; method changes go to worker 0. Timestamp t holds lines
 /// (t-1)*batch_size+1 ..= t*batch_size of each input (trades, prices,
@@ -619,6 +620,12 @@ fn read_batches<S: EventSource + ?Sized>(
     mut progress: Option<ProgressFn>,
 ) -> Result<u64, String> {
     let workers = senders.len();
+    // With a core the workers leave free, the reader parses too: a batch
+    // it has sent, from its last chunk back to where the workers have got
+    // (measured, docs/bench/read-ahead-2026-12-03.md: one worker on two
+    // cores books ~30% more lines a second; with as many workers as
+    // cores it only takes their time).
+    let read_ahead = std::thread::available_parallelism().map_or(1, |n| n.get()) > workers;
     // This process's workers are [base, base + workers) of `total`.
     let (base, total) = match &options.cluster {
         None => (0, workers),
@@ -650,13 +657,7 @@ fn read_batches<S: EventSource + ?Sized>(
     let mut statements = extra.custodian.as_ref().map(|s| s.events(max).fuse());
     let mut counts = [0u64; 3];
     let mut time: Time = 1;
-    // One worker takes a timestamp's events whole; several share them in chunks.
-    let chunk_lines = if workers > 1 {
-        CHUNK_LINES
-    } else {
-        options.batch_size
-    };
-    let mut trade_events = SharedEventsBuilder::new(chunk_lines);
+    let mut trade_events = SharedEventsBuilder::new(CHUNK_LINES);
     loop {
         let mut batches = new_batches(time);
         let mut any = false;
@@ -719,6 +720,9 @@ fn read_batches<S: EventSource + ?Sized>(
         }
         if !send(batches) {
             return Err("a worker stopped early".into());
+        }
+        if read_ahead {
+            shared.read_ahead();
         }
         if let Some(report) = progress.as_mut() {
             report(counts[0]);
@@ -820,8 +824,17 @@ fn run_worker(
         // Chunks of the timestamp's trade events, the dataflow stepped
         // after each: a worker behind on the positions it owns takes fewer.
         while let Some(chunk) = batch.trades.take() {
-            for (source, payload) in chunk {
-                driver.send(source, payload);
+            match chunk {
+                EventChunk::Raw(events) => {
+                    for (source, payload) in events {
+                        driver.send(source, payload);
+                    }
+                }
+                EventChunk::Read(events) => {
+                    for event in events {
+                        driver.send_read(event);
+                    }
+                }
             }
             worker.step();
         }

@@ -1,17 +1,17 @@
-//! Intake: the validation gate as a dataflow stage (stateless parsing
-//! wherever the event was read), then, where the trade id is owned, the
-//! duplicate rule and the live-version rule of [`super::versions`]. Restored
-//! trades (a restart's snapshot) enter here too.
+//! Intake: events the gate has read ([`TradeEvent::parse`], stateless,
+//! on whichever thread read or parsed the line), then, where the trade id
+//! is owned, the duplicate rule and the live-version rule of
+//! [`super::versions`]. Restored trades (a restart's snapshot) and events a
+//! source rejected enter here too.
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, TradeUpsert};
-use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
+use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::parse_event;
 use crate::id::Id;
+use crate::trade::TradeVersion;
 
 /// Outputs of the intake stage.
 pub(super) struct IntakeStreams<'scope> {
@@ -31,51 +31,49 @@ pub(super) struct IntakeStreams<'scope> {
     pub trades: StreamVec<'scope, Time, TradeUpsert>,
 }
 
-/// An event after parsing: a candidate version or an early rejection.
+/// A trade event as the engine takes it: read by the gate (on whichever
+/// thread parsed the line), rejected before the gate, or restored by a
+/// restart. One input carries all three, in source order where they have one.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub(super) enum Parsed {
-    /// Passed every stateless check.
-    Candidate(SourceRef, Box<crate::trade::TradeVersion>, Vec<u8>),
-    /// Failed a stateless check.
+pub enum TradeEvent {
+    /// Passed every stateless check: the version and the raw bytes.
+    Candidate(SourceRef, Box<TradeVersion>, Vec<u8>),
+    /// Failed a stateless check, the gate's or the source's own (e.g. a
+    /// line over its length limit).
     Rejected(DeadLetter),
     /// A trade's state loaded by a restart.
     Restore(Box<RestoredTrade>),
 }
 
-impl Parsed {
+impl TradeEvent {
+    /// The gate's reading of one raw event ([`parse_event`]): a candidate,
+    /// or a rejection naming the first failing check.
+    pub fn parse(source: SourceRef, payload: Vec<u8>) -> TradeEvent {
+        match parse_event(&payload) {
+            Ok(version) => TradeEvent::Candidate(source, Box::new(version), payload),
+            Err(reason) => TradeEvent::Rejected(DeadLetter {
+                source,
+                reason,
+                payload,
+            }),
+        }
+    }
+
     /// Where the event is routed: its trade id's owner, or (rejections) any worker.
     pub(super) fn route(&self) -> u64 {
         match self {
-            Parsed::Candidate(_, version, _) => version.trade_id.hashed(),
-            Parsed::Rejected(d) => d.source.offset,
-            Parsed::Restore(r) => r.live.trade_id.hashed(),
+            TradeEvent::Candidate(_, version, _) => version.trade_id.hashed(),
+            TradeEvent::Rejected(d) => d.source.offset,
+            TradeEvent::Restore(r) => r.live.trade_id.hashed(),
         }
     }
 }
 
 pub(super) fn intake<'scope>(
-    raw: StreamVec<'scope, Time, RawEvent>,
-    rejected: Option<StreamVec<'scope, Time, DeadLetter>>,
-    restore: Option<StreamVec<'scope, Time, RestoredTrade>>,
+    events: StreamVec<'scope, Time, TradeEvent>,
     event_log: bool,
     trade_versions: bool,
 ) -> IntakeStreams<'scope> {
-    let parsed = raw.map(|(source, payload)| match parse_event(&payload) {
-        Ok(version) => Parsed::Candidate(source, Box::new(version), payload),
-        Err(reason) => Parsed::Rejected(DeadLetter {
-            source,
-            reason,
-            payload,
-        }),
-    });
-    let parsed = match rejected {
-        Some(rejected) => parsed.concat(rejected.map(Parsed::Rejected)),
-        None => parsed,
-    };
-    let parsed = match restore {
-        Some(restore) => parsed.concat(restore.map(|r| Parsed::Restore(Box::new(r)))),
-        None => parsed,
-    };
     let versions::VersionStreams {
         book,
         accepted,
@@ -84,7 +82,7 @@ pub(super) fn intake<'scope>(
         live,
         sequences,
         trades,
-    } = versions::admit(parsed, event_log, trade_versions);
+    } = versions::admit(events, event_log, trade_versions);
     IntakeStreams {
         book_input: book.as_collection(),
         dead_letters: rejected,

@@ -45,6 +45,7 @@ use crate::position::{Lot, PositionSummary};
 use crate::trade::{Date, LotMethod, TradeVersion};
 
 pub use book_stage::{Fault, FinalBooks, FinalTables, TableChanges};
+pub use intake::TradeEvent;
 pub use reference_stage::build_reference_booking;
 pub use versions::{AcceptedEvent, BookInput, CauseEntry, LiveChange, LiveTrade, RestoredTrade};
 
@@ -128,13 +129,11 @@ pub struct Engine<'scope> {
 
 /// The streams the engine reads.
 pub struct EngineInputs<'scope> {
-    /// Raw events, as read.
-    pub raw: StreamVec<'scope, Time, RawEvent>,
-    /// Events a source rejected before parsing (e.g. longer than its limit),
-    /// so they leave in source order with every other rejection.
-    pub rejected: StreamVec<'scope, Time, DeadLetter>,
-    /// Trades a restart restores (each installed as live, with no cause, at its time).
-    pub restore: StreamVec<'scope, Time, RestoredTrade>,
+    /// Trade events: read by the gate ([`TradeEvent::parse`]), rejected by
+    /// a source before it (e.g. longer than its limit; they leave in
+    /// source order with every other rejection), or restored by a restart
+    /// (each installed as live, with no cause, at its time).
+    pub events: StreamVec<'scope, Time, TradeEvent>,
     /// The lot-method map (`(scope, method)`: an account, account_book or position key).
     pub methods: VecCollection<'scope, Time, (Id, LotMethod), Diff>,
     /// Build [`Engine::accepted`] and [`Engine::live`] (what the event store
@@ -187,22 +186,14 @@ pub fn book_again<'scope>(
 /// Builds the engine over its inputs.
 pub fn build(inputs: EngineInputs<'_>) -> Engine<'_> {
     let EngineInputs {
-        raw,
-        rejected,
-        restore,
+        events,
         methods,
         event_log,
         break_inputs,
         trade_versions,
         table_changes,
     } = inputs;
-    let intake = intake::intake(
-        raw,
-        Some(rejected),
-        Some(restore),
-        event_log,
-        trade_versions,
-    );
+    let intake = intake::intake(events, event_log, trade_versions);
     let trades = trade_versions.then(|| {
         arrange_from_upsert::<
             ValBuilder<Id, TradeVersion, Time, Diff>,

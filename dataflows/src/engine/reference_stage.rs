@@ -26,7 +26,8 @@ pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
 ) -> VecCollection<'scope, Time, (Id, Result<Lot, OverflowError>), Diff> {
-    let reported = intake::intake(raw, None, None, true, false)
+    let events = raw.map(|(source, payload)| intake::TradeEvent::parse(source, payload));
+    let reported = intake::intake(events, true, false)
         .live
         .map(|live: LiveTrade| (live.trade_id, (live.version, live.booked)));
     as_inserts(reported, "ReferenceLiveVersions")

@@ -18,7 +18,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::id_slots::{IdSlots, SlotId};
-use super::intake::Parsed;
+use super::intake::TradeEvent;
 use super::spare_buffers::SpareBuffers;
 use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::{fingerprint, Prints, Verdict};
@@ -276,7 +276,7 @@ impl VersionState {
     }
 
     /// Admits one timestamp's events, in source order.
-    fn step(&mut self, time: Time, batch: &mut Vec<Parsed>, emit: &mut Emitted) {
+    fn step(&mut self, time: Time, batch: &mut Vec<TradeEvent>, emit: &mut Emitted) {
         in_source_order(batch);
         // Most events make one version live: room for them up front, so
         // the outputs are not copied as they grow (the booking changes
@@ -293,12 +293,12 @@ impl VersionState {
         let mut leaving = 0usize;
         for parsed in batch.drain(..) {
             let (source, version, payload) = match parsed {
-                Parsed::Candidate(source, version, payload) => (source, version, payload),
-                Parsed::Rejected(dead) => {
+                TradeEvent::Candidate(source, version, payload) => (source, version, payload),
+                TradeEvent::Rejected(dead) => {
                     emit.rejected.push(dead);
                     continue;
                 }
-                Parsed::Restore(restored) => {
+                TradeEvent::Restore(restored) => {
                     self.restore(*restored, time, emit);
                     continue;
                 }
@@ -439,12 +439,12 @@ impl VersionState {
 /// Admits parsed events per trade id, in timestamp order and, within a
 /// timestamp, in source order, so the outcome never depends on worker count.
 pub(super) fn admit<'scope>(
-    parsed: StreamVec<'scope, Time, Parsed>,
+    parsed: StreamVec<'scope, Time, TradeEvent>,
     event_log: bool,
     trade_versions: bool,
 ) -> VersionStreams<'scope> {
     let mut builder = OperatorBuilder::new("Versions".to_owned(), parsed.scope());
-    let mut input = builder.new_input(parsed, Exchange::new(|p: &Parsed| p.route()));
+    let mut input = builder.new_input(parsed, Exchange::new(|p: &TradeEvent| p.route()));
     let (book_out, book) = builder.new_output::<Vec<BookUpdate>>();
     let (accepted_out, accepted) = builder.new_output::<Vec<AcceptedEvent>>();
     let (rejected_out, rejected) = builder.new_output::<Vec<DeadLetter>>();
@@ -466,8 +466,8 @@ pub(super) fn admit<'scope>(
             ..VersionState::default()
         };
         // Per time: one capability per output, and the events.
-        let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<Parsed>)> = BTreeMap::new();
-        let mut spare: SpareBuffers<Parsed> = SpareBuffers::default();
+        let mut pending: BTreeMap<Time, (Vec<Capability<Time>>, Vec<TradeEvent>)> = BTreeMap::new();
+        let mut spare: SpareBuffers<TradeEvent> = SpareBuffers::default();
         move |frontiers| {
             input.for_each_stamp(|cap, data| {
                 let Some(time) = cap.least().copied() else {
@@ -534,11 +534,11 @@ const OUTPUTS: usize = 7;
 
 /// Sorts events by source position (a stable sort, so restored trades,
 /// which have no source, come first in the order they came).
-fn in_source_order(batch: &mut [Parsed]) {
-    let source = |p: &Parsed| match p {
-        Parsed::Candidate(source, ..) => Some(*source),
-        Parsed::Rejected(d) => Some(d.source),
-        Parsed::Restore(_) => None,
+fn in_source_order(batch: &mut [TradeEvent]) {
+    let source = |p: &TradeEvent| match p {
+        TradeEvent::Candidate(source, ..) => Some(*source),
+        TradeEvent::Rejected(d) => Some(d.source),
+        TradeEvent::Restore(_) => None,
     };
     if !batch.is_sorted_by_key(source) {
         batch.sort_by_key(source);
