@@ -621,10 +621,10 @@ fn read_batches<S: EventSource + ?Sized>(
 ) -> Result<u64, String> {
     let workers = senders.len();
     // With a core the workers leave free, the reader parses too: a batch
-    // it has sent, from its last chunk back to where the workers have got
-    // (measured, docs/bench/read-ahead-2026-12-03.md: one worker on two
-    // cores books ~30% more lines a second; with as many workers as
-    // cores it only takes their time).
+    // it has sent, from its last chunk back to where the workers have got.
+    // One worker on two cores then books ~25% more lines a second; with
+    // as many workers as cores it only takes their time
+    // (docs/bench/insert-order-and-read-ahead-2026-12-03.md).
     let read_ahead = std::thread::available_parallelism().map_or(1, |n| n.get()) > workers;
     // This process's workers are [base, base + workers) of `total`.
     let (base, total) = match &options.cluster {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::GapRow;
 use crate::engine::{Diff, Time};
 use crate::id::Id;
-use crate::ordered::in_time_order;
+use crate::ordered::in_time_order_netted;
 
 /// An account's sequence state: min(S), max(S) and the gaps between.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -108,11 +108,14 @@ impl AccountSequences {
 /// its start time), then each account's new values in ascending order, so
 /// a run of in-order values only extends the range: no gap opens and
 /// closes again within the timestamp. Each account's gap changes are
-/// netted before they leave; the result does not depend on arrival order.
+/// netted before they leave (and, in a timestamp with restored states,
+/// where an account's changes are netted twice, consolidated once more),
+/// so the operator need not sort them; the result does not depend on
+/// arrival order.
 pub(super) fn sequence_gaps<'scope>(
     inputs: VecCollection<'scope, Time, SequenceInput, Diff>,
 ) -> VecCollection<'scope, Time, SequenceRow, Diff> {
-    in_time_order(
+    in_time_order_netted(
         inputs.inner,
         "Reconcile: sequence gaps",
         |input: &SequenceInput| input.account().hashed(),
@@ -129,6 +132,7 @@ pub(super) fn sequence_gaps<'scope>(
                     SequenceInput::Restore(restored) => restores.push(restored),
                 }
             }
+            let restored_any = !restores.is_empty();
             let mut ranges_before: HashMap<Id, Option<(u64, u64)>> = HashMap::default();
             let mut changes = Vec::new();
             for restored in restores {
@@ -161,6 +165,9 @@ pub(super) fn sequence_gaps<'scope>(
                 if let Some((min, max)) = after {
                     out.push((SequenceRow::Range(account, min, max), time, 1));
                 }
+            }
+            if restored_any {
+                differential_dataflow::consolidation::consolidate_updates(out);
             }
         },
     )
