@@ -20,57 +20,24 @@ use crate::engine::{Diff, Time};
 /// A timestamp's capability and its updates so far.
 type Pending<D, R> = (Capability<Time>, Vec<(D, R)>);
 
+/// Who consolidates a timestamp's output in [`in_time_order`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Netting {
+    /// The operator, before the updates leave.
+    Consolidate,
+    /// The logic, which nets its own output: no two updates it emits at a
+    /// time carry equal data, and none has difference zero (asserted in
+    /// debug builds). They leave as emitted, without the sort that
+    /// consolidating them costs.
+    ByLogic,
+}
+
 /// Runs `logic(state, time, updates, out)` for each complete timestamp, in
 /// time order, on the worker `route` sends each update to. `updates` are the
 /// timestamp's `(data, difference)` pairs in no particular order (the logic
 /// must not depend on it); `out` collects the differential updates to emit
-/// at that time (consolidated before they leave).
+/// at that time, consolidated before they leave as `netting` says.
 pub(crate) fn in_time_order<'scope, D, R, O, S>(
-    stream: StreamVec<'scope, Time, (D, Time, R)>,
-    name: &str,
-    route: impl Fn(&D) -> u64 + 'static,
-    state: S,
-    logic: impl FnMut(&mut S, Time, Vec<(D, R)>, &mut Vec<(O, Time, Diff)>) + 'static,
-) -> VecCollection<'scope, Time, O, Diff>
-where
-    D: ExchangeData + Clone,
-    R: ExchangeData + Clone,
-    O: ExchangeData + Clone + Ord,
-    S: 'static,
-{
-    in_time_order_with(stream, name, route, state, logic, Netting::Consolidate)
-}
-
-/// [`in_time_order`] for a `logic` that nets its own output: no two
-/// updates it emits at a time carry equal data, and none has difference
-/// zero (asserted in debug builds). Its updates leave as emitted, without
-/// the sort that consolidating them costs.
-pub(crate) fn in_time_order_netted<'scope, D, R, O, S>(
-    stream: StreamVec<'scope, Time, (D, Time, R)>,
-    name: &str,
-    route: impl Fn(&D) -> u64 + 'static,
-    state: S,
-    logic: impl FnMut(&mut S, Time, Vec<(D, R)>, &mut Vec<(O, Time, Diff)>) + 'static,
-) -> VecCollection<'scope, Time, O, Diff>
-where
-    D: ExchangeData + Clone,
-    R: ExchangeData + Clone,
-    O: ExchangeData + Clone + Ord,
-    S: 'static,
-{
-    in_time_order_with(stream, name, route, state, logic, Netting::ByLogic)
-}
-
-/// Who consolidates a timestamp's output.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Netting {
-    /// The operator, before the updates leave.
-    Consolidate,
-    /// The logic, which emits netted updates.
-    ByLogic,
-}
-
-fn in_time_order_with<'scope, D, R, O, S>(
     stream: StreamVec<'scope, Time, (D, Time, R)>,
     name: &str,
     route: impl Fn(&D) -> u64 + 'static,

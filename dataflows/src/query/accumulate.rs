@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use super::totals::Totals;
 use super::value::Row;
 use crate::engine::{Diff, Time};
-use crate::ordered::in_time_order;
+use crate::ordered::{in_time_order, Netting};
 
 /// The current total of each group of `changes` (a collection whose
 /// differences are the groups' totals), as `(group, total)` rows: at every
@@ -37,6 +37,7 @@ pub(super) fn accumulate_totals<'scope>(
         |group: &Row| group.hashed(),
         CurrentTotals::default(),
         CurrentTotals::apply,
+        Netting::Consolidate,
     )
 }
 

@@ -20,7 +20,7 @@ use super::plan::OrderItem;
 use super::render::{compare_by_order, csv_line};
 use super::value::Row;
 use crate::engine::{Diff, Time};
-use crate::ordered::in_time_order;
+use crate::ordered::{in_time_order, Netting};
 
 /// A row's place in the answer: its ORDER BY values, then its written
 /// form (ties), then the row itself (rows written alike). This is the
@@ -106,7 +106,14 @@ pub(super) fn top_k_live<'scope>(
         held: BTreeMap::new(),
         answer: Vec::new(),
     };
-    in_time_order(rows.inner, "TopK", |_: &Row| 0, state, TopK::apply)
+    in_time_order(
+        rows.inner,
+        "TopK",
+        |_: &Row| 0,
+        state,
+        TopK::apply,
+        Netting::Consolidate,
+    )
 }
 
 /// Every row held, in answer order, and the answer last emitted.

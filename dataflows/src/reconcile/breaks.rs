@@ -21,7 +21,7 @@ use super::{account_of, BreakKind, BreakRow};
 use crate::decimal::Dec8;
 use crate::engine::{Diff, Time};
 use crate::id::Id;
-use crate::ordered::in_time_order;
+use crate::ordered::{in_time_order, Netting};
 use crate::trade::Date;
 
 /// One update into the breaks stage.
@@ -267,6 +267,7 @@ pub(super) fn breaks<'scope>(
                 }
             }
         },
+        Netting::Consolidate,
     )
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::GapRow;
 use crate::engine::{Diff, Time};
 use crate::id::Id;
-use crate::ordered::in_time_order_netted;
+use crate::ordered::{in_time_order, Netting};
 
 /// An account's sequence state: min(S), max(S) and the gaps between.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -110,12 +110,12 @@ impl AccountSequences {
 /// closes again within the timestamp. Each account's gap changes are
 /// netted before they leave (and, in a timestamp with restored states,
 /// where an account's changes are netted twice, consolidated once more),
-/// so the operator need not sort them; the result does not depend on
+/// so the operator need not sort them (`Netting::ByLogic`); the result does not depend on
 /// arrival order.
 pub(super) fn sequence_gaps<'scope>(
     inputs: VecCollection<'scope, Time, SequenceInput, Diff>,
 ) -> VecCollection<'scope, Time, SequenceRow, Diff> {
-    in_time_order_netted(
+    in_time_order(
         inputs.inner,
         "Reconcile: sequence gaps",
         |input: &SequenceInput| input.account().hashed(),
@@ -170,6 +170,7 @@ pub(super) fn sequence_gaps<'scope>(
                 differential_dataflow::consolidation::consolidate_updates(out);
             }
         },
+        Netting::ByLogic,
     )
 }
 

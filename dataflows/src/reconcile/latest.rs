@@ -11,7 +11,7 @@ use differential_dataflow::{Hashable, VecCollection};
 use timely::ExchangeData;
 
 use crate::engine::{Diff, Time};
-use crate::ordered::in_time_order;
+use crate::ordered::{in_time_order, Netting};
 
 /// `(key, order, value)` values in, `(key, (order, value))` of the greatest
 /// order per key out, as a collection (a key's entry is retracted when it is
@@ -55,5 +55,6 @@ where
                 }
             }
         },
+        Netting::Consolidate,
     )
 }
