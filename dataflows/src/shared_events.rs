@@ -25,8 +25,8 @@ use crate::engine::{RawEvent, TradeEvent};
 /// (an atomic add and an uncontended lock) is noise beside parsing it.
 pub const CHUNK_LINES: usize = 512;
 
-/// Most events a chunk reserves room for up front (a one-worker run's chunk
-/// is its whole batch, whose size the user chooses); past it, it grows.
+/// Most events a chunk reserves room for up front (a builder may be asked
+/// for chunks of any size); past it, it grows.
 const RESERVE_EVENTS_MAX: usize = 1 << 16;
 
 /// A chunk of a timestamp's trade events, in source order.
