@@ -1,10 +1,11 @@
-//! The deltabook dataflow: raw events in; dead letters, live trade versions,
-//! open lots, position summaries and correction events out.
+//! The deltabook dataflow: trade events in (each read by the gate on the
+//! thread that feeds it, [`TradeEvent`]); dead letters, live trade
+//! versions, open lots, position summaries and correction events out.
 //!
 //! ```text
-//! raw (source, bytes) ──parse──► parsed ──exchange(trade_id)──► versions ──┬─► dead_letters
-//!                                   (gate: duplicate rule, highest version) ├─► duplicates
-//!                                                                           └─► book_input
+//! events (candidate | rejection | restore) ──exchange(trade_id)──► versions ──┬─► dead_letters
+//!                                   (gate: duplicate rule, highest version)  ├─► duplicates
+//!                                                                              └─► book_input
 //! book_input = (position_key, +insert booked trade | -remove by key, each with its cause)
 //! book_input ──exchange(position_key)──┐
 //! methods ──broadcast──────────────────┴► book ──┬─► lots         (by position; arranged by the driver where read)
