@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! events (candidate | rejection | restore) ──exchange(trade_id)──► versions ──┬─► dead_letters
-//!                                   (gate: duplicate rule, highest version)  ├─► duplicates
-//!                                                                              └─► book_input
+//!                                   (gate: duplicate rule, highest version)   ├─► duplicates
+//!                                                                             └─► book_input
 //! book_input = (position_key, +insert booked trade | -remove by key, each with its cause)
 //! book_input ──exchange(position_key)──┐
 //! methods ──broadcast──────────────────┴► book ──┬─► lots         (by position; arranged by the driver where read)
