@@ -180,9 +180,7 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
             match booking {
                 Booking::Incremental | Booking::IncrementalWithBreaks => {
                     // The gate reads each raw line inside the dataflow.
-                    let events = raw
-                        .to_stream(scope)
-                        .map(|(source, payload)| TradeEvent::parse(source, payload));
+                    let events = raw.to_stream(scope).map(TradeEvent::parse);
                     let e = engine::build(EngineInputs {
                         events,
                         methods,

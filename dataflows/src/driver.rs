@@ -501,7 +501,7 @@ impl Driver {
     /// Sends one raw event at the current time (the gate reads it here,
     /// [`TradeEvent::parse`]).
     pub fn send(&mut self, source: SourceRef, payload: Vec<u8>) {
-        self.events.send(TradeEvent::parse(source, payload));
+        self.events.send(TradeEvent::parse((source, payload)));
     }
 
     /// Sends one event the gate has read already (on another thread) at

@@ -91,7 +91,7 @@ where
 }
 
 /// No two of `updates` carry equal data and none has difference zero.
-fn is_netted<O: Ord + Clone>(updates: &[(O, Time, Diff)]) -> bool {
+fn is_netted<O: Ord>(updates: &[(O, Time, Diff)]) -> bool {
     let mut data: Vec<&O> = updates.iter().map(|(d, _, _)| d).collect();
     data.sort_unstable();
     data.windows(2).all(|w| w[0] != w[1]) && updates.iter().all(|(_, _, r)| *r != 0)

@@ -74,28 +74,23 @@ impl SharedEvents {
     /// same either way: [`TradeEvent::parse`] of each event.
     pub fn read_ahead(&self) -> usize {
         let mut read = 0;
-        loop {
-            let k = self.from_back.fetch_add(1, Ordering::Relaxed);
-            let Some(i) = self.chunks.len().checked_sub(k + 1) else {
-                return read;
-            };
-            if i < self.next.load(Ordering::Relaxed) {
-                return read;
-            }
-            let Some(chunk) = self.chunks.get(i) else {
-                return read;
-            };
+        // The next chunk from the back, while the workers have not claimed it.
+        let next_from_back = || {
+            let claimed = self.from_back.fetch_add(1, Ordering::Relaxed);
+            let i = self.chunks.len().checked_sub(claimed + 1)?;
+            (i >= self.next.load(Ordering::Relaxed)).then_some(i)
+        };
+        while let Some(chunk) = next_from_back().and_then(|i| self.chunks.get(i)) {
             let mut chunk = lock(chunk);
             if let Some(EventChunk::Raw(events)) = chunk.as_mut() {
                 let events = std::mem::take(events);
-                let parsed = events
-                    .into_iter()
-                    .map(|(source, payload)| TradeEvent::parse(source, payload))
-                    .collect();
-                *chunk = Some(EventChunk::Read(parsed));
+                *chunk = Some(EventChunk::Read(
+                    events.into_iter().map(TradeEvent::parse).collect(),
+                ));
                 read += 1;
             }
         }
+        read
     }
 }
 
@@ -211,8 +206,10 @@ mod tests {
         assert!(builder.finish().take().is_none());
     }
 
+    /// A chunk a worker has taken is not read; every other one is read
+    /// once, in place, and reaches the worker read, in source order.
     #[test]
-    fn reading_ahead_goes_from_the_back_and_stops_at_the_workers() {
+    fn chunks_read_ahead_reach_the_workers_read() {
         let mut builder = SharedEventsBuilder::new(2);
         for i in 1..=8 {
             builder.push(event(i));

@@ -461,8 +461,8 @@ impl BookState {
             // shift each other by the half. With one worker, where only
             // backdated trades are out of order, the sort costs ~0.5% more
             // than it saves; merging the runs, or sorting (date, time)
-            // prefixes, cost more (docs/bench/insert-order-and-read-ahead-
-            // 2026-12-03.md).
+            // prefixes, cost more
+            // (docs/bench/insert-order-and-read-ahead-2026-12-03.md).
             inserted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             // The cause, read before the change: a trade is backdated when it
             // sorts before the last trade the position held.

@@ -8,7 +8,7 @@ use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::StreamVec;
 
 use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, TradeUpsert};
-use super::{DeadLetter, Diff, SourceRef, Time};
+use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::parse_event;
 use crate::id::Id;
 use crate::trade::TradeVersion;
@@ -48,7 +48,7 @@ pub enum TradeEvent {
 impl TradeEvent {
     /// The gate's reading of one raw event ([`parse_event`]): a candidate,
     /// or a rejection naming the first failing check.
-    pub fn parse(source: SourceRef, payload: Vec<u8>) -> TradeEvent {
+    pub fn parse((source, payload): RawEvent) -> TradeEvent {
         match parse_event(&payload) {
             Ok(version) => TradeEvent::Candidate(source, Box::new(version), payload),
             Err(reason) => TradeEvent::Rejected(DeadLetter {

@@ -26,7 +26,7 @@ pub fn build_reference_booking<'scope>(
     raw: StreamVec<'scope, Time, RawEvent>,
     method: LotMethod,
 ) -> VecCollection<'scope, Time, (Id, Result<Lot, OverflowError>), Diff> {
-    let events = raw.map(|(source, payload)| intake::TradeEvent::parse(source, payload));
+    let events = raw.map(intake::TradeEvent::parse);
     let reported = intake::intake(events, true, false)
         .live
         .map(|live: LiveTrade| (live.trade_id, (live.version, live.booked)));

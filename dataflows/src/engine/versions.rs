@@ -291,8 +291,8 @@ impl VersionState {
         // Trades made live now that leave a booked position: with one
         // entry per trade made live, the booking changes to make room for.
         let mut leaving = 0usize;
-        for parsed in batch.drain(..) {
-            let (source, version, payload) = match parsed {
+        for event in batch.drain(..) {
+            let (source, version, payload) = match event {
                 TradeEvent::Candidate(source, version, payload) => (source, version, payload),
                 TradeEvent::Rejected(dead) => {
                     emit.rejected.push(dead);
@@ -436,15 +436,15 @@ impl VersionState {
     }
 }
 
-/// Admits parsed events per trade id, in timestamp order and, within a
+/// Admits trade events per trade id, in timestamp order and, within a
 /// timestamp, in source order, so the outcome never depends on worker count.
 pub(super) fn admit<'scope>(
-    parsed: StreamVec<'scope, Time, TradeEvent>,
+    events: StreamVec<'scope, Time, TradeEvent>,
     event_log: bool,
     trade_versions: bool,
 ) -> VersionStreams<'scope> {
-    let mut builder = OperatorBuilder::new("Versions".to_owned(), parsed.scope());
-    let mut input = builder.new_input(parsed, Exchange::new(|p: &TradeEvent| p.route()));
+    let mut builder = OperatorBuilder::new("Versions".to_owned(), events.scope());
+    let mut input = builder.new_input(events, Exchange::new(|e: &TradeEvent| e.route()));
     let (book_out, book) = builder.new_output::<Vec<BookUpdate>>();
     let (accepted_out, accepted) = builder.new_output::<Vec<AcceptedEvent>>();
     let (rejected_out, rejected) = builder.new_output::<Vec<DeadLetter>>();

@@ -110,8 +110,8 @@ impl AccountSequences {
 /// closes again within the timestamp. Each account's gap changes are
 /// netted before they leave (and, in a timestamp with restored states,
 /// where an account's changes are netted twice, consolidated once more),
-/// so the operator need not sort them (`Netting::ByLogic`); the result does not depend on
-/// arrival order.
+/// so the operator need not sort them (`Netting::ByLogic`); the result
+/// does not depend on arrival order.
 pub(super) fn sequence_gaps<'scope>(
     inputs: VecCollection<'scope, Time, SequenceInput, Diff>,
 ) -> VecCollection<'scope, Time, SequenceRow, Diff> {
