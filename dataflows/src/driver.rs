@@ -418,11 +418,15 @@ impl Driver {
             capture_rows(positions.inner, &sink, |o| &mut o.positions);
             let keep_corrections = keep != Capture::StateCountingCorrections;
             capture(e.corrections.inner, &sink, move |entry, run| {
-                for (c, _, _) in run {
-                    entry.correction_count += 1;
-                    if keep_corrections {
-                        entry.corrections.push(c);
-                    }
+                let before = entry.corrections.len();
+                if keep_corrections {
+                    // One reservation for the run (its size is exact): pushed
+                    // one by one, a timestamp's corrections were copied each
+                    // time the list doubled.
+                    entry.corrections.extend(run.map(|(c, _, _)| c));
+                    entry.correction_count += (entry.corrections.len() - before) as u64;
+                } else {
+                    entry.correction_count += run.count() as u64;
                 }
             });
             if keep == Capture::All {
