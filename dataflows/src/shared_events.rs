@@ -171,7 +171,9 @@ mod tests {
                 let offsets = events
                     .into_iter()
                     .map(|event| match event {
-                        TradeEvent::Candidate(source, version, _) => {
+                        TradeEvent::Candidate {
+                            source, version, ..
+                        } => {
                             // Read as the gate reads it.
                             assert_eq!(version.trade_id.as_str(), format!("T{}", source.offset));
                             source.offset

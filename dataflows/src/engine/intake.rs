@@ -9,7 +9,7 @@ use timely::dataflow::StreamVec;
 
 use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, TradeUpsert};
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
-use crate::gate::parse_event;
+use crate::gate::{fingerprint, parse_event};
 use crate::id::Id;
 use crate::trade::TradeVersion;
 
@@ -36,8 +36,18 @@ pub(super) struct IntakeStreams<'scope> {
 /// restart. One input carries all three, in source order where they have one.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum TradeEvent {
-    /// Passed every stateless check: the version and the raw bytes.
-    Candidate(SourceRef, Box<TradeVersion>, Vec<u8>),
+    /// Passed every stateless check.
+    Candidate {
+        /// Where the event was read.
+        source: SourceRef,
+        /// The version the gate read.
+        version: Box<TradeVersion>,
+        /// [`fingerprint`] of `version`, computed where the gate read it
+        /// (with a read-ahead, off the worker that applies the rules).
+        fingerprint: u128,
+        /// The raw bytes.
+        payload: Vec<u8>,
+    },
     /// Failed a stateless check, the gate's or the source's own (e.g. a
     /// line over its length limit).
     Rejected(DeadLetter),
@@ -46,11 +56,16 @@ pub enum TradeEvent {
 }
 
 impl TradeEvent {
-    /// The gate's reading of one raw event ([`parse_event`]): a candidate,
-    /// or a rejection naming the first failing check.
+    /// The gate's reading of one raw event ([`parse_event`]): a candidate
+    /// with its fingerprint, or a rejection naming the first failing check.
     pub fn parse((source, payload): RawEvent) -> TradeEvent {
         match parse_event(&payload) {
-            Ok(version) => TradeEvent::Candidate(source, Box::new(version), payload),
+            Ok(version) => TradeEvent::Candidate {
+                source,
+                fingerprint: fingerprint(&version),
+                version: Box::new(version),
+                payload,
+            },
             Err(reason) => TradeEvent::Rejected(DeadLetter {
                 source,
                 reason,
@@ -62,7 +77,7 @@ impl TradeEvent {
     /// Where the event is routed: its trade id's owner, or (rejections) any worker.
     pub(super) fn route(&self) -> u64 {
         match self {
-            TradeEvent::Candidate(_, version, _) => version.trade_id.hashed(),
+            TradeEvent::Candidate { version, .. } => version.trade_id.hashed(),
             TradeEvent::Rejected(d) => d.source.offset,
             TradeEvent::Restore(r) => r.live.trade_id.hashed(),
         }

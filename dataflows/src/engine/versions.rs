@@ -21,7 +21,7 @@ use super::id_slots::{IdSlots, SlotId};
 use super::intake::TradeEvent;
 use super::spare_buffers::SpareBuffers;
 use super::{DeadLetter, Diff, SourceRef, Time};
-use crate::gate::{fingerprint, Prints, Verdict};
+use crate::gate::{Prints, Verdict};
 use crate::id::Id;
 use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, TradeVersion};
 
@@ -292,8 +292,13 @@ impl VersionState {
         // entry per trade made live, the booking changes to make room for.
         let mut leaving = 0usize;
         for event in batch.drain(..) {
-            let (source, version, payload) = match event {
-                TradeEvent::Candidate(source, version, payload) => (source, version, payload),
+            let (source, version, print, payload) = match event {
+                TradeEvent::Candidate {
+                    source,
+                    version,
+                    fingerprint,
+                    payload,
+                } => (source, version, fingerprint, payload),
                 TradeEvent::Rejected(dead) => {
                     emit.rejected.push(dead);
                     continue;
@@ -303,7 +308,6 @@ impl VersionState {
                     continue;
                 }
             };
-            let print = fingerprint(&version);
             let slot = self.trades.slot_of(&version.trade_id);
             let (_, state) = self.trades.get_mut(slot);
             // The live version, unless this timestamp touched the trade already.
@@ -536,7 +540,7 @@ const OUTPUTS: usize = 7;
 /// which have no source, come first in the order they came).
 fn in_source_order(batch: &mut [TradeEvent]) {
     let source = |p: &TradeEvent| match p {
-        TradeEvent::Candidate(source, ..) => Some(*source),
+        TradeEvent::Candidate { source, .. } => Some(*source),
         TradeEvent::Rejected(d) => Some(d.source),
         TradeEvent::Restore(_) => None,
     };
