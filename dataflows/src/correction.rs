@@ -100,10 +100,55 @@ impl Cause {
     }
 }
 
-/// Appends `text` as a JSON string (serde_json's escaping).
+/// Appends `text` as a JSON string, escaped as serde_json escapes it
+/// (control characters, `"` and `\`): text with none of those (ids and
+/// enum names, as a rule) is copied between quotes as it is.
 fn json_str(out: &mut Vec<u8>, text: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    if !needs_escape(text.as_bytes()) {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
+/// Whether any byte of `bytes` is one JSON escapes (below 0x20, `"` or
+/// `\`), read 8 bytes at a time: a byte equal to `x` is a zero byte of
+/// `word ^ x`, and a word has a zero byte, or one below 0x20, exactly when
+/// `(word - 0x01..) & !word & 0x80..`, or the same with 0x20.., is not 0;
+/// the last 0-7 bytes one by one.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below =
+        |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH_BITS;
+    let flags = |word: u64| {
+        below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1)
+    };
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0;
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        found |= flags(u64::from_le_bytes(eight));
+    }
+    // The last 0-7 bytes one by one (copying them into a word costs more).
+    found != 0
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Appends `name` (an enum's name: letters only, nothing to escape) in quotes.
+fn json_name(out: &mut Vec<u8>, name: &str) {
+    debug_assert!(!needs_escape(name.as_bytes()), "{name:?}");
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
 }
 
 /// Appends `write`'s text in quotes (decimals and dates: digits, `-` and
@@ -141,7 +186,7 @@ fn write_lots(out: &mut Vec<u8>, lots: &[Lot]) {
         out.extend_from_slice(b"{\"lot_id\":");
         json_str(out, &lot.lot_id);
         out.extend_from_slice(b",\"side\":");
-        json_str(out, lot.side.as_str());
+        json_name(out, lot.side.as_str());
         out.extend_from_slice(b",\"open_date\":");
         json_quoted(out, |o| lot.open_date.append_to(o));
         out.extend_from_slice(b",\"quantity\":");
@@ -159,7 +204,7 @@ impl Cause {
         match self {
             Cause::MethodChange(m) => {
                 out.extend_from_slice(b"{\"method_change\":");
-                json_str(out, m.as_str());
+                json_name(out, m.as_str());
                 out.push(b'}');
             }
             Cause::Trade {
@@ -174,7 +219,7 @@ impl Cause {
                 out.extend_from_slice(b",\"version\":");
                 json_int(out, version);
                 out.extend_from_slice(b",\"action\":");
-                json_str(out, action.as_str());
+                json_name(out, action.as_str());
                 out.extend_from_slice(if *backdated {
                     b",\"backdated\":true"
                 } else {
@@ -312,6 +357,35 @@ mod tests {
             open_date: Date::from_ymd(2026, 1, 2),
             quantity: quantity.parse().unwrap(),
             price: price.parse().unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        /// A string is written exactly as serde_json writes it, escapes
+        /// (control characters, quotes, backslashes) and non-ASCII included.
+        #[test]
+        fn strings_are_written_as_serde_json_writes_them(text in "(\\PC|[\\x00-\\x1f\"\\\\\\x7f])*") {
+            let mut direct = Vec::new();
+            json_str(&mut direct, &text);
+            proptest::prop_assert_eq!(direct, serde_json::to_vec(&text).unwrap());
+        }
+    }
+
+    /// Every ASCII character, at every place of a word and of the padded
+    /// rest, is written as serde_json writes it.
+    #[test]
+    fn each_ascii_character_anywhere_is_written_as_serde_json_writes_it() {
+        for c in (0u8..0x80).map(char::from) {
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut text: Vec<char> = vec!['a'; len];
+                    text[at] = c;
+                    let text: String = text.into_iter().collect();
+                    let mut direct = Vec::new();
+                    json_str(&mut direct, &text);
+                    assert_eq!(direct, serde_json::to_vec(&text).unwrap(), "{text:?}");
+                }
+            }
         }
     }
 
