@@ -178,7 +178,8 @@ pub fn stream_corrections_to(options: &mut RunOptions, dir: &Path) -> Result<()>
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(PARTIAL_CORRECTIONS);
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let writer = files::CorrectionsJsonl::new(BufWriter::with_capacity(1 << 20, file));
+    // Buffered by the writer itself (a megabyte at a time).
+    let writer = files::CorrectionsJsonl::new(file);
     options.stream_corrections = Some(runner::CorrectionStream::new(writer));
     Ok(())
 }

@@ -118,8 +118,9 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
 /// Whether any byte of `bytes` is one JSON escapes (below 0x20, `"` or
 /// `\`), read 8 bytes at a time: a byte equal to `x` is a zero byte of
 /// `word ^ x`, and a word has a zero byte, or one below 0x20, exactly when
-/// `(word - 0x01..) & !word & 0x80..`, or the same with 0x20.., is not 0;
-/// the last 0-7 bytes one by one.
+/// `(word - 0x01..) & !word & 0x80..`, or the same with 0x20.., is not 0.
+/// The last word overlaps the one before it; 4-7 bytes are read as two
+/// overlapping halves of a word, fewer one by one.
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -128,19 +129,28 @@ fn needs_escape(bytes: &[u8]) -> bool {
     let flags = |word: u64| {
         below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1)
     };
-    let mut words = bytes.chunks_exact(8);
-    let mut found = 0;
-    for word in &mut words {
+    let word_at = |at: usize| {
         let mut eight = [0u8; 8];
-        eight.copy_from_slice(word);
-        found |= flags(u64::from_le_bytes(eight));
+        eight.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(eight)
+    };
+    let half_at = |at: usize| {
+        let mut four = [0u8; 4];
+        four.copy_from_slice(&bytes[at..at + 4]);
+        u64::from(u32::from_le_bytes(four))
+    };
+    let len = bytes.len();
+    if len >= 8 {
+        let mut found = flags(word_at(len - 8));
+        for at in (0..len - 8).step_by(8) {
+            found |= flags(word_at(at));
+        }
+        found != 0
+    } else if len >= 4 {
+        flags(half_at(0) | half_at(len - 4) << 32) != 0
+    } else {
+        bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
     }
-    // The last 0-7 bytes one by one (copying them into a word costs more).
-    found != 0
-        || words
-            .remainder()
-            .iter()
-            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Appends `name` (an enum's name: letters only, nothing to escape) in quotes.

@@ -284,17 +284,21 @@ impl TextSink for Vec<u8> {
     }
 }
 
-/// The decimal digits of `value`, written right-aligned into `buf`
-/// without allocating: 64-bit division while the value fits 64 bits.
-fn u128_digits(mut value: u128, buf: &mut [u8; MAX_DIGITS]) -> &[u8] {
-    let mut at = buf.len();
+/// Writes the decimal digits of `value` right-aligned at the end of `buf`
+/// ([`u64_digits`] once the value fits 64 bits); returns their count.
+///
+/// # Panics
+/// When `buf` is shorter than the digits (an engine bug: callers size it).
+fn u128_digits(mut value: u128, buf: &mut [u8]) -> usize {
+    let end = buf.len();
+    let mut at = end;
     while value > u128::from(u64::MAX) {
         at -= 1;
         buf[at] = b'0' + (value % 10) as u8;
         value /= 10;
     }
     at -= u64_digits(value as u64, &mut buf[..at]);
-    &buf[at..]
+    end - at
 }
 
 /// Writes the decimal digits of `value` (no leading zeros; `0` for zero)
@@ -346,10 +350,39 @@ fn pow10_u64(k: usize) -> u64 {
     POW10_I128[k] as u64
 }
 
+/// `frac` (not 0, below 10^`places`) without its trailing zeros, and the
+/// places it keeps (stripped 8, 4, 2 and 1 at a time: at the widest scale,
+/// 16 places, at most 15 go).
+fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
+    debug_assert!(frac != 0);
+    for step in [8, 4, 2, 1] {
+        if frac % pow10_u64(step) == 0 {
+            frac /= pow10_u64(step);
+            places -= step;
+        }
+    }
+    (frac, places)
+}
+
+/// Writes `.` and the fraction `frac` units of 10^-scale (`0 < frac <
+/// 10^scale`) without trailing zeros right-aligned at the end of `buf`;
+/// returns the bytes written.
+fn fraction_digits(frac: u64, scale: usize, buf: &mut [u8]) -> usize {
+    let (frac, places) = strip_trailing_zeros(frac, scale);
+    let end = buf.len();
+    let start = end - places;
+    // Zero-padded on the left to the places it keeps.
+    buf[start..end].fill(b'0');
+    u64_digits(frac, &mut buf[start..end]);
+    buf[start - 1] = b'.';
+    places + 1
+}
+
 /// Writes a decimal whose integer part has the digits `int_digits` (no
 /// leading zeros) and whose fraction is `frac` units of 10^-scale
 /// (`frac < 10^scale`), normalised: no trailing zeros, no exponent, no
-/// `-0`. Allocates nothing.
+/// `-0`. Allocates nothing. Only for integer parts past 128 bits: the
+/// rest go through [`write_scaled_u128`], which puts one buffer.
 fn write_parts(
     out: &mut impl TextSink,
     negative: bool,
@@ -365,43 +398,44 @@ fn write_parts(
     if frac == 0 {
         return Ok(());
     }
-    // The fraction without its trailing zeros (stripped 8, 4, 2 and 1 at a
-    // time: `frac` is not zero and below 10^16 at the widest scale, so at
-    // most 15 go), zero-padded on the left to the places it keeps.
-    let (mut frac, mut places) = (frac, scale);
-    for step in [8, 4, 2, 1] {
-        if frac % pow10_u64(step) == 0 {
-            frac /= pow10_u64(step);
-            places -= step;
-        }
-    }
-    // `.`, then `places` (< 20) digits: zeros, then the fraction's digits.
-    let mut text = [b'0'; 21];
-    text[0] = b'.';
-    let end = 1 + places;
-    u64_digits(frac, &mut text[1..end]);
-    out.put(&text[..end])
+    // `.`, then at most 16 digits.
+    let mut text = [0u8; 1 + AMOUNT_SCALE_DIGITS as usize];
+    let written = fraction_digits(frac, scale, &mut text);
+    out.put(&text[text.len() - written..])
 }
 
-/// Writes `magnitude` units of 10^-scale ([`write_parts`]), split into
-/// integer part and fraction with 64-bit division when it fits 64 bits.
+/// Writes `magnitude` units of 10^-scale as [`write_parts`] does, split
+/// into integer part and fraction with 64-bit division when it fits 64
+/// bits; the text is assembled right to left in one buffer (fraction,
+/// point, integer digits, sign) and put once.
 fn write_scaled_u128(
     out: &mut impl TextSink,
     negative: bool,
     magnitude: u128,
     scale: usize,
 ) -> fmt::Result {
+    debug_assert!(scale <= AMOUNT_SCALE_DIGITS as usize);
     let unit = pow10_u64(scale);
     let (int, frac) = match u64::try_from(magnitude) {
         Ok(small) => (u128::from(small / unit), small % unit),
-        // The remainder is below `unit`, a u64.
-        Err(_) => (
-            magnitude / u128::from(unit),
-            (magnitude % u128::from(unit)) as u64,
-        ),
+        Err(_) => {
+            let int = magnitude / u128::from(unit);
+            // The remainder is below `unit`, a u64.
+            (int, (magnitude - int * u128::from(unit)) as u64)
+        }
     };
-    let mut buf = [0u8; MAX_DIGITS];
-    write_parts(out, negative, u128_digits(int, &mut buf), frac, scale)
+    // A sign, up to 39 integer digits, a point and up to 16 places.
+    let mut buf = [0u8; 1 + MAX_DIGITS + 1 + AMOUNT_SCALE_DIGITS as usize];
+    let mut at = buf.len();
+    if frac != 0 {
+        at -= fraction_digits(frac, scale, &mut buf[..at]);
+    }
+    at -= u128_digits(int, &mut buf[..at]);
+    if negative && (frac != 0 || int != 0) {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    out.put(&buf[at..])
 }
 
 impl Dec8 {

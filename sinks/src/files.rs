@@ -122,34 +122,54 @@ pub fn write_corrections_jsonl(
     corrections: &mut [Correction],
 ) -> Result<(), FileSinkError> {
     corrections.sort_by(|a, b| (a.as_of, &a.position_key).cmp(&(b.as_of, &b.position_key)));
-    CorrectionsJsonl::new(out).write_ordered(corrections)
+    let mut writer = CorrectionsJsonl::new(out);
+    writer.write_ordered(corrections)?;
+    writer.finish()
 }
 
 /// `corrections.jsonl` written as a run goes: each call appends corrections
 /// already in file order (by `as_of`, then `position_key`), one JSON object
 /// per line. As a [`CorrectionWriter`] it takes a run's merged stream.
+///
+/// It buffers itself: lines are written straight into a buffer of
+/// [`CorrectionsJsonl::BUFFER_BYTES`], handed to `out` whole once full
+/// (a `BufWriter` around `out` passes writes that large straight
+/// through). What is buffered reaches `out` only on [`CorrectionsJsonl::finish`].
 pub struct CorrectionsJsonl<W: Write> {
     out: W,
-    line: Vec<u8>,
+    buffer: Vec<u8>,
 }
 
 impl<W: Write> CorrectionsJsonl<W> {
+    /// Bytes buffered before they are handed to `out`.
+    pub const BUFFER_BYTES: usize = 1 << 20;
+
     /// A writer appending to `out`.
     pub fn new(out: W) -> CorrectionsJsonl<W> {
         CorrectionsJsonl {
             out,
-            line: Vec::with_capacity(1024),
+            buffer: Vec::with_capacity(Self::BUFFER_BYTES),
         }
     }
 
     /// Appends `corrections`, which the caller has put in file order.
     pub fn write_ordered(&mut self, corrections: &[Correction]) -> Result<(), FileSinkError> {
         for c in corrections {
-            self.line.clear();
-            c.write_json(&mut self.line)?;
-            self.line.push(b'\n');
-            self.out.write_all(&self.line)?;
+            c.write_json(&mut self.buffer)?;
+            self.buffer.push(b'\n');
+            if self.buffer.len() >= Self::BUFFER_BYTES {
+                self.out.write_all(&self.buffer)?;
+                self.buffer.clear();
+            }
         }
+        Ok(())
+    }
+
+    /// Hands what is buffered to `out` and flushes it.
+    pub fn finish(&mut self) -> Result<(), FileSinkError> {
+        self.out.write_all(&self.buffer)?;
+        self.buffer.clear();
+        self.out.flush()?;
         Ok(())
     }
 }
@@ -160,9 +180,7 @@ impl<W: Write + Send> CorrectionWriter for CorrectionsJsonl<W> {
     }
 
     fn finish(&mut self) -> Result<(), String> {
-        self.out
-            .flush()
-            .map_err(|e| FileSinkError::from(e).to_string())
+        CorrectionsJsonl::finish(self).map_err(|e| e.to_string())
     }
 }
 
