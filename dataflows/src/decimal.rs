@@ -356,7 +356,7 @@ fn pow10_u64(k: usize) -> u64 {
 fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
     debug_assert!(frac != 0);
     for step in [8, 4, 2, 1] {
-        if frac % pow10_u64(step) == 0 {
+        if frac.is_multiple_of(pow10_u64(step)) {
             frac /= pow10_u64(step);
             places -= step;
         }
