@@ -4,6 +4,7 @@
 //! has said that it is complete and that its share was handed over, so a
 //! run can write corrections as it goes instead of keeping them all.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use crate::correction::Correction;
@@ -41,7 +42,14 @@ impl CorrectionMerge {
     pub fn take(&mut self, message: MergeMessage) -> Vec<Vec<Correction>> {
         match message {
             MergeMessage::Corrections(time, corrections) => {
-                self.pending.entry(time).or_default().extend(corrections);
+                // The first share of a timestamp is kept as it came (with
+                // one worker, the only one): only later shares are copied.
+                match self.pending.entry(time) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(corrections);
+                    }
+                    Entry::Occupied(mut slot) => slot.get_mut().extend(corrections),
+                }
                 Vec::new()
             }
             MergeMessage::Through(worker, time) => {
