@@ -42,8 +42,11 @@ pub enum TradeEvent {
         source: SourceRef,
         /// The version the gate read.
         version: Box<TradeVersion>,
+        /// Its [`TradeVersion::position_key`], joined where the gate read it.
+        position: Id,
         /// [`fingerprint`] of `version`, computed where the gate read it
-        /// (with a read-ahead, off the worker that applies the rules).
+        /// (with a read-ahead, off the worker that applies the rules, as
+        /// is `position`).
         fingerprint: u128,
         /// The raw bytes.
         payload: Vec<u8>,
@@ -57,11 +60,13 @@ pub enum TradeEvent {
 
 impl TradeEvent {
     /// The gate's reading of one raw event ([`parse_event`]): a candidate
-    /// with its fingerprint, or a rejection naming the first failing check.
+    /// with its position key and fingerprint, or a rejection naming the
+    /// first failing check.
     pub fn parse((source, payload): RawEvent) -> TradeEvent {
         match parse_event(&payload) {
             Ok(version) => TradeEvent::Candidate {
                 source,
+                position: version.position_key(),
                 fingerprint: fingerprint(&version),
                 version: Box::new(version),
                 payload,

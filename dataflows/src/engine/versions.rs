@@ -250,8 +250,9 @@ struct VersionState {
     /// Per timestamp: the trades whose live version changes, each with the
     /// newest version accepted now, in the order they were first touched
     /// (so that making them live walks the versions and the trade slots
-    /// about in the order they were allocated). Kept to reuse its memory.
-    touched: Vec<(SlotId, Box<TradeVersion>)>,
+    /// about in the order they were allocated), and that version's
+    /// position key. Kept to reuse its memory.
+    touched: Vec<(SlotId, Box<TradeVersion>, Id)>,
     /// Per timestamp: trade slot -> its index in `touched`.
     touched_at: HashMap<SlotId, usize>,
 }
@@ -292,13 +293,14 @@ impl VersionState {
         // entry per trade made live, the booking changes to make room for.
         let mut leaving = 0usize;
         for event in batch.drain(..) {
-            let (source, version, print, payload) = match event {
+            let (source, version, position, print, payload) = match event {
                 TradeEvent::Candidate {
                     source,
                     version,
+                    position,
                     fingerprint,
                     payload,
-                } => (source, version, fingerprint, payload),
+                } => (source, version, position, fingerprint, payload),
                 TradeEvent::Rejected(dead) => {
                     emit.rejected.push(dead);
                     continue;
@@ -321,7 +323,7 @@ impl VersionState {
                         emit.accepted.push(AcceptedEvent {
                             time,
                             source,
-                            position_key: version.position_key(),
+                            position_key: position.clone(),
                             trade_id: version.trade_id.clone(),
                             version: version.version,
                             action: version.action,
@@ -333,9 +335,10 @@ impl VersionState {
                     }
                     match self.touched_at.get(&slot) {
                         Some(&at) => {
-                            let newest = &mut self.touched[at].1;
-                            if newest.version < version.version {
-                                *newest = version;
+                            let newest = &mut self.touched[at];
+                            if newest.1.version < version.version {
+                                newest.1 = version;
+                                newest.2 = position;
                             }
                         }
                         None => {
@@ -343,7 +346,7 @@ impl VersionState {
                                 // Where it is booked changes only once it is live.
                                 leaving += usize::from(state.booked.position != NOT_BOOKED);
                                 self.touched_at.insert(slot, self.touched.len());
-                                self.touched.push((slot, version));
+                                self.touched.push((slot, version, position));
                             }
                         }
                     }
@@ -362,8 +365,8 @@ impl VersionState {
         // enters its new one (unless cancelled): room for exactly that, or
         // one more per CANCEL, so the list is never copied as it grows.
         emit.book.reserve(touched.len() + leaving);
-        for (slot, new) in touched.drain(..) {
-            self.make_live(slot, new, time, emit);
+        for (slot, new, position) in touched.drain(..) {
+            self.make_live(slot, new, position, time, emit);
         }
         self.touched = touched;
     }
@@ -372,9 +375,18 @@ impl VersionState {
     /// old booked form, asserts the new one, names the positions touched
     /// with the new version as their cause (the new version's position when
     /// it is booked, and the old position when the trade left it), and
-    /// reports the new live version.
-    fn make_live(&mut self, slot: SlotId, new: Box<TradeVersion>, time: Time, emit: &mut Emitted) {
-        let new_booked = new.booked().map(|b| (new.position_key(), b));
+    /// reports the new live version. `position` is `new`'s position key
+    /// (joined where the event was read).
+    fn make_live(
+        &mut self,
+        slot: SlotId,
+        new: Box<TradeVersion>,
+        position: Id,
+        time: Time,
+        emit: &mut Emitted,
+    ) {
+        debug_assert_eq!(position, new.position_key());
+        let new_booked = new.booked().map(|b| (position, b));
         let new_at = self.booked_at(new_booked.as_ref());
         let (trade_id, state) = self.trades.get_mut(slot);
         let old = state.booked.key(trade_id);
