@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::decimal::{Amount, Dec8};
+use crate::gate::plain_run;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{Action, LotMethod};
@@ -102,67 +103,19 @@ impl Cause {
 
 /// Appends `text` as a JSON string, escaped as serde_json escapes it
 /// (control characters, `"` and `\`): text with none of those (ids and
-/// enum names, as a rule) is copied between quotes as it is.
+/// enum names, as a rule; the gate's [`plain_run`] scans for them) is copied between quotes
+/// as it is.
 fn json_str(out: &mut Vec<u8>, text: &str) {
-    if !needs_escape(text.as_bytes()) {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+    if plain_run(text.as_bytes()) == text.len() {
+        json_quoted(out, |o| o.extend_from_slice(text.as_bytes()));
     } else {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, text);
     }
 }
 
-/// Whether any byte of `bytes` is one JSON escapes (below 0x20, `"` or
-/// `\`), read 8 bytes at a time: a byte equal to `x` is a zero byte of
-/// `word ^ x`, and a word has a zero byte, or one below 0x20, exactly when
-/// `(word - 0x01..) & !word & 0x80..`, or the same with 0x20.., is not 0.
-/// The last word overlaps the one before it; 4-7 bytes are read as two
-/// overlapping halves of a word, fewer one by one.
-fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below =
-        |word: u64, limit: u8| word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGH_BITS;
-    let flags = |word: u64| {
-        below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1)
-    };
-    let word_at = |at: usize| {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(eight)
-    };
-    let half_at = |at: usize| {
-        let mut four = [0u8; 4];
-        four.copy_from_slice(&bytes[at..at + 4]);
-        u64::from(u32::from_le_bytes(four))
-    };
-    let len = bytes.len();
-    if len >= 8 {
-        let mut found = flags(word_at(len - 8));
-        for at in (0..len - 8).step_by(8) {
-            found |= flags(word_at(at));
-        }
-        found != 0
-    } else if len >= 4 {
-        flags(half_at(0) | half_at(len - 4) << 32) != 0
-    } else {
-        bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
-    }
-}
-
-/// Appends `name` (an enum's name: letters only, nothing to escape) in quotes.
-fn json_name(out: &mut Vec<u8>, name: &str) {
-    debug_assert!(!needs_escape(name.as_bytes()), "{name:?}");
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'"');
-}
-
-/// Appends `write`'s text in quotes (decimals and dates: digits, `-` and
-/// `.` only, nothing to escape).
+/// Appends `write`'s text in quotes (text with nothing to escape: decimals,
+/// dates, plain strings).
 fn json_quoted(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     out.push(b'"');
     write(out);
@@ -196,7 +149,7 @@ fn write_lots(out: &mut Vec<u8>, lots: &[Lot]) {
         out.extend_from_slice(b"{\"lot_id\":");
         json_str(out, &lot.lot_id);
         out.extend_from_slice(b",\"side\":");
-        json_name(out, lot.side.as_str());
+        json_str(out, lot.side.as_str());
         out.extend_from_slice(b",\"open_date\":");
         json_quoted(out, |o| lot.open_date.append_to(o));
         out.extend_from_slice(b",\"quantity\":");
@@ -214,7 +167,7 @@ impl Cause {
         match self {
             Cause::MethodChange(m) => {
                 out.extend_from_slice(b"{\"method_change\":");
-                json_name(out, m.as_str());
+                json_str(out, m.as_str());
                 out.push(b'}');
             }
             Cause::Trade {
@@ -229,7 +182,7 @@ impl Cause {
                 out.extend_from_slice(b",\"version\":");
                 json_int(out, version);
                 out.extend_from_slice(b",\"action\":");
-                json_name(out, action.as_str());
+                json_str(out, action.as_str());
                 out.extend_from_slice(if *backdated {
                     b",\"backdated\":true"
                 } else {
@@ -381,8 +334,9 @@ mod tests {
         }
     }
 
-    /// Every ASCII character, at every place of a word and of the padded
-    /// rest, is written as serde_json writes it.
+    /// Every ASCII character, at every place of strings of 1-17 bytes
+    /// (whole words, an overlapping last word, two halves, single bytes),
+    /// is written as serde_json writes it.
     #[test]
     fn each_ascii_character_anywhere_is_written_as_serde_json_writes_it() {
         for c in (0u8..0x80).map(char::from) {

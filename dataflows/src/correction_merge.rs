@@ -4,7 +4,6 @@
 //! has said that it is complete and that its share was handed over, so a
 //! run can write corrections as it goes instead of keeping them all.
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use crate::correction::Correction;
@@ -44,11 +43,11 @@ impl CorrectionMerge {
             MergeMessage::Corrections(time, corrections) => {
                 // The first share of a timestamp is kept as it came (with
                 // one worker, the only one): only later shares are copied.
-                match self.pending.entry(time) {
-                    Entry::Vacant(slot) => {
-                        slot.insert(corrections);
-                    }
-                    Entry::Occupied(mut slot) => slot.get_mut().extend(corrections),
+                let held = self.pending.entry(time).or_default();
+                if held.is_empty() {
+                    *held = corrections;
+                } else {
+                    held.extend(corrections);
                 }
                 Vec::new()
             }

@@ -364,57 +364,50 @@ fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
     (frac, places)
 }
 
-/// Writes `.` and the fraction `frac` units of 10^-scale (`0 < frac <
-/// 10^scale`) without trailing zeros right-aligned at the end of `buf`;
-/// returns the bytes written.
-fn fraction_digits(frac: u64, scale: usize, buf: &mut [u8]) -> usize {
-    let (frac, places) = strip_trailing_zeros(frac, scale);
-    let end = buf.len();
-    let start = end - places;
-    // Zero-padded on the left to the places it keeps.
-    buf[start..end].fill(b'0');
-    u64_digits(frac, &mut buf[start..end]);
-    buf[start - 1] = b'.';
-    places + 1
-}
-
-/// Writes a decimal whose integer part has the digits `int_digits` (no
-/// leading zeros) and whose fraction is `frac` units of 10^-scale
-/// (`frac < 10^scale`), normalised: no trailing zeros, no exponent, no
-/// `-0`. Allocates nothing. Only for integer parts past 128 bits: the
-/// rest go through [`write_scaled_u128`], which puts one buffer.
-fn write_parts(
+/// Writes a decimal normalised: no trailing zeros, no exponent, no `-0`.
+/// `int_digits` writes the integer part's digits (no leading zeros; `0`
+/// for zero) right-aligned at the end of the slice it is given and returns
+/// their count; `frac` is the fraction in units of 10^-scale (`frac <
+/// 10^scale`). The text is assembled right to left in one stack buffer
+/// (fraction, point, integer digits, sign) and put once. Allocates nothing.
+fn write_decimal(
     out: &mut impl TextSink,
     negative: bool,
-    int_digits: &[u8],
     frac: u64,
     scale: usize,
+    int_digits: impl FnOnce(&mut [u8]) -> usize,
 ) -> fmt::Result {
     debug_assert!(scale <= AMOUNT_SCALE_DIGITS as usize && frac < pow10_u64(scale));
-    if negative && (frac != 0 || int_digits != b"0") {
-        out.put(b"-")?;
+    // A sign, up to 78 integer digits, a point and up to 16 places.
+    let mut buf = [0u8; 1 + MAX_DIGITS + 1 + AMOUNT_SCALE_DIGITS as usize];
+    let mut at = buf.len();
+    if frac != 0 {
+        // Zero-padded on the left to the places it keeps.
+        let (frac, places) = strip_trailing_zeros(frac, scale);
+        let start = at - places;
+        buf[start..at].fill(b'0');
+        u64_digits(frac, &mut buf[start..at]);
+        at = start - 1;
+        buf[at] = b'.';
     }
-    out.put(int_digits)?;
-    if frac == 0 {
-        return Ok(());
+    let digits = int_digits(&mut buf[..at]);
+    at -= digits;
+    let int_is_zero = digits == 1 && buf[at] == b'0';
+    if negative && (frac != 0 || !int_is_zero) {
+        at -= 1;
+        buf[at] = b'-';
     }
-    // `.`, then at most 16 digits.
-    let mut text = [0u8; 1 + AMOUNT_SCALE_DIGITS as usize];
-    let written = fraction_digits(frac, scale, &mut text);
-    out.put(&text[text.len() - written..])
+    out.put(&buf[at..])
 }
 
-/// Writes `magnitude` units of 10^-scale as [`write_parts`] does, split
-/// into integer part and fraction with 64-bit division when it fits 64
-/// bits; the text is assembled right to left in one buffer (fraction,
-/// point, integer digits, sign) and put once.
+/// Writes `magnitude` units of 10^-scale ([`write_decimal`]), split into
+/// integer part and fraction with 64-bit division when it fits 64 bits.
 fn write_scaled_u128(
     out: &mut impl TextSink,
     negative: bool,
     magnitude: u128,
     scale: usize,
 ) -> fmt::Result {
-    debug_assert!(scale <= AMOUNT_SCALE_DIGITS as usize);
     let unit = pow10_u64(scale);
     let (int, frac) = match u64::try_from(magnitude) {
         Ok(small) => (u128::from(small / unit), small % unit),
@@ -424,18 +417,7 @@ fn write_scaled_u128(
             (int, (magnitude - int * u128::from(unit)) as u64)
         }
     };
-    // A sign, up to 39 integer digits, a point and up to 16 places.
-    let mut buf = [0u8; 1 + MAX_DIGITS + 1 + AMOUNT_SCALE_DIGITS as usize];
-    let mut at = buf.len();
-    if frac != 0 {
-        at -= fraction_digits(frac, scale, &mut buf[..at]);
-    }
-    at -= u128_digits(int, &mut buf[..at]);
-    if negative && (frac != 0 || int != 0) {
-        at -= 1;
-        buf[at] = b'-';
-    }
-    out.put(&buf[at..])
+    write_decimal(out, negative, frac, scale, |buf| u128_digits(int, buf))
 }
 
 impl Dec8 {
@@ -474,7 +456,11 @@ impl Amount {
                 let unit = ethnum::U256::from(pow10_u64(scale));
                 let frac = (magnitude % unit).as_u64();
                 let int = (magnitude / unit).to_string();
-                write_parts(out, negative, int.as_bytes(), frac, scale)
+                write_decimal(out, negative, frac, scale, |buf| {
+                    let start = buf.len() - int.len();
+                    buf[start..].copy_from_slice(int.as_bytes());
+                    int.len()
+                })
             }
         }
     }

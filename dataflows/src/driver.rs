@@ -418,11 +418,11 @@ impl Driver {
             capture_rows(positions.inner, &sink, |o| &mut o.positions);
             let keep_corrections = keep != Capture::StateCountingCorrections;
             capture(e.corrections.inner, &sink, move |entry, run| {
-                let before = entry.corrections.len();
                 if keep_corrections {
                     // One reservation for the run (its size is exact): pushed
                     // one by one, a timestamp's corrections were copied each
                     // time the list doubled.
+                    let before = entry.corrections.len();
                     entry.corrections.extend(run.map(|(c, _, _)| c));
                     entry.correction_count += (entry.corrections.len() - before) as u64;
                 } else {
@@ -430,24 +430,20 @@ impl Driver {
                 }
             });
             if keep == Capture::All {
-                capture_stamped(e.accepted, &sink, |out, a| out.accepted.push(a));
-                capture_stamped(e.live, &sink, |out, l| out.live.push(l));
+                capture_stamped(e.accepted, &sink, |o| &mut o.accepted);
+                capture_stamped(e.live, &sink, |o| &mut o.live);
             } else {
                 e.accepted.probe_with(&probe);
                 e.live.probe_with(&probe);
             }
-            capture_stamped(e.dead_letters, &sink, |out, d| out.dead_letters.push(d));
-            capture_stamped(e.duplicates, &sink, |out, s| out.duplicates.push(s));
+            capture_stamped(e.dead_letters, &sink, |o| &mut o.dead_letters);
+            capture_stamped(e.duplicates, &sink, |o| &mut o.duplicates);
             capture_rows(r.valuations.inner, &sink, |o| &mut o.valuations);
             capture_rows(r.breaks.inner, &sink, |o| &mut o.breaks);
             capture_rows(r.gaps.inner, &sink, |o| &mut o.gaps);
-            capture_stamped(r.rejected_prices, &sink, |out, d| {
-                out.rejected_prices.push(d)
-            });
-            capture_stamped(r.rejected_custodian, &sink, |out, d| {
-                out.rejected_custodian.push(d)
-            });
-            capture_stamped(e.faults, &sink, |out, f| out.faults.push(f));
+            capture_stamped(r.rejected_prices, &sink, |o| &mut o.rejected_prices);
+            capture_stamped(r.rejected_custodian, &sink, |o| &mut o.rejected_custodian);
+            capture_stamped(e.faults, &sink, |o| &mut o.faults);
             e.booked.inner.probe_with(&probe);
             methods_input
         });
@@ -741,12 +737,13 @@ fn capture_rows<'scope, D: timely::ExchangeData>(
     });
 }
 
-/// Like [`capture`], for a plain stream whose records belong to the time
-/// they are stamped with.
+/// Like [`capture_rows`], for a plain stream whose records belong to the
+/// time they are stamped with: each message's records join the list
+/// `field` picks in one extend (one reservation, not a push each).
 fn capture_stamped<'scope, D: timely::ExchangeData>(
     stream: StreamVec<'scope, Time, D>,
     sink: &Sink,
-    mut record: impl FnMut(&mut TimestampOutput, D) + 'static,
+    field: impl Fn(&mut TimestampOutput) -> &mut Vec<D> + 'static,
 ) {
     let probe = &sink.probe;
     let stream = sink.route(stream);
@@ -759,11 +756,7 @@ fn capture_stamped<'scope, D: timely::ExchangeData>(
                     let Some(time) = cap.least().copied() else {
                         return;
                     };
-                    let mut outputs = sink.borrow_mut();
-                    let entry = outputs.at(time);
-                    for item in data.drain(..) {
-                        record(entry, item);
-                    }
+                    field(sink.borrow_mut().at(time)).append(data);
                 });
             }
         })

@@ -250,11 +250,19 @@ struct VersionState {
     /// Per timestamp: the trades whose live version changes, each with the
     /// newest version accepted now, in the order they were first touched
     /// (so that making them live walks the versions and the trade slots
-    /// about in the order they were allocated), and that version's
-    /// position key. Kept to reuse its memory.
-    touched: Vec<(SlotId, Box<TradeVersion>, Id)>,
+    /// about in the order they were allocated). Kept to reuse its memory.
+    touched: Vec<Touched>,
     /// Per timestamp: trade slot -> its index in `touched`.
     touched_at: HashMap<SlotId, usize>,
+}
+
+/// A trade whose live version changes at this timestamp: the newest
+/// version accepted now, and that version's position key (as the
+/// candidate carried it).
+struct Touched {
+    slot: SlotId,
+    version: Box<TradeVersion>,
+    position: Id,
 }
 
 impl VersionState {
@@ -336,9 +344,9 @@ impl VersionState {
                     match self.touched_at.get(&slot) {
                         Some(&at) => {
                             let newest = &mut self.touched[at];
-                            if newest.1.version < version.version {
-                                newest.1 = version;
-                                newest.2 = position;
+                            if newest.version.version < version.version {
+                                newest.version = version;
+                                newest.position = position;
                             }
                         }
                         None => {
@@ -346,7 +354,11 @@ impl VersionState {
                                 // Where it is booked changes only once it is live.
                                 leaving += usize::from(state.booked.position != NOT_BOOKED);
                                 self.touched_at.insert(slot, self.touched.len());
-                                self.touched.push((slot, version, position));
+                                self.touched.push(Touched {
+                                    slot,
+                                    version,
+                                    position,
+                                });
                             }
                         }
                     }
@@ -365,8 +377,13 @@ impl VersionState {
         // enters its new one (unless cancelled): room for exactly that, or
         // one more per CANCEL, so the list is never copied as it grows.
         emit.book.reserve(touched.len() + leaving);
-        for (slot, new, position) in touched.drain(..) {
-            self.make_live(slot, new, position, time, emit);
+        for Touched {
+            slot,
+            version,
+            position,
+        } in touched.drain(..)
+        {
+            self.make_live(slot, version, position, time, emit);
         }
         self.touched = touched;
     }

@@ -32,36 +32,71 @@ impl Val<'_> {
 }
 
 /// Length of the longest prefix of `bytes` with no `"`, no `\\` and no
-/// control character (< 0x20): 8 bytes per step (SWAR), then byte by byte.
-pub(super) fn plain_run(bytes: &[u8]) -> usize {
+/// control character (< 0x20): 8 bytes per step (SWAR). The last 1-7
+/// bytes are read as a word that overlaps the one before it (4-7 bytes
+/// alone: two overlapping halves of a word; fewer, byte by byte). The
+/// gate reads strings with it, and the corrections writer checks that a
+/// string needs no escape (all of it is plain).
+pub(crate) fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // A byte of `x` is zero -> its high bit is set in `zero_bytes(x)` (and
     // no false positive precedes the first true one, which is all a scan needs).
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut at = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
+    // The high bit of each byte that stops the run (the first set one is true).
+    let stops = |x: u64| {
         // Bytes < 0x20: (x - 0x20..) borrows into the high bit, only for
         // bytes that are not themselves >= 0x80.
         let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
         let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
         let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
-        let stops = control | quote | backslash;
-        if stops != 0 {
-            return at + (stops.trailing_zeros() / 8) as usize;
+        control | quote | backslash
+    };
+    let first = |stops: u64| (stops.trailing_zeros() / 8) as usize;
+    let word_at = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let half_at = |at: usize| {
+        let mut half = [0u8; 4];
+        half.copy_from_slice(&bytes[at..at + 4]);
+        u64::from(u32::from_le_bytes(half))
+    };
+    let len = bytes.len();
+    let mut at = 0;
+    while at + 8 <= len {
+        let found = stops(word_at(at));
+        if found != 0 {
+            return at + first(found);
         }
         at += 8;
     }
-    while let Some(&b) = bytes.get(at) {
-        if b < 0x20 || b == b'"' || b == b'\\' {
-            break;
-        }
-        at += 1;
+    if at == len {
+        return len;
     }
-    at
+    // Every byte before `at` is plain, so the first stop of a word
+    // overlapping them is the first stop of the run.
+    if len >= 8 {
+        let found = stops(word_at(len - 8));
+        return if found == 0 {
+            len
+        } else {
+            len - 8 + first(found)
+        };
+    }
+    if len >= 4 {
+        let found = stops(half_at(0) | half_at(len - 4) << 32);
+        return match first(found) {
+            8 => len,
+            byte if byte < 4 => byte,
+            byte => len - 8 + byte,
+        };
+    }
+    bytes
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .unwrap_or(len)
 }
 
 /// The top-level value of a JSON text.
@@ -435,6 +470,27 @@ proptest::proptest! {
             1 => proptest::prelude::any::<u8>(),
         ], 0..40)
     ) {
+        let naive = bytes
+            .iter()
+            .position(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+            .unwrap_or(bytes.len());
+        proptest::prop_assert_eq!(plain_run(&bytes), naive);
+    }
+
+    /// The same for runs of 0-17 copies of a printable byte with any byte
+    /// at any place: the stop is found in every word, overlapping last
+    /// word and half.
+    #[test]
+    fn plain_run_finds_a_stop_at_every_place(
+        len in 0usize..=17,
+        at in 0usize..17,
+        other in proptest::prelude::any::<u8>(),
+        fill in 0x20u8..0x7f,
+    ) {
+        let mut bytes = vec![fill; len];
+        if let Some(byte) = bytes.get_mut(at) {
+            *byte = other;
+        }
         let naive = bytes
             .iter()
             .position(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
