@@ -90,7 +90,8 @@ pub(crate) fn plain_run(bytes: &[u8]) -> usize {
         return match first(found) {
             8 => len,
             byte if byte < 4 => byte,
-            byte => len - 8 + byte,
+            // Byte 4 of the word is byte `len - 4` of the run.
+            byte => len - 4 + (byte - 4),
         };
     }
     bytes
