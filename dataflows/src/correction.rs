@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::decimal::{Amount, Dec8};
-use crate::gate::plain_run;
+use crate::gate::is_plain;
 use crate::id::Id;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{Action, LotMethod};
@@ -103,15 +103,26 @@ impl Cause {
 
 /// Appends `text` as a JSON string, escaped as serde_json escapes it
 /// (control characters, `"` and `\`): text with none of those (ids and
-/// enum names, as a rule; the gate's [`plain_run`] scans for them) is copied between quotes
-/// as it is.
+/// as a rule; the gate's [`is_plain`] checks) is copied between quotes as
+/// it is.
 fn json_str(out: &mut Vec<u8>, text: &str) {
-    if plain_run(text.as_bytes()) == text.len() {
+    if is_plain(text.as_bytes()) {
+        // One reservation for the quotes and the text.
+        out.reserve(text.len() + 2);
         json_quoted(out, |o| o.extend_from_slice(text.as_bytes()));
     } else {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, text);
     }
+}
+
+/// Appends an enum's name (`as_str` of a side, action or lot method:
+/// capital letters only, nothing to escape) in quotes, unchecked: 1.8M
+/// of the 4.2M strings of a 1M-line stream's corrections are these.
+fn json_name(out: &mut Vec<u8>, name: &'static str) {
+    debug_assert!(is_plain(name.as_bytes()), "{name:?}");
+    out.reserve(name.len() + 2);
+    json_quoted(out, |o| o.extend_from_slice(name.as_bytes()));
 }
 
 /// Appends `write`'s text in quotes (text with nothing to escape: decimals,
@@ -149,7 +160,7 @@ fn write_lots(out: &mut Vec<u8>, lots: &[Lot]) {
         out.extend_from_slice(b"{\"lot_id\":");
         json_str(out, &lot.lot_id);
         out.extend_from_slice(b",\"side\":");
-        json_str(out, lot.side.as_str());
+        json_name(out, lot.side.as_str());
         out.extend_from_slice(b",\"open_date\":");
         json_quoted(out, |o| lot.open_date.append_to(o));
         out.extend_from_slice(b",\"quantity\":");
@@ -167,7 +178,7 @@ impl Cause {
         match self {
             Cause::MethodChange(m) => {
                 out.extend_from_slice(b"{\"method_change\":");
-                json_str(out, m.as_str());
+                json_name(out, m.as_str());
                 out.push(b'}');
             }
             Cause::Trade {
@@ -182,7 +193,7 @@ impl Cause {
                 out.extend_from_slice(b",\"version\":");
                 json_int(out, version);
                 out.extend_from_slice(b",\"action\":");
-                json_str(out, action.as_str());
+                json_name(out, action.as_str());
                 out.extend_from_slice(if *backdated {
                     b",\"backdated\":true"
                 } else {

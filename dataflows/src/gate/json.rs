@@ -31,42 +31,61 @@ impl Val<'_> {
     }
 }
 
-/// Length of the longest prefix of `bytes` with no `"`, no `\\` and no
-/// control character (< 0x20): 8 bytes per step (SWAR). The last 1-7
-/// bytes are read as a word that overlaps the one before it (4-7 bytes
-/// alone: two overlapping halves of a word; fewer, byte by byte). The
-/// gate reads strings with it, and the corrections writer checks that a
-/// string needs no escape (all of it is plain).
-pub(crate) fn plain_run(bytes: &[u8]) -> usize {
+/// The high bit of each byte of `word` (8 bytes, little-endian) that
+/// stops a plain run: `"`, `\\` or a control character (< 0x20). The
+/// first set bit is always a true stop (later ones may be false positives
+/// of the zero-byte trick, which is all a scan needs).
+#[inline(always)]
+fn stop_bits(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // A byte of `x` is zero -> its high bit is set in `zero_bytes(x)` (and
-    // no false positive precedes the first true one, which is all a scan needs).
+    // A byte of `x` is zero -> its high bit is set in `zero_bytes(x)`.
     let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    // The high bit of each byte that stops the run (the first set one is true).
-    let stops = |x: u64| {
-        // Bytes < 0x20: (x - 0x20..) borrows into the high bit, only for
-        // bytes that are not themselves >= 0x80.
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
-        let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
-        let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
-        control | quote | backslash
-    };
-    let first = |stops: u64| (stops.trailing_zeros() / 8) as usize;
-    let word_at = |at: usize| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(word)
-    };
+    // Bytes < 0x20: (x - 0x20..) borrows into the high bit, only for
+    // bytes that are not themselves >= 0x80.
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let quote = zero_bytes(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_bytes(word ^ (ONES * u64::from(b'\\')));
+    control | quote | backslash
+}
+
+/// The 8 bytes of `bytes` at `at` as a little-endian word.
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// A run of 4-7 bytes as one word: its first 4 bytes, then its last 4
+/// (they overlap when the run is shorter than 8).
+#[inline(always)]
+fn halves(bytes: &[u8]) -> u64 {
     let half_at = |at: usize| {
         let mut half = [0u8; 4];
         half.copy_from_slice(&bytes[at..at + 4]);
         u64::from(u32::from_le_bytes(half))
     };
+    half_at(0) | half_at(bytes.len() - 4) << 32
+}
+
+/// Whether `byte` stops a plain run (the byte-at-a-time [`stop_bits`]).
+#[inline(always)]
+fn stops_run(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// Length of the longest prefix of `bytes` with no `"`, no `\\` and no
+/// control character (< 0x20): 8 bytes per step (SWAR). The last 1-7
+/// bytes are read as a word that overlaps the one before it (4-7 bytes
+/// alone: two overlapping halves of a word; fewer, byte by byte). The
+/// gate reads strings with it.
+pub(crate) fn plain_run(bytes: &[u8]) -> usize {
+    let first = |stops: u64| (stops.trailing_zeros() / 8) as usize;
     let len = bytes.len();
     let mut at = 0;
     while at + 8 <= len {
-        let found = stops(word_at(at));
+        let found = stop_bits(word_at(bytes, at));
         if found != 0 {
             return at + first(found);
         }
@@ -78,7 +97,7 @@ pub(crate) fn plain_run(bytes: &[u8]) -> usize {
     // Every byte before `at` is plain, so the first stop of a word
     // overlapping them is the first stop of the run.
     if len >= 8 {
-        let found = stops(word_at(len - 8));
+        let found = stop_bits(word_at(bytes, len - 8));
         return if found == 0 {
             len
         } else {
@@ -86,18 +105,36 @@ pub(crate) fn plain_run(bytes: &[u8]) -> usize {
         };
     }
     if len >= 4 {
-        let found = stops(half_at(0) | half_at(len - 4) << 32);
-        return match first(found) {
+        return match first(stop_bits(halves(bytes))) {
             8 => len,
             byte if byte < 4 => byte,
             // Byte 4 of the word is byte `len - 4` of the run.
             byte => len - 4 + (byte - 4),
         };
     }
-    bytes
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .unwrap_or(len)
+    bytes.iter().position(|&b| stops_run(b)).unwrap_or(len)
+}
+
+/// Whether all of `bytes` is plain (`plain_run(bytes) == bytes.len()`),
+/// without finding where: the words' stop bits are or-ed, with no branch
+/// per word. The corrections writer checks with it that a string needs no
+/// escape.
+#[inline]
+pub(crate) fn is_plain(bytes: &[u8]) -> bool {
+    let len = bytes.len();
+    let found = if len >= 8 {
+        // The last word overlaps the one before it.
+        let mut found = stop_bits(word_at(bytes, len - 8));
+        for at in (0..len - 8).step_by(8) {
+            found |= stop_bits(word_at(bytes, at));
+        }
+        found
+    } else if len >= 4 {
+        stop_bits(halves(bytes))
+    } else {
+        return !bytes.iter().any(|&b| stops_run(b));
+    };
+    found == 0
 }
 
 /// The top-level value of a JSON text.
@@ -463,7 +500,8 @@ pub(super) fn read_json<'a>(
 
 #[cfg(test)]
 proptest::proptest! {
-    /// The 8-bytes-at-a-time scan stops where a byte-by-byte scan does.
+    /// The 8-bytes-at-a-time scan stops where a byte-by-byte scan does
+    /// (and `is_plain` says whether it stops at all).
     #[test]
     fn plain_run_stops_at_the_first_quote_backslash_or_control(
         bytes in proptest::collection::vec(proptest::prop_oneof![
@@ -476,6 +514,7 @@ proptest::proptest! {
             .position(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
             .unwrap_or(bytes.len());
         proptest::prop_assert_eq!(plain_run(&bytes), naive);
+        proptest::prop_assert_eq!(is_plain(&bytes), naive == bytes.len());
     }
 
     /// The same for runs of 0-17 copies of a printable byte with any byte
@@ -497,5 +536,6 @@ proptest::proptest! {
             .position(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
             .unwrap_or(bytes.len());
         proptest::prop_assert_eq!(plain_run(&bytes), naive);
+        proptest::prop_assert_eq!(is_plain(&bytes), naive == bytes.len());
     }
 }

@@ -27,7 +27,7 @@ use crate::trade::TradeVersion;
 pub use dedup::{fingerprint, Admission, DuplicateRule, Prints, Verdict};
 pub(crate) use fields::date_value;
 pub use fields::parse_event;
-pub(crate) use json::plain_run;
+pub(crate) use json::is_plain;
 pub use market::{parse_price_tick, parse_statement, PriceTick, Statement};
 
 /// Stable rejection kinds of trades.md. `as_str` (and the serde form) is the
