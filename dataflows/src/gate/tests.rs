@@ -1482,6 +1482,22 @@ proptest! {
         }
     }
 
+    /// Plain events with high bytes put anywhere (mostly invalid UTF-8,
+    /// sometimes a valid multi-byte character): `parse_event`, which checks
+    /// UTF-8 with `simdutf8` before the one-pass reading, gives what the
+    /// table-order checks (`std`'s UTF-8 check) give.
+    #[test]
+    fn parse_event_agrees_with_the_checks_on_high_bytes(
+        text in plain_events(),
+        at in any::<prop::sample::Index>(),
+        high in prop::collection::vec(0x80u8..=0xff, 1..4),
+    ) {
+        let mut bytes = text.into_bytes();
+        let at = at.index(bytes.len() + 1);
+        bytes.splice(at..at, high);
+        prop_assert_eq!(super::parse_event(&bytes), super::fields::checked_event(&bytes));
+    }
+
     #[test]
     fn the_plain_reading_agrees_with_the_checks_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         if let Some(version) = std::str::from_utf8(&bytes).ok().and_then(super::plain::plain_event) {
