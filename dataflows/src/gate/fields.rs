@@ -708,11 +708,9 @@ pub(super) fn object_checks(
 /// failing check of trades.md (JSON, object, repeated key, then the fields in
 /// table order with `bad_version` right after `action`). Never panics.
 /// A plain event is read in one pass ([`plain_event`]); any other, and
-/// every rejection, by [`checked_event`]. The plain reading's UTF-8 check
-/// is `simdutf8`'s (SIMD, the same verdict as `std`'s); the checked one
-/// finds where invalid text fails with `std`'s.
+/// every rejection, by [`checked_event`].
 pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
-    match simdutf8::basic::from_utf8(bytes).ok().and_then(plain_event) {
+    match std::str::from_utf8(bytes).ok().and_then(plain_event) {
         Some(version) => Ok(version),
         None => checked_event(bytes),
     }

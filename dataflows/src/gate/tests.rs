@@ -1484,8 +1484,8 @@ proptest! {
 
     /// Plain events with high bytes put anywhere (mostly invalid UTF-8,
     /// sometimes a valid multi-byte character): `parse_event`, which checks
-    /// UTF-8 with `simdutf8` before the one-pass reading, gives what the
-    /// table-order checks (`std`'s UTF-8 check) give.
+    /// UTF-8 before the one-pass reading, gives what the table-order
+    /// checks give.
     #[test]
     fn parse_event_agrees_with_the_checks_on_high_bytes(
         text in plain_events(),
