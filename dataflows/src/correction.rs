@@ -102,14 +102,12 @@ impl Cause {
 }
 
 /// Appends `text` as a JSON string, escaped as serde_json escapes it
-/// (control characters, `"` and `\`): text with none of those (ids and
-/// as a rule; the gate's [`is_plain`] checks) is copied between quotes as
-/// it is.
+/// (control characters, `"` and `\`): text with none of those (ids, as
+/// a rule; the gate's [`is_plain`] checks) is copied between quotes as it
+/// is.
 fn json_str(out: &mut Vec<u8>, text: &str) {
     if is_plain(text.as_bytes()) {
-        // One reservation for the quotes and the text.
-        out.reserve(text.len() + 2);
-        json_quoted(out, |o| o.extend_from_slice(text.as_bytes()));
+        json_plain(out, text);
     } else {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, text);
@@ -121,8 +119,14 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
 /// of the 4.2M strings of a 1M-line stream's corrections are these.
 fn json_name(out: &mut Vec<u8>, name: &'static str) {
     debug_assert!(is_plain(name.as_bytes()), "{name:?}");
-    out.reserve(name.len() + 2);
-    json_quoted(out, |o| o.extend_from_slice(name.as_bytes()));
+    json_plain(out, name);
+}
+
+/// Appends `text`, which has nothing to escape, in quotes (one
+/// reservation for the quotes and the text).
+fn json_plain(out: &mut Vec<u8>, text: &str) {
+    out.reserve(text.len() + 2);
+    json_quoted(out, |o| o.extend_from_slice(text.as_bytes()));
 }
 
 /// Appends `write`'s text in quotes (text with nothing to escape: decimals,
@@ -345,13 +349,13 @@ mod tests {
         }
     }
 
-    /// Every ASCII character, at every place of strings of 1-17 bytes
-    /// (whole words, an overlapping last word, two halves, single bytes),
-    /// is written as serde_json writes it.
+    /// Every ASCII character, at every place of strings of 1-33 bytes
+    /// (16-byte blocks and an overlapping last block, two words, two
+    /// halves, single bytes), is written as serde_json writes it.
     #[test]
     fn each_ascii_character_anywhere_is_written_as_serde_json_writes_it() {
         for c in (0u8..0x80).map(char::from) {
-            for len in 1..=17 {
+            for len in 1..=33 {
                 for at in 0..len {
                     let mut text: Vec<char> = vec!['a'; len];
                     text[at] = c;

@@ -99,43 +99,48 @@ fn stop_mask16(bytes: &[u8], at: usize) -> u32 {
 /// one before it (4-7 bytes alone: two overlapping halves of a word; fewer,
 /// byte by byte). The gate reads strings with it: it passes the rest of
 /// the line, so a key or a value is, as a rule, one 16-byte step, which
-/// is inlined (the rest is [`plain_run_from_start`]).
+/// is inlined; the rest is out of line ([`plain_blocks_from`],
+/// [`plain_run_short`]).
 #[inline(always)]
 pub(crate) fn plain_run(bytes: &[u8]) -> usize {
-    if bytes.len() >= 16 {
-        let found = stop_mask16(bytes, 0);
-        if found != 0 {
-            return found.trailing_zeros() as usize;
-        }
+    if bytes.len() < 16 {
+        return plain_run_short(bytes);
     }
-    plain_run_from_start(bytes)
+    match stop_mask16(bytes, 0) {
+        0 => plain_blocks_from(bytes, 16),
+        found => found.trailing_zeros() as usize,
+    }
 }
 
-/// [`plain_run`] out of line, from the first byte again.
+/// [`plain_run`] of a run of 16 bytes or more whose bytes before `at`
+/// are plain: the blocks from `at`, then a last block that overlaps them.
 #[inline(never)]
-fn plain_run_from_start(bytes: &[u8]) -> usize {
+fn plain_blocks_from(bytes: &[u8], mut at: usize) -> usize {
     let len = bytes.len();
-    if len >= 16 {
-        let mut at = 0;
-        while at + 16 <= len {
-            let found = stop_mask16(bytes, at);
-            if found != 0 {
-                return at + found.trailing_zeros() as usize;
-            }
-            at += 16;
+    debug_assert!(len >= 16 && at <= len);
+    while at + 16 <= len {
+        let found = stop_mask16(bytes, at);
+        if found != 0 {
+            return at + found.trailing_zeros() as usize;
         }
-        if at == len {
-            return len;
-        }
-        // Every byte before `at` is plain, so the first stop of a block
-        // overlapping them is the first stop of the run.
-        let found = stop_mask16(bytes, len - 16);
-        return if found == 0 {
-            len
-        } else {
-            len - 16 + found.trailing_zeros() as usize
-        };
+        at += 16;
     }
+    if at == len {
+        return len;
+    }
+    // Every byte before `at` is plain, so the first stop of a block
+    // overlapping them is the first stop of the run.
+    match stop_mask16(bytes, len - 16) {
+        0 => len,
+        found => len - 16 + found.trailing_zeros() as usize,
+    }
+}
+
+/// [`plain_run`] of a run of under 16 bytes.
+#[inline(never)]
+fn plain_run_short(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    debug_assert!(len < 16);
     let first = |stops: u64| (stops.trailing_zeros() / 8) as usize;
     if len >= 8 {
         let found = stop_bits(word_at(bytes, 0));
@@ -143,11 +148,9 @@ fn plain_run_from_start(bytes: &[u8]) -> usize {
             return first(found);
         }
         // As above: the last word overlaps the plain first one.
-        let found = stop_bits(word_at(bytes, len - 8));
-        return if found == 0 {
-            len
-        } else {
-            len - 8 + first(found)
+        return match stop_bits(word_at(bytes, len - 8)) {
+            0 => len,
+            found => len - 8 + first(found),
         };
     }
     if len >= 4 {
