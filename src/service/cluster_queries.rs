@@ -102,7 +102,7 @@ impl QueryAnnouncer {
             send(QueryControl::Attach {
                 id: subscription.id,
                 sql: subscription.plan.sql.clone(),
-                snapshot_before: completed.unwrap_or(Time::MAX),
+                snapshot_before: registry.snapshot_before(completed),
             });
             self.live.push(subscription);
         }

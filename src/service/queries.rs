@@ -130,6 +130,9 @@ pub struct QueryRegistry {
     attached: AtomicU64,
     /// How far back the shared traces keep history (`AS KNOWN AT`).
     history: Mutex<History>,
+    /// The first time a query's snapshot may be read before: one past the
+    /// restart snapshot's time, whose state the engine feeds at start.
+    first_snapshot_before: AtomicU64,
 }
 
 /// The shared traces' history: the latest compaction any worker applied,
@@ -193,6 +196,19 @@ impl QueryRegistry {
         if let Ok(mut history) = self.history.lock() {
             history.floor = start_time;
         }
+        self.first_snapshot_before
+            .store(start_time.saturating_add(1), Ordering::Release);
+    }
+
+    /// The time a query attached now reads its snapshot before: the
+    /// engine's `completed` frontier, but never before the restart
+    /// snapshot's time has closed. A query that arrives while the engine
+    /// is still taking in the restored state waits for it rather than
+    /// reading the empty time before it (the traces hold no earlier time).
+    pub fn snapshot_before(&self, completed: Option<Time>) -> Time {
+        completed
+            .unwrap_or(Time::MAX)
+            .max(self.first_snapshot_before.load(Ordering::Acquire))
     }
 
     /// Where a worker's shared traces may compact to now: `window`
@@ -400,7 +416,7 @@ impl WorkerQueries {
     ) {
         for subscription in registry.since(self.next) {
             self.next += 1;
-            let snapshot_before = completed.unwrap_or(Time::MAX);
+            let snapshot_before = registry.snapshot_before(completed);
             self.attach(worker, tables, subscription, registry, snapshot_before);
         }
         self.detach_where(worker, registry, Subscription::is_closed);
@@ -849,6 +865,99 @@ mod tests {
         assert_eq!(registry.place(&plan(4)), KnownAt::Forgotten(4));
         assert_eq!(registry.place(&plan(5)), KnownAt::InMemory);
         assert_eq!(registry.place(&plan(7)), KnownAt::InMemory);
+    }
+
+    /// The race CI met: a query that arrives after `/ready` but before
+    /// the engine has taken in the restart snapshot (fed at `start`, not
+    /// yet stepped) must wait for it, not read the empty time before it.
+    #[test]
+    fn a_query_attached_before_the_restored_state_is_taken_in_reads_it() {
+        use deltabook_dataflows::decimal::Dec8;
+        use deltabook_dataflows::driver::{Capture, Driver, DriverOptions};
+        use deltabook_dataflows::engine::SourceRef;
+
+        let start: Time = 5;
+        let registry = Arc::new(QueryRegistry::before_start());
+        registry.history_starts_at(start);
+        let (_subscription, mut receiver) = registry
+            .subscribe(
+                "SELECT position_key, quantity FROM positions",
+                TableSet::ALL,
+                4,
+                100,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let worker_registry = Arc::clone(&registry);
+        timely::execute_directly(move |worker| {
+            let mut driver = Driver::with_options(
+                worker,
+                start,
+                Capture::All,
+                DriverOptions {
+                    tolerance: Dec8::ZERO,
+                    prices: false,
+                    statements: false,
+                    final_state_only: false,
+                    share_tables: TableSet::NONE.with(Table::Positions),
+                    gather: false,
+                },
+            );
+            // The state the engine starts from, at `start`, not yet processed.
+            let trade = br#"{"trade_id":"T1","version":1,"action":"NEW","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"7","price":"10","trade_date":"2026-01-02"}"#;
+            driver.send(
+                SourceRef {
+                    partition: 0,
+                    offset: 1,
+                },
+                trade.to_vec(),
+            );
+            driver.advance_to(start + 1);
+            // As the engine loop: steps until the engine's frontier
+            // reaches `start` (the restored state still in flight), then
+            // the query arrives.
+            while driver.frontier() < Some(start) {
+                worker.step();
+            }
+            assert_eq!(
+                driver.frontier(),
+                Some(start),
+                "the restored state is in flight"
+            );
+            let mut queries = WorkerQueries::new(1, false);
+            queries.poll(
+                worker,
+                driver.shared_tables(),
+                &worker_registry,
+                driver.frontier(),
+            );
+            for _ in 0..100 {
+                worker.step();
+                queries.send_progress(worker);
+            }
+            queries.detach_all(worker, &worker_registry);
+        });
+        let mut before_mark = Vec::new();
+        let mut first_mark = None;
+        while let Ok(event) = receiver.try_recv() {
+            match event {
+                QueryEvent::Update(row, time, diff) if first_mark.is_none() => {
+                    before_mark.push((row, time, diff));
+                }
+                QueryEvent::Progress(time) => {
+                    first_mark.get_or_insert(time);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            first_mark,
+            Some(start + 1),
+            "the snapshot completes after the restored time"
+        );
+        assert_eq!(
+            before_mark,
+            [(vec![Value::Text("A_B_S".into()), number(7)], start, 1)]
+        );
     }
 
     #[test]
