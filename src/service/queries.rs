@@ -868,8 +868,8 @@ mod tests {
     }
 
     /// The race CI met: a query that arrives after `/ready` but before
-    /// the engine has taken in the restart snapshot (fed at `start`, not
-    /// yet stepped) must wait for it, not read the empty time before it.
+    /// the engine has taken in the restart snapshot (fed at `start`,
+    /// still in flight) must wait for it, not read the empty time before it.
     #[test]
     fn a_query_attached_before_the_restored_state_is_taken_in_reads_it() {
         use deltabook_dataflows::decimal::Dec8;
@@ -902,7 +902,8 @@ mod tests {
                     gather: false,
                 },
             );
-            // The state the engine starts from, at `start`, not yet processed.
+            // The state the engine starts from, at `start` (sent as an
+            // event: a restored trade enters at that time the same way).
             let trade = br#"{"trade_id":"T1","version":1,"action":"NEW","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"7","price":"10","trade_date":"2026-01-02"}"#;
             driver.send(
                 SourceRef {
@@ -930,6 +931,11 @@ mod tests {
                 &worker_registry,
                 driver.frontier(),
             );
+            while driver.less_than(start + 1) {
+                worker.step();
+                queries.send_progress(worker);
+            }
+            // The query's own operators follow the engine's.
             for _ in 0..100 {
                 worker.step();
                 queries.send_progress(worker);
