@@ -93,9 +93,12 @@ pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("binding the HTTP endpoint {listen}"))
 }
 
-/// Serves on `listener` until the process ends. `/ready` is 200 once state
-/// is rebuilt and consumption has started (the body says the current stage
-/// either way); `/health` is 503 while commits keep failing (`healthy` false).
+/// Serves on `listener` until the process ends. `/ready` is 200 once the
+/// restart snapshot is loaded and handed to the engine and consumption has
+/// started (the body says the current stage either way; a live query that
+/// arrives before the workers have taken the snapshot in waits for it,
+/// `QueryRegistry::snapshot_before`); `/health` is 503 while commits keep
+/// failing (`healthy` false).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
