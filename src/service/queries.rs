@@ -874,7 +874,8 @@ mod tests {
     fn a_query_attached_before_the_restored_state_is_taken_in_reads_it() {
         use deltabook_dataflows::decimal::Dec8;
         use deltabook_dataflows::driver::{Capture, Driver, DriverOptions};
-        use deltabook_dataflows::engine::SourceRef;
+        use deltabook_dataflows::engine::{LiveTrade, RestoredTrade};
+        use deltabook_dataflows::trade::{BookedTrade, Date, LotKey, Side};
 
         let start: Time = 5;
         let registry = Arc::new(QueryRegistry::before_start());
@@ -902,16 +903,27 @@ mod tests {
                     gather: false,
                 },
             );
-            // The state the engine starts from, at `start` (sent as an
-            // event: a restored trade enters at that time the same way).
-            let trade = br#"{"trade_id":"T1","version":1,"action":"NEW","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"7","price":"10","trade_date":"2026-01-02"}"#;
-            driver.send(
-                SourceRef {
-                    partition: 0,
-                    offset: 1,
+            // The state the engine starts from: a restored trade at
+            // `start`, as the engine feeds a restart's snapshot.
+            let booked = BookedTrade {
+                key: LotKey {
+                    trade_date: Date::from_ymd(2026, 1, 2),
+                    trade_time: None,
+                    trade_id: "T1".into(),
                 },
-                trade.to_vec(),
-            );
+                side: Side::Buy,
+                quantity: Dec8::parse("7").unwrap_or_else(|e| panic!("{e}")),
+                price: Dec8::parse("10").unwrap_or_else(|e| panic!("{e}")),
+            };
+            driver.restore(RestoredTrade {
+                live: LiveTrade {
+                    trade_id: "T1".into(),
+                    version: 1,
+                    booked: Some(("A_B_S".into(), booked)),
+                },
+                fingerprints: vec![(1, 1)],
+                whole: None,
+            });
             driver.advance_to(start + 1);
             // As the engine loop: steps until the engine's frontier
             // reaches `start` (the restored state still in flight), then

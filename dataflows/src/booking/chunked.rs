@@ -1021,7 +1021,7 @@ fn a_book_holds_its_first_chunk_inline() {
     let mut book = PositionBook::new(LotMethod::Fifo);
     let trade = BookedTrade {
         key: LotKey {
-            trade_date: crate::trade::Date(20_000),
+            trade_date: crate::trade::Date::from_ymd(2026, 1, 2),
             trade_time: None,
             trade_id: crate::id::Id::from("T1"),
         },
