@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use deltabook_dataflows::runner::{
     self, BookOutcome, EventSource, QueryAnswer, RunOptions, SourceLine,
 };
 use deltabook_sinks::files;
+
+use crate::line_blocks::BlockLines;
 
 /// A `.jsonl` input as an event source: one event per line, the newline
 /// removed; a blank line is an event too. Any readable path works (a file,
@@ -53,85 +55,13 @@ impl EventSource for JsonlFile {
                 ))))
             }
         };
-        let mut lines = BoundedLines::new(BufReader::with_capacity(1 << 20, file), max_bytes);
+        let mut lines = BlockLines::new(file, max_bytes);
         let path = self.path.display().to_string();
         Box::new(std::iter::from_fn(move || {
             lines
                 .next_line()
                 .map_err(|e| format!("reading {path}: {e}"))
                 .transpose()
-        }))
-    }
-}
-
-/// Splits a reader into lines without ever holding more than `max_bytes`
-/// of one line: a longer line is skipped to its end and reported by length.
-pub struct BoundedLines<R> {
-    reader: R,
-    max_bytes: usize,
-    done: bool,
-}
-
-impl<R: BufRead> BoundedLines<R> {
-    /// Lines of `reader`, each at most `max_bytes` long.
-    pub fn new(reader: R, max_bytes: usize) -> BoundedLines<R> {
-        BoundedLines {
-            reader,
-            max_bytes,
-            done: false,
-        }
-    }
-
-    /// The next line (`None` at the end; a final newline does not make an
-    /// extra empty line).
-    pub fn next_line(&mut self) -> std::io::Result<Option<SourceLine>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut line = Vec::new();
-        let mut length = 0u64;
-        let mut too_long = false;
-        loop {
-            let buffer = match self.reader.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if buffer.is_empty() {
-                self.done = true;
-                if length == 0 {
-                    return Ok(None);
-                }
-                break;
-            }
-            // memchr: the newline search a word (or vector) at a time.
-            let (chunk, found) = match memchr::memchr(b'\n', buffer) {
-                Some(at) => (&buffer[..at], true),
-                None => (buffer, false),
-            };
-            length += chunk.len() as u64;
-            if !too_long {
-                if line.len() + chunk.len() > self.max_bytes {
-                    too_long = true;
-                    line = Vec::new();
-                } else if line.is_empty() {
-                    // Most lines lie whole in the buffer: one allocation of
-                    // exactly their length, without growing an empty `Vec`.
-                    line = chunk.to_vec();
-                } else {
-                    line.extend_from_slice(chunk);
-                }
-            }
-            let used = chunk.len() + usize::from(found);
-            self.reader.consume(used);
-            if found {
-                break;
-            }
-        }
-        Ok(Some(if too_long {
-            SourceLine::TooLong(length)
-        } else {
-            SourceLine::Event(line)
         }))
     }
 }
@@ -391,39 +321,5 @@ impl Drop for Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines(text: &[u8], max: usize) -> Vec<SourceLine> {
-        // A tiny buffer, so lines straddle refills.
-        let mut reader = BoundedLines::new(BufReader::with_capacity(3, text), max);
-        let mut out = Vec::new();
-        while let Some(line) = reader.next_line().unwrap() {
-            out.push(line);
-        }
-        out
-    }
-
-    fn event(text: &str) -> SourceLine {
-        SourceLine::Event(text.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn lines_are_split_as_before_and_long_ones_reported_by_length() {
-        assert_eq!(lines(b"", 10), vec![]);
-        assert_eq!(lines(b"ab\ncd\n", 10), vec![event("ab"), event("cd")]);
-        assert_eq!(
-            lines(b"ab\n\ncd", 10),
-            vec![event("ab"), event(""), event("cd")]
-        );
-        assert_eq!(
-            lines(b"0123456789\n0123456789A\nok", 10),
-            vec![event("0123456789"), SourceLine::TooLong(11), event("ok")]
-        );
-        assert_eq!(lines(b"\r\n", 10), vec![event("\r")]);
     }
 }

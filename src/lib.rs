@@ -6,6 +6,7 @@ pub mod book_file;
 pub mod config;
 pub mod generate;
 pub mod kafka;
+pub mod line_blocks;
 pub mod market_data;
 pub mod methods_file;
 pub mod query_client;

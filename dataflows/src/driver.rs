@@ -29,6 +29,7 @@ use crate::engine::{
 };
 use crate::gate::Rejection;
 use crate::id::Id;
+use crate::payload::Payload;
 use crate::position::{Lot, PositionSummary};
 use crate::query::tables::PositionTrace;
 use crate::query::{Table, TableSet, Tables};
@@ -500,8 +501,9 @@ impl Driver {
 
     /// Sends one raw event at the current time (the gate reads it here,
     /// [`TradeEvent::parse`]).
-    pub fn send(&mut self, source: SourceRef, payload: Vec<u8>) {
-        self.events.send(TradeEvent::parse((source, payload)));
+    pub fn send(&mut self, source: SourceRef, payload: impl Into<Payload>) {
+        self.events
+            .send(TradeEvent::parse((source, payload.into())));
     }
 
     /// Sends one event the gate has read already (on another thread) at
@@ -522,13 +524,13 @@ impl Driver {
     }
 
     /// Feeds one raw price-tick line or message at the current time.
-    pub fn send_price(&mut self, source: SourceRef, payload: Vec<u8>) {
-        self.prices.send((source, payload));
+    pub fn send_price(&mut self, source: SourceRef, payload: impl Into<Payload>) {
+        self.prices.send((source, payload.into()));
     }
 
     /// Feeds one raw custodian-statement line or message at the current time.
-    pub fn send_statement(&mut self, source: SourceRef, payload: Vec<u8>) {
-        self.custodian.send((source, payload));
+    pub fn send_statement(&mut self, source: SourceRef, payload: impl Into<Payload>) {
+        self.custodian.send((source, payload.into()));
     }
 
     /// Sends restored reconciliation state at the current time (a restart's

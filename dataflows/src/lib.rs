@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gate;
 pub mod id;
 mod ordered;
+pub mod payload;
 pub mod position;
 pub mod query;
 pub mod reconcile;

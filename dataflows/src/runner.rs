@@ -20,9 +20,10 @@ use crate::correction::Correction;
 use crate::correction_merge::{CorrectionMerge, MergeMessage};
 use crate::decimal::Dec8;
 use crate::driver::{Capture, Driver, DriverOptions, TimestampOutput};
-use crate::engine::{DeadLetter, Diff, Fault, SourceRef, Time};
+use crate::engine::{DeadLetter, Diff, Fault, RawEvent, SourceRef, Time};
 use crate::gate::{RejectKind, Rejection};
 use crate::id::Id;
+use crate::payload::Payload;
 use crate::position::{Lot, PositionSummary};
 use crate::query::{compare_rows, render, EvalError, Plan, Row, TableSet, Tables};
 use crate::reconcile::{BreakRow, GapRow, ValuationRow};
@@ -211,8 +212,9 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 /// One event of a source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceLine {
-    /// The event's bytes (a line without its newline).
-    Event(Vec<u8>),
+    /// The event's bytes (a line without its newline), shared with the
+    /// block the source read them in.
+    Event(Payload),
     /// An event longer than the limit: only its length was kept (it is
     /// rejected as `not_json`, never held whole).
     TooLong(u64),
@@ -236,7 +238,7 @@ impl EventSource for Vec<Vec<u8>> {
             Ok(if e.len() > max_bytes {
                 SourceLine::TooLong(e.len() as u64)
             } else {
-                SourceLine::Event(e.clone())
+                SourceLine::Event(Payload::from(e.as_slice()))
             })
         }))
     }
@@ -380,7 +382,7 @@ struct InputKinds {
 /// One input's lines in a batch.
 #[derive(Default)]
 struct Lines {
-    events: Vec<(SourceRef, Vec<u8>)>,
+    events: Vec<RawEvent>,
     /// Events over the length limit: (where, length).
     too_long: Vec<(SourceRef, u64)>,
 }

@@ -159,7 +159,7 @@ mod tests {
                 partition: 0,
                 offset,
             },
-            line.into_bytes(),
+            line.into_bytes().into(),
         )
     }
 

@@ -137,7 +137,7 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
         correlation_id: Some("c-1".into()),
         sequence: None,
         fingerprint: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
-        payload: br#"{"trade_id":"T1"}"#.to_vec(),
+        payload: br#"{"trade_id":"T1"}"#.to_vec().into(),
     };
     let correction = Correction {
         position_key: key.clone().into(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deltabook_dataflows::engine::{DeadLetter, SourceRef, Time};
 use deltabook_dataflows::gate::{RejectKind, Rejection};
+use deltabook_dataflows::payload::Payload;
 use deltabook_dataflows::runner::too_long;
 use deltabook_dataflows::trade::{is_method_scope, LotMethod};
 use deltabook_sinks::postgres::{MethodEvent, SourceOffset};
@@ -24,7 +25,7 @@ use crate::kafka;
 #[derive(Debug)]
 pub enum SourceMessage {
     /// A trade event (raw bytes; the engine's gate reads them).
-    Trade(SourceRef, Vec<u8>),
+    Trade(SourceRef, Payload),
     /// A trade event longer than `kafka.message_max_bytes`: rejected unread.
     TooLong(DeadLetter),
     /// A lot-method change.
@@ -32,9 +33,9 @@ pub enum SourceMessage {
     /// A lot-method message that could not be read (a dead letter).
     RejectedMethod(DeadLetter),
     /// A price tick (raw bytes; the engine's gate reads them).
-    Price(SourceRef, Vec<u8>),
+    Price(SourceRef, Payload),
     /// A custodian statement (raw bytes).
-    Statement(SourceRef, Vec<u8>),
+    Statement(SourceRef, Payload),
 }
 
 /// The trade partitions worker `index` of `workers` reads.
@@ -144,26 +145,26 @@ impl PartitionReader {
             partition: partition as u32,
             offset: offset as u64,
         };
-        let payload = message.payload().unwrap_or_default().to_vec();
+        let bytes = message.payload().unwrap_or_default();
         if topic == self.trades_topic {
             self.metrics.trades_consumed.inc();
-            if payload.len() > self.max_event_bytes {
+            if bytes.len() > self.max_event_bytes {
                 return Some(SourceMessage::TooLong(DeadLetter {
                     source,
-                    reason: too_long(payload.len() as u64, self.max_event_bytes),
-                    payload,
+                    reason: too_long(bytes.len() as u64, self.max_event_bytes),
+                    payload: bytes.to_vec(),
                 }));
             }
-            return Some(SourceMessage::Trade(source, payload));
+            return Some(SourceMessage::Trade(source, Payload::from(bytes)));
         }
         // Ticks and statements go to their gate whatever their size (the
         // broker's message.max.bytes bounds them); only trades have the
         // engine's own length rule.
         if topic == self.prices_topic {
-            return Some(SourceMessage::Price(source, payload));
+            return Some(SourceMessage::Price(source, Payload::from(bytes)));
         }
         if topic == self.custodian_topic {
-            return Some(SourceMessage::Statement(source, payload));
+            return Some(SourceMessage::Statement(source, Payload::from(bytes)));
         }
         let scope = message
             .key()
@@ -176,7 +177,7 @@ impl PartitionReader {
                 method,
                 partition,
                 offset,
-                payload,
+                payload: bytes.to_vec(),
             }),
             Err(detail) => SourceMessage::RejectedMethod(DeadLetter {
                 source,
@@ -184,7 +185,7 @@ impl PartitionReader {
                     kind: RejectKind::MalformedField,
                     detail,
                 },
-                payload,
+                payload: bytes.to_vec(),
             }),
         })
     }

@@ -11,6 +11,7 @@ use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, 
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::{fingerprint, parse_event};
 use crate::id::Id;
+use crate::payload::Payload;
 use crate::trade::TradeVersion;
 
 /// Outputs of the intake stage.
@@ -49,7 +50,7 @@ pub enum TradeEvent {
         /// is `position`).
         fingerprint: u128,
         /// The raw bytes.
-        payload: Vec<u8>,
+        payload: Payload,
     },
     /// Failed a stateless check, the gate's or the source's own (e.g. a
     /// line over its length limit).
@@ -74,7 +75,9 @@ impl TradeEvent {
             Err(reason) => TradeEvent::Rejected(DeadLetter {
                 source,
                 reason,
-                payload,
+                // Its own copy: a dead letter may be kept to the end of
+                // a run, and a shared payload would keep its whole block.
+                payload: payload.into_vec(),
             }),
         }
     }

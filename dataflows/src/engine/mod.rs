@@ -42,6 +42,7 @@ use crate::correction::Correction;
 use crate::decimal::Dec8;
 use crate::gate::Rejection;
 use crate::id::Id;
+use crate::payload::Payload;
 use crate::position::{Lot, PositionSummary};
 use crate::trade::{Date, LotMethod, TradeVersion};
 
@@ -66,7 +67,7 @@ pub struct SourceRef {
 }
 
 /// One raw event as read from a source.
-pub type RawEvent = (SourceRef, Vec<u8>);
+pub type RawEvent = (SourceRef, Payload);
 
 /// A rejected event: original bytes, reason and source position.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

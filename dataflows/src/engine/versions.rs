@@ -23,6 +23,7 @@ use super::spare_buffers::SpareBuffers;
 use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::{Prints, Verdict};
 use crate::id::Id;
+use crate::payload::Payload;
 use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, TradeVersion};
 
 /// A trade version that touched a position at some time, before the booking
@@ -103,8 +104,9 @@ pub struct AcceptedEvent {
     /// [`crate::gate::fingerprint`] of the parsed version (what the duplicate
     /// rule compares; persisted so that a restart keeps the rule exact).
     pub fingerprint: u128,
-    /// The original bytes.
-    pub payload: Vec<u8>,
+    /// The original bytes (shared with the block they were read in; the
+    /// event log keeps them only until the timestamp is committed).
+    pub payload: Payload,
 }
 
 /// A trade's live version after a timestamp: what a restart needs to book
@@ -367,7 +369,7 @@ impl VersionState {
                 Verdict::Rejected(reason) => emit.rejected.push(DeadLetter {
                     source,
                     reason,
-                    payload,
+                    payload: payload.into_vec(),
                 }),
             }
         }

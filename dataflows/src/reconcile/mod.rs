@@ -239,7 +239,7 @@ fn gate<'scope, T: ExchangeData + Clone>(
             Err(reason) => Err(DeadLetter {
                 source,
                 reason,
-                payload,
+                payload: payload.into_vec(),
             }),
         });
     let accepted = parsed.clone().flat_map(Result::ok);

@@ -158,7 +158,7 @@ pub async fn write_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<(
                 &(e.version as i64),
                 &e.action.as_str(),
                 &None::<&str>,
-                &e.payload,
+                &e.payload.as_bytes(),
                 &c.trades_topic,
                 &(e.source.partition as i32),
                 &(e.source.offset as i64),
