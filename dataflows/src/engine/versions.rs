@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -175,15 +174,27 @@ pub type TradeUpsert = (Id, Option<TradeVersion>, Time);
 
 /// Where a trade's live version is booked: the position and the key the
 /// booking stage (which holds the one copy of the trade) finds it by. Packed
-/// to 24 bytes: `position == NOT_BOOKED` for a live CANCEL (or no live
-/// version yet), `time_nanos == NO_TIME` when the trade has no time.
+/// to 20 bytes (4-byte fields only, so the trade's state has room beside
+/// it): `position == NOT_BOOKED` for a live CANCEL (or no live version
+/// yet), `time_nanos == NO_TIME` when the trade has no time.
 #[derive(Clone, Copy)]
 struct BookedAt {
     /// Slot of the position key in [`VersionState::positions`].
     position: SlotId,
     trade_date: Date,
-    time_secs: i64,
+    /// The trade time's seconds, low and high halves.
+    time_secs: [u32; 2],
     time_nanos: u32,
+}
+
+/// An `i64` as two `u32` halves (low, high), and back.
+fn split_secs(secs: i64) -> [u32; 2] {
+    let bits = secs as u64;
+    [bits as u32, (bits >> 32) as u32]
+}
+
+fn join_secs([low, high]: [u32; 2]) -> i64 {
+    ((u64::from(high) << 32) | u64::from(low)) as i64
 }
 
 /// [`BookedAt::position`] of a trade that is not booked.
@@ -197,7 +208,7 @@ impl Default for BookedAt {
         BookedAt {
             position: NOT_BOOKED,
             trade_date: Date(0),
-            time_secs: 0,
+            time_secs: [0, 0],
             time_nanos: NO_TIME,
         }
     }
@@ -210,7 +221,7 @@ impl BookedAt {
             return None;
         }
         let trade_time = (self.time_nanos != NO_TIME).then_some(Instant {
-            secs: self.time_secs,
+            secs: join_secs(self.time_secs),
             nanos: self.time_nanos,
         });
         let key = LotKey {
@@ -235,6 +246,40 @@ struct TradeState {
     prints: Prints,
     /// Where the live version is booked.
     booked: BookedAt,
+    /// Where the trade is in [`VersionState::touched`] while the timestamp
+    /// being admitted has touched it (in the 4 bytes `booked` leaves, so a
+    /// trade touched again is found without a table of its own).
+    touched: TouchedAt,
+}
+
+/// An index in [`VersionState::touched`], or none.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct TouchedAt(u32);
+
+impl TouchedAt {
+    /// Not touched by the timestamp being admitted.
+    const NONE: TouchedAt = TouchedAt(u32::MAX);
+
+    /// `index` as a `TouchedAt`.
+    ///
+    /// # Panics
+    /// At `u32::MAX` or more trades made live in one timestamp on one
+    /// worker (a batch limit, asserted, not an input error).
+    fn at(index: usize) -> TouchedAt {
+        assert!(index < u32::MAX as usize, "too many trades in one timestamp");
+        TouchedAt(index as u32)
+    }
+
+    /// The index, if touched.
+    fn index(self) -> Option<usize> {
+        (self != TouchedAt::NONE).then_some(self.0 as usize)
+    }
+}
+
+impl Default for TouchedAt {
+    fn default() -> TouchedAt {
+        TouchedAt::NONE
+    }
 }
 
 /// The state of the versions operator on one worker: the duplicate rule and
@@ -254,8 +299,6 @@ struct VersionState {
     /// (so that making them live walks the versions and the trade slots
     /// about in the order they were allocated). Kept to reuse its memory.
     touched: Vec<Touched>,
-    /// Per timestamp: trade slot -> its index in `touched`.
-    touched_at: HashMap<SlotId, usize>,
 }
 
 /// A trade whose live version changes at this timestamp: the newest
@@ -281,7 +324,7 @@ impl VersionState {
         BookedAt {
             position: self.positions.slot_of(position),
             trade_date: trade.key.trade_date,
-            time_secs,
+            time_secs: split_secs(time_secs),
             time_nanos,
         }
     }
@@ -295,6 +338,9 @@ impl VersionState {
         if self.trade_versions {
             emit.trades.reserve(batch.len());
         }
+        // Sequences too: growing a fresh buffer from empty copies it a
+        // dozen times over fresh pages.
+        emit.sequences.reserve(batch.len());
         if self.event_log {
             emit.accepted.reserve(batch.len());
             emit.live.reserve(batch.len());
@@ -343,8 +389,8 @@ impl VersionState {
                             payload,
                         });
                     }
-                    match self.touched_at.get(&slot) {
-                        Some(&at) => {
+                    match state.touched.index() {
+                        Some(at) => {
                             let newest = &mut self.touched[at];
                             if newest.version.version < version.version {
                                 newest.version = version;
@@ -355,7 +401,7 @@ impl VersionState {
                             if live_version < version.version {
                                 // Where it is booked changes only once it is live.
                                 leaving += usize::from(state.booked.position != NOT_BOOKED);
-                                self.touched_at.insert(slot, self.touched.len());
+                                state.touched = TouchedAt::at(self.touched.len());
                                 self.touched.push(Touched {
                                     slot,
                                     version,
@@ -373,7 +419,6 @@ impl VersionState {
                 }),
             }
         }
-        self.touched_at.clear();
         let mut touched = std::mem::take(&mut self.touched);
         // Each trade made live leaves its old position (when booked) and
         // enters its new one (unless cancelled): room for exactly that, or
@@ -411,6 +456,8 @@ impl VersionState {
         let old = state.booked.key(trade_id);
         debug_assert_eq!(state.prints.highest_version(), new.version);
         state.booked = new_at;
+        // Every touched trade comes here once: untouched for the next timestamp.
+        state.touched = TouchedAt::NONE;
         let change = LiveChange {
             version: new.version,
             action: new.action,
@@ -591,7 +638,7 @@ mod tests {
     #[test]
     fn a_trades_state_stays_within_its_budget() {
         assert_eq!(std::mem::size_of::<Prints>(), 32);
-        assert_eq!(std::mem::size_of::<BookedAt>(), 24);
+        assert_eq!(std::mem::size_of::<BookedAt>(), 20);
         assert!(std::mem::size_of::<TradeState>() <= 56);
         assert!(std::mem::size_of::<(Id, TradeState)>() <= 80);
     }
