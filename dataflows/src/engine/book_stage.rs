@@ -247,12 +247,12 @@ pub(super) fn book<'scope>(
                 else {
                     break;
                 };
-                let count = loose.len() + trades.iter().map(Vec::len).sum::<usize>();
-                let updates = trades.into_iter().flatten().chain(loose);
+                let mut containers = trades;
+                containers.push(loose);
                 let mut out = BookEmitted::default();
                 state
                     .borrow_mut()
-                    .step(time, updates, count, methods, &mut out);
+                    .step(time, &containers, methods, &mut out);
                 lots_h.session(&caps[0]).give_container(&mut out.lots);
                 positions_h
                     .session(&caps[1])
@@ -339,21 +339,24 @@ impl BookState {
     fn step(
         &mut self,
         time: Time,
-        updates: impl Iterator<Item = InputUpdate>,
-        count: usize,
+        containers: &[Vec<InputUpdate>],
         method_changes: Vec<MethodUpdate>,
         out: &mut BookEmitted,
     ) {
+        let count = containers.iter().map(Vec::len).sum();
         // Room for the outputs up front: most updates open or close a lot.
         if self.tables.lots {
             out.lots.reserve(count);
         }
-        // Grouped by position while collecting (one list of updates, so no
-        // list per position), then taken in position order, so a position's
-        // place in this timestamp's outputs is deterministic.
+        // Grouped by position where they lie (one list of their locations,
+        // so no list per position and no update moved), then read in
+        // position order, so a position's place in this timestamp's
+        // outputs is deterministic.
         let mut grouped = PositionGroups::with_capacity(count);
-        for ((position, input), _, diff) in updates {
-            grouped.push(&position, input, diff);
+        for (c, container) in containers.iter().enumerate() {
+            for (i, ((position, _), _, _)) in container.iter().enumerate() {
+                grouped.push(position, (c as u32, i as u32));
+            }
         }
         if !method_changes.is_empty() {
             for ((scope, method), _, diff) in method_changes {
@@ -368,7 +371,7 @@ impl BookState {
                 }
             }
         }
-        let (groups, mut updates) = grouped.into_sorted();
+        let (groups, updates) = grouped.into_sorted();
         out.corrections.reserve(groups.len());
         if self.tables.positions {
             out.positions.reserve(2 * groups.len());
@@ -382,19 +385,21 @@ impl BookState {
             trades.clear();
             leaving.clear();
             causes.clear();
-            for (input, diff) in updates.take(&group) {
+            for (c, i) in updates.of(&group) {
+                // A location `grouped` was given above: always in range.
+                let ((_, input), _, diff) = &containers[c as usize][i as usize];
                 match input {
                     BookInput::Insert(trade, change) => {
                         if let Some(change) = change {
                             causes.push(prefixed(change.cause(&trade.key)));
                         }
-                        trades.push((trade, diff));
+                        trades.push((trade.clone(), *diff));
                     }
                     BookInput::Remove(key, change) => {
                         if let Some(change) = change {
-                            causes.push(prefixed(change.cause(&key)));
+                            causes.push(prefixed(change.cause(key)));
                         }
-                        leaving.push(key);
+                        leaving.push(key.clone());
                     }
                 }
             }
@@ -727,8 +732,7 @@ mod tests {
             let mut out = BookEmitted::default();
             state.step(
                 time,
-                updates.clone().into_iter(),
-                updates.len(),
+                std::slice::from_ref(updates),
                 methods.clone(),
                 &mut out,
             );

@@ -1,12 +1,11 @@
 //! One timestamp's booking updates grouped by position key, without a list
-//! per position: the updates stay in one list in arrival order, each
-//! linked to the next update of its position, so grouping allocates
-//! nothing per position. Positions are found through [`IdSlots`] and
-//! handed out in key order.
+//! per position and without moving them: the updates stay where they
+//! arrived (the input's containers), and one list of their locations in
+//! arrival order links each to the next update of its position, so
+//! grouping allocates nothing per position and copies no update.
+//! Positions are found through [`IdSlots`] and handed out in key order.
 
 use super::id_slots::IdSlots;
-use super::versions::BookInput;
-use super::Diff;
 use crate::id::{order_prefix, Id};
 use crate::trade::LotMethod;
 
@@ -16,7 +15,7 @@ const END: u32 = u32::MAX;
 /// The updates of one timestamp, grouped (see the module docs).
 pub(super) struct PositionGroups {
     chains: IdSlots<Chain>,
-    updates: Vec<Link>,
+    links: Vec<Link>,
 }
 
 /// One position's updates in `updates` (`END`: none), and its method change.
@@ -50,9 +49,12 @@ pub(super) struct Group {
     prefix: u128,
 }
 
-/// An update, until taken, and the index of its position's next one.
+/// Where an update is: its container and its index there.
+pub(super) type Location = (u32, u32);
+
+/// An update's location and the index of its position's next one.
 struct Link {
-    update: Option<(BookInput, Diff)>,
+    at: Location,
     next: u32,
 }
 
@@ -61,7 +63,7 @@ impl PositionGroups {
     pub(super) fn with_capacity(updates: usize) -> PositionGroups {
         PositionGroups {
             chains: IdSlots::default(),
-            updates: Vec::with_capacity(updates),
+            links: Vec::with_capacity(updates),
         }
     }
 
@@ -72,17 +74,17 @@ impl PositionGroups {
         self.chains.get_mut(slot).1
     }
 
-    /// Adds `input` (with `diff`) to the updates of `position`.
+    /// Adds the update at `location` to the updates of `position`.
     ///
     /// # Panics
     /// Past `u32::MAX - 1` updates in one timestamp on one worker (a batch
     /// limit, asserted, not an input error).
-    pub(super) fn push(&mut self, position: &Id, input: BookInput, diff: Diff) {
-        let at = self.updates.len();
+    pub(super) fn push(&mut self, position: &Id, location: Location) {
+        let at = self.links.len();
         assert!(at < END as usize, "too many updates in one timestamp");
         let at = at as u32;
-        self.updates.push(Link {
-            update: Some((input, diff)),
+        self.links.push(Link {
+            at: location,
             next: END,
         });
         let chain = self.group(position);
@@ -90,12 +92,12 @@ impl PositionGroups {
         if last == END {
             chain.first = at;
         } else {
-            self.updates[last as usize].next = at;
+            self.links[last as usize].next = at;
         }
     }
 
-    /// The groups in position-key order, each with its updates (taken by
-    /// [`Updates`], in arrival order).
+    /// The groups in position-key order, each with its updates' locations
+    /// (listed by [`Updates`], in arrival order).
     pub(super) fn into_sorted(self) -> (Vec<Group>, Updates) {
         // Sorted by the key's `order_prefix` first, so most comparisons
         // never read the keys.
@@ -114,37 +116,23 @@ impl PositionGroups {
                 .cmp(&b.prefix)
                 .then_with(|| a.position.cmp(&b.position))
         });
-        (
-            groups,
-            Updates {
-                links: self.updates,
-            },
-        )
+        (groups, Updates { links: self.links })
     }
 }
 
-/// The updates of [`PositionGroups::into_sorted`], taken group by group.
+/// The update locations of [`PositionGroups::into_sorted`], by group.
 pub(super) struct Updates {
     links: Vec<Link>,
 }
 
 impl Updates {
-    /// Takes the updates of `group`, in arrival order. Each update is
-    /// taken once: a group's second call yields nothing.
-    pub(super) fn take<'a>(
-        &'a mut self,
-        group: &Group,
-    ) -> impl Iterator<Item = (BookInput, Diff)> + 'a {
-        let mut at = group.first;
+    /// The locations of the updates of `group`, in arrival order.
+    pub(super) fn of<'a>(&'a self, group: &Group) -> impl Iterator<Item = Location> + 'a {
+        let mut next = group.first;
         std::iter::from_fn(move || {
-            while at != END {
-                let link = &mut self.links[at as usize];
-                at = link.next;
-                if let Some(update) = link.update.take() {
-                    return Some(update);
-                }
-            }
-            None
+            let link = self.links.get(next as usize)?;
+            next = link.next;
+            Some(link.at)
         })
     }
 }
@@ -152,18 +140,6 @@ impl Updates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trade::{Date, LotKey};
-
-    fn remove(id: &str) -> BookInput {
-        BookInput::Remove(
-            LotKey {
-                trade_date: Date(20260102),
-                trade_time: None,
-                trade_id: Id::from(id),
-            },
-            None,
-        )
-    }
 
     #[test]
     fn each_position_gets_its_updates_in_arrival_order_and_keys_sort() {
@@ -180,10 +156,10 @@ mod tests {
         ];
         let mut groups = PositionGroups::with_capacity(keys.len());
         for (n, key) in keys.iter().enumerate() {
-            groups.push(&Id::from(*key), remove(&format!("T{n}")), n as Diff);
+            groups.push(&Id::from(*key), (7, n as u32));
         }
         groups.group(&Id::from("C")).method_change = Some(LotMethod::Hifo);
-        let (sorted, mut updates) = groups.into_sorted();
+        let (sorted, updates) = groups.into_sorted();
         let mut expected: Vec<&str> = keys.to_vec();
         expected.push("C");
         expected.sort_unstable();
@@ -191,13 +167,12 @@ mod tests {
         let got: Vec<&str> = sorted.iter().map(|g| g.position.as_str()).collect();
         assert_eq!(got, expected);
         for group in &sorted {
-            let diffs: Vec<Diff> = updates.take(group).map(|(_, d)| d).collect();
-            let arrived: Vec<Diff> = (0..keys.len())
+            let listed: Vec<Location> = updates.of(group).collect();
+            let arrived: Vec<Location> = (0..keys.len())
                 .filter(|&n| keys[n] == group.position.as_str())
-                .map(|n| n as Diff)
+                .map(|n| (7, n as u32))
                 .collect();
-            assert_eq!(diffs, arrived, "{:?}", group.position);
-            assert_eq!(updates.take(group).count(), 0, "taken once");
+            assert_eq!(listed, arrived, "{:?}", group.position);
             assert_eq!(
                 group.method_change.is_some(),
                 group.position.as_str() == "C"

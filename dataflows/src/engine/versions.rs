@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -266,7 +265,10 @@ impl TouchedAt {
     /// At `u32::MAX` or more trades made live in one timestamp on one
     /// worker (a batch limit, asserted, not an input error).
     fn at(index: usize) -> TouchedAt {
-        assert!(index < u32::MAX as usize, "too many trades in one timestamp");
+        assert!(
+            index < u32::MAX as usize,
+            "too many trades in one timestamp"
+        );
         TouchedAt(index as u32)
     }
 
