@@ -512,6 +512,14 @@ impl Driver {
         self.events.send(event);
     }
 
+    /// Sends events the gate has read, in order, at the current time, as
+    /// one container (handed on whole, not copied event by event into the
+    /// input's own); `events` is left empty.
+    pub fn send_read_batch(&mut self, events: &mut Vec<TradeEvent>) {
+        self.events.send_batch(events);
+        events.clear();
+    }
+
     /// Rejects an event at the current time without parsing it (a source's
     /// own check, e.g. a line over its length limit): it leaves as a dead
     /// letter, in source order with every other rejection.

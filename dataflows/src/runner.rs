@@ -20,7 +20,7 @@ use crate::correction::Correction;
 use crate::correction_merge::{CorrectionMerge, MergeMessage};
 use crate::decimal::Dec8;
 use crate::driver::{Capture, Driver, DriverOptions, TimestampOutput};
-use crate::engine::{DeadLetter, Diff, Fault, RawEvent, SourceRef, Time};
+use crate::engine::{DeadLetter, Diff, Fault, RawEvent, SourceRef, Time, TradeEvent};
 use crate::gate::{RejectKind, Rejection};
 use crate::id::Id;
 use crate::payload::Payload;
@@ -815,6 +815,8 @@ fn run_worker(
         }
     }
     driver.advance_to(1);
+    // A chunk's events as the gate reads them, sent as one container.
+    let mut read: Vec<TradeEvent> = Vec::new();
     while let Ok(batch) = input.recv() {
         if batch.time < driver.time() {
             return Err(format!("batch time {} after {}", batch.time, driver.time()));
@@ -828,15 +830,10 @@ fn run_worker(
         while let Some(chunk) = batch.trades.take() {
             match chunk {
                 EventChunk::Raw(events) => {
-                    for (source, payload) in events {
-                        driver.send(source, payload);
-                    }
+                    read.extend(events.into_iter().map(TradeEvent::parse));
+                    driver.send_read_batch(&mut read);
                 }
-                EventChunk::Read(events) => {
-                    for event in events {
-                        driver.send_read(event);
-                    }
-                }
+                EventChunk::Read(mut events) => driver.send_read_batch(&mut events),
             }
             worker.step();
         }
