@@ -9,7 +9,9 @@ use std::time::Instant;
 use deltabook_dataflows::booking::reference;
 use deltabook_dataflows::calendar::{civil_from_days, days_from_civil};
 use deltabook_dataflows::decimal::Dec8;
-use deltabook_dataflows::engine::{self, EngineInputs, SourceRef, TableChanges, Time, TradeEvent};
+use deltabook_dataflows::engine::{
+    self, EngineInputs, RawEvent, SourceRef, TableChanges, Time, TradeEvent,
+};
 use deltabook_dataflows::gate::parse_event;
 use deltabook_dataflows::reconcile::{self, ReconcileInputs};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
@@ -127,9 +129,9 @@ fn probe_line(i: u64, last_day: u64, backdated: bool) -> Vec<u8> {
 
 /// Moves every input of the latency dataflow to `time`.
 fn advance(
-    raw: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
-    prices: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
-    custodian: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>,
+    raw: &mut InputHandleVec<Time, RawEvent>,
+    prices: &mut InputHandleVec<Time, RawEvent>,
+    custodian: &mut InputHandleVec<Time, RawEvent>,
     methods: &mut differential_dataflow::input::InputSession<
         Time,
         (deltabook_dataflows::id::Id, LotMethod),
@@ -170,9 +172,9 @@ fn samples_for(booking: Booking, method: LotMethod, k: u64, quick: bool) -> usiz
 pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> Vec<LatencyRow> {
     let ks = ks.to_vec();
     timely::execute_directly(move |worker| {
-        let mut raw = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
-        let mut prices = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
-        let mut custodian = InputHandleVec::<Time, (SourceRef, Vec<u8>)>::new();
+        let mut raw = InputHandleVec::<Time, RawEvent>::new();
+        let mut prices = InputHandleVec::<Time, RawEvent>::new();
+        let mut custodian = InputHandleVec::<Time, RawEvent>::new();
         let probe = ProbeHandle::new();
         let mut methods = worker.dataflow::<Time, _, _>(|scope| {
             let (methods_input, methods) =
@@ -234,14 +236,14 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
         let mut loaded = 0u64;
         let mut probes = 0u64;
         let mut rows = Vec::new();
-        let mut send = |raw: &mut InputHandleVec<Time, (SourceRef, Vec<u8>)>, bytes: Vec<u8>| {
+        let mut send = |raw: &mut InputHandleVec<Time, RawEvent>, bytes: Vec<u8>| {
             offset += 1;
             raw.send((
                 SourceRef {
                     partition: 0,
                     offset,
                 },
-                bytes,
+                bytes.into(),
             ));
         };
         for &k in &ks {
@@ -272,7 +274,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         r#"{{"account_id":"ACC1","book_id":"BK","security_id":"SEC","quantity":"12345","as_of_date":"{}"}}"#,
                         date(last_day - 1)
                     )
-                    .into_bytes(),
+                    .into_bytes()
+                    .into(),
                 ));
                 prices.send((
                     source,
@@ -280,7 +283,8 @@ pub fn measure(booking: Booking, method: LotMethod, ks: &[u64], quick: bool) -> 
                         r#"{{"security_id":"SEC","price":"101.5","as_of":"{}T16:00:00Z"}}"#,
                         date(last_day)
                     )
-                    .into_bytes(),
+                    .into_bytes()
+                    .into(),
                 ));
                 time += 1;
                 advance(&mut raw, &mut prices, &mut custodian, &mut methods, time);

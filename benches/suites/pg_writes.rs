@@ -63,7 +63,8 @@ fn timestamps(events: usize) -> Vec<TimestampCommit> {
                             n % 1000,
                             1 + n % 7
                         )
-                        .into_bytes(),
+                        .into_bytes()
+                        .into(),
                         position_key: position_key.into(),
                     }
                 })
@@ -211,7 +212,7 @@ async fn insert_events(tx: &Transaction<'_>, c: &TimestampCommit) -> Result<()> 
         let versions: Vec<i64> = part.iter().map(|e| e.version as i64).collect();
         let actions: Vec<&str> = part.iter().map(|e| e.action.as_str()).collect();
         let methods: Vec<Option<&str>> = vec![None; part.len()];
-        let payloads: Vec<&[u8]> = part.iter().map(|e| e.payload.as_slice()).collect();
+        let payloads: Vec<&[u8]> = part.iter().map(|e| e.payload.as_bytes()).collect();
         let topics: Vec<&str> = vec![c.trades_topic.as_str(); part.len()];
         let partitions: Vec<i32> = part.iter().map(|e| e.source.partition as i32).collect();
         let offsets: Vec<i64> = part.iter().map(|e| e.source.offset as i64).collect();
