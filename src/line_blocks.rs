@@ -72,14 +72,14 @@ impl<R: Read> BlockLines<R> {
                 let length = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
                 let start = self.next;
                 self.next = (start + length + 1).min(self.whole_end);
-                return Ok(Some(self.line(start, start + length)));
+                return self.line(start, start + length).map(Some);
             }
             if self.at_end {
                 if self.next < self.filled {
                     // The last line, without a newline.
                     let start = self.next;
                     self.next = self.filled;
-                    return Ok(Some(self.line(start, self.filled)));
+                    return self.line(start, self.filled).map(Some);
                 }
                 return Ok(None);
             }
@@ -90,16 +90,16 @@ impl<R: Read> BlockLines<R> {
     }
 
     /// `block[start..end]` as a line: shared, or its length if too long.
-    fn line(&self, start: usize, end: usize) -> SourceLine {
-        let length = end - start;
+    /// The range is within what was read (an error would be this reader's
+    /// bug, reported, never a line made up).
+    fn line(&self, start: usize, end: usize) -> std::io::Result<SourceLine> {
+        let length = end.saturating_sub(start);
         if length > self.max_bytes {
-            return SourceLine::TooLong(length as u64);
+            return Ok(SourceLine::TooLong(length as u64));
         }
-        match Payload::shared(&self.block, start..end) {
-            Ok(payload) => SourceLine::Event(payload),
-            // Unreachable: both ends are within `filled`.
-            Err(_) => SourceLine::Event(Payload::from(&self.block[..0])),
-        }
+        Payload::shared(&self.block, start..end)
+            .map(SourceLine::Event)
+            .map_err(std::io::Error::other)
     }
 
     /// Reads the next block, starting with the unfinished line of this one.
