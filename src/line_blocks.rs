@@ -40,6 +40,8 @@ pub struct BlockLines<R> {
     at_end: bool,
     /// Blocks handed out before, oldest first: reused once nothing else holds them.
     spare: VecDeque<Arc<[u8]>>,
+    /// Blocks allocated (not reused) so far.
+    blocks_allocated: usize,
 }
 
 impl<R: Read> BlockLines<R> {
@@ -60,7 +62,14 @@ impl<R: Read> BlockLines<R> {
             whole_end: 0,
             at_end: false,
             spare: VecDeque::new(),
+            blocks_allocated: 0,
         }
+    }
+
+    /// How many blocks were allocated so far; every other block read was
+    /// a spare one reused.
+    pub fn blocks_allocated(&self) -> usize {
+        self.blocks_allocated
     }
 
     /// The next line; `None` at the end.
@@ -121,15 +130,11 @@ impl<R: Read> BlockLines<R> {
         // Until the block is full, the reader ends, or (a pipe's short
         // reads) a line is whole.
         while filled < buffer.len() && whole_end == 0 {
-            let read = match self.reader.read(&mut buffer[filled..]) {
-                Ok(0) => {
-                    self.at_end = true;
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let read = read_some(&mut self.reader, &mut buffer[filled..])?;
+            if read == 0 {
+                self.at_end = true;
+                break;
+            }
             if let Some(at) = memchr::memrchr(b'\n', &buffer[filled..filled + read]) {
                 whole_end = filled + at + 1;
             }
@@ -152,15 +157,11 @@ impl<R: Read> BlockLines<R> {
             return Err(std::io::Error::other("a fresh block is shared"));
         };
         let (next, filled) = loop {
-            let read = match self.reader.read(buffer) {
-                Ok(0) => {
-                    self.at_end = true;
-                    break (0, 0);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
+            let read = read_some(&mut self.reader, buffer)?;
+            if read == 0 {
+                self.at_end = true;
+                break (0, 0);
+            }
             match memchr::memchr(b'\n', &buffer[..read]) {
                 Some(at) => {
                     length += at as u64;
@@ -180,15 +181,18 @@ impl<R: Read> BlockLines<R> {
     }
 
     /// A block of at least `bytes` that nothing else holds: the oldest
-    /// spare one if its lines are all dropped, else a new one.
+    /// spare one whose lines are all dropped (a line held long keeps only
+    /// its own block from reuse), else a new one. At most
+    /// [`SPARE_BLOCKS_MAX`] looked at, once per block read.
     fn spare_block(&mut self, bytes: usize) -> Arc<[u8]> {
-        if let Some(oldest) = self.spare.front_mut() {
-            if oldest.len() >= bytes && Arc::get_mut(oldest).is_some() {
-                if let Some(block) = self.spare.pop_front() {
-                    return block;
-                }
-            }
+        let free = self
+            .spare
+            .iter_mut()
+            .position(|block| block.len() >= bytes && Arc::get_mut(block).is_some());
+        if let Some(block) = free.and_then(|at| self.spare.remove(at)) {
+            return block;
         }
+        self.blocks_allocated += 1;
         std::iter::repeat_n(0u8, bytes).collect()
     }
 
@@ -202,6 +206,16 @@ impl<R: Read> BlockLines<R> {
             self.spare.pop_front();
         }
         self.spare.push_back(block);
+    }
+}
+
+/// One `read` into `buffer`, retried when interrupted; 0 at the end.
+fn read_some(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match reader.read(buffer) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            result => return result,
+        }
     }
 }
 
@@ -282,10 +296,11 @@ mod tests {
         }
     }
 
-    /// Blocks are reused once the lines cut from them are dropped, and
-    /// never while a line still holds them.
-    #[test]
-    fn a_block_is_reused_only_when_its_lines_are_gone() {
+    /// Reads 100 nine-byte lines through 64-byte blocks (16 blocks),
+    /// keeping the lines `keep` picks by number; returns the blocks allocated.
+    /// Kept lines must read the same at the end: a block read into while
+    /// a line still held it would change them.
+    fn blocks_allocated_keeping(keep: impl Fn(usize) -> bool) -> usize {
         let text: Vec<u8> = (0..100)
             .flat_map(|i| format!("line {i:03}\n").into_bytes())
             .collect();
@@ -297,8 +312,7 @@ mod tests {
                 panic!("no line is too long")
             };
             assert_eq!(&*payload, format!("line {count:03}").as_bytes());
-            // Keep every tenth line: its block must not be read into again.
-            if count % 10 == 0 {
+            if keep(count) {
                 kept.push((count, payload));
             }
             count += 1;
@@ -307,6 +321,22 @@ mod tests {
         for (i, payload) in kept {
             assert_eq!(&*payload, format!("line {i:03}").as_bytes());
         }
+        reader.blocks_allocated()
+    }
+
+    /// Blocks are reused once the lines cut from them are dropped, and
+    /// never while a line still holds them.
+    #[test]
+    fn a_block_is_reused_only_when_its_lines_are_gone() {
+        // Every line kept: no block is free again, each one read is new.
+        assert_eq!(blocks_allocated_keeping(|_| true), 16);
+        // Every tenth kept (a line each 90 bytes): the blocks holding no
+        // kept line come back, though older ones are still held.
+        let allocated = blocks_allocated_keeping(|n| n % 10 == 0);
+        assert!(allocated < 16, "{allocated} blocks allocated, none reused");
+        // Nothing kept: the block before the one being read is always
+        // free, so two blocks take turns.
+        assert_eq!(blocks_allocated_keeping(|_| false), 2);
     }
 
     proptest! {

@@ -506,15 +506,10 @@ impl Driver {
             .send(TradeEvent::parse((source, payload.into())));
     }
 
-    /// Sends one event the gate has read already (on another thread) at
-    /// the current time: what [`Driver::send`] of its raw bytes sends.
-    pub fn send_read(&mut self, event: TradeEvent) {
-        self.events.send(event);
-    }
-
-    /// Sends events the gate has read, in order, at the current time, as
-    /// one container (handed on whole, not copied event by event into the
-    /// input's own); `events` is left empty.
+    /// Sends events the gate has read (here or on another thread), in
+    /// order, at the current time, as one container (handed on whole, not
+    /// copied event by event into the input's own): what [`Driver::send`]
+    /// of each one's raw bytes sends. `events` is left empty.
     pub fn send_read_batch(&mut self, events: &mut Vec<TradeEvent>) {
         self.events.send_batch(events);
         events.clear();

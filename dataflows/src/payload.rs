@@ -14,9 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Bytes of one event: a range of a shared, immutable block. Cloning shares
 /// the block; the bytes never change. Holding a payload keeps its whole
-/// block alive, so state kept past its timestamp (a dead letter, an
-/// accepted event for the event store) takes its own copy
-/// ([`Payload::into_vec`]).
+/// block alive, so what may be kept to the end of a run (a dead letter)
+/// takes its own copy ([`Payload::into_vec`]).
 #[derive(Clone)]
 pub struct Payload {
     block: Arc<[u8]>,

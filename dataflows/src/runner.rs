@@ -815,8 +815,6 @@ fn run_worker(
         }
     }
     driver.advance_to(1);
-    // A chunk's events as the gate reads them, sent as one container.
-    let mut read: Vec<TradeEvent> = Vec::new();
     while let Ok(batch) = input.recv() {
         if batch.time < driver.time() {
             return Err(format!("batch time {} after {}", batch.time, driver.time()));
@@ -830,7 +828,8 @@ fn run_worker(
         while let Some(chunk) = batch.trades.take() {
             match chunk {
                 EventChunk::Raw(events) => {
-                    read.extend(events.into_iter().map(TradeEvent::parse));
+                    let mut read: Vec<TradeEvent> =
+                        events.into_iter().map(TradeEvent::parse).collect();
                     driver.send_read_batch(&mut read);
                 }
                 EventChunk::Read(mut events) => driver.send_read_batch(&mut events),
