@@ -41,46 +41,58 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
     (only_old, only_new)
 }
 
-/// Cancels retractions (diff < 0) in `updates` against assertions
-/// (diff > 0) of an equal element, so that, read as a multiset, `updates`
-/// is what consolidating it gives, with every element left where it was
-/// (cancelled ones at diff 0). For a booking step's few retractions among
-/// many assertions: only the retractions are sorted (by index), and each
-/// assertion looks for its equal among them, O(n log r) comparisons
-/// instead of consolidation's O(n log n) and its moves of whole elements.
-/// `retracted` is scratch space (cleared first).
-pub fn cancel_retractions<T: Ord>(updates: &mut [(T, isize)], retracted: &mut Vec<usize>) {
-    retracted.clear();
-    retracted.extend((0..updates.len()).filter(|&i| updates[i].1 < 0));
-    if retracted.is_empty() {
+/// Removes from `old` and `new` what they have in common as multisets (an
+/// element k times in one and m times in the other loses min(k, m) from
+/// each), every other element keeping its place in its list: the net
+/// change of a booking step whose trades left (`old`) and entered (`new`).
+/// For a step's few leaving trades among many entering ones: only `old` is
+/// ordered (by index) and each element of `new` looks for an unused equal
+/// there, O(|new| log |old|) comparisons and no element moved unless one
+/// cancels. `order` and `used` are scratch space.
+pub fn cancel_common<T: Ord>(
+    old: &mut Vec<T>,
+    new: &mut Vec<T>,
+    order: &mut Vec<usize>,
+    used: &mut Vec<bool>,
+) {
+    if old.is_empty() || new.is_empty() {
         return;
     }
-    retracted.sort_unstable_by(|&a, &b| updates[a].0.cmp(&updates[b].0));
-    for j in 0..updates.len() {
-        if updates[j].1 <= 0 {
-            continue;
-        }
-        // The retractions of an equal element are adjacent: the first one
-        // from the search, then on while they are equal and this assertion
-        // is not used up.
-        let first = retracted.partition_point(|&i| updates[i].0 < updates[j].0);
-        for &i in &retracted[first..] {
-            if updates[i].0 != updates[j].0 {
+    order.clear();
+    order.extend(0..old.len());
+    order.sort_unstable_by(|&a, &b| old[a].cmp(&old[b]));
+    used.clear();
+    used.resize(old.len(), false);
+    let mut cancelled = false;
+    new.retain(|x| {
+        // Equal elements of `old` are adjacent in `order`: the first from
+        // the search, then on while equal, taking the first unused one.
+        let first = order.partition_point(|&i| old[i] < *x);
+        for &i in &order[first..] {
+            if old[i] != *x {
                 break;
             }
-            let cancelled = updates[j].1.min(-updates[i].1);
-            updates[i].1 += cancelled;
-            updates[j].1 -= cancelled;
-            if updates[j].1 == 0 {
-                break;
+            if !used[i] {
+                used[i] = true;
+                cancelled = true;
+                return false;
             }
         }
+        true
+    });
+    if cancelled {
+        let mut i = 0;
+        old.retain(|_| {
+            let keep = !used[i];
+            i += 1;
+            keep
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{cancel_retractions, diff_sorted};
+    use super::{cancel_common, diff_sorted};
     use differential_dataflow::consolidation::consolidate;
     use proptest::prelude::*;
 
@@ -94,6 +106,12 @@ mod tests {
         assert_eq!(diff_sorted(vec![3, 1], vec![]), (vec![1, 3], vec![]));
         assert_eq!(diff_sorted(vec![], vec![2, 1, 2]), (vec![], vec![1, 2, 2]));
         assert_eq!(diff_sorted(vec![5, 1, 5], vec![5, 1]), (vec![5], vec![]));
+    }
+
+    /// `part` is `whole` with some elements left out.
+    fn is_subsequence(part: &[u8], whole: &[u8]) -> bool {
+        let mut rest = whole.iter();
+        part.iter().all(|x| rest.any(|y| y == x))
     }
 
     proptest! {
@@ -117,24 +135,33 @@ mod tests {
             prop_assert_eq!(diff_sorted(old, new), (only_old, only_new));
         }
 
-        /// After cancelling, the updates sum to what consolidation gives,
-        /// and no element is both retracted and asserted.
+        /// What is left of both lists is what consolidating `new - old`
+        /// gives, and each list keeps the order of its elements.
         #[test]
         fn cancelling_agrees_with_consolidation(
-            updates in proptest::collection::vec((0u8..6, -2isize..=2), 0..16),
+            old in proptest::collection::vec(0u8..6, 0..12),
+            new in proptest::collection::vec(0u8..6, 0..12),
         ) {
-            let mut expected = updates.clone();
+            let mut expected: Vec<(u8, isize)> = old
+                .iter()
+                .map(|&x| (x, -1))
+                .chain(new.iter().map(|&x| (x, 1)))
+                .collect();
             consolidate(&mut expected);
-            let mut cancelled = updates;
-            cancel_retractions(&mut cancelled, &mut Vec::new());
-            for (x, diff) in &cancelled {
-                prop_assert!(
-                    *diff >= 0 || cancelled.iter().all(|(y, d)| y != x || *d <= 0),
-                    "{x} is still both retracted and asserted"
-                );
+            let (mut left_old, mut left_new) = (old.clone(), new.clone());
+            cancel_common(&mut left_old, &mut left_new, &mut Vec::new(), &mut Vec::new());
+            prop_assert!(is_subsequence(&left_old, &old), "old's order kept");
+            prop_assert!(is_subsequence(&left_new, &new), "new's order kept");
+            let mut got: Vec<(u8, isize)> = left_old
+                .iter()
+                .map(|&x| (x, -1))
+                .chain(left_new.iter().map(|&x| (x, 1)))
+                .collect();
+            for x in &left_old {
+                prop_assert!(!left_new.contains(x), "{x} both left and entered");
             }
-            consolidate(&mut cancelled);
-            prop_assert_eq!(cancelled, expected);
+            consolidate(&mut got);
+            prop_assert_eq!(got, expected);
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::correction::{Cause, Correction};
 use crate::decimal::Dec8;
 use crate::id::{order_prefix, Id};
 use crate::position::{Lot, PositionSummary};
-use crate::sorted::cancel_retractions;
+use crate::sorted::cancel_common;
 use crate::trade::{BookedTrade, Date, LotKey, LotMethod};
 
 /// A position whose arithmetic overflowed at `time`. Its last good state
@@ -290,17 +290,18 @@ struct BookState {
     last_good: HashMap<Id, LastGood>,
     /// The lot-method map.
     methods: MethodMap,
-    /// One position's net trades leaving and entering (reused).
+    /// One position's trades leaving (retracted, and once resolved those
+    /// removed by key) and entering at a timestamp, netted before the book
+    /// takes them (reused).
     removed: Vec<BookedTrade>,
     inserted: Vec<BookedTrade>,
-    /// One position's updates at a timestamp (reused): trades entering
-    /// (+1) and, once resolved, leaving (-1); keys of those leaving; causes.
-    trades: Vec<(BookedTrade, Diff)>,
+    /// The keys of the trades removed by key (reused).
     leaving: Vec<LotKey>,
     /// Each cause with its trade id's `order_prefix`, computed once.
     causes: Vec<(u128, CauseEntry)>,
-    /// Where the retractions are in `trades` (reused by `cancel_retractions`).
-    retracted: Vec<usize>,
+    /// Scratch space of `cancel_common` (reused).
+    cancel_order: Vec<usize>,
+    cancel_used: Vec<bool>,
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -376,13 +377,15 @@ impl BookState {
         if self.tables.positions {
             out.positions.reserve(2 * groups.len());
         }
-        // One position's trades entering (+1) and, once resolved, leaving
-        // (-1), the keys of those leaving, and the causes: reused.
-        let mut trades = std::mem::take(&mut self.trades);
+        // One position's trades leaving and entering, the keys of those
+        // removed by key, and the causes: reused.
+        let mut removed = std::mem::take(&mut self.removed);
+        let mut inserted = std::mem::take(&mut self.inserted);
         let mut leaving = std::mem::take(&mut self.leaving);
         let mut causes = std::mem::take(&mut self.causes);
         for group in groups {
-            trades.clear();
+            removed.clear();
+            inserted.clear();
             leaving.clear();
             causes.clear();
             for (c, i) in updates.of(&group) {
@@ -393,7 +396,14 @@ impl BookState {
                         if let Some(change) = change {
                             causes.push(prefixed(change.cause(&trade.key)));
                         }
-                        trades.push((trade.clone(), *diff));
+                        // A retraction (a -1 from `book_again`) leaves; an
+                        // update of count k enters or leaves k times.
+                        let side = if *diff < 0 {
+                            &mut removed
+                        } else {
+                            &mut inserted
+                        };
+                        side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()).cloned());
                     }
                     BookInput::Remove(key, change) => {
                         if let Some(change) = change {
@@ -423,7 +433,7 @@ impl BookState {
             };
             // The book holds the one copy of each live trade: a leaving
             // trade is found by its key.
-            if let Err(error) = resolve_removed(book, &leaving, &mut trades) {
+            if let Err(error) = resolve_removed(book, &leaving, &mut removed) {
                 // Nothing was applied: the book holds its last good state
                 // (its lots are listed only if read from the books).
                 let lots = if self.tables.lots {
@@ -438,26 +448,18 @@ impl BookState {
                 self.quarantine(position, time, &error, Ok(last_good), out);
                 continue;
             }
-            // The net change: a trade retracted and asserted unchanged
-            // cancels out. Without a retraction (a removal by key, or a -1
+            // The net change: a trade that leaves and enters unchanged
+            // cancels out. Without one leaving (a removal by key, or a -1
             // from `book_again`) there is nothing to cancel: a trade enters
             // a position at most once per timestamp. The book takes its
-            // removals and inserts in any order, so the few retractions are
-            // matched in place rather than the whole list sorted.
-            if trades.iter().any(|(_, diff)| *diff < 0) {
-                cancel_retractions(&mut trades, &mut self.retracted);
-            }
-            let (removed, inserted) = (&mut self.removed, &mut self.inserted);
-            removed.clear();
-            inserted.clear();
-            for (trade, diff) in trades.drain(..) {
-                let side = if diff < 0 {
-                    &mut *removed
-                } else {
-                    &mut *inserted
-                };
-                side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()));
-            }
+            // removals and inserts in any order, so the few leaving are
+            // matched where they lie rather than both lists sorted.
+            cancel_common(
+                &mut removed,
+                &mut inserted,
+                &mut self.cancel_order,
+                &mut self.cancel_used,
+            );
             // The book takes its inserts in any order, but in lot order an
             // in-order trade goes last in its chunk, while one inserted
             // before trades of the same change shifts them. With several
@@ -491,7 +493,7 @@ impl BookState {
             let method_before = book.method();
             let method = group.method_change.unwrap_or(method_before);
             let before = book.summary().clone();
-            let changes = match book.apply(method, removed, inserted) {
+            let changes = match book.apply(method, &removed, &inserted) {
                 Ok(changes) => changes,
                 Err(error) => {
                     // The book is part way through the change: its last
@@ -499,7 +501,7 @@ impl BookState {
                     let lots = if self.tables.lots {
                         Ok(Vec::new())
                     } else {
-                        book.lots_before_failed_apply(method_before, removed, inserted)
+                        book.lots_before_failed_apply(method_before, &removed, &inserted)
                     };
                     let last_good = lots.map(|lots| LastGood {
                         lots,
@@ -511,7 +513,7 @@ impl BookState {
             };
             // What the break rule reads: the booked trades that changed.
             if self.break_inputs {
-                for (trades, diff) in [(&*removed, -1), (&*inserted, 1)] {
+                for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
                     for trade in trades {
                         let dated = (trade.key.trade_date, trade.signed_quantity());
                         out.booked.push(((position.clone(), dated), time, diff));
@@ -555,7 +557,8 @@ impl BookState {
             };
             out.corrections.push((correction, time, 1));
         }
-        self.trades = trades;
+        self.removed = removed;
+        self.inserted = inserted;
         self.leaving = leaving;
         self.causes = causes;
     }
@@ -601,18 +604,18 @@ fn prefixed(cause: CauseEntry) -> (u128, CauseEntry) {
     (order_prefix(&cause.trade_id), cause)
 }
 
-/// Adds each trade that leaves (by key) to `trades` with diff -1, as the
-/// book holds it; an error (an engine bug) when the book does not hold it.
+/// Adds each trade that leaves by key to `removed`, as the book holds it;
+/// an error (an engine bug) when the book does not hold it.
 fn resolve_removed(
     book: &PositionBook,
-    removed: &[LotKey],
-    trades: &mut Vec<(BookedTrade, Diff)>,
+    leaving: &[LotKey],
+    removed: &mut Vec<BookedTrade>,
 ) -> Result<(), BookError> {
-    for key in removed {
+    for key in leaving {
         let trade = book
             .get(key)
             .ok_or_else(|| BookError::Invariant(format!("removing {key:?} that is not booked")))?;
-        trades.push((trade.clone(), -1));
+        removed.push(trade.clone());
     }
     Ok(())
 }
