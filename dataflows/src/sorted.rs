@@ -114,6 +114,17 @@ mod tests {
         part.iter().all(|x| rest.any(|y| y == x))
     }
 
+    /// `old` as retractions and `new` as assertions, consolidated.
+    fn consolidated(old: &[u8], new: &[u8]) -> Vec<(u8, isize)> {
+        let mut updates: Vec<(u8, isize)> = old
+            .iter()
+            .map(|&x| (x, -1))
+            .chain(new.iter().map(|&x| (x, 1)))
+            .collect();
+        consolidate(&mut updates);
+        updates
+    }
+
     proptest! {
         /// The merge gives what consolidating `new - old` gives.
         #[test]
@@ -121,12 +132,7 @@ mod tests {
             old in proptest::collection::vec(0u8..12, 0..24),
             new in proptest::collection::vec(0u8..12, 0..24),
         ) {
-            let mut updates: Vec<(u8, isize)> = old
-                .iter()
-                .map(|&x| (x, -1))
-                .chain(new.iter().map(|&x| (x, 1)))
-                .collect();
-            consolidate(&mut updates);
+            let updates = consolidated(&old, &new);
             let (mut only_old, mut only_new) = (Vec::new(), Vec::new());
             for (x, diff) in updates {
                 let side = if diff < 0 { &mut only_old } else { &mut only_new };
@@ -142,26 +148,15 @@ mod tests {
             old in proptest::collection::vec(0u8..6, 0..12),
             new in proptest::collection::vec(0u8..6, 0..12),
         ) {
-            let mut expected: Vec<(u8, isize)> = old
-                .iter()
-                .map(|&x| (x, -1))
-                .chain(new.iter().map(|&x| (x, 1)))
-                .collect();
-            consolidate(&mut expected);
+            let expected = consolidated(&old, &new);
             let (mut left_old, mut left_new) = (old.clone(), new.clone());
             cancel_common(&mut left_old, &mut left_new, &mut Vec::new(), &mut Vec::new());
             prop_assert!(is_subsequence(&left_old, &old), "old's order kept");
             prop_assert!(is_subsequence(&left_new, &new), "new's order kept");
-            let mut got: Vec<(u8, isize)> = left_old
-                .iter()
-                .map(|&x| (x, -1))
-                .chain(left_new.iter().map(|&x| (x, 1)))
-                .collect();
             for x in &left_old {
                 prop_assert!(!left_new.contains(x), "{x} both left and entered");
             }
-            consolidate(&mut got);
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(consolidated(&left_old, &left_new), expected);
         }
     }
 }
