@@ -1,7 +1,8 @@
-//! Retractions against assertions, without consolidating: between two
-//! states ([`diff_sorted`]: each side sorted, then one merge that drops
-//! what both hold), and within one list of updates
-//! ([`cancel_retractions`]: cancelled in place).
+//! What two lists hold in common, dropped from both without
+//! consolidating: between two states ([`diff_sorted`]: each side sorted,
+//! then one merge that drops what both hold), and between the trades a
+//! booking step removes and inserts ([`cancel_common`]: each list keeps
+//! its order, only the few removed are ordered, by index).
 
 use std::cmp::Ordering;
 
