@@ -159,11 +159,7 @@ proptest! {
             .iter()
             .enumerate()
             .map(|(i, (buy, quantity, price, day, late))| BookedTrade {
-                key: LotKey {
-                    trade_date: Date::from_ymd(2026, 3, 1 + *day as u32),
-                    trade_time: late.then_some(deltabook_dataflows::trade::Instant { secs: 1_772_400_000 + i as i64, nanos: 0 }),
-                    trade_id: format!("T{:03}", (i * 37) % 101).into(),
-                },
+                key: LotKey::new(Date::from_ymd(2026, 3, 1 + *day as u32), late.then_some(deltabook_dataflows::trade::Instant { secs: 1_772_400_000 + i as i64, nanos: 0 }), format!("T{:03}", (i * 37) % 101).into()),
                 side: if *buy { Side::Buy } else { Side::Sell },
                 quantity: Dec8(*quantity as i128 * 50_000_000),
                 price: Dec8((100 + *price as i128) * 100_000_000),

@@ -243,11 +243,7 @@ impl TradeVersion {
             return None;
         }
         Some(BookedTrade {
-            key: LotKey {
-                trade_date: self.trade_date?,
-                trade_time: self.trade_time,
-                trade_id: self.trade_id.clone(),
-            },
+            key: LotKey::new(self.trade_date?, self.trade_time, self.trade_id.clone()),
             side: self.side?,
             quantity: self.quantity?,
             price: self.price?,
@@ -256,15 +252,133 @@ impl TradeVersion {
 }
 
 /// Lot order: `(trade_date, trade_time, trade_id)`, a missing time first,
-/// times as instants, ids byte-wise. Derived `Ord` is exactly that order.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// times as instants, ids byte-wise ([`Ord`] is exactly that order).
+///
+/// The time is kept as its two numbers, `time_nanos == NO_TIME` when there
+/// is none, so a key is 40 bytes (an `Option<Instant>` alone takes 24) and
+/// a [`BookedTrade`], the book's one copy of a live trade, 80. Debug and
+/// serde forms are those of the three fields `trade_date`, `trade_time`
+/// (an `Option<Instant>`), `trade_id`.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct LotKey {
     /// Effective date.
     pub trade_date: Date,
-    /// Optional execution instant.
-    pub trade_time: Option<Instant>,
+    /// Nanoseconds of the execution instant, or [`NO_TIME`].
+    time_nanos: u32,
+    /// Seconds of the execution instant (0 without one).
+    time_secs: i64,
     /// Tie breaker, unique within a position.
     pub trade_id: Id,
+}
+
+/// [`LotKey`]'s `time_nanos` without a time: never a valid nanosecond count
+/// (those stay below 2*10^9, even in a leap second).
+const NO_TIME: u32 = u32::MAX;
+
+impl LotKey {
+    /// The key of a trade booked on `trade_date` at `trade_time`.
+    ///
+    /// # Panics
+    /// When `trade_time`'s nanoseconds are `u32::MAX` (the gate accepts
+    /// below 2*10^9 only: an invariant, not an input error).
+    pub fn new(trade_date: Date, trade_time: Option<Instant>, trade_id: Id) -> LotKey {
+        let (time_secs, time_nanos) = match trade_time {
+            Some(t) => {
+                assert!(t.nanos != NO_TIME, "nanoseconds out of range: {}", t.nanos);
+                (t.secs, t.nanos)
+            }
+            None => (0, NO_TIME),
+        };
+        LotKey {
+            trade_date,
+            time_nanos,
+            time_secs,
+            trade_id,
+        }
+    }
+
+    /// The optional execution instant.
+    pub fn trade_time(&self) -> Option<Instant> {
+        (self.time_nanos != NO_TIME).then_some(Instant {
+            secs: self.time_secs,
+            nanos: self.time_nanos,
+        })
+    }
+
+    /// The time as a tuple that sorts as `trade_time()` does (`None` first).
+    fn time_order(&self) -> (bool, i64, u32) {
+        (self.time_nanos != NO_TIME, self.time_secs, self.time_nanos)
+    }
+}
+
+impl Ord for LotKey {
+    fn cmp(&self, other: &LotKey) -> std::cmp::Ordering {
+        self.trade_date
+            .cmp(&other.trade_date)
+            .then_with(|| self.time_order().cmp(&other.time_order()))
+            .then_with(|| self.trade_id.cmp(&other.trade_id))
+    }
+}
+
+impl PartialOrd for LotKey {
+    fn partial_cmp(&self, other: &LotKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for LotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LotKey")
+            .field("trade_date", &self.trade_date)
+            .field("trade_time", &self.trade_time())
+            .field("trade_id", &self.trade_id)
+            .finish()
+    }
+}
+
+/// [`LotKey`]'s serde form, borrowed to serialize.
+#[derive(Serialize)]
+#[serde(rename = "LotKey")]
+struct LotKeyFields<'a> {
+    trade_date: Date,
+    trade_time: Option<Instant>,
+    trade_id: &'a Id,
+}
+
+/// [`LotKey`]'s serde form, owned to deserialize.
+#[derive(Deserialize)]
+#[serde(rename = "LotKey")]
+struct LotKeyOwnedFields {
+    trade_date: Date,
+    trade_time: Option<Instant>,
+    trade_id: Id,
+}
+
+impl Serialize for LotKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        LotKeyFields {
+            trade_date: self.trade_date,
+            trade_time: self.trade_time(),
+            trade_id: &self.trade_id,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for LotKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LotKey, D::Error> {
+        let fields = LotKeyOwnedFields::deserialize(deserializer)?;
+        if fields.trade_time.is_some_and(|t| t.nanos == NO_TIME) {
+            return Err(serde::de::Error::custom(
+                "trade time nanoseconds out of range",
+            ));
+        }
+        Ok(LotKey::new(
+            fields.trade_date,
+            fields.trade_time,
+            fields.trade_id,
+        ))
+    }
 }
 
 /// The part of a live trade that booking reads.
@@ -339,7 +453,7 @@ impl LotMethod {
 
 #[cfg(test)]
 mod tests {
-    use super::{Action, Date, Instant, Side, TradeVersion};
+    use super::{Action, BookedTrade, Date, Instant, LotKey, Side, TradeVersion};
     use crate::decimal::Dec8;
     use crate::id::Id;
 
@@ -409,6 +523,68 @@ mod tests {
         };
         assert_eq!(hex(&full), "ab0103000000542d3102010000000000000103000000414343020000004551060000004149522e5041010101feffffffffffffffffffffffffffffff01ffffffffffffffffffffffffffffff7f0103000000455552010625350101ffffffffffffffffffc99a3b01feffffffffffffff0103000000433a37");
         assert_eq!(hex(&bare), "ab0103000000542d3102010000000000000203000000414343020000004551060000004149522e50410000000000000000");
+    }
+
+    /// The three fields as `LotKey` derived them before its time was
+    /// packed: the order, Debug text and serde form it must keep.
+    mod derived {
+        use super::super::{Date, Instant};
+        use crate::id::Id;
+
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+        pub struct LotKey {
+            pub trade_date: Date,
+            pub trade_time: Option<Instant>,
+            pub trade_id: Id,
+        }
+    }
+
+    /// A key and the derived form of the same three fields.
+    fn key_pair(date: u32, time: Option<(i64, u32)>, id: &str) -> (LotKey, derived::LotKey) {
+        let trade_time = time.map(|(secs, nanos)| Instant { secs, nanos });
+        let packed = LotKey::new(Date(date), trade_time, Id::from(id));
+        let fields = derived::LotKey {
+            trade_date: Date(date),
+            trade_time,
+            trade_id: Id::from(id),
+        };
+        (packed, fields)
+    }
+
+    #[test]
+    fn a_booked_trade_is_80_bytes() {
+        // docs/ARCHITECTURE.md counts on it: the book's one copy of a live trade.
+        assert_eq!(std::mem::size_of::<LotKey>(), 40);
+        assert_eq!(std::mem::size_of::<BookedTrade>(), 80);
+    }
+
+    proptest::proptest! {
+        /// The packed key sorts, compares, prints and serializes exactly as
+        /// the three derived fields do, and gives its time back.
+        #[test]
+        fn a_packed_lot_key_behaves_as_its_three_fields(
+            a in (0u32..3, proptest::option::of((-2i64..2, 0u32..2_000_000_000)), "[AB]{0,2}"),
+            b in (0u32..3, proptest::option::of((-2i64..2, 0u32..2_000_000_000)), "[AB]{0,2}"),
+        ) {
+            let (ka, fa) = key_pair(a.0, a.1, &a.2);
+            let (kb, fb) = key_pair(b.0, b.1, &b.2);
+            proptest::prop_assert_eq!(ka.cmp(&kb), fa.cmp(&fb));
+            proptest::prop_assert_eq!(ka == kb, fa == fb);
+            proptest::prop_assert_eq!(ka.trade_time(), fa.trade_time);
+            proptest::prop_assert_eq!(format!("{ka:?}"), format!("{fa:?}"));
+            let json = serde_json::to_string(&ka).expect("serializes");
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&fa).expect("serializes"));
+            let back: LotKey = serde_json::from_str(&json).expect("deserializes");
+            proptest::prop_assert_eq!(back, ka);
+        }
+    }
+
+    #[test]
+    fn a_lot_key_rejects_an_out_of_range_time_when_read() {
+        let json =
+            r#"{"trade_date":20260102,"trade_time":{"secs":0,"nanos":4294967295},"trade_id":"T"}"#;
+        let read = serde_json::from_str::<LotKey>(json);
+        assert!(read.is_err(), "{read:?}");
     }
 
     const SAMPLE: &str = r#"{"trade_id":"T1","version":1,"action":"NEW","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"1","currency":"USD","trade_date":"2026-01-02"}"#;

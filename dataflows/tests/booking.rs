@@ -20,11 +20,7 @@ fn a(text: &str) -> Amount {
 
 fn trade(id: &str, day: u32, side: Side, quantity: &str, price: &str) -> BookedTrade {
     BookedTrade {
-        key: LotKey {
-            trade_date: Date::from_ymd(2026, 1, day),
-            trade_time: None,
-            trade_id: id.to_string().into(),
-        },
+        key: LotKey::new(Date::from_ymd(2026, 1, day), None, id.to_string().into()),
         side,
         quantity: d(quantity),
         price: d(price),
@@ -137,13 +133,17 @@ fn crossing_zero_opens_the_remainder_on_the_other_side() {
 #[test]
 fn lot_order_uses_date_then_time_then_id() {
     use deltabook_dataflows::trade::Instant;
-    let mut early = trade("B", 2, Buy, "1", "10");
-    early.key.trade_time = None;
+    let early = trade("B", 2, Buy, "1", "10");
+    assert_eq!(early.key.trade_time(), None);
     let mut late = trade("A", 2, Buy, "1", "20");
-    late.key.trade_time = Some(Instant {
-        secs: 100,
-        nanos: 0,
-    });
+    late.key = LotKey::new(
+        late.key.trade_date,
+        Some(Instant {
+            secs: 100,
+            nanos: 0,
+        }),
+        late.key.trade_id.clone(),
+    );
     let sell = trade("Z", 3, Sell, "1", "30");
     let b = book_both(LotMethod::Fifo, &[late.clone(), early.clone(), sell]);
     // The trade without a time sorts first, so FIFO relieves "B".

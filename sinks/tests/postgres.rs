@@ -161,14 +161,14 @@ async fn a_timestamp_commits_state_events_corrections_and_offsets_together() {
     };
     let epoch = postgres::take_over(&client).await.expect("writer epoch");
     let booked = BookedTrade {
-        key: LotKey {
-            trade_date: Date::from_ymd(2026, 1, 2),
-            trade_time: Some(Instant {
+        key: LotKey::new(
+            Date::from_ymd(2026, 1, 2),
+            Some(Instant {
                 secs: 1_767_312_000,
                 nanos: 1_000_000_000,
             }),
-            trade_id: "T1".into(),
-        },
+            "T1".into(),
+        ),
         side: Side::Buy,
         quantity: d("100"),
         price: d("10.5"),

@@ -906,11 +906,7 @@ mod tests {
             // The state the engine starts from: a restored trade at
             // `start`, as the engine feeds a restart's snapshot.
             let booked = BookedTrade {
-                key: LotKey {
-                    trade_date: Date::from_ymd(2026, 1, 2),
-                    trade_time: None,
-                    trade_id: "T1".into(),
-                },
+                key: LotKey::new(Date::from_ymd(2026, 1, 2), None, "T1".into()),
                 side: Side::Buy,
                 quantity: Dec8::parse("7").unwrap_or_else(|e| panic!("{e}")),
                 price: Dec8::parse("10").unwrap_or_else(|e| panic!("{e}")),

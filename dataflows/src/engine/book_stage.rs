@@ -693,11 +693,7 @@ mod tests {
     fn trade(id: &str, day: u32, side: Side, quantity: u32, price: u32) -> BookedTrade {
         let dec = |n: u32| n.to_string().parse::<Dec8>().expect("a decimal");
         BookedTrade {
-            key: LotKey {
-                trade_date: Date::from_ymd(2026, 1, day),
-                trade_time: None,
-                trade_id: Id::from(id),
-            },
+            key: LotKey::new(Date::from_ymd(2026, 1, day), None, Id::from(id)),
             side,
             quantity: dec(quantity),
             price: dec(price),

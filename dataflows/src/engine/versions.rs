@@ -223,11 +223,7 @@ impl BookedAt {
             secs: join_secs(self.time_secs),
             nanos: self.time_nanos,
         });
-        let key = LotKey {
-            trade_date: self.trade_date,
-            trade_time,
-            trade_id: trade_id.clone(),
-        };
+        let key = LotKey::new(self.trade_date, trade_time, trade_id.clone());
         Some((self.position, key))
     }
 }
@@ -318,11 +314,11 @@ impl VersionState {
         let Some((position, trade)) = booked else {
             return BookedAt::default();
         };
-        let (time_secs, time_nanos) = match trade.key.trade_time {
+        let (time_secs, time_nanos) = match trade.key.trade_time() {
             Some(t) => (t.secs, t.nanos),
             None => (0, NO_TIME),
         };
-        debug_assert!(time_nanos != NO_TIME || trade.key.trade_time.is_none());
+        debug_assert!(time_nanos != NO_TIME || trade.key.trade_time().is_none());
         BookedAt {
             position: self.positions.slot_of(position),
             trade_date: trade.key.trade_date,
@@ -656,11 +652,7 @@ mod tests {
                 nanos: 1_000_000_001,
             }),
         ] {
-            let key = LotKey {
-                trade_date: Date(20260102),
-                trade_time,
-                trade_id: trade_id.clone(),
-            };
+            let key = LotKey::new(Date(20260102), trade_time, trade_id.clone());
             let booked = BookedTrade {
                 key: key.clone(),
                 side: Side::Sell,

@@ -230,8 +230,8 @@ async fn write_snapshot(
                     quantities.push(Some(Numeric(trade.quantity)));
                     prices.push(Some(Numeric(trade.price)));
                     dates.push(Some(PgDate(trade.key.trade_date)));
-                    secs.push(trade.key.trade_time.map(|t| t.secs));
-                    nanos.push(trade.key.trade_time.map(|t| t.nanos as i32));
+                    secs.push(trade.key.trade_time().map(|t| t.secs));
+                    nanos.push(trade.key.trade_time().map(|t| t.nanos as i32));
                 }
                 None => {
                     keys.push(None);

@@ -357,11 +357,7 @@ fn live_trade(row: &BinaryCopyOutRow) -> Result<LiveTrade, PgError> {
             Some((
                 position,
                 BookedTrade {
-                    key: LotKey {
-                        trade_date: Date(date),
-                        trade_time,
-                        trade_id: trade_id.clone(),
-                    },
+                    key: LotKey::new(Date(date), trade_time, trade_id.clone()),
                     side,
                     quantity,
                     price,
