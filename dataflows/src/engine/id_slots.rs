@@ -3,9 +3,11 @@
 //! and the position keys its trades are booked in.
 //!
 //! Slots live in fixed-size chunks, so growing the store never moves one,
-//! and are found through a hash table of 8-byte entries (slot number and 32
-//! bits of the id's hash): growing the table moves 8 bytes per id and
-//! hashes no id again. An id costs its slot plus about 9-19 bytes of table.
+//! and are found through a hash table of 4-byte entries (the slot number):
+//! a lookup compares ids only where the table's 7-bit tag of the hash
+//! matches, and the table grows by a rebuild that reads the ids in slot
+//! order (sequential reads, each id hashed once). An id costs its slot plus
+//! about 5-11 bytes of table.
 
 use std::hash::Hasher;
 
@@ -24,8 +26,8 @@ pub(super) type SlotId = u32;
 /// Id -> slot, where each slot holds `S` (see the module docs).
 pub(super) struct IdSlots<S> {
     chunks: Vec<Vec<(Id, S)>>,
-    /// `(slot, 32 bits of the id's hash)`.
-    index: HashTable<(SlotId, u32)>,
+    /// Slot numbers, placed by [`id_hash`] of their ids.
+    index: HashTable<SlotId>,
 }
 
 impl<S> Default for IdSlots<S> {
@@ -37,17 +39,19 @@ impl<S> Default for IdSlots<S> {
     }
 }
 
-/// 32 bits of the id's hash (what the table keeps).
-fn short_hash(id: &str) -> u32 {
+/// The table's hash of an id: 32 bits of its Fx hash spread over 64, so
+/// that both the low bits (bucket) and the high bits (tag) vary.
+fn id_hash(id: &str) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write(id.as_bytes());
-    (hasher.finish() >> 32) as u32
+    let short = hasher.finish() >> 32;
+    short.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// The table's hash of an entry: the kept 32 bits spread over 64, so that
-/// both the low bits (bucket) and the high bits (tag) vary.
-fn spread(short: u32) -> u64 {
-    u64::from(short).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// The id held in `slot` of `chunks`.
+fn id_at<S>(chunks: &[Vec<(Id, S)>], slot: SlotId) -> &Id {
+    let slot = slot as usize;
+    &chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS].0
 }
 
 impl<S: Default> IdSlots<S> {
@@ -57,11 +61,9 @@ impl<S: Default> IdSlots<S> {
     /// When the store already holds `u32::MAX - 1` ids (hundreds of
     /// gigabytes of state): a capacity limit, asserted, not an input error.
     pub(super) fn slot_of(&mut self, id: &Id) -> SlotId {
-        let short = short_hash(id);
-        let found = self.index.find(spread(short), |&(slot, h)| {
-            h == short && self.get(slot).0 == id
-        });
-        if let Some(&(slot, _)) = found {
+        let hash = id_hash(id);
+        let chunks = &self.chunks;
+        if let Some(&slot) = self.index.find(hash, |&slot| id_at(chunks, slot) == id) {
             return slot;
         }
         let len = self.len();
@@ -69,6 +71,9 @@ impl<S: Default> IdSlots<S> {
             len < SlotId::MAX as usize,
             "more than u32::MAX ids in one store on one worker"
         );
+        if self.index.len() == self.index.capacity() {
+            self.grow_index();
+        }
         let slot = len as SlotId;
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK_SLOTS) {
             self.chunks.push(Vec::with_capacity(CHUNK_SLOTS));
@@ -76,13 +81,32 @@ impl<S: Default> IdSlots<S> {
         if let Some(chunk) = self.chunks.last_mut() {
             chunk.push((id.clone(), S::default()));
         }
+        let chunks = &self.chunks;
         self.index
-            .insert_unique(spread(short), (slot, short), |&(_, h)| spread(h));
+            .insert_unique(hash, slot, |&s| id_hash(id_at(chunks, s)));
         slot
     }
 }
 
 impl<S> IdSlots<S> {
+    /// Replaces the full table by one of twice its capacity, filled in slot
+    /// order: each id is read once, sequentially, where the table's own
+    /// growth would read them in bucket order (a cache miss each). The old
+    /// table is freed first (the ids, not it, say what goes in), so growing
+    /// never holds both.
+    fn grow_index(&mut self) {
+        let capacity = (self.index.capacity() * 2).max(16);
+        let held = self.index.len();
+        self.index = HashTable::new();
+        let mut index = HashTable::with_capacity(capacity);
+        let chunks = &self.chunks;
+        for (slot, (id, _)) in chunks.iter().flatten().enumerate() {
+            index.insert_unique(id_hash(id), slot as SlotId, |&s| id_hash(id_at(chunks, s)));
+        }
+        assert_eq!(index.len(), held, "every slot is in the table once");
+        self.index = index;
+    }
+
     /// The id and state of a slot [`IdSlots::slot_of`] returned.
     pub(super) fn get(&self, slot: SlotId) -> (&Id, &S) {
         let slot = slot as usize;
