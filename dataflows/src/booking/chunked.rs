@@ -117,10 +117,25 @@ struct Chunk {
     /// Every trade before this index has an open quantity of zero (a lower
     /// bound of the first open trade, exact after a FIFO refresh): a FIFO
     /// refresh stops there once the new open window is behind it too.
-    first_open: usize,
+    /// (Read and set as a `usize` through [`Chunk::first_open`] and
+    /// [`Chunk::set_first_open`].)
+    first_open: u32,
     /// Removed trades still in `trades` as ghosts (see [`is_ghost`]), at
     /// most an eighth of them: FIFO and LIFO books only.
-    ghosts: usize,
+    ghosts: u32,
+}
+
+/// `index` (a position in a chunk, which holds at most `u32::MAX` trades:
+/// the split limit is below it) as the `u32` a chunk keeps.
+///
+/// # Panics
+/// At `u32::MAX` or more: a chunk never holds that many (an invariant).
+fn chunk_index(index: usize) -> u32 {
+    assert!(
+        index < u32::MAX as usize,
+        "a chunk holds fewer than u32::MAX trades"
+    );
+    index as u32
 }
 
 /// Room a full chunk of `len` trades gains: a quarter (at least 2) below
@@ -157,7 +172,16 @@ impl Chunk {
 
     /// Trades that are not ghosts.
     fn live_len(&self) -> usize {
-        self.trades.len() - self.ghosts
+        self.trades.len() - self.ghosts as usize
+    }
+
+    /// See the field: every trade before this index has nothing open.
+    fn first_open(&self) -> usize {
+        self.first_open as usize
+    }
+
+    fn set_first_open(&mut self, index: usize) {
+        self.first_open = chunk_index(index);
     }
 
     /// Drops the ghosts, keeping every other trade's order and open
@@ -167,11 +191,12 @@ impl Chunk {
         if self.ghosts == 0 {
             return;
         }
-        let first_open = self.first_open.min(self.trades.len());
-        self.first_open = self.trades[..first_open]
+        let first_open = self.first_open().min(self.trades.len());
+        let live_before = self.trades[..first_open]
             .iter()
             .filter(|t| !is_ghost(t))
             .count();
+        self.set_first_open(live_before);
         let mut live = self.trades.iter().map(|t| !is_ghost(t));
         self.open.retain(|_| live.next().unwrap_or(true));
         self.trades.retain(|t| !is_ghost(t));
@@ -273,7 +298,9 @@ impl PositionBook {
             hifo_tail_trades: u32::try_from(hifo_tail_trades).unwrap_or(u32::MAX),
             summary: PositionSummary::default(),
             touched: false,
-            chunk_max_trades: u32::try_from(chunk_max_trades.max(2)).unwrap_or(u32::MAX),
+            // Below u32::MAX: a chunk holds one trade past it before it splits.
+            chunk_max_trades: u32::try_from(chunk_max_trades.clamp(2, u32::MAX as usize - 1))
+                .unwrap_or(u32::MAX - 1),
         }
     }
 
@@ -521,7 +548,7 @@ impl PositionBook {
         }
         chunk.trades.insert(at, trade.clone());
         chunk.open.insert(at, Dec8::ZERO);
-        if at <= chunk.first_open {
+        if at <= chunk.first_open() {
             chunk.first_open += 1;
         }
         chunk.sums.apply(trade, true)?;
@@ -553,12 +580,12 @@ impl PositionBook {
         let mut right = Chunk {
             trades: Vec::with_capacity(room),
             open: Vec::with_capacity(room),
-            first_open: chunk.first_open.saturating_sub(half),
+            first_open: chunk_index(chunk.first_open().saturating_sub(half)),
             ..Chunk::default()
         };
         right.trades.extend(chunk.trades.drain(half..));
         right.open.extend(chunk.open.drain(half..));
-        chunk.first_open = chunk.first_open.min(half);
+        chunk.set_first_open(chunk.first_open().min(half));
         // The left half keeps the whole chunk's room otherwise: most
         // inserts append to the last chunk, so it would stay half empty.
         chunk.trades.shrink_to_fit();
@@ -635,13 +662,13 @@ impl PositionBook {
         if ghosts {
             chunk.trades[at].quantity = Dec8::ZERO;
             chunk.ghosts += 1;
-            if chunk.ghosts * 8 > chunk.trades.len() {
+            if chunk.ghosts as usize * 8 > chunk.trades.len() {
                 chunk.purge_ghosts();
             }
         } else {
             chunk.trades.remove(at);
             chunk.open.remove(at);
-            if at < chunk.first_open {
+            if at < chunk.first_open() {
                 chunk.first_open -= 1;
             }
         }
@@ -657,8 +684,8 @@ impl PositionBook {
             let chunk = &mut self.chunks[i];
             chunk.purge_ghosts();
             let len = chunk.trades.len();
-            if chunk.first_open >= len {
-                chunk.first_open = len + next.first_open;
+            if chunk.first_open() >= len {
+                chunk.set_first_open(len + next.first_open());
             }
             chunk.sums.add(&next.sums)?;
             chunk.trades.extend(next.trades);
@@ -936,7 +963,7 @@ fn refresh_fifo_chunk(
         Some((LotSide::Short, _)) => chunk.sums.sell_quantity,
         None => Dec8::ZERO,
     };
-    let stop_at = chunk.first_open.min(chunk.trades.len());
+    let stop_at = chunk.first_open().min(chunk.trades.len());
     let mut first_open = chunk.trades.len();
     for i in (0..chunk.trades.len()).rev() {
         let trade = &chunk.trades[i];
@@ -962,7 +989,7 @@ fn refresh_fifo_chunk(
             break;
         }
     }
-    chunk.first_open = first_open;
+    chunk.set_first_open(first_open);
     debug_assert!(chunk.open[..first_open].iter().all(|q| q.is_zero()));
     Ok(())
 }
@@ -1018,22 +1045,25 @@ fn open_quantities(trades: &[BookedTrade], context: &ChunkContext) -> Result<Vec
 
 #[cfg(test)]
 #[test]
-fn a_chunk_is_256_bytes_ghost_count_included() {
+fn a_chunk_is_240_bytes_ghost_count_included() {
     // The ghost count took what was padding: an idle one-chunk position
     // costs no more than before (docs/ARCHITECTURE.md counts on it). 272
-    // bytes until `Dec8` was aligned to 8 bytes, not 16.
-    assert_eq!(std::mem::size_of::<Chunk>(), 256);
+    // bytes until `Dec8` was aligned to 8 bytes, not 16; 256 until the
+    // ghost count and `first_open` became `u32`s.
+    assert_eq!(std::mem::size_of::<Chunk>(), 240);
 }
 
 #[cfg(test)]
 #[test]
 fn a_book_holds_its_first_chunk_inline() {
     // The book (boxed by the booking stage) and its first chunk are one
-    // allocation of 400 bytes (416 before `Dec8` was aligned to 8 bytes;
-    // 144 + 272 before that, in two): the book's 120 bytes besides its
-    // chunks, the inline chunk and the `SmallVec`'s capacity word, padded
-    // to the chunk's 16-byte alignment (docs/ARCHITECTURE.md).
-    assert_eq!(std::mem::size_of::<PositionBook>(), 400);
+    // allocation of 384 bytes, one of mimalloc's size classes (416 before
+    // `Dec8` was aligned to 8 bytes, 400 before the chunk's two counts were
+    // `u32`s, both in the 448-byte class; 144 + 272 before that, in two):
+    // the book's 120 bytes besides its chunks, the inline chunk and the
+    // `SmallVec`'s capacity word, padded to the chunk's 16-byte alignment
+    // (docs/ARCHITECTURE.md).
+    assert_eq!(std::mem::size_of::<PositionBook>(), 384);
     let mut book = PositionBook::new(LotMethod::Fifo);
     let trade = BookedTrade {
         key: LotKey::new(
