@@ -1060,9 +1060,9 @@ fn a_book_holds_its_first_chunk_inline() {
     // allocation of 384 bytes, one of mimalloc's size classes (416 before
     // `Dec8` was aligned to 8 bytes, 400 before the chunk's two counts were
     // `u32`s, both in the 448-byte class; 144 + 272 before that, in two):
-    // the book's 120 bytes besides its chunks, the inline chunk and the
-    // `SmallVec`'s capacity word, padded to the chunk's 16-byte alignment
-    // (docs/ARCHITECTURE.md).
+    // the book's fields besides its chunks (120 bytes before), the inline
+    // chunk and the `SmallVec`'s capacity word, padded to the chunk's
+    // 16-byte alignment (docs/ARCHITECTURE.md).
     assert_eq!(std::mem::size_of::<PositionBook>(), 384);
     let mut book = PositionBook::new(LotMethod::Fifo);
     let trade = BookedTrade {
