@@ -139,11 +139,11 @@ fn chunk_index(index: usize) -> u32 {
 }
 
 /// Room a full chunk of `len` trades gains: a quarter (at least 2) below
-/// [`SMALL_CHUNK_TRADES`], where most positions stay and unused room would
-/// be a fifth of their memory at half (~1.7 trades of ~9 a position on the
-/// 100k-position stream, against ~0.6 now), and a half above it, where a
-/// growth copies the whole chunk (a full one is ~200 KB): a chunk's unused
-/// room stays under a third of it either way.
+/// [`SMALL_CHUNK_TRADES`], where most positions stay and growth by half
+/// left ~1.7 trades of room of ~9 a position on the 100k-position stream
+/// (~0.6 now), and a half above it, where a growth copies the whole chunk
+/// (a full one is ~200 KB). Unused room: at most 2 trades below 8, a fifth
+/// of a small chunk from 8 on, a third of a large one.
 fn growth(len: usize) -> usize {
     if len < SMALL_CHUNK_TRADES {
         (len / 4).max(2)
