@@ -271,9 +271,10 @@ pub struct LotKey {
     pub trade_id: Id,
 }
 
-/// [`LotKey`]'s `time_nanos` without a time: never a valid nanosecond count
+/// [`LotKey`]'s `time_nanos` without a time (and the versions stage's, which
+/// keeps a booked trade's time the same way): never a valid nanosecond count
 /// (those stay below 2*10^9, even in a leap second).
-const NO_TIME: u32 = u32::MAX;
+pub(crate) const NO_TIME: u32 = u32::MAX;
 
 impl LotKey {
     /// The key of a trade booked on `trade_date` at `trade_time`.
@@ -303,6 +304,26 @@ impl LotKey {
             secs: self.time_secs,
             nanos: self.time_nanos,
         })
+    }
+
+    /// The time as kept: `(seconds, nanoseconds)`, `(0, NO_TIME)` without one.
+    pub(crate) fn packed_time(&self) -> (i64, u32) {
+        (self.time_secs, self.time_nanos)
+    }
+
+    /// The key whose [`LotKey::packed_time`] is `(secs, nanos)`.
+    pub(crate) fn from_packed_time(
+        trade_date: Date,
+        (secs, nanos): (i64, u32),
+        trade_id: Id,
+    ) -> LotKey {
+        LotKey {
+            trade_date,
+            time_nanos: nanos,
+            // Without a time the seconds are 0, so that equal keys are equal fields.
+            time_secs: if nanos == NO_TIME { 0 } else { secs },
+            trade_id,
+        }
     }
 
     /// The time as a tuple that sorts as `trade_time()` does (`None` first).

@@ -22,7 +22,7 @@ use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::{Prints, Verdict};
 use crate::id::Id;
 use crate::payload::Payload;
-use crate::trade::{Action, BookedTrade, Date, Instant, LotKey, TradeVersion};
+use crate::trade::{Action, BookedTrade, Date, LotKey, TradeVersion, NO_TIME};
 
 /// A trade version that touched a position at some time, before the booking
 /// stage decides whether it was backdated there ([`LiveChange::cause`]).
@@ -175,7 +175,8 @@ pub type TradeUpsert = (Id, Option<TradeVersion>, Time);
 /// booking stage (which holds the one copy of the trade) finds it by. Packed
 /// to 20 bytes (4-byte fields only, so the trade's state has room beside
 /// it): `position == NOT_BOOKED` for a live CANCEL (or no live version
-/// yet), `time_nanos == NO_TIME` when the trade has no time.
+/// yet); the time as the lot key keeps it ([`LotKey::packed_time`],
+/// `time_nanos == NO_TIME` when the trade has no time).
 #[derive(Clone, Copy)]
 struct BookedAt {
     /// Slot of the position key in [`VersionState::positions`].
@@ -198,9 +199,6 @@ fn join_secs([low, high]: [u32; 2]) -> i64 {
 
 /// [`BookedAt::position`] of a trade that is not booked.
 const NOT_BOOKED: SlotId = SlotId::MAX;
-/// [`BookedAt::time_nanos`] of a trade without a time (never a valid
-/// nanosecond count: those stay below 2*10^9 even in a leap second).
-const NO_TIME: u32 = u32::MAX;
 
 impl Default for BookedAt {
     fn default() -> BookedAt {
@@ -219,11 +217,8 @@ impl BookedAt {
         if self.position == NOT_BOOKED {
             return None;
         }
-        let trade_time = (self.time_nanos != NO_TIME).then_some(Instant {
-            secs: join_secs(self.time_secs),
-            nanos: self.time_nanos,
-        });
-        let key = LotKey::new(self.trade_date, trade_time, trade_id.clone());
+        let time = (join_secs(self.time_secs), self.time_nanos);
+        let key = LotKey::from_packed_time(self.trade_date, time, trade_id.clone());
         Some((self.position, key))
     }
 }
@@ -314,11 +309,7 @@ impl VersionState {
         let Some((position, trade)) = booked else {
             return BookedAt::default();
         };
-        let (time_secs, time_nanos) = match trade.key.trade_time() {
-            Some(t) => (t.secs, t.nanos),
-            None => (0, NO_TIME),
-        };
-        debug_assert!(time_nanos != NO_TIME || trade.key.trade_time().is_none());
+        let (time_secs, time_nanos) = trade.key.packed_time();
         BookedAt {
             position: self.positions.slot_of(position),
             trade_date: trade.key.trade_date,
@@ -629,7 +620,7 @@ fn in_source_order(batch: &mut [TradeEvent]) {
 mod tests {
     use super::*;
     use crate::decimal::Dec8;
-    use crate::trade::Side;
+    use crate::trade::{Instant, Side};
 
     /// The per-trade memory budget of this stage (docs/bench): a trade's
     /// state, its id and its table entry.
