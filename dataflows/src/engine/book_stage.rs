@@ -20,7 +20,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use super::position_groups::PositionGroups;
+use super::position_groups::{Group, PositionGroups, Updates};
 use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
 use crate::booking::chunked::PositionBook;
@@ -160,6 +160,11 @@ pub(super) struct BookStreams<'scope> {
 type InputUpdate = ((Id, BookInput), Time, Diff);
 type BookedUpdate = ((Id, (Date, Dec8)), Time, Diff);
 type MethodUpdate = ((Id, LotMethod), Time, Diff);
+/// Positions whose books [`BookState::read_ahead`] reads before booking
+/// them: enough misses to overlap, few enough that what was read is still
+/// in the nearest caches when its turn comes.
+const READ_AHEAD_GROUPS: usize = 16;
+
 /// One timestamp's buffered input.
 struct PendingTime {
     /// A capability per output to emit at the time.
@@ -383,184 +388,212 @@ impl BookState {
         let mut inserted = std::mem::take(&mut self.inserted);
         let mut leaving = std::mem::take(&mut self.leaving);
         let mut causes = std::mem::take(&mut self.causes);
-        for group in groups {
-            removed.clear();
-            inserted.clear();
-            leaving.clear();
-            causes.clear();
-            for (c, i) in updates.of(&group) {
-                // A location `grouped` was given above: always in range.
-                let ((_, input), _, diff) = &containers[c as usize][i as usize];
-                match input {
-                    BookInput::Insert(trade, change) => {
-                        if let Some(change) = change {
-                            causes.push(prefixed(change.cause(&trade.key)));
+        let mut groups = groups.into_iter();
+        while !groups.as_slice().is_empty() {
+            let window = groups.as_slice();
+            let window = &window[..window.len().min(READ_AHEAD_GROUPS)];
+            self.read_ahead(window, &updates, containers);
+            let window = window.len();
+            for group in groups.by_ref().take(window) {
+                removed.clear();
+                inserted.clear();
+                leaving.clear();
+                causes.clear();
+                for (c, i) in updates.of(&group) {
+                    // A location `grouped` was given above: always in range.
+                    let ((_, input), _, diff) = &containers[c as usize][i as usize];
+                    match input {
+                        BookInput::Insert(trade, change) => {
+                            if let Some(change) = change {
+                                causes.push(prefixed(change.cause(&trade.key)));
+                            }
+                            // A retraction (a -1 from `book_again`) leaves; an
+                            // update of count k enters or leaves k times.
+                            let side = if *diff < 0 {
+                                &mut removed
+                            } else {
+                                &mut inserted
+                            };
+                            side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()).cloned());
                         }
-                        // A retraction (a -1 from `book_again`) leaves; an
-                        // update of count k enters or leaves k times.
-                        let side = if *diff < 0 {
-                            &mut removed
-                        } else {
-                            &mut inserted
-                        };
-                        side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()).cloned());
-                    }
-                    BookInput::Remove(key, change) => {
-                        if let Some(change) = change {
-                            causes.push(prefixed(change.cause(key)));
+                        BookInput::Remove(key, change) => {
+                            if let Some(change) = change {
+                                causes.push(prefixed(change.cause(key)));
+                            }
+                            leaving.push(key.clone());
                         }
-                        leaving.push(key.clone());
                     }
                 }
-            }
-            let position = group.position;
-            if self.faulted.contains(&position) {
-                out.faults.push(fault(
-                    position,
-                    time,
-                    "position is quarantined after an earlier fault",
-                ));
-                continue;
-            }
-            // An existing book is under its resolved method unless this timestamp
-            // changed the map (then `method_change` says so); only new books resolve.
-            let book = match self.books.entry(position.clone()) {
-                Entry::Occupied(slot) => slot.into_mut(),
-                Entry::Vacant(slot) => {
-                    let method = resolve(&self.methods, &position);
-                    slot.insert(Box::new(PositionBook::new(method)))
-                }
-            };
-            // The book holds the one copy of each live trade: a leaving
-            // trade is found by its key.
-            if let Err(error) = resolve_removed(book, &leaving, &mut removed) {
-                // Nothing was applied: the book holds its last good state
-                // (its lots are listed only if read from the books).
-                let lots = if self.tables.lots {
-                    Vec::new()
-                } else {
-                    book.lots()
-                };
-                let last_good = LastGood {
-                    lots,
-                    summary: book.summary().clone(),
-                };
-                self.quarantine(position, time, &error, Ok(last_good), out);
-                continue;
-            }
-            // The net change: a trade that leaves and enters unchanged
-            // cancels out. Without one leaving (a removal by key, or a -1
-            // from `book_again`) there is nothing to cancel: a trade enters
-            // a position at most once per timestamp. The book takes its
-            // removals and inserts in any order, so the few leaving are
-            // matched where they lie rather than both lists sorted.
-            cancel_common(
-                &mut removed,
-                &mut inserted,
-                &mut self.cancel_order,
-                &mut self.cancel_used,
-            );
-            // The book takes its inserts in any order, but in lot order an
-            // in-order trade goes last in its chunk, while one inserted
-            // before trades of the same change shifts them. With several
-            // workers a position's trades arrive as one run per worker
-            // (each in file order): a hot position's thousand inserts would
-            // shift each other by the half. With one worker, where only
-            // backdated trades are out of order, the sort costs ~0.5% more
-            // than it saves; merging the runs, or sorting (date, time)
-            // prefixes, cost more
-            // (docs/bench/insert-order-and-read-ahead-2026-12-03.md).
-            inserted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-            // The cause, read before the change: a trade is backdated when it
-            // sorts before the last trade the position held.
-            // Unstable is enough: causes that compare equal are equal in
-            // every field, and `dedup` keeps one of them. The trade ids'
-            // prefixes are compared first (`order_prefix`: the same order,
-            // without reading the strings unless the prefixes tie).
-            causes.sort_unstable();
-            causes.dedup();
-            let mut cause: Vec<Cause> =
-                Vec::with_capacity(usize::from(group.method_change.is_some()) + causes.len());
-            cause.extend(group.method_change.map(Cause::MethodChange));
-            let last_key = book.last_key();
-            cause.extend(causes.drain(..).map(|(_, c)| Cause::Trade {
-                backdated: last_key.is_some_and(|last| c.key < *last),
-                trade_id: c.trade_id,
-                version: c.version,
-                action: c.action,
-                correlation_id: c.correlation_id,
-            }));
-            let method_before = book.method();
-            let method = group.method_change.unwrap_or(method_before);
-            let before = book.summary().clone();
-            let changes = match book.apply(method, &removed, &inserted) {
-                Ok(changes) => changes,
-                Err(error) => {
-                    // The book is part way through the change: its last
-                    // good lots are re-booked, only if read from the books.
-                    let lots = if self.tables.lots {
-                        Ok(Vec::new())
-                    } else {
-                        book.lots_before_failed_apply(method_before, &removed, &inserted)
-                    };
-                    let last_good = lots.map(|lots| LastGood {
-                        lots,
-                        summary: before,
-                    });
-                    self.quarantine(position, time, &error, last_good, out);
+                let position = group.position;
+                if self.faulted.contains(&position) {
+                    out.faults.push(fault(
+                        position,
+                        time,
+                        "position is quarantined after an earlier fault",
+                    ));
                     continue;
                 }
-            };
-            // What the break rule reads: the booked trades that changed.
-            if self.break_inputs {
-                for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
-                    for trade in trades {
-                        let dated = (trade.key.trade_date, trade.signed_quantity());
-                        out.booked.push(((position.clone(), dated), time, diff));
+                // An existing book is under its resolved method unless this timestamp
+                // changed the map (then `method_change` says so); only new books resolve.
+                let book = match self.books.entry(position.clone()) {
+                    Entry::Occupied(slot) => slot.into_mut(),
+                    Entry::Vacant(slot) => {
+                        let method = resolve(&self.methods, &position);
+                        slot.insert(Box::new(PositionBook::new(method)))
+                    }
+                };
+                // The book holds the one copy of each live trade: a leaving
+                // trade is found by its key.
+                if let Err(error) = resolve_removed(book, &leaving, &mut removed) {
+                    // Nothing was applied: the book holds its last good state
+                    // (its lots are listed only if read from the books).
+                    let lots = if self.tables.lots {
+                        Vec::new()
+                    } else {
+                        book.lots()
+                    };
+                    let last_good = LastGood {
+                        lots,
+                        summary: book.summary().clone(),
+                    };
+                    self.quarantine(position, time, &error, Ok(last_good), out);
+                    continue;
+                }
+                // The net change: a trade that leaves and enters unchanged
+                // cancels out. Without one leaving (a removal by key, or a -1
+                // from `book_again`) there is nothing to cancel: a trade enters
+                // a position at most once per timestamp. The book takes its
+                // removals and inserts in any order, so the few leaving are
+                // matched where they lie rather than both lists sorted.
+                cancel_common(
+                    &mut removed,
+                    &mut inserted,
+                    &mut self.cancel_order,
+                    &mut self.cancel_used,
+                );
+                // The book takes its inserts in any order, but in lot order an
+                // in-order trade goes last in its chunk, while one inserted
+                // before trades of the same change shifts them. With several
+                // workers a position's trades arrive as one run per worker
+                // (each in file order): a hot position's thousand inserts would
+                // shift each other by the half. With one worker, where only
+                // backdated trades are out of order, the sort costs ~0.5% more
+                // than it saves; merging the runs, or sorting (date, time)
+                // prefixes, cost more
+                // (docs/bench/insert-order-and-read-ahead-2026-12-03.md).
+                inserted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+                // The cause, read before the change: a trade is backdated when it
+                // sorts before the last trade the position held.
+                // Unstable is enough: causes that compare equal are equal in
+                // every field, and `dedup` keeps one of them. The trade ids'
+                // prefixes are compared first (`order_prefix`: the same order,
+                // without reading the strings unless the prefixes tie).
+                causes.sort_unstable();
+                causes.dedup();
+                let mut cause: Vec<Cause> =
+                    Vec::with_capacity(usize::from(group.method_change.is_some()) + causes.len());
+                cause.extend(group.method_change.map(Cause::MethodChange));
+                let last_key = book.last_key();
+                cause.extend(causes.drain(..).map(|(_, c)| Cause::Trade {
+                    backdated: last_key.is_some_and(|last| c.key < *last),
+                    trade_id: c.trade_id,
+                    version: c.version,
+                    action: c.action,
+                    correlation_id: c.correlation_id,
+                }));
+                let method_before = book.method();
+                let method = group.method_change.unwrap_or(method_before);
+                let before = book.summary().clone();
+                let changes = match book.apply(method, &removed, &inserted) {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        // The book is part way through the change: its last
+                        // good lots are re-booked, only if read from the books.
+                        let lots = if self.tables.lots {
+                            Ok(Vec::new())
+                        } else {
+                            book.lots_before_failed_apply(method_before, &removed, &inserted)
+                        };
+                        let last_good = lots.map(|lots| LastGood {
+                            lots,
+                            summary: before,
+                        });
+                        self.quarantine(position, time, &error, last_good, out);
+                        continue;
+                    }
+                };
+                // What the break rule reads: the booked trades that changed.
+                if self.break_inputs {
+                    for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
+                        for trade in trades {
+                            let dated = (trade.key.trade_date, trade.signed_quantity());
+                            out.booked.push(((position.clone(), dated), time, diff));
+                        }
                     }
                 }
-            }
-            let after = book.summary().clone();
-            let now_empty = book.is_empty();
-            if now_empty {
-                self.books.remove(&position);
-            }
-            if changes.is_empty() && before == after {
-                continue;
-            }
-            if self.tables.lots {
-                for lot in &changes.closed {
-                    out.lots.push(((position.clone(), lot.clone()), time, -1));
+                let after = book.summary().clone();
+                let now_empty = book.is_empty();
+                if now_empty {
+                    self.books.remove(&position);
                 }
-                for lot in &changes.opened {
-                    out.lots.push(((position.clone(), lot.clone()), time, 1));
+                if changes.is_empty() && before == after {
+                    continue;
                 }
+                if self.tables.lots {
+                    for lot in &changes.closed {
+                        out.lots.push(((position.clone(), lot.clone()), time, -1));
+                    }
+                    for lot in &changes.opened {
+                        out.lots.push(((position.clone(), lot.clone()), time, 1));
+                    }
+                }
+                if self.tables.positions && before != after {
+                    if !before.is_omitted() {
+                        out.positions
+                            .push(((position.clone(), before.clone()), time, -1));
+                    }
+                    if !after.is_omitted() {
+                        out.positions
+                            .push(((position.clone(), after.clone()), time, 1));
+                    }
+                }
+                let correction = Correction {
+                    position_key: position,
+                    as_of: time,
+                    cause,
+                    before,
+                    after,
+                    lots_closed: changes.closed,
+                    lots_opened: changes.opened,
+                };
+                out.corrections.push((correction, time, 1));
             }
-            if self.tables.positions && before != after {
-                if !before.is_omitted() {
-                    out.positions
-                        .push(((position.clone(), before.clone()), time, -1));
-                }
-                if !after.is_omitted() {
-                    out.positions
-                        .push(((position.clone(), after.clone()), time, 1));
-                }
-            }
-            let correction = Correction {
-                position_key: position,
-                as_of: time,
-                cause,
-                before,
-                after,
-                lots_closed: changes.closed,
-                lots_opened: changes.opened,
-            };
-            out.corrections.push((correction, time, 1));
         }
         self.removed = removed;
         self.inserted = inserted;
         self.leaving = leaving;
         self.causes = causes;
+    }
+
+    /// Reads what booking `groups` reads first (each position's table
+    /// entry, book and last trade, and its first update) before any of
+    /// them is booked. Each position's reads depend on each other, but
+    /// those of different positions do not: in a short loop the
+    /// processor overlaps their cache misses, where the booking loop
+    /// would wait for each position's in turn (with 100k positions every
+    /// book is cold when its turn comes). Changes nothing.
+    fn read_ahead(&self, groups: &[Group], updates: &Updates, containers: &[Vec<InputUpdate>]) {
+        let mut seen = 0u64;
+        for group in groups {
+            if let Some(book) = self.books.get(&group.position) {
+                seen = seen.wrapping_add(book.last_key().map_or(0, |k| u64::from(k.trade_date.0)));
+            }
+            if let Some((c, i)) = updates.of(group).next() {
+                let update = containers.get(c as usize).and_then(|c| c.get(i as usize));
+                seen = seen.wrapping_add(update.map_or(0, |u| u.2 as u64));
+            }
+        }
+        std::hint::black_box(seen);
     }
 
     /// A table is read from the books at the end, so a quarantined
