@@ -377,7 +377,7 @@ impl BookState {
                 }
             }
         }
-        let (groups, updates) = grouped.into_sorted();
+        let (mut groups, updates) = grouped.into_sorted();
         out.corrections.reserve(groups.len());
         if self.tables.positions {
             out.positions.reserve(2 * groups.len());
@@ -388,18 +388,14 @@ impl BookState {
         let mut inserted = std::mem::take(&mut self.inserted);
         let mut leaving = std::mem::take(&mut self.leaving);
         let mut causes = std::mem::take(&mut self.causes);
-        let mut groups = groups.into_iter();
-        while !groups.as_slice().is_empty() {
-            let window = groups.as_slice();
-            let window = &window[..window.len().min(READ_AHEAD_GROUPS)];
+        for window in groups.chunks_mut(READ_AHEAD_GROUPS) {
             self.read_ahead(window, &updates, containers);
-            let window = window.len();
-            for group in groups.by_ref().take(window) {
+            for group in window {
                 removed.clear();
                 inserted.clear();
                 leaving.clear();
                 causes.clear();
-                for (c, i) in updates.of(&group) {
+                for (c, i) in updates.of(group) {
                     // A location `grouped` was given above: always in range.
                     let ((_, input), _, diff) = &containers[c as usize][i as usize];
                     match input {
@@ -424,7 +420,8 @@ impl BookState {
                         }
                     }
                 }
-                let position = group.position;
+                // Taken, not cloned: each group is booked once.
+                let position = std::mem::take(&mut group.position);
                 if self.faulted.contains(&position) {
                     out.faults.push(fault(
                         position,
