@@ -11,6 +11,7 @@ pub mod driver;
 pub mod engine;
 pub mod gate;
 pub mod id;
+mod id_slots;
 mod ordered;
 pub mod payload;
 pub mod position;

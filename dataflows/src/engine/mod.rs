@@ -24,7 +24,6 @@
 //! where the position key is owned.
 
 mod book_stage;
-mod id_slots;
 mod intake;
 mod position_groups;
 mod reference_stage;

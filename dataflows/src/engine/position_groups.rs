@@ -5,8 +5,8 @@
 //! grouping allocates nothing per position and copies no update.
 //! Positions are found through [`IdSlots`] and handed out in key order.
 
-use super::id_slots::IdSlots;
 use crate::id::{order_prefix, Id};
+use crate::id_slots::IdSlots;
 use crate::trade::LotMethod;
 
 /// [`Link::next`] of a position's last update.

@@ -15,12 +15,12 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use super::id_slots::{IdSlots, SlotId};
 use super::intake::TradeEvent;
 use super::spare_buffers::SpareBuffers;
 use super::{DeadLetter, Diff, SourceRef, Time};
 use crate::gate::{Prints, Verdict};
 use crate::id::Id;
+use crate::id_slots::{IdSlots, SlotId};
 use crate::payload::Payload;
 use crate::trade::{Action, BookedTrade, Date, LotKey, TradeVersion, NO_TIME};
 

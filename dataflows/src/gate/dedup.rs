@@ -1,10 +1,9 @@
 //! The duplicate / conflicting-duplicate rule, the one rule of the gate
 //! that depends on arrival order: [`DuplicateRule`].
 
-use rustc_hash::FxHashMap as HashMap;
-
 use super::{parse_event, RejectKind, Rejection};
 use crate::id::Id;
+use crate::id_slots::IdSlots;
 use crate::trade::{ByteSink, TradeVersion};
 
 /// Outcome of admitting one event.
@@ -32,11 +31,13 @@ pub enum Verdict {
 /// Stateful gate: [`parse_event`] plus the duplicate / conflicting-duplicate
 /// rule, which depends on arrival order. Remembers a 128-bit fingerprint of
 /// every accepted `(trade_id, version)`; the first copy accepted stays.
-/// Kept per trade id (one key per trade, its versions in [`Prints`]), so
-/// a lookup allocates nothing.
+/// Kept per trade id (one slot per trade, its versions in [`Prints`]) in
+/// the store the versions stage keeps its trades in ([`IdSlots`]: slots in
+/// fixed chunks behind a table of 4-byte entries), so a lookup allocates
+/// nothing and growing moves no slot.
 #[derive(Default)]
 pub struct DuplicateRule {
-    accepted: HashMap<Id, Prints>,
+    accepted: IdSlots<Prints>,
 }
 
 /// The duplicate rule's memory of one trade id: the `(version, fingerprint)`
@@ -246,31 +247,21 @@ impl DuplicateRule {
     /// [`DuplicateRule::admit_parsed`] for a version whose [`fingerprint`] the caller
     /// has computed already (and keeps, e.g. to persist it).
     pub fn admit_fingerprinted(&mut self, version: TradeVersion, print: u128) -> Admission {
-        match self.accepted.get_mut(&version.trade_id) {
-            Some(prints) => prints.admit(version, print),
-            None => {
-                let mut prints = Prints::default();
-                let trade_id = version.trade_id.clone();
-                let admission = prints.admit(version, print);
-                self.accepted.insert(trade_id, prints);
-                admission
-            }
-        }
+        let slot = self.accepted.slot_of(&version.trade_id);
+        self.accepted.get_mut(slot).1.admit(version, print)
     }
 
     /// Remembers the `(version, fingerprint)` pairs accepted for `trade_id`
     /// (a restart restoring the gate's state). Pairs already known are kept
     /// as they are: the first copy accepted stays.
     pub fn restore(&mut self, trade_id: Id, fingerprints: Vec<(u64, u128)>) {
-        self.accepted
-            .entry(trade_id)
-            .or_default()
-            .restore(fingerprints);
+        let slot = self.accepted.slot_of(&trade_id);
+        self.accepted.get_mut(slot).1.restore(fingerprints);
     }
 
     /// Number of distinct `(trade_id, version)` pairs accepted so far.
     pub fn accepted_count(&self) -> usize {
-        self.accepted.values().map(Prints::len).sum()
+        self.accepted.states().map(Prints::len).sum()
     }
 }
 

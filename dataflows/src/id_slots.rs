@@ -1,6 +1,7 @@
 //! Ids kept for good, each with a slot of state and a dense number: the
-//! versions stage's trade ids (the duplicate rule never forgets a trade)
-//! and the position keys its trades are booked in.
+//! versions stage's trade ids (the duplicate rule never forgets a trade),
+//! the position keys its trades are booked in, and the trade ids of the
+//! stand-alone [`crate::gate::DuplicateRule`].
 //!
 //! Slots live in fixed-size chunks, so growing the store never moves one,
 //! and are found through a hash table of 4-byte entries (the slot number):
@@ -21,10 +22,10 @@ use crate::id::Id;
 const CHUNK_SLOTS: usize = 4096;
 
 /// A slot's number. At most `u32::MAX - 1` ids per store.
-pub(super) type SlotId = u32;
+pub(crate) type SlotId = u32;
 
 /// Id -> slot, where each slot holds `S` (see the module docs).
-pub(super) struct IdSlots<S> {
+pub(crate) struct IdSlots<S> {
     chunks: Vec<Vec<(Id, S)>>,
     /// Slot numbers, placed by [`id_hash`] of their ids.
     index: HashTable<SlotId>,
@@ -60,7 +61,7 @@ impl<S: Default> IdSlots<S> {
     /// # Panics
     /// When the store already holds `u32::MAX - 1` ids (hundreds of
     /// gigabytes of state): a capacity limit, asserted, not an input error.
-    pub(super) fn slot_of(&mut self, id: &Id) -> SlotId {
+    pub(crate) fn slot_of(&mut self, id: &Id) -> SlotId {
         let hash = id_hash(id);
         let chunks = &self.chunks;
         if let Some(&slot) = self.index.find(hash, |&slot| id_at(chunks, slot) == id) {
@@ -108,26 +109,31 @@ impl<S> IdSlots<S> {
     }
 
     /// The id and state of a slot [`IdSlots::slot_of`] returned.
-    pub(super) fn get(&self, slot: SlotId) -> (&Id, &S) {
+    pub(crate) fn get(&self, slot: SlotId) -> (&Id, &S) {
         let slot = slot as usize;
         let (id, state) = &self.chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS];
         (id, state)
     }
 
     /// The id and state of a slot [`IdSlots::slot_of`] returned.
-    pub(super) fn get_mut(&mut self, slot: SlotId) -> (&Id, &mut S) {
+    pub(crate) fn get_mut(&mut self, slot: SlotId) -> (&Id, &mut S) {
         let slot = slot as usize;
         let (id, state) = &mut self.chunks[slot / CHUNK_SLOTS][slot % CHUNK_SLOTS];
         (id, state)
     }
 
+    /// Every id's state, in slot order.
+    pub(crate) fn states(&self) -> impl Iterator<Item = &S> {
+        self.chunks.iter().flatten().map(|(_, state)| state)
+    }
+
     /// Every id and its state, in slot order.
-    pub(super) fn into_iter(self) -> impl Iterator<Item = (Id, S)> {
+    pub(crate) fn into_iter(self) -> impl Iterator<Item = (Id, S)> {
         self.chunks.into_iter().flatten()
     }
 
     /// Number of ids held.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self.chunks.last() {
             Some(last) => (self.chunks.len() - 1) * CHUNK_SLOTS + last.len(),
             None => 0,
