@@ -350,6 +350,7 @@ pub(crate) const POW10_I128: [i128; 39] = {
 };
 
 /// `10^k` as a `u64`, for `k <= 19`.
+#[inline(always)]
 fn pow10_u64(k: usize) -> u64 {
     debug_assert!(k <= 19);
     // 10^19 < 2^64: the cast keeps the value.
@@ -358,14 +359,26 @@ fn pow10_u64(k: usize) -> u64 {
 
 /// `frac` (not 0, below 10^`places`) without its trailing zeros, and the
 /// places it keeps (stripped 8, 4, 2 and 1 at a time: at the widest scale,
-/// 16 places, at most 15 go).
+/// 16 places, at most 15 go). Every divisor is a constant, so each step is
+/// a multiplication, not a division.
+#[inline(always)]
 fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
     debug_assert!(frac != 0);
-    for step in [8, 4, 2, 1] {
-        if frac.is_multiple_of(pow10_u64(step)) {
-            frac /= pow10_u64(step);
-            places -= step;
-        }
+    if frac.is_multiple_of(100_000_000) {
+        frac /= 100_000_000;
+        places -= 8;
+    }
+    if frac.is_multiple_of(10_000) {
+        frac /= 10_000;
+        places -= 4;
+    }
+    if frac.is_multiple_of(100) {
+        frac /= 100;
+        places -= 2;
+    }
+    if frac.is_multiple_of(10) {
+        frac /= 10;
+        places -= 1;
     }
     (frac, places)
 }
@@ -376,6 +389,7 @@ fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
 /// their count; `frac` is the fraction in units of 10^-scale (`frac <
 /// 10^scale`). The text is assembled right to left in one stack buffer
 /// (fraction, point, integer digits, sign) and put once. Allocates nothing.
+#[inline(always)]
 fn write_decimal(
     out: &mut impl TextSink,
     negative: bool,
@@ -406,14 +420,16 @@ fn write_decimal(
     out.put(&buf[at..])
 }
 
-/// Writes `magnitude` units of 10^-scale ([`write_decimal`]), split into
-/// integer part and fraction with 64-bit division when it fits 64 bits.
-fn write_scaled_u128(
+/// Writes `magnitude` units of 10^-`SCALE` ([`write_decimal`]), split
+/// into integer part and fraction with 64-bit division when it fits 64
+/// bits. `SCALE` is a constant of each decimal type, so the divisions here
+/// and in [`write_decimal`] are by constants (multiplications).
+fn write_scaled_u128<const SCALE: usize>(
     out: &mut impl TextSink,
     negative: bool,
     magnitude: u128,
-    scale: usize,
 ) -> fmt::Result {
+    let scale = SCALE;
     let unit = pow10_u64(scale);
     let (int, frac) = match u64::try_from(magnitude) {
         Ok(small) => (u128::from(small / unit), small % unit),
@@ -428,12 +444,7 @@ fn write_scaled_u128(
 
 impl Dec8 {
     fn write_text(&self, out: &mut impl TextSink) -> fmt::Result {
-        write_scaled_u128(
-            out,
-            self.0 < 0,
-            self.0.unsigned_abs(),
-            DEC8_SCALE_DIGITS as usize,
-        )
+        write_scaled_u128::<{ DEC8_SCALE_DIGITS as usize }>(out, self.0 < 0, self.0.unsigned_abs())
     }
 
     /// Appends exactly the `Display` text to `out`, without the formatting
@@ -456,7 +467,9 @@ impl Amount {
         let negative = self.0.is_negative();
         let scale = AMOUNT_SCALE_DIGITS as usize;
         match u128::try_from(magnitude) {
-            Ok(small) => write_scaled_u128(out, negative, small, scale),
+            Ok(small) => {
+                write_scaled_u128::<{ AMOUNT_SCALE_DIGITS as usize }>(out, negative, small)
+            }
             // Past 128 bits (beyond any single trade's notional): rare.
             Err(_) => {
                 let unit = ethnum::U256::from(pow10_u64(scale));
