@@ -364,23 +364,22 @@ fn pow10_u64(k: usize) -> u64 {
 #[inline(always)]
 fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
     debug_assert!(frac != 0);
-    if frac.is_multiple_of(100_000_000) {
-        frac /= 100_000_000;
-        places -= 8;
-    }
-    if frac.is_multiple_of(10_000) {
-        frac /= 10_000;
-        places -= 4;
-    }
-    if frac.is_multiple_of(100) {
-        frac /= 100;
-        places -= 2;
-    }
-    if frac.is_multiple_of(10) {
-        frac /= 10;
-        places -= 1;
-    }
+    strip_zeros_step::<8>(&mut frac, &mut places);
+    strip_zeros_step::<4>(&mut frac, &mut places);
+    strip_zeros_step::<2>(&mut frac, &mut places);
+    strip_zeros_step::<1>(&mut frac, &mut places);
     (frac, places)
+}
+
+/// One step of [`strip_trailing_zeros`]: drops `ZEROS` trailing zeros of
+/// `frac` (and as many places) when it has them.
+#[inline(always)]
+fn strip_zeros_step<const ZEROS: usize>(frac: &mut u64, places: &mut usize) {
+    let unit = pow10_u64(ZEROS);
+    if frac.is_multiple_of(unit) {
+        *frac /= unit;
+        *places -= ZEROS;
+    }
 }
 
 /// Writes a decimal normalised: no trailing zeros, no exponent, no `-0`.
