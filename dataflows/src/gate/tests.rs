@@ -1108,6 +1108,63 @@ fn different_content_is_a_conflicting_duplicate_and_the_first_stays() {
     assert_eq!(gate.accepted_count(), 3);
 }
 
+/// Many trade ids (more than one chunk of the store's slots, and several
+/// growths of its table): each keeps its own versions, read back in
+/// another order than they were admitted.
+#[test]
+fn many_trades_each_keep_their_own_versions() {
+    const TRADES: usize = 10_000;
+    let mut gate = DuplicateRule::new();
+    let event = |n: usize, version: u64, price: &str| {
+        let id = format!("\"T-{n}\"");
+        let version_text = version.to_string();
+        let action = if version == 1 {
+            r#""NEW""#
+        } else {
+            r#""AMEND""#
+        };
+        with(&[
+            ("trade_id", id.as_str()),
+            ("action", action),
+            ("version", version_text.as_str()),
+            ("price", price),
+        ])
+    };
+    for n in 0..TRADES {
+        let admission = admit(&mut gate, &event(n, 1, r#""1""#));
+        assert!(
+            matches!(admission, Admission::Accepted(_)),
+            "{n}: {admission:?}"
+        );
+    }
+    // Every third trade amended once.
+    for n in (0..TRADES).step_by(3) {
+        let admission = admit(&mut gate, &event(n, 2, r#""2""#));
+        assert!(
+            matches!(admission, Admission::Accepted(_)),
+            "{n}: {admission:?}"
+        );
+    }
+    assert_eq!(gate.accepted_count(), TRADES + TRADES.div_ceil(3));
+    for n in (0..TRADES).rev() {
+        match admit(&mut gate, &event(n, 1, r#""1""#)) {
+            Admission::Duplicate(tv) => assert_eq!(tv.trade_id, format!("T-{n}")),
+            other => panic!("{n}: {other:?}"),
+        }
+        match admit(&mut gate, &event(n, 1, r#""3""#)) {
+            Admission::Rejected(r) => assert_eq!(r.kind, ConflictingDuplicate, "{n}"),
+            other => panic!("{n}: {other:?}"),
+        }
+        // Version 2: known (a duplicate) for the amended trades, new
+        // (accepted now) for the others.
+        match (n % 3 == 0, admit(&mut gate, &event(n, 2, r#""2""#))) {
+            (true, Admission::Duplicate(_)) | (false, Admission::Accepted(_)) => {}
+            (amended, other) => panic!("{n} (amended: {amended}): {other:?}"),
+        }
+    }
+    assert_eq!(gate.accepted_count(), 2 * TRADES);
+}
+
 #[test]
 fn lower_version_after_a_higher_one_is_still_accepted() {
     let mut gate = DuplicateRule::new();
