@@ -359,8 +359,7 @@ fn pow10_u64(k: usize) -> u64 {
 
 /// `frac` (not 0, below 10^`places`) without its trailing zeros, and the
 /// places it keeps (stripped 8, 4, 2 and 1 at a time: at the widest scale,
-/// 16 places, at most 15 go). Every divisor is a constant, so each step is
-/// a multiplication, not a division.
+/// 16 places, at most 15 go), each step dividing by a constant.
 #[inline(always)]
 fn strip_trailing_zeros(mut frac: u64, mut places: usize) -> (u64, usize) {
     debug_assert!(frac != 0);
@@ -421,15 +420,14 @@ fn write_decimal(
 
 /// Writes `magnitude` units of 10^-`SCALE` ([`write_decimal`]), split
 /// into integer part and fraction with 64-bit division when it fits 64
-/// bits. `SCALE` is a constant of each decimal type, so the divisions here
-/// and in [`write_decimal`] are by constants (multiplications).
+/// bits. `SCALE` is a constant of each decimal type, so that split divides
+/// by a constant (a multiplication, not a `div`).
 fn write_scaled_u128<const SCALE: usize>(
     out: &mut impl TextSink,
     negative: bool,
     magnitude: u128,
 ) -> fmt::Result {
-    let scale = SCALE;
-    let unit = pow10_u64(scale);
+    let unit = pow10_u64(SCALE);
     let (int, frac) = match u64::try_from(magnitude) {
         Ok(small) => (u128::from(small / unit), small % unit),
         Err(_) => {
@@ -438,7 +436,7 @@ fn write_scaled_u128<const SCALE: usize>(
             (int, (magnitude - int * u128::from(unit)) as u64)
         }
     };
-    write_decimal(out, negative, frac, scale, |buf| u128_digits(int, buf))
+    write_decimal(out, negative, frac, SCALE, |buf| u128_digits(int, buf))
 }
 
 impl Dec8 {
