@@ -1,7 +1,9 @@
 //! Ingest benchmark: a generated file through the whole engine (`book`
 //! without writing outputs), against two baselines run in the same process:
 //! parsing alone, and a single-threaded batch replay (gate, highest version,
-//! sort each position, book it once).
+//! sort each position, book it once). Each run reports the CPU it spent
+//! (every thread, user and system), the cores it kept busy and its CPU per
+//! line: on two cores `N` lines/s needs at most `2 / N` CPU-seconds a line.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -16,6 +18,7 @@ use deltabook_dataflows::runner::{self, RunOptions};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 
 use super::alloc;
+use super::cpu::CpuUse;
 use deltabook::book_file::JsonlFile;
 use deltabook::generate::{generate, GenerateConfig};
 
@@ -39,12 +42,28 @@ pub struct IngestResult {
     /// their own (in-process runs share a heap with earlier runs); 0 when
     /// not measured.
     pub peak_rss_bytes: u64,
+    /// CPU the run spent (every thread of its process, user and system)
+    /// and the minor page faults it took; `None` where not measured (the
+    /// DuckDB peer reports its query's wall time only).
+    pub cpu: Option<CpuUse>,
 }
 
 impl IngestResult {
     /// Lines per second.
     pub fn lines_per_second(&self) -> f64 {
         self.lines as f64 / self.seconds
+    }
+
+    /// Cores kept busy on average: CPU seconds over wall seconds.
+    pub fn cores_used(&self) -> Option<f64> {
+        self.cpu.map(|cpu| cpu.cpu_seconds() / self.seconds)
+    }
+
+    /// CPU microseconds a line (user and system, every thread).
+    pub fn cpu_us_per_line(&self) -> Option<f64> {
+        self.cpu
+            .filter(|_| self.lines > 0)
+            .map(|cpu| cpu.cpu_seconds() * 1e6 / self.lines as f64)
     }
 }
 
@@ -75,9 +94,11 @@ pub fn engine_run(
     let mut options = RunOptions::new(Vec::new(), batch_size, workers);
     options.keep_corrections = false;
     options.probe_at_end = Some(alloc::live_bytes);
+    let cpu_before = CpuUse::of_this_process()?;
     let started = Instant::now();
     let outcome = runner::run(source, &options, None)?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = CpuUse::of_this_process()?.since(cpu_before);
     let peak = alloc::peak_bytes().saturating_sub(before);
     let end = outcome.probe_at_end.unwrap_or(0).saturating_sub(before);
     // `live_trades` is filled in by the caller from the replay of the same input.
@@ -89,16 +110,17 @@ pub fn engine_run(
         peak_bytes: peak,
         end_bytes: end,
         peak_rss_bytes: 0,
+        cpu: Some(cpu),
     })
 }
 
 /// The shipped `deltabook` binary (plain mimalloc, no counting allocator)
 /// booking `path` in a process of its own under `/usr/bin/time`: wall
-/// seconds and peak RSS. `None` (with a note) when `/usr/bin/time` is missing.
+/// seconds, peak RSS, CPU and page faults. `None` (with a note) when `/usr/bin/time` is missing.
 pub fn shipped_binary_run(path: &Path, workers: usize, label: &str) -> Option<IngestResult> {
     let out = std::env::temp_dir().join(format!("deltabook-ingest-{}", std::process::id()));
     let result = std::process::Command::new("/usr/bin/time")
-        .args(["-f", "%M %e"])
+        .args(["-f", "%M %e %U %S %R"])
         .arg(env!("CARGO_BIN_EXE_deltabook"))
         .arg("book")
         .arg("--trades")
@@ -127,6 +149,11 @@ pub fn shipped_binary_run(path: &Path, workers: usize, label: &str) -> Option<In
     let mut parts = last.split_whitespace();
     let kib: u64 = parts.next()?.parse().ok()?;
     let seconds: f64 = parts.next()?.parse().ok()?;
+    let cpu = CpuUse {
+        user_seconds: parts.next()?.parse().ok()?,
+        system_seconds: parts.next()?.parse().ok()?,
+        minor_faults: parts.next()?.parse().ok()?,
+    };
     let lines = stderr
         .lines()
         .find_map(|l| l.strip_prefix("lines"))
@@ -140,11 +167,13 @@ pub fn shipped_binary_run(path: &Path, workers: usize, label: &str) -> Option<In
         peak_bytes: 0,
         end_bytes: 0,
         peak_rss_bytes: kib * 1024,
+        cpu: Some(cpu),
     })
 }
 
 /// Baseline: parse every line, nothing else.
 pub fn parse_only(path: &Path) -> Result<IngestResult> {
+    let cpu_before = CpuUse::of_this_process()?;
     let started = Instant::now();
     let mut lines = 0u64;
     let mut ok = 0u64;
@@ -160,6 +189,7 @@ pub fn parse_only(path: &Path) -> Result<IngestResult> {
         lines,
         live_trades: 0,
         seconds: started.elapsed().as_secs_f64(),
+        cpu: Some(CpuUse::of_this_process()?.since(cpu_before)),
         peak_bytes: 0,
         end_bytes: 0,
         peak_rss_bytes: 0,
@@ -172,6 +202,7 @@ pub fn parse_only(path: &Path) -> Result<IngestResult> {
 pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     let before = alloc::live_bytes();
     alloc::reset_peak();
+    let cpu_before = CpuUse::of_this_process()?;
     let started = Instant::now();
     let mut gate = DuplicateRule::new();
     let mut live: HashMap<
@@ -211,6 +242,7 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
         lines,
         live_trades,
         seconds: started.elapsed().as_secs_f64(),
+        cpu: Some(CpuUse::of_this_process()?.since(cpu_before)),
         peak_bytes: alloc::peak_bytes().saturating_sub(before),
         end_bytes: 0,
         peak_rss_bytes: 0,
@@ -255,6 +287,7 @@ pub fn duckdb_peer(path: &Path) -> Option<IngestResult> {
         peak_bytes: 0,
         end_bytes: 0,
         peak_rss_bytes: 0,
+        cpu: None,
     })
 }
 
@@ -316,8 +349,8 @@ fn run_groups(dir: &Path, trades: usize) -> Result<Vec<IngestResult>> {
 }
 
 fn print_table(results: &[IngestResult]) {
-    println!("| run | lines | lines/s | seconds | peak heap MiB | bytes/live trade (peak) | bytes/live trade (end) | peak RSS MiB (own process) | RSS bytes/live trade |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| run | lines | lines/s | seconds | CPU s (user + sys) | cores used | CPU us/line | minor faults | peak heap MiB | bytes/live trade (peak) | bytes/live trade (end) | peak RSS MiB (own process) | RSS bytes/live trade |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let per = |b: u64| {
             if r.live_trades == 0 || b == 0 {
@@ -326,12 +359,20 @@ fn print_table(results: &[IngestResult]) {
                 format!("{:.0}", b as f64 / r.live_trades as f64)
             }
         };
+        let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
             r.label,
             r.lines,
             r.lines_per_second(),
             r.seconds,
+            or_dash(
+                r.cpu
+                    .map(|c| { format!("{:.2} + {:.2}", c.user_seconds, c.system_seconds) })
+            ),
+            or_dash(r.cores_used().map(|c| format!("{c:.2}"))),
+            or_dash(r.cpu_us_per_line().map(|c| format!("{c:.2}"))),
+            or_dash(r.cpu.map(|c| c.minor_faults.to_string())),
             r.peak_bytes as f64 / (1 << 20) as f64,
             per(r.peak_bytes),
             per(r.end_bytes),

@@ -4,6 +4,7 @@
 //! restart time against history, and bulk writes.
 
 pub mod alloc;
+pub mod cpu;
 pub mod e2e;
 pub mod gate;
 pub mod ingest;
