@@ -368,7 +368,7 @@ fn print_table(results: &[IngestResult]) {
             r.seconds,
             or_dash(
                 r.cpu
-                    .map(|c| { format!("{:.2} + {:.2}", c.user_seconds, c.system_seconds) })
+                    .map(|c| format!("{:.2} + {:.2}", c.user_seconds, c.system_seconds))
             ),
             or_dash(r.cores_used().map(|c| format!("{c:.2}"))),
             or_dash(r.cpu_us_per_line().map(|c| format!("{c:.2}"))),
