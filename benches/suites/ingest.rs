@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use deltabook_dataflows::booking::reference;
@@ -18,7 +17,7 @@ use deltabook_dataflows::runner::{self, RunOptions};
 use deltabook_dataflows::trade::{BookedTrade, LotMethod};
 
 use super::alloc;
-use super::cpu::CpuUse;
+use super::cpu::{CpuUse, RunClock};
 use deltabook::book_file::JsonlFile;
 use deltabook::generate::{generate, GenerateConfig};
 
@@ -94,11 +93,9 @@ pub fn engine_run(
     let mut options = RunOptions::new(Vec::new(), batch_size, workers);
     options.keep_corrections = false;
     options.probe_at_end = Some(alloc::live_bytes);
-    let cpu_before = CpuUse::of_this_process()?;
-    let started = Instant::now();
+    let clock = RunClock::start()?;
     let outcome = runner::run(source, &options, None)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = CpuUse::of_this_process()?.since(cpu_before);
+    let (seconds, cpu) = clock.read()?;
     let peak = alloc::peak_bytes().saturating_sub(before);
     let end = outcome.probe_at_end.unwrap_or(0).saturating_sub(before);
     // `live_trades` is filled in by the caller from the replay of the same input.
@@ -173,8 +170,7 @@ pub fn shipped_binary_run(path: &Path, workers: usize, label: &str) -> Option<In
 
 /// Baseline: parse every line, nothing else.
 pub fn parse_only(path: &Path) -> Result<IngestResult> {
-    let cpu_before = CpuUse::of_this_process()?;
-    let started = Instant::now();
+    let clock = RunClock::start()?;
     let mut lines = 0u64;
     let mut ok = 0u64;
     for line in BufReader::with_capacity(1 << 20, std::fs::File::open(path)?).split(b'\n') {
@@ -184,12 +180,13 @@ pub fn parse_only(path: &Path) -> Result<IngestResult> {
         }
     }
     std::hint::black_box(ok);
+    let (seconds, cpu) = clock.read()?;
     Ok(IngestResult {
         label: "baseline: parse only".into(),
         lines,
         live_trades: 0,
-        seconds: started.elapsed().as_secs_f64(),
-        cpu: Some(CpuUse::of_this_process()?.since(cpu_before)),
+        seconds,
+        cpu: Some(cpu),
         peak_bytes: 0,
         end_bytes: 0,
         peak_rss_bytes: 0,
@@ -202,8 +199,7 @@ pub fn parse_only(path: &Path) -> Result<IngestResult> {
 pub fn batch_replay(path: &Path) -> Result<IngestResult> {
     let before = alloc::live_bytes();
     alloc::reset_peak();
-    let cpu_before = CpuUse::of_this_process()?;
-    let started = Instant::now();
+    let clock = RunClock::start()?;
     let mut gate = DuplicateRule::new();
     let mut live: HashMap<
         deltabook_dataflows::id::Id,
@@ -237,12 +233,13 @@ pub fn batch_replay(path: &Path) -> Result<IngestResult> {
             .unwrap_or(0);
     }
     std::hint::black_box(lots);
+    let (seconds, cpu) = clock.read()?;
     Ok(IngestResult {
         label: "baseline: single-threaded batch replay".into(),
         lines,
         live_trades,
-        seconds: started.elapsed().as_secs_f64(),
-        cpu: Some(CpuUse::of_this_process()?.since(cpu_before)),
+        seconds,
+        cpu: Some(cpu),
         peak_bytes: alloc::peak_bytes().saturating_sub(before),
         end_bytes: 0,
         peak_rss_bytes: 0,
