@@ -33,7 +33,7 @@ pub enum Verdict {
 /// every accepted `(trade_id, version)`; the first copy accepted stays.
 /// Kept per trade id (one slot per trade, its versions in [`Prints`]) in
 /// the store the versions stage keeps its trades in ([`IdSlots`]: slots in
-/// fixed chunks behind a table of 4-byte entries), so a lookup allocates
+/// fixed chunks behind a table of cache-line buckets), so a lookup allocates
 /// nothing and growing moves no slot.
 #[derive(Default)]
 pub struct DuplicateRule {
