@@ -74,16 +74,16 @@ struct Bucket {
 
 /// Slot numbers by hash: an array of [`Bucket`]s, probed linearly from
 /// the bucket the hash's high bits name, held at most 7/8 full and
-/// doubled when full, so a probe always meets an empty entry; entries are never removed
-/// (ids are kept for good). A lookup reads one cache line as a rule (two
-/// where a full bucket spills into the next) and compares an id only
-/// where a 16-bit tag matches (a stranger's tag, in well under one
-/// lookup in a thousand). A table of 1-byte control tags beside 4-byte slot numbers
-/// (hashbrown's) reads two lines for every new id, and its 7-bit tags
-/// send one lookup in 10-20 to compare an id it does not hold: each one a
-/// cache miss in a table of a million ids. 6.4 bytes an entry, 7.3-14.6 an
-/// id (load 7/16 to 7/8; growing by half was tried: the same peak heap in
-/// `bench ingest`, and half as many ids again rehashed).
+/// doubled when full, so a probe always meets an empty entry; entries are
+/// never removed (ids are kept for good). A lookup reads one cache line as
+/// a rule (two where a full bucket spills into the next) and compares an
+/// id only where a 16-bit tag matches (a stranger's tag, in well under one
+/// lookup in a thousand). A table of 1-byte control tags beside 4-byte
+/// slot numbers (hashbrown's) reads two lines for every new id, and its
+/// 7-bit tags send one lookup in 10-20 to compare an id it does not hold:
+/// each one a cache miss in a table of a million ids. 6.4 bytes an entry,
+/// 7.3-14.6 an id (load 7/16 to 7/8; growing by half was tried: the same
+/// peak heap in `bench ingest`, and half as many ids again rehashed).
 #[derive(Default)]
 struct SlotIndex {
     buckets: Vec<Bucket>,
