@@ -107,6 +107,21 @@ impl SlotIndex {
         }
     }
 
+    /// A table of `buckets` buckets holding `entries` (hash, slot), none
+    /// of them twice: how a table is grown, in slot order.
+    fn with_entries(buckets: usize, entries: impl IntoIterator<Item = (u64, SlotId)>) -> SlotIndex {
+        let mut index = SlotIndex::with_buckets(buckets);
+        for (hash, slot) in entries {
+            index.insert(hash, slot);
+        }
+        index
+    }
+
+    /// The bucket count a full table grows to: twice its own, at least 2.
+    fn grown_buckets(&self) -> usize {
+        (self.buckets.len() * 2).max(2)
+    }
+
     /// The tag of a hash: its low 16 bits, 0 taken as 1 (0 marks empty).
     fn tag(hash: u64) -> u16 {
         (hash as u16).max(1)
@@ -211,13 +226,14 @@ impl<S> IdSlots<S> {
     /// hash computed again rather than kept. The old table is freed first
     /// (the ids, not it, say what goes in), so growing never holds both.
     fn grow_index(&mut self) {
-        let buckets = (self.index.buckets.len() * 2).max(2);
+        let buckets = self.index.grown_buckets();
         let held = self.index.held;
         self.index = SlotIndex::default();
-        let mut index = SlotIndex::with_buckets(buckets);
-        for (slot, (id, _)) in self.chunks.iter().flatten().enumerate() {
-            index.insert(id_hash(id), slot as SlotId);
-        }
+        let entries = self.chunks.iter().flatten().enumerate();
+        let index = SlotIndex::with_entries(
+            buckets,
+            entries.map(|(slot, (id, _))| (id_hash(id), slot as SlotId)),
+        );
         assert_eq!(index.held, held, "every slot is in the table once");
         self.index = index;
     }
@@ -304,11 +320,11 @@ mod tests {
                             assert_eq!(round, 0, "key {key} lost");
                             let slot = held.len() as SlotId;
                             if index.is_full() {
-                                let buckets = (index.buckets.len() * 2).max(2);
-                                index = SlotIndex::with_buckets(buckets);
-                                for (slot, key) in held.iter().enumerate() {
-                                    index.insert(hash_of(*key), slot as SlotId);
-                                }
+                                let entries = held.iter().enumerate();
+                                index = SlotIndex::with_entries(
+                                    index.grown_buckets(),
+                                    entries.map(|(slot, key)| (hash_of(*key), slot as SlotId)),
+                                );
                                 index.insert(hash, slot);
                             } else {
                                 index.insert_at((at, place), hash, slot);
