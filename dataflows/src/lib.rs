@@ -15,6 +15,7 @@ mod id_slots;
 mod ordered;
 pub mod payload;
 pub mod position;
+mod prefetch;
 pub mod query;
 pub mod reconcile;
 pub mod runner;
