@@ -278,20 +278,43 @@ impl<S> IdSlots<S> {
     /// pays when [`IdSlots::prefetch`] loaded it some time before. Changes
     /// nothing.
     pub(crate) fn prefetch_slot(&self, IdHash(hash): IdHash) {
-        let Some(bucket) = self.index.home_bucket(hash) else {
-            return;
-        };
-        let tag = SlotIndex::tag(hash);
-        if let Some(place) = bucket.tags.iter().position(|&held| held == tag) {
-            let slot = bucket.slots[place] as usize;
-            if let Some(entry) = self
-                .chunks
-                .get(slot / CHUNK_SLOTS)
-                .and_then(|chunk| chunk.get(slot % CHUNK_SLOTS))
-            {
-                prefetch(entry);
-            }
+        if let Some(entry) = self.probable_entry(hash) {
+            prefetch(entry);
         }
+    }
+
+    /// The state in the slot [`IdSlots::prefetch_slot`] loads: the state of
+    /// the id `hash` is of, if held, unless a stranger's entry with the
+    /// same 16-bit tag comes first (ids are not compared). For reading
+    /// ahead what that state points to, never for a result.
+    pub(crate) fn probable_state(&self, IdHash(hash): IdHash) -> Option<&S> {
+        self.probable_entry(hash).map(|(_, state)| state)
+    }
+
+    /// The entry of the first slot in `hash`'s first bucket whose tag matches.
+    fn probable_entry(&self, hash: u64) -> Option<&(Id, S)> {
+        let bucket = self.index.home_bucket(hash)?;
+        let tag = SlotIndex::tag(hash);
+        let place = bucket.tags.iter().position(|&held| held == tag)?;
+        let slot = bucket.slots[place] as usize;
+        self.chunks.get(slot / CHUNK_SLOTS)?.get(slot % CHUNK_SLOTS)
+    }
+
+    /// The slot of `id` if held; creates nothing.
+    pub(crate) fn find(&self, id: &Id) -> Option<SlotId> {
+        let chunks = &self.chunks;
+        match self
+            .index
+            .probe(id_hash(id), |slot| id_at(chunks, slot) == id)
+        {
+            Probe::Found(slot) => Some(slot),
+            Probe::Vacant(..) => None,
+        }
+    }
+
+    /// Every id and its state, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Id, &S)> {
+        self.chunks.iter().flatten().map(|(id, state)| (id, state))
     }
 
     /// The id and state of a slot [`IdSlots::slot_of`] returned.

@@ -333,6 +333,13 @@ impl PositionBook {
             .map(|t| &t.key)
     }
 
+    /// The last trade of the last chunk, live or a ghost: where a trade
+    /// that comes after every booked one is compared and put. For reading
+    /// ahead ([`Self::last_key`] is the last live trade's key).
+    pub fn tail(&self) -> Option<&BookedTrade> {
+        self.chunks.last().and_then(|c| c.trades.last())
+    }
+
     /// The live trade booked under `key`, if any.
     pub fn get(&self, key: &LotKey) -> Option<&BookedTrade> {
         let (i, at) = self.find(key)?;

@@ -4,7 +4,6 @@
 //! and summary rows that changed plus one correction per changed position.
 
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
@@ -28,7 +27,9 @@ use crate::booking::BookError;
 use crate::correction::{Cause, Correction};
 use crate::decimal::Dec8;
 use crate::id::{order_prefix, Id};
+use crate::id_slots::{IdHash, IdSlots};
 use crate::position::{Lot, PositionSummary};
+use crate::prefetch::{prefetch, prefetch_all};
 use crate::sorted::cancel_common;
 use crate::trade::{BookedTrade, Date, LotKey, LotMethod};
 
@@ -109,14 +110,16 @@ impl FinalBooks {
         if !lots_as_changes {
             // A hint only: a count past usize reserves nothing.
             let open = books
-                .values()
+                .states()
+                .flatten()
                 .map(|b| usize::try_from(b.summary().lot_count).unwrap_or(0));
             let quarantined = last_good.values().map(|g| g.lots.len());
             lots.reserve_exact(open.chain(quarantined).sum());
         }
         let mut positions = Vec::new();
         if !positions_as_changes {
-            positions.reserve_exact(books.len() + last_good.len());
+            let live = books.states().filter(|b| b.is_some()).count();
+            positions.reserve_exact(live + last_good.len());
         }
         // `open` is empty when lots leave as changes (neither the books'
         // lots nor a quarantined position's are listed then).
@@ -127,6 +130,9 @@ impl FinalBooks {
                 positions.push((position, summary.clone()));
             }
         };
+        let books = books
+            .into_iter()
+            .filter_map(|(position, book)| Some((position, book?)));
         for (position, book) in books {
             let open = if lots_as_changes {
                 Vec::new()
@@ -160,10 +166,11 @@ pub(super) struct BookStreams<'scope> {
 type InputUpdate = ((Id, BookInput), Time, Diff);
 type BookedUpdate = ((Id, (Date, Dec8)), Time, Diff);
 type MethodUpdate = ((Id, LotMethod), Time, Diff);
-/// Positions whose books [`BookState::read_ahead`] reads before booking
-/// them: enough misses to overlap, few enough that what was read is still
-/// in the nearest caches when its turn comes.
-const READ_AHEAD_GROUPS: usize = 16;
+/// Positions between the stages of [`BookState::prefetch_ahead`]: a
+/// position's table bucket is prefetched four times this many positions
+/// before it is booked, its slot three, its book two, its last trade one.
+/// A position's booking takes ~1 us, a miss to memory ~0.1-0.15.
+const PREFETCH_STAGE_GROUPS: usize = 2;
 
 /// One timestamp's buffered input.
 struct PendingTime {
@@ -286,9 +293,13 @@ struct BookState {
     break_inputs: bool,
     /// Which tables leave as changes.
     tables: TableChanges,
-    /// Boxed: the table moves 32-byte entries when it grows, not whole
-    /// books, and holds the old and new tables at once only of those.
-    books: HashMap<Id, Box<PositionBook>>,
+    /// Each position's book (`None` once empty or quarantined: a position
+    /// keeps its slot, so the table is bounded by the positions ever
+    /// booked here). Boxed: the slots stay 32 bytes; found by hash through
+    /// a table whose buckets can be prefetched ([`IdSlots`]).
+    books: IdSlots<Option<Box<PositionBook>>>,
+    /// Per timestamp: each position group's [`IdHash`] (reused).
+    group_hashes: Vec<IdHash>,
     faulted: HashSet<Id>,
     /// What each quarantined position last published, kept when a table
     /// is read from the books ([`FinalBooks`]) instead of its changes.
@@ -370,7 +381,11 @@ impl BookState {
                 *count += diff;
             }
             self.methods.retain(|_, count| *count != 0);
-            for (position, book) in &self.books {
+            let books = self
+                .books
+                .iter()
+                .filter_map(|(p, b)| Some((p, b.as_ref()?)));
+            for (position, book) in books {
                 let method = resolve(&self.methods, position);
                 if method != book.method() {
                     grouped.group(position).method_change = Some(method);
@@ -388,209 +403,239 @@ impl BookState {
         let mut inserted = std::mem::take(&mut self.inserted);
         let mut leaving = std::mem::take(&mut self.leaving);
         let mut causes = std::mem::take(&mut self.causes);
-        for window in groups.chunks_mut(READ_AHEAD_GROUPS) {
-            self.read_ahead(window, &updates, containers);
-            for group in window {
-                removed.clear();
-                inserted.clear();
-                leaving.clear();
-                causes.clear();
-                for (c, i) in updates.of(group) {
-                    // A location `grouped` was given above: always in range.
-                    let ((_, input), _, diff) = &containers[c as usize][i as usize];
-                    match input {
-                        BookInput::Insert(trade, change) => {
-                            if let Some(change) = change {
-                                causes.push(prefixed(change.cause(&trade.key)));
-                            }
-                            // A retraction (a -1 from `book_again`) leaves; an
-                            // update of count k enters or leaves k times.
-                            let side = if *diff < 0 {
-                                &mut removed
-                            } else {
-                                &mut inserted
-                            };
-                            side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()).cloned());
+        let mut hashes = std::mem::take(&mut self.group_hashes);
+        hashes.clear();
+        hashes.extend(groups.iter().map(|g| IdHash::of(&g.position)));
+        for g in 0..groups.len() {
+            self.prefetch_ahead(&groups, &hashes, g, &updates, containers);
+            let hash = hashes[g];
+            let group = &mut groups[g];
+            removed.clear();
+            inserted.clear();
+            leaving.clear();
+            causes.clear();
+            for (c, i) in updates.of(group) {
+                // A location `grouped` was given above: always in range.
+                let ((_, input), _, diff) = &containers[c as usize][i as usize];
+                match input {
+                    BookInput::Insert(trade, change) => {
+                        if let Some(change) = change {
+                            causes.push(prefixed(change.cause(&trade.key)));
                         }
-                        BookInput::Remove(key, change) => {
-                            if let Some(change) = change {
-                                causes.push(prefixed(change.cause(key)));
-                            }
-                            leaving.push(key.clone());
-                        }
-                    }
-                }
-                // Taken, not cloned: each group is booked once.
-                let position = std::mem::take(&mut group.position);
-                if self.faulted.contains(&position) {
-                    out.faults.push(fault(
-                        position,
-                        time,
-                        "position is quarantined after an earlier fault",
-                    ));
-                    continue;
-                }
-                // An existing book is under its resolved method unless this timestamp
-                // changed the map (then `method_change` says so); only new books resolve.
-                let book = match self.books.entry(position.clone()) {
-                    Entry::Occupied(slot) => slot.into_mut(),
-                    Entry::Vacant(slot) => {
-                        let method = resolve(&self.methods, &position);
-                        slot.insert(Box::new(PositionBook::new(method)))
-                    }
-                };
-                // The book holds the one copy of each live trade: a leaving
-                // trade is found by its key.
-                if let Err(error) = resolve_removed(book, &leaving, &mut removed) {
-                    // Nothing was applied: the book holds its last good state
-                    // (its lots are listed only if read from the books).
-                    let lots = if self.tables.lots {
-                        Vec::new()
-                    } else {
-                        book.lots()
-                    };
-                    let last_good = LastGood {
-                        lots,
-                        summary: book.summary().clone(),
-                    };
-                    self.quarantine(position, time, &error, Ok(last_good), out);
-                    continue;
-                }
-                // The net change: a trade that leaves and enters unchanged
-                // cancels out. Without one leaving (a removal by key, or a -1
-                // from `book_again`) there is nothing to cancel: a trade enters
-                // a position at most once per timestamp. The book takes its
-                // removals and inserts in any order, so the few leaving are
-                // matched where they lie rather than both lists sorted.
-                cancel_common(
-                    &mut removed,
-                    &mut inserted,
-                    &mut self.cancel_order,
-                    &mut self.cancel_used,
-                );
-                // The book takes its inserts in any order, but in lot order an
-                // in-order trade goes last in its chunk, while one inserted
-                // before trades of the same change shifts them. With several
-                // workers a position's trades arrive as one run per worker
-                // (each in file order): a hot position's thousand inserts would
-                // shift each other by the half. With one worker, where only
-                // backdated trades are out of order, the sort costs ~0.5% more
-                // than it saves; merging the runs, or sorting (date, time)
-                // prefixes, cost more
-                // (docs/bench/insert-order-and-read-ahead-2026-12-03.md).
-                inserted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-                // The cause, read before the change: a trade is backdated when it
-                // sorts before the last trade the position held.
-                // Unstable is enough: causes that compare equal are equal in
-                // every field, and `dedup` keeps one of them. The trade ids'
-                // prefixes are compared first (`order_prefix`: the same order,
-                // without reading the strings unless the prefixes tie).
-                causes.sort_unstable();
-                causes.dedup();
-                let mut cause: Vec<Cause> =
-                    Vec::with_capacity(usize::from(group.method_change.is_some()) + causes.len());
-                cause.extend(group.method_change.map(Cause::MethodChange));
-                let last_key = book.last_key();
-                cause.extend(causes.drain(..).map(|(_, c)| Cause::Trade {
-                    backdated: last_key.is_some_and(|last| c.key < *last),
-                    trade_id: c.trade_id,
-                    version: c.version,
-                    action: c.action,
-                    correlation_id: c.correlation_id,
-                }));
-                let method_before = book.method();
-                let method = group.method_change.unwrap_or(method_before);
-                let before = book.summary().clone();
-                let changes = match book.apply(method, &removed, &inserted) {
-                    Ok(changes) => changes,
-                    Err(error) => {
-                        // The book is part way through the change: its last
-                        // good lots are re-booked, only if read from the books.
-                        let lots = if self.tables.lots {
-                            Ok(Vec::new())
+                        // A retraction (a -1 from `book_again`) leaves; an
+                        // update of count k enters or leaves k times.
+                        let side = if *diff < 0 {
+                            &mut removed
                         } else {
-                            book.lots_before_failed_apply(method_before, &removed, &inserted)
+                            &mut inserted
                         };
-                        let last_good = lots.map(|lots| LastGood {
-                            lots,
-                            summary: before,
-                        });
-                        self.quarantine(position, time, &error, last_good, out);
-                        continue;
+                        side.extend(std::iter::repeat_n(trade, diff.unsigned_abs()).cloned());
                     }
-                };
-                // What the break rule reads: the booked trades that changed.
-                if self.break_inputs {
-                    for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
-                        for trade in trades {
-                            let dated = (trade.key.trade_date, trade.signed_quantity());
-                            out.booked.push(((position.clone(), dated), time, diff));
+                    BookInput::Remove(key, change) => {
+                        if let Some(change) = change {
+                            causes.push(prefixed(change.cause(key)));
                         }
+                        leaving.push(key.clone());
                     }
                 }
-                let after = book.summary().clone();
-                let now_empty = book.is_empty();
-                if now_empty {
-                    self.books.remove(&position);
-                }
-                if changes.is_empty() && before == after {
+            }
+            // Taken, not cloned: each group is booked once.
+            let position = std::mem::take(&mut group.position);
+            if self.faulted.contains(&position) {
+                out.faults.push(fault(
+                    position,
+                    time,
+                    "position is quarantined after an earlier fault",
+                ));
+                continue;
+            }
+            // An existing book is under its resolved method unless this timestamp
+            // changed the map (then `method_change` says so); only new books resolve.
+            let slot = self.books.slot_of_hashed(&position, hash);
+            let methods = &self.methods;
+            let book =
+                self.books.get_mut(slot).1.get_or_insert_with(|| {
+                    Box::new(PositionBook::new(resolve(methods, &position)))
+                });
+            // The book holds the one copy of each live trade: a leaving
+            // trade is found by its key.
+            if let Err(error) = resolve_removed(book, &leaving, &mut removed) {
+                // Nothing was applied: the book holds its last good state
+                // (its lots are listed only if read from the books).
+                let lots = if self.tables.lots {
+                    Vec::new()
+                } else {
+                    book.lots()
+                };
+                let last_good = LastGood {
+                    lots,
+                    summary: book.summary().clone(),
+                };
+                self.quarantine(position, time, &error, Ok(last_good), out);
+                continue;
+            }
+            // The net change: a trade that leaves and enters unchanged
+            // cancels out. Without one leaving (a removal by key, or a -1
+            // from `book_again`) there is nothing to cancel: a trade enters
+            // a position at most once per timestamp. The book takes its
+            // removals and inserts in any order, so the few leaving are
+            // matched where they lie rather than both lists sorted.
+            cancel_common(
+                &mut removed,
+                &mut inserted,
+                &mut self.cancel_order,
+                &mut self.cancel_used,
+            );
+            // The book takes its inserts in any order, but in lot order an
+            // in-order trade goes last in its chunk, while one inserted
+            // before trades of the same change shifts them. With several
+            // workers a position's trades arrive as one run per worker
+            // (each in file order): a hot position's thousand inserts would
+            // shift each other by the half. With one worker, where only
+            // backdated trades are out of order, the sort costs ~0.5% more
+            // than it saves; merging the runs, or sorting (date, time)
+            // prefixes, cost more
+            // (docs/bench/insert-order-and-read-ahead-2026-12-03.md).
+            inserted.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            // The cause, read before the change: a trade is backdated when it
+            // sorts before the last trade the position held.
+            // Unstable is enough: causes that compare equal are equal in
+            // every field, and `dedup` keeps one of them. The trade ids'
+            // prefixes are compared first (`order_prefix`: the same order,
+            // without reading the strings unless the prefixes tie).
+            causes.sort_unstable();
+            causes.dedup();
+            let mut cause: Vec<Cause> =
+                Vec::with_capacity(usize::from(group.method_change.is_some()) + causes.len());
+            cause.extend(group.method_change.map(Cause::MethodChange));
+            let last_key = book.last_key();
+            cause.extend(causes.drain(..).map(|(_, c)| Cause::Trade {
+                backdated: last_key.is_some_and(|last| c.key < *last),
+                trade_id: c.trade_id,
+                version: c.version,
+                action: c.action,
+                correlation_id: c.correlation_id,
+            }));
+            let method_before = book.method();
+            let method = group.method_change.unwrap_or(method_before);
+            let before = book.summary().clone();
+            let changes = match book.apply(method, &removed, &inserted) {
+                Ok(changes) => changes,
+                Err(error) => {
+                    // The book is part way through the change: its last
+                    // good lots are re-booked, only if read from the books.
+                    let lots = if self.tables.lots {
+                        Ok(Vec::new())
+                    } else {
+                        book.lots_before_failed_apply(method_before, &removed, &inserted)
+                    };
+                    let last_good = lots.map(|lots| LastGood {
+                        lots,
+                        summary: before,
+                    });
+                    self.quarantine(position, time, &error, last_good, out);
                     continue;
                 }
-                if self.tables.lots {
-                    for lot in &changes.closed {
-                        out.lots.push(((position.clone(), lot.clone()), time, -1));
-                    }
-                    for lot in &changes.opened {
-                        out.lots.push(((position.clone(), lot.clone()), time, 1));
-                    }
-                }
-                if self.tables.positions && before != after {
-                    if !before.is_omitted() {
-                        out.positions
-                            .push(((position.clone(), before.clone()), time, -1));
-                    }
-                    if !after.is_omitted() {
-                        out.positions
-                            .push(((position.clone(), after.clone()), time, 1));
+            };
+            // What the break rule reads: the booked trades that changed.
+            if self.break_inputs {
+                for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
+                    for trade in trades {
+                        let dated = (trade.key.trade_date, trade.signed_quantity());
+                        out.booked.push(((position.clone(), dated), time, diff));
                     }
                 }
-                let correction = Correction {
-                    position_key: position,
-                    as_of: time,
-                    cause,
-                    before,
-                    after,
-                    lots_closed: changes.closed,
-                    lots_opened: changes.opened,
-                };
-                out.corrections.push((correction, time, 1));
             }
+            let after = book.summary().clone();
+            let now_empty = book.is_empty();
+            if now_empty {
+                *self.books.get_mut(slot).1 = None;
+            }
+            if changes.is_empty() && before == after {
+                continue;
+            }
+            if self.tables.lots {
+                for lot in &changes.closed {
+                    out.lots.push(((position.clone(), lot.clone()), time, -1));
+                }
+                for lot in &changes.opened {
+                    out.lots.push(((position.clone(), lot.clone()), time, 1));
+                }
+            }
+            if self.tables.positions && before != after {
+                if !before.is_omitted() {
+                    out.positions
+                        .push(((position.clone(), before.clone()), time, -1));
+                }
+                if !after.is_omitted() {
+                    out.positions
+                        .push(((position.clone(), after.clone()), time, 1));
+                }
+            }
+            let correction = Correction {
+                position_key: position,
+                as_of: time,
+                cause,
+                before,
+                after,
+                lots_closed: changes.closed,
+                lots_opened: changes.opened,
+            };
+            out.corrections.push((correction, time, 1));
         }
         self.removed = removed;
         self.inserted = inserted;
         self.leaving = leaving;
         self.causes = causes;
+        self.group_hashes = hashes;
     }
 
-    /// Reads what booking `groups` reads first (each position's table
-    /// entry, book and last trade, and its first update) before any of
-    /// them is booked. Each position's reads depend on each other, but
-    /// those of different positions do not: in a short loop the
-    /// processor overlaps their cache misses, where the booking loop
-    /// would wait for each position's in turn (with 100k positions every
-    /// book is cold when its turn comes). Changes nothing.
-    fn read_ahead(&self, groups: &[Group], updates: &Updates, containers: &[Vec<InputUpdate>]) {
-        let mut seen = 0u64;
-        for group in groups {
-            if let Some(book) = self.books.get(&group.position) {
-                seen = seen.wrapping_add(book.last_key().map_or(0, |k| u64::from(k.trade_date.0)));
+    /// Starts loading, without waiting, what booking the groups after
+    /// `groups[g]` reads first, one step of each per call: the books
+    /// table's bucket of the group [`PREFETCH_STAGE_GROUPS`] x 4 ahead,
+    /// then its slot (x 3; read from the bucket loaded one stage before),
+    /// its book and its first update (x 2), and its book's last trade (x 1).
+    /// With 100k positions each book is cold when its turn comes and its
+    /// loads depend on each other (bucket -> slot -> book -> trade): the
+    /// booking loop would wait for each in turn, where a stage issued
+    /// ahead finds the one before it loaded. Changes nothing.
+    fn prefetch_ahead(
+        &self,
+        groups: &[Group],
+        hashes: &[IdHash],
+        g: usize,
+        updates: &Updates,
+        containers: &[Vec<InputUpdate>],
+    ) {
+        let ahead = |stages: usize| hashes.get(g + stages * PREFETCH_STAGE_GROUPS).copied();
+        if let Some(hash) = ahead(4) {
+            self.books.prefetch(hash);
+        }
+        if let Some(hash) = ahead(3) {
+            self.books.prefetch_slot(hash);
+        }
+        if let Some(hash) = ahead(2) {
+            if let Some(Some(book)) = self.books.probable_state(hash) {
+                prefetch_all::<PositionBook>(book);
             }
-            if let Some((c, i)) = updates.of(group).next() {
-                let update = containers.get(c as usize).and_then(|c| c.get(i as usize));
-                seen = seen.wrapping_add(update.map_or(0, |u| u.2 as u64));
+            let first = groups
+                .get(g + 2 * PREFETCH_STAGE_GROUPS)
+                .and_then(|group| updates.of(group).next());
+            if let Some((c, i)) = first {
+                if let Some(update) = containers.get(c as usize).and_then(|c| c.get(i as usize)) {
+                    prefetch(update);
+                }
             }
         }
-        std::hint::black_box(seen);
+        if let Some(hash) = ahead(1) {
+            if let Some(tail) = self
+                .books
+                .probable_state(hash)
+                .and_then(|b| b.as_ref()?.tail())
+            {
+                prefetch(&tail.key);
+            }
+        }
     }
 
     /// A table is read from the books at the end, so a quarantined
@@ -611,7 +656,9 @@ impl BookState {
         last_good: Result<LastGood, BookError>,
         out: &mut BookEmitted,
     ) {
-        self.books.remove(&position);
+        if let Some(slot) = self.books.find(&position) {
+            *self.books.get_mut(slot).1 = None;
+        }
         self.faulted.insert(position.clone());
         let mut detail = error.to_string();
         if self.keeps_last_good() {
