@@ -1,7 +1,11 @@
 //! Ids kept for good, each with a slot of state and a dense number: the
 //! versions stage's trade ids (the duplicate rule never forgets a trade),
-//! the position keys its trades are booked in, and the trade ids of the
-//! stand-alone [`crate::gate::DuplicateRule`].
+//! the position keys its trades are booked in, the booking stage's books
+//! by position key, and the trade ids of the stand-alone
+//! [`crate::gate::DuplicateRule`]. A lookup can be split in two: the
+//! id's [`IdHash`] first, with [`IdSlots::prefetch`] and
+//! [`IdSlots::prefetch_slot`] started some lookups ahead, then
+//! [`IdSlots::slot_of_hashed`].
 //!
 //! Slots live in fixed-size chunks, so growing the store never moves one,
 //! and are found through [`SlotIndex`], a table of cache-line buckets
