@@ -1,5 +1,5 @@
-//! [`prefetch`] and [`prefetch_all`]: ask the processor to start loading a cache line that a
-//! loop will read a few iterations later.
+//! [`prefetch`] and [`prefetch_all`]: ask the processor to start loading
+//! the cache lines a loop will read a few iterations later.
 //!
 //! A lookup in a table of a million ids misses the cache on nearly every
 //! id (the table is several times the last-level cache), and waiting for
@@ -14,7 +14,7 @@
 
 /// Starts loading the cache line that holds the start of `value` into
 /// every cache level, without waiting for it. Does nothing on processors
-/// other than x86-64. Never changes a result: only when memory is read.
+/// other than x86-64. Changes no result, only how soon memory is read.
 #[inline(always)]
 pub(crate) fn prefetch<T>(value: &T) {
     prefetch_address((value as *const T).cast::<u8>());
@@ -30,8 +30,9 @@ pub(crate) fn prefetch_all<T>(value: &T) {
     let start = (value as *const T).cast::<u8>();
     let lines = std::mem::size_of::<T>().div_ceil(64).clamp(1, MAX_LINES);
     for line in 0..lines {
-        // `wrapping_add` computes an address without reading it; a line
-        // that starts inside `value` is within it or its last line.
+        // `wrapping_add` computes an address without reading it; with
+        // `line * 64 < size_of::<T>()` (or 0 for a zero-sized `T`) the
+        // address lies inside `value`.
         prefetch_address(start.wrapping_add(line * 64));
     }
 }
@@ -42,8 +43,10 @@ fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: as in `prefetch`: `prefetcht0` never faults, whatever the
-        // address, and has no effect the program can observe.
+        // SAFETY: `prefetcht0` is a hint: it never faults (whatever the
+        // address), writes nothing and returns nothing; every caller passes
+        // an address inside a live value besides. SSE, which it needs, is
+        // part of x86-64.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast::<i8>()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
