@@ -222,8 +222,7 @@ impl<S: Default> IdSlots<S> {
     /// [`IdHash::of`] `id` (asserted in debug builds).
     pub(crate) fn slot_of_hashed(&mut self, id: &Id, IdHash(hash): IdHash) -> SlotId {
         debug_assert_eq!(IdHash(hash), IdHash::of(id), "the hash is the id's");
-        let chunks = &self.chunks;
-        let vacant = match self.index.probe(hash, |slot| id_at(chunks, slot) == id) {
+        let vacant = match self.probe_id(id, hash) {
             Probe::Found(slot) => return slot,
             Probe::Vacant(at, place) => (at, place),
         };
@@ -306,14 +305,18 @@ impl<S> IdSlots<S> {
 
     /// The slot of `id` if held; creates nothing.
     pub(crate) fn find(&self, id: &Id) -> Option<SlotId> {
-        let chunks = &self.chunks;
-        match self
-            .index
-            .probe(id_hash(id), |slot| id_at(chunks, slot) == id)
-        {
+        match self.probe_id(id, id_hash(id)) {
             Probe::Found(slot) => Some(slot),
             Probe::Vacant(..) => None,
         }
+    }
+
+    /// Probes the table for `id`, whose hash is `hash`, comparing the ids
+    /// of the slots whose tags match.
+    #[inline]
+    fn probe_id(&self, id: &Id, hash: u64) -> Probe {
+        let chunks = &self.chunks;
+        self.index.probe(hash, |slot| id_at(chunks, slot) == id)
     }
 
     /// Every id and its state, in slot order.

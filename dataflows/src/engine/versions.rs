@@ -331,12 +331,9 @@ impl VersionState {
             return BookedAt::default();
         };
         let (time_secs, time_nanos) = trade.key.packed_time();
-        let position = match hash {
-            Some(hash) => self.positions.slot_of_hashed(position, hash),
-            None => self.positions.slot_of(position),
-        };
+        let hash = hash.unwrap_or_else(|| IdHash::of(position));
         BookedAt {
-            position,
+            position: self.positions.slot_of_hashed(position, hash),
             trade_date: trade.key.trade_date,
             time_secs: split_secs(time_secs),
             time_nanos,
@@ -389,10 +386,10 @@ impl VersionState {
                     continue;
                 }
             };
-            let slot = match hashes.get(i).copied().flatten() {
-                Some(hash) => self.trades.slot_of_hashed(&version.trade_id, hash),
-                None => self.trades.slot_of(&version.trade_id),
-            };
+            // Every candidate's hash was computed above.
+            let hash = hashes.get(i).copied().flatten();
+            let hash = hash.unwrap_or_else(|| IdHash::of(&version.trade_id));
+            let slot = self.trades.slot_of_hashed(&version.trade_id, hash);
             let (_, state) = self.trades.get_mut(slot);
             // The live version, unless this timestamp touched the trade already.
             let live_version = state.prints.highest_version();
