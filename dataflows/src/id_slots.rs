@@ -59,8 +59,10 @@ fn id_hash(id: &str) -> u64 {
 /// An id's hash as [`IdSlots`] places it, computed once: it can start a
 /// lookup's first memory read early ([`IdSlots::prefetch`]) and then do
 /// the lookup ([`IdSlots::slot_of_hashed`]) without hashing the id again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct IdHash(u64);
+/// Its serde form is the number: the same in every process of a cluster
+/// (they run one build).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdHash(u64);
 
 impl IdHash {
     /// The hash of `id`.

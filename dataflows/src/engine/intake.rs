@@ -11,6 +11,7 @@ use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, 
 use super::{DeadLetter, Diff, RawEvent, SourceRef, Time};
 use crate::gate::{fingerprint, parse_event};
 use crate::id::Id;
+use crate::id_slots::IdHash;
 use crate::payload::Payload;
 use crate::trade::TradeVersion;
 
@@ -43,6 +44,10 @@ pub enum TradeEvent {
         source: SourceRef,
         /// The version the gate read.
         version: Box<TradeVersion>,
+        /// [`IdHash::of`] its trade id, computed where the gate read it
+        /// (the versions stage looks the id up by it without first reading
+        /// the boxed version, which another worker wrote).
+        trade_hash: IdHash,
         /// Its [`TradeVersion::position_key`], joined where the gate read it.
         position: Id,
         /// [`fingerprint`] of `version`, computed where the gate read it
@@ -69,6 +74,7 @@ impl TradeEvent {
                 source,
                 position: version.position_key(),
                 fingerprint: fingerprint(&version),
+                trade_hash: IdHash::of(&version.trade_id),
                 version: Box::new(version),
                 payload,
             },

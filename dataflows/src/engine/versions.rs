@@ -22,6 +22,7 @@ use crate::gate::{Prints, Verdict};
 use crate::id::Id;
 use crate::id_slots::{IdHash, IdSlots, SlotId};
 use crate::payload::Payload;
+use crate::prefetch::prefetch_all;
 use crate::trade::{Action, BookedTrade, Date, LotKey, TradeVersion, NO_TIME};
 
 /// A trade version that touched a position at some time, before the booking
@@ -292,9 +293,9 @@ struct VersionState {
     /// (so that making them live walks the versions and the trade slots
     /// about in the order they were allocated). Kept to reuse its memory.
     touched: Vec<Touched>,
-    /// Per timestamp: each event's trade-id hash (`None` for an event that
-    /// is not a candidate), in batch order. Kept to reuse its memory.
-    hashes: Vec<Option<IdHash>>,
+    /// Per timestamp: the position-key hash of each entry of `touched`,
+    /// in order. Kept to reuse its memory.
+    position_hashes: Vec<IdHash>,
 }
 
 /// How many events ahead of the one being admitted its trade id's slot
@@ -303,14 +304,36 @@ struct VersionState {
 /// the events in between, few enough that the lines stay cached.
 const PREFETCH_AHEAD_EVENTS: usize = 8;
 
-/// Starts the lookups in `slots` of the ids `ahead` events and twice that
-/// after `at` in `hashes` (see [`PREFETCH_AHEAD_EVENTS`]).
-fn prefetch_ahead<S>(slots: &IdSlots<S>, hashes: &[Option<IdHash>], at: usize) {
-    if let Some(Some(hash)) = hashes.get(at + 2 * PREFETCH_AHEAD_EVENTS) {
+/// Starts the lookups in `slots` of the ids [`PREFETCH_AHEAD_EVENTS`]
+/// and twice that after `at` in `hashes`.
+fn prefetch_ahead<S>(slots: &IdSlots<S>, hashes: &[IdHash], at: usize) {
+    if let Some(hash) = hashes.get(at + 2 * PREFETCH_AHEAD_EVENTS) {
         slots.prefetch(*hash);
     }
-    if let Some(Some(hash)) = hashes.get(at + PREFETCH_AHEAD_EVENTS) {
+    if let Some(hash) = hashes.get(at + PREFETCH_AHEAD_EVENTS) {
         slots.prefetch_slot(*hash);
+    }
+}
+
+/// [`prefetch_ahead`] for the events after the one being admitted
+/// (`ahead`), by the hashes the candidates carry; and the boxed version
+/// of the candidate [`PREFETCH_AHEAD_EVENTS`] ahead, every line of it
+/// (the rules and the booked form read most of its fields).
+fn prefetch_events_ahead<S>(slots: &IdSlots<S>, ahead: &[TradeEvent]) {
+    let candidate_at = |k: usize| match ahead.get(k) {
+        Some(TradeEvent::Candidate {
+            version,
+            trade_hash,
+            ..
+        }) => Some((version, *trade_hash)),
+        _ => None,
+    };
+    if let Some((_, hash)) = candidate_at(2 * PREFETCH_AHEAD_EVENTS - 1) {
+        slots.prefetch(hash);
+    }
+    if let Some((version, hash)) = candidate_at(PREFETCH_AHEAD_EVENTS - 1) {
+        slots.prefetch_slot(hash);
+        prefetch_all(&**version);
     }
 }
 
@@ -360,23 +383,21 @@ impl VersionState {
         // entry per trade made live, the booking changes to make room for.
         let mut leaving = 0usize;
         // Each trade id's lookup misses the cache in a table of a million
-        // ids: hashed first, its bucket is prefetched some events ahead.
-        let mut hashes = std::mem::take(&mut self.hashes);
-        hashes.clear();
-        hashes.extend(batch.iter().map(|event| match event {
-            TradeEvent::Candidate { version, .. } => Some(IdHash::of(&version.trade_id)),
-            _ => None,
-        }));
-        for (i, event) in batch.drain(..).enumerate() {
-            prefetch_ahead(&self.trades, &hashes, i);
-            let (source, version, position, print, payload) = match event {
+        // ids, and each boxed version is in memory another worker wrote:
+        // both are prefetched some events ahead, by the hash the event
+        // carries (computed where the gate read it).
+        let mut events = batch.drain(..);
+        while let Some(event) = events.next() {
+            prefetch_events_ahead(&self.trades, events.as_slice());
+            let (source, version, hash, position, print, payload) = match event {
                 TradeEvent::Candidate {
                     source,
                     version,
+                    trade_hash,
                     position,
                     fingerprint,
                     payload,
-                } => (source, version, position, fingerprint, payload),
+                } => (source, version, trade_hash, position, fingerprint, payload),
                 TradeEvent::Rejected(dead) => {
                     emit.rejected.push(dead);
                     continue;
@@ -386,9 +407,6 @@ impl VersionState {
                     continue;
                 }
             };
-            // Every candidate's hash was computed above.
-            let hash = hashes.get(i).copied().flatten();
-            let hash = hash.unwrap_or_else(|| IdHash::of(&version.trade_id));
             let slot = self.trades.slot_of_hashed(&version.trade_id, hash);
             let (_, state) = self.trades.get_mut(slot);
             // The live version, unless this timestamp touched the trade already.
@@ -447,20 +465,30 @@ impl VersionState {
         // enters its new one (unless cancelled): room for exactly that, or
         // one more per CANCEL, so the list is never copied as it grows.
         emit.book.reserve(touched.len() + leaving);
-        // The position keys are looked up ahead the same way.
+        drop(events);
+        // The position keys are looked up ahead the same way, and the
+        // versions (read again, by now out of the nearest caches) loaded.
+        let mut hashes = std::mem::take(&mut self.position_hashes);
         hashes.clear();
-        hashes.extend(touched.iter().map(|t| Some(IdHash::of(&t.position))));
-        for (j, entry) in touched.drain(..).enumerate() {
+        hashes.extend(touched.iter().map(|t| IdHash::of(&t.position)));
+        let mut entries = touched.drain(..);
+        let mut j = 0;
+        while let Some(entry) = entries.next() {
             prefetch_ahead(&self.positions, &hashes, j);
+            if let Some(ahead) = entries.as_slice().get(PREFETCH_AHEAD_EVENTS - 1) {
+                prefetch_all(&*ahead.version);
+            }
             let Touched {
                 slot,
                 version,
                 position,
             } = entry;
-            let hash = hashes.get(j).copied().flatten();
+            let hash = hashes.get(j).copied();
             self.make_live(slot, version, position, hash, time, emit);
+            j += 1;
         }
-        self.hashes = hashes;
+        drop(entries);
+        self.position_hashes = hashes;
         self.touched = touched;
     }
 
