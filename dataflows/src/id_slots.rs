@@ -69,6 +69,12 @@ impl IdHash {
     pub(crate) fn of(id: &str) -> IdHash {
         IdHash(id_hash(id))
     }
+
+    /// The hash as a number (e.g. to route the id's events to a worker:
+    /// its low bits are as well mixed as its high ones).
+    pub(crate) fn value(self) -> u64 {
+        self.0
+    }
 }
 
 /// The id held in `slot` of `chunks`.
@@ -362,6 +368,28 @@ impl<S> IdSlots<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Routing by the hash (its value modulo the worker count, or its low
+    /// bits) spreads the trade ids feeds send (a prefix and a counter)
+    /// evenly over 2, 3, 4 and 8 workers: within 2% of an even share.
+    #[test]
+    fn hash_values_spread_sequential_ids_over_workers() {
+        for workers in [2u64, 3, 4, 8] {
+            let mut counts = vec![0u64; workers as usize];
+            let ids = 200_000u64;
+            for n in 0..ids {
+                let hash = IdHash::of(&format!("T{n}"));
+                counts[(hash.value() % workers) as usize] += 1;
+            }
+            let even = ids / workers;
+            for (worker, count) in counts.iter().enumerate() {
+                assert!(
+                    count.abs_diff(even) * 50 <= even,
+                    "{workers} workers: worker {worker} has {count} of {ids}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn each_id_has_one_slot_that_keeps_its_state() {

@@ -4,7 +4,7 @@
 //! [`super::versions`]. Restored trades (a restart's snapshot) and events a
 //! source rejected enter here too.
 
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
 
 use super::versions::{self, AcceptedEvent, BookInput, LiveTrade, RestoredTrade, TradeUpsert};
@@ -91,9 +91,12 @@ impl TradeEvent {
     /// Where the event is routed: its trade id's owner, or (rejections) any worker.
     pub(super) fn route(&self) -> u64 {
         match self {
-            TradeEvent::Candidate { version, .. } => version.trade_id.hashed(),
+            // The hash the versions stage looks the id up by: computed
+            // once, where the gate read the event. A restored trade is
+            // routed by the same function of its id, to the same owner.
+            TradeEvent::Candidate { trade_hash, .. } => trade_hash.value(),
             TradeEvent::Rejected(d) => d.source.offset,
-            TradeEvent::Restore(r) => r.live.trade_id.hashed(),
+            TradeEvent::Restore(r) => IdHash::of(&r.live.trade_id).value(),
         }
     }
 }
