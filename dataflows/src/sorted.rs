@@ -22,24 +22,42 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
     if old.is_empty() || new.is_empty() {
         return (old, new);
     }
-    let (mut only_old, mut only_new) =
-        (Vec::with_capacity(old.len()), Vec::with_capacity(new.len()));
-    let mut old = old.into_iter().peekable();
-    let mut new = new.into_iter().peekable();
-    while let (Some(a), Some(b)) = (old.peek(), new.peek()) {
-        match a.cmp(b) {
-            Ordering::Less => only_old.extend(old.next()),
-            Ordering::Greater => only_new.extend(new.next()),
+    // One merge, each side compacted in place (what it keeps swapped to
+    // its front, in order; what cancelled left behind and truncated), so
+    // no list is allocated: each side's write index never passes its
+    // read index.
+    let (mut read_old, mut read_new) = (0, 0);
+    let (mut kept_old, mut kept_new) = (0, 0);
+    while read_old < old.len() && read_new < new.len() {
+        match old[read_old].cmp(&new[read_new]) {
+            Ordering::Less => {
+                old.swap(kept_old, read_old);
+                kept_old += 1;
+                read_old += 1;
+            }
+            Ordering::Greater => {
+                new.swap(kept_new, read_new);
+                kept_new += 1;
+                read_new += 1;
+            }
             Ordering::Equal => {
-                old.next();
-                new.next();
+                read_old += 1;
+                read_new += 1;
             }
         }
     }
     // What is left of either side has nothing to cancel against.
-    only_old.extend(old);
-    only_new.extend(new);
-    (only_old, only_new)
+    for (list, mut kept, read) in [
+        (&mut old, kept_old, read_old),
+        (&mut new, kept_new, read_new),
+    ] {
+        for at in read..list.len() {
+            list.swap(kept, at);
+            kept += 1;
+        }
+        list.truncate(kept);
+    }
+    (old, new)
 }
 
 /// Removes from `old` and `new` what they have in common as multisets (an

@@ -252,6 +252,11 @@ impl LotChanges {
 /// change, and one allocation fewer per position).
 type Chunks = SmallVec<[Chunk; 1]>;
 
+/// One value per chunk, computed per change and dropped after it: inline
+/// for a book of up to two chunks (most positions have one), so a change
+/// to such a book allocates none of these lists.
+type PerChunk<T> = SmallVec<[T; 2]>;
+
 /// The incremental book of one position (see the module docs).
 #[derive(Clone, Debug)]
 pub struct PositionBook {
@@ -766,7 +771,7 @@ impl PositionBook {
         Ok(totals)
     }
 
-    fn fifo_contexts(&self, totals: &ChunkSums) -> Result<Vec<ChunkContext>, Overflow> {
+    fn fifo_contexts(&self, totals: &ChunkSums) -> Result<PerChunk<ChunkContext>, Overflow> {
         let net = totals.net()?;
         let side = if net > Dec8::ZERO {
             LotSide::Long
@@ -779,7 +784,7 @@ impl PositionBook {
             LotSide::Short => totals.buy_quantity,
         };
         let mut before = Dec8::ZERO;
-        let mut contexts = Vec::with_capacity(self.chunks.len());
+        let mut contexts = PerChunk::with_capacity(self.chunks.len());
         for chunk in &self.chunks {
             let len = match side {
                 LotSide::Long => chunk.sums.buy_quantity,
@@ -796,7 +801,7 @@ impl PositionBook {
         Ok(contexts)
     }
 
-    fn lifo_contexts(&mut self, totals: &ChunkSums) -> Result<Vec<ChunkContext>, Overflow> {
+    fn lifo_contexts(&mut self, totals: &ChunkSums) -> Result<PerChunk<ChunkContext>, Overflow> {
         let net = totals.net()?;
         let side = if net > Dec8::ZERO {
             LotSide::Long
@@ -805,7 +810,7 @@ impl PositionBook {
         };
         let n = self.chunks.len();
         // Y = X for a long position, -X for a short one; the open side is positive.
-        let mut ranges = Vec::with_capacity(n);
+        let mut ranges = PerChunk::with_capacity(n);
         for chunk in &mut self.chunks {
             let (low, high) = chunk.x_range()?;
             ranges.push(match side {
@@ -814,7 +819,7 @@ impl PositionBook {
             });
         }
         // start[i]: Y at chunk i's start.
-        let mut start = Vec::with_capacity(n);
+        let mut start = PerChunk::with_capacity(n);
         let mut y = Dec8::ZERO;
         for chunk in &self.chunks {
             start.push(y);
@@ -825,14 +830,14 @@ impl PositionBook {
             };
         }
         // after_min[i]: the lowest Y at any point after chunk i (None for the last chunk).
-        let mut after_min: Vec<Option<Dec8>> = vec![None; n];
+        let mut after_min: PerChunk<Option<Dec8>> = PerChunk::from_elem(None, n);
         let mut running: Option<Dec8> = None;
         for i in (0..n).rev() {
             after_min[i] = running;
             let low = start[i].add(ranges[i].0)?;
             running = Some(running.map_or(low, |r| r.min(low)));
         }
-        let mut contexts = Vec::with_capacity(n);
+        let mut contexts = PerChunk::with_capacity(n);
         for i in 0..n {
             let (low, high) = ranges[i];
             let bound = match after_min[i] {
