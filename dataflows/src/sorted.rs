@@ -23,7 +23,7 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
         return (old, new);
     }
     // One merge, each side compacted in place (what it keeps swapped to
-    // its front, in order; what cancelled left behind and truncated), so
+    // its front, in order; what cancelled left behind it and drained), so
     // no list is allocated: each side's write index never passes its
     // read index.
     let (mut read_old, mut read_new) = (0, 0);
@@ -50,15 +50,12 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
     // list is then cut to what it holds: the outputs live until the
     // correction is written, and a list grown by doubling can hold twice
     // its length (2 bytes a live trade of peak heap on the 100k stream).
-    for (list, mut kept, read) in [
+    for (list, kept, read) in [
         (&mut old, kept_old, read_old),
         (&mut new, kept_new, read_new),
     ] {
-        for at in read..list.len() {
-            list.swap(kept, at);
-            kept += 1;
-        }
-        list.truncate(kept);
+        // Between the kept front and the unread rest: what cancelled.
+        list.drain(kept..read);
         list.shrink_to_fit();
     }
     (old, new)

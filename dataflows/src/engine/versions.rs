@@ -304,14 +304,16 @@ struct VersionState {
 /// the events in between, few enough that the lines stay cached.
 const PREFETCH_AHEAD_EVENTS: usize = 8;
 
-/// Starts the lookups in `slots` of the ids [`PREFETCH_AHEAD_EVENTS`]
-/// and twice that after `at` in `hashes`.
-fn prefetch_ahead<S>(slots: &IdSlots<S>, hashes: &[IdHash], at: usize) {
-    if let Some(hash) = hashes.get(at + 2 * PREFETCH_AHEAD_EVENTS) {
-        slots.prefetch(*hash);
+/// Starts the lookups in `slots` of two ids ahead: the table bucket of
+/// `far` (twice [`PREFETCH_AHEAD_EVENTS`] ahead) and the slot of `near`
+/// ([`PREFETCH_AHEAD_EVENTS`] ahead), whose bucket the call
+/// [`PREFETCH_AHEAD_EVENTS`] before prefetched.
+fn prefetch_ahead<S>(slots: &IdSlots<S>, far: Option<IdHash>, near: Option<IdHash>) {
+    if let Some(hash) = far {
+        slots.prefetch(hash);
     }
-    if let Some(hash) = hashes.get(at + PREFETCH_AHEAD_EVENTS) {
-        slots.prefetch_slot(*hash);
+    if let Some(hash) = near {
+        slots.prefetch_slot(hash);
     }
 }
 
@@ -328,11 +330,10 @@ fn prefetch_events_ahead<S>(slots: &IdSlots<S>, ahead: &[TradeEvent]) {
         }) => Some((version, *trade_hash)),
         _ => None,
     };
-    if let Some((_, hash)) = candidate_at(2 * PREFETCH_AHEAD_EVENTS - 1) {
-        slots.prefetch(hash);
-    }
-    if let Some((version, hash)) = candidate_at(PREFETCH_AHEAD_EVENTS - 1) {
-        slots.prefetch_slot(hash);
+    let near = candidate_at(PREFETCH_AHEAD_EVENTS - 1);
+    let far = candidate_at(2 * PREFETCH_AHEAD_EVENTS - 1).map(|(_, hash)| hash);
+    prefetch_ahead(slots, far, near.map(|(_, hash)| hash));
+    if let Some((version, _)) = near {
         prefetch_all(&**version);
     }
 }
@@ -474,7 +475,9 @@ impl VersionState {
         let mut entries = touched.drain(..);
         let mut j = 0;
         while let Some(entry) = entries.next() {
-            prefetch_ahead(&self.positions, &hashes, j);
+            let hash_at = |k: usize| hashes.get(k).copied();
+            let (far, near) = (j + 2 * PREFETCH_AHEAD_EVENTS, j + PREFETCH_AHEAD_EVENTS);
+            prefetch_ahead(&self.positions, hash_at(far), hash_at(near));
             if let Some(ahead) = entries.as_slice().get(PREFETCH_AHEAD_EVENTS - 1) {
                 prefetch_all(&*ahead.version);
             }
