@@ -466,7 +466,6 @@ impl VersionState {
         // enters its new one (unless cancelled): room for exactly that, or
         // one more per CANCEL, so the list is never copied as it grows.
         emit.book.reserve(touched.len() + leaving);
-        drop(events);
         // The position keys are looked up ahead the same way, and the
         // versions (read again, by now out of the nearest caches) loaded.
         let mut hashes = std::mem::take(&mut self.position_hashes);
@@ -486,7 +485,7 @@ impl VersionState {
                 version,
                 position,
             } = entry;
-            let hash = hashes.get(j).copied();
+            let hash = hashes[j];
             self.make_live(slot, version, position, hash, time, emit);
             j += 1;
         }
@@ -500,20 +499,19 @@ impl VersionState {
     /// with the new version as their cause (the new version's position when
     /// it is booked, and the old position when the trade left it), and
     /// reports the new live version. `position` is `new`'s position key
-    /// (joined where the event was read), `position_hash` its [`IdHash`]
-    /// when known.
+    /// (joined where the event was read), `position_hash` its [`IdHash`].
     fn make_live(
         &mut self,
         slot: SlotId,
         new: Box<TradeVersion>,
         position: Id,
-        position_hash: Option<IdHash>,
+        position_hash: IdHash,
         time: Time,
         emit: &mut Emitted,
     ) {
         debug_assert_eq!(position, new.position_key());
         let new_booked = new.booked().map(|b| (position, b));
-        let new_at = self.booked_at(new_booked.as_ref(), position_hash);
+        let new_at = self.booked_at(new_booked.as_ref(), Some(position_hash));
         let (trade_id, state) = self.trades.get_mut(slot);
         let old = state.booked.key(trade_id);
         debug_assert_eq!(state.prints.highest_version(), new.version);
