@@ -79,7 +79,7 @@ pub fn run_suite(dir: &Path, trades: usize) -> Result<()> {
             lines.iter().filter(|l| parse_event(l).is_ok()).count()
         }),
         best_of(
-            "deltabook gate (parse_event + duplicate rule)",
+            "deltabook gate (parse_event + duplicate rule), a line at a time",
             &lines,
             |lines| {
                 let mut rule = DuplicateRule::new();
@@ -87,6 +87,18 @@ pub fn run_suite(dir: &Path, trades: usize) -> Result<()> {
                     .iter()
                     .filter(|l| matches!(rule.admit(l), Admission::Accepted(_)))
                     .count()
+            },
+        ),
+        best_of(
+            "deltabook gate, the lines as one batch (admit_all: reads ahead)",
+            &lines,
+            |lines| {
+                let mut rule = DuplicateRule::new();
+                let mut accepted = 0;
+                rule.admit_all(lines.iter().copied(), |admission| {
+                    accepted += usize::from(matches!(admission, Admission::Accepted(_)));
+                });
+                accepted
             },
         ),
     ];

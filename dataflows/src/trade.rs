@@ -194,6 +194,7 @@ impl TradeVersion {
     /// numbers little-endian, absent fields a 0 tag), appended to `out`. Two
     /// versions are equal exactly when their encodings are; the encoding is
     /// part of the persisted format (fingerprints), so it never changes.
+    #[inline]
     pub fn canonical_bytes(&self, out: &mut impl ByteSink) {
         fn text<S: ByteSink>(out: &mut S, s: &str) {
             out.put(&(s.len() as u32).to_le_bytes());

@@ -1293,6 +1293,11 @@ fn json_object() -> impl Strategy<Value = String> {
 
 /// What an accepted version must satisfy whatever the input was.
 fn check_accepted(tv: &TradeVersion) {
+    // The fingerprint (encoded on the stack) is XXH3-128 of the
+    // canonical bytes as a plain `Vec` receives them.
+    let mut canonical = Vec::new();
+    tv.canonical_bytes(&mut canonical);
+    assert_eq!(fingerprint(tv), xxhash_rust::xxh3::xxh3_128(&canonical));
     let limit = Dec8::pow10(15);
     assert!(tv.version >= 1 && tv.version <= i64::MAX as u64);
     assert!(tv.action == Action::New || tv.version >= 2);
@@ -1559,6 +1564,57 @@ proptest! {
     fn the_plain_reading_agrees_with_the_checks_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         if let Some(version) = std::str::from_utf8(&bytes).ok().and_then(super::plain::plain_event) {
             prop_assert_eq!(Ok(version), super::fields::checked_event(&bytes));
+        }
+    }
+}
+
+/// One line of a stream for the batch-admission property: a trade id of
+/// a few, a version of a few, one of two contents (equal copies are
+/// duplicates, different ones conflicting duplicates), or a line the
+/// stateless gate rejects.
+fn batch_line((trade, version, content, broken): (u8, u8, u8, bool)) -> String {
+    if broken {
+        return with(&[("version", "0")]);
+    }
+    let trade = format!(r#""T-{trade}""#);
+    let version = version.to_string();
+    let quantity = format!(r#""{}""#, 100 + u32::from(content));
+    with(&[
+        ("trade_id", &trade),
+        ("version", &version),
+        ("quantity", &quantity),
+    ])
+}
+
+proptest! {
+    /// `admit_all` over a stream gives each line the admission `admit`
+    /// one line at a time gives it, in order, and leaves the same memory:
+    /// admitting every possible line afterwards agrees too. Streams
+    /// shorter and longer than its read-ahead, with duplicates,
+    /// conflicting duplicates and rejections mixed.
+    #[test]
+    fn admitting_a_batch_is_admitting_each_line_in_turn(
+        stream in prop::collection::vec((0u8..5, 1u8..4, 0u8..2, prop::bool::weighted(0.1)), 0..40)
+    ) {
+        let lines: Vec<String> = stream.into_iter().map(batch_line).collect();
+        let mut one_at_a_time = DuplicateRule::new();
+        let expected: Vec<Admission> =
+            lines.iter().map(|l| one_at_a_time.admit(l.as_bytes())).collect();
+        let mut batched = DuplicateRule::new();
+        let mut got = Vec::new();
+        batched.admit_all(lines.iter().map(|l| l.as_bytes()), |a| got.push(a));
+        prop_assert_eq!(&got, &expected);
+        prop_assert_eq!(batched.accepted_count(), one_at_a_time.accepted_count());
+        for trade in 0..5 {
+            for version in 1..4 {
+                for content in 0..2 {
+                    let line = batch_line((trade, version, content, false));
+                    prop_assert_eq!(
+                        batched.admit(line.as_bytes()),
+                        one_at_a_time.admit(line.as_bytes())
+                    );
+                }
+            }
         }
     }
 }
