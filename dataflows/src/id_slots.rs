@@ -468,7 +468,7 @@ mod tests {
         for count in [0u32, 1, 15, 16, 17, 100, 5_000] {
             let hash_of = |key: u32| {
                 let spread = u64::from(key % 97).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                if key % 5 == 0 {
+                if key.is_multiple_of(5) {
                     spread & 0xFFFF_FFFF_0000_0000
                 } else {
                     spread

@@ -14,6 +14,9 @@ use crate::trade::{ByteSink, TradeVersion};
 const ADMIT_AHEAD_LINES: usize = 2;
 
 /// A line [`DuplicateRule::admit_all`] has parsed and not yet admitted.
+/// The version is held as it is, not boxed: nearly every line is a
+/// candidate, and a box would be an allocation a line.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// Passed the stateless checks: the version, its id's hash and its fingerprint.
     Candidate {
