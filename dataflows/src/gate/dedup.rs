@@ -300,7 +300,14 @@ impl DuplicateRule {
     /// [`DuplicateRule::admit_parsed`] for a version whose [`fingerprint`] the caller
     /// has computed already (and keeps, e.g. to persist it).
     pub fn admit_fingerprinted(&mut self, version: TradeVersion, print: u128) -> Admission {
-        let slot = self.accepted.slot_of(&version.trade_id);
+        let hash = IdHash::of(&version.trade_id);
+        self.admit_hashed(version, hash, print)
+    }
+
+    /// [`DuplicateRule::admit_fingerprinted`] for a version whose trade
+    /// id's [`IdHash`] is known too.
+    fn admit_hashed(&mut self, version: TradeVersion, hash: IdHash, print: u128) -> Admission {
+        let slot = self.accepted.slot_of_hashed(&version.trade_id, hash);
         self.accepted.get_mut(slot).1.admit(version, print)
     }
 
@@ -354,10 +361,7 @@ impl DuplicateRule {
                 version,
                 hash,
                 print,
-            } => {
-                let slot = self.accepted.slot_of_hashed(&version.trade_id, hash);
-                self.accepted.get_mut(slot).1.admit(version, print)
-            }
+            } => self.admit_hashed(version, hash, print),
             Parsed::Rejected(rejection) => Admission::Rejected(rejection),
         }
     }
