@@ -483,6 +483,7 @@ mod tests {
             }
             assert_eq!(built.held, count as usize);
             assert_eq!(built.held, inserted.held);
+            assert_eq!(built.buckets.len(), inserted.buckets.len());
             for (b, i) in built.buckets.iter().zip(&inserted.buckets) {
                 assert_eq!((b.tags, b.slots), (i.tags, i.slots), "{count} entries");
             }

@@ -410,11 +410,11 @@ mod tests {
             version.canonical_bytes(&mut stack);
             match stack.written() {
                 Some(written) => {
-                    assert!(bytes.len() <= 512, "{len}");
+                    assert!(bytes.len() <= STACK_BYTES, "{len}");
                     assert_eq!(&buffer[..written], bytes.as_slice(), "{len}");
                 }
                 None => {
-                    assert!(bytes.len() > 512, "{len}");
+                    assert!(bytes.len() > STACK_BYTES, "{len}");
                     overflowed += 1;
                 }
             }
