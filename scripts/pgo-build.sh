@@ -13,7 +13,7 @@
 #    profile), same sources, same outputs.
 #
 # Nothing else changes: the usual `cargo build --release` stays the
-# default build, tests and CI do not use this. Takes ~25 minutes on two
+# default build, tests and CI do not use this. Takes 22-25 minutes on two
 # cores (three fat-LTO builds).
 #
 # Usage: scripts/pgo-build.sh      prints the two binaries' paths at the end
@@ -42,9 +42,10 @@ trainer="$GENERATE_TARGET/release/deltabook"
 echo "== 2. training runs"
 mkdir -p "$TRAINING"
 for spec in "7 1000" "8 100000"; do
-    set -- $spec
-    stream="$TRAINING/train-$1-$2p.jsonl"
-    [ -s "$stream" ] || "$trainer" generate --seed "$1" --positions "$2" --trades 300000 --out "$stream"
+    read -r seed positions <<< "$spec"
+    stream="$TRAINING/train-$seed-${positions}p.jsonl"
+    [ -s "$stream" ] || "$trainer" generate --seed "$seed" --positions "$positions" \
+        --trades 300000 --out "$stream"
     for workers in 1 2; do
         "$trainer" book --trades "$stream" --workers "$workers" --batch-size 10000 \
             --out "$TRAINING/out" > /dev/null
