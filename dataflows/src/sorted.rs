@@ -8,24 +8,23 @@ use std::cmp::Ordering;
 
 /// Splits `old` and `new` into (only in `old`, only in `new`): an element
 /// present in both (as many times as it is in both) is dropped from both.
-/// Both outputs come sorted. This is `new - old` as a differential
+/// Both outputs come sorted, each in a list of exactly its length (one
+/// allocation, none when empty: the outputs live until the correction
+/// they go in is written). This is `new - old` as a differential
 /// collection, consolidated (a property test checks it against
-/// differential's `consolidate`).
-pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>) {
+/// differential's `consolidate`). `old` and `new` are working lists: they
+/// are left empty, keeping their capacity for the next call.
+pub fn diff_sorted<T: Ord>(old: &mut Vec<T>, new: &mut Vec<T>) -> (Vec<T>, Vec<T>) {
     // Elements that compare equal are interchangeable here (the outputs
     // hold one of them either way), so an unstable sort is enough; it
     // finds a side already sorted in one pass.
     old.sort_unstable();
     new.sort_unstable();
-    // Nothing can cancel when one side is empty: the other, sorted, is the
-    // answer (the booking's common case: a buy only opens).
-    if old.is_empty() || new.is_empty() {
-        return (old, new);
-    }
     // One merge, each side compacted in place (what it keeps swapped to
-    // its front, in order; what cancelled left behind it and drained), so
-    // no list is allocated: each side's write index never passes its
-    // read index.
+    // its front, in order; what cancelled left behind it), so no list is
+    // allocated but the outputs: each side's write index never passes its
+    // read index. Nothing cancels when one side is empty (the booking's
+    // common case: a buy only opens), and then the merge does nothing.
     let (mut read_old, mut read_new) = (0, 0);
     let (mut kept_old, mut kept_new) = (0, 0);
     while read_old < old.len() && read_new < new.len() {
@@ -46,19 +45,24 @@ pub fn diff_sorted<T: Ord>(mut old: Vec<T>, mut new: Vec<T>) -> (Vec<T>, Vec<T>)
             }
         }
     }
-    // What is left of either side has nothing to cancel against. Each
-    // list is then cut to what it holds: the outputs live until the
-    // correction is written, and a list grown by doubling can hold twice
-    // its length (2 bytes a live trade of peak heap on the 100k stream).
-    for (list, kept, read) in [
-        (&mut old, kept_old, read_old),
-        (&mut new, kept_new, read_new),
-    ] {
-        // Between the kept front and the unread rest: what cancelled.
+    // What is left of either side has nothing to cancel against: it is
+    // kept, after the kept front.
+    (
+        kept_list(old, kept_old, read_old),
+        kept_list(new, kept_new, read_new),
+    )
+}
+
+/// `list` without its elements `kept..read` (those that cancelled), moved
+/// into a list of exactly that length; `list` is left empty with its
+/// capacity.
+fn kept_list<T>(list: &mut Vec<T>, kept: usize, read: usize) -> Vec<T> {
+    if kept < read {
         list.drain(kept..read);
-        list.shrink_to_fit();
     }
-    (old, new)
+    let mut output = Vec::with_capacity(list.len());
+    output.append(list);
+    output
 }
 
 /// Removes from `old` and `new` what they have in common as multisets (an
@@ -119,13 +123,30 @@ mod tests {
     #[test]
     fn common_elements_cancel_with_multiplicity() {
         assert_eq!(
-            diff_sorted(vec![1, 2, 2, 4], vec![2, 3, 4, 5]),
+            diffed(vec![1, 2, 2, 4], vec![2, 3, 4, 5]),
             (vec![1, 2], vec![3, 5])
         );
-        assert_eq!(diff_sorted(Vec::<u8>::new(), vec![1]), (vec![], vec![1]));
-        assert_eq!(diff_sorted(vec![3, 1], vec![]), (vec![1, 3], vec![]));
-        assert_eq!(diff_sorted(vec![], vec![2, 1, 2]), (vec![], vec![1, 2, 2]));
-        assert_eq!(diff_sorted(vec![5, 1, 5], vec![5, 1]), (vec![5], vec![]));
+        assert_eq!(diffed(Vec::<u8>::new(), vec![1]), (vec![], vec![1]));
+        assert_eq!(diffed(vec![3, 1], vec![]), (vec![1, 3], vec![]));
+        assert_eq!(diffed(vec![], vec![2, 1, 2]), (vec![], vec![1, 2, 2]));
+        assert_eq!(diffed(vec![5, 1, 5], vec![5, 1]), (vec![5], vec![]));
+    }
+
+    /// [`diff_sorted`] of two fresh lists, checking what it promises of
+    /// its lists: the working lists left empty with their capacity, each
+    /// output exactly its length.
+    fn diffed(mut old: Vec<u8>, mut new: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        let capacities = (old.capacity(), new.capacity());
+        let (only_old, only_new) = diff_sorted(&mut old, &mut new);
+        assert!(old.is_empty() && new.is_empty(), "working lists emptied");
+        assert_eq!(
+            (old.capacity(), new.capacity()),
+            capacities,
+            "capacity kept"
+        );
+        assert_eq!(only_old.capacity(), only_old.len(), "exact output");
+        assert_eq!(only_new.capacity(), only_new.len(), "exact output");
+        (only_old, only_new)
     }
 
     /// `part` is `whole` with some elements left out.
@@ -158,7 +179,7 @@ mod tests {
                 let side = if diff < 0 { &mut only_old } else { &mut only_new };
                 side.extend(std::iter::repeat_n(x, diff.unsigned_abs()));
             }
-            prop_assert_eq!(diff_sorted(old, new), (only_old, only_new));
+            prop_assert_eq!(diffed(old, new), (only_old, only_new));
         }
 
         /// What is left of both lists is what consolidating `new - old`

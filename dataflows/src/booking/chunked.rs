@@ -418,6 +418,20 @@ impl PositionBook {
         removed: &[BookedTrade],
         inserted: &[BookedTrade],
     ) -> Result<LotChanges, BookError> {
+        self.apply_reusing(method, removed, inserted, &mut LotChanges::default())
+    }
+
+    /// [`PositionBook::apply`], the lots retracted and asserted on the way
+    /// gathered in `scratch` (emptied first, left empty on success with
+    /// its capacity), so a caller that books many changes allocates only
+    /// the lists it gets back, each of exactly its length.
+    pub fn apply_reusing(
+        &mut self,
+        method: LotMethod,
+        removed: &[BookedTrade],
+        inserted: &[BookedTrade],
+        scratch: &mut LotChanges,
+    ) -> Result<LotChanges, BookError> {
         // The earliest trade (in lot order) this change touches; `None`
         // when the method changes (everything is re-booked then).
         let mut first_changed = removed
@@ -427,11 +441,14 @@ impl PositionBook {
             .min()
             .cloned();
         // Lots retracted (`closed`) and asserted (`opened`) on the way,
-        // netted by `finish`. Held here, not in the book: most books are
-        // small and idle, and two empty lists cost each of them 48 bytes.
-        let mut lots = LotChanges::default();
+        // netted by `finish`. Held by the caller, not in the book: most
+        // books are small and idle, and two empty lists cost each of them
+        // 48 bytes.
+        let lots = scratch;
+        lots.closed.clear();
+        lots.opened.clear();
         if method != self.method {
-            self.switch_method(method, &mut lots);
+            self.switch_method(method, lots);
             first_changed = None;
         }
         if removed.is_empty() {
@@ -457,8 +474,8 @@ impl PositionBook {
             }
             for (gone, new) in leaving.into_iter().zip(replaced_by) {
                 match new {
-                    Some(new) => self.replace(gone, new, &mut lots)?,
-                    None => self.remove(gone, &mut lots)?,
+                    Some(new) => self.replace(gone, new, lots)?,
+                    None => self.remove(gone, lots)?,
                 }
             }
             for trade in entering {
@@ -468,9 +485,9 @@ impl PositionBook {
         // Summed once for the contexts and the summary.
         let totals = self.totals()?;
         if self.method == LotMethod::Hifo {
-            self.rebook_hifo(first_changed.as_ref(), &mut lots)?;
+            self.rebook_hifo(first_changed.as_ref(), lots)?;
         } else {
-            self.refresh_chunks(&totals, &mut lots)?;
+            self.refresh_chunks(&totals, lots)?;
         }
         self.touched = false;
         self.finish(&totals, lots)
@@ -860,9 +877,14 @@ impl PositionBook {
 
     /// Cancels the lots both retracted and asserted in `lots`, and
     /// refreshes the summary.
-    fn finish(&mut self, totals: &ChunkSums, lots: LotChanges) -> Result<LotChanges, BookError> {
+    /// `lots` is left empty, with its capacity.
+    fn finish(
+        &mut self,
+        totals: &ChunkSums,
+        lots: &mut LotChanges,
+    ) -> Result<LotChanges, BookError> {
         // `diff_sorted` sorts both sides itself.
-        let (closed, opened) = diff_sorted(lots.closed, lots.opened);
+        let (closed, opened) = diff_sorted(&mut lots.closed, &mut lots.opened);
         let changes = LotChanges { closed, opened };
         let mut summary = self.summary.clone();
         for lot in &changes.closed {

@@ -22,7 +22,7 @@ use timely::dataflow::StreamVec;
 use super::position_groups::{Group, PositionGroups, Updates};
 use super::versions::{BookInput, CauseEntry};
 use super::{Diff, Time};
-use crate::booking::chunked::PositionBook;
+use crate::booking::chunked::{LotChanges, PositionBook};
 use crate::booking::BookError;
 use crate::correction::{Cause, Correction};
 use crate::decimal::Dec8;
@@ -319,6 +319,9 @@ struct BookState {
     /// Scratch space of `cancel_common` (reused).
     cancel_order: Vec<usize>,
     cancel_used: Vec<bool>,
+    /// The lots a book retracts and asserts while it applies a change,
+    /// before they are netted (reused: [`PositionBook::apply_reusing`]).
+    lot_scratch: LotChanges,
 }
 
 /// The lot-method map as a multiset of `(scope, method)`.
@@ -520,24 +523,25 @@ impl BookState {
             let method_before = book.method();
             let method = group.method_change.unwrap_or(method_before);
             let before = book.summary().clone();
-            let changes = match book.apply(method, &removed, &inserted) {
-                Ok(changes) => changes,
-                Err(error) => {
-                    // The book is part way through the change: its last
-                    // good lots are re-booked, only if read from the books.
-                    let lots = if self.tables.lots {
-                        Ok(Vec::new())
-                    } else {
-                        book.lots_before_failed_apply(method_before, &removed, &inserted)
-                    };
-                    let last_good = lots.map(|lots| LastGood {
-                        lots,
-                        summary: before,
-                    });
-                    self.quarantine(position, time, &error, last_good, out);
-                    continue;
-                }
-            };
+            let changes =
+                match book.apply_reusing(method, &removed, &inserted, &mut self.lot_scratch) {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        // The book is part way through the change: its last
+                        // good lots are re-booked, only if read from the books.
+                        let lots = if self.tables.lots {
+                            Ok(Vec::new())
+                        } else {
+                            book.lots_before_failed_apply(method_before, &removed, &inserted)
+                        };
+                        let last_good = lots.map(|lots| LastGood {
+                            lots,
+                            summary: before,
+                        });
+                        self.quarantine(position, time, &error, last_good, out);
+                        continue;
+                    }
+                };
             // What the break rule reads: the booked trades that changed.
             if self.break_inputs {
                 for (trades, diff) in [(&removed, -1), (&inserted, 1)] {
