@@ -13,10 +13,11 @@ use deltabook_dataflows::decimal::Dec8;
 use deltabook_dataflows::runner::RunOptions;
 
 /// mimalloc (glibc malloc spent ~40% of ingest time on the engine's small
-/// strings). The benchmarks count allocations in their own binary
-/// (`benches/`), so the product pays nothing for it.
+/// strings), called as [`deltabook::allocator::EngineAlloc`] calls it. The
+/// benchmarks count allocations in their own binary (`benches/`), so the
+/// product pays nothing for it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: deltabook::allocator::EngineAlloc = deltabook::allocator::EngineAlloc;
 
 #[derive(Parser)]
 #[command(

@@ -1,4 +1,4 @@
-//! A counting global allocator (mimalloc underneath) so benchmarks can report
+//! A counting global allocator (the engine's, [`EngineAlloc`], underneath) so benchmarks can report
 //! live and peak heap bytes of one run inside a process that runs several.
 
 #![allow(unsafe_code)] // a GlobalAlloc wrapper is unsafe by definition
@@ -6,17 +6,17 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mimalloc::MiMalloc;
+use deltabook::allocator::EngineAlloc;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// mimalloc with live / peak byte counters (relaxed atomics: ~1-2% cost).
+/// The engine's allocator with live / peak byte counters (relaxed atomics: ~1-2% cost).
 pub struct CountingAlloc;
 
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { MiMalloc.alloc(layout) };
+        let p = unsafe { EngineAlloc.alloc(layout) };
         if !p.is_null() {
             let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
@@ -24,11 +24,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { MiMalloc.dealloc(ptr, layout) };
+        unsafe { EngineAlloc.dealloc(ptr, layout) };
         LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { MiMalloc.alloc_zeroed(layout) };
+        let p = unsafe { EngineAlloc.alloc_zeroed(layout) };
         if !p.is_null() {
             let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
@@ -36,7 +36,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         p
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
+        let p = unsafe { EngineAlloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {
                 let live = LIVE_BYTES.fetch_add(new_size - layout.size(), Ordering::Relaxed)
