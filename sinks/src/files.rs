@@ -10,6 +10,7 @@ use deltabook_dataflows::position::{Lot, PositionSummary};
 use deltabook_dataflows::query::{csv_field, csv_line, Row};
 use deltabook_dataflows::reconcile::{BreakRow, GapRow, ValuationRow};
 use deltabook_dataflows::runner::CorrectionWriter;
+use deltabook_dataflows::sorted::sort_keyed_rows;
 
 /// Errors of the file sinks.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +25,10 @@ pub enum FileSinkError {
 
 /// Writes `lots.csv`: header, then rows sorted by `(position_key, lot_id)`.
 pub fn write_lots_csv(out: &mut impl Write, lots: &mut [(Id, Lot)]) -> Result<(), FileSinkError> {
-    // In place (no scratch copy of the rows): the whole row is the order's
-    // tie-break, so rows that compare equal are equal and the order is
-    // the stable sort's by `(position_key, lot_id)`, which a position
-    // holds once.
-    lots.sort_unstable();
+    // The whole row is the order's tie-break, so rows that compare equal
+    // are equal and the order is the stable sort's by `(position_key,
+    // lot_id)`, which a position holds once.
+    sort_keyed_rows(lots);
     writeln!(out, "position_key,lot_id,side,open_date,quantity,price")?;
     let mut row = CsvRow::default();
     for (key, lot) in lots.iter() {
@@ -49,9 +49,9 @@ pub fn write_positions_csv(
     out: &mut impl Write,
     positions: &mut [(Id, PositionSummary)],
 ) -> Result<(), FileSinkError> {
-    // In place; the summary breaks ties, so equal rows are equal (a
-    // position key appears once).
-    positions.sort_unstable();
+    // The summary breaks ties, so equal rows are equal (a position key
+    // appears once).
+    sort_keyed_rows(positions);
     writeln!(
         out,
         "position_key,quantity,lot_count,cost_basis,realized_pnl"
