@@ -118,22 +118,55 @@ pub fn stream_corrections_to(options: &mut RunOptions, dir: &Path) -> Result<()>
 /// positions, rejections and corrections of `trades.md` and
 /// `corrections.md`, and valuations, breaks, gaps and the tick and statement
 /// rejections of `reconciliation.md` (each written, even when empty).
+/// `lots.csv`, the largest table to sort, is written on a thread of its
+/// own while this one writes the rest: the run is over, both cores are
+/// free, and the tail of a `book` run is what they take together.
 pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let write = |name: &str,
-                 body: &mut dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError>|
-     -> Result<()> {
-        let path = dir.join(name);
-        let mut out = BufWriter::new(
-            File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        body(&mut out)?;
-        out.flush()
-            .with_context(|| format!("writing {}", path.display()))
-    };
-    write("lots.csv", &mut |out| {
-        files::write_lots_csv(out, &mut outcome.lots)
-    })?;
+    // Lent to the thread (and given back sorted, as writing leaves it).
+    let mut lots = std::mem::take(&mut outcome.lots);
+    let written = std::thread::scope(|scope| {
+        let lots_written = std::thread::Builder::new()
+            .name("deltabook-lots".to_string())
+            .spawn_scoped(scope, || {
+                write_file(dir, "lots.csv", &mut |out| {
+                    files::write_lots_csv(out, &mut lots)
+                })
+            })
+            .context("starting the thread that writes lots.csv")?;
+        let rest = write_other_outputs(outcome, dir);
+        let lots_result = match lots_written.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        rest.and(lots_result)
+    });
+    outcome.lots = lots;
+    written
+}
+
+/// Creates `dir/name` and writes it with `body`, buffered.
+fn write_file(
+    dir: &Path,
+    name: &str,
+    body: &mut dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError>,
+) -> Result<()> {
+    let path = dir.join(name);
+    let mut out = BufWriter::new(
+        File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    body(&mut out)?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every file of [`write_outputs`] but `lots.csv` (not read here).
+fn write_other_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
+    let write =
+        |name: &str,
+         body: &mut dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError>| {
+            write_file(dir, name, body)
+        };
     write("positions.csv", &mut |out| {
         files::write_positions_csv(out, &mut outcome.positions)
     })?;
