@@ -48,6 +48,28 @@ fn plain_is_aligned(align: usize, size: usize) -> bool {
     align <= PLAIN_ALIGN && size.is_multiple_of(align)
 }
 
+/// A block for `layout` from `plain(size)` where [`plain_is_aligned`], else
+/// from `aligned(size, align)`.
+///
+/// # Safety
+/// `plain` and `aligned` are mimalloc's allocation functions of one kind
+/// (`mi_malloc` / `mi_malloc_aligned`, or the zeroing pair).
+#[inline(always)]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: the caller passes mimalloc's functions, which take any size.
+    unsafe {
+        if plain_is_aligned(layout.align(), layout.size()) {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 // SAFETY: every block comes from mimalloc and goes back to `mi_free`; the
 // plain calls are made only where their alignment is at least the layout's.
 unsafe impl GlobalAlloc for EngineAlloc {
@@ -55,11 +77,11 @@ unsafe impl GlobalAlloc for EngineAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: mimalloc's allocation functions take any size.
         unsafe {
-            if plain_is_aligned(layout.align(), layout.size()) {
-                libmimalloc_sys::mi_malloc(layout.size()).cast()
-            } else {
-                libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
+            allocate(
+                layout,
+                libmimalloc_sys::mi_malloc,
+                libmimalloc_sys::mi_malloc_aligned,
+            )
         }
     }
 
@@ -67,11 +89,11 @@ unsafe impl GlobalAlloc for EngineAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
         unsafe {
-            if plain_is_aligned(layout.align(), layout.size()) {
-                libmimalloc_sys::mi_zalloc(layout.size()).cast()
-            } else {
-                libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
+            allocate(
+                layout,
+                libmimalloc_sys::mi_zalloc,
+                libmimalloc_sys::mi_zalloc_aligned,
+            )
         }
     }
 
