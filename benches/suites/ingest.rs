@@ -111,7 +111,7 @@ pub fn engine_run(
     })
 }
 
-/// The shipped `deltabook` binary (plain mimalloc, no counting allocator)
+/// The shipped `deltabook` binary (the engine's allocator, not counting)
 /// booking `path` in a process of its own under `/usr/bin/time`: wall
 /// seconds, peak RSS, CPU and page faults. `None` (with a note) when `/usr/bin/time` is missing.
 pub fn shipped_binary_run(path: &Path, workers: usize, label: &str) -> Option<IngestResult> {
