@@ -225,11 +225,11 @@ pub fn with_system_huge_pages(command: &mut std::process::Command) -> &mut std::
 mod tests {
     use super::*;
 
-    /// Every block [`EngineAlloc`] hands out, fresh, zeroed or grown, is
-    /// aligned as its layout asks, for every alignment up to 64 and sizes
-    /// from 1 byte to 1 MiB, with thousands of blocks of a size live at
-    /// once (so full pages and fresh ones both serve them), and holds its
-    /// bytes through a reallocation.
+    /// Every block [`EngineAlloc`] hands out, fresh, zeroed, grown or
+    /// shrunk, is aligned as its layout asks, for every alignment up to 64
+    /// and sizes from 1 byte to 1 MiB, with thousands of blocks of a size
+    /// live at once (so full pages and fresh ones both serve them), and
+    /// holds its bytes through a reallocation.
     #[test]
     fn every_block_is_aligned_as_its_layout_asks() {
         let mut sizes: Vec<usize> = (1..=160).collect();
@@ -274,21 +274,27 @@ mod tests {
                     blocks.push(block);
                 }
                 for (i, block) in blocks.into_iter().enumerate() {
-                    // Half grow (by half, or to the next size up), half go.
-                    if i % 2 == 0 {
-                        let grown = size + size / 2 + align;
-                        // SAFETY: `block` came from `layout`; `grown` is non-zero.
-                        let moved = unsafe { EngineAlloc.realloc(block, layout, grown) };
-                        assert!(!moved.is_null());
-                        assert_eq!(moved as usize % align, 0, "{size} -> {grown} {align}");
-                        // SAFETY: the first `size` bytes were kept.
-                        let kept = unsafe { std::slice::from_raw_parts(moved, size) };
-                        assert!(kept.iter().all(|b| *b == 0xA5), "{size} {align} kept");
-                        let Ok(grown_layout) = Layout::from_size_align(grown, align) else {
-                            panic!("layout {grown} {align}");
+                    // Half grow (by half and an alignment), a quarter shrink
+                    // (to half, at least a byte: `shrink_to_fit`'s call),
+                    // a quarter go.
+                    if i % 4 != 3 {
+                        let resized = if i % 2 == 0 {
+                            size + size / 2 + align
+                        } else {
+                            (size / 2).max(1)
                         };
-                        // SAFETY: `moved` holds `grown_layout`.
-                        unsafe { EngineAlloc.dealloc(moved, grown_layout) };
+                        // SAFETY: `block` came from `layout`; `resized` is non-zero.
+                        let moved = unsafe { EngineAlloc.realloc(block, layout, resized) };
+                        assert!(!moved.is_null());
+                        assert_eq!(moved as usize % align, 0, "{size} -> {resized} {align}");
+                        // SAFETY: the first `size.min(resized)` bytes were kept.
+                        let kept = unsafe { std::slice::from_raw_parts(moved, size.min(resized)) };
+                        assert!(kept.iter().all(|b| *b == 0xA5), "{size} {align} kept");
+                        let Ok(resized_layout) = Layout::from_size_align(resized, align) else {
+                            panic!("layout {resized} {align}");
+                        };
+                        // SAFETY: `moved` holds `resized_layout`.
+                        unsafe { EngineAlloc.dealloc(moved, resized_layout) };
                     } else {
                         // SAFETY: `block` came from `layout`.
                         unsafe { EngineAlloc.dealloc(block, layout) };

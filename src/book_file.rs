@@ -145,12 +145,11 @@ pub fn write_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
     written
 }
 
+/// What writes one output file's rows into its buffered file.
+type FileBody<'a> = dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError> + 'a;
+
 /// Creates `dir/name` and writes it with `body`, buffered.
-fn write_file(
-    dir: &Path,
-    name: &str,
-    body: &mut dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError>,
-) -> Result<()> {
+fn write_file(dir: &Path, name: &str, body: &mut FileBody<'_>) -> Result<()> {
     let path = dir.join(name);
     let mut out = BufWriter::new(
         File::create(&path).with_context(|| format!("creating {}", path.display()))?,
@@ -162,11 +161,7 @@ fn write_file(
 
 /// Every file of [`write_outputs`] but `lots.csv` (not read here).
 fn write_other_outputs(outcome: &mut BookOutcome, dir: &Path) -> Result<()> {
-    let write =
-        |name: &str,
-         body: &mut dyn FnMut(&mut BufWriter<File>) -> Result<(), files::FileSinkError>| {
-            write_file(dir, name, body)
-        };
+    let write = |name: &str, body: &mut FileBody<'_>| write_file(dir, name, body);
     write("positions.csv", &mut |out| {
         files::write_positions_csv(out, &mut outcome.positions)
     })?;

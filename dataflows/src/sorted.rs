@@ -61,9 +61,7 @@ pub fn diff_sorted<T: Ord>(old: &mut Vec<T>, new: &mut Vec<T>) -> (Vec<T>, Vec<T
 /// into a list of exactly that length; `list` is left empty with its
 /// capacity.
 fn kept_list<T>(list: &mut Vec<T>, kept: usize, read: usize) -> Vec<T> {
-    if kept < read {
-        list.drain(kept..read);
-    }
+    list.drain(kept..read);
     let mut output = Vec::with_capacity(list.len());
     output.append(list);
     output
