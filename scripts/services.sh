@@ -169,6 +169,13 @@ kafka_stop() {
   rm -f "$KAFKA_DIR/kafka.pid"
 }
 
+kafka_start() {
+  say "starting Apache Kafka on 127.0.0.1:$KAFKA_PORT"
+  nohup "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties" \
+    >>"$KAFKA_DIR/kafka.log" 2>&1 </dev/null &
+  echo $! >"$KAFKA_DIR/kafka.pid"
+}
+
 kafka_up() {
   kafka_jars
   mkdir -p "$KAFKA_DATA"
@@ -184,13 +191,19 @@ kafka_up() {
       -c "$KAFKA_DIR/server.properties" >>"$KAFKA_DIR/kafka.log" 2>&1
   fi
   if ! port_open "$KAFKA_PORT"; then
-    say "starting Apache Kafka on 127.0.0.1:$KAFKA_PORT"
-    nohup "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_DIR/server.properties" \
-      >>"$KAFKA_DIR/kafka.log" 2>&1 </dev/null &
-    echo $! >"$KAFKA_DIR/kafka.pid"
+    kafka_start
   fi
-  local started=$SECONDS
+  local started=$SECONDS restarted=0
   until kafka_ready; do
+    # The port was open when this began, but this tree's broker was
+    # shutting down (a stop sent just before): once it has exited and
+    # the port is closed, start ours. Once at most: a broker that exits
+    # on its own is reported below, with its log.
+    if [ "$restarted" = 0 ] && [ -z "$(kafka_pid)" ] && ! port_open "$KAFKA_PORT"; then
+      say "the broker on 127.0.0.1:$KAFKA_PORT exited while this waited for it"
+      kafka_start
+      restarted=1
+    fi
     if [ $((SECONDS - started)) -gt 120 ]; then
       echo "services: Kafka did not answer a metadata request in 120 s; see $KAFKA_DIR/kafka.log" >&2
       tail -20 "$KAFKA_DIR/kafka.log" >&2 || true
