@@ -30,6 +30,10 @@ const CHUNK_SLOTS: usize = 4096;
 /// goes in: enough to cover a memory read with the inserts in between.
 const GROW_AHEAD_ENTRIES: usize = 16;
 
+/// The most ids [`IdSlots::reserve`] makes room for (a table of ~150 MB);
+/// past it the table grows by doubling as ids come.
+const MAX_RESERVED_IDS: usize = 1 << 24;
+
 /// A slot's number. At most `u32::MAX - 1` ids per store.
 pub(crate) type SlotId = u32;
 
@@ -286,6 +290,26 @@ impl<S> IdSlots<S> {
     /// (the ids, not it, say what goes in), so growing never holds both.
     fn grow_index(&mut self) {
         let buckets = self.index.grown_buckets();
+        self.rebuild_index(buckets);
+    }
+
+    /// Makes room for `additional` more ids (at most [`MAX_RESERVED_IDS`]
+    /// in all): the table grown at once to the size that adding them one
+    /// by one would double it to, so they go in without a rebuild. Changes
+    /// no slot and no lookup's result.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let wanted = self.len().saturating_add(additional).min(MAX_RESERVED_IDS);
+        let mut buckets = self.index.buckets.len().max(2);
+        while (wanted + 1) * 8 > buckets * BUCKET_ENTRIES * 7 {
+            buckets *= 2;
+        }
+        if buckets > self.index.buckets.len() {
+            self.rebuild_index(buckets);
+        }
+    }
+
+    /// Replaces the table by one of `buckets` buckets holding every slot.
+    fn rebuild_index(&mut self, buckets: usize) {
         let held = self.index.held;
         self.index = SlotIndex::default();
         let entries = self.chunks.iter().flatten().enumerate();
@@ -433,6 +457,45 @@ mod tests {
             assert_eq!(*state, n as u64 * 3);
         }
         assert_eq!(slots.len(), ids.len(), "looking up created nothing");
+    }
+
+    /// Room reserved ahead (before any id, between ids, more than is
+    /// used, and a lower bound beyond any table) changes no slot: every
+    /// id keeps the slot it has without reserving, and the ids reserved
+    /// for go in with no rebuild of the table.
+    #[test]
+    fn reserving_room_changes_no_slot_and_saves_the_rebuilds() {
+        let ids: Vec<Id> = (0..30_000)
+            .map(|n| crate::id::format_id!("T-{}", n % 9_000))
+            .collect();
+        let mut plain = IdSlots::<()>::default();
+        let mut reserved = IdSlots::<()>::default();
+        reserved.reserve(5_000);
+        let buckets_reserved = reserved.index.buckets.len();
+        for (n, id) in ids.iter().enumerate() {
+            if n == 5_000 {
+                assert_eq!(
+                    reserved.index.buckets.len(),
+                    buckets_reserved,
+                    "5,000 ids fit the room reserved for them"
+                );
+                reserved.reserve(usize::MAX);
+                assert_eq!(
+                    reserved.index.buckets.len(),
+                    (MAX_RESERVED_IDS * 8)
+                        .div_ceil(BUCKET_ENTRIES * 7)
+                        .next_power_of_two(),
+                    "the room is capped"
+                );
+            }
+            assert_eq!(reserved.slot_of(id), plain.slot_of(id), "{id}");
+        }
+        assert_eq!(reserved.len(), 9_000);
+        reserved.reserve(0);
+        for id in &ids {
+            let slot = reserved.slot_of(id);
+            assert_eq!(reserved.get(slot).0, id);
+        }
     }
 
     /// Looking ids up by a hash computed first, with their buckets and

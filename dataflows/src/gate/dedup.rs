@@ -179,18 +179,26 @@ impl Prints {
 /// fingerprints, and the value is stable across processes, toolchains and
 /// releases, so it can be persisted and compared after a restart.
 pub fn fingerprint(version: &TradeVersion) -> u128 {
-    // Encoded on the stack when it fits (every version without a long
-    // correlation id), else in a reused buffer: the same bytes either way.
-    let mut bytes = [0u8; STACK_BYTES];
-    let mut stack = StackBytes::new(&mut bytes);
-    version.canonical_bytes(&mut stack);
-    if let Some(len) = stack.written() {
-        return xxhash_rust::xxh3::xxh3_128(&bytes[..len]);
-    }
     thread_local! {
-        /// The encoding buffer, reused: one allocation per thread, not per event.
+        /// The fixed buffer, reused (a fresh one on the stack was zeroed
+        /// for every version: a 512-byte `memset` each).
+        static FIXED: std::cell::RefCell<[u8; FIXED_BYTES]> =
+            const { std::cell::RefCell::new([0; FIXED_BYTES]) };
+        /// The growable buffer, reused: one allocation per thread, not per event.
         static CANONICAL: std::cell::RefCell<Vec<u8>> =
             std::cell::RefCell::new(Vec::with_capacity(1024));
+    }
+    // Encoded in the fixed buffer when it fits (every version without a
+    // long correlation id), else in the growable one: the same bytes
+    // either way.
+    let fixed = FIXED.with_borrow_mut(|bytes| {
+        let mut sink = FixedBytes::new(bytes);
+        version.canonical_bytes(&mut sink);
+        let len = sink.written()?;
+        Some(xxhash_rust::xxh3::xxh3_128(bytes.get(..len)?))
+    });
+    if let Some(print) = fixed {
+        return print;
     }
     CANONICAL.with_borrow_mut(|bytes| {
         bytes.clear();
@@ -199,24 +207,24 @@ pub fn fingerprint(version: &TradeVersion) -> u128 {
     })
 }
 
-/// Room on the stack for a version's canonical bytes: ids of 64
+/// Room in the fixed buffer for a version's canonical bytes: ids of 64
 /// characters take 4 x 68 bytes, the rest without a correlation id ~70,
 /// so 512 leaves ~170 for a correlation id.
-const STACK_BYTES: usize = 512;
+const FIXED_BYTES: usize = 512;
 
-/// A sink writing into a fixed buffer (on the stack) that notes when the
+/// A sink writing into a fixed buffer (the thread's reused one) that notes when the
 /// bytes do not fit. It holds the buffer by reference, so its own two
 /// fields can live in registers while a version is encoded.
-struct StackBytes<'a> {
-    bytes: &'a mut [u8; STACK_BYTES],
+struct FixedBytes<'a> {
+    bytes: &'a mut [u8; FIXED_BYTES],
     len: usize,
     overflowed: bool,
 }
 
-impl<'a> StackBytes<'a> {
+impl<'a> FixedBytes<'a> {
     /// A sink that has written nothing into `bytes`.
-    fn new(bytes: &'a mut [u8; STACK_BYTES]) -> StackBytes<'a> {
-        StackBytes {
+    fn new(bytes: &'a mut [u8; FIXED_BYTES]) -> FixedBytes<'a> {
+        FixedBytes {
             bytes,
             len: 0,
             overflowed: false,
@@ -229,7 +237,7 @@ impl<'a> StackBytes<'a> {
     }
 }
 
-impl ByteSink for StackBytes<'_> {
+impl ByteSink for FixedBytes<'_> {
     #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
         match self.bytes.get_mut(self.len..self.len + bytes.len()) {
@@ -317,13 +325,19 @@ impl DuplicateRule {
     /// ahead: a line's trade id is hashed where it is parsed, and its
     /// place in the table of accepted ids (a cache miss in a table of a
     /// million) is prefetched while the next [`ADMIT_AHEAD_LINES`] lines
-    /// are parsed; only then is the rule applied to it.
+    /// are parsed; only then is the rule applied to it. Makes room first
+    /// for as many new trade ids as `lines` says it has (its lower size
+    /// hint), as `Extend` implementations do.
     pub fn admit_all<'a>(
         &mut self,
         lines: impl IntoIterator<Item = &'a [u8]>,
         mut each: impl FnMut(Admission),
     ) {
         let mut waiting: VecDeque<Parsed> = VecDeque::with_capacity(ADMIT_AHEAD_LINES + 1);
+        let lines = lines.into_iter();
+        // As `Extend` does: room for the lines known to come, so the table
+        // is sized once rather than doubled (and every id rehashed) on the way.
+        self.accepted.reserve(lines.size_hint().0);
         for line in lines {
             let parsed = match parse_event(line) {
                 Ok(version) => {
@@ -354,14 +368,24 @@ impl DuplicateRule {
         }
     }
 
-    /// The rule for one line [`DuplicateRule::admit_all`] has read.
+    /// The rule for one line [`DuplicateRule::admit_all`] has read. Inlined,
+    /// with the verdict taken from a reference, so the version is moved
+    /// once, into its admission.
+    #[inline(always)]
     fn admit_read(&mut self, parsed: Parsed) -> Admission {
         match parsed {
             Parsed::Candidate {
                 version,
                 hash,
                 print,
-            } => self.admit_hashed(version, hash, print),
+            } => {
+                let slot = self.accepted.slot_of_hashed(&version.trade_id, hash);
+                match self.accepted.get_mut(slot).1.verdict(&version, print) {
+                    Verdict::Accepted => Admission::Accepted(version),
+                    Verdict::Duplicate => Admission::Duplicate(version),
+                    Verdict::Rejected(rejection) => Admission::Rejected(rejection),
+                }
+            }
             Parsed::Rejected(rejection) => Admission::Rejected(rejection),
         }
     }
@@ -385,8 +409,8 @@ mod tests {
     use super::*;
 
     /// The fingerprint is XXH3-128 of the canonical bytes whether they are
-    /// encoded on the stack or (a long correlation id) in the buffer, on
-    /// both sides of the stack buffer's size; and the stack buffer holds
+    /// encoded in the fixed buffer or (a long correlation id) in the growable buffer, on
+    /// both sides of the fixed buffer's size; and the fixed buffer holds
     /// exactly the bytes when they fit and notes when they do not.
     #[test]
     fn fingerprints_hash_the_canonical_bytes_wherever_encoded() {
@@ -405,16 +429,16 @@ mod tests {
                 xxhash_rust::xxh3::xxh3_128(&bytes),
                 "{len}"
             );
-            let mut buffer = [0u8; STACK_BYTES];
-            let mut stack = StackBytes::new(&mut buffer);
+            let mut buffer = [0u8; FIXED_BYTES];
+            let mut stack = FixedBytes::new(&mut buffer);
             version.canonical_bytes(&mut stack);
             match stack.written() {
                 Some(written) => {
-                    assert!(bytes.len() <= STACK_BYTES, "{len}");
+                    assert!(bytes.len() <= FIXED_BYTES, "{len}");
                     assert_eq!(&buffer[..written], bytes.as_slice(), "{len}");
                 }
                 None => {
-                    assert!(bytes.len() > STACK_BYTES, "{len}");
+                    assert!(bytes.len() > FIXED_BYTES, "{len}");
                     overflowed += 1;
                 }
             }

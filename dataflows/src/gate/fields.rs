@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::ascii::line_text;
 use super::json::{read_json, Top, Val};
 use super::plain::plain_event;
 use super::{reject, RejectKind, Rejection};
@@ -710,7 +711,7 @@ pub(super) fn object_checks(
 /// A plain event is read in one pass ([`plain_event`]); any other, and
 /// every rejection, by [`checked_event`].
 pub fn parse_event(bytes: &[u8]) -> Result<TradeVersion, Rejection> {
-    match std::str::from_utf8(bytes).ok().and_then(plain_event) {
+    match line_text(bytes).and_then(plain_event) {
         Some(version) => Ok(version),
         None => checked_event(bytes),
     }

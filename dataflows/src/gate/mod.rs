@@ -3,6 +3,7 @@
 //! ([`parse_event`]), and applies the duplicate / conflicting-duplicate rule,
 //! the one rule that depends on arrival order ([`DuplicateRule`]).
 //!
+//! - `ascii`: the UTF-8 check of a line, its all-ASCII case vectorised;
 //! - `json`: the JSON reader (written here rather than taken from
 //!   `serde_json`, so the gate decides exactly what the contract says);
 //! - `fields`: the field rules, in table order;
@@ -12,6 +13,7 @@
 //!
 //! Calendar arithmetic is [`crate::calendar`].
 
+mod ascii;
 mod dedup;
 mod fields;
 mod json;
