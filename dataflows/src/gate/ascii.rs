@@ -36,18 +36,13 @@ pub(crate) fn line_text(bytes: &[u8]) -> Option<&str> {
 /// one test at the end; lines under 16 bytes byte by byte.
 #[inline]
 fn is_ascii(bytes: &[u8]) -> bool {
-    let len = bytes.len();
-    if len < 16 {
-        return bytes.is_ascii();
-    }
-    let block_at = |at: usize| {
-        let mut block = [0u8; 16];
-        block.copy_from_slice(&bytes[at..at + 16]);
-        u8x16::new(block)
+    let (blocks, _) = bytes.as_chunks::<16>();
+    let mut high = match bytes.last_chunk::<16>() {
+        Some(last) => u8x16::new(*last),
+        None => return bytes.is_ascii(),
     };
-    let mut high = block_at(len - 16);
-    for at in (0..len - 16).step_by(16) {
-        high |= block_at(at);
+    for block in blocks {
+        high |= u8x16::new(*block);
     }
     high.to_bitmask() == 0
 }

@@ -1,8 +1,6 @@
 //! The duplicate / conflicting-duplicate rule, the one rule of the gate
 //! that depends on arrival order: [`DuplicateRule`].
 
-use std::collections::VecDeque;
-
 use super::{parse_event, RejectKind, Rejection};
 use crate::id::Id;
 use crate::id_slots::{IdHash, IdSlots};
@@ -13,19 +11,16 @@ use crate::trade::{ByteSink, TradeVersion};
 /// memory, first the bucket, then the slot it names.
 const ADMIT_AHEAD_LINES: usize = 2;
 
-/// A line [`DuplicateRule::admit_all`] has parsed and not yet admitted.
-/// The version is held as it is, not boxed: nearly every line is a
-/// candidate, and a box would be an allocation a line.
-#[allow(clippy::large_enum_variant)]
-enum Parsed {
-    /// Passed the stateless checks: the version, its id's hash and its fingerprint.
-    Candidate {
-        version: TradeVersion,
-        hash: IdHash,
-        print: u128,
-    },
-    /// Failed one.
-    Rejected(Rejection),
+/// The lines [`DuplicateRule::admit_all`] holds read and not yet admitted.
+const RING_LINES: usize = ADMIT_AHEAD_LINES + 1;
+
+/// A line [`DuplicateRule::admit_all`] has parsed and not yet admitted:
+/// the stateless checks' result and, when it passed them, its trade id's
+/// hash and its fingerprint (else the empty id's hash and 0, unused).
+struct Parsed {
+    read: Result<TradeVersion, Rejection>,
+    hash: IdHash,
+    print: u128,
 }
 
 /// Outcome of admitting one event.
@@ -333,38 +328,46 @@ impl DuplicateRule {
         lines: impl IntoIterator<Item = &'a [u8]>,
         mut each: impl FnMut(Admission),
     ) {
-        let mut waiting: VecDeque<Parsed> = VecDeque::with_capacity(ADMIT_AHEAD_LINES + 1);
+        // A ring of the lines read and not yet admitted, in arrival order
+        // from `next`: each parsed straight into its place and taken out
+        // once, into its admission (a version is 256 bytes; a queue of
+        // enums moved it four more times).
+        let mut ring: [Option<Parsed>; RING_LINES] = std::array::from_fn(|_| None);
+        let mut next = 0usize;
         let lines = lines.into_iter();
         // As `Extend` does: room for the lines known to come, so the table
         // is sized once rather than doubled (and every id rehashed) on the way.
         self.accepted.reserve(lines.size_hint().0);
         for line in lines {
-            let parsed = match parse_event(line) {
-                Ok(version) => {
-                    let hash = IdHash::of(&version.trade_id);
-                    self.accepted.prefetch(hash);
-                    Parsed::Candidate {
-                        print: fingerprint(&version),
-                        version,
-                        hash,
-                    }
-                }
-                Err(rejection) => Parsed::Rejected(rejection),
-            };
+            let place = &mut ring[next];
+            if let Some(oldest) = place.take() {
+                each(self.admit_read(oldest));
+            }
+            let parsed = place.insert(Parsed {
+                read: parse_event(line),
+                hash: IdHash::of(""),
+                print: 0,
+            });
+            if let Ok(version) = &parsed.read {
+                parsed.hash = IdHash::of(&version.trade_id);
+                parsed.print = fingerprint(version);
+                self.accepted.prefetch(parsed.hash);
+            }
             // The line before this one: its bucket has had a parse to
             // load, so the slot it names can be asked for now.
-            if let Some(Parsed::Candidate { hash, .. }) = waiting.back() {
+            let before = (next + RING_LINES - 1) % RING_LINES;
+            if let Some(Parsed {
+                read: Ok(_), hash, ..
+            }) = &ring[before]
+            {
                 self.accepted.prefetch_slot(*hash);
             }
-            waiting.push_back(parsed);
-            if waiting.len() > ADMIT_AHEAD_LINES {
-                if let Some(oldest) = waiting.pop_front() {
-                    each(self.admit_read(oldest));
-                }
-            }
+            next = (next + 1) % RING_LINES;
         }
-        for parsed in waiting {
-            each(self.admit_read(parsed));
+        for at in 0..RING_LINES {
+            if let Some(parsed) = ring[(next + at) % RING_LINES].take() {
+                each(self.admit_read(parsed));
+            }
         }
     }
 
@@ -373,20 +376,21 @@ impl DuplicateRule {
     /// once, into its admission.
     #[inline(always)]
     fn admit_read(&mut self, parsed: Parsed) -> Admission {
-        match parsed {
-            Parsed::Candidate {
-                version,
-                hash,
-                print,
-            } => {
-                let slot = self.accepted.slot_of_hashed(&version.trade_id, hash);
-                match self.accepted.get_mut(slot).1.verdict(&version, print) {
+        match parsed.read {
+            Ok(version) => {
+                let slot = self.accepted.slot_of_hashed(&version.trade_id, parsed.hash);
+                match self
+                    .accepted
+                    .get_mut(slot)
+                    .1
+                    .verdict(&version, parsed.print)
+                {
                     Verdict::Accepted => Admission::Accepted(version),
                     Verdict::Duplicate => Admission::Duplicate(version),
                     Verdict::Rejected(rejection) => Admission::Rejected(rejection),
                 }
             }
-            Parsed::Rejected(rejection) => Admission::Rejected(rejection),
+            Err(rejection) => Admission::Rejected(rejection),
         }
     }
 

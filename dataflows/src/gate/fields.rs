@@ -245,6 +245,9 @@ fn the_fast_paths_take_the_common_forms() {
         "2026-01-02T09:30:29.123456789Z",
         "2026-01-02T09:42:23.110174+00:00",
         "2026-01-02T23:59:59-13:30",
+        "2026-01-02t09:30:29z",
+        "2026-01-02t09:30:29.5+01:00",
+        "2026-01-02T09:30:29.818332z",
     ] {
         let fast = plain_instant(text);
         assert!(fast.is_some(), "{text}");
@@ -254,7 +257,7 @@ fn the_fast_paths_take_the_common_forms() {
         "2026-01-02T09:30:29.Z",
         "2026-01-02T09:30:29.1234567890Z",
         "2026-01-02T23:59:60Z",
-        "2026-01-02t09:30:29z",
+        "2026-01-02 09:30:29Z",
         "2026-01-02T09:30:29+24:00",
         "2026-01-02T09:30:29",
     ] {
@@ -491,15 +494,16 @@ pub(super) fn plain_date(text: &str) -> Option<Date> {
 }
 
 /// The instant of an RFC 3339 date-time in the forms feeds write
-/// (`YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1-9 digits, then `Z` or
-/// `+HH:MM` / `-HH:MM`; no leap second): what [`instant_value`] gives.
+/// (`YYYY-MM-DDTHH:MM:SS` with `T` or `t`, an optional fraction of 1-9
+/// digits, then `Z`, `z` or `+HH:MM` / `-HH:MM`; no leap second): what
+/// [`instant_value`] gives.
 /// `None` for any other text, which [`checked_instant`] then checks in
 /// full; on `Some` both agree.
 #[inline(always)]
 pub(super) fn plain_instant(text: &str) -> Option<Instant> {
     let bytes = text.as_bytes();
     let (year, month, day) = plain_ymd(bytes)?;
-    let &[b'T', h0, h1, b':', n0, n1, b':', s0, s1] = bytes.get(10..19)? else {
+    let &[b'T' | b't', h0, h1, b':', n0, n1, b':', s0, s1] = bytes.get(10..19)? else {
         return None;
     };
     let (hour, minute, second) = (
@@ -531,7 +535,7 @@ pub(super) fn plain_instant(text: &str) -> Option<Instant> {
         nanos = fraction * u32::try_from(*unit).ok()?;
     }
     let offset_secs = match bytes.get(at..)? {
-        [b'Z'] => 0,
+        [b'Z' | b'z'] => 0,
         &[sign @ (b'+' | b'-'), h0, h1, b':', m0, m1] => {
             let (offset_hour, offset_minute) = (two_digits(h0, h1)?, two_digits(m0, m1)?);
             if offset_hour > 23 || offset_minute > 59 {

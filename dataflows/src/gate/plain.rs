@@ -46,6 +46,7 @@ const CORRELATION_ID: usize = 13;
 /// The event of `text` when it is a plain event every check accepts;
 /// `None` when it is not plain or some check would refuse it (the full
 /// checks then run). On `Some`, `fields::checked_event` gives the same.
+#[inline(always)]
 pub(super) fn plain_event(text: &str) -> Option<TradeVersion> {
     let bytes = text.as_bytes();
     let mut at = skip_ws(bytes, 0);
