@@ -131,6 +131,7 @@ impl Prints {
     /// the version is new, `Duplicate` when it was accepted with an equal
     /// fingerprint, else `Rejected` with `conflicting_duplicate`, the first
     /// copy staying.
+    #[inline(always)]
     pub fn admit(&mut self, version: TradeVersion, print: u128) -> Admission {
         match self.verdict(&version, print) {
             Verdict::Accepted => Admission::Accepted(version),
@@ -309,6 +310,9 @@ impl DuplicateRule {
 
     /// [`DuplicateRule::admit_fingerprinted`] for a version whose trade
     /// id's [`IdHash`] is known too.
+    /// Inlined (with [`Prints::admit`]), so the version is moved once, into
+    /// its admission.
+    #[inline(always)]
     fn admit_hashed(&mut self, version: TradeVersion, hash: IdHash, print: u128) -> Admission {
         let slot = self.accepted.slot_of_hashed(&version.trade_id, hash);
         self.accepted.get_mut(slot).1.admit(version, print)
@@ -371,25 +375,11 @@ impl DuplicateRule {
         }
     }
 
-    /// The rule for one line [`DuplicateRule::admit_all`] has read. Inlined,
-    /// with the verdict taken from a reference, so the version is moved
-    /// once, into its admission.
+    /// The rule for one line [`DuplicateRule::admit_all`] has read.
     #[inline(always)]
     fn admit_read(&mut self, parsed: Parsed) -> Admission {
         match parsed.read {
-            Ok(version) => {
-                let slot = self.accepted.slot_of_hashed(&version.trade_id, parsed.hash);
-                match self
-                    .accepted
-                    .get_mut(slot)
-                    .1
-                    .verdict(&version, parsed.print)
-                {
-                    Verdict::Accepted => Admission::Accepted(version),
-                    Verdict::Duplicate => Admission::Duplicate(version),
-                    Verdict::Rejected(rejection) => Admission::Rejected(rejection),
-                }
-            }
+            Ok(version) => self.admit_hashed(version, parsed.hash, parsed.print),
             Err(rejection) => Admission::Rejected(rejection),
         }
     }
