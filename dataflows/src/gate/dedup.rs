@@ -208,9 +208,9 @@ pub fn fingerprint(version: &TradeVersion) -> u128 {
 /// so 512 leaves ~170 for a correlation id.
 const FIXED_BYTES: usize = 512;
 
-/// A sink writing into a fixed buffer (the thread's reused one) that notes when the
-/// bytes do not fit. It holds the buffer by reference, so its own two
-/// fields can live in registers while a version is encoded.
+/// A sink writing into a fixed buffer (the thread's reused one) that
+/// notes when the bytes do not fit. It holds the buffer by reference, so
+/// its own two fields can live in registers while a version is encoded.
 struct FixedBytes<'a> {
     bytes: &'a mut [u8; FIXED_BYTES],
     len: usize,
@@ -309,9 +309,8 @@ impl DuplicateRule {
     }
 
     /// [`DuplicateRule::admit_fingerprinted`] for a version whose trade
-    /// id's [`IdHash`] is known too.
-    /// Inlined (with [`Prints::admit`]), so the version is moved once, into
-    /// its admission.
+    /// id's [`IdHash`] is known too. Inlined (with [`Prints::admit`]), so
+    /// the version is moved once, into its admission.
     #[inline(always)]
     fn admit_hashed(&mut self, version: TradeVersion, hash: IdHash, print: u128) -> Admission {
         let slot = self.accepted.slot_of_hashed(&version.trade_id, hash);
@@ -403,9 +402,10 @@ mod tests {
     use super::*;
 
     /// The fingerprint is XXH3-128 of the canonical bytes whether they are
-    /// encoded in the fixed buffer or (a long correlation id) in the growable buffer, on
-    /// both sides of the fixed buffer's size; and the fixed buffer holds
-    /// exactly the bytes when they fit and notes when they do not.
+    /// encoded in the fixed buffer or (a long correlation id) in the
+    /// growable one, on both sides of the fixed buffer's size; and the
+    /// fixed buffer holds exactly the bytes when they fit and notes when
+    /// they do not.
     #[test]
     fn fingerprints_hash_the_canonical_bytes_wherever_encoded() {
         let line = br#"{"trade_id":"T-1","account_id":"A","book_id":"B","security_id":"S","side":"BUY","quantity":"1","price":"2.5","trade_date":"2026-01-02"}"#;
@@ -424,9 +424,9 @@ mod tests {
                 "{len}"
             );
             let mut buffer = [0u8; FIXED_BYTES];
-            let mut stack = FixedBytes::new(&mut buffer);
-            version.canonical_bytes(&mut stack);
-            match stack.written() {
+            let mut sink = FixedBytes::new(&mut buffer);
+            version.canonical_bytes(&mut sink);
+            match sink.written() {
                 Some(written) => {
                     assert!(bytes.len() <= FIXED_BYTES, "{len}");
                     assert_eq!(&buffer[..written], bytes.as_slice(), "{len}");
