@@ -73,6 +73,10 @@ fn id_hash(id: &str) -> u64 {
 pub struct IdHash(u64);
 
 impl IdHash {
+    /// A value for a place that holds no id's hash (never looked up or
+    /// routed by): no computation, unlike the hash of some stand-in id.
+    pub(crate) const UNUSED: IdHash = IdHash(0);
+
     /// The hash of `id`.
     pub(crate) fn of(id: &str) -> IdHash {
         IdHash(id_hash(id))

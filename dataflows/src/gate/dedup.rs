@@ -16,7 +16,7 @@ const RING_LINES: usize = ADMIT_AHEAD_LINES + 1;
 
 /// A line [`DuplicateRule::admit_all`] has parsed and not yet admitted:
 /// the stateless checks' result and, when it passed them, its trade id's
-/// hash and its fingerprint (else the empty id's hash and 0, unused).
+/// hash and its fingerprint (else `IdHash::UNUSED` and 0, never read).
 struct Parsed {
     read: Result<TradeVersion, Rejection>,
     hash: IdHash,
@@ -348,7 +348,7 @@ impl DuplicateRule {
             }
             let parsed = place.insert(Parsed {
                 read: parse_event(line),
-                hash: IdHash::of(""),
+                hash: IdHash::UNUSED,
                 print: 0,
             });
             if let Ok(version) = &parsed.read {
